@@ -1,0 +1,255 @@
+//! Building [`Counts`] in two streaming passes with memory proportional to
+//! the positives.
+//!
+//! Pass 1 ([`PositiveCollector`]) keeps the order-preserving u32 key of every
+//! positive pixel's score (positives are ~1 % of pixels) and counts the
+//! negatives. Pass 2 ([`Ranker`]) visits the same pixels again and files every
+//! negative into one of 2m+1 slots: strictly between two consecutive
+//! distinct positive scores, or equal to one. A 65 536-entry radix table on
+//! the key's top 16 bits narrows each binary search to a few steps; pixels
+//! are processed in fixed blocks in parallel (rayon), and the slot counts are
+//! u64 and order-independent, so the result is exact and deterministic.
+//!
+//! Why two passes: a negative seen before the positives are known cannot be
+//! ranked against them without keeping it (that is the 50 bytes/pixel other
+//! tools pay). Re-reading is cheaper than remembering.
+
+use super::{Counts, key, unkey};
+use crate::data::label;
+use rayon::prelude::*;
+
+/// Pixels per parallel work item (fixed: results never depend on threads).
+const BLOCK: usize = 1 << 16;
+const LUT_BITS: u32 = 16;
+
+/// Pass 1: the positives' score keys, and the number of negatives.
+#[derive(Debug, Default, Clone)]
+pub struct PositiveCollector {
+    keys: Vec<u32>,
+    negatives: u64,
+}
+
+impl PositiveCollector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add one image: `labels` are [`label`] codes; void pixels are skipped.
+    /// `select` picks which anomaly codes count as positive (None = all).
+    pub fn add(&mut self, scores: &[f32], labels: &[u8], select: Option<u8>) {
+        debug_assert_eq!(scores.len(), labels.len());
+        for (&s, &l) in scores.iter().zip(labels) {
+            if l == label::NORMAL {
+                self.negatives += 1;
+            } else if l != label::VOID && select.is_none_or(|t| t == l) {
+                self.keys.push(key(s));
+            }
+        }
+    }
+
+    /// Add already-keyed positives and a negative count (merging partial
+    /// collections).
+    pub fn extend(&mut self, keys: &[u32], negatives: u64) {
+        self.keys.extend_from_slice(keys);
+        self.negatives += negatives;
+    }
+
+    pub fn positives(&self) -> u64 {
+        self.keys.len() as u64
+    }
+
+    /// Sort and deduplicate the positives, ready for pass 2.
+    pub fn finish(mut self) -> Ranker {
+        self.keys.par_sort_unstable();
+        let mut keys = Vec::new();
+        let mut pos = Vec::new();
+        for &k in &self.keys {
+            if keys.last() == Some(&k) {
+                *pos.last_mut().unwrap() += 1;
+            } else {
+                keys.push(k);
+                pos.push(1u64);
+            }
+        }
+        drop(self.keys);
+        let lut = (0..=(1u64 << LUT_BITS))
+            .map(|b| keys.partition_point(|&k| (k as u64) < (b << (32 - LUT_BITS))) as u32)
+            .collect();
+        let slots = vec![0; 2 * keys.len() + 1];
+        Ranker {
+            keys,
+            pos,
+            lut,
+            slots,
+            expected_negatives: self.negatives,
+            negatives: 0,
+        }
+    }
+}
+
+/// Pass 2: counts of negatives between and at the distinct positive scores.
+#[derive(Debug, Clone)]
+pub struct Ranker {
+    /// Distinct positive keys, ascending.
+    keys: Vec<u32>,
+    /// Positives per distinct key.
+    pos: Vec<u64>,
+    lut: Vec<u32>,
+    /// slots[2i] = negatives strictly between keys[i-1] and keys[i];
+    /// slots[2i+1] = negatives equal to keys[i]; slots[2m] = above all.
+    slots: Vec<u64>,
+    expected_negatives: u64,
+    negatives: u64,
+}
+
+impl Ranker {
+    /// Slot of a negative with key `x`.
+    #[inline]
+    fn slot(&self, x: u32) -> u32 {
+        let b = (x >> (32 - LUT_BITS)) as usize;
+        let (lo, hi) = (self.lut[b] as usize, self.lut[b + 1] as usize);
+        let i = lo + self.keys[lo..hi].partition_point(|&k| k < x);
+        if i < self.keys.len() && self.keys[i] == x {
+            (2 * i + 1) as u32
+        } else {
+            (2 * i) as u32
+        }
+    }
+
+    /// Add one image's negatives (same pixels as pass 1, any image order).
+    pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
+        debug_assert_eq!(scores.len(), labels.len());
+        let this = &*self;
+        let filed: Vec<Vec<u32>> = scores
+            .par_chunks(BLOCK)
+            .zip(labels.par_chunks(BLOCK))
+            .map(|(s, l)| {
+                s.iter()
+                    .zip(l)
+                    .filter(|&(_, &l)| l == label::NORMAL)
+                    .map(|(&s, _)| this.slot(key(s)))
+                    .collect()
+            })
+            .collect();
+        for block in filed {
+            self.negatives += block.len() as u64;
+            for s in block {
+                self.slots[s as usize] += 1;
+            }
+        }
+    }
+
+    /// Add counts computed elsewhere over the same positives (merge).
+    pub fn merge_slots(&mut self, slots: &[u64]) {
+        assert_eq!(slots.len(), self.slots.len(), "merging rankers over different positives");
+        for (a, b) in self.slots.iter_mut().zip(slots) {
+            *a += b;
+            self.negatives += b;
+        }
+    }
+
+    pub fn slots(&self) -> &[u64] {
+        &self.slots
+    }
+
+    /// The sufficient statistic. Errors if pass 2 saw a different number of
+    /// negatives than pass 1 (the inputs changed between passes).
+    pub fn finish(self) -> anyhow::Result<Counts> {
+        anyhow::ensure!(
+            self.negatives == self.expected_negatives,
+            "inputs changed between the two metric passes ({} negatives, then {})",
+            self.expected_negatives,
+            self.negatives
+        );
+        let m = self.keys.len();
+        let mut c = Counts {
+            positives: self.pos.iter().sum(),
+            negatives: self.negatives,
+            thresholds: Vec::with_capacity(m),
+            tp: Vec::with_capacity(m),
+            fp: Vec::with_capacity(m),
+            fp_gt: Vec::with_capacity(m),
+        };
+        let (mut tp, mut fp) = (0u64, self.slots[2 * m]);
+        for i in (0..m).rev() {
+            let fp_gt = fp;
+            fp += self.slots[2 * i + 1];
+            tp += self.pos[i];
+            c.thresholds.push(unkey(self.keys[i]));
+            c.tp.push(tp);
+            c.fp.push(fp);
+            c.fp_gt.push(fp_gt);
+            fp += self.slots[2 * i];
+        }
+        Ok(c)
+    }
+}
+
+/// Both passes over in-memory data (tests, single score maps).
+pub fn counts_of(scores: &[f32], labels: &[u8]) -> Counts {
+    let mut pc = PositiveCollector::new();
+    pc.add(scores, labels, None);
+    let mut r = pc.finish();
+    r.add(scores, labels);
+    r.finish().expect("same data in both passes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Brute force: sort everything, as sklearn does.
+    fn brute(scores: &[f32], labels: &[u8]) -> Counts {
+        let mut v: Vec<(f32, u8)> = scores
+            .iter()
+            .zip(labels)
+            .filter(|p| *p.1 != label::VOID)
+            .map(|(&s, &l)| (if s == 0.0 { 0.0 } else { s }, l))
+            .collect();
+        v.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
+        let mut c = Counts::default();
+        c.positives = v.iter().filter(|p| p.1 != 0).count() as u64;
+        c.negatives = v.len() as u64 - c.positives;
+        let distinct_pos: Vec<f32> = {
+            let mut d: Vec<f32> = v.iter().filter(|p| p.1 != 0).map(|p| p.0).collect();
+            d.dedup();
+            d
+        };
+        for t in distinct_pos {
+            c.thresholds.push(t);
+            c.tp.push(v.iter().filter(|p| p.1 != 0 && p.0 >= t).count() as u64);
+            c.fp.push(v.iter().filter(|p| p.1 == 0 && p.0 >= t).count() as u64);
+            c.fp_gt.push(v.iter().filter(|p| p.1 == 0 && p.0 > t).count() as u64);
+        }
+        c
+    }
+
+    #[test]
+    fn engine_equals_brute_force_with_ties_and_void() {
+        let mut x = 12345u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in [1usize, 2, 17, 300, 5000, 70_000] {
+            let scores: Vec<f32> = (0..n).map(|_| ((next() % 41) as f32 - 20.0) / 4.0).collect();
+            let labels: Vec<u8> = (0..n)
+                .map(|_| match next() % 10 {
+                    0 | 1 => 1,
+                    2 => label::VOID,
+                    _ => 0,
+                })
+                .collect();
+            assert_eq!(counts_of(&scores, &labels), brute(&scores, &labels), "n={n}");
+        }
+    }
+
+    #[test]
+    fn signed_zero_ties() {
+        let c = counts_of(&[-0.0, 0.0, 1.0], &[1, 0, 0]);
+        assert_eq!(c.thresholds, vec![0.0]);
+        assert_eq!((c.tp[0], c.fp[0], c.fp_gt[0]), (1, 2, 1));
+    }
+}

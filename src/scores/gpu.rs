@@ -1,0 +1,1 @@
+//! The WGSL path (TODO: gpu helper).

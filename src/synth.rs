@@ -1,0 +1,1 @@
+//! Deterministic synthetic dataset (TODO: data helper).
