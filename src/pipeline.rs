@@ -1,1 +1,480 @@
-//! TODO
+//! `bench run`: wires the rooms together for one sweep.
+//!
+//! Why it is separate from the rooms: the order of work (calibration, then
+//! val, then test with the val thresholds) is policy, not mechanism. Each
+//! split is visited in two streaming passes (positives, then ranks of the
+//! negatives; see `metrics::engine`); small splits keep their score maps
+//! between the passes, large ones are re-scored, so memory never grows with
+//! the pixel count. A reader thread decodes the next image while the current
+//! one is scored.
+
+use crate::config::{Config, Device};
+use crate::data::{Dataset, LabelMap, Logits, Split, label, read_logits, read_mask};
+use crate::metrics::{Counts, OperatingPoint, PositiveCollector, ThresholdCounter, counts_of};
+use crate::report::results::*;
+use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::Instant;
+
+/// Score maps of a split are kept between the two passes when they fit in
+/// this many bytes; otherwise the split is scored twice.
+pub const SCORE_CACHE_BYTES: usize = 256 << 20;
+
+pub struct RunOptions {
+    /// Overrides the config's `device`.
+    pub device: Option<Device>,
+    pub progress: bool,
+}
+
+pub struct RunOutput {
+    pub results: Results,
+    pub manifest: serde_json::Value,
+}
+
+/// The scorer for a device choice, and `cpu` / `gpu`.
+pub fn make_scorer(device: Device) -> Result<(Box<dyn Scorer>, &'static str)> {
+    use crate::scores::cpu::CpuScorer;
+    use crate::scores::gpu::GpuScorer;
+    match device {
+        Device::Cpu => Ok((Box::new(CpuScorer), "cpu")),
+        Device::Gpu => {
+            let g = GpuScorer::new(true).context("--device gpu")?;
+            eprintln!("device: {}", g.device());
+            Ok((Box::new(g), "gpu"))
+        }
+        Device::Auto => match GpuScorer::new(false) {
+            Ok(g) => {
+                eprintln!("device: {}", g.device());
+                Ok((Box::new(g), "gpu"))
+            }
+            Err(e) => {
+                eprintln!("notice: no hardware GPU adapter ({e:#}); scoring on the CPU (use --device gpu to accept a software adapter)");
+                Ok((Box::new(CpuScorer), "cpu"))
+            }
+        },
+    }
+}
+
+/// Read one image's mask and logits and check they describe the same pixels.
+fn load(split: &Split, model: &str, i: usize, lm: &LabelMap) -> Result<(Logits, Vec<u8>)> {
+    let mask = read_mask(&split.labels[i])?;
+    let lp = split.logits_path(model, &split.stems[i])?;
+    let lg = read_logits(&lp)?;
+    if (lg.h, lg.w) != (mask.h, mask.w) {
+        bail!(
+            "{}: logits are {}×{} but the mask {} is {}×{} (resizing is not enabled)",
+            lp.display(),
+            lg.h,
+            lg.w,
+            split.labels[i].display(),
+            mask.h,
+            mask.w
+        );
+    }
+    Ok((lg, lm.apply(&mask)))
+}
+
+/// Visit every image of a split in order, decoding the next one on a reader
+/// thread while `f` works on the current one.
+fn for_each_image(
+    split: &Split,
+    model: &str,
+    lm: &LabelMap,
+    mut f: impl FnMut(usize, Logits, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        s.spawn(move || {
+            for i in 0..split.stems.len() {
+                let r = load(split, model, i, lm);
+                let failed = r.is_err();
+                if tx.send(r).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        for (i, item) in rx.into_iter().enumerate() {
+            let (lg, lab) = item?;
+            f(i, lg, lab)?;
+        }
+        Ok(())
+    })
+}
+
+/// What one split yields for one model: per method, the exact statistic,
+/// the counts at the probe thresholds and the image-level scores.
+struct SplitEval {
+    counts: Vec<Counts>,
+    probes: Vec<ThresholdCounter>,
+    image_scores: Vec<Vec<f32>>,
+    image_labels: Vec<u8>,
+    void: u64,
+    images: u64,
+    dtype: &'static str,
+}
+
+fn eval_split(
+    split: &Split,
+    model: &str,
+    lm: &LabelMap,
+    scorer: &mut dyn Scorer,
+    plan: &ScorePlan,
+    probes: Vec<Vec<f32>>,
+    bar: &ProgressBar,
+) -> Result<SplitEval> {
+    let nm = plan.methods.len();
+    let mut pos: Vec<PositiveCollector> = (0..nm).map(|_| PositiveCollector::new()).collect();
+    let mut probes: Vec<ThresholdCounter> = probes.into_iter().map(ThresholdCounter::new).collect();
+    let mut image_scores = vec![Vec::new(); nm];
+    let mut image_labels = Vec::new();
+    let mut cache: Option<Vec<(ScoreMaps, Vec<u8>)>> = Some(Vec::new());
+    let mut cached_bytes = 0usize;
+    let (mut void, mut dtype) = (0u64, "float32");
+    let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
+
+    // pass 1: positives, probe thresholds, image scores
+    for_each_image(split, model, lm, |i, lg, lab| {
+        dtype = lg.dtype();
+        let maps = scorer.score(&lg, plan).with_context(|| ctx(i))?;
+        drop(lg);
+        void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
+        let valid = lab.iter().any(|&l| l != label::VOID);
+        if valid {
+            image_labels.push(lab.iter().any(|&l| label::is_anomaly(l)) as u8);
+        }
+        for m in 0..nm {
+            let s = &maps.maps[m];
+            pos[m].add(s, &lab, None);
+            probes[m].add(s, &lab);
+            if valid {
+                let mx = s.iter().zip(&lab).filter(|p| *p.1 != label::VOID).map(|p| *p.0).fold(f32::NEG_INFINITY, f32::max);
+                image_scores[m].push(mx);
+            }
+        }
+        cached_bytes += maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len();
+        if cached_bytes > SCORE_CACHE_BYTES {
+            cache = None;
+        }
+        if let Some(c) = cache.as_mut() {
+            c.push((maps, lab));
+        }
+        bar.inc(1);
+        Ok(())
+    })?;
+
+    // pass 2: rank every negative among the positives
+    let mut rankers: Vec<_> = pos.into_iter().map(|p| p.finish()).collect();
+    match cache {
+        Some(c) => {
+            for (maps, lab) in &c {
+                for m in 0..nm {
+                    rankers[m].add(&maps.maps[m], lab);
+                }
+                bar.inc(1);
+            }
+        }
+        None => for_each_image(split, model, lm, |i, lg, lab| {
+            let maps = scorer.score(&lg, plan).with_context(|| ctx(i))?;
+            for m in 0..nm {
+                rankers[m].add(&maps.maps[m], &lab);
+            }
+            bar.inc(1);
+            Ok(())
+        })?,
+    }
+    let counts = rankers
+        .into_iter()
+        .map(|r| r.finish().with_context(|| format!("split {} [{model}]", split.name)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SplitEval { counts, probes, image_scores, image_labels, void, images: split.stems.len() as u64, dtype })
+}
+
+fn point(rule: &str, target: Option<f64>, op: Option<OperatingPoint>) -> Point {
+    Point {
+        rule: rule.into(),
+        target,
+        threshold: op.map(|o| o.threshold),
+        far: op.and_then(|o| o.far()),
+        frr: op.and_then(|o| o.frr()),
+        precision: op.and_then(|o| o.precision()),
+        recall: op.and_then(|o| o.recall()),
+        f1: op.and_then(|o| o.f1()),
+    }
+}
+
+/// Thresholds chosen on `c` for the honest evaluation, in the order
+/// f1_optimal, far budgets, frr budgets (None where undefined).
+fn choose_thresholds(c: &Counts, cfg: &Config) -> Vec<(String, Option<f64>, Option<OperatingPoint>)> {
+    let mut v = vec![(
+        "f1_optimal".to_string(),
+        None,
+        c.best_f1().and_then(|(_, t)| c.thresholds.iter().position(|&x| x == t)).map(|i| c.at_index(i)),
+    )];
+    for &t in &cfg.metrics.far {
+        v.push(("far".into(), Some(t), c.threshold_at_far(t)));
+    }
+    for &t in &cfg.metrics.frr {
+        v.push(("frr".into(), Some(t), c.threshold_at_frr(t)));
+    }
+    v
+}
+
+fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
+    let c = &e.counts[mi];
+    let s = c.summary(cfg.metrics.fpr95);
+    let mut warnings = vec![];
+    if c.positives == 0 {
+        warnings.push(format!("split '{split}' has no anomaly pixels: pixel metrics are undefined"));
+    }
+    if c.negatives == 0 {
+        warnings.push(format!("split '{split}' has no in-distribution pixels: pixel metrics are undefined"));
+    }
+    let img = counts_of(&e.image_scores[mi], &e.image_labels);
+    Cell {
+        model: model.into(),
+        method: m.id().into(),
+        split: split.into(),
+        auroc: s.auroc,
+        aupr: s.aupr,
+        fpr95: s.fpr95,
+        f1: s.f1,
+        threshold: s.threshold,
+        positives: c.positives,
+        negatives: c.negatives,
+        void: e.void,
+        images: e.images,
+        distinct_positive_scores: c.thresholds.len() as u64,
+        leakage,
+        image_auroc: img.auroc(),
+        image_aupr: img.average_precision(),
+        anomalous_images: img.positives,
+        normal_images: img.negatives,
+        warnings,
+    }
+}
+
+fn honest(model: &str, m: Method, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
+    let hard = pts.iter().find(|p| p.rule == "far").and_then(|p| p.threshold);
+    let soft = pts.iter().find(|p| p.rule == "frr").and_then(|p| p.threshold);
+    HonestCell {
+        model: model.into(),
+        method: m.id().into(),
+        threshold_split: src.into(),
+        eval_split: "test".into(),
+        leakage,
+        oracle_f1: test.best_f1().map(|x| x.0),
+        hard_threshold: hard,
+        soft_threshold: soft,
+        block_fraction: None,
+        review_fraction: None,
+        points: pts,
+    }
+}
+
+/// Fraction of the split's non-void pixels at or above `t` (exact when `t`
+/// is one of the probe thresholds, which it always is here).
+fn frac_at(op: &OperatingPoint) -> f64 {
+    (op.tp + op.fp) as f64 / (op.positives + op.negatives).max(1) as f64
+}
+
+pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutput> {
+    let t0 = Instant::now();
+    let lm = LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?;
+    if let Some(kind) = &cfg.synthetic
+        && !cfg.dataset.exists()
+    {
+        eprintln!(
+            "notice: {} does not exist; generating the deterministic synthetic '{kind}' dataset there",
+            cfg.dataset.display()
+        );
+        crate::synth::generate(&cfg.dataset, &crate::synth::SynthSpec::demo())?;
+    }
+    let ds = Dataset::open(&cfg.dataset)?;
+    let test = ds.split("test").with_context(|| format!("{}: no `test` split", cfg.dataset.display()))?;
+    let val = ds.split("val");
+    let calib = ds.split("calibration");
+    let methods = cfg.parsed_methods()?;
+    let need_cal = methods.iter().any(|m| m.needs_calibration());
+    let need_heat = methods.contains(&Method::Heat);
+
+    // Fail fast on missing files before any long work.
+    for mc in &cfg.models {
+        for s in [Some(test), val, if need_cal { calib } else { None }].into_iter().flatten() {
+            s.check_model(&mc.id)?;
+        }
+    }
+
+    let (mut scorer, device_kind) = make_scorer(opts.device.or(cfg.device).unwrap_or_default())?;
+    let visits_per_model = {
+        let split_visits = |s: &Split| 2 * s.stems.len() as u64;
+        let cal_visits = match (need_cal, calib) {
+            (false, _) => 0,
+            (true, Some(c)) => (1 + need_heat as u64) * c.stems.len() as u64,
+            (true, None) => (1 + need_heat as u64) * test.stems.len() as u64,
+        };
+        split_visits(test) + val.map_or(0, split_visits) + cal_visits
+    };
+    let bar = if opts.progress && std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(visits_per_model * cfg.models.len() as u64);
+        b.set_style(ProgressStyle::with_template("{spinner} {msg:24} [{bar:40}] {pos}/{len} images ({eta})").unwrap().progress_chars("=> "));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let mut warnings = Vec::new();
+    let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
+    let mut timings = serde_json::Map::new();
+    for mc in &cfg.models {
+        let tm = Instant::now();
+        bar.set_message(mc.id.clone());
+        let calibration = if need_cal {
+            let (split, leakage) = match calib {
+                Some(c) => (c, false),
+                None => (test, true),
+            };
+            let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| {
+                for_each_image(split, &mc.id, &lm, |_, lg, lab| {
+                    bar.inc(1);
+                    f(&lg, &lab)
+                })
+            };
+            let cal = Calibration::fit(&split.name, leakage, need_heat, &mut visit).with_context(|| format!("model {}", mc.id))?;
+            for w in &cal.warnings {
+                warnings.push(format!("{}: {w}", mc.id));
+                eprintln!("warning: {}: {w}", mc.id);
+            }
+            cal_rows.push(CalibrationRow {
+                model: mc.id.clone(),
+                split: cal.split.clone(),
+                leakage: cal.leakage,
+                pixels: cal.pixels,
+                sml_mean: cal.sml.mean.clone(),
+                sml_std: cal.sml.std.clone(),
+                sml_count: cal.sml.count.clone(),
+                heat_classes: if need_heat { cal.heat.classes.clone() } else { vec![] },
+                heat_ridge: cal.heat.ridge,
+                heat_el_mean: cal.heat.el_mean,
+                heat_el_std: cal.heat.el_std,
+                heat_gmm_mean: cal.heat.gmm_mean,
+                heat_gmm_std: cal.heat.gmm_std,
+            });
+            Some(cal)
+        } else {
+            None
+        };
+        let cal_split = calibration.as_ref().map(|c| c.split.clone());
+        let plan = ScorePlan {
+            methods: methods.clone(),
+            msp_temperature: cfg.method.msp.temperature,
+            energy_temperature: cfg.method.energy.temperature,
+            calibration,
+        };
+        let leak = |m: Method, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
+
+        // val first: its thresholds are probes on test
+        let val_eval = match val {
+            Some(v) => Some(eval_split(v, &mc.id, &lm, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &bar)?),
+            None => None,
+        };
+        let chosen: Vec<_> = match &val_eval {
+            Some(ve) => ve.counts.iter().map(|c| choose_thresholds(c, cfg)).collect(),
+            None => vec![vec![]; methods.len()],
+        };
+        let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| ch.iter().filter_map(|x| x.2.map(|o| o.threshold as f32)).collect()).collect();
+        let te = eval_split(test, &mc.id, &lm, scorer.as_mut(), &plan, probes, &bar)?;
+        model_rows.push(ModelRow { id: mc.id.clone(), name: mc.name.clone(), dtype: te.dtype.into() });
+
+        if let Some(ve) = &val_eval {
+            for (mi, &m) in methods.iter().enumerate() {
+                cells.push(cell(&mc.id, m, "val", ve, mi, cfg, leak(m, "val")));
+            }
+        }
+        for (mi, &m) in methods.iter().enumerate() {
+            cells.push(cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test")));
+            let tc = &te.counts[mi];
+            let (src, ops): (&str, Vec<(String, Option<f64>, Option<OperatingPoint>)>) = match &val_eval {
+                Some(_) => {
+                    let mut k = 0;
+                    let ops = chosen[mi]
+                        .iter()
+                        .map(|(rule, target, op)| {
+                            let on_test = op.map(|_| {
+                                k += 1;
+                                te.probes[mi].point(k - 1)
+                            });
+                            (rule.clone(), *target, on_test)
+                        })
+                        .collect();
+                    ("val", ops)
+                }
+                // No val split: thresholds come from test itself (leakage);
+                // they are test positive scores, so test counts are exact there.
+                None => ("test", choose_thresholds(tc, cfg)),
+            };
+            let pts: Vec<Point> = ops.iter().map(|(r, t, op)| point(r, *t, *op)).collect();
+            let mut h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), pts, tc);
+            let hard_op = ops.iter().find(|o| o.0 == "far").and_then(|o| o.2);
+            let soft_op = ops.iter().find(|o| o.0 == "frr").and_then(|o| o.2);
+            if let Some(hop) = hard_op {
+                h.block_fraction = Some(frac_at(&hop));
+                h.review_fraction = soft_op.map(|sop| (frac_at(&sop) - frac_at(&hop)).max(0.0));
+            }
+            honest_cells.push(h);
+        }
+        if val_eval.is_none() {
+            let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
+            eprintln!("warning: {w}");
+            warnings.push(w);
+        }
+        timings.insert(mc.id.clone(), serde_json::json!(tm.elapsed().as_secs_f64()));
+    }
+    bar.finish_and_clear();
+
+    let results = Results {
+        format: FORMAT.into(),
+        name: cfg.name.clone(),
+        dataset: cfg.dataset.display().to_string(),
+        device: device_kind.into(),
+        conventions: Conventions {
+            fpr95: serde_json::to_value(cfg.metrics.fpr95)?.as_str().unwrap_or_default().to_string(),
+            positive_when: "score >= threshold".into(),
+            pooling: "all non-void pixels of the split pooled; exact (no subsampling, no binning)".into(),
+            anomaly_values: cfg.anomaly.clone(),
+            ignore_values: cfg.ignore.clone(),
+            msp_temperature: cfg.method.msp.temperature,
+            energy_temperature: cfg.method.energy.temperature,
+            sml_variant: "plain (no boundary suppression, no dilated smoothing)".into(),
+            heat_variant: format!(
+                "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",
+                crate::scores::calib::RIDGE
+            ),
+            image_score: "max over non-void pixels".into(),
+        },
+        models: model_rows,
+        methods: methods.iter().map(|m| MethodRow { id: m.id().into(), name: m.display().into() }).collect(),
+        cells,
+        honest: honest_cells,
+        calibration: cal_rows,
+        warnings: warnings.clone(),
+    };
+    let manifest = serde_json::json!({
+        "tool": "bench",
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_revision": option_env!("BENCH_GIT_REVISION"),
+        "config_sha256": sha256_hex(cfg_bytes),
+        "dataset": cfg.dataset.display().to_string(),
+        "device": scorer.device(),
+        "threads": rayon::current_num_threads(),
+        "timings_s": { "total": t0.elapsed().as_secs_f64(), "per_model": timings },
+        "warnings": warnings,
+    });
+    Ok(RunOutput { results, manifest })
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -185,6 +185,75 @@ impl Ranker {
     }
 }
 
+
+/// Exact confusion counts at a few fixed thresholds (`score ≥ t`), e.g.
+/// thresholds chosen on another split. One pass, no positives needed.
+#[derive(Debug, Clone)]
+pub struct ThresholdCounter {
+    thresholds: Vec<f32>,
+    /// Per threshold: anomalies ≥ t, normals ≥ t.
+    tp: Vec<u64>,
+    fp: Vec<u64>,
+    positives: u64,
+    negatives: u64,
+}
+
+impl ThresholdCounter {
+    pub fn new(thresholds: Vec<f32>) -> Self {
+        let n = thresholds.len();
+        ThresholdCounter { thresholds, tp: vec![0; n], fp: vec![0; n], positives: 0, negatives: 0 }
+    }
+
+    pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
+        if self.thresholds.is_empty() {
+            return;
+        }
+        let k = self.thresholds.len();
+        let th = &self.thresholds;
+        let parts: Vec<(Vec<u64>, Vec<u64>, u64, u64)> = scores
+            .par_chunks(BLOCK)
+            .zip(labels.par_chunks(BLOCK))
+            .map(|(s, l)| {
+                let (mut tp, mut fp, mut p, mut n) = (vec![0u64; k], vec![0u64; k], 0u64, 0u64);
+                for (&x, &l) in s.iter().zip(l) {
+                    let tgt = if l == label::NORMAL {
+                        n += 1;
+                        &mut fp
+                    } else if l != label::VOID {
+                        p += 1;
+                        &mut tp
+                    } else {
+                        continue;
+                    };
+                    for (c, &t) in tgt.iter_mut().zip(th) {
+                        *c += (x >= t) as u64;
+                    }
+                }
+                (tp, fp, p, n)
+            })
+            .collect();
+        for (tp, fp, p, n) in parts {
+            for i in 0..k {
+                self.tp[i] += tp[i];
+                self.fp[i] += fp[i];
+            }
+            self.positives += p;
+            self.negatives += n;
+        }
+    }
+
+    /// Operating point at threshold `i`.
+    pub fn point(&self, i: usize) -> super::OperatingPoint {
+        super::OperatingPoint {
+            threshold: self.thresholds[i] as f64,
+            tp: self.tp[i],
+            fp: self.fp[i],
+            positives: self.positives,
+            negatives: self.negatives,
+        }
+    }
+}
+
 /// Both passes over in-memory data (tests, single score maps).
 pub fn counts_of(scores: &[f32], labels: &[u8]) -> Counts {
     let mut pc = PositiveCollector::new();

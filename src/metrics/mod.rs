@@ -17,7 +17,7 @@
 
 pub mod engine;
 
-pub use engine::{PositiveCollector, Ranker};
+pub use engine::{PositiveCollector, Ranker, ThresholdCounter, counts_of};
 use serde::Serialize;
 
 /// Order-preserving bijection f32 → u32 (`a < b ⇔ key(a) < key(b)`), with

@@ -1,0 +1,174 @@
+//! `results.json`: the source of truth of a sweep.
+//!
+//! Why a fixed schema: CI re-renders tables from this file alone and
+//! reviewers diff two of them, so field order is the struct order, floats
+//! are written by one rule (serde_json's shortest round-trip form, via ryu),
+//! undefined numbers are `null`, and nothing in it depends on time, thread
+//! count or file-system order.
+
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT: &str = "bench-results/1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Results {
+    pub format: String,
+    pub name: String,
+    pub dataset: String,
+    /// `cpu` or `gpu` (the adapter is in manifest.json).
+    pub device: String,
+    pub conventions: Conventions,
+    pub models: Vec<ModelRow>,
+    pub methods: Vec<MethodRow>,
+    /// One per (model, method, split).
+    pub cells: Vec<Cell>,
+    /// Thresholds chosen on one split, reported on the test split.
+    pub honest: Vec<HonestCell>,
+    pub calibration: Vec<CalibrationRow>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Conventions {
+    /// `first` or `interp`.
+    pub fpr95: String,
+    /// Always `score >= threshold`.
+    pub positive_when: String,
+    /// Pixels pooled over the whole split; void excluded; no subsampling.
+    pub pooling: String,
+    pub anomaly_values: Vec<u16>,
+    pub ignore_values: Vec<u16>,
+    pub msp_temperature: f64,
+    pub energy_temperature: f64,
+    pub sml_variant: String,
+    pub heat_variant: String,
+    pub image_score: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRow {
+    pub id: String,
+    pub name: String,
+    pub dtype: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MethodRow {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cell {
+    pub model: String,
+    pub method: String,
+    pub split: String,
+    pub auroc: Option<f64>,
+    pub aupr: Option<f64>,
+    pub fpr95: Option<f64>,
+    pub f1: Option<f64>,
+    /// Score attaining `f1` on this split (an oracle threshold on test).
+    pub threshold: Option<f64>,
+    pub positives: u64,
+    pub negatives: u64,
+    pub void: u64,
+    pub images: u64,
+    pub distinct_positive_scores: u64,
+    /// Calibration statistics were fitted on this very split.
+    pub leakage: bool,
+    pub image_auroc: Option<f64>,
+    pub image_aupr: Option<f64>,
+    pub anomalous_images: u64,
+    pub normal_images: u64,
+    pub warnings: Vec<String>,
+}
+
+/// One operating point of the honest evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Point {
+    /// `f1_optimal`, `far` or `frr`.
+    pub rule: String,
+    /// The budget for `far` / `frr` rules.
+    pub target: Option<f64>,
+    /// Chosen on `threshold_split`.
+    pub threshold: Option<f64>,
+    /// Achieved on `eval_split`.
+    pub far: Option<f64>,
+    pub frr: Option<f64>,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub f1: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HonestCell {
+    pub model: String,
+    pub method: String,
+    pub threshold_split: String,
+    pub eval_split: String,
+    /// Thresholds (or calibration) came from the evaluated split.
+    pub leakage: bool,
+    pub points: Vec<Point>,
+    /// Test-optimal F1: what a test-set threshold would claim (oracle).
+    pub oracle_f1: Option<f64>,
+    /// Hard threshold (block) = first `far` point; soft (review) = first
+    /// `frr` point. Fractions of the evaluated split's non-void pixels.
+    pub hard_threshold: Option<f64>,
+    pub soft_threshold: Option<f64>,
+    pub block_fraction: Option<f64>,
+    pub review_fraction: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationRow {
+    pub model: String,
+    pub split: String,
+    pub leakage: bool,
+    pub pixels: u64,
+    pub sml_mean: Vec<f64>,
+    pub sml_std: Vec<f64>,
+    pub sml_count: Vec<u64>,
+    pub heat_classes: Vec<usize>,
+    pub heat_ridge: f64,
+    pub heat_el_mean: f64,
+    pub heat_el_std: f64,
+    pub heat_gmm_mean: f64,
+    pub heat_gmm_std: f64,
+}
+
+impl Results {
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("results serialise");
+        s.push('\n');
+        s
+    }
+
+    pub fn from_json(text: &str) -> anyhow::Result<Results> {
+        let r: Results = serde_json::from_str(text)?;
+        anyhow::ensure!(r.format == FORMAT, "unsupported results format {:?} (expected {FORMAT:?})", r.format);
+        Ok(r)
+    }
+
+    pub fn load(dir: &std::path::Path) -> anyhow::Result<Results> {
+        use anyhow::Context;
+        let p = dir.join("results.json");
+        let text = std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+        Results::from_json(&text).with_context(|| format!("{}", p.display()))
+    }
+
+    pub fn cell(&self, model: &str, method: &str, split: &str) -> Option<&Cell> {
+        self.cells.iter().find(|c| c.model == model && c.method == method && c.split == split)
+    }
+
+    pub fn honest_cell(&self, model: &str, method: &str) -> Option<&HonestCell> {
+        self.honest.iter().find(|c| c.model == model && c.method == method)
+    }
+}

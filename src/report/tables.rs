@@ -1,0 +1,196 @@
+//! The table family of the seed (main, F1, thresholds) plus the honest
+//! evaluation, built from `results.json` alone so `bench table` and CI can
+//! re-render them without the dataset.
+
+use super::markup::{Align, Dialect, Table};
+use super::results::{Cell, HonestCell, Results};
+
+/// Percent with `d` decimals, `n/a` for undefined.
+fn pct(v: Option<f64>, d: usize) -> String {
+    v.map_or("n/a".into(), |x| format!("{:.*}", d, 100.0 * x))
+}
+
+fn num(v: Option<f64>, d: usize) -> String {
+    v.map_or("n/a".into(), |x| format!("{:.*}", d, x))
+}
+
+const LEAK: &str = "†";
+
+fn mark(s: String, leak: bool) -> String {
+    if leak { format!("{s} {LEAK}") } else { s }
+}
+
+/// Split the main tables report on.
+pub const EVAL_SPLIT: &str = "test";
+
+fn grid(r: &Results, title: &str, notes: Vec<String>, align: Align, f: impl Fn(&Cell) -> String) -> Table {
+    let mut header = vec!["Model".to_string()];
+    header.extend(r.methods.iter().map(|m| m.name.clone()));
+    let mut aligns = vec![Align::Left];
+    aligns.extend(r.methods.iter().map(|_| align));
+    let rows = r
+        .models
+        .iter()
+        .map(|m| {
+            let mut row = vec![m.name.clone()];
+            row.extend(r.methods.iter().map(|me| r.cell(&m.id, &me.id, EVAL_SPLIT).map_or("—".into(), &f)));
+            row
+        })
+        .collect();
+    Table { title: title.into(), notes, header, align: aligns, rows }
+}
+
+fn honest_grid(r: &Results, title: &str, notes: Vec<String>, f: impl Fn(&HonestCell) -> String) -> Table {
+    let mut header = vec!["Model".to_string()];
+    header.extend(r.methods.iter().map(|m| m.name.clone()));
+    let mut aligns = vec![Align::Left];
+    aligns.extend(r.methods.iter().map(|_| Align::Right));
+    let rows = r
+        .models
+        .iter()
+        .map(|m| {
+            let mut row = vec![m.name.clone()];
+            row.extend(r.methods.iter().map(|me| r.honest_cell(&m.id, &me.id).map_or("—".into(), |h| mark(f(h), h.leakage))));
+            row
+        })
+        .collect();
+    Table { title: title.into(), notes, header, align: aligns, rows }
+}
+
+fn any_leak(r: &Results) -> bool {
+    r.cells.iter().any(|c| c.split == EVAL_SPLIT && c.leakage) || r.honest.iter().any(|h| h.leakage)
+}
+
+/// All tables, in document order.
+pub fn tables(r: &Results) -> Vec<Table> {
+    let leak_note = if any_leak(r) {
+        vec![format!(
+            "{LEAK} leakage: statistics or thresholds were fitted on the evaluated split itself (no calibration / val split)."
+        )]
+    } else {
+        vec![]
+    };
+    let with = |mut v: Vec<String>| {
+        v.extend(leak_note.iter().cloned());
+        v
+    };
+    let mut out = vec![
+        grid(
+            r,
+            "Main Results",
+            with(vec![
+                "**Format**: FPR95 / AUROC / AUPR / F1 (all in %)".into(),
+                format!(
+                    "**Lower FPR95 is better**, **Higher AUROC/AUPR/F1 is better**. Split `{EVAL_SPLIT}`, every non-void pixel (exact, no subsampling); FPR95 rule `{}`.",
+                    r.conventions.fpr95
+                ),
+            ]),
+            Align::Left,
+            |c| {
+                mark(
+                    format!("{} / {} / {} / {}", pct(c.fpr95, 2), pct(c.auroc, 2), pct(c.aupr, 2), pct(c.f1, 2)),
+                    c.leakage,
+                )
+            },
+        ),
+        grid(
+            r,
+            "F1 Scores (%) - For Threshold Selection",
+            with(vec![
+                "**Higher is better**. Max F1 over all thresholds of the test split: an *oracle* figure, since the threshold is chosen on the data it is scored on. The honest figures are in the tables below.".into(),
+            ]),
+            Align::Right,
+            |c| mark(pct(c.f1, 2), c.leakage),
+        ),
+        grid(
+            r,
+            "Optimal Thresholds",
+            with(vec!["The score thresholds that maximize F1 on the test split (oracle; `score ≥ t` is anomalous).".into()]),
+            Align::Right,
+            |c| mark(num(c.threshold, 4), c.leakage),
+        ),
+    ];
+    if !r.honest.is_empty() {
+        let src = &r.honest[0].threshold_split;
+        let from = if src == EVAL_SPLIT {
+            format!("**No `val` split: thresholds were chosen on `{EVAL_SPLIT}` itself (leakage, marked {LEAK}).**")
+        } else {
+            format!("Thresholds chosen on `{src}`, applied unchanged to `{EVAL_SPLIT}`.")
+        };
+        out.push(honest_grid(
+            r,
+            "Honest F1: threshold from validation",
+            with(vec![from.clone(), "**Format**: test F1 at the val-F1-optimal threshold (test-optimal oracle F1), in %".into()]),
+            |h| {
+                let p = h.points.iter().find(|p| p.rule == "f1_optimal");
+                format!("{} ({})", pct(p.and_then(|p| p.f1), 2), pct(h.oracle_f1, 2))
+            },
+        ));
+        let targets: Vec<(String, f64)> = r.honest[0]
+            .points
+            .iter()
+            .filter(|p| p.rule != "f1_optimal")
+            .filter_map(|p| p.target.map(|t| (p.rule.clone(), t)))
+            .collect();
+        for (rule, t) in targets {
+            let (title, fmt) = if rule == "far" {
+                (format!("FRR @ FAR ≤ {}%", fmt_pct(t)), "**Format**: FRR / achieved FAR on test, in % (threshold from the FAR budget on val)")
+            } else {
+                (format!("FAR @ FRR ≤ {}%", fmt_pct(t)), "**Format**: FAR / achieved FRR on test, in % (threshold from the FRR budget on val)")
+            };
+            out.push(honest_grid(r, &title, with(vec![from.clone(), fmt.into()]), |h| {
+                let p = h.points.iter().find(|p| p.rule == rule && p.target == Some(t));
+                match p {
+                    Some(p) if rule == "far" => format!("{} / {}", pct(p.frr, 2), pct(p.far, 3)),
+                    Some(p) => format!("{} / {}", pct(p.far, 2), pct(p.frr, 2)),
+                    None => "n/a".into(),
+                }
+            }));
+        }
+        out.push(honest_grid(
+            r,
+            "Hard and soft thresholds",
+            with(vec![
+                from,
+                "**Format**: block % / review % of test pixels. Hard threshold (block, no review) = the first FAR budget; soft threshold (review queue) = the first FRR budget; pixels between the two go to review.".into(),
+            ]),
+            |h| format!("{} / {}", pct(h.block_fraction, 2), pct(h.review_fraction, 2)),
+        ));
+    }
+    out.push(grid(
+        r,
+        "Image-level detection",
+        with(vec![format!(
+            "**Format**: image AUROC / image AUPR in %. Image score = {}; an image is anomalous when it has any anomaly pixel.",
+            r.conventions.image_score
+        )]),
+        Align::Left,
+        |c| mark(format!("{} / {}", pct(c.image_auroc, 2), pct(c.image_aupr, 2)), c.leakage),
+    ));
+    out
+}
+
+fn fmt_pct(x: f64) -> String {
+    let s = format!("{}", 100.0 * x);
+    // 0.1 * 100 = 10.000000000000002 — print the shortest decimal that a
+    // human wrote.
+    let r = format!("{:.6}", 100.0 * x);
+    let r = r.trim_end_matches('0').trim_end_matches('.').to_string();
+    if r.len() < s.len() { r } else { s }
+}
+
+/// The whole document in one dialect.
+pub fn render(r: &Results, d: &dyn Dialect) -> String {
+    let mut s = d.preamble(&format!("{}: model × method comparison", r.name));
+    for t in tables(r) {
+        s += &d.table(&t);
+    }
+    if !r.warnings.is_empty() {
+        s += "## Warnings\n\n";
+        for w in &r.warnings {
+            s += &format!("- {w}\n");
+        }
+        s.push('\n');
+    }
+    s
+}
