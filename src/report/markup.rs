@@ -32,9 +32,9 @@ pub struct Markdown;
 pub struct Csv;
 pub struct Latex;
 
-fn widths(t: &Table) -> Vec<usize> {
-    let mut w: Vec<usize> = t.header.iter().map(|h| h.chars().count()).collect();
-    for r in &t.rows {
+fn widths(header: &[String], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.chars().count());
         }
@@ -56,26 +56,29 @@ impl Dialect for Markdown {
     }
 
     fn table(&self, t: &Table) -> String {
-        let w = widths(t);
+        let esc = |r: &[String]| r.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>();
+        let header = esc(&t.header);
+        let rows: Vec<Vec<String>> = t.rows.iter().map(|r| esc(r)).collect();
+        let w = widths(&header, &rows);
         let row = |cells: &[String]| {
-            let inner: Vec<String> = cells.iter().enumerate().map(|(i, c)| pad(&c.replace('|', "\\|"), w[i], t.align[i])).collect();
+            let inner: Vec<String> = cells.iter().enumerate().map(|(i, c)| pad(c, w[i], t.align[i])).collect();
             format!("| {} |\n", inner.join(" | "))
         };
         let mut s = format!("## {}\n\n", t.title);
         for n in &t.notes {
             s += &format!("{n}\n\n");
         }
-        s += &row(&t.header);
+        s += &row(&header);
         let div: Vec<String> = w
             .iter()
             .zip(&t.align)
             .map(|(&n, a)| match a {
-                Align::Left => format!(":{}", "-".repeat(n.max(2) - 1)),
-                Align::Right => format!("{}:", "-".repeat(n.max(2) - 1)),
+                Align::Left => format!(":{}", "-".repeat(n + 1)),
+                Align::Right => format!("{}:", "-".repeat(n + 1)),
             })
             .collect();
-        s += &format!("|{}|\n", div.iter().map(|d| format!("-{d}-")).collect::<Vec<_>>().join("|"));
-        for r in &t.rows {
+        s += &format!("|{}|\n", div.join("|"));
+        for r in &rows {
             s += &row(r);
         }
         s.push('\n');

@@ -1,0 +1,174 @@
+//! Report room: table dialects (golden), diff verdicts, atomic writes.
+
+use bench::report::diff::{diff, render};
+use bench::report::markup::{Csv, Latex, Markdown, dialect};
+use bench::report::results::*;
+use bench::report::{tables, write_dir_atomic};
+
+fn cell(model: &str, method: &str, split: &str, auroc: Option<f64>, leakage: bool) -> Cell {
+    Cell {
+        model: model.into(),
+        method: method.into(),
+        split: split.into(),
+        auroc,
+        aupr: auroc.map(|a| a / 10.0),
+        fpr95: auroc.map(|a| 1.0 - a),
+        f1: auroc.map(|a| a / 5.0),
+        threshold: auroc.map(|a| -2.0 * a),
+        positives: 10,
+        negatives: 990,
+        void: 5,
+        images: 2,
+        distinct_positive_scores: 10,
+        leakage,
+        image_auroc: Some(0.75),
+        image_aupr: Some(0.5),
+        anomalous_images: 1,
+        normal_images: 1,
+        warnings: vec![],
+    }
+}
+
+fn sample() -> Results {
+    Results {
+        format: FORMAT.into(),
+        name: "t".into(),
+        dataset: "d".into(),
+        device: "cpu".into(),
+        conventions: Conventions {
+            fpr95: "first".into(),
+            positive_when: "score >= threshold".into(),
+            pooling: "p".into(),
+            anomaly_values: vec![1],
+            ignore_values: vec![255],
+            msp_temperature: 1.0,
+            energy_temperature: 1.0,
+            sml_variant: "plain".into(),
+            heat_variant: "h".into(),
+            image_score: "max over non-void pixels".into(),
+        },
+        models: vec![
+            ModelRow { id: "a".into(), name: "Model A".into(), dtype: "float32".into() },
+            ModelRow { id: "b".into(), name: "Model B | pipes".into(), dtype: "float16".into() },
+        ],
+        methods: vec![
+            MethodRow { id: "max_logit".into(), name: "Simple Max Logits".into() },
+            MethodRow { id: "sml".into(), name: "Standardized Max Logits".into() },
+        ],
+        cells: vec![
+            cell("a", "max_logit", "test", Some(0.905), false),
+            cell("a", "sml", "test", Some(0.8), true),
+            cell("b", "max_logit", "test", None, false),
+            cell("b", "sml", "test", Some(0.7), false),
+            cell("a", "max_logit", "val", Some(0.9), false),
+        ],
+        honest: vec![HonestCell {
+            model: "a".into(),
+            method: "max_logit".into(),
+            threshold_split: "val".into(),
+            eval_split: "test".into(),
+            leakage: false,
+            points: vec![
+                Point { rule: "f1_optimal".into(), target: None, threshold: Some(-1.5), far: Some(0.1), frr: Some(0.2), precision: Some(0.3), recall: Some(0.8), f1: Some(0.4363) },
+                Point { rule: "far".into(), target: Some(0.001), threshold: Some(-0.5), far: Some(0.0012), frr: Some(0.6), precision: None, recall: None, f1: None },
+                Point { rule: "frr".into(), target: Some(0.02), threshold: Some(-3.0), far: Some(0.5), frr: Some(0.019), precision: None, recall: None, f1: None },
+            ],
+            oracle_f1: Some(0.45),
+            hard_threshold: Some(-0.5),
+            soft_threshold: Some(-3.0),
+            block_fraction: Some(0.01),
+            review_fraction: Some(0.4),
+        }],
+        calibration: vec![],
+        warnings: vec!["a warning".into()],
+    }
+}
+
+#[test]
+fn markdown_tables_have_the_seed_shape() {
+    let md = tables::render(&sample(), &Markdown);
+    let expected = include_str!("fixtures/tables_sample.md");
+    if std::env::var("BLESS").is_ok() {
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tables_sample.md"), &md).unwrap();
+    }
+    assert_eq!(md, expected, "re-bless with BLESS=1 if the change is intended");
+    // the seed's headings and format line, exactly
+    for h in ["## Main Results", "**Format**: FPR95 / AUROC / AUPR / F1 (all in %)", "## F1 Scores (%) - For Threshold Selection", "## Optimal Thresholds"] {
+        assert!(md.contains(h), "missing {h}");
+    }
+    assert!(md.contains("| 9.50 / 90.50 / 9.05 / 18.10 "), "{md}");
+    assert!(md.contains("-1.8100"), "4-decimal thresholds");
+    assert!(md.contains("n/a / n/a / n/a / n/a"), "undefined cells print n/a");
+    assert!(md.contains("† leakage"), "leakage footnote");
+    assert!(md.contains("Model B \\| pipes"), "pipes escaped");
+}
+
+#[test]
+fn csv_and_latex_render() {
+    let r = sample();
+    let csv = tables::render(&r, &Csv);
+    assert!(csv.contains("Model,Simple Max Logits,Standardized Max Logits\n"), "{csv}");
+    assert!(csv.contains("Model A,18.10,16.00 †\n"), "{csv}");
+    let tex = tables::render(&r, &Latex);
+    assert!(tex.contains("\\toprule") && tex.contains("\\midrule") && tex.contains("\\bottomrule"));
+    assert!(tex.contains("9.50 / 90.50 / 9.05 / 18.10 & 20.00 / 80.00 / 8.00 / 16.00 \\textsuperscript{\\dag} \\\\"), "{tex}");
+    assert!(dialect("html").is_err());
+}
+
+#[test]
+fn results_json_round_trips_and_is_stable() {
+    let r = sample();
+    let j = r.to_json();
+    let back = Results::from_json(&j).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.to_json(), j);
+    assert!(Results::from_json(&j.replace("bench-results/1", "bench-results/0")).is_err());
+}
+
+#[test]
+fn diff_reports_changes_and_tolerance() {
+    let a = sample();
+    let d = diff(&a, &a, 1e-6, &[]).unwrap();
+    assert!(d.within_tolerance());
+    assert!(render(&d).starts_with("No differences"));
+
+    let mut b = sample();
+    b.cells[0].auroc = Some(0.905 + 1e-7); // within tolerance
+    assert!(diff(&a, &b, 1e-6, &[]).unwrap().within_tolerance());
+    b.cells[0].auroc = Some(0.91);
+    b.cells[0].fpr95 = Some(0.2); // worse (was 0.095)
+    b.cells.pop(); // only in a
+    b.device = "gpu".into();
+    let d = diff(&a, &b, 1e-6, &[]).unwrap();
+    assert!(!d.within_tolerance());
+    assert_eq!(d.only_in_a, vec!["a/max_logit/val".to_string()]);
+    let au = d.changed.iter().find(|c| c.metric == "auroc").unwrap();
+    assert_eq!(au.verdict, "better");
+    let fp = d.changed.iter().find(|c| c.metric == "fpr95").unwrap();
+    assert_eq!(fp.verdict, "worse");
+    assert!(d.conventions.iter().any(|c| c.contains("device")));
+    let text = render(&d);
+    assert!(text.contains("▲ better") && text.contains("▼ worse") && text.contains("only in a: a/max_logit/val"), "{text}");
+    // restricting metrics
+    let d = diff(&a, &b, 1e-6, &["aupr".into()]).unwrap();
+    assert!(d.changed.is_empty());
+    assert!(diff(&a, &b, 1e-6, &["nope".into()]).is_err());
+}
+
+#[test]
+fn atomic_write_replaces_or_leaves_untouched() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("results").join("x");
+    write_dir_atomic(&dir, &[("a.txt".into(), b"one".to_vec())]).unwrap();
+    write_dir_atomic(&dir, &[("b.txt".into(), b"two".to_vec())]).unwrap();
+    assert!(!dir.join("a.txt").exists(), "old folder replaced, not merged");
+    assert_eq!(std::fs::read(dir.join("b.txt")).unwrap(), b"two");
+    // an output path that is a file is an error and stays a file
+    let f = t.path().join("file");
+    std::fs::write(&f, b"keep").unwrap();
+    assert!(write_dir_atomic(&f, &[("c.txt".into(), vec![])]).is_err());
+    assert_eq!(std::fs::read(&f).unwrap(), b"keep");
+    // no temp folders left behind
+    let left: Vec<_> = std::fs::read_dir(t.path().join("results")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}
