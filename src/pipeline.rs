@@ -31,6 +31,9 @@ pub struct RunOptions {
 pub struct RunOutput {
     pub results: Results,
     pub manifest: serde_json::Value,
+    /// Test-split statistic per (model, method), with the thresholds of the
+    /// honest evaluation, for curves and plots.
+    pub curves: Vec<(String, Method, Counts, Vec<f64>)>,
 }
 
 /// The scorer for a device choice, and `cpu` / `gpu`.
@@ -327,6 +330,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     let mut warnings = Vec::new();
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let mut timings = serde_json::Map::new();
+    let mut curves = Vec::new();
     for mc in &cfg.models {
         let tm = Instant::now();
         bar.set_message(mc.id.clone());
@@ -422,7 +426,9 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                 h.block_fraction = Some(frac_at(&hop));
                 h.review_fraction = soft_op.map(|sop| (frac_at(&sop) - frac_at(&hop)).max(0.0));
             }
+            let keep = h.points.iter().filter_map(|p| p.threshold).collect();
             honest_cells.push(h);
+            curves.push((mc.id.clone(), m, te.counts[mi].clone(), keep));
         }
         if val_eval.is_none() {
             let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
@@ -471,7 +477,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         "timings_s": { "total": t0.elapsed().as_secs_f64(), "per_model": timings },
         "warnings": warnings,
     });
-    Ok(RunOutput { results, manifest })
+    Ok(RunOutput { results, manifest, curves })
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

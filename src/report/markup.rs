@@ -31,6 +31,8 @@ pub trait Dialect {
 pub struct Markdown;
 pub struct Csv;
 pub struct Latex;
+/// HTML tables for `index.html` (implemented in `curves.rs`).
+pub struct Html;
 
 fn widths(header: &[String], rows: &[Vec<String>]) -> Vec<usize> {
     let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -148,6 +150,7 @@ pub fn dialect(name: &str) -> anyhow::Result<Box<dyn Dialect>> {
         "md" | "markdown" => Box::new(Markdown),
         "csv" => Box::new(Csv),
         "latex" | "tex" => Box::new(Latex),
-        _ => anyhow::bail!("unknown table format {name:?} (md, csv, latex)"),
+        "html" => Box::new(Html),
+        _ => anyhow::bail!("unknown table format {name:?} (md, csv, latex, html)"),
     })
 }

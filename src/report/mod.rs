@@ -6,6 +6,7 @@
 //! into place) so a failed run never leaves a half-written or mixed folder,
 //! and the two files meant for diffing are byte-deterministic.
 
+pub mod curves;
 pub mod diff;
 pub mod markup;
 pub mod results;

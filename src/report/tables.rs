@@ -154,6 +154,15 @@ pub fn tables(r: &Results) -> Vec<Table> {
         |c| mark(format!("{} / {}", pct(c.image_auroc, 2), pct(c.image_aupr, 2)), c.leakage),
     );
     out.push(image);
+    if !r.warnings.is_empty() {
+        out.push(Table {
+            title: "Warnings".into(),
+            notes: vec![],
+            header: vec!["Warning".into()],
+            align: vec![Align::Left],
+            rows: r.warnings.iter().map(|w| vec![w.clone()]).collect(),
+        });
+    }
     // footnote wherever a cell carries the leakage mark
     for t in &mut out {
         if t.rows.iter().flatten().any(|c| c.ends_with(LEAK)) {
@@ -179,13 +188,6 @@ pub fn render(r: &Results, d: &dyn Dialect) -> String {
     let mut s = d.preamble(&format!("{}: model × method comparison", r.name));
     for t in tables(r) {
         s += &d.table(&t);
-    }
-    if !r.warnings.is_empty() {
-        s += "## Warnings\n\n";
-        for w in &r.warnings {
-            s += &format!("- {w}\n");
-        }
-        s.push('\n');
     }
     s
 }
