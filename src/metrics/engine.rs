@@ -20,7 +20,11 @@ use rayon::prelude::*;
 
 /// Pixels per parallel work item (fixed: results never depend on threads).
 const BLOCK: usize = 1 << 16;
-const LUT_BITS: u32 = 16;
+/// Radix table width: enough buckets that a bucket holds a handful of
+/// distinct positive keys, capped so the table stays in cache.
+fn lut_bits(m: usize) -> u32 {
+    ((usize::BITS - m.leading_zeros()) + 3).clamp(12, 22)
+}
 
 /// Pass 1: the positives' score keys, and the number of negatives.
 #[derive(Debug, Default, Clone)]
@@ -72,14 +76,22 @@ impl PositiveCollector {
             }
         }
         drop(self.keys);
-        let lut = (0..=(1u64 << LUT_BITS))
-            .map(|b| keys.partition_point(|&k| (k as u64) < (b << (32 - LUT_BITS))) as u32)
-            .collect();
+        let bits = lut_bits(keys.len());
+        // lut[b] = first index whose key's top `bits` bits are ≥ b
+        let mut lut = vec![0u32; (1 << bits) + 1];
+        let mut i = 0usize;
+        for (b, slot) in lut.iter_mut().enumerate() {
+            while i < keys.len() && ((keys[i] as u64) >> (32 - bits)) < b as u64 {
+                i += 1;
+            }
+            *slot = i as u32;
+        }
         let slots = vec![0; 2 * keys.len() + 1];
         Ranker {
             keys,
             pos,
             lut,
+            shift: 32 - bits,
             slots,
             expected_negatives: self.negatives,
             negatives: 0,
@@ -95,6 +107,7 @@ pub struct Ranker {
     /// Positives per distinct key.
     pos: Vec<u64>,
     lut: Vec<u32>,
+    shift: u32,
     /// slots[2i] = negatives strictly between keys[i-1] and keys[i];
     /// slots[2i+1] = negatives equal to keys[i]; slots[2m] = above all.
     slots: Vec<u64>,
@@ -106,7 +119,7 @@ impl Ranker {
     /// Slot of a negative with key `x`.
     #[inline]
     fn slot(&self, x: u32) -> u32 {
-        let b = (x >> (32 - LUT_BITS)) as usize;
+        let b = (x >> self.shift) as usize;
         let (lo, hi) = (self.lut[b] as usize, self.lut[b + 1] as usize);
         let i = lo + self.keys[lo..hi].partition_point(|&k| k < x);
         if i < self.keys.len() && self.keys[i] == x {
@@ -120,6 +133,32 @@ impl Ranker {
     pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
         debug_assert_eq!(scores.len(), labels.len());
         let this = &*self;
+        let nslots = self.slots.len();
+        if nslots <= scores.len() / 8 {
+            // Few slots, many pixels: dense per-block histograms, summed.
+            let hists: Vec<(Vec<u32>, u64)> = scores
+                .par_chunks(BLOCK * 16)
+                .zip(labels.par_chunks(BLOCK * 16))
+                .map(|(s, l)| {
+                    let mut h = vec![0u32; nslots];
+                    let mut n = 0u64;
+                    for (&s, &l) in s.iter().zip(l) {
+                        if l == label::NORMAL {
+                            h[this.slot(key(s)) as usize] += 1;
+                            n += 1;
+                        }
+                    }
+                    (h, n)
+                })
+                .collect();
+            for (h, n) in hists {
+                self.negatives += n;
+                for (a, b) in self.slots.iter_mut().zip(h) {
+                    *a += b as u64;
+                }
+            }
+            return;
+        }
         let filed: Vec<Vec<u32>> = scores
             .par_chunks(BLOCK)
             .zip(labels.par_chunks(BLOCK))
