@@ -10,6 +10,7 @@
 
 use crate::config::{Config, Device};
 use crate::data::{Dataset, LabelMap, Logits, Split, label, read_logits, read_mask};
+use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
 use crate::metrics::{Counts, OperatingPoint, PositiveCollector, ThresholdCounter, counts_of};
 use crate::report::results::*;
 use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
@@ -34,6 +35,9 @@ pub struct RunOutput {
     /// Test-split statistic per (model, method), with the thresholds of the
     /// honest evaluation, for curves and plots.
     pub curves: Vec<(String, Method, Counts, Vec<f64>)>,
+    /// `drift.json`: per (model, method, split) normal-score histograms, the
+    /// input of `bench drift a b`.
+    pub drift: serde_json::Value,
 }
 
 /// The scorer for a device choice, and `cpu` / `gpu`.
@@ -110,6 +114,7 @@ fn for_each_image(
 /// the counts at the probe thresholds and the image-level scores.
 struct SplitEval {
     counts: Vec<Counts>,
+    drift: Vec<DriftStats>,
     probes: Vec<ThresholdCounter>,
     image_scores: Vec<Vec<f32>>,
     image_labels: Vec<u8>,
@@ -129,6 +134,7 @@ fn eval_split(
 ) -> Result<SplitEval> {
     let nm = plan.methods.len();
     let mut pos: Vec<PositiveCollector> = (0..nm).map(|_| PositiveCollector::new()).collect();
+    let mut normal: Vec<NormalStats> = (0..nm).map(|_| NormalStats::new()).collect();
     let mut probes: Vec<ThresholdCounter> = probes.into_iter().map(ThresholdCounter::new).collect();
     let mut image_scores = vec![Vec::new(); nm];
     let mut image_labels = Vec::new();
@@ -150,6 +156,7 @@ fn eval_split(
         for m in 0..nm {
             let s = &maps.maps[m];
             pos[m].add(s, &lab, None);
+            normal[m].add(s, &lab);
             probes[m].add(s, &lab);
             if valid {
                 let mx = s.iter().zip(&lab).filter(|p| *p.1 != label::VOID).map(|p| *p.0).fold(f32::NEG_INFINITY, f32::max);
@@ -169,29 +176,27 @@ fn eval_split(
 
     // pass 2: rank every negative among the positives
     let mut rankers: Vec<_> = pos.into_iter().map(|p| p.finish()).collect();
-    match cache {
-        Some(c) => {
-            for (maps, lab) in &c {
-                for m in 0..nm {
-                    rankers[m].add(&maps.maps[m], lab);
-                }
-                bar.inc(1);
-            }
+    let mut refiners: Vec<_> = normal.into_iter().map(|n| n.refine()).collect();
+    let mut pass2 = |maps: &ScoreMaps, lab: &[u8]| {
+        for m in 0..nm {
+            rankers[m].add(&maps.maps[m], lab);
+            refiners[m].add(&maps.maps[m], lab);
         }
+        bar.inc(1);
+    };
+    match cache {
+        Some(c) => c.iter().for_each(|(maps, lab)| pass2(maps, lab)),
         None => for_each_image(split, model, lm, |i, lg, lab| {
-            let maps = scorer.score(&lg, plan).with_context(|| ctx(i))?;
-            for m in 0..nm {
-                rankers[m].add(&maps.maps[m], &lab);
-            }
-            bar.inc(1);
+            pass2(&scorer.score(&lg, plan).with_context(|| ctx(i))?, &lab);
             Ok(())
         })?,
     }
+    let drift = refiners.into_iter().map(|r| r.finish()).collect();
     let counts = rankers
         .into_iter()
         .map(|r| r.finish().with_context(|| format!("split {} [{model}]", split.name)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(SplitEval { counts, probes, image_scores, image_labels, void, images: split.stems.len() as u64, dtype })
+    Ok(SplitEval { counts, drift, probes, image_scores, image_labels, void, images: split.stems.len() as u64, dtype })
 }
 
 fn point(rule: &str, target: Option<f64>, op: Option<OperatingPoint>) -> Point {
@@ -254,8 +259,16 @@ fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Con
         image_aupr: img.average_precision(),
         anomalous_images: img.positives,
         normal_images: img.negatives,
+        normal_mean: e.drift[mi].mean,
+        normal_p50: quantile(&e.drift[mi], 0.5),
+        normal_p95: quantile(&e.drift[mi], 0.95),
+        normal_p99: quantile(&e.drift[mi], 0.99),
         warnings,
     }
+}
+
+fn quantile(d: &DriftStats, q: f64) -> Option<f64> {
+    d.quantiles.iter().find(|x| x.0 == q).map(|x| x.1)
 }
 
 fn honest(model: &str, m: Method, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
@@ -331,6 +344,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let mut timings = serde_json::Map::new();
     let mut curves = Vec::new();
+    let (mut drift_rows, mut drift_hists) = (Vec::new(), Vec::new());
     for mc in &cfg.models {
         let tm = Instant::now();
         bar.set_message(mc.id.clone());
@@ -394,7 +408,23 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         if let Some(ve) = &val_eval {
             for (mi, &m) in methods.iter().enumerate() {
                 cells.push(cell(&mc.id, m, "val", ve, mi, cfg, leak(m, "val")));
+                let (a, b) = (&ve.drift[mi], &te.drift[mi]);
+                let shift = |x: Option<f64>, y: Option<f64>| Some(y? - x?);
+                drift_rows.push(DriftRow {
+                    model: mc.id.clone(),
+                    method: m.id().into(),
+                    reference: "val".into(),
+                    split: "test".into(),
+                    mean_shift: shift(a.mean, b.mean),
+                    p95_shift: shift(quantile(a, 0.95), quantile(b, 0.95)),
+                    kl: kl(b, a),
+                    mmd2: mmd2(b, a),
+                });
+                drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "val", "stats": a}));
             }
+        }
+        for (mi, &m) in methods.iter().enumerate() {
+            drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &te.drift[mi]}));
         }
         for (mi, &m) in methods.iter().enumerate() {
             cells.push(cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test")));
@@ -464,6 +494,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         cells,
         honest: honest_cells,
         calibration: cal_rows,
+        drift: drift_rows,
         warnings: warnings.clone(),
     };
     let manifest = serde_json::json!({
@@ -477,7 +508,8 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         "timings_s": { "total": t0.elapsed().as_secs_f64(), "per_model": timings },
         "warnings": warnings,
     });
-    Ok(RunOutput { results, manifest, curves })
+    let drift = serde_json::json!({ "format": "bench-drift/1", "cells": drift_hists });
+    Ok(RunOutput { results, manifest, curves, drift })
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

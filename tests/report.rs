@@ -25,6 +25,10 @@ fn cell(model: &str, method: &str, split: &str, auroc: Option<f64>, leakage: boo
         image_aupr: Some(0.5),
         anomalous_images: 1,
         normal_images: 1,
+        normal_mean: Some(-3.0),
+        normal_p50: Some(-3.5),
+        normal_p95: Some(-1.0),
+        normal_p99: Some(-0.5),
         warnings: vec![],
     }
 }
@@ -80,6 +84,16 @@ fn sample() -> Results {
             review_fraction: Some(0.4),
         }],
         calibration: vec![],
+        drift: vec![DriftRow {
+            model: "a".into(),
+            method: "max_logit".into(),
+            reference: "val".into(),
+            split: "test".into(),
+            mean_shift: Some(0.25),
+            p95_shift: Some(-0.125),
+            kl: Some(0.0123),
+            mmd2: Some(0.00042),
+        }],
         warnings: vec!["a warning".into()],
     }
 }

@@ -15,6 +15,7 @@
 //! positives' scores, pass 2 ranks every negative among them (parallel,
 //! radix-indexed binary search, u64 counts).
 
+pub mod drift;
 pub mod engine;
 
 pub use engine::{PositiveCollector, Ranker, ThresholdCounter, counts_of};

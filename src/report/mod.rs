@@ -8,6 +8,7 @@
 
 pub mod curves;
 pub mod diff;
+pub mod drift;
 pub mod markup;
 pub mod results;
 pub mod tables;

@@ -26,7 +26,24 @@ pub struct Results {
     /// Thresholds chosen on one split, reported on the test split.
     pub honest: Vec<HonestCell>,
     pub calibration: Vec<CalibrationRow>,
+    /// Normal-pixel score drift from `reference` to `split`.
+    pub drift: Vec<DriftRow>,
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DriftRow {
+    pub model: String,
+    pub method: String,
+    pub reference: String,
+    pub split: String,
+    pub mean_shift: Option<f64>,
+    pub p95_shift: Option<f64>,
+    /// KL(split ‖ reference) on the 16-bit score-key histogram, +0.5 smoothing.
+    pub kl: Option<f64>,
+    /// Squared MMD, Gaussian kernel, σ = pooled std.
+    pub mmd2: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -85,6 +102,11 @@ pub struct Cell {
     pub image_aupr: Option<f64>,
     pub anomalous_images: u64,
     pub normal_images: u64,
+    /// Normal-pixel score statistics (exact; numpy's linear percentiles).
+    pub normal_mean: Option<f64>,
+    pub normal_p50: Option<f64>,
+    pub normal_p95: Option<f64>,
+    pub normal_p99: Option<f64>,
     pub warnings: Vec<String>,
 }
 

@@ -154,6 +154,27 @@ pub fn tables(r: &Results) -> Vec<Table> {
         |c| mark(format!("{} / {}", pct(c.image_auroc, 2), pct(c.image_aupr, 2)), c.leakage),
     );
     out.push(image);
+    if !r.drift.is_empty() {
+        let d0 = &r.drift[0];
+        let mut t = grid(
+            r,
+            "Drift of normal-pixel scores",
+            vec![format!(
+                "**Format**: Δmean / Δp95 (raw score units) / KL / MMD², `{}` → `{}`, normal pixels only. KL on the 16-bit score-key histogram (+0.5 smoothing); MMD² with a Gaussian kernel, σ = pooled std. Test-split normal scores: see `normal_mean`, `normal_p95` in results.json.",
+                d0.reference, d0.split
+            )],
+            Align::Right,
+            |_| String::new(),
+        );
+        for (row, m) in t.rows.iter_mut().zip(&r.models) {
+            for (cell, me) in row.iter_mut().skip(1).zip(&r.methods) {
+                *cell = r.drift.iter().find(|d| d.model == m.id && d.method == me.id).map_or("—".into(), |d| {
+                    format!("{} / {} / {} / {}", sig(d.mean_shift), sig(d.p95_shift), sig(d.kl), sig(d.mmd2))
+                });
+            }
+        }
+        out.push(t);
+    }
     if !r.warnings.is_empty() {
         out.push(Table {
             title: "Warnings".into(),
@@ -172,6 +193,11 @@ pub fn tables(r: &Results) -> Vec<Table> {
         }
     }
     out
+}
+
+/// Signed value with 4 significant decimals, or n/a.
+fn sig(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |x| if x != 0.0 && x.abs() < 1e-3 { format!("{x:.2e}") } else { format!("{x:.4}") })
 }
 
 fn fmt_pct(x: f64) -> String {

@@ -1,0 +1,67 @@
+//! `bench drift a b`: normal-pixel score drift between two runs.
+//!
+//! Why: a threshold shipped from run `a` is only valid while normal pixels
+//! score as they did in `a`. Both runs' `drift.json` share the 16-bit
+//! score-key histogram grid, so no common binning has to be agreed on.
+
+use super::markup::{Align, Table};
+use crate::metrics::drift::{DriftStats, kl, mmd2};
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Deserialize)]
+struct DriftFile {
+    format: String,
+    cells: Vec<DriftCell>,
+}
+
+#[derive(Deserialize)]
+struct DriftCell {
+    model: String,
+    method: String,
+    split: String,
+    stats: DriftStats,
+}
+
+fn load(dir: &Path) -> Result<DriftFile> {
+    let p = dir.join("drift.json");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+    let f: DriftFile = serde_json::from_str(&text).with_context(|| format!("{}", p.display()))?;
+    anyhow::ensure!(f.format == "bench-drift/1", "{}: unsupported format {:?}", p.display(), f.format);
+    Ok(f)
+}
+
+fn q(d: &DriftStats, q: f64) -> Option<f64> {
+    d.quantiles.iter().find(|x| x.0 == q).map(|x| x.1)
+}
+
+/// One row per (model, method, split) present in both runs.
+pub fn compare(a: &Path, b: &Path) -> Result<Table> {
+    let (fa, fb) = (load(a)?, load(b)?);
+    let f = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.6}"));
+    let mut rows = Vec::new();
+    for ca in &fa.cells {
+        let Some(cb) = fb.cells.iter().find(|c| c.model == ca.model && c.method == ca.method && c.split == ca.split) else {
+            continue;
+        };
+        let (x, y) = (&ca.stats, &cb.stats);
+        rows.push(vec![
+            format!("{}/{}/{}", ca.model, ca.method, ca.split),
+            f(x.mean),
+            f(y.mean),
+            f(q(x, 0.95)),
+            f(q(y, 0.95)),
+            f(kl(y, x)),
+            f(mmd2(y, x)),
+        ]);
+    }
+    anyhow::ensure!(!rows.is_empty(), "{} and {} share no (model, method, split)", a.display(), b.display());
+    Ok(Table {
+        title: "Normal-pixel score drift (a → b)".into(),
+        notes: vec!["KL(b ‖ a) on the 16-bit score-key histogram (+0.5 smoothing); MMD² with a Gaussian kernel, σ = pooled std.".into()],
+        header: ["cell", "mean a", "mean b", "p95 a", "p95 b", "KL", "MMD²"].map(String::from).to_vec(),
+        align: vec![Align::Left, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right],
+        rows,
+    })
+}
