@@ -141,10 +141,19 @@ pub struct MetricsCfg {
     /// False-reject-rate budgets; thresholds picked on val, reported on test.
     #[serde(default = "default_frr")]
     pub frr: Vec<f64>,
+    /// Bootstrap replicates (resampling test images) for 95 % confidence
+    /// intervals of AUROC, AUPR, FPR95; 0 = off.
+    #[serde(default)]
+    pub bootstrap: u32,
+    #[serde(default)]
+    pub bootstrap_seed: u64,
+    /// Image score = mean of the top-k pixel scores; 0 or 1 = max.
+    #[serde(default)]
+    pub image_topk: u32,
 }
 impl Default for MetricsCfg {
     fn default() -> Self {
-        MetricsCfg { fpr95: Fpr95Rule::First, far: default_far(), frr: default_frr() }
+        MetricsCfg { fpr95: Fpr95Rule::First, far: default_far(), frr: default_frr(), bootstrap: 0, bootstrap_seed: 0, image_topk: 0 }
     }
 }
 fn default_far() -> Vec<f64> {

@@ -7,7 +7,6 @@
 pub mod config;
 pub mod data;
 pub mod metrics;
-#[cfg(any())] // WIP: enabled once data + gpu land
 pub mod pipeline;
 pub mod report;
 pub mod scores;

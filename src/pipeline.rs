@@ -114,6 +114,10 @@ fn for_each_image(
 /// the counts at the probe thresholds and the image-level scores.
 struct SplitEval {
     counts: Vec<Counts>,
+    /// Per method, per anomaly type (only when there are several types).
+    type_counts: Vec<Vec<Counts>>,
+    /// Score maps kept in memory (small splits), for the bootstrap.
+    cache: Option<Vec<(ScoreMaps, Vec<u8>)>>,
     drift: Vec<DriftStats>,
     probes: Vec<ThresholdCounter>,
     image_scores: Vec<Vec<f32>>,
@@ -130,10 +134,13 @@ fn eval_split(
     scorer: &mut dyn Scorer,
     plan: &ScorePlan,
     probes: Vec<Vec<f32>>,
+    opts: &SplitOpts,
     bar: &ProgressBar,
 ) -> Result<SplitEval> {
     let nm = plan.methods.len();
+    let nt = if opts.types > 1 { opts.types } else { 0 };
     let mut pos: Vec<PositiveCollector> = (0..nm).map(|_| PositiveCollector::new()).collect();
+    let mut tpos: Vec<Vec<PositiveCollector>> = (0..nm).map(|_| (0..nt).map(|_| PositiveCollector::new()).collect()).collect();
     let mut normal: Vec<NormalStats> = (0..nm).map(|_| NormalStats::new()).collect();
     let mut probes: Vec<ThresholdCounter> = probes.into_iter().map(ThresholdCounter::new).collect();
     let mut image_scores = vec![Vec::new(); nm];
@@ -156,11 +163,13 @@ fn eval_split(
         for m in 0..nm {
             let s = &maps.maps[m];
             pos[m].add(s, &lab, None);
+            for (t, c) in tpos[m].iter_mut().enumerate() {
+                c.add(s, &lab, Some(t as u8 + 1));
+            }
             normal[m].add(s, &lab);
             probes[m].add(s, &lab);
             if valid {
-                let mx = s.iter().zip(&lab).filter(|p| *p.1 != label::VOID).map(|p| *p.0).fold(f32::NEG_INFINITY, f32::max);
-                image_scores[m].push(mx);
+                image_scores[m].push(image_score(s, &lab, opts.topk));
             }
         }
         cached_bytes += maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len();
@@ -176,15 +185,19 @@ fn eval_split(
 
     // pass 2: rank every negative among the positives
     let mut rankers: Vec<_> = pos.into_iter().map(|p| p.finish()).collect();
+    let mut trankers: Vec<Vec<_>> = tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect();
     let mut refiners: Vec<_> = normal.into_iter().map(|n| n.refine()).collect();
     let mut pass2 = |maps: &ScoreMaps, lab: &[u8]| {
         for m in 0..nm {
             rankers[m].add(&maps.maps[m], lab);
+            for r in trankers[m].iter_mut() {
+                r.add(&maps.maps[m], lab);
+            }
             refiners[m].add(&maps.maps[m], lab);
         }
         bar.inc(1);
     };
-    match cache {
+    match &cache {
         Some(c) => c.iter().for_each(|(maps, lab)| pass2(maps, lab)),
         None => for_each_image(split, model, lm, |i, lg, lab| {
             pass2(&scorer.score(&lg, plan).with_context(|| ctx(i))?, &lab);
@@ -192,11 +205,80 @@ fn eval_split(
         })?,
     }
     let drift = refiners.into_iter().map(|r| r.finish()).collect();
+    let type_counts = trankers
+        .into_iter()
+        .map(|v| v.into_iter().map(|r| r.finish()).collect::<Result<Vec<_>>>())
+        .collect::<Result<Vec<_>>>()?;
     let counts = rankers
         .into_iter()
         .map(|r| r.finish().with_context(|| format!("split {} [{model}]", split.name)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(SplitEval { counts, drift, probes, image_scores, image_labels, void, images: split.stems.len() as u64, dtype })
+    Ok(SplitEval { counts, type_counts, cache, drift, probes, image_scores, image_labels, void, images: split.stems.len() as u64, dtype })
+}
+
+/// Per-split options of the evaluation.
+struct SplitOpts {
+    /// Number of anomaly types (values in the `anomaly` list).
+    types: usize,
+    /// Image score: mean of the top-k non-void pixel scores (k ≤ 1: max).
+    topk: usize,
+}
+
+/// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.
+fn image_score(s: &[f32], lab: &[u8], k: usize) -> f32 {
+    let valid = s.iter().zip(lab).filter(|p| *p.1 != label::VOID).map(|p| *p.0);
+    if k <= 1 {
+        return valid.fold(f32::NEG_INFINITY, f32::max);
+    }
+    let mut v: Vec<f32> = valid.collect();
+    let k = k.min(v.len());
+    let n = v.len();
+    v.select_nth_unstable_by(n - k, |a, b| a.total_cmp(b));
+    let mut top = v[n - k..].to_vec();
+    top.sort_unstable_by(|a, b| a.total_cmp(b)); // fixed summation order
+    (top.iter().map(|&x| x as f64).sum::<f64>() / k as f64) as f32
+}
+
+/// 95 % percentile-bootstrap intervals over resampled images, per method:
+/// replicate r draws n images with replacement from a ChaCha8 stream seeded
+/// by (seed, r); all methods see the same draws (paired).
+fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: u64, rule: crate::metrics::Fpr95Rule) -> Vec<Bootstrap> {
+    use rand::{RngExt, SeedableRng};
+    use rayon::prelude::*;
+    let n = cache.len();
+    let reps: Vec<Vec<Option<(f64, f64, f64)>>> = (0..samples)
+        .into_par_iter()
+        .map(|r| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(r as u64));
+            let draw: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+            (0..nm)
+                .map(|m| {
+                    let mut pc = PositiveCollector::new();
+                    for &i in &draw {
+                        pc.add(&cache[i].0.maps[m], &cache[i].1, None);
+                    }
+                    let mut rk = pc.finish();
+                    for &i in &draw {
+                        rk.add(&cache[i].0.maps[m], &cache[i].1);
+                    }
+                    let c = rk.finish().ok()?;
+                    let s = c.summary(rule);
+                    Some((s.auroc?, s.aupr?, s.fpr95?))
+                })
+                .collect()
+        })
+        .collect();
+    (0..nm)
+        .map(|m| {
+            let vals: Vec<(f64, f64, f64)> = reps.iter().filter_map(|r| r[m]).collect();
+            let ci = |f: fn(&(f64, f64, f64)) -> f64| {
+                let mut v: Vec<f64> = vals.iter().map(f).collect();
+                v.sort_by(|a, b| a.total_cmp(b));
+                Some([crate::metrics::np_percentile(&v, 0.025)?, crate::metrics::np_percentile(&v, 0.975)?])
+            };
+            Bootstrap { samples, seed, defined: vals.len() as u32, auroc: ci(|x| x.0), aupr: ci(|x| x.1), fpr95: ci(|x| x.2) }
+        })
+        .collect()
 }
 
 fn point(rule: &str, target: Option<f64>, op: Option<OperatingPoint>) -> Point {
@@ -263,6 +345,7 @@ fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Con
         normal_p50: quantile(&e.drift[mi], 0.5),
         normal_p95: quantile(&e.drift[mi], 0.95),
         normal_p99: quantile(&e.drift[mi], 0.99),
+        bootstrap: None,
         warnings,
     }
 }
@@ -345,6 +428,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     let mut timings = serde_json::Map::new();
     let mut curves = Vec::new();
     let (mut drift_rows, mut drift_hists) = (Vec::new(), Vec::new());
+    let mut failure_rows = Vec::new();
     for mc in &cfg.models {
         let tm = Instant::now();
         bar.set_message(mc.id.clone());
@@ -393,8 +477,9 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         let leak = |m: Method, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
 
         // val first: its thresholds are probes on test
+        let sopts = SplitOpts { types: cfg.anomaly.len(), topk: cfg.metrics.image_topk as usize };
         let val_eval = match val {
-            Some(v) => Some(eval_split(v, &mc.id, &lm, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &bar)?),
+            Some(v) => Some(eval_split(v, &mc.id, &lm, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &sopts, &bar)?),
             None => None,
         };
         let chosen: Vec<_> = match &val_eval {
@@ -402,7 +487,21 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             None => vec![vec![]; methods.len()],
         };
         let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| ch.iter().filter_map(|x| x.2.map(|o| o.threshold as f32)).collect()).collect();
-        let te = eval_split(test, &mc.id, &lm, scorer.as_mut(), &plan, probes, &bar)?;
+        let te = eval_split(test, &mc.id, &lm, scorer.as_mut(), &plan, probes, &sopts, &bar)?;
+        let boots = match (&te.cache, cfg.metrics.bootstrap) {
+            (_, 0) => None,
+            (Some(c), b) => Some(bootstrap(c, methods.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
+            (None, _) => {
+                let w = format!(
+                    "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",
+                    mc.id,
+                    SCORE_CACHE_BYTES >> 20
+                );
+                eprintln!("warning: {w}");
+                warnings.push(w);
+                None
+            }
+        };
         model_rows.push(ModelRow { id: mc.id.clone(), name: mc.name.clone(), dtype: te.dtype.into() });
 
         if let Some(ve) = &val_eval {
@@ -427,7 +526,27 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &te.drift[mi]}));
         }
         for (mi, &m) in methods.iter().enumerate() {
-            cells.push(cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test")));
+            let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
+            c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
+            cells.push(c);
+            for (t, tc) in te.type_counts[mi].iter().enumerate() {
+                let s = tc.summary(cfg.metrics.fpr95);
+                let vt = chosen[mi].first().and_then(|x| x.2).map(|o| o.threshold as f32);
+                failure_rows.push(FailureRow {
+                    model: mc.id.clone(),
+                    method: m.id().into(),
+                    split: "test".into(),
+                    anomaly_value: cfg.anomaly[t],
+                    positives: tc.positives,
+                    auroc: s.auroc,
+                    aupr: s.aupr,
+                    fpr95: s.fpr95,
+                    recall_at_val_threshold: vt.and_then(|t| {
+                        let i = tc.thresholds.iter().rposition(|&x| x >= t)?;
+                        Some(tc.tp[i] as f64 / tc.positives as f64)
+                    }),
+                });
+            }
             let tc = &te.counts[mi];
             let (src, ops): (&str, Vec<(String, Option<f64>, Option<OperatingPoint>)>) = match &val_eval {
                 Some(_) => {
@@ -487,7 +606,11 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                 "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",
                 crate::scores::calib::RIDGE
             ),
-            image_score: "max over non-void pixels".into(),
+            image_score: if cfg.metrics.image_topk > 1 {
+                format!("mean of the top {} non-void pixel scores", cfg.metrics.image_topk)
+            } else {
+                "max over non-void pixels".into()
+            },
         },
         models: model_rows,
         methods: methods.iter().map(|m| MethodRow { id: m.id().into(), name: m.display().into() }).collect(),
@@ -495,6 +618,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         honest: honest_cells,
         calibration: cal_rows,
         drift: drift_rows,
+        failure_modes: failure_rows,
         warnings: warnings.clone(),
     };
     let manifest = serde_json::json!({

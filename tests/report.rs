@@ -29,6 +29,7 @@ fn cell(model: &str, method: &str, split: &str, auroc: Option<f64>, leakage: boo
         normal_p50: Some(-3.5),
         normal_p95: Some(-1.0),
         normal_p99: Some(-0.5),
+        bootstrap: None,
         warnings: vec![],
     }
 }
@@ -94,6 +95,7 @@ fn sample() -> Results {
             kl: Some(0.0123),
             mmd2: Some(0.00042),
         }],
+        failure_modes: vec![],
         warnings: vec!["a warning".into()],
     }
 }

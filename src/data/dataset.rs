@@ -1,13 +1,208 @@
-//! Dataset discovery (TODO: data helper).
-use std::path::PathBuf;
+//! Dataset discovery (SPEC §3).
+//!
+//! ```text
+//! <root>/<split>/labels/<id>.png|.npy
+//! <root>/<split>/logits/<model>/<id>.npy
+//! <root>/<split>/scores/<method>/<id>.npy
+//! ```
+//!
+//! A split is any subdirectory of the root that has a `labels/` folder.
+//! Images are matched by file stem; stems are sorted in byte order so every
+//! traversal is deterministic.
 
+use anyhow::{Result, anyhow, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn ferr(path: &Path, msg: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{}: {}", path.display(), msg)
+}
+
+#[derive(Debug, Clone)]
 pub struct Dataset {
     pub root: PathBuf,
+    /// Sorted by name.
     pub splits: Vec<Split>,
 }
 
+#[derive(Debug, Clone)]
 pub struct Split {
     pub name: String,
+    /// `<root>/<name>`.
     pub dir: PathBuf,
+    /// Image ids (label file stems), sorted in byte order.
     pub stems: Vec<String>,
+    /// Label file of each stem (same order as `stems`).
+    pub labels: Vec<PathBuf>,
+}
+
+/// Entries of a directory as (name, path, is_dir), sorted by name; names
+/// that are not UTF-8 are an error naming the entry.
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| ferr(dir, format!("cannot list directory: {e}")))?;
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| ferr(dir, format!("cannot list directory: {e}")))?;
+        let path = ent.path();
+        let name = match ent.file_name().into_string() {
+            Ok(n) => n,
+            Err(_) => bail!("{}: file name is not valid UTF-8", path.display()),
+        };
+        // Follow symlinks (datasets are often assembled from links).
+        let is_dir = path.is_dir();
+        out.push((name, path, is_dir));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// (stem, lower-cased extension) of a file name, if it has an extension.
+fn stem_ext(name: &str) -> Option<(&str, String)> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    if stem.is_empty() {
+        return None;
+    }
+    Some((stem, ext.to_ascii_lowercase()))
+}
+
+impl Dataset {
+    /// Discover the splits under `root`. Errors: root missing, no `test`
+    /// split, an empty split, duplicate stems, unsupported label files.
+    pub fn open(root: &Path) -> Result<Dataset> {
+        if !root.exists() {
+            bail!("{}: dataset folder does not exist", root.display());
+        }
+        if !root.is_dir() {
+            bail!("{}: dataset path is not a directory", root.display());
+        }
+        let mut splits = Vec::new();
+        for (name, path, is_dir) in list_dir(root)? {
+            if !is_dir || name.starts_with('.') || !path.join("labels").is_dir() {
+                continue;
+            }
+            splits.push(Split::open(&name, &path)?);
+        }
+        if !splits.iter().any(|s| s.name == "test") {
+            let found: Vec<&str> = splits.iter().map(|s| s.name.as_str()).collect();
+            bail!(
+                "{}: no `test` split (expected {}/test/labels/); splits found: [{}]",
+                root.display(),
+                root.display(),
+                found.join(", ")
+            );
+        }
+        Ok(Dataset { root: root.to_path_buf(), splits })
+    }
+
+    pub fn split(&self, name: &str) -> Option<&Split> {
+        self.splits.iter().find(|s| s.name == name)
+    }
+}
+
+impl Split {
+    fn open(name: &str, dir: &Path) -> Result<Split> {
+        let labels_dir = dir.join("labels");
+        let mut by_stem: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for (fname, path, is_dir) in list_dir(&labels_dir)? {
+            if is_dir || fname.starts_with('.') {
+                continue;
+            }
+            let Some((stem, ext)) = stem_ext(&fname) else {
+                bail!("{}: unsupported label file (expected <id>.png or <id>.npy)", path.display());
+            };
+            if ext != "png" && ext != "npy" {
+                bail!("{}: unsupported label file type .{ext} (expected .png or .npy)", path.display());
+            }
+            if let Some(prev) = by_stem.get(stem) {
+                bail!(
+                    "{}: two label files for image `{stem}`: {} and {}",
+                    labels_dir.display(),
+                    prev.display(),
+                    path.display()
+                );
+            }
+            by_stem.insert(stem.to_string(), path);
+        }
+        if by_stem.is_empty() {
+            bail!("{}: empty split `{name}`: no .png or .npy label files", labels_dir.display());
+        }
+        let (stems, labels) = by_stem.into_iter().unzip();
+        Ok(Split { name: name.to_string(), dir: dir.to_path_buf(), stems, labels })
+    }
+
+    /// `<dir>/logits/<model>/<stem>.npy`; error naming the path if missing.
+    pub fn logits_path(&self, model: &str, stem: &str) -> Result<PathBuf> {
+        let p = self.dir.join("logits").join(model).join(format!("{stem}.npy"));
+        if !p.is_file() {
+            bail!("{}: missing logits file for image `{stem}` of model `{model}`", p.display());
+        }
+        Ok(p)
+    }
+
+    /// `<dir>/scores/<method>/<stem>.npy`; error naming the path if missing.
+    pub fn score_path(&self, method: &str, stem: &str) -> Result<PathBuf> {
+        let p = self.dir.join("scores").join(method).join(format!("{stem}.npy"));
+        if !p.is_file() {
+            bail!("{}: missing score map for image `{stem}` of method `{method}`", p.display());
+        }
+        Ok(p)
+    }
+
+    /// The model's folder exists, every stem has a logits file, and the
+    /// folder has no `.npy` whose stem has no label file.
+    pub fn check_model(&self, model: &str) -> Result<()> {
+        let mdir = self.dir.join("logits").join(model);
+        if !mdir.is_dir() {
+            let have = self.models();
+            bail!(
+                "{}: model folder missing in split `{}` (models found: [{}])",
+                mdir.display(),
+                self.name,
+                have.join(", ")
+            );
+        }
+        let mut npys: Vec<String> = Vec::new();
+        for (fname, path, is_dir) in list_dir(&mdir)? {
+            if is_dir || fname.starts_with('.') {
+                continue;
+            }
+            let _ = path;
+            // Exact `.npy` suffix: `logits_path` builds `<stem>.npy`.
+            if let Some(stem) = fname.strip_suffix(".npy")
+                && !stem.is_empty()
+            {
+                npys.push(stem.to_string());
+            }
+        }
+        npys.sort();
+        for stem in &self.stems {
+            if npys.binary_search(stem).is_err() {
+                let p = mdir.join(format!("{stem}.npy"));
+                bail!("{}: missing logits file for image `{stem}` of model `{model}`", p.display());
+            }
+        }
+        for stem in &npys {
+            if self.stems.binary_search(stem).is_err() {
+                let p = mdir.join(format!("{stem}.npy"));
+                bail!(
+                    "{}: logits file has no label file (expected {}/labels/{stem}.png or .npy)",
+                    p.display(),
+                    self.dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Sorted folder names under `<dir>/logits/` (empty if none).
+    pub fn models(&self) -> Vec<String> {
+        let Ok(entries) = list_dir(&self.dir.join("logits")) else {
+            return Vec::new();
+        };
+        entries
+            .into_iter()
+            .filter(|(n, _, d)| *d && !n.starts_with('.'))
+            .map(|(n, _, _)| n)
+            .collect()
+    }
 }

@@ -13,7 +13,7 @@
 //! fingerprint: two runs or splits share its bucket grid, so KL and MMD need
 //! no common binning decided in advance.
 
-use super::{key, unkey};
+use super::{key, np_lerp as lerp, unkey};
 use crate::data::label;
 use serde::{Deserialize, Serialize};
 
@@ -150,11 +150,6 @@ impl Refiner {
     }
 }
 
-/// numpy's `_lerp` (used by `np.percentile(..., method="linear")`).
-fn lerp(a: f64, b: f64, t: f64) -> f64 {
-    let d = b - a;
-    if t >= 0.5 { b - d * (1.0 - t) } else { a + d * t }
-}
 
 /// Value at the middle of a coarse bucket.
 fn center(b: u16) -> f64 {
@@ -235,9 +230,7 @@ mod tests {
     /// numpy.percentile(x, 100q) with the default linear method.
     fn np_percentile(mut x: Vec<f64>, q: f64) -> f64 {
         x.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let pos = (x.len() - 1) as f64 * q;
-        let lo = pos.floor() as usize;
-        lerp(x[lo], x[pos.ceil() as usize], pos - pos.floor())
+        crate::metrics::np_percentile(&x, q).unwrap()
     }
 
     #[test]

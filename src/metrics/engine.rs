@@ -27,10 +27,16 @@ fn lut_bits(m: usize) -> u32 {
 }
 
 /// Pass 1: the positives' score keys, and the number of negatives.
+///
+/// Optionally each positive carries a weight ([`PositiveCollector::add_weighted`]),
+/// e.g. `1/|R_k|` for PRO (see `metrics::region`); then `weights` runs
+/// parallel to `keys`. It stays empty (no cost) while nothing is weighted.
 #[derive(Debug, Default, Clone)]
 pub struct PositiveCollector {
     keys: Vec<u32>,
     negatives: u64,
+    /// Empty (unweighted), or one weight per entry of `keys`.
+    weights: Vec<f64>,
 }
 
 impl PositiveCollector {
@@ -49,6 +55,29 @@ impl PositiveCollector {
                 self.keys.push(key(s));
             }
         }
+        self.pad_weights();
+    }
+
+    /// Like [`add`](Self::add) with `select = None`, each positive (anomaly)
+    /// pixel `i` carrying the weight `weights[i]` (weights of normal and void
+    /// pixels are ignored). Weights should be finite and ≥ 0; the weighted
+    /// statistic comes out of [`Ranker::finish_weighted`]. Positives added
+    /// without a weight ([`add`](Self::add), [`extend`](Self::extend)) weigh 1.
+    /// The three slices are walked together and stop at the shortest.
+    pub fn add_weighted(&mut self, scores: &[f32], labels: &[u8], weights: &[f64]) {
+        debug_assert_eq!(scores.len(), labels.len());
+        if self.weights.len() < self.keys.len() {
+            // first weighted image: earlier positives weigh 1
+            self.weights.resize(self.keys.len(), 1.0);
+        }
+        for ((&s, &l), &w) in scores.iter().zip(labels).zip(weights) {
+            if l == label::NORMAL {
+                self.negatives += 1;
+            } else if l != label::VOID {
+                self.keys.push(key(s));
+                self.weights.push(w);
+            }
+        }
     }
 
     /// Add already-keyed positives and a negative count (merging partial
@@ -56,6 +85,19 @@ impl PositiveCollector {
     pub fn extend(&mut self, keys: &[u32], negatives: u64) {
         self.keys.extend_from_slice(keys);
         self.negatives += negatives;
+        self.pad_weights();
+    }
+
+    /// Keep `weights` parallel to `keys` once anything is weighted.
+    fn pad_weights(&mut self) {
+        if !self.weights.is_empty() {
+            self.weights.resize(self.keys.len(), 1.0);
+        }
+    }
+
+    /// Whether any positive carries a weight.
+    pub fn is_weighted(&self) -> bool {
+        !self.weights.is_empty()
     }
 
     pub fn positives(&self) -> u64 {
@@ -64,18 +106,44 @@ impl PositiveCollector {
 
     /// Sort and deduplicate the positives, ready for pass 2.
     pub fn finish(mut self) -> Ranker {
-        self.keys.par_sort_unstable();
         let mut keys = Vec::new();
         let mut pos = Vec::new();
-        for &k in &self.keys {
-            if keys.last() == Some(&k) {
-                *pos.last_mut().unwrap() += 1;
-            } else {
-                keys.push(k);
-                pos.push(1u64);
+        let mut wsum = Vec::new();
+        if self.weights.is_empty() {
+            self.keys.par_sort_unstable();
+            for &k in &self.keys {
+                if keys.last() == Some(&k) {
+                    *pos.last_mut().unwrap() += 1;
+                } else {
+                    keys.push(k);
+                    pos.push(1u64);
+                }
+            }
+            drop(self.keys);
+        } else {
+            // (key, weight bits): sorting the pairs fixes the order in which
+            // the weights of one key are summed, whatever the image order.
+            let mut pairs: Vec<(u32, u64)> = self
+                .keys
+                .iter()
+                .zip(&self.weights)
+                .map(|(&k, &w)| (k, w.to_bits()))
+                .collect();
+            drop(self.keys);
+            drop(self.weights);
+            pairs.par_sort_unstable();
+            for &(k, w) in &pairs {
+                let w = f64::from_bits(w);
+                if keys.last() == Some(&k) {
+                    *pos.last_mut().unwrap() += 1;
+                    *wsum.last_mut().unwrap() += w;
+                } else {
+                    keys.push(k);
+                    pos.push(1u64);
+                    wsum.push(w);
+                }
             }
         }
-        drop(self.keys);
         let bits = lut_bits(keys.len());
         // lut[b] = first index whose key's top `bits` bits are ≥ b
         let mut lut = vec![0u32; (1 << bits) + 1];
@@ -90,6 +158,7 @@ impl PositiveCollector {
         Ranker {
             keys,
             pos,
+            wsum,
             lut,
             shift: 32 - bits,
             slots,
@@ -106,6 +175,8 @@ pub struct Ranker {
     keys: Vec<u32>,
     /// Positives per distinct key.
     pos: Vec<u64>,
+    /// Summed positive weight per distinct key (empty when unweighted).
+    wsum: Vec<f64>,
     lut: Vec<u32>,
     shift: u32,
     /// slots[2i] = negatives strictly between keys[i-1] and keys[i];
@@ -222,6 +293,35 @@ impl Ranker {
         }
         Ok(c)
     }
+
+    /// [`finish`](Self::finish) plus the cumulative positive weight per
+    /// threshold (see [`WeightedCounts`]). `tp_weight` is empty when no
+    /// positive was added with [`PositiveCollector::add_weighted`].
+    pub fn finish_weighted(mut self) -> anyhow::Result<WeightedCounts> {
+        let wsum = std::mem::take(&mut self.wsum);
+        let counts = self.finish()?;
+        let mut tp_weight = Vec::with_capacity(wsum.len());
+        // Neumaier-compensated running sum, descending keys.
+        let (mut sum, mut comp) = (0.0f64, 0.0f64);
+        for &w in wsum.iter().rev() {
+            let t = sum + w;
+            comp += if sum.abs() >= w.abs() { (sum - t) + w } else { (w - t) + sum };
+            sum = t;
+            tp_weight.push(sum + comp);
+        }
+        Ok(WeightedCounts { counts, tp_weight })
+    }
+}
+
+/// [`Counts`] plus, per threshold, the summed weight of the positives with
+/// score ≥ `thresholds[i]` (cumulative, descending like `tp`). With the
+/// weights `1/|R_k|` of `metrics::region::region_weights`, `tp_weight[i] / K`
+/// is the PRO (mean per-region overlap) at that threshold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WeightedCounts {
+    pub counts: Counts,
+    /// Empty when nothing was weighted.
+    pub tp_weight: Vec<f64>,
 }
 
 

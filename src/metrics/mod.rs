@@ -17,6 +17,7 @@
 
 pub mod drift;
 pub mod engine;
+pub mod region;
 
 pub use engine::{PositiveCollector, Ranker, ThresholdCounter, counts_of};
 use serde::Serialize;
@@ -261,6 +262,22 @@ impl Counts {
         let i = self.tp.iter().position(|&t| 1.0 - t as f64 / p <= frr)?;
         Some(self.at_index(i))
     }
+}
+
+/// `numpy.percentile(x, 100·q)` (default `linear` method) of ascending
+/// `sorted` values, including numpy's `_lerp` rounding rule.
+pub fn np_percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let pos = (sorted.len() - 1) as f64 * q;
+    Some(np_lerp(sorted[pos.floor() as usize], sorted[pos.ceil() as usize], pos - pos.floor()))
+}
+
+/// numpy's `_lerp(a, b, t)`.
+pub fn np_lerp(a: f64, b: f64, t: f64) -> f64 {
+    let d = b - a;
+    if t >= 0.5 { b - d * (1.0 - t) } else { a + d * t }
 }
 
 /// `numpy.interp(x, xp, fp)` for non-decreasing `xp`, reproducing numpy's

@@ -28,6 +28,8 @@ pub struct Results {
     pub calibration: Vec<CalibrationRow>,
     /// Normal-pixel score drift from `reference` to `split`.
     pub drift: Vec<DriftRow>,
+    /// Per anomaly type, when the config lists several anomaly values.
+    pub failure_modes: Vec<FailureRow>,
     pub warnings: Vec<String>,
 }
 
@@ -107,7 +109,37 @@ pub struct Cell {
     pub normal_p50: Option<f64>,
     pub normal_p95: Option<f64>,
     pub normal_p99: Option<f64>,
+    /// 95 % percentile-bootstrap intervals (resampling images), when enabled.
+    pub bootstrap: Option<Bootstrap>,
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    pub samples: u32,
+    pub seed: u64,
+    /// Replicates in which the metric was defined (both classes drawn).
+    pub defined: u32,
+    pub auroc: Option<[f64; 2]>,
+    pub aupr: Option<[f64; 2]>,
+    pub fpr95: Option<[f64; 2]>,
+}
+
+/// Metrics of one anomaly type (mask value) against all normal pixels.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRow {
+    pub model: String,
+    pub method: String,
+    pub split: String,
+    pub anomaly_value: u16,
+    pub positives: u64,
+    pub auroc: Option<f64>,
+    pub aupr: Option<f64>,
+    pub fpr95: Option<f64>,
+    /// Share of this type's pixels caught at the val-F1-optimal threshold.
+    pub recall_at_val_threshold: Option<f64>,
 }
 
 /// One operating point of the honest evaluation.

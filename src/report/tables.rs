@@ -73,8 +73,19 @@ pub fn tables(r: &Results) -> Vec<Table> {
             ]),
             Align::Left,
             |c| {
+                let pm = |v: Option<f64>, ci: Option<[f64; 2]>| match ci {
+                    Some([lo, hi]) if v.is_some() => format!("{}±{:.2}", pct(v, 2), 50.0 * (hi - lo)),
+                    _ => pct(v, 2),
+                };
+                let b = c.bootstrap.as_ref();
                 mark(
-                    format!("{} / {} / {} / {}", pct(c.fpr95, 2), pct(c.auroc, 2), pct(c.aupr, 2), pct(c.f1, 2)),
+                    format!(
+                        "{} / {} / {} / {}",
+                        pm(c.fpr95, b.and_then(|b| b.fpr95)),
+                        pm(c.auroc, b.and_then(|b| b.auroc)),
+                        pm(c.aupr, b.and_then(|b| b.aupr)),
+                        pct(c.f1, 2)
+                    ),
                     c.leakage,
                 )
             },
@@ -120,7 +131,10 @@ pub fn tables(r: &Results) -> Vec<Table> {
             .collect();
         for (rule, t) in targets {
             let (title, fmt) = if rule == "far" {
-                (format!("FRR @ FAR ≤ {}%", fmt_pct(t)), "**Format**: FRR / achieved FAR on test, in % (threshold from the FAR budget on val)")
+                (
+                    format!("FRR @ FAR ≤ {}%", fmt_pct(t)),
+                    "**Format**: FRR / achieved FAR on test, in % (threshold from the FAR budget on val). n/a: no threshold that catches any anomaly meets the budget on val (FRR 100 %).",
+                )
             } else {
                 (format!("FAR @ FRR ≤ {}%", fmt_pct(t)), "**Format**: FAR / achieved FRR on test, in % (threshold from the FRR budget on val)")
             };
@@ -174,6 +188,43 @@ pub fn tables(r: &Results) -> Vec<Table> {
             }
         }
         out.push(t);
+    }
+    if let Some(b) = r.cells.iter().find_map(|c| c.bootstrap.as_ref()) {
+        out[0].notes.push(format!(
+            "± = half-width of the 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}).",
+            b.samples, b.seed
+        ));
+    }
+    if !r.failure_modes.is_empty() {
+        let mut values: Vec<u16> = r.failure_modes.iter().map(|f| f.anomaly_value).collect();
+        values.sort_unstable();
+        values.dedup();
+        let mut header = vec!["Model".to_string(), "Anomaly type".to_string()];
+        header.extend(r.methods.iter().map(|m| m.name.clone()));
+        let mut rows = Vec::new();
+        for m in &r.models {
+            for &v in &values {
+                let mut row = vec![m.name.clone(), format!("label {v}")];
+                for me in &r.methods {
+                    row.push(
+                        r.failure_modes
+                            .iter()
+                            .find(|f| f.model == m.id && f.method == me.id && f.anomaly_value == v)
+                            .map_or("—".into(), |f| format!("{} / {} / {}", pct(f.auroc, 2), pct(f.fpr95, 2), pct(f.recall_at_val_threshold, 2))),
+                    );
+                }
+                rows.push(row);
+            }
+        }
+        let mut align = vec![Align::Left, Align::Left];
+        align.extend(r.methods.iter().map(|_| Align::Right));
+        out.push(Table {
+            title: "Failure modes by anomaly type".into(),
+            notes: vec!["**Format**: AUROC / FPR95 / recall at the val-F1-optimal threshold, in %; each type's pixels against all normal pixels of the test split.".into()],
+            header,
+            align,
+            rows,
+        });
     }
     if !r.warnings.is_empty() {
         out.push(Table {

@@ -1,1 +1,861 @@
-//! The WGSL path (TODO: gpu helper).
+//! The WGSL path: every requested score of an image in one fused compute
+//! pass (`shaders/scores.wgsl`), tested against [`super::cpu`].
+//!
+//! Why it is shaped this way:
+//! - [`GpuContext`] owns the adapter, device, queue, bind-group layout and the
+//!   compiled pipelines; it is created once per run and reused for every
+//!   image. Pipelines are specialised (WGSL `override`s) by logit dtype, by
+//!   whether HEAT is compiled in (and the size of its private array) and by
+//!   the number of distinct softmax temperatures, and cached.
+//! - Logits are class-major `[C, H, W]`, so a pixel tile `[p0, p1)` is C
+//!   strided rows. Each tile is packed into a compact `[C, tile]` staging
+//!   buffer (C memcpys into one mapped buffer, one GPU copy), sized so that
+//!   no binding exceeds `max_storage_buffer_binding_size` / `max_buffer_size`
+//!   and no dispatch exceeds `max_compute_workgroups_per_dimension` (2-D
+//!   dispatch). float16 stays float16 on the way up: the raw bits are
+//!   uploaded and the shader decodes them with `unpack2x16float`.
+//! - Two tile slots alternate, so packing tile i+1 on the CPU overlaps the
+//!   GPU work of tile i; each tile costs one submit and one poll (which both
+//!   maps its read-back and re-maps its staging buffer). Buffers only grow.
+//! - Nothing here panics on user input: bad shapes, missing calibration, C
+//!   too large for HEAT, device errors — all come back as `Err`.
+
+use super::{LogitData, Logits, Method, ScoreMaps, ScorePlan, Scorer};
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+
+const SHADER: &str = include_str!("../../shaders/scores.wgsl");
+/// The line of the shader the host rewrites to size HEAT's private array.
+const MAX_C_LINE: &str = "const MAX_C: u32 = 256u;";
+/// Workgroup size of `scores.wgsl` (`const WG`).
+const WG: u32 = 256;
+/// Most classes HEAT supports on the GPU (size of the per-invocation array).
+pub const MAX_HEAT_CLASSES: usize = 256;
+/// Default cap on one tile's logit bytes: small enough that two slots
+/// pipeline (pack tile i+1 while tile i runs), large enough that per-tile
+/// overhead is noise.
+pub const DEFAULT_TILE_BYTES: u64 = 32 << 20;
+
+// ---------------------------------------------------------------------------
+// Adapters
+// ---------------------------------------------------------------------------
+
+/// One adapter wgpu sees, for `bench devices`.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroups_per_dimension: u32,
+}
+
+impl AdapterSummary {
+    fn of(a: &wgpu::Adapter) -> AdapterSummary {
+        let i = a.get_info();
+        let l = a.limits();
+        AdapterSummary {
+            name: i.name,
+            backend: i.backend,
+            device_type: i.device_type,
+            driver: i.driver,
+            driver_info: i.driver_info,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+            max_buffer_size: l.max_buffer_size,
+            max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+        }
+    }
+
+    /// A CPU implementation (lavapipe / llvmpipe, WARP, SwiftShader).
+    pub fn is_software(&self) -> bool {
+        self.device_type == wgpu::DeviceType::Cpu
+    }
+}
+
+fn device_type_name(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+        wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+        wgpu::DeviceType::VirtualGpu => "virtual GPU",
+        wgpu::DeviceType::Cpu => "software (CPU)",
+        wgpu::DeviceType::Other => "other",
+    }
+}
+
+fn mib(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{} MiB", b >> 20)
+    } else {
+        format!("{b} B")
+    }
+}
+
+impl fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({:?}, {}), driver {}{}; max storage binding {}, max buffer {}, max workgroups/dim {}",
+            self.name,
+            self.backend,
+            device_type_name(self.device_type),
+            if self.driver.is_empty() { "?" } else { &self.driver },
+            if self.driver_info.is_empty() { String::new() } else { format!(" ({})", self.driver_info) },
+            mib(self.max_storage_buffer_binding_size),
+            mib(self.max_buffer_size),
+            self.max_compute_workgroups_per_dimension,
+        )
+    }
+}
+
+fn new_instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    // Vulkan / Metal / DX12 unless WGPU_BACKEND says otherwise: the GL
+    // backend has no compute on many drivers and is slow to probe headless.
+    desc.backends = wgpu::Backends::PRIMARY.with_env();
+    desc.flags = wgpu::InstanceFlags::default().with_env();
+    wgpu::Instance::new(desc)
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Adapters usable for compute, best first (discrete, integrated, virtual,
+/// other, software). `WGPU_ADAPTER_NAME` (case-insensitive substring)
+/// narrows the list, as in wgpu's own tools.
+fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    all.retain(|a| {
+        a.get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+    });
+    if let Ok(want) = std::env::var("WGPU_ADAPTER_NAME") {
+        let want = want.to_lowercase();
+        all.retain(|a| a.get_info().name.to_lowercase().contains(&want));
+    }
+    all.sort_by_key(|a| rank(a.get_info().device_type));
+    all
+}
+
+/// Every compute-capable adapter wgpu sees, best first (for `bench devices`).
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    adapters(&new_instance()).iter().map(AdapterSummary::of).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Context
+// ---------------------------------------------------------------------------
+
+/// Pipeline variant: (logits are f16, HEAT array capacity or 0, temperatures).
+type PipelineKey = (bool, u32, u32);
+
+/// Device, queue, layouts and pipelines: created once per run.
+pub struct GpuContext {
+    #[allow(dead_code)]
+    instance: wgpu::Instance,
+    adapter: wgpu::Adapter,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    modules: HashMap<u32, wgpu::ShaderModule>,
+    pipelines: HashMap<PipelineKey, wgpu::ComputePipeline>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GpuContext").field("adapter", &self.info.name).finish_non_exhaustive()
+    }
+}
+
+impl GpuContext {
+    /// Open the best adapter. With `allow_software = false`, CPU adapters
+    /// (lavapipe/llvmpipe, WARP, SwiftShader) are skipped.
+    pub fn new(allow_software: bool) -> Result<GpuContext> {
+        let instance = new_instance();
+        let mut found = adapters(&instance);
+        if !allow_software {
+            found.retain(|a| a.get_info().device_type != wgpu::DeviceType::Cpu);
+        }
+        let mut last_err = None;
+        for adapter in found {
+            match Self::open(&instance, adapter) {
+                Ok(ctx) => return Ok(ctx),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match last_err {
+            Some(e) => Err(e.context("no GPU adapter found (every candidate failed to open)")),
+            None if allow_software => bail!("no GPU adapter found"),
+            None => bail!("no GPU adapter found (software adapters were not considered)"),
+        }
+    }
+
+    fn open(instance: &wgpu::Instance, adapter: wgpu::Adapter) -> Result<GpuContext> {
+        let info = adapter.get_info();
+        let al = adapter.limits();
+        ensure!(
+            al.max_compute_invocations_per_workgroup >= WG && al.max_compute_workgroup_size_x >= WG,
+            "{}: workgroups of {WG} invocations are not supported",
+            info.name
+        );
+        ensure!(al.max_storage_buffers_per_shader_stage >= 3, "{}: too few storage buffers per stage", info.name);
+        let mut req = wgpu::Limits::downlevel_defaults();
+        req.max_storage_buffer_binding_size = al.max_storage_buffer_binding_size;
+        req.max_buffer_size = al.max_buffer_size;
+        req.max_compute_workgroups_per_dimension = al.max_compute_workgroups_per_dimension;
+        req.max_compute_invocations_per_workgroup = WG;
+        req.max_compute_workgroup_size_x = WG;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("bench scores"),
+            required_features: wgpu::Features::empty(),
+            required_limits: req.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .with_context(|| format!("{}: request_device failed", info.name))?;
+
+        // Errors wgpu would otherwise panic on are collected and turned into
+        // `Err` by the next call that checks.
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+
+        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("scores"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                    },
+                    count: None,
+                },
+                storage(1, true),
+                storage(2, true),
+                storage(3, false),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("scores"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let ctx = GpuContext {
+            instance: instance.clone(),
+            adapter,
+            device,
+            queue,
+            info,
+            limits: req,
+            layout,
+            pipeline_layout,
+            modules: HashMap::new(),
+            pipelines: HashMap::new(),
+            errors,
+        };
+        // Compile the common variant now so a broken driver fails here, at
+        // adapter selection, not in the middle of a sweep.
+        let mut ctx = ctx;
+        ctx.pipeline((false, 0, 1))?;
+        Ok(ctx)
+    }
+
+    pub fn adapter(&self) -> &wgpu::Adapter {
+        &self.adapter
+    }
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+    /// The limits the device was opened with (the adapter's for buffer sizes
+    /// and dispatch size).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+    pub fn summary(&self) -> AdapterSummary {
+        AdapterSummary::of(&self.adapter)
+    }
+
+    /// "adapter name (backend, device type)".
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {})", self.info.name, self.info.backend, device_type_name(self.info.device_type))
+    }
+
+    /// Device errors collected since the last check, as one `Err`.
+    pub fn take_error(&self) -> Result<()> {
+        let mut v = self.errors.lock().map_err(|_| anyhow!("GPU error sink poisoned"))?;
+        if v.is_empty() {
+            return Ok(());
+        }
+        let msg = v.join("; ");
+        v.clear();
+        bail!("GPU error on {}: {msg}", self.info.name)
+    }
+
+    fn pipeline(&mut self, key: PipelineKey) -> Result<&wgpu::ComputePipeline> {
+        if !self.pipelines.contains_key(&key) {
+            let (f16, heat_cap, nt) = key;
+            let cap = if heat_cap == 0 { 4 } else { heat_cap };
+            if !self.modules.contains_key(&cap) {
+                ensure!(SHADER.contains(MAX_C_LINE), "scores.wgsl lost its MAX_C line");
+                let src = SHADER.replace(MAX_C_LINE, &format!("const MAX_C: u32 = {cap}u;"));
+                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("scores.wgsl"),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                });
+                self.take_error().context("compiling shaders/scores.wgsl")?;
+                self.modules.insert(cap, module);
+            }
+            let module = &self.modules[&cap];
+            let constants = [
+                ("F16", if f16 { 1.0 } else { 0.0 }),
+                ("HEAT", if heat_cap > 0 { 1.0 } else { 0.0 }),
+                ("NT", nt as f64),
+            ];
+            let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("scores"),
+                layout: Some(&self.pipeline_layout),
+                module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+            self.take_error().context("creating the scores pipeline")?;
+            self.pipelines.insert(key, p);
+        }
+        Ok(&self.pipelines[&key])
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scorer
+// ---------------------------------------------------------------------------
+
+/// Uniform block of `scores.wgsl` (`struct Params`, 112 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    k: u32,
+    mask: u32,
+    row_x: u32,
+    off_w: u32,
+    off_ctr: u32,
+    msp_ti: u32,
+    en_ti: u32,
+    el_ti: u32,
+    rows: [u32; 5],
+    t_en: f32,
+    inv_t: [f32; 3],
+    el_mean_hi: f32,
+    el_mean_lo: f32,
+    el_std: f32,
+    gmm_mean_hi: f32,
+    gmm_mean_lo: f32,
+    gmm_std: f32,
+    _pad: [u32; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<Params>() == 112);
+
+fn split(x: f64) -> (f32, f32) {
+    let hi = x as f32;
+    (hi, (x - hi as f64) as f32)
+}
+
+/// Everything derived from a plan and the image's class count.
+struct Prepared {
+    params: Params,
+    aux: Vec<f32>,
+    key_heat: u32,
+    nt: u32,
+    /// Output row per plan entry (duplicates in `plan.methods` share a row).
+    row_of: Vec<usize>,
+    rows: usize,
+}
+
+fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
+    ensure!(c >= 1, "logits have no classes");
+    let mut rows_slot = [u32::MAX; 5];
+    let mut rows = 0usize;
+    let mut row_of = Vec::with_capacity(plan.methods.len());
+    let mut mask = 0u32;
+    for &m in &plan.methods {
+        let s = m.slot();
+        if rows_slot[s] == u32::MAX {
+            rows_slot[s] = rows as u32;
+            rows += 1;
+            mask |= 1 << s;
+        }
+        row_of.push(rows_slot[s] as usize);
+    }
+    let wants = |m: Method| mask & (1 << m.slot()) != 0;
+    let mut p = Params { c: c as u32, mask, ..Default::default() };
+    for (s, r) in rows_slot.iter().enumerate() {
+        p.rows[s] = if *r == u32::MAX { 0 } else { *r };
+    }
+
+    // Distinct temperatures that need a Σ exp.
+    let mut temps: Vec<f64> = Vec::new();
+    let mut temp_index = |t: f64, what: &str| -> Result<u32> {
+        ensure!(t.is_finite() && t > 0.0, "{what} temperature must be finite and > 0 (got {t})");
+        let inv = (1.0 / t) as f32;
+        ensure!(inv.is_finite() && inv > 0.0 && (t as f32).is_finite(), "{what} temperature {t} is outside the f32 range");
+        if let Some(i) = temps.iter().position(|&x| x == t) {
+            return Ok(i as u32);
+        }
+        temps.push(t);
+        Ok(temps.len() as u32 - 1)
+    };
+    if wants(Method::Msp) {
+        p.msp_ti = temp_index(plan.msp_temperature, "MSP")?;
+    }
+    if wants(Method::Energy) {
+        p.en_ti = temp_index(plan.energy_temperature, "energy")?;
+        p.t_en = plan.energy_temperature as f32;
+    }
+    if wants(Method::Heat) {
+        p.el_ti = temp_index(1.0, "HEAT")?;
+    }
+    for (i, t) in temps.iter().enumerate() {
+        p.inv_t[i] = (1.0 / t) as f32;
+    }
+
+    let mut aux: Vec<f32> = Vec::new();
+    let cal = if wants(Method::Sml) || wants(Method::Heat) {
+        Some(plan.calibration.as_ref().context("SML/HEAT requested without calibration statistics")?)
+    } else {
+        None
+    };
+    if wants(Method::Sml) {
+        let s = &cal.unwrap().sml;
+        ensure!(
+            s.mean.len() == c && s.std.len() == c,
+            "calibration has {} classes but logits have {c}",
+            s.mean.len()
+        );
+        for k in 0..c {
+            let (hi, lo) = split(s.mean[k]);
+            let sd = s.std[k] as f32;
+            ensure!(hi.is_finite() && sd.is_finite() && sd > 0.0, "SML statistics of class {k} are not usable in f32 (mean {}, std {})", s.mean[k], s.std[k]);
+            aux.extend([hi, lo, sd]);
+        }
+    }
+    let mut key_heat = 0;
+    if wants(Method::Heat) {
+        let h = &cal.unwrap().heat;
+        ensure!(h.c == c, "HEAT parameters have {} classes but logits have {c}", h.c);
+        ensure!(
+            h.k >= 1 && h.whiten.len() == c * c && h.centers.len() == h.k * c,
+            "HEAT requested but the calibration has no fitted Gaussians (was it fitted with heat = false?)"
+        );
+        ensure!(
+            c <= MAX_HEAT_CLASSES,
+            "HEAT on the GPU supports at most {MAX_HEAT_CLASSES} classes (logits have {c}); use --device cpu"
+        );
+        key_heat = [32u32, 64, 128, 256].into_iter().find(|&cap| c <= cap as usize).unwrap_or(256);
+        p.k = h.k as u32;
+        p.off_w = aux.len() as u32;
+        for i in 0..c {
+            aux.extend(h.whiten[i * c..=i * c + i].iter().map(|&v| v as f32));
+        }
+        p.off_ctr = aux.len() as u32;
+        aux.extend(h.centers.iter().map(|&v| v as f32));
+        (p.el_mean_hi, p.el_mean_lo) = split(h.el_mean);
+        (p.gmm_mean_hi, p.gmm_mean_lo) = split(h.gmm_mean);
+        p.el_std = h.el_std as f32;
+        p.gmm_std = h.gmm_std as f32;
+        ensure!(
+            aux.iter().all(|v| v.is_finite())
+                && [p.el_mean_hi, p.el_std, p.gmm_mean_hi, p.gmm_std].iter().all(|v| v.is_finite())
+                && p.el_std > 0.0
+                && p.gmm_std > 0.0,
+            "HEAT parameters are not finite in f32"
+        );
+    }
+    if aux.is_empty() {
+        aux.push(0.0);
+    }
+    Ok(Prepared { params: p, aux, key_heat, nt: temps.len() as u32, row_of, rows })
+}
+
+/// One in-flight tile.
+struct Pending {
+    p0: usize,
+    len: usize,
+    out_bytes: u64,
+    submission: wgpu::SubmissionIndex,
+    staged: Receiver<Result<(), wgpu::BufferAsyncError>>,
+    read: Receiver<Result<(), wgpu::BufferAsyncError>>,
+}
+
+/// Buffers of one of the two alternating tile slots.
+struct Slot {
+    staging: wgpu::Buffer,
+    /// Whether `staging` is mapped (idle) and can be written.
+    staging_mapped: bool,
+    input: wgpu::Buffer,
+    output: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    params: wgpu::Buffer,
+    bind: wgpu::BindGroup,
+    bind_aux_gen: u64,
+    pending: Option<Pending>,
+}
+
+/// The GPU scorer: one fused WGSL pass per pixel tile.
+pub struct GpuScorer {
+    ctx: GpuContext,
+    slots: Vec<Slot>,
+    aux: Option<(wgpu::Buffer, Vec<f32>)>,
+    aux_gen: u64,
+    max_binding: u64,
+    tile_bytes: u64,
+}
+
+impl fmt::Debug for GpuScorer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GpuScorer").field("device", &self.ctx.describe()).finish_non_exhaustive()
+    }
+}
+
+impl GpuScorer {
+    /// Open the best adapter ("no GPU adapter found" when there is none).
+    /// `allow_software = false` skips CPU adapters such as lavapipe.
+    pub fn new(allow_software: bool) -> Result<GpuScorer> {
+        Ok(Self::from_context(GpuContext::new(allow_software)?))
+    }
+
+    pub fn from_context(ctx: GpuContext) -> GpuScorer {
+        let l = ctx.limits();
+        let max_binding = l.max_storage_buffer_binding_size.min(l.max_buffer_size).min(1 << 31);
+        GpuScorer { ctx, slots: Vec::new(), aux: None, aux_gen: 0, max_binding, tile_bytes: DEFAULT_TILE_BYTES }
+    }
+
+    /// Test hook: pretend the adapter's largest binding is `bytes` (≥ 16),
+    /// forcing many small tiles. Results must not change.
+    pub fn with_max_binding(mut self, bytes: u64) -> GpuScorer {
+        self.max_binding = self.max_binding.min(bytes.max(16)) & !3;
+        self.slots.clear();
+        self
+    }
+
+    /// Cap on one tile's logit bytes (default [`DEFAULT_TILE_BYTES`]).
+    pub fn with_tile_bytes(mut self, bytes: u64) -> GpuScorer {
+        self.tile_bytes = bytes.max(16);
+        self
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Largest binding this scorer will create (adapter limit or test cap).
+    pub fn max_binding(&self) -> u64 {
+        self.max_binding
+    }
+
+    fn upload_aux(&mut self, aux: &[f32]) {
+        if let Some((buf, cur)) = &self.aux
+            && cur.len() == aux.len()
+            && cur.iter().zip(aux).all(|(a, b)| a.to_bits() == b.to_bits())
+        {
+            let _ = buf;
+            return;
+        }
+        let bytes = (aux.len() * 4) as u64;
+        let reuse = matches!(&self.aux, Some((buf, _)) if buf.size() >= bytes);
+        if !reuse {
+            let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("scores aux"),
+                size: bytes.next_power_of_two().max(256),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.aux = Some((buf, Vec::new()));
+            self.aux_gen += 1;
+        }
+        let (buf, cur) = self.aux.as_mut().unwrap();
+        self.ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(aux));
+        *cur = aux.to_vec();
+    }
+
+    /// Make slot `s` hold at least `in_bytes` of logits and `out_bytes` of scores.
+    fn ensure_slot(&mut self, s: usize, in_bytes: u64, out_bytes: u64) {
+        let dev = &self.ctx.device;
+        let fits = self.slots.get(s).is_some_and(|sl| {
+            sl.input.size() >= in_bytes && sl.output.size() >= out_bytes && sl.staging_mapped
+        });
+        let aux_buf = &self.aux.as_ref().expect("aux uploaded first").0;
+        if !fits {
+            let grow = |need: u64, old: Option<u64>| need.max(old.unwrap_or(0)).min(self.max_binding).max(need);
+            let old = self.slots.get(s);
+            let in_sz = grow(in_bytes, old.map(|o| o.input.size()));
+            let out_sz = grow(out_bytes, old.map(|o| o.output.size()));
+            let buf = |label, size, usage, mapped| {
+                dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: mapped })
+            };
+            use wgpu::BufferUsages as U;
+            let staging = buf("scores staging", in_sz, U::MAP_WRITE | U::COPY_SRC, true);
+            let input = buf("scores logits", in_sz, U::STORAGE | U::COPY_DST, false);
+            let output = buf("scores out", out_sz, U::STORAGE | U::COPY_SRC, false);
+            let readback = buf("scores readback", out_sz, U::MAP_READ | U::COPY_DST, false);
+            let params = buf("scores params", std::mem::size_of::<Params>() as u64, U::UNIFORM | U::COPY_DST, false);
+            let bind = make_bind(dev, &self.ctx.layout, &params, &input, aux_buf, &output);
+            let slot = Slot {
+                staging,
+                staging_mapped: true,
+                input,
+                output,
+                readback,
+                params,
+                bind,
+                bind_aux_gen: self.aux_gen,
+                pending: None,
+            };
+            if s < self.slots.len() {
+                self.slots[s] = slot;
+            } else {
+                self.slots.push(slot);
+            }
+        } else if self.slots[s].bind_aux_gen != self.aux_gen {
+            let sl = &mut self.slots[s];
+            sl.bind = make_bind(dev, &self.ctx.layout, &sl.params, &sl.input, aux_buf, &sl.output);
+            sl.bind_aux_gen = self.aux_gen;
+        }
+    }
+
+    /// Wait for slot `s`'s tile and copy its scores into `maps`.
+    fn harvest(&mut self, s: usize, row_of: &[usize], maps: &mut [Vec<f32>]) -> Result<()> {
+        let Some(p) = self.slots[s].pending.take() else {
+            return Ok(());
+        };
+        self.ctx
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: Some(p.submission), timeout: None })
+            .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
+        self.ctx.take_error()?;
+        let sl = &mut self.slots[s];
+        match p.staged.try_recv() {
+            Ok(Ok(())) => sl.staging_mapped = true,
+            _ => bail!("GPU staging buffer could not be re-mapped"),
+        }
+        match p.read.try_recv() {
+            Ok(Ok(())) => {}
+            _ => bail!("GPU read-back buffer could not be mapped"),
+        }
+        {
+            let view = sl
+                .readback
+                .slice(0..p.out_bytes)
+                .get_mapped_range()
+                .map_err(|e| anyhow!("GPU read-back: {e:?}"))?;
+            let row_bytes = p.len * 4;
+            for (map, &r) in maps.iter_mut().zip(row_of) {
+                let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut map[p.p0..p.p0 + p.len]);
+                dst.copy_from_slice(&view[r * row_bytes..(r + 1) * row_bytes]);
+            }
+        }
+        sl.readback.unmap();
+        Ok(())
+    }
+
+    fn score_inner(&mut self, logits: &Logits, plan: &ScorePlan, maps: &mut [Vec<f32>]) -> Result<()> {
+        let c = logits.c;
+        let n = logits.pixels();
+        let (f16, bytes): (bool, &[u8]) = match &logits.data {
+            LogitData::F32(v) => (false, bytemuck::cast_slice(v)),
+            LogitData::F16(v) => {
+                use half::slice::HalfFloatSliceExt;
+                (true, bytemuck::cast_slice(v.reinterpret_cast()))
+            }
+        };
+        let eb = if f16 { 2usize } else { 4 };
+        ensure!(
+            bytes.len() == c * n * eb,
+            "logits hold {} values but C×H×W = {c}×{}×{} = {}",
+            bytes.len() / eb,
+            logits.h,
+            logits.w,
+            c * n
+        );
+        let prep = prepare(plan, c)?;
+        if n == 0 || prep.rows == 0 {
+            return Ok(());
+        }
+        self.ctx.pipeline((f16, prep.key_heat, prep.nt))?;
+        self.upload_aux(&prep.aux);
+
+        // Tile size: logits and scores of a tile each fit one binding.
+        let mb = self.max_binding;
+        let per_px_in = (c * eb) as u64;
+        let per_px_out = (prep.rows * 4) as u64;
+        let budget = self.tile_bytes.min(mb);
+        let mut tile = (budget / per_px_in).min(mb / per_px_out).min(n as u64);
+        // f16 tiles round up to whole words
+        while tile > 0 && (tile * per_px_in).next_multiple_of(4) > mb {
+            tile -= 1;
+        }
+        let max_dim = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as u64;
+        tile = tile.min(max_dim * max_dim * WG as u64);
+        ensure!(
+            tile >= 1,
+            "one pixel's {c} logits ({per_px_in} bytes) or {} scores exceed the adapter's largest storage binding ({mb} bytes)",
+            prep.rows
+        );
+        let tile = tile as usize;
+
+        let mut t = 0usize;
+        let mut p0 = 0usize;
+        while p0 < n {
+            let len = tile.min(n - p0);
+            let s = t % 2;
+            if s < self.slots.len() {
+                self.harvest(s, &prep.row_of, maps)?;
+            }
+            let in_bytes = ((len * c * eb) as u64).next_multiple_of(4);
+            let out_bytes = (len * prep.rows * 4) as u64;
+            self.ensure_slot(s, in_bytes, out_bytes);
+            let pipeline = self.ctx.pipelines[&(f16, prep.key_heat, prep.nt)].clone();
+            let sl = &mut self.slots[s];
+
+            // Pack the tile: C rows of `len` values into the mapped staging buffer.
+            {
+                let mut view = sl
+                    .staging
+                    .slice(0..in_bytes)
+                    .get_mapped_range_mut()
+                    .map_err(|e| anyhow!("GPU staging: {e:?}"))?;
+                let row = len * eb;
+                for k in 0..c {
+                    let src = &bytes[(k * n + p0) * eb..(k * n + p0) * eb + row];
+                    view.slice(k * row..(k + 1) * row).copy_from_slice(src);
+                }
+            }
+            sl.staging.unmap();
+            sl.staging_mapped = false;
+
+            let wgs = (len as u64).div_ceil(WG as u64);
+            let gx = wgs.min(max_dim) as u32;
+            let gy = wgs.div_ceil(gx as u64) as u32;
+            let mut params = prep.params;
+            params.n = len as u32;
+            params.row_x = gx * WG;
+            self.ctx.queue.write_buffer(&sl.params, 0, bytemuck::bytes_of(&params));
+
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("scores") });
+            enc.copy_buffer_to_buffer(&sl.staging, 0, &sl.input, 0, in_bytes);
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("scores"), timestamp_writes: None });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &sl.bind, &[]);
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+            enc.copy_buffer_to_buffer(&sl.output, 0, &sl.readback, 0, out_bytes);
+            let submission = self.ctx.queue.submit([enc.finish()]);
+            let (tx_s, staged) = channel();
+            sl.staging.slice(..).map_async(wgpu::MapMode::Write, move |r| {
+                let _ = tx_s.send(r);
+            });
+            let (tx_r, read) = channel();
+            sl.readback.slice(0..out_bytes).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx_r.send(r);
+            });
+            sl.pending = Some(Pending { p0, len, out_bytes, submission, staged, read });
+            self.ctx.take_error()?;
+            p0 += len;
+            t += 1;
+        }
+        // drain in submission order
+        for k in 0..2 {
+            let s = (t + k) % 2;
+            if s < self.slots.len() {
+                self.harvest(s, &prep.row_of, maps)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn make_bind(
+    dev: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    params: &wgpu::Buffer,
+    input: &wgpu::Buffer,
+    aux: &wgpu::Buffer,
+    output: &wgpu::Buffer,
+) -> wgpu::BindGroup {
+    dev.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("scores"),
+        layout,
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: input.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 2, resource: aux.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 3, resource: output.as_entire_binding() },
+        ],
+    })
+}
+
+impl Scorer for GpuScorer {
+    fn device(&self) -> String {
+        self.ctx.describe()
+    }
+
+    fn score(&mut self, logits: &Logits, plan: &ScorePlan) -> Result<ScoreMaps> {
+        let n = logits.pixels();
+        let mut maps = vec![vec![0f32; n]; plan.methods.len()];
+        if let Err(e) = self.score_inner(logits, plan, &mut maps) {
+            // Leave no half-finished tile behind: the next image starts clean.
+            let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
+            self.slots.clear();
+            let _ = self.ctx.take_error();
+            return Err(e);
+        }
+        Ok(ScoreMaps { h: logits.h, w: logits.w, maps })
+    }
+}

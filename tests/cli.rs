@@ -1,0 +1,278 @@
+//! End to end through the `bench` binary: the demo sweep, determinism,
+//! `--check`, leakage flags, `eval`, and every bad input (one error line
+//! naming the file or key, exit 2, previous results untouched).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bench(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bench")).args(args).current_dir(cwd).env("CI", "true").output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A temp workspace with the demo dataset and a config pointing at it.
+struct Ws {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+}
+
+const CONFIG: &str = r#"
+name = "demo"
+dataset = "datasets/demo"
+anomaly = [1]
+ignore = [255]
+methods = ["max_logit", "msp", "sml", "energy", "heat"]
+device = "cpu"
+
+[[models]]
+id = "deeplab_r50"
+name = "DeepLabV3+ R50"
+
+[[models]]
+id = "segformer_b5"
+name = "SegFormer-B5"
+"#;
+
+impl Ws {
+    fn new() -> Ws {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        let o = bench(&["synth", "--out", "datasets/demo"], &root);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::write(root.join("sweep.toml"), CONFIG).unwrap();
+        Ws { _t: t, root }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+    fn run(&self, extra: &[&str]) -> Output {
+        let mut a = vec!["run", "sweep.toml"];
+        a.extend_from_slice(extra);
+        bench(&a, &self.root)
+    }
+    fn results(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.p("results/demo/results.json")).unwrap()).unwrap()
+    }
+}
+
+#[test]
+fn demo_sweep_writes_the_table_family_deterministically() {
+    let ws = Ws::new();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("FPR95 / AUROC / AUPR / F1"), "prints the main table");
+    let md = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    for h in ["## Main Results", "## F1 Scores (%) - For Threshold Selection", "## Optimal Thresholds", "## Honest F1", "## FRR @ FAR", "## Image-level detection", "## Drift"] {
+        assert!(md.contains(h), "missing {h} in tables.md");
+    }
+    assert!(!md.contains('†'), "calibration and val splits exist: no leakage");
+    let r = ws.results();
+    let cells = r["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2 * 5 * 2, "models × methods × (val, test)");
+    for c in cells {
+        for k in ["auroc", "aupr", "fpr95", "f1"] {
+            let v = c[k].as_f64().unwrap_or_else(|| panic!("{k} null in {c}"));
+            assert!((0.0..=1.0).contains(&v), "{k}={v}");
+        }
+        assert_eq!(c["leakage"], false);
+    }
+    // HEAT is not Energy
+    let get = |m: &str| cells.iter().find(|c| c["model"] == "deeplab_r50" && c["method"] == m && c["split"] == "test").unwrap()["auroc"].as_f64().unwrap();
+    assert_ne!(get("heat"), get("energy"));
+    assert_eq!(r["models"][1]["dtype"], "float16");
+    for f in ["manifest.json", "drift.json", "index.html", "curves/deeplab_r50__heat.csv", "plots/deeplab_r50_roc.svg"] {
+        assert!(ws.p("results/demo").join(f).exists(), "missing {f}");
+    }
+
+    // byte-identical on a second run, whatever the thread count
+    let a = std::fs::read(ws.p("results/demo/results.json")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_bench")).args(["run", "sweep.toml"]).current_dir(&ws.root).env("RAYON_NUM_THREADS", "1").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(a, std::fs::read(ws.p("results/demo/results.json")).unwrap(), "results.json differs between runs");
+    assert_eq!(md, std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap(), "tables.md differs between runs");
+
+    // --check passes on the same data, fails when a committed number moves
+    let o = ws.run(&["--check"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let text = std::fs::read_to_string(ws.p("results/demo/results.json")).unwrap();
+    let auroc = cells[0]["auroc"].as_f64().unwrap();
+    let edited = text.replacen(&format!("\"auroc\": {auroc}"), &format!("\"auroc\": {}", auroc - 0.01), 1);
+    assert_ne!(edited, text);
+    std::fs::write(ws.p("results/demo/results.json"), edited).unwrap();
+    let o = ws.run(&["--check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("auroc"), "{}", stdout(&o));
+
+    // table re-rendering from results.json alone, other dialects
+    let o = bench(&["table", "results/demo", "--format", "latex"], &ws.root);
+    assert!(o.status.success() && stdout(&o).contains("\\toprule"));
+    // diff of a folder with itself
+    let o = bench(&["diff", "results/demo", "results/demo"], &ws.root);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = bench(&["drift", "results/demo", "results/demo"], &ws.root);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn missing_calibration_and_val_splits_are_flagged_as_leakage() {
+    let ws = Ws::new();
+    std::fs::remove_dir_all(ws.p("datasets/demo/calibration")).unwrap();
+    std::fs::remove_dir_all(ws.p("datasets/demo/val")).unwrap();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("leakage"), "{}", stderr(&o));
+    let r = ws.results();
+    for c in r["cells"].as_array().unwrap() {
+        let needs_cal = c["method"] == "sml" || c["method"] == "heat";
+        assert_eq!(c["leakage"].as_bool().unwrap(), needs_cal, "{c}");
+    }
+    for h in r["honest"].as_array().unwrap() {
+        assert_eq!(h["threshold_split"], "test");
+        assert_eq!(h["leakage"], true);
+    }
+    let md = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(md.contains("† leakage") && md.contains("No `val` split"), "{md}");
+}
+
+/// Break the dataset with `f`, run, expect one error line naming `needle`,
+/// exit 2, and the previous results untouched.
+fn expect_error(ws: &Ws, f: impl FnOnce(&Ws), needle: &str) {
+    let before = std::fs::read(ws.p("results/demo/results.json")).unwrap();
+    f(ws);
+    let o = ws.run(&[]);
+    assert_eq!(o.status.code(), Some(2), "expected failure for {needle}: {}", stderr(&o));
+    let e = stderr(&o);
+    let err_lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(err_lines.len(), 1, "{e}");
+    assert!(err_lines[0].contains(needle), "error should name {needle}: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(before, std::fs::read(ws.p("results/demo/results.json")).unwrap(), "previous results changed");
+}
+
+#[test]
+fn bad_inputs_fail_cleanly_and_leave_results_untouched() {
+    use bench::data::npy::write_npy_f32;
+    let ws = Ws::new();
+    assert!(ws.run(&[]).status.success());
+    let logits = |split: &str, stem: &str| ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50/{stem}.npy"));
+    let keep = |p: &Path| std::fs::read(p).unwrap();
+
+    // truncated .npy
+    let p = logits("test", "img_0003");
+    let orig = keep(&p);
+    expect_error(&ws, |_| std::fs::write(&p, &orig[..orig.len() - 100]).unwrap(), "img_0003.npy");
+    // wrong dtype (int32 data under a valid header is made with numpy's format by hand)
+    expect_error(
+        &ws,
+        |_| {
+            let hdr = "{'descr': '<i4', 'fortran_order': False, 'shape': (13, 96, 128), }";
+            let mut h = hdr.to_string();
+            while (10 + h.len() + 1) % 64 != 0 {
+                h.push(' ');
+            }
+            h.push('\n');
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            b.extend_from_slice(h.as_bytes());
+            b.extend(std::iter::repeat_n(0u8, 13 * 96 * 128 * 4));
+            std::fs::write(&p, b).unwrap();
+        },
+        "img_0003.npy",
+    );
+    // NaN logit
+    expect_error(
+        &ws,
+        |_| {
+            let mut v = vec![0.5f32; 13 * 96 * 128];
+            v[777] = f32::NAN;
+            write_npy_f32(&p, &[13, 96, 128], &v).unwrap();
+        },
+        "img_0003.npy",
+    );
+    // shape mismatch with the mask
+    expect_error(&ws, |_| write_npy_f32(&p, &[13, 95, 128], &vec![0.5f32; 13 * 95 * 128]).unwrap(), "img_0003.npy");
+    // missing file
+    expect_error(&ws, |_| std::fs::remove_file(&p).unwrap(), "img_0003.npy");
+    std::fs::write(&p, &orig).unwrap();
+    assert!(ws.run(&[]).status.success(), "restored dataset runs again");
+
+    // empty split
+    let val_labels = ws.p("datasets/demo/val/labels");
+    let saved = ws.p("val_labels_saved");
+    std::fs::rename(&val_labels, &saved).unwrap();
+    std::fs::create_dir(&val_labels).unwrap();
+    expect_error(&ws, |_| {}, "val");
+    std::fs::remove_dir(&val_labels).unwrap();
+    std::fs::rename(&saved, &val_labels).unwrap();
+
+    // config errors name the key
+    let cfg = ws.p("sweep.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    expect_error(&ws, |_| std::fs::write(&cfg, good.replace("device = \"cpu\"", "device = \"cpu\"\nthreshold_on_test = true")).unwrap(), "threshold_on_test");
+    expect_error(&ws, |_| std::fs::write(&cfg, good.replace("\"heat\"", "\"hot\"")).unwrap(), "hot");
+    expect_error(&ws, |_| std::fs::write(&cfg, good.replace("id = \"segformer_b5\"", "id = \"nope\"")).unwrap(), "nope");
+    std::fs::write(&cfg, &good).unwrap();
+
+    // output path that is a file
+    let cfg2 = good.replace("device = \"cpu\"", "device = \"cpu\"\noutput = \"afile\"");
+    std::fs::write(ws.p("afile"), b"x").unwrap();
+    std::fs::write(&cfg, cfg2).unwrap();
+    let o = ws.run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("afile"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(ws.p("afile")).unwrap(), b"x");
+}
+
+#[test]
+fn eval_on_precomputed_score_maps() {
+    use bench::data::npy::write_npy_f32;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::create_dir_all(d.join("s")).unwrap();
+    std::fs::create_dir_all(d.join("l")).unwrap();
+    // 2 images, scores = label + noise-free ramp; one void pixel
+    let s1 = [0.1f32, 0.4, 0.35, 0.8];
+    let l1 = [0u8, 0, 1, 1];
+    let s2 = [0.2f32, 0.9, 0.5, 0.05];
+    let l2 = [0u8, 1, 255, 0];
+    write_npy_f32(&d.join("s/a.npy"), &[2, 2], &s1).unwrap();
+    write_npy_f32(&d.join("s/b.npy"), &[2, 2], &s2).unwrap();
+    bench::data::mask::write_mask_png(&d.join("l/a.png"), 2, 2, &l1).unwrap();
+    bench::data::mask::write_mask_png(&d.join("l/b.png"), 2, 2, &l2).unwrap();
+    let o = bench(&["eval", "--scores", "s", "--labels", "l", "--json"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["positives"], 3);
+    assert_eq!(j["negatives"], 4);
+    assert_eq!(j["void"], 1);
+    // sklearn: roc_auc_score([0,0,1,1,0,1,0], [.1,.4,.35,.8,.2,.9,.05]) = 11/12
+    assert!((j["auroc"].as_f64().unwrap() - 11.0 / 12.0).abs() < 1e-12, "{j}");
+    // single file mode
+    let o = bench(&["eval", "--scores", "s/a.npy", "--labels", "l/a.png", "--json"], d);
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["auroc"], 0.75);
+    // no positives → null, not a crash
+    let o = bench(&["eval", "--scores", "s/a.npy", "--labels", "l/a.png", "--anomaly", "7", "--json"], d);
+    assert!(o.status.success());
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(j["auroc"].is_null() && j["fpr95"].is_null(), "{j}");
+    // a missing mask names the file
+    std::fs::remove_file(d.join("l/b.png")).unwrap();
+    let o = bench(&["eval", "--scores", "s", "--labels", "l"], d);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("b.npy"), "{}", stderr(&o));
+}
+
+#[test]
+fn shipped_config_matches_committed_results() {
+    // CI's guard: a change that moves a committed number cannot land silently.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = bench(&["run", "configs/sweep.toml", "--check", "--device", "cpu"], root);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+}
