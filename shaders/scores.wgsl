@@ -39,6 +39,7 @@ const MAX_C: u32 = 256u;
 override F16: bool = false;
 override HEAT: bool = false;
 override NT: u32 = 0u;
+override NCLS: u32 = 0u;
 
 struct Params {
     n: u32,        // pixels in this tile (= class-row stride in `logits`)
@@ -97,7 +98,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= n) {
         return;
     }
-    let nc = P.c;
+    // A class count baked into the pipeline lets the driver unroll the
+    // class loops and keep HEAT's array in registers; 0 = read it from P.
+    let nc = select(P.c, NCLS, NCLS > 0u);
     let inv_t = vec3<f32>(P.inv_t0, P.inv_t1, P.inv_t2);
 
     var z: array<f32, MAX_C>;

@@ -150,10 +150,22 @@ pub struct MetricsCfg {
     /// Image score = mean of the top-k pixel scores; 0 or 1 = max.
     #[serde(default)]
     pub image_topk: u32,
+    /// Region metrics: AUPRO (FPR ≤ 0.3) and SegmentMeIfYouCan component
+    /// metrics at the val-F1-optimal threshold. Opt-in (costs a
+    /// connected-component labelling per image).
+    #[serde(default)]
+    pub regions: bool,
+    /// SMIYC size filters: "anomaly" (pred ≥ 500 px, GT ≥ 100 px) or
+    /// "obstacle" (50 / 10).
+    #[serde(default = "default_track")]
+    pub component_track: String,
+}
+fn default_track() -> String {
+    "anomaly".into()
 }
 impl Default for MetricsCfg {
     fn default() -> Self {
-        MetricsCfg { fpr95: Fpr95Rule::First, far: default_far(), frr: default_frr(), bootstrap: 0, bootstrap_seed: 0, image_topk: 0 }
+        MetricsCfg { fpr95: Fpr95Rule::First, far: default_far(), frr: default_frr(), bootstrap: 0, bootstrap_seed: 0, image_topk: 0, regions: false, component_track: default_track() }
     }
 }
 fn default_far() -> Vec<f64> {
@@ -235,6 +247,9 @@ impl Config {
         }
         if self.method.heat.spatial_window != 0 {
             bail!("`method.heat.spatial_window` is not implemented yet");
+        }
+        if !["anomaly", "obstacle"].contains(&self.metrics.component_track.as_str()) {
+            bail!("`metrics.component_track` must be \"anomaly\" or \"obstacle\", got {:?}", self.metrics.component_track);
         }
         if let Some(s) = &self.synthetic
             && s != "demo"

@@ -11,6 +11,7 @@
 use crate::config::{Config, Device};
 use crate::data::{Dataset, LabelMap, Logits, Split, label, read_logits, read_mask};
 use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
+use crate::metrics::region::{ComponentConfig, ComponentStats, aupro, region_weights};
 use crate::metrics::{Counts, OperatingPoint, PositiveCollector, ThresholdCounter, counts_of};
 use crate::report::results::*;
 use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
@@ -114,6 +115,10 @@ fn for_each_image(
 /// the counts at the probe thresholds and the image-level scores.
 struct SplitEval {
     counts: Vec<Counts>,
+    /// Per method: AUPRO (when `regions`), and the region count.
+    aupro: Vec<Option<f64>>,
+    regions: u64,
+    components: Vec<Option<ComponentStats>>,
     /// Per method, per anomaly type (only when there are several types).
     type_counts: Vec<Vec<Counts>>,
     /// Score maps kept in memory (small splits), for the bootstrap.
@@ -142,6 +147,8 @@ fn eval_split(
     let mut pos: Vec<PositiveCollector> = (0..nm).map(|_| PositiveCollector::new()).collect();
     let mut tpos: Vec<Vec<PositiveCollector>> = (0..nm).map(|_| (0..nt).map(|_| PositiveCollector::new()).collect()).collect();
     let mut normal: Vec<NormalStats> = (0..nm).map(|_| NormalStats::new()).collect();
+    let mut regions = 0u64;
+    let mut comps: Vec<Option<ComponentStats>> = opts.components.iter().map(|c| c.as_ref().map(|c| ComponentStats::new(&c.deltas))).collect();
     let mut probes: Vec<ThresholdCounter> = probes.into_iter().map(ThresholdCounter::new).collect();
     let mut image_scores = vec![Vec::new(); nm];
     let mut image_labels = Vec::new();
@@ -157,12 +164,25 @@ fn eval_split(
         drop(lg);
         void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
         let valid = lab.iter().any(|&l| l != label::VOID);
+        let rw = if opts.regions {
+            let rw = region_weights(&lab, maps.h, maps.w).with_context(|| ctx(i))?;
+            regions += rw.regions as u64;
+            Some(rw)
+        } else {
+            None
+        };
         if valid {
             image_labels.push(lab.iter().any(|&l| label::is_anomaly(l)) as u8);
         }
         for m in 0..nm {
             let s = &maps.maps[m];
-            pos[m].add(s, &lab, None);
+            match &rw {
+                Some(rw) => pos[m].add_weighted(s, &lab, &rw.weights),
+                None => pos[m].add(s, &lab, None),
+            }
+            if let (Some(cfg), Some(acc)) = (&opts.components[m], comps[m].as_mut()) {
+                crate::metrics::region::component_metrics(s, &lab, maps.h, maps.w, cfg, acc).with_context(|| ctx(i))?;
+            }
             for (t, c) in tpos[m].iter_mut().enumerate() {
                 c.add(s, &lab, Some(t as u8 + 1));
             }
@@ -209,15 +229,21 @@ fn eval_split(
         .into_iter()
         .map(|v| v.into_iter().map(|r| r.finish()).collect::<Result<Vec<_>>>())
         .collect::<Result<Vec<_>>>()?;
-    let counts = rankers
+    let weighted = rankers
         .into_iter()
-        .map(|r| r.finish().with_context(|| format!("split {} [{model}]", split.name)))
+        .map(|r| r.finish_weighted().with_context(|| format!("split {} [{model}]", split.name)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(SplitEval { counts, type_counts, cache, drift, probes, image_scores, image_labels, void, images: split.stems.len() as u64, dtype })
+    let aupro_v = weighted.iter().map(|w| if opts.regions { aupro(&w.counts, &w.tp_weight, regions, 0.3) } else { None }).collect();
+    let counts = weighted.into_iter().map(|w| w.counts).collect();
+    Ok(SplitEval { counts, aupro: aupro_v, regions, components: comps, type_counts, cache, drift, probes, image_scores, image_labels, void, images: split.stems.len() as u64, dtype })
 }
 
 /// Per-split options of the evaluation.
 struct SplitOpts {
+    /// AUPRO: weight positives by 1/|region|.
+    regions: bool,
+    /// Per method: component-metric configuration (threshold from val).
+    components: Vec<Option<ComponentConfig>>,
     /// Number of anomaly types (values in the `anomaly` list).
     types: usize,
     /// Image score: mean of the top-k non-void pixel scores (k ≤ 1: max).
@@ -345,6 +371,9 @@ fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Con
         normal_p50: quantile(&e.drift[mi], 0.5),
         normal_p95: quantile(&e.drift[mi], 0.95),
         normal_p99: quantile(&e.drift[mi], 0.99),
+        aupro: e.aupro[mi],
+        regions: e.regions,
+        components: None,
         bootstrap: None,
         warnings,
     }
@@ -477,7 +506,16 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         let leak = |m: Method, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
 
         // val first: its thresholds are probes on test
-        let sopts = SplitOpts { types: cfg.anomaly.len(), topk: cfg.metrics.image_topk as usize };
+        let track = |t: f32| match cfg.metrics.component_track.as_str() {
+            "obstacle" => ComponentConfig::obstacle_track(t),
+            _ => ComponentConfig::anomaly_track(t),
+        };
+        let mut sopts = SplitOpts {
+            regions: cfg.metrics.regions,
+            components: vec![None; methods.len()],
+            types: cfg.anomaly.len(),
+            topk: cfg.metrics.image_topk as usize,
+        };
         let val_eval = match val {
             Some(v) => Some(eval_split(v, &mc.id, &lm, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &sopts, &bar)?),
             None => None,
@@ -487,6 +525,10 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             None => vec![vec![]; methods.len()],
         };
         let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| ch.iter().filter_map(|x| x.2.map(|o| o.threshold as f32)).collect()).collect();
+        if cfg.metrics.regions {
+            // components at the val-F1-optimal threshold (never a test-chosen one)
+            sopts.components = chosen.iter().map(|ch| ch.first().and_then(|x| x.2).map(|o| track(o.threshold as f32))).collect();
+        }
         let te = eval_split(test, &mc.id, &lm, scorer.as_mut(), &plan, probes, &sopts, &bar)?;
         let boots = match (&te.cache, cfg.metrics.bootstrap) {
             (_, 0) => None,
@@ -528,6 +570,19 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         for (mi, &m) in methods.iter().enumerate() {
             let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
             c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
+            if let (Some(acc), Some(cc)) = (&te.components[mi], &sopts.components[mi]) {
+                let s = acc.summary();
+                c.components = Some(Components {
+                    threshold: cc.threshold as f64,
+                    threshold_split: "val".into(),
+                    track: cfg.metrics.component_track.clone(),
+                    siou: s.siou_gt,
+                    ppv: s.ppv,
+                    mean_f1: s.mean_f1,
+                    gt_components: s.gt_components,
+                    pred_components: s.pred_components,
+                });
+            }
             cells.push(c);
             for (t, tc) in te.type_counts[mi].iter().enumerate() {
                 let s = tc.summary(cfg.metrics.fpr95);

@@ -438,7 +438,7 @@ impl Layout {
         let img = 1.0 + range(&mut rng, -0.12, 0.12) * (1.0 + weak);
         let mut hard = Vec::new();
         for _ in 0..2 {
-            if unif(&mut rng) < ev("HP", 0.30) + ev("HW", 0.5) * weak {
+            if unif(&mut rng) < 0.15 + 0.3 * weak {
                 let hh = (h as f64 * range(&mut rng, 0.05, 0.18)).max(1.0) as usize;
                 let ww = (w as f64 * range(&mut rng, 0.05, 0.18)).max(1.0) as usize;
                 let y0 = int(&mut rng, 0, h - hh);
@@ -451,11 +451,11 @@ impl Layout {
         let mu_n = ((3.0 + 4.0 * q) * img) as f32;
         let s_n = (1.0 + 0.8 * weak) as f32;
         // Anomalies: flatter; the confused class is only mildly elevated.
-        let mu_a = (mu_n as f64 * (ev("A0", 0.36) + ev("AW", 0.45) * weak)) as f32;
+        let mu_a = (mu_n as f64 * (0.30 + 0.15 * weak)) as f32;
         let s_a = (1.1 + 0.5 * weak) as f32;
         let s_other_a = 1.15f32;
         // Confidence by distance to a boundary (0 = on it).
-        let conf = [ev("C0", 0.30) as f32, ev("C1", 0.55) as f32, 0.80, 0.93, 1.0];
+        let conf = [0.45f32, 0.70, 0.85, 0.95, 1.0];
 
         let mut bits = vec![0u32; nc * w];
         let mut bytes = vec![0u8; nc * w * 4];
@@ -549,5 +549,3 @@ fn boundary_distance(h: usize, w: usize, cls: &[u8], blob: &[u8]) -> Vec<u8> {
     }
     d
 }
-
-fn ev(k: &str, d: f64) -> f64 { std::env::var(format!("SYN_{k}")).ok().and_then(|v| v.parse().ok()).unwrap_or(d) }

@@ -14,8 +14,10 @@ fn tmp() -> tempfile::TempDir {
 
 /// A hand-built .npy (version 1.0): header text padded to 64 bytes.
 fn npy_bytes(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+    // A structured dtype (list literal) goes in unquoted.
+    let descr = if descr.starts_with('[') { descr.to_string() } else { format!("'{descr}'") };
     let mut text = format!(
-        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+        "{{'descr': {descr}, 'fortran_order': {}, 'shape': {shape}, }}",
         if fortran { "True" } else { "False" }
     );
     while (10 + text.len() + 1) % 64 != 0 {
@@ -537,4 +539,120 @@ fn synth_is_deterministic_and_sane() {
     eprintln!("max-logit AUROC: {aucs:?}");
     assert!((0.85..0.985).contains(&aucs[0]) && (0.80..0.97).contains(&aucs[1]), "{aucs:?}");
     assert!(aucs[0] > aucs[1] + 0.02, "{aucs:?}");
+}
+
+/// Cross-check against numpy when `python3` with numpy is available (skipped
+/// otherwise): numpy-written files (C/Fortran, f16, big-endian, int masks)
+/// decode to numpy's values, and numpy loads our files.
+#[test]
+fn numpy_interop_when_available() {
+    let ok = std::process::Command::new("python3").args(["-c", "import numpy"]).output();
+    if !matches!(ok, Ok(o) if o.status.success()) {
+        eprintln!("skipping: python3 with numpy not available");
+        return;
+    }
+    let d = tmp();
+    let dir = d.path();
+    let ours = dir.join("ours_f32.npy");
+    let v = sample(3, 4, 5);
+    write_npy_f32(&ours, &[3, 4, 5], &v).unwrap();
+    let hv: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    write_npy_f16(&dir.join("ours_f16.npy"), &[3, 4, 5], &hv).unwrap();
+    write_npy_u8(&dir.join("ours_u8.npy"), &[4, 5], &[7u8; 20]).unwrap();
+    std::fs::write(dir.join("ours_ref.bin"), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let script = r#"
+import numpy as np, sys, os
+d = sys.argv[1]
+ref = np.fromfile(os.path.join(d, 'ours_ref.bin'), dtype='<f4').reshape(3, 4, 5)
+a = np.load(os.path.join(d, 'ours_f32.npy')); assert a.dtype == np.float32 and a.shape == (3, 4, 5) and (a == ref).all()
+b = np.load(os.path.join(d, 'ours_f16.npy')); assert b.dtype == np.float16 and (b == ref.astype(np.float16)).all()
+c = np.load(os.path.join(d, 'ours_u8.npy')); assert c.dtype == np.uint8 and c.shape == (4, 5) and (c == 7).all()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(4, 6, 7)).astype(np.float32)
+x.tofile(os.path.join(d, 'x_ref.bin'))
+np.save(os.path.join(d, 'np_c.npy'), x)
+np.save(os.path.join(d, 'np_f.npy'), np.asfortranarray(x))
+np.save(os.path.join(d, 'np_be.npy'), x.astype('>f4'))
+np.save(os.path.join(d, 'np_f16f.npy'), np.asfortranarray(x.astype(np.float16)))
+np.save(os.path.join(d, 'np_score.npy'), np.asfortranarray(x[0]))
+np.save(os.path.join(d, 'np_m64.npy'), (np.arange(42).reshape(6, 7) * 1000).astype(np.int64))
+np.save(os.path.join(d, 'np_m16.npy'), np.asfortranarray((np.arange(42).reshape(6, 7) * 1500).astype('>u2')))
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script, dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "numpy side failed: {}", String::from_utf8_lossy(&out.stderr));
+    let x: Vec<f32> = std::fs::read(dir.join("x_ref.bin"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    for f in ["np_c.npy", "np_f.npy", "np_be.npy"] {
+        let l = read_logits(&dir.join(f)).unwrap();
+        assert_eq!((l.c, l.h, l.w), (4, 6, 7), "{f}");
+        assert_eq!(f32s(&l), x, "{f}");
+    }
+    let l = read_logits(&dir.join("np_f16f.npy")).unwrap();
+    let x16: Vec<f32> = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+    assert_eq!((l.dtype(), f32s(&l)), ("float16", x16));
+    assert_eq!(read_score_map(&dir.join("np_score.npy")).unwrap(), (6, 7, x[..42].to_vec()));
+    let want: Vec<u16> = (0..42).map(|i| i * 1000).collect();
+    assert_eq!(read_mask(&dir.join("np_m64.npy")).unwrap().values, want);
+    let want: Vec<u16> = (0..42).map(|i| i * 1500).collect();
+    assert_eq!(read_mask(&dir.join("np_m16.npy")).unwrap().values, want);
+}
+
+/// Decode throughput of a 19×1024×2048 float32 file (≈159 MiB).
+/// `cargo test --release --test data_inputs -- --ignored --nocapture decode_speed`
+#[test]
+#[ignore]
+fn decode_speed() {
+    let d = tmp();
+    let (c, h, w) = (19usize, 1024usize, 2048usize);
+    let v: Vec<f32> = (0..c * h * w).map(|i| (i % 1000) as f32 * 0.01).collect();
+    let p = d.path().join("big.npy");
+    write_npy_f32(&p, &[c as u64, h as u64, w as u64], &v).unwrap();
+    let bytes = (c * h * w * 4) as f64;
+    for i in 0..5 {
+        let t = std::time::Instant::now();
+        let l = read_logits(&p).unwrap();
+        let dt = t.elapsed().as_secs_f64();
+        assert_eq!(l.c, c);
+        eprintln!("read_logits run {i}: {:.1} ms, {:.2} GB/s", dt * 1e3, bytes / dt / 1e9);
+    }
+    let mut buf = read_logits(&p).unwrap();
+    for i in 0..5 {
+        let t = std::time::Instant::now();
+        bench::data::npy::read_logits_into(&p, &mut buf).unwrap();
+        let dt = t.elapsed().as_secs_f64();
+        eprintln!("read_logits_into (reused buffer) run {i}: {:.1} ms, {:.2} GB/s", dt * 1e3, bytes / dt / 1e9);
+    }
+    let t = std::time::Instant::now();
+    let raw = std::fs::read(&p).unwrap();
+    let dt = t.elapsed().as_secs_f64();
+    eprintln!("std::fs::read baseline: {:.1} ms, {:.2} GB/s ({} bytes)", dt * 1e3, bytes / dt / 1e9, raw.len());
+}
+
+/// Generation throughput at scale (env SYNTH_IMAGES, default 60; 512×512,
+/// 13 classes, f16).
+#[test]
+#[ignore]
+fn synth_speed() {
+    let n: usize = std::env::var("SYNTH_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let d = tmp();
+    let spec = SynthSpec {
+        seed: 1,
+        classes: 13,
+        height: 512,
+        width: 512,
+        splits: vec![("test".into(), n)],
+        models: vec![bench::synth::SynthModel { id: "m".into(), f16: true, quality: 0.8 }],
+        anomaly_types: 3,
+    };
+    let t = std::time::Instant::now();
+    generate(&d.path().join("s"), &spec).unwrap();
+    let dt = t.elapsed().as_secs_f64();
+    let bytes = (n * 13 * 512 * 512 * 2) as f64;
+    eprintln!("{n} images 512x512x13 f16: {:.2} s, {:.1} images/s, {:.2} GB/s of logits", dt, n as f64 / dt, bytes / dt / 1e9);
+    let t = std::time::Instant::now();
+    generate(&d.path().join("demo"), &SynthSpec::demo()).unwrap();
+    eprintln!("demo: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 }

@@ -418,3 +418,34 @@ fn bad_input_is_an_error_not_a_panic() {
     let out = g.score(&empty, &plan(&ALL, &cal, 1.0, 1.0)).unwrap();
     assert!(out.maps.iter().all(|m| m.is_empty()) && out.maps.len() == 5);
 }
+
+#[test]
+#[ignore]
+fn zz_timing() {
+    let Some(mut g) = gpu() else { return };
+    let c: usize = std::env::var("TC").map(|v| v.parse().unwrap()).unwrap_or(19);
+    let cal = calibration(c, 3);
+    let (h, w) = (256, 512);
+    let vals = make_values(c, h, w, 42, Kind::Realistic);
+    for methods in [&ALL[..], &ALL[..4], &[Method::Heat][..], &[Method::MaxLogit][..]] {
+        for half in [true, false] {
+            let lg = logits(c, h, w, &vals, half);
+            let p = plan(methods, &cal, 1.0, 1.0);
+            g.score(&lg, &p).unwrap();
+            let cpu = || {
+                let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+                let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+                (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+            };
+            let mut best = f64::INFINITY;
+            let c0 = cpu();
+            for _ in 0..9 {
+                let t = std::time::Instant::now();
+                g.score(&lg, &p).unwrap();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let cput = (cpu() - c0) / 9.0;
+            eprintln!("{:?} {} wall(min) {:.2} ms  cpu(avg) {:.1} ms", methods.iter().map(|m| m.id()).collect::<Vec<_>>(), lg.dtype(), best * 1e3, cput * 1e3);
+        }
+    }
+}

@@ -29,6 +29,9 @@ fn cell(model: &str, method: &str, split: &str, auroc: Option<f64>, leakage: boo
         normal_p50: Some(-3.5),
         normal_p95: Some(-1.0),
         normal_p99: Some(-0.5),
+        aupro: None,
+        regions: 0,
+        components: None,
         bootstrap: None,
         warnings: vec![],
     }

@@ -263,8 +263,11 @@ impl FloatBits for u16 {
 
 /// Read the data of a float file as native-endian bit patterns in C order.
 /// Returns the bits and whether any value is non-finite.
-fn read_float_bits<T: FloatBits>(path: &Path, file: &File, h: &Header) -> Result<(Vec<T>, bool)> {
-    let mut v: Vec<T> = vec![T::zeroed(); h.len];
+fn read_float_bits<T: FloatBits>(path: &Path, file: &File, h: &Header, mut v: Vec<T>) -> Result<(Vec<T>, bool)> {
+    // Reusing a buffer whose pages are already mapped avoids the page-fault
+    // cost of fresh memory, which dominates on many machines.
+    v.clear();
+    v.resize(h.len, T::zeroed());
     let swap = match h.ty.endianness() {
         npyz::Endianness::Little => cfg!(target_endian = "big"),
         npyz::Endianness::Big => cfg!(target_endian = "little"),
@@ -356,6 +359,19 @@ fn kind_of(x: f64) -> &'static str {
 /// Read `[C,H,W]` float32/float16 logits; rejects NaN/±inf naming the file
 /// and the first bad element (class, y, x).
 pub fn read_logits(path: &Path) -> Result<Logits> {
+    read_logits_reusing(path, None)
+}
+
+/// [`read_logits`] into `out`, reusing its allocation when the dtype
+/// matches (saves the page faults of a fresh buffer when looping over many
+/// images). On error `out` is left empty (`c = h = w = 0`).
+pub fn read_logits_into(path: &Path, out: &mut Logits) -> Result<()> {
+    let prev = std::mem::replace(out, Logits { c: 0, h: 0, w: 0, data: LogitData::F32(Vec::new()) });
+    *out = read_logits_reusing(path, Some(prev.data))?;
+    Ok(())
+}
+
+fn read_logits_reusing(path: &Path, reuse: Option<LogitData>) -> Result<Logits> {
     let (mut file, file_len) = open(path)?;
     let h = read_header(path, &mut file, file_len, 3, "[C, H, W] of logits")?;
     let kind = float_kind(path, &h.ty, "logits")?;
@@ -374,7 +390,11 @@ pub fn read_logits(path: &Path) -> Result<Logits> {
     };
     let data = match kind {
         Float::F32 => {
-            let (bits, bad) = read_float_bits::<u32>(path, &file, &h)?;
+            let buf: Vec<u32> = match reuse {
+                Some(LogitData::F32(v)) => bytemuck::allocation::cast_vec(v),
+                _ => Vec::new(),
+            };
+            let (bits, bad) = read_float_bits::<u32>(path, &file, &h, buf)?;
             let v: Vec<f32> = bytemuck::allocation::cast_vec(bits);
             if bad && let Some((i, k)) = first_nonfinite_f32(&v) {
                 return Err(locate(i, k));
@@ -382,7 +402,11 @@ pub fn read_logits(path: &Path) -> Result<Logits> {
             LogitData::F32(v)
         }
         Float::F16 => {
-            let (bits, bad) = read_float_bits::<u16>(path, &file, &h)?;
+            let buf: Vec<u16> = match reuse {
+                Some(LogitData::F16(v)) => v.reinterpret_into(),
+                _ => Vec::new(),
+            };
+            let (bits, bad) = read_float_bits::<u16>(path, &file, &h, buf)?;
             let v: Vec<f16> = bits.reinterpret_into();
             if bad && let Some((i, k)) = first_nonfinite_f16(&v) {
                 return Err(locate(i, k));
@@ -401,11 +425,11 @@ pub fn read_score_map(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
     let (hh, w) = (h.shape[0], h.shape[1]);
     let (v, bad): (Vec<f32>, bool) = match kind {
         Float::F32 => {
-            let (bits, bad) = read_float_bits::<u32>(path, &file, &h)?;
+            let (bits, bad) = read_float_bits::<u32>(path, &file, &h, Vec::new())?;
             (bytemuck::allocation::cast_vec(bits), bad)
         }
         Float::F16 => {
-            let (bits, bad) = read_float_bits::<u16>(path, &file, &h)?;
+            let (bits, bad) = read_float_bits::<u16>(path, &file, &h, Vec::new())?;
             let halves: &[f16] = bits.reinterpret_cast();
             let mut out = vec![0f32; halves.len()];
             out.par_chunks_mut(1 << 16)

@@ -455,6 +455,45 @@ mod tests {
     }
 
     #[test]
+    fn weighted_positives_sum_per_threshold() {
+        let mut x = 777u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let n = 3000;
+        let scores: Vec<f32> = (0..n).map(|_| ((next() % 29) as f32 - 14.0) / 3.0).collect();
+        let labels: Vec<u8> = (0..n).map(|_| [0u8, 0, 0, 1, 2, label::VOID][(next() % 6) as usize]).collect();
+        let weights: Vec<f64> = (0..n).map(|_| 1.0 / (1 + next() % 50) as f64).collect();
+        let half = n / 2;
+        // first half unweighted (weight 1), second half weighted
+        let mut pc = PositiveCollector::new();
+        pc.add(&scores[..half], &labels[..half], None);
+        pc.add_weighted(&scores[half..], &labels[half..], &weights[half..]);
+        assert!(pc.is_weighted());
+        let mut r = pc.finish();
+        r.add(&scores, &labels);
+        let wc = r.finish_weighted().unwrap();
+        assert_eq!(wc.counts, brute(&scores, &labels));
+        for (i, &t) in wc.counts.thresholds.iter().enumerate() {
+            let want: f64 = (0..n)
+                .filter(|&j| label::is_anomaly(labels[j]) && scores[j] >= t)
+                .map(|j| if j < half { 1.0 } else { weights[j] })
+                .sum();
+            assert!((wc.tp_weight[i] - want).abs() < 1e-9, "{i}: {} vs {want}", wc.tp_weight[i]);
+        }
+        // unweighted collections carry no weights
+        let mut pc = PositiveCollector::new();
+        pc.add(&scores, &labels, None);
+        assert!(!pc.is_weighted());
+        let mut r = pc.finish();
+        r.add(&scores, &labels);
+        assert!(r.finish_weighted().unwrap().tp_weight.is_empty());
+    }
+
+    #[test]
     fn signed_zero_ties() {
         let c = counts_of(&[-0.0, 0.0, 1.0], &[1, 0, 0]);
         assert_eq!(c.thresholds, vec![0.0]);

@@ -233,10 +233,10 @@ pub fn pro_curve(c: &Counts, tp_weight: &[f64], regions: u64) -> Option<Vec<(f64
     let mut pts = Vec::with_capacity(2 * tp_weight.len() + 2);
     pts.push((0.0, 0.0));
     let mut prev = 0.0;
-    for i in 0..tp_weight.len() {
-        pts.push((c.fp_gt[i] as f64 / n, y(prev)));
-        pts.push((c.fp[i] as f64 / n, y(tp_weight[i])));
-        prev = tp_weight[i];
+    for ((&wt, &fp), &fp_gt) in tp_weight.iter().zip(&c.fp).zip(&c.fp_gt) {
+        pts.push((fp_gt as f64 / n, y(prev)));
+        pts.push((fp as f64 / n, y(wt)));
+        prev = wt;
     }
     pts.push((1.0, y(prev)));
     Some(pts)
@@ -414,7 +414,7 @@ pub fn image_components(
     for p in 1..=np_ {
         if keep_pr[p] && pr_size[p] > 0 {
             let inter = pr_cov[p];
-            out.ppv.push(inter as f64 / pr_full[p] as f64);
+            out.ppv.push(inter as f64 / pr_size[p] as f64);
             let union = p_union[p] + pr_size[p] - inter - p_adj[p];
             out.siou_pred.push(inter as f64 / union as f64);
         }
@@ -468,6 +468,10 @@ impl ComponentStats {
 
     /// Add one image's components.
     pub fn add(&mut self, img: &ImageComponents) {
+        let k = self.deltas.len();
+        for v in [&mut self.tp, &mut self.fn_, &mut self.fp] {
+            v.resize(k, 0);
+        }
         for (j, &d) in self.deltas.iter().enumerate() {
             self.tp[j] += img.siou_gt.iter().filter(|&&s| s >= d).count() as u64;
             self.fn_[j] += img.siou_gt.iter().filter(|&&s| s < d).count() as u64;
@@ -484,10 +488,14 @@ impl ComponentStats {
     /// Add another accumulator over the same δ (errors otherwise).
     pub fn merge(&mut self, o: &ComponentStats) -> Result<()> {
         ensure!(self.deltas == o.deltas, "merging component statistics over different sIoU thresholds");
-        for j in 0..self.deltas.len() {
-            self.tp[j] += o.tp[j];
-            self.fn_[j] += o.fn_[j];
-            self.fp[j] += o.fp[j];
+        for (a, b) in self.tp.iter_mut().zip(&o.tp) {
+            *a += b;
+        }
+        for (a, b) in self.fn_.iter_mut().zip(&o.fn_) {
+            *a += b;
+        }
+        for (a, b) in self.fp.iter_mut().zip(&o.fp) {
+            *a += b;
         }
         self.gt_components += o.gt_components;
         self.pred_components += o.pred_components;
@@ -500,7 +508,7 @@ impl ComponentStats {
 
     /// `2TP / (2TP + FN + FP)` at δ index `j`; `None` with no component.
     pub fn f1(&self, j: usize) -> Option<f64> {
-        let (tp, fn_, fp) = (*self.tp.get(j)?, self.fn_[j], self.fp[j]);
+        let (tp, fn_, fp) = (*self.tp.get(j)?, *self.fn_.get(j)?, *self.fp.get(j)?);
         let den = 2 * tp + fn_ + fp;
         (den > 0).then(|| (2 * tp) as f64 / den as f64)
     }

@@ -109,6 +109,13 @@ pub struct Cell {
     pub normal_p50: Option<f64>,
     pub normal_p95: Option<f64>,
     pub normal_p99: Option<f64>,
+    /// Area under the per-region-overlap curve up to FPR 0.3, normalised
+    /// (MVTec AD), when `metrics.regions`.
+    pub aupro: Option<f64>,
+    /// Ground-truth regions (8-connected anomaly components).
+    pub regions: u64,
+    /// SegmentMeIfYouCan component metrics at the val-F1-optimal threshold.
+    pub components: Option<Components>,
     /// 95 % percentile-bootstrap intervals (resampling images), when enabled.
     pub bootstrap: Option<Bootstrap>,
     pub warnings: Vec<String>,
@@ -124,6 +131,21 @@ pub struct Bootstrap {
     pub auroc: Option<[f64; 2]>,
     pub aupr: Option<[f64; 2]>,
     pub fpr95: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Components {
+    /// Binarisation threshold (`score ≥ t`), chosen on `threshold_split`.
+    pub threshold: f64,
+    pub threshold_split: String,
+    /// `anomaly` or `obstacle` size filters.
+    pub track: String,
+    pub siou: Option<f64>,
+    pub ppv: Option<f64>,
+    pub mean_f1: Option<f64>,
+    pub gt_components: u64,
+    pub pred_components: u64,
 }
 
 /// Metrics of one anomaly type (mask value) against all normal pixels.

@@ -189,6 +189,30 @@ pub fn tables(r: &Results) -> Vec<Table> {
         }
         out.push(t);
     }
+    if r.cells.iter().any(|c| c.split == EVAL_SPLIT && (c.aupro.is_some() || c.components.is_some())) {
+        let track = r.cells.iter().find_map(|c| c.components.as_ref()).map_or("anomaly".to_string(), |c| c.track.clone());
+        out.push(grid(
+            r,
+            "Region metrics",
+            vec![format!(
+                "**Format**: AUPRO (FPR ≤ 30 %, normalised; MVTec AD) / sIoU / PPV / mean F1 (SegmentMeIfYouCan, `{track}` size filters, 8-connected components, score map binarised at the val-F1-optimal threshold), in %."
+            )],
+            Align::Right,
+            |c| {
+                let k = c.components.as_ref();
+                mark(
+                    format!(
+                        "{} / {} / {} / {}",
+                        pct(c.aupro, 2),
+                        pct(k.and_then(|k| k.siou), 2),
+                        pct(k.and_then(|k| k.ppv), 2),
+                        pct(k.and_then(|k| k.mean_f1), 2)
+                    ),
+                    c.leakage,
+                )
+            },
+        ));
+    }
     if let Some(b) = r.cells.iter().find_map(|c| c.bootstrap.as_ref()) {
         out[0].notes.push(format!(
             "± = half-width of the 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}).",

@@ -160,7 +160,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 // ---------------------------------------------------------------------------
 
 /// Pipeline variant: (logits are f16, HEAT array capacity or 0, temperatures).
-type PipelineKey = (bool, u32, u32);
+type PipelineKey = (bool, u32, u32, u32);
 
 /// Device, queue, layouts and pipelines: created once per run.
 pub struct GpuContext {
@@ -291,7 +291,7 @@ impl GpuContext {
         // Compile the common variant now so a broken driver fails here, at
         // adapter selection, not in the middle of a sweep.
         let mut ctx = ctx;
-        ctx.pipeline((false, 0, 1))?;
+        ctx.pipeline((false, 0, 1, 0))?;
         Ok(ctx)
     }
 
@@ -334,7 +334,7 @@ impl GpuContext {
 
     fn pipeline(&mut self, key: PipelineKey) -> Result<&wgpu::ComputePipeline> {
         if !self.pipelines.contains_key(&key) {
-            let (f16, heat_cap, nt) = key;
+            let (f16, heat_cap, nt, ncls) = key;
             let cap = if heat_cap == 0 { 4 } else { heat_cap };
             if !self.modules.contains_key(&cap) {
                 ensure!(SHADER.contains(MAX_C_LINE), "scores.wgsl lost its MAX_C line");
@@ -351,6 +351,7 @@ impl GpuContext {
                 ("F16", if f16 { 1.0 } else { 0.0 }),
                 ("HEAT", if heat_cap > 0 { 1.0 } else { 0.0 }),
                 ("NT", nt as f64),
+                ("NCLS", ncls as f64),
             ];
             let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some("scores"),
@@ -727,7 +728,10 @@ impl GpuScorer {
         if n == 0 || prep.rows == 0 {
             return Ok(());
         }
-        self.ctx.pipeline((f16, prep.key_heat, prep.nt))?;
+        let key = (f16, prep.key_heat, prep.nt, if std::env::var("NCLS").is_ok() { c as u32 } else { 0 });
+        let t0 = std::time::Instant::now();
+        self.ctx.pipeline(key)?;
+        if std::env::var("NCLS_T").is_ok() { eprintln!("pipeline {:?}: {:?}", key, t0.elapsed()); }
         self.upload_aux(&prep.aux);
 
         // Tile size: logits and scores of a tile each fit one binding.
@@ -760,7 +764,7 @@ impl GpuScorer {
             let in_bytes = ((len * c * eb) as u64).next_multiple_of(4);
             let out_bytes = (len * prep.rows * 4) as u64;
             self.ensure_slot(s, in_bytes, out_bytes);
-            let pipeline = self.ctx.pipelines[&(f16, prep.key_heat, prep.nt)].clone();
+            let pipeline = self.ctx.pipelines[&key].clone();
             let sl = &mut self.slots[s];
 
             // Pack the tile: C rows of `len` values into the mapped staging buffer.
