@@ -26,7 +26,7 @@
 //   accuracy when the two are close (Sterbenz: `max − hi` is exact there).
 // - Pipeline-overridable constants select the variant: F16 (logit dtype),
 //   HEAT (compile the HEAT branch and its private array), NT (how many
-//   distinct temperatures need a Σ exp: 0..3).
+//   distinct temperatures need a Σ exp: 0..3), NCLS (C), AUX_UBO.
 
 const WG: u32 = 256u;
 
@@ -36,10 +36,21 @@ const WG: u32 = 256u;
 // HEAT above 256 classes with a clear error.
 const MAX_C: u32 = 256u;
 
+// Capacity, in vec4s, of the uniform-buffer view of `aux` (the host
+// rewrites this exact line to the device's max_uniform_buffer_binding_size,
+// at most 64 KiB).
+const AUXU_VEC4: u32 = 4096u;
+
 override F16: bool = false;
 override HEAT: bool = false;
 override NT: u32 = 0u;
+// Class count baked into the pipeline (0 = read P.c): constant loop bounds
+// let the driver unroll the class loops.
 override NCLS: u32 = 0u;
+// HEAT's W and centers are read through the uniform view of `aux` when it
+// fits there: every invocation reads the same element at the same time,
+// which constant caches (and lavapipe's scalar UBO path) broadcast.
+override AUX_UBO: bool = false;
 
 struct Params {
     n: u32,        // pixels in this tile (= class-row stride in `logits`)
@@ -76,6 +87,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
 @group(0) @binding(2) var<storage, read> aux: array<f32>;
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(4) var<uniform> auxu: array<vec4<f32>, AUXU_VEC4>;
 
 const M_MAX_LOGIT: u32 = 1u;
 const M_MSP: u32 = 2u;
@@ -91,15 +103,25 @@ fn load(e: u32) -> f32 {
     return bitcast<f32>(logits[e]);
 }
 
+// HEAT parameter e of `aux` (W, centers): uniform view when it fits.
+fn hp(e: u32) -> f32 {
+    if (AUX_UBO) {
+        return auxu[e >> 2u][e & 3u];
+    }
+    return aux[e];
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.y * P.row_x + gid.x;
     let n = P.n;
-    if (i >= n) {
-        return;
-    }
-    // A class count baked into the pipeline lets the driver unroll the
-    // class loops and keep HEAT's array in registers; 0 = read it from P.
+    // No early return: invocations past the tile's end redo the last pixel
+    // and skip the stores. Keeping every invocation active (no divergent
+    // control flow around the loads) lets SIMD software rasterisers
+    // (lavapipe) turn the uniform `aux` loads into one scalar load instead
+    // of a per-lane loop; on GPUs the extra lanes cost nothing.
+    let gi = gid.y * P.row_x + gid.x;
+    let live = gi < n;
+    let i = min(gi, n - 1u);
     let nc = select(P.c, NCLS, NCLS > 0u);
     let inv_t = vec3<f32>(P.inv_t0, P.inv_t1, P.inv_t2);
 
@@ -137,7 +159,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         arg = select(arg, c, gt);
     }
 
-    let mask = P.mask;
+    let mask = select(0u, P.mask, live);
     if ((mask & M_MAX_LOGIT) != 0u) {
         scores[P.row_ml * n + i] = -m;
     }
@@ -151,8 +173,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let b = 3u * arg;
         scores[P.row_sml * n + i] = -(((m - aux[b]) - aux[b + 1u]) / aux[b + 2u]);
     }
+    // HEAT pipelines are only built for plans that request HEAT, so no
+    // runtime branch (see above) wraps this block.
     if (HEAT) {
-        if ((mask & M_HEAT) != 0u) {
+        {
             let el = -(m + log(s[P.el_ti]));
             let el_t = ((el - P.el_mean_hi) - P.el_mean_lo) / P.el_std;
 
@@ -163,7 +187,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 let wb = P.off_w + ri * (ri + 1u) / 2u;
                 var acc = 0.0;
                 for (var j = 0u; j <= ri; j++) {
-                    acc += aux[wb + j] * z[j];
+                    acc += hp(wb + j) * z[j];
                 }
                 z[ri] = acc;
             }
@@ -175,18 +199,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 let cb = P.off_ctr + k * nc;
                 var d = 0.0;
                 for (var j = 0u; j < nc; j++) {
-                    let t = z[j] - aux[cb + j];
+                    let t = z[j] - hp(cb + j);
                     d += t * t;
                 }
                 let x = -0.5 * d;
-                if (k == 0u) {
-                    best = x;
-                    sum = 1.0;
-                } else {
-                    let e = exp(-abs(x - best));
-                    sum = select(sum + e, sum * e + 1.0, x > best);
-                    best = max(best, x);
-                }
+                // k = 0 starts the sum at exp(0) = 1 with best = x
+                let first = k == 0u;
+                let e = exp(-abs(x - best));
+                sum = select(select(sum + e, sum * e + 1.0, x > best), 1.0, first);
+                best = select(max(best, x), x, first);
             }
             let gm = -(best + log(sum));
             let gm_t = ((gm - P.gmm_mean_hi) - P.gmm_mean_lo) / P.gmm_std;
@@ -195,7 +216,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let a = -el_t;
             let bb = -gm_t;
             let mx = max(a, bb);
-            scores[P.row_heat * n + i] = -(mx + log(exp(a - mx) + exp(bb - mx)));
+            if (live) {
+                scores[P.row_heat * n + i] = -(mx + log(exp(a - mx) + exp(bb - mx)));
+            }
         }
     }
 }

@@ -175,14 +175,15 @@ fn generate_into(dir: &Path, spec: &SynthSpec) -> Result<()> {
         let layout = Layout::new(spec, split, i);
         write_mask_png(&sdir.join("labels").join(format!("{stem}.png")), spec.height, spec.width, &layout.mask)?;
         let mut buf = Vec::new();
+        let mut h16: Vec<f16> = Vec::new();
         for m in &spec.models {
             layout.logits(spec, split, i, m, &mut buf);
             let path = sdir.join("logits").join(&m.id).join(format!("{stem}.npy"));
             let shape = [spec.classes as u64, spec.height as u64, spec.width as u64];
             if m.f16 {
-                let mut h = vec![f16::ZERO; buf.len()];
-                h.convert_from_f32_slice(&buf);
-                write_npy_f16(&path, &shape, &h)?;
+                h16.resize(buf.len(), f16::ZERO);
+                h16.convert_from_f32_slice(&buf);
+                write_npy_f16(&path, &shape, &h16)?;
             } else {
                 write_npy_f32(&path, &shape, &buf)?;
             }
@@ -458,33 +459,47 @@ impl Layout {
         let conf = [0.45f32, 0.70, 0.85, 0.95, 1.0];
 
         let mut bits = vec![0u32; nc * w];
-        let mut bytes = vec![0u8; nc * w * 4];
+        let (mut top, mut mu, mut s_top, mut s_oth) = (vec![0u8; w], vec![0f32; w], vec![0f32; w], vec![0f32; w]);
         for y in 0..h {
-            rng.fill_bytes(&mut bytes);
-            for (b, c) in bits.iter_mut().zip(bytes.chunks_exact(4)) {
-                *b = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            rng.fill_bytes(bytemuck::cast_slice_mut(&mut bits));
+            if cfg!(target_endian = "big") {
+                for b in bits.iter_mut() {
+                    *b = u32::from_le(*b);
+                }
             }
-            let row_hard = |x: usize| {
-                hard.iter()
-                    .filter(|r| y >= r.0 && y < r.1 && x >= r.2 && x < r.3)
-                    .fold(1.0f32, |a, r| a * r.4)
-            };
+            // Per-pixel parameters of this row.
             for x in 0..w {
                 let p = y * w + x;
                 let g = conf[(self.dist[p] as usize).min(4)];
-                let (top, mu, s_top, s_oth) = if self.blob[p] != 0 {
+                if self.blob[p] != 0 {
                     // Edges of a blob look half like the surrounding scene.
-                    let k = self.blob_class[self.blob[p] as usize - 1];
-                    let mu = mu_a + (0.5 * mu_n - mu_a) * (1.0 - g);
-                    (k, mu, s_a, s_other_a)
+                    top[x] = self.blob_class[self.blob[p] as usize - 1];
+                    mu[x] = mu_a + (0.5 * mu_n - mu_a) * (1.0 - g);
+                    s_top[x] = s_a;
+                    s_oth[x] = s_other_a;
                 } else {
-                    (self.cls[p], mu_n * g * row_hard(x), s_n, 1.0f32)
-                };
-                let r = &bits[x..];
-                for c in 0..nc {
-                    let n = gauss(r[c * w]);
-                    out[c * hw + p] = if c == top as usize { mu + s_top * n } else { s_oth * n };
+                    let hardness = hard
+                        .iter()
+                        .filter(|r| y >= r.0 && y < r.1 && x >= r.2 && x < r.3)
+                        .fold(1.0f32, |a, r| a * r.4);
+                    top[x] = self.cls[p];
+                    mu[x] = mu_n * g * hardness;
+                    s_top[x] = s_n;
+                    s_oth[x] = 1.0;
                 }
+            }
+            // Every class: noise; then the top class: mean + its noise.
+            let row = y * w;
+            for c in 0..nc {
+                let dst = &mut out[c * hw + row..c * hw + row + w];
+                let src = &bits[c * w..c * w + w];
+                for ((d, &b), &s) in dst.iter_mut().zip(src).zip(&s_oth) {
+                    *d = s * gauss(b);
+                }
+            }
+            for x in 0..w {
+                let c = top[x] as usize;
+                out[c * hw + row + x] = mu[x] + s_top[x] * gauss(bits[c * w + x]);
             }
         }
     }

@@ -264,18 +264,6 @@ fn fit(case: &ScoreCase) -> Calibration {
     Calibration::fit("calibration", false, true, &mut visit).expect("calibration fit")
 }
 
-/// Score cases that currently disagree with the reference, each with the
-/// diagnosis. They are left out of the main tests and checked by the ignored
-/// test [`known_issues_still_disagree`] (`cargo test --release --test golden
-/// -- --ignored`); delete the entry once the engine is fixed.
-const KNOWN_ISSUES: &[(&str, &str)] = &[(
-    "c5_constant_class_2000",
-    "calib.rs computes the SML variance in one pass as E[m²] − μ²; for a class whose \
-     2000 calibration pixels share one max logit (7.3f32) that gives 1.96e-12 instead \
-     of 0, so the class keeps std 1.4e-6 instead of falling back to the pooled \
-     statistics and its SML scores come out ~1e6",
-)];
-
 fn all_score_cases() -> Vec<ScoreCase> {
     let f: ScoreFile = serde_json::from_str(&fixture("scores.json")).expect("scores.json");
     assert!(!f.cases.is_empty());
@@ -283,23 +271,13 @@ fn all_score_cases() -> Vec<ScoreCase> {
 }
 
 fn score_cases() -> Vec<ScoreCase> {
-    all_score_cases().into_iter().filter(|c| !KNOWN_ISSUES.iter().any(|k| k.0 == c.name)).collect()
+    all_score_cases()
 }
 
 #[test]
 fn calibration_matches_numpy() {
     let errs: Vec<String> = score_cases().iter().flat_map(calibration_errors).collect();
     assert!(errs.is_empty(), "{} disagreement(s) with numpy:\n{}", errs.len(), errs.join("\n"));
-}
-
-#[test]
-#[ignore = "known engine issues, see KNOWN_ISSUES"]
-fn known_issues_still_disagree() {
-    for case in all_score_cases().iter().filter(|c| KNOWN_ISSUES.iter().any(|k| k.0 == c.name)) {
-        let mut errs = calibration_errors(case);
-        errs.extend(score_errors(case));
-        assert!(errs.is_empty(), "{} disagreement(s) with numpy:\n{}", errs.len(), errs.join("\n"));
-    }
 }
 
 fn calibration_errors(case: &ScoreCase) -> Vec<String> {

@@ -11,7 +11,7 @@ use super::{LogitData, Logits, Mask};
 use anyhow::{Result, anyhow, bail};
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
-use half::vec::HalfBitsVecExt;
+use half::vec::{HalfBitsVecExt, HalfFloatVecExt};
 use npyz::{DType, Order, TypeChar, TypeStr};
 use rayon::prelude::*;
 use std::fs::File;
@@ -266,7 +266,9 @@ impl FloatBits for u16 {
 fn read_float_bits<T: FloatBits>(path: &Path, file: &File, h: &Header, mut v: Vec<T>) -> Result<(Vec<T>, bool)> {
     // Reusing a buffer whose pages are already mapped avoids the page-fault
     // cost of fresh memory, which dominates on many machines.
-    v.clear();
+    // Old contents are overwritten by the read, so only new elements need
+    // initialising.
+    v.truncate(h.len);
     v.resize(h.len, T::zeroed());
     let swap = match h.ty.endianness() {
         npyz::Endianness::Little => cfg!(target_endian = "big"),

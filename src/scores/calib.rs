@@ -65,14 +65,51 @@ pub const RIDGE: f64 = 1e-6;
 
 const CHUNK: usize = 8192;
 
+/// Running mean / sum of squared deviations (Welford), merged with Chan's
+/// formula. A constant input gives exactly zero spread, which the naive
+/// `E[x²] − E[x]²` does not.
+#[derive(Clone, Copy, Default, Debug)]
+struct Moments {
+    n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    #[inline]
+    fn push(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+    fn merge(&mut self, o: &Moments) {
+        if o.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *o;
+            return;
+        }
+        let n = self.n + o.n;
+        let d = o.mean - self.mean;
+        self.mean += d * o.n as f64 / n as f64;
+        self.m2 += o.m2 + d * d * self.n as f64 * o.n as f64 / n as f64;
+        self.n = n;
+    }
+    /// Population standard deviation (ddof 0).
+    fn std(&self) -> f64 {
+        if self.n == 0 { 0.0 } else { (self.m2 / self.n as f64).max(0.0).sqrt() }
+    }
+}
+
 /// Pass-1 sums over in-distribution pixels.
 #[derive(Clone)]
 struct Sums {
     c: usize,
     n: Vec<u64>,
-    // max logit per predicted class: sum, sum of squares around shift
-    sm: Vec<f64>,
-    sm2: Vec<f64>,
+    /// Max logit per predicted class.
+    sm: Vec<Moments>,
     // logits per predicted class: sum (K×C), global outer products (C×C)
     sx: Vec<f64>,
     sxx: Vec<f64>,
@@ -84,8 +121,7 @@ impl Sums {
         Sums {
             c,
             n: vec![0; c],
-            sm: vec![0.0; c],
-            sm2: vec![0.0; c],
+            sm: vec![Moments::default(); c],
             sx: if full { vec![0.0; c * c] } else { vec![] },
             sxx: if full { vec![0.0; c * c] } else { vec![] },
             full,
@@ -94,8 +130,7 @@ impl Sums {
     fn merge(&mut self, o: &Sums) {
         for i in 0..self.c {
             self.n[i] += o.n[i];
-            self.sm[i] += o.sm[i];
-            self.sm2[i] += o.sm2[i];
+            self.sm[i].merge(&o.sm[i]);
         }
         for (a, b) in self.sx.iter_mut().zip(&o.sx) {
             *a += b;
@@ -135,8 +170,7 @@ impl Calibration {
                         lg.pixel(p, &mut z);
                         let (m, k) = max_argmax(&z);
                         s.n[k] += 1;
-                        s.sm[k] += m;
-                        s.sm2[k] += m * m;
+                        s.sm[k].push(m);
                         if s.full {
                             for i in 0..c {
                                 s.sx[k * c + i] += z[i];
@@ -165,9 +199,11 @@ impl Calibration {
         let mut warnings = Vec::new();
 
         // --- SML: per-class mean / population std of the max logit --------
-        let pooled_mean = s.sm.iter().sum::<f64>() / npix as f64;
-        let pooled_var = (s.sm2.iter().sum::<f64>() / npix as f64 - pooled_mean * pooled_mean).max(0.0);
-        let pooled_std = pooled_var.sqrt();
+        let mut pooled = Moments::default();
+        for m in &s.sm {
+            pooled.merge(m);
+        }
+        let (pooled_mean, pooled_std) = (pooled.mean, pooled.std());
         if pooled_std == 0.0 {
             bail!("calibration split '{split}': the max logit has zero spread, SML is undefined");
         }
@@ -175,17 +211,13 @@ impl Calibration {
         let mut std = vec![pooled_std; c];
         let mut fallback = Vec::new();
         for k in 0..c {
-            let n = s.n[k] as f64;
-            if s.n[k] >= 2 {
-                let mu = s.sm[k] / n;
-                let var = (s.sm2[k] / n - mu * mu).max(0.0);
-                if var > 0.0 {
-                    mean[k] = mu;
-                    std[k] = var.sqrt();
-                    continue;
-                }
+            let sd = s.sm[k].std();
+            if s.n[k] >= 2 && sd > 0.0 {
+                mean[k] = s.sm[k].mean;
+                std[k] = sd;
+            } else {
+                fallback.push(k);
             }
-            fallback.push(k);
         }
         if !fallback.is_empty() {
             warnings.push(format!(
@@ -250,13 +282,13 @@ impl Calibration {
             hp.centers = centers;
 
             // pass 2: mean / std of both energies on the same pixels
-            let mut acc = [0f64; 4];
+            let mut acc = [Moments::default(); 2];
             let hpr = &hp;
             visit(&mut |lg: &Logits, lab: &[u8]| {
-                let parts: Vec<[f64; 4]> = (0..lg.pixels().div_ceil(CHUNK))
+                let parts: Vec<[Moments; 2]> = (0..lg.pixels().div_ceil(CHUNK))
                     .into_par_iter()
                     .map(|ci| {
-                        let mut a = [0f64; 4];
+                        let mut a = [Moments::default(); 2];
                         let mut z = vec![0f64; c];
                         let mut u = vec![0f64; c];
                         let end = ((ci + 1) * CHUNK).min(lg.pixels());
@@ -267,27 +299,21 @@ impl Calibration {
                             lg.pixel(p, &mut z);
                             let el = -logsumexp(&z, 1.0);
                             let gm = gmm_energy(&z, hpr, &mut u);
-                            a[0] += el;
-                            a[1] += el * el;
-                            a[2] += gm;
-                            a[3] += gm * gm;
+                            a[0].push(el);
+                            a[1].push(gm);
                         }
                         a
                     })
                     .collect();
                 for p in parts {
-                    for i in 0..4 {
-                        acc[i] += p[i];
-                    }
+                    acc[0].merge(&p[0]);
+                    acc[1].merge(&p[1]);
                 }
                 Ok(())
             })?;
-            let n = npix as f64;
-            let (em, gm) = (acc[0] / n, acc[2] / n);
-            let es = (acc[1] / n - em * em).max(0.0).sqrt();
-            let gs = (acc[3] / n - gm * gm).max(0.0).sqrt();
-            hp.el_mean = em;
-            hp.gmm_mean = gm;
+            let (es, gs) = (acc[0].std(), acc[1].std());
+            hp.el_mean = acc[0].mean;
+            hp.gmm_mean = acc[1].mean;
             hp.el_std = if es > 0.0 { es } else { 1.0 };
             hp.gmm_std = if gs > 0.0 { gs } else { 1.0 };
         }

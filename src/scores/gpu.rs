@@ -159,8 +159,22 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 // Context
 // ---------------------------------------------------------------------------
 
-/// Pipeline variant: (logits are f16, HEAT array capacity or 0, temperatures).
-type PipelineKey = (bool, u32, u32, u32);
+/// Pipeline variant (the WGSL `override`s and the private-array size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    /// logits are raw f16 bits
+    f16: bool,
+    /// HEAT's private array capacity (32/64/128/256), 0 = no HEAT
+    heat_cap: u32,
+    /// distinct temperatures needing a Σ exp (0..=3)
+    nt: u32,
+    /// class count baked in (0 = dynamic)
+    ncls: u32,
+    /// HEAT parameters read through the uniform view of `aux`
+    aux_ubo: bool,
+}
+/// The line of the shader the host rewrites to the uniform view's size.
+const AUXU_LINE: &str = "const AUXU_VEC4: u32 = 4096u;";
 
 /// Device, queue, layouts and pipelines: created once per run.
 pub struct GpuContext {
@@ -176,6 +190,8 @@ pub struct GpuContext {
     modules: HashMap<u32, wgpu::ShaderModule>,
     pipelines: HashMap<PipelineKey, wgpu::ComputePipeline>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Size of the uniform view of `aux` (binding 4).
+    ubo_bytes: u64,
 }
 
 impl fmt::Debug for GpuContext {
@@ -222,6 +238,8 @@ impl GpuContext {
         req.max_compute_workgroups_per_dimension = al.max_compute_workgroups_per_dimension;
         req.max_compute_invocations_per_workgroup = WG;
         req.max_compute_workgroup_size_x = WG;
+        req.max_uniform_buffer_binding_size = al.max_uniform_buffer_binding_size.clamp(16 << 10, 64 << 10);
+        let ubo_bytes = req.max_uniform_buffer_binding_size & !15;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("bench scores"),
             required_features: wgpu::Features::empty(),
@@ -268,6 +286,16 @@ impl GpuContext {
                 storage(1, true),
                 storage(2, true),
                 storage(3, false),
+                wgpu::BindGroupLayoutEntry {
+                    binding: 4,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: wgpu::BufferSize::new(ubo_bytes),
+                    },
+                    count: None,
+                },
             ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -287,11 +315,12 @@ impl GpuContext {
             modules: HashMap::new(),
             pipelines: HashMap::new(),
             errors,
+            ubo_bytes,
         };
         // Compile the common variant now so a broken driver fails here, at
         // adapter selection, not in the middle of a sweep.
         let mut ctx = ctx;
-        ctx.pipeline((false, 0, 1, 0))?;
+        ctx.pipeline(PipelineKey { f16: false, heat_cap: 0, nt: 1, ncls: 0, aux_ubo: false })?;
         Ok(ctx)
     }
 
@@ -334,11 +363,16 @@ impl GpuContext {
 
     fn pipeline(&mut self, key: PipelineKey) -> Result<&wgpu::ComputePipeline> {
         if !self.pipelines.contains_key(&key) {
-            let (f16, heat_cap, nt, ncls) = key;
+            let PipelineKey { f16, heat_cap, nt, ncls, aux_ubo } = key;
             let cap = if heat_cap == 0 { 4 } else { heat_cap };
             if !self.modules.contains_key(&cap) {
-                ensure!(SHADER.contains(MAX_C_LINE), "scores.wgsl lost its MAX_C line");
-                let src = SHADER.replace(MAX_C_LINE, &format!("const MAX_C: u32 = {cap}u;"));
+                ensure!(
+                    SHADER.contains(MAX_C_LINE) && SHADER.contains(AUXU_LINE),
+                    "scores.wgsl lost its MAX_C / AUXU_VEC4 line"
+                );
+                let src = SHADER
+                    .replace(MAX_C_LINE, &format!("const MAX_C: u32 = {cap}u;"))
+                    .replace(AUXU_LINE, &format!("const AUXU_VEC4: u32 = {}u;", self.ubo_bytes / 16));
                 let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some("scores.wgsl"),
                     source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -352,6 +386,7 @@ impl GpuContext {
                 ("HEAT", if heat_cap > 0 { 1.0 } else { 0.0 }),
                 ("NT", nt as f64),
                 ("NCLS", ncls as f64),
+                ("AUX_UBO", if aux_ubo { 1.0 } else { 0.0 }),
             ];
             let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some("scores"),
@@ -613,8 +648,8 @@ impl GpuScorer {
         if !reuse {
             let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("scores aux"),
-                size: bytes.next_power_of_two().max(256),
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                size: bytes.next_power_of_two().max(self.ctx.ubo_bytes),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
             self.aux = Some((buf, Vec::new()));
@@ -646,7 +681,7 @@ impl GpuScorer {
             let output = buf("scores out", out_sz, U::STORAGE | U::COPY_SRC, false);
             let readback = buf("scores readback", out_sz, U::MAP_READ | U::COPY_DST, false);
             let params = buf("scores params", std::mem::size_of::<Params>() as u64, U::UNIFORM | U::COPY_DST, false);
-            let bind = make_bind(dev, &self.ctx.layout, &params, &input, aux_buf, &output);
+            let bind = make_bind(dev, &self.ctx.layout, &params, &input, aux_buf, &output, self.ctx.ubo_bytes);
             let slot = Slot {
                 staging,
                 staging_mapped: true,
@@ -665,7 +700,7 @@ impl GpuScorer {
             }
         } else if self.slots[s].bind_aux_gen != self.aux_gen {
             let sl = &mut self.slots[s];
-            sl.bind = make_bind(dev, &self.ctx.layout, &sl.params, &sl.input, aux_buf, &sl.output);
+            sl.bind = make_bind(dev, &self.ctx.layout, &sl.params, &sl.input, aux_buf, &sl.output, self.ctx.ubo_bytes);
             sl.bind_aux_gen = self.aux_gen;
         }
     }
@@ -728,7 +763,13 @@ impl GpuScorer {
         if n == 0 || prep.rows == 0 {
             return Ok(());
         }
-        let key = (f16, prep.key_heat, prep.nt, if std::env::var("NCLS").is_ok() { c as u32 } else { 0 });
+        let key = PipelineKey {
+            f16,
+            heat_cap: prep.key_heat,
+            nt: prep.nt,
+            ncls: if std::env::var("NCLS").is_ok() { c as u32 } else { 0 },
+            aux_ubo: prep.key_heat > 0 && (prep.aux.len() * 4) as u64 <= self.ctx.ubo_bytes && std::env::var("NOUBO").is_err(),
+        };
         let t0 = std::time::Instant::now();
         self.ctx.pipeline(key)?;
         if std::env::var("NCLS_T").is_ok() { eprintln!("pipeline {:?}: {:?}", key, t0.elapsed()); }
@@ -825,6 +866,7 @@ impl GpuScorer {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn make_bind(
     dev: &wgpu::Device,
     layout: &wgpu::BindGroupLayout,
@@ -832,6 +874,7 @@ fn make_bind(
     input: &wgpu::Buffer,
     aux: &wgpu::Buffer,
     output: &wgpu::Buffer,
+    ubo_bytes: u64,
 ) -> wgpu::BindGroup {
     dev.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("scores"),
@@ -841,6 +884,14 @@ fn make_bind(
             wgpu::BindGroupEntry { binding: 1, resource: input.as_entire_binding() },
             wgpu::BindGroupEntry { binding: 2, resource: aux.as_entire_binding() },
             wgpu::BindGroupEntry { binding: 3, resource: output.as_entire_binding() },
+            wgpu::BindGroupEntry {
+                binding: 4,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: aux,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(ubo_bytes),
+                }),
+            },
         ],
     })
 }
