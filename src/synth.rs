@@ -3,7 +3,8 @@
 //!
 //! Every image gets a random street layout (sky / building / road with a
 //! perspective trapezoid and sidewalks, plus rectangles of other classes),
-//! 1–3 elliptical anomaly blobs in `val`/`test` (none in `calibration`), a
+//! 1–3 elliptical anomaly blobs in `val`/`test` (none in `calibration`, none
+//! in every 4th image), a
 //! 2-px void border and sometimes a void region. Each model's logits put a
 //! high mean on the true class with Gaussian-like noise on every class,
 //! lose confidence near region boundaries and in a few "hard" patches, and
@@ -68,8 +69,16 @@ impl SynthSpec {
             width: 128,
             splits: vec![("calibration".into(), 4), ("val".into(), 6), ("test".into(), 10)],
             models: vec![
-                SynthModel { id: "deeplab_r50".into(), f16: false, quality: 1.0 },
-                SynthModel { id: "segformer_b5".into(), f16: true, quality: 0.6 },
+                SynthModel {
+                    id: "deeplab_r50".into(),
+                    f16: false,
+                    quality: 1.0,
+                },
+                SynthModel {
+                    id: "segformer_b5".into(),
+                    f16: true,
+                    quality: 0.6,
+                },
             ],
             anomaly_types: 1,
         }
@@ -80,17 +89,24 @@ impl SynthSpec {
             bail!("synth: classes must be in 2..=250, got {}", self.classes);
         }
         if self.height < 8 || self.width < 8 {
-            bail!("synth: image size must be at least 8x8, got {}x{}", self.height, self.width);
+            bail!(
+                "synth: image size must be at least 8x8, got {}x{}",
+                self.height,
+                self.width
+            );
         }
         if self.height > 1 << 15 || self.width > 1 << 15 {
-            bail!("synth: image size at most 32768x32768, got {}x{}", self.height, self.width);
+            bail!(
+                "synth: image size at most 32768x32768, got {}x{}",
+                self.height,
+                self.width
+            );
         }
         if self.anomaly_types == 0 || self.anomaly_types == 255 {
             bail!("synth: anomaly_types must be in 1..=254, got {}", self.anomaly_types);
         }
-        let valid_name = |s: &str| {
-            !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\']) && !s.starts_with('.')
-        };
+        let valid_name =
+            |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\']) && !s.starts_with('.');
         let mut names: Vec<&str> = Vec::new();
         for (s, _) in &self.splits {
             if !valid_name(s) || names.contains(&s.as_str()) {
@@ -141,8 +157,7 @@ pub fn generate(root: &Path, spec: &SynthSpec) -> Result<()> {
     if let Some(parent) = root.parent()
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| anyhow!("{}: cannot create directory: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| anyhow!("{}: cannot create directory: {e}", parent.display()))?;
     }
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| anyhow!("{}: cannot remove stale temp dir: {e}", tmp.display()))?;
@@ -158,7 +173,8 @@ pub fn generate(root: &Path, spec: &SynthSpec) -> Result<()> {
 }
 
 fn generate_into(dir: &Path, spec: &SynthSpec) -> Result<()> {
-    let mkdir = |p: &PathBuf| std::fs::create_dir_all(p).map_err(|e| anyhow!("{}: cannot create directory: {e}", p.display()));
+    let mkdir =
+        |p: &PathBuf| std::fs::create_dir_all(p).map_err(|e| anyhow!("{}: cannot create directory: {e}", p.display()));
     let mut jobs: Vec<(usize, usize)> = Vec::new();
     for (si, (split, n)) in spec.splits.iter().enumerate() {
         let sdir = dir.join(split);
@@ -173,7 +189,12 @@ fn generate_into(dir: &Path, spec: &SynthSpec) -> Result<()> {
         let sdir = dir.join(split);
         let stem = format!("img_{i:04}");
         let layout = Layout::new(spec, split, i);
-        write_mask_png(&sdir.join("labels").join(format!("{stem}.png")), spec.height, spec.width, &layout.mask)?;
+        write_mask_png(
+            &sdir.join("labels").join(format!("{stem}.png")),
+            spec.height,
+            spec.width,
+            &layout.mask,
+        )?;
         let mut buf = Vec::new();
         let mut h16: Vec<f16> = Vec::new();
         for m in &spec.models {
@@ -205,7 +226,9 @@ fn mix(mut z: u64) -> u64 {
 
 /// FNV-1a of a string.
 fn hash_str(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// An RNG for `(seed, split, index, stream)`.
@@ -286,7 +309,12 @@ impl Ellipse {
     fn bbox(&self, h: usize, w: usize) -> (usize, usize, usize, usize) {
         let r = self.a.max(self.b) + 1.0;
         let clamp = |v: f64, hi: usize| v.max(0.0).min(hi as f64) as usize;
-        (clamp(self.cy - r, h), clamp(self.cy + r + 1.0, h), clamp(self.cx - r, w), clamp(self.cx + r + 1.0, w))
+        (
+            clamp(self.cy - r, h),
+            clamp(self.cy + r + 1.0, h),
+            clamp(self.cx - r, w),
+            clamp(self.cx + r + 1.0, w),
+        )
     }
 }
 
@@ -341,7 +369,11 @@ impl Layout {
         // Objects: rectangles of the remaining classes.
         let n_obj = int(&mut rng, 2, 6);
         for _ in 0..n_obj {
-            let k = if nc > 4 { int(&mut rng, 4, nc - 1) } else { int(&mut rng, 0, nc - 1) };
+            let k = if nc > 4 {
+                int(&mut rng, 4, nc - 1)
+            } else {
+                int(&mut rng, 0, nc - 1)
+            };
             let rh = (hf * range(&mut rng, 0.06, 0.25)).max(2.0) as usize;
             let rw = (wf * range(&mut rng, 0.04, 0.20)).max(2.0) as usize;
             let y0 = int(&mut rng, (h / 4).min(h - rh), h - rh);
@@ -351,11 +383,13 @@ impl Layout {
             }
         }
 
-        // Anomalies (not in calibration): 1–3 ellipses, 1–3 % of the pixels.
+        // Anomalies (not in calibration, and not in every 4th image, so
+        // image-level metrics have normal images): 1–3 ellipses, 1–3 % of
+        // the pixels.
         let mut blob = vec![0u8; h * w];
         let mut blob_class = Vec::new();
         let mut types = Vec::new();
-        if split != "calibration" {
+        if split != "calibration" && index % 4 != 3 {
             let n = int(&mut rng, 1, 3);
             let frac = range(&mut rng, 0.01, 0.03);
             for b in 0..n {
@@ -387,13 +421,18 @@ impl Layout {
                         }
                     }
                 }
-                blob_class.push(class(int(&mut rng, 0, nc - 1)));
+                // The model mistakes the object for the scene around it.
+                let (cyi, cxi) = ((e.cy as usize).min(h - 1), (e.cx as usize).min(w - 1));
+                blob_class.push(cls[cyi * w + cxi]);
                 types.push(int(&mut rng, 1, spec.anomaly_types as usize) as u8);
             }
         }
 
         // Mask: anomalies, void border (2 px) and sometimes a void region.
-        let mut mask: Vec<u8> = blob.iter().map(|&b| if b == 0 { 0 } else { types[b as usize - 1] }).collect();
+        let mut mask: Vec<u8> = blob
+            .iter()
+            .map(|&b| if b == 0 { 0 } else { types[b as usize - 1] })
+            .collect();
         for y in 0..h {
             for x in 0..w {
                 if y < 2 || x < 2 || y + 2 >= h || x + 2 >= w {
@@ -421,7 +460,15 @@ impl Layout {
         }
 
         let dist = boundary_distance(h, w, &cls, &blob);
-        Layout { h, w, cls, blob, blob_class, dist, mask }
+        Layout {
+            h,
+            w,
+            cls,
+            blob,
+            blob_class,
+            dist,
+            mask,
+        }
     }
 
     /// Class-major `[C, H, W]` f32 logits of model `m` into `out`.
@@ -450,6 +497,15 @@ impl Layout {
 
         // Normal pixels: true class ~ N(mu_n * conf, s_n), others ~ N(0, 1).
         let mu_n = ((3.0 + 4.0 * q) * img) as f32;
+        // Per-class confidence of this model: frequent "stuff" classes
+        // (0..4) are predicted more confidently than small "things". This is
+        // what SML's per-class standardisation corrects.
+        let gain: Vec<f32> = {
+            let mut crng = rng_for(spec.seed, "classes", 0, &m.id);
+            (0..nc)
+                .map(|k| if k < 4 { range(&mut crng, 0.95, 1.15) } else { range(&mut crng, 0.6, 0.95) } as f32)
+                .collect()
+        };
         let s_n = (1.0 + 0.8 * weak) as f32;
         // Anomalies: flatter; the confused class is only mildly elevated.
         let mu_a = (mu_n as f64 * (0.30 + 0.15 * weak)) as f32;
@@ -483,7 +539,7 @@ impl Layout {
                         .filter(|r| y >= r.0 && y < r.1 && x >= r.2 && x < r.3)
                         .fold(1.0f32, |a, r| a * r.4);
                     top[x] = self.cls[p];
-                    mu[x] = mu_n * g * hardness;
+                    mu[x] = mu_n * gain[self.cls[p] as usize] * g * hardness;
                     s_top[x] = s_n;
                     s_oth[x] = 1.0;
                 }
@@ -508,7 +564,13 @@ impl Layout {
 /// Chessboard distance of every pixel to the nearest pixel whose region
 /// (class, or anomaly blob) differs from a 4-neighbour's, capped at 250.
 fn boundary_distance(h: usize, w: usize, cls: &[u8], blob: &[u8]) -> Vec<u8> {
-    let region = |p: usize| if blob[p] != 0 { 1000 + blob[p] as u32 } else { cls[p] as u32 };
+    let region = |p: usize| {
+        if blob[p] != 0 {
+            1000 + blob[p] as u32
+        } else {
+            cls[p] as u32
+        }
+    };
     let mut d = vec![250u8; h * w];
     for y in 0..h {
         for x in 0..w {

@@ -15,7 +15,11 @@ fn tmp() -> tempfile::TempDir {
 /// A hand-built .npy (version 1.0): header text padded to 64 bytes.
 fn npy_bytes(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
     // A structured dtype (list literal) goes in unquoted.
-    let descr = if descr.starts_with('[') { descr.to_string() } else { format!("'{descr}'") };
+    let descr = if descr.starts_with('[') {
+        descr.to_string()
+    } else {
+        format!("'{descr}'")
+    };
     let mut text = format!(
         "{{'descr': {descr}, 'fortran_order': {}, 'shape': {shape}, }}",
         if fortran { "True" } else { "False" }
@@ -36,7 +40,9 @@ fn write(path: &Path, bytes: &[u8]) {
 }
 
 fn sample(c: usize, h: usize, w: usize) -> Vec<f32> {
-    (0..c * h * w).map(|i| (i as f32 * 0.37).sin() * 5.0 + (i % 7) as f32).collect()
+    (0..c * h * w)
+        .map(|i| (i as f32 * 0.37).sin() * 5.0 + (i % 7) as f32)
+        .collect()
 }
 
 /// The error message, asserting it is one line naming the file.
@@ -179,19 +185,34 @@ fn bad_logits_are_one_line_errors_naming_the_file() {
         let p: PathBuf = d.path().join(name);
         write(&p, bytes);
         let msg = err_of(read_logits(&p), &p);
-        assert!(msg.to_lowercase().contains(expect), "{name}: expected {expect:?} in {msg}");
+        assert!(
+            msg.to_lowercase().contains(expect),
+            "{name}: expected {expect:?} in {msg}"
+        );
     };
-    case("truncated.npy", &npy_bytes("<f4", false, "(2, 3, 4)", &good[..good.len() - 10]), "truncated");
+    case(
+        "truncated.npy",
+        &npy_bytes("<f4", false, "(2, 3, 4)", &good[..good.len() - 10]),
+        "truncated",
+    );
     let mut extra = good.clone();
     extra.extend([0u8; 3]);
-    case("trailing.npy", &npy_bytes("<f4", false, "(2, 3, 4)", &extra), "trailing");
+    case(
+        "trailing.npy",
+        &npy_bytes("<f4", false, "(2, 3, 4)", &extra),
+        "trailing",
+    );
     let ints: Vec<u8> = (0..24i32).flat_map(|x| x.to_le_bytes()).collect();
     case("int32.npy", &npy_bytes("<i4", false, "(2, 3, 4)", &ints), "int32");
     case("twod.npy", &npy_bytes("<f4", false, "(6, 4)", &good), "3-d");
     let mut nan = v.clone();
-    nan[1 * 12 + 2 * 4 + 3] = f32::NAN;
+    nan[12 + 2 * 4 + 3] = f32::NAN; // class 1, y 2, x 3
     let nanb: Vec<u8> = nan.iter().flat_map(|x| x.to_le_bytes()).collect();
-    case("nan.npy", &npy_bytes("<f4", false, "(2, 3, 4)", &nanb), "class 1, y 2, x 3");
+    case(
+        "nan.npy",
+        &npy_bytes("<f4", false, "(2, 3, 4)", &nanb),
+        "class 1, y 2, x 3",
+    );
     let mut h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
     h[5] = f16::INFINITY;
     let hb: Vec<u8> = h.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect();
@@ -210,7 +231,11 @@ fn bad_logits_are_one_line_errors_naming_the_file() {
     short.extend(b"{'descr'");
     case("shorthdr.npy", &short, "truncated");
     case("f64.npy", &npy_bytes("<f8", false, "(1, 1, 1)", &[0u8; 8]), "float64");
-    case("record.npy", &npy_bytes("[('a', '<f4')]", false, "(1, 1, 1)", &[0u8; 4]), "dtype");
+    case(
+        "record.npy",
+        &npy_bytes("[('a', '<f4')]", false, "(1, 1, 1)", &[0u8; 4]),
+        "dtype",
+    );
     // Missing file.
     let p = d.path().join("missing.npy");
     err_of(read_logits(&p), &p);
@@ -260,7 +285,14 @@ fn npy_masks() {
 }
 
 /// Encode a PNG with the png crate.
-fn png_bytes(w: u32, h: u32, color: png::ColorType, depth: png::BitDepth, palette: Option<Vec<u8>>, data: &[u8]) -> Vec<u8> {
+fn png_bytes(
+    w: u32,
+    h: u32,
+    color: png::ColorType,
+    depth: png::BitDepth,
+    palette: Option<Vec<u8>>,
+    data: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, w, h);
@@ -291,7 +323,10 @@ fn png_masks() {
     let v16: Vec<u16> = vec![0, 1, 300, 65535, 1000, 255];
     let bytes: Vec<u8> = v16.iter().flat_map(|x| x.to_be_bytes()).collect();
     let p = d.path().join("g16.png");
-    write(&p, &png_bytes(3, 2, png::ColorType::Grayscale, png::BitDepth::Sixteen, None, &bytes));
+    write(
+        &p,
+        &png_bytes(3, 2, png::ColorType::Grayscale, png::BitDepth::Sixteen, None, &bytes),
+    );
     let m = read_mask(&p).unwrap();
     assert_eq!((m.h, m.w), (2, 3));
     assert_eq!(m.values, v16);
@@ -300,8 +335,14 @@ fn png_masks() {
     let palette: Vec<u8> = (0..20u8).flat_map(|i| [i * 10, 255 - i, 7]).collect();
     let idx: Vec<u8> = vec![0, 19, 5, 13, 1, 2];
     let p = d.path().join("pal.png");
-    write(&p, &png_bytes(3, 2, png::ColorType::Indexed, png::BitDepth::Eight, Some(palette), &idx));
-    assert_eq!(read_mask(&p).unwrap().values, idx.iter().map(|&x| x as u16).collect::<Vec<_>>());
+    write(
+        &p,
+        &png_bytes(3, 2, png::ColorType::Indexed, png::BitDepth::Eight, Some(palette), &idx),
+    );
+    assert_eq!(
+        read_mask(&p).unwrap().values,
+        idx.iter().map(|&x| x as u16).collect::<Vec<_>>()
+    );
 
     // 2-bit palette and 1-bit gray, unpacked (rows padded to bytes).
     let palette: Vec<u8> = (0..4u8).flat_map(|i| [i, i, i]).collect();
@@ -316,21 +357,40 @@ fn png_masks() {
     };
     let data: Vec<u8> = rows.iter().flat_map(pack2).collect();
     let p = d.path().join("pal2.png");
-    write(&p, &png_bytes(5, 2, png::ColorType::Indexed, png::BitDepth::Two, Some(palette), &data));
+    write(
+        &p,
+        &png_bytes(5, 2, png::ColorType::Indexed, png::BitDepth::Two, Some(palette), &data),
+    );
     let m = read_mask(&p).unwrap();
     assert_eq!(m.values, rows.iter().flatten().map(|&x| x as u16).collect::<Vec<_>>());
     let p = d.path().join("g1.png");
     // width 10, 1 bit: 1010000011 -> bytes 0b10100000, 0b11000000
-    write(&p, &png_bytes(10, 1, png::ColorType::Grayscale, png::BitDepth::One, None, &[0b1010_0000, 0b1100_0000]));
+    write(
+        &p,
+        &png_bytes(
+            10,
+            1,
+            png::ColorType::Grayscale,
+            png::BitDepth::One,
+            None,
+            &[0b1010_0000, 0b1100_0000],
+        ),
+    );
     assert_eq!(read_mask(&p).unwrap().values, vec![1, 0, 1, 0, 0, 0, 0, 0, 1, 1]);
 
     // RGB is rejected.
     let p = d.path().join("rgb.png");
-    write(&p, &png_bytes(2, 2, png::ColorType::Rgb, png::BitDepth::Eight, None, &[0u8; 12]));
+    write(
+        &p,
+        &png_bytes(2, 2, png::ColorType::Rgb, png::BitDepth::Eight, None, &[0u8; 12]),
+    );
     let msg = err_of(read_mask(&p), &p);
     assert!(msg.contains("single-channel"), "{msg}");
     let p = d.path().join("rgba.png");
-    write(&p, &png_bytes(2, 2, png::ColorType::Rgba, png::BitDepth::Eight, None, &[0u8; 16]));
+    write(
+        &p,
+        &png_bytes(2, 2, png::ColorType::Rgba, png::BitDepth::Eight, None, &[0u8; 16]),
+    );
     err_of(read_mask(&p), &p);
 
     // Corrupt PNG, empty PNG, unknown extension.
@@ -383,7 +443,10 @@ fn dataset_discovery() {
     }
     std::fs::create_dir_all(root.join("test/logits/m0")).unwrap();
     let ds = Dataset::open(&root).unwrap();
-    assert_eq!(ds.splits.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["test", "val"]);
+    assert_eq!(
+        ds.splits.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["test", "val"]
+    );
     let t = ds.split("test").unwrap();
     assert!(ds.split("calibration").is_none());
     assert_eq!(t.stems, ["B", "a", "b", "c_10", "c_9"]);
@@ -473,6 +536,9 @@ fn auroc(mut v: Vec<(f32, bool)>) -> f64 {
     (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
 }
 
+/// SHA-256 over (relative path, length, bytes) of every file of the demo.
+const DEMO_DIGEST: &str = "ce7dca67dc9860c01cc097cca8abc2565aff017d9a7ee5191138e0e58e0d8264";
+
 #[test]
 fn synth_is_deterministic_and_sane() {
     let d = tmp();
@@ -486,14 +552,35 @@ fn synth_is_deterministic_and_sane() {
     let (ta, tb) = (tree(&a), tree(&b));
     assert_eq!(ta.len(), 20 * 3);
     assert!(ta == tb, "synth output differs between runs");
+    // Golden digest: the demo dataset must be byte-identical on every
+    // machine (the committed demo results depend on it). Update only on an
+    // intentional change to the generator.
+    let digest = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (p, bytes) in &ta {
+            h.update(p.to_str().unwrap().replace('\\', "/").as_bytes());
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    eprintln!("demo digest {digest}");
+    assert_eq!(digest, DEMO_DIGEST, "demo dataset bytes changed");
     // Refuses to overwrite; no temp dirs left behind.
     let msg = format!("{:#}", generate(&a, &spec).unwrap_err());
     assert!(msg.contains("exists"), "{msg}");
-    let names: Vec<String> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
 
     let ds = Dataset::open(&a).unwrap();
-    assert_eq!(ds.splits.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["calibration", "test", "val"]);
+    assert_eq!(
+        ds.splits.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["calibration", "test", "val"]
+    );
     let count = |split: &str| -> (usize, usize, usize) {
         let s = ds.split(split).unwrap();
         let (mut an, mut void, mut tot) = (0, 0, 0);
@@ -537,7 +624,10 @@ fn synth_is_deterministic_and_sane() {
         aucs.push(auroc(pts));
     }
     eprintln!("max-logit AUROC: {aucs:?}");
-    assert!((0.85..0.985).contains(&aucs[0]) && (0.80..0.97).contains(&aucs[1]), "{aucs:?}");
+    assert!(
+        (0.85..0.985).contains(&aucs[0]) && (0.80..0.97).contains(&aucs[1]),
+        "{aucs:?}"
+    );
     assert!(aucs[0] > aucs[1] + 0.02, "{aucs:?}");
 }
 
@@ -546,7 +636,9 @@ fn synth_is_deterministic_and_sane() {
 /// decode to numpy's values, and numpy loads our files.
 #[test]
 fn numpy_interop_when_available() {
-    let ok = std::process::Command::new("python3").args(["-c", "import numpy"]).output();
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import numpy"])
+        .output();
     if !matches!(ok, Ok(o) if o.status.success()) {
         eprintln!("skipping: python3 with numpy not available");
         return;
@@ -559,7 +651,11 @@ fn numpy_interop_when_available() {
     let hv: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
     write_npy_f16(&dir.join("ours_f16.npy"), &[3, 4, 5], &hv).unwrap();
     write_npy_u8(&dir.join("ours_u8.npy"), &[4, 5], &[7u8; 20]).unwrap();
-    std::fs::write(dir.join("ours_ref.bin"), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        dir.join("ours_ref.bin"),
+        v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let script = r#"
 import numpy as np, sys, os
 d = sys.argv[1]
@@ -578,8 +674,15 @@ np.save(os.path.join(d, 'np_score.npy'), np.asfortranarray(x[0]))
 np.save(os.path.join(d, 'np_m64.npy'), (np.arange(42).reshape(6, 7) * 1000).astype(np.int64))
 np.save(os.path.join(d, 'np_m16.npy'), np.asfortranarray((np.arange(42).reshape(6, 7) * 1500).astype('>u2')))
 "#;
-    let out = std::process::Command::new("python3").args(["-c", script, dir.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "numpy side failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "numpy side failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let x: Vec<f32> = std::fs::read(dir.join("x_ref.bin"))
         .unwrap()
         .chunks_exact(4)
@@ -593,7 +696,10 @@ np.save(os.path.join(d, 'np_m16.npy'), np.asfortranarray((np.arange(42).reshape(
     let l = read_logits(&dir.join("np_f16f.npy")).unwrap();
     let x16: Vec<f32> = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
     assert_eq!((l.dtype(), f32s(&l)), ("float16", x16));
-    assert_eq!(read_score_map(&dir.join("np_score.npy")).unwrap(), (6, 7, x[..42].to_vec()));
+    assert_eq!(
+        read_score_map(&dir.join("np_score.npy")).unwrap(),
+        (6, 7, x[..42].to_vec())
+    );
     let want: Vec<u16> = (0..42).map(|i| i * 1000).collect();
     assert_eq!(read_mask(&dir.join("np_m64.npy")).unwrap().values, want);
     let want: Vec<u16> = (0..42).map(|i| i * 1500).collect();
@@ -623,12 +729,21 @@ fn decode_speed() {
         let t = std::time::Instant::now();
         bench::data::npy::read_logits_into(&p, &mut buf).unwrap();
         let dt = t.elapsed().as_secs_f64();
-        eprintln!("read_logits_into (reused buffer) run {i}: {:.1} ms, {:.2} GB/s", dt * 1e3, bytes / dt / 1e9);
+        eprintln!(
+            "read_logits_into (reused buffer) run {i}: {:.1} ms, {:.2} GB/s",
+            dt * 1e3,
+            bytes / dt / 1e9
+        );
     }
     let t = std::time::Instant::now();
     let raw = std::fs::read(&p).unwrap();
     let dt = t.elapsed().as_secs_f64();
-    eprintln!("std::fs::read baseline: {:.1} ms, {:.2} GB/s ({} bytes)", dt * 1e3, bytes / dt / 1e9, raw.len());
+    eprintln!(
+        "std::fs::read baseline: {:.1} ms, {:.2} GB/s ({} bytes)",
+        dt * 1e3,
+        bytes / dt / 1e9,
+        raw.len()
+    );
 }
 
 /// Generation throughput at scale (env SYNTH_IMAGES, default 60; 512×512,
@@ -636,7 +751,10 @@ fn decode_speed() {
 #[test]
 #[ignore]
 fn synth_speed() {
-    let n: usize = std::env::var("SYNTH_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let n: usize = std::env::var("SYNTH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
     let d = tmp();
     let spec = SynthSpec {
         seed: 1,
@@ -644,14 +762,23 @@ fn synth_speed() {
         height: 512,
         width: 512,
         splits: vec![("test".into(), n)],
-        models: vec![bench::synth::SynthModel { id: "m".into(), f16: true, quality: 0.8 }],
+        models: vec![bench::synth::SynthModel {
+            id: "m".into(),
+            f16: true,
+            quality: 0.8,
+        }],
         anomaly_types: 3,
     };
     let t = std::time::Instant::now();
     generate(&d.path().join("s"), &spec).unwrap();
     let dt = t.elapsed().as_secs_f64();
     let bytes = (n * 13 * 512 * 512 * 2) as f64;
-    eprintln!("{n} images 512x512x13 f16: {:.2} s, {:.1} images/s, {:.2} GB/s of logits", dt, n as f64 / dt, bytes / dt / 1e9);
+    eprintln!(
+        "{n} images 512x512x13 f16: {:.2} s, {:.1} images/s, {:.2} GB/s of logits",
+        dt,
+        n as f64 / dt,
+        bytes / dt / 1e9
+    );
     let t = std::time::Instant::now();
     generate(&d.path().join("demo"), &SynthSpec::demo()).unwrap();
     eprintln!("demo: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);

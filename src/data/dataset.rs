@@ -91,7 +91,10 @@ impl Dataset {
                 found.join(", ")
             );
         }
-        Ok(Dataset { root: root.to_path_buf(), splits })
+        Ok(Dataset {
+            root: root.to_path_buf(),
+            splits,
+        })
     }
 
     pub fn split(&self, name: &str) -> Option<&Split> {
@@ -108,10 +111,16 @@ impl Split {
                 continue;
             }
             let Some((stem, ext)) = stem_ext(&fname) else {
-                bail!("{}: unsupported label file (expected <id>.png or <id>.npy)", path.display());
+                bail!(
+                    "{}: unsupported label file (expected <id>.png or <id>.npy)",
+                    path.display()
+                );
             };
             if ext != "png" && ext != "npy" {
-                bail!("{}: unsupported label file type .{ext} (expected .png or .npy)", path.display());
+                bail!(
+                    "{}: unsupported label file type .{ext} (expected .png or .npy)",
+                    path.display()
+                );
             }
             if let Some(prev) = by_stem.get(stem) {
                 bail!(
@@ -124,17 +133,28 @@ impl Split {
             by_stem.insert(stem.to_string(), path);
         }
         if by_stem.is_empty() {
-            bail!("{}: empty split `{name}`: no .png or .npy label files", labels_dir.display());
+            bail!(
+                "{}: empty split `{name}`: no .png or .npy label files",
+                labels_dir.display()
+            );
         }
         let (stems, labels) = by_stem.into_iter().unzip();
-        Ok(Split { name: name.to_string(), dir: dir.to_path_buf(), stems, labels })
+        Ok(Split {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            stems,
+            labels,
+        })
     }
 
     /// `<dir>/logits/<model>/<stem>.npy`; error naming the path if missing.
     pub fn logits_path(&self, model: &str, stem: &str) -> Result<PathBuf> {
         let p = self.dir.join("logits").join(model).join(format!("{stem}.npy"));
         if !p.is_file() {
-            bail!("{}: missing logits file for image `{stem}` of model `{model}`", p.display());
+            bail!(
+                "{}: missing logits file for image `{stem}` of model `{model}`",
+                p.display()
+            );
         }
         Ok(p)
     }
@@ -143,7 +163,10 @@ impl Split {
     pub fn score_path(&self, method: &str, stem: &str) -> Result<PathBuf> {
         let p = self.dir.join("scores").join(method).join(format!("{stem}.npy"));
         if !p.is_file() {
-            bail!("{}: missing score map for image `{stem}` of method `{method}`", p.display());
+            bail!(
+                "{}: missing score map for image `{stem}` of method `{method}`",
+                p.display()
+            );
         }
         Ok(p)
     }
@@ -178,7 +201,10 @@ impl Split {
         for stem in &self.stems {
             if npys.binary_search(stem).is_err() {
                 let p = mdir.join(format!("{stem}.npy"));
-                bail!("{}: missing logits file for image `{stem}` of model `{model}`", p.display());
+                bail!(
+                    "{}: missing logits file for image `{stem}` of model `{model}`",
+                    p.display()
+                );
             }
         }
         for stem in &npys {

@@ -15,7 +15,10 @@ fn ferr(path: &Path, msg: impl std::fmt::Display) -> anyhow::Error {
 
 /// Lower-cased file extension.
 fn ext(path: &Path) -> String {
-    path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
+    path.extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 /// Read a mask from .png (8/16-bit gray or palette index) or .npy.
@@ -33,8 +36,7 @@ fn read_mask_png(path: &Path) -> Result<Mask> {
     if bytes.is_empty() {
         bail!("{}: empty file (not a PNG)", path.display());
     }
-    let mut limits = png::Limits::default();
-    limits.bytes = 1 << 30;
+    let limits = png::Limits { bytes: 1 << 30 };
     let dec = png::Decoder::new_with_limits(std::io::Cursor::new(&bytes[..]), limits);
     // Default transformations are IDENTITY: raw samples, no palette expansion.
     let mut reader = dec.read_info().map_err(|e| ferr(path, format!("invalid PNG: {e}")))?;
@@ -61,7 +63,9 @@ fn read_mask_png(path: &Path) -> Result<Mask> {
         .output_line_size(w as u32)
         .ok_or_else(|| ferr(path, format!("PNG too large ({w}x{h})")))?;
     let mut buf = vec![0u8; size];
-    reader.next_frame(&mut buf).map_err(|e| ferr(path, format!("invalid PNG data: {e}")))?;
+    reader
+        .next_frame(&mut buf)
+        .map_err(|e| ferr(path, format!("invalid PNG data: {e}")))?;
     let n = w
         .checked_mul(h)
         .ok_or_else(|| ferr(path, format!("PNG too large ({w}x{h})")))?;
@@ -98,7 +102,11 @@ fn read_mask_png(path: &Path) -> Result<Mask> {
 /// Write an 8-bit grayscale PNG mask (`values` row-major, length h*w).
 pub fn write_mask_png(path: &Path, h: usize, w: usize, values: &[u8]) -> Result<()> {
     if Some(values.len()) != h.checked_mul(w) {
-        bail!("{}: cannot write mask: {} values for {h}x{w}", path.display(), values.len());
+        bail!(
+            "{}: cannot write mask: {} values for {h}x{w}",
+            path.display(),
+            values.len()
+        );
     }
     let (Ok(w32), Ok(h32)) = (u32::try_from(w), u32::try_from(h)) else {
         bail!("{}: cannot write mask: {h}x{w} too large for PNG", path.display());

@@ -72,7 +72,11 @@ fn describe_dtype(d: &DType) -> String {
 
 fn shape_str(shape: &[u64]) -> String {
     let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    if parts.len() == 1 { format!("({},)", parts[0]) } else { format!("({})", parts.join(", ")) }
+    if parts.len() == 1 {
+        format!("({},)", parts[0])
+    } else {
+        format!("({})", parts.join(", "))
+    }
 }
 
 /// Read and validate the header: magic, header length within the file, dict
@@ -88,11 +92,15 @@ fn read_header(path: &Path, file: &mut File, file_len: u64, ndim: usize, what: &
         bail!("{}: empty file (not a .npy file)", path.display());
     }
     if n_pre < 10 || &pre[..6] != b"\x93NUMPY" {
-        bail!("{}: not a .npy file (magic string \\x93NUMPY not found)", path.display());
+        bail!(
+            "{}: not a .npy file (magic string \\x93NUMPY not found)",
+            path.display()
+        );
     }
     let (prelen, hlen) = match pre[6] {
         1 => (10u64, u16::from_le_bytes([pre[8], pre[9]]) as u64),
         2 | 3 if n_pre >= 12 => (12u64, u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as u64),
+        2 | 3 => bail!("{}: truncated header ({n_pre} bytes)", path.display()),
         v => bail!("{}: unsupported .npy format version {v}.{}", path.display(), pre[7]),
     };
     let data_offset = prelen + hlen;
@@ -115,7 +123,10 @@ fn read_header(path: &Path, file: &mut File, file_len: u64, ndim: usize, what: &
             let first = msg.lines().next().unwrap_or("").trim_end_matches([':', ' ']);
             let text = String::from_utf8_lossy(&head[prelen as usize..]);
             let snippet: String = text.trim_end().chars().take(80).collect();
-            bail!("{}: invalid .npy header: {first} (header text: {snippet:?})", path.display())
+            bail!(
+                "{}: invalid .npy header: {first} (header text: {snippet:?})",
+                path.display()
+            )
         }
         Err(_) => bail!("{}: invalid .npy header (unparsable)", path.display()),
     };
@@ -134,7 +145,11 @@ fn read_header(path: &Path, file: &mut File, file_len: u64, ndim: usize, what: &
         );
     }
     if shape64.contains(&0) {
-        bail!("{}: zero-sized dimension in shape {} {what}", path.display(), shape_str(&shape64));
+        bail!(
+            "{}: zero-sized dimension in shape {} {what}",
+            path.display(),
+            shape_str(&shape64)
+        );
     }
     let mut len: usize = 1;
     let mut shape = Vec::with_capacity(ndim);
@@ -165,7 +180,13 @@ fn read_header(path: &Path, file: &mut File, file_len: u64, ndim: usize, what: &
         ),
         None => bail!("{}: shape {} is too large", path.display(), shape_str(&shape64)),
     }
-    Ok(Header { shape, fortran: header.order() == Order::Fortran, ty, data_offset, len })
+    Ok(Header {
+        shape,
+        fortran: header.order() == Order::Fortran,
+        ty,
+        data_offset,
+        len,
+    })
 }
 
 /// `read` until `buf` is full or EOF; returns the bytes read.
@@ -245,7 +266,10 @@ impl FloatBits for u32 {
         }
     }
     fn any_nonfinite(v: &[u8]) -> bool {
-        bytemuck::cast_slice::<u8, u32>(v).iter().fold(0u32, |a, &b| a | ((!b & 0x7f80_0000) == 0) as u32) != 0
+        bytemuck::cast_slice::<u8, u32>(v)
+            .iter()
+            .fold(0u32, |a, &b| a | ((!b & 0x7f80_0000) == 0) as u32)
+            != 0
     }
 }
 
@@ -257,7 +281,10 @@ impl FloatBits for u16 {
         }
     }
     fn any_nonfinite(v: &[u8]) -> bool {
-        bytemuck::cast_slice::<u8, u16>(v).iter().fold(0u16, |a, &b| a | ((!b & 0x7c00) == 0) as u16) != 0
+        bytemuck::cast_slice::<u8, u16>(v)
+            .iter()
+            .fold(0u16, |a, &b| a | ((!b & 0x7c00) == 0) as u16)
+            != 0
     }
 }
 
@@ -345,7 +372,9 @@ fn first_nonfinite_f32(v: &[f32]) -> Option<(usize, &'static str)> {
 }
 
 fn first_nonfinite_f16(v: &[f16]) -> Option<(usize, &'static str)> {
-    v.iter().position(|x| !x.is_finite()).map(|i| (i, kind_of(v[i].to_f64())))
+    v.iter()
+        .position(|x| !x.is_finite())
+        .map(|i| (i, kind_of(v[i].to_f64())))
 }
 
 fn kind_of(x: f64) -> &'static str {
@@ -368,7 +397,15 @@ pub fn read_logits(path: &Path) -> Result<Logits> {
 /// matches (saves the page faults of a fresh buffer when looping over many
 /// images). On error `out` is left empty (`c = h = w = 0`).
 pub fn read_logits_into(path: &Path, out: &mut Logits) -> Result<()> {
-    let prev = std::mem::replace(out, Logits { c: 0, h: 0, w: 0, data: LogitData::F32(Vec::new()) });
+    let prev = std::mem::replace(
+        out,
+        Logits {
+            c: 0,
+            h: 0,
+            w: 0,
+            data: LogitData::F32(Vec::new()),
+        },
+    );
     *out = read_logits_reusing(path, Some(prev.data))?;
     Ok(())
 }
@@ -495,13 +532,15 @@ pub fn read_mask_npy(path: &Path) -> Result<Mask> {
             } else {
                 (i / h.shape[1], i % h.shape[1])
             };
-            bail!("{}: mask value {v} at y {y}, x {x} is outside 0..=65535", path.display());
+            bail!(
+                "{}: mask value {v} at y {y}, x {x} is outside 0..=65535",
+                path.display()
+            );
         }
         values.push(v as u16);
     }
     let h_ = h.shape[0];
     let w_ = h.shape[1];
-    let mut values = values;
     if h.fortran {
         values = fortran_to_c(&values, &h.shape);
     }
@@ -519,7 +558,9 @@ fn write_npy(path: &Path, shape: &[u64], n: usize, descr: &str, data: &[u8]) -> 
         );
     }
     use npyz::WriterBuilder;
-    let ty: TypeStr = descr.parse().map_err(|e| ferr(path, format!("bad dtype {descr}: {e}")))?;
+    let ty: TypeStr = descr
+        .parse()
+        .map_err(|e| ferr(path, format!("bad dtype {descr}: {e}")))?;
     let mut head: Vec<u8> = Vec::with_capacity(128);
     npyz::WriteOptions::new_header_only()
         .dtype(DType::Plain(ty))

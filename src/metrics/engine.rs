@@ -23,7 +23,7 @@ const BLOCK: usize = 1 << 16;
 /// Radix table width: enough buckets that a bucket holds a handful of
 /// distinct positive keys, capped so the table stays in cache.
 fn lut_bits(m: usize) -> u32 {
-    ((usize::BITS - m.leading_zeros()) + 3).clamp(12, 22)
+    ((usize::BITS - m.leading_zeros()) + 1).clamp(12, 22)
 }
 
 /// Pass 1: the positives' score keys, and the number of negatives.
