@@ -9,6 +9,7 @@
 //! one is scored.
 
 use crate::config::{Config, Device};
+use crate::data::npy::read_logits_into;
 use crate::data::{Dataset, LabelMap, Logits, Split, label, read_logits, read_mask};
 use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
 use crate::metrics::region::{ComponentConfig, ComponentStats, aupro, region_weights};
@@ -65,11 +66,18 @@ pub fn make_scorer(device: Device) -> Result<(Box<dyn Scorer>, &'static str)> {
     }
 }
 
-/// Read one image's mask and logits and check they describe the same pixels.
-fn load(split: &Split, model: &str, i: usize, lm: &LabelMap) -> Result<(Logits, Vec<u8>)> {
+/// Read one image's mask and logits (into `buf`'s allocation when given) and
+/// check they describe the same pixels.
+fn load(split: &Split, model: &str, i: usize, lm: &LabelMap, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
     let mask = read_mask(&split.labels[i])?;
     let lp = split.logits_path(model, &split.stems[i])?;
-    let lg = read_logits(&lp)?;
+    let lg = match buf {
+        Some(mut b) => {
+            read_logits_into(&lp, &mut b)?;
+            b
+        }
+        None => read_logits(&lp)?,
+    };
     if (lg.h, lg.w) != (mask.h, mask.w) {
         bail!(
             "{}: logits are {}×{} but the mask {} is {}×{} (resizing is not enabled)",
@@ -85,18 +93,20 @@ fn load(split: &Split, model: &str, i: usize, lm: &LabelMap) -> Result<(Logits, 
 }
 
 /// Visit every image of a split in order, decoding the next one on a reader
-/// thread while `f` works on the current one.
+/// thread while `f` works on the current one. Logit buffers travel back to
+/// the reader for reuse (fresh allocations cost more than the decoding).
 fn for_each_image(
     split: &Split,
     model: &str,
     lm: &LabelMap,
-    mut f: impl FnMut(usize, Logits, Vec<u8>) -> Result<()>,
+    mut f: impl FnMut(usize, &Logits, Vec<u8>) -> Result<()>,
 ) -> Result<()> {
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Logits>();
         s.spawn(move || {
             for i in 0..split.stems.len() {
-                let r = load(split, model, i, lm);
+                let r = load(split, model, i, lm, free_rx.try_recv().ok());
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     break;
@@ -105,7 +115,8 @@ fn for_each_image(
         });
         for (i, item) in rx.into_iter().enumerate() {
             let (lg, lab) = item?;
-            f(i, lg, lab)?;
+            f(i, &lg, lab)?;
+            let _ = free_tx.send(lg);
         }
         Ok(())
     })
@@ -160,8 +171,7 @@ fn eval_split(
     // pass 1: positives, probe thresholds, image scores
     for_each_image(split, model, lm, |i, lg, lab| {
         dtype = lg.dtype();
-        let maps = scorer.score(&lg, plan).with_context(|| ctx(i))?;
-        drop(lg);
+        let maps = scorer.score(lg, plan).with_context(|| ctx(i))?;
         void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
         let valid = lab.iter().any(|&l| l != label::VOID);
         let rw = if opts.regions {
@@ -220,7 +230,7 @@ fn eval_split(
     match &cache {
         Some(c) => c.iter().for_each(|(maps, lab)| pass2(maps, lab)),
         None => for_each_image(split, model, lm, |i, lg, lab| {
-            pass2(&scorer.score(&lg, plan).with_context(|| ctx(i))?, &lab);
+            pass2(&scorer.score(lg, plan).with_context(|| ctx(i))?, &lab);
             Ok(())
         })?,
     }
@@ -469,7 +479,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| {
                 for_each_image(split, &mc.id, &lm, |_, lg, lab| {
                     bar.inc(1);
-                    f(&lg, &lab)
+                    f(lg, &lab)
                 })
             };
             let cal = Calibration::fit(&split.name, leakage, need_heat, &mut visit).with_context(|| format!("model {}", mc.id))?;
