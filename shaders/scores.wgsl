@@ -18,15 +18,21 @@
 // Host-side conventions (src/scores/gpu.rs):
 // - `logits` is an array of u32 words: f32 bits (F16 = false) or raw IEEE
 //   binary16 bits packed two per word, little-endian (F16 = true), decoded
-//   with unpack2x16float. Element e of the tile is at flat index c·n + i.
-// - `aux` holds, as f32: SML stats per class (mean_hi, mean_lo, std) at 0,
-//   the lower triangle of W packed row by row (row i = i+1 values) at
-//   `off_w`, and the K whitened centers (row-major K×C) at `off_ctr`.
-//   Means are split into hi + lo f32 parts so that `max − mean` keeps f64
-//   accuracy when the two are close (Sterbenz: `max − hi` is exact there).
+//   with unpack2x16float. Element (c, i) of the tile is at flat index c·n + i.
+// - `aux` holds vec4<f32>s: SML statistics per class (mean_hi, mean_lo, std,
+//   0) at 0; W (lower triangular) row by row at `off_w`, each row padded
+//   with zeros to C4 = ⌈C/4⌉ vec4s; the K whitened centers, same padding,
+//   at `off_ctr`. Means are split into hi + lo f32 parts so that
+//   `max − mean` keeps f64 accuracy when the two are close (`max − hi` is
+//   exact there, Sterbenz).
+// - `auxu` is a uniform-buffer view of the start of the same buffer. HEAT
+//   reads W and the centers through it when they fit (AUX_UBO): every
+//   invocation reads the same element at the same time, which constant
+//   caches (and lavapipe's scalar uniform loads) broadcast.
 // - Pipeline-overridable constants select the variant: F16 (logit dtype),
-//   HEAT (compile the HEAT branch and its private array), NT (how many
-//   distinct temperatures need a Σ exp: 0..3), NCLS (C), AUX_UBO.
+//   HEAT (compile HEAT and its private array in; such pipelines are only
+//   used for plans that request HEAT), NT (distinct temperatures needing a
+//   Σ exp: 0..3), NCLS (C baked in, 0 = read it from P) and AUX_UBO.
 
 const WG: u32 = 256u;
 
@@ -35,21 +41,16 @@ const WG: u32 = 256u;
 // line to the smallest of 32 / 64 / 128 / 256 that holds C, and refuses
 // HEAT above 256 classes with a clear error.
 const MAX_C: u32 = 256u;
+const MAX_C4: u32 = MAX_C / 4u;
 
-// Capacity, in vec4s, of the uniform-buffer view of `aux` (the host
-// rewrites this exact line to the device's max_uniform_buffer_binding_size,
-// at most 64 KiB).
+// Size, in vec4s, of the uniform view `auxu` (the host rewrites this exact
+// line to the device's max_uniform_buffer_binding_size, at most 64 KiB).
 const AUXU_VEC4: u32 = 4096u;
 
 override F16: bool = false;
 override HEAT: bool = false;
 override NT: u32 = 0u;
-// Class count baked into the pipeline (0 = read P.c): constant loop bounds
-// let the driver unroll the class loops.
 override NCLS: u32 = 0u;
-// HEAT's W and centers are read through the uniform view of `aux` when it
-// fits there: every invocation reads the same element at the same time,
-// which constant caches (and lavapipe's scalar UBO path) broadcast.
 override AUX_UBO: bool = false;
 
 struct Params {
@@ -58,8 +59,8 @@ struct Params {
     k: u32,        // fitted Gaussians (HEAT)
     mask: u32,     // requested methods: bit = Method::slot()
     row_x: u32,    // invocations per dispatch row (2-D dispatch)
-    off_w: u32,
-    off_ctr: u32,
+    off_w: u32,    // in vec4s
+    off_ctr: u32,  // in vec4s
     msp_ti: u32,   // which temperature sum each method reads
     en_ti: u32,
     el_ti: u32,
@@ -85,7 +86,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
-@group(0) @binding(2) var<storage, read> aux: array<f32>;
+@group(0) @binding(2) var<storage, read> aux: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(4) var<uniform> auxu: array<vec4<f32>, AUXU_VEC4>;
 
@@ -93,7 +94,6 @@ const M_MAX_LOGIT: u32 = 1u;
 const M_MSP: u32 = 2u;
 const M_ENERGY: u32 = 4u;
 const M_SML: u32 = 8u;
-const M_HEAT: u32 = 16u;
 
 fn load(e: u32) -> f32 {
     if (F16) {
@@ -103,29 +103,34 @@ fn load(e: u32) -> f32 {
     return bitcast<f32>(logits[e]);
 }
 
-// HEAT parameter e of `aux` (W, centers): uniform view when it fits.
-fn hp(e: u32) -> f32 {
+// HEAT parameters (W rows, centers), vec4 q of `aux`.
+fn hp(q: u32) -> vec4<f32> {
     if (AUX_UBO) {
-        return auxu[e >> 2u][e & 3u];
+        return auxu[q];
     }
-    return aux[e];
+    return aux[q];
+}
+
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = P.n;
     // No early return: invocations past the tile's end redo the last pixel
-    // and skip the stores. Keeping every invocation active (no divergent
-    // control flow around the loads) lets SIMD software rasterisers
-    // (lavapipe) turn the uniform `aux` loads into one scalar load instead
-    // of a per-lane loop; on GPUs the extra lanes cost nothing.
+    // and skip the stores, so no divergent control flow wraps the loads
+    // (SIMD software implementations such as lavapipe then keep uniform
+    // loads scalar); on GPUs the few extra lanes cost nothing.
     let gi = gid.y * P.row_x + gid.x;
     let live = gi < n;
     let i = min(gi, n - 1u);
     let nc = select(P.c, NCLS, NCLS > 0u);
     let inv_t = vec3<f32>(P.inv_t0, P.inv_t1, P.inv_t2);
 
-    var z: array<f32, MAX_C>;
+    // HEAT: the pixel's logits, then (in place) W z. Zero-initialised, so
+    // the padding past C stays 0 and pads the vec4 dot products exactly.
+    var z: array<vec4<f32>, MAX_C4>;
 
     // Single pass over the logits: running max, first argmax (strict `>`),
     // and Σ exp((z − max)/T) rescaled whenever the max moves. One exp per
@@ -135,12 +140,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var arg = 0u;
     var s = vec3<f32>(1.0);
     if (HEAT) {
-        z[0] = m;
+        z[0][0] = m;
     }
     for (var c = 1u; c < nc; c++) {
         let v = load(c * n + i);
         if (HEAT) {
-            z[c] = v;
+            z[c >> 2u][c & 3u] = v;
         }
         let gt = v > m;
         if (NT > 0u) {
@@ -170,55 +175,53 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         scores[P.row_en * n + i] = -(m + P.t_en * log(s[P.en_ti]));
     }
     if ((mask & M_SML) != 0u) {
-        let b = 3u * arg;
-        scores[P.row_sml * n + i] = -(((m - aux[b]) - aux[b + 1u]) / aux[b + 2u]);
+        let st = aux[arg];
+        scores[P.row_sml * n + i] = -(((m - st.x) - st.y) / st.z);
     }
-    // HEAT pipelines are only built for plans that request HEAT, so no
-    // runtime branch (see above) wraps this block.
     if (HEAT) {
-        {
-            let el = -(m + log(s[P.el_ti]));
-            let el_t = ((el - P.el_mean_hi) - P.el_mean_lo) / P.el_std;
+        let el = -(m + log(s[P.el_ti]));
+        let el_t = ((el - P.el_mean_hi) - P.el_mean_lo) / P.el_std;
+        let nq = (nc + 3u) / 4u;
 
-            // u = W z in place, bottom row first: row r reads z[0..=r],
-            // which rows below r have not overwritten yet.
-            for (var r = nc; r > 0u; r--) {
-                let ri = r - 1u;
-                let wb = P.off_w + ri * (ri + 1u) / 2u;
-                var acc = 0.0;
-                for (var j = 0u; j <= ri; j++) {
-                    acc += hp(wb + j) * z[j];
-                }
-                z[ri] = acc;
+        // u = W z in place, bottom row first: row r reads z[0..=r], which
+        // rows below r have not overwritten yet (W[r][j > r] = 0 exactly, so
+        // the already-whitened tail of the last vec4 contributes nothing).
+        for (var r = nc; r > 0u; r--) {
+            let ri = r - 1u;
+            let wb = P.off_w + ri * nq;
+            var acc = vec4<f32>(0.0);
+            for (var q = 0u; q <= (ri >> 2u); q++) {
+                acc += hp(wb + q) * z[q];
             }
-            // Online logsumexp over the K Gaussians of −½‖u − center_k‖²
-            // (same recurrence as cpu::gmm_energy, one exp per Gaussian).
-            var best = 0.0;
-            var sum = 0.0;
-            for (var k = 0u; k < P.k; k++) {
-                let cb = P.off_ctr + k * nc;
-                var d = 0.0;
-                for (var j = 0u; j < nc; j++) {
-                    let t = z[j] - hp(cb + j);
-                    d += t * t;
-                }
-                let x = -0.5 * d;
-                // k = 0 starts the sum at exp(0) = 1 with best = x
-                let first = k == 0u;
-                let e = exp(-abs(x - best));
-                sum = select(select(sum + e, sum * e + 1.0, x > best), 1.0, first);
-                best = select(max(best, x), x, first);
+            z[ri >> 2u][ri & 3u] = hsum(acc);
+        }
+        // Online logsumexp over the K Gaussians of −½‖u − center_k‖²
+        // (the recurrence of cpu::gmm_energy, one exp per Gaussian).
+        var best = 0.0;
+        var sum = 0.0;
+        for (var k = 0u; k < P.k; k++) {
+            let cb = P.off_ctr + k * nq;
+            var dv = vec4<f32>(0.0);
+            for (var q = 0u; q < nq; q++) {
+                let t = z[q] - hp(cb + q);
+                dv += t * t;
             }
-            let gm = -(best + log(sum));
-            let gm_t = ((gm - P.gmm_mean_hi) - P.gmm_mean_lo) / P.gmm_std;
+            let x = -0.5 * hsum(dv);
+            // k = 0 starts the sum at exp(0) = 1 with best = x
+            let first = k == 0u;
+            let e = exp(-abs(x - best));
+            sum = select(select(sum + e, sum * e + 1.0, x > best), 1.0, first);
+            best = select(max(best, x), x, first);
+        }
+        let gm = -(best + log(sum));
+        let gm_t = ((gm - P.gmm_mean_hi) - P.gmm_mean_lo) / P.gmm_std;
 
-            // soft-min of the two standardised energies, stable
-            let a = -el_t;
-            let bb = -gm_t;
-            let mx = max(a, bb);
-            if (live) {
-                scores[P.row_heat * n + i] = -(mx + log(exp(a - mx) + exp(bb - mx)));
-            }
+        // soft-min of the two standardised energies, stable
+        let a = -el_t;
+        let b = -gm_t;
+        let mx = max(a, b);
+        if (live) {
+            scores[P.row_heat * n + i] = -(mx + log(exp(a - mx) + exp(b - mx)));
         }
     }
 }

@@ -74,6 +74,12 @@ enum Cmd {
         /// Images per split for val/test (calibration gets a third); default = demo sizes.
         #[arg(long)]
         images: Option<usize>,
+        /// Explicit split sizes, e.g. `calibration=50,val=100,test=1500` (overrides --images).
+        #[arg(long, value_delimiter = ',')]
+        splits: Vec<String>,
+        /// Models as `id:f16|f32:quality`, e.g. `segformer_b5:f16:0.6` (default: the demo's two).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
         #[arg(long)]
         height: Option<usize>,
         #[arg(long)]
@@ -132,10 +138,37 @@ fn real_main(cli: Cli) -> Result<i32> {
             print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &t));
             Ok(0)
         }
-        Cmd::Synth { out, images, height, width, classes } => {
+        Cmd::Synth { out, images, splits, models, height, width, classes } => {
             let mut spec = bench::synth::SynthSpec::demo();
             if let Some(n) = images {
                 spec.splits = vec![("calibration".into(), n.div_ceil(3).max(1)), ("val".into(), n), ("test".into(), n)];
+            }
+            if !splits.is_empty() {
+                spec.splits = splits
+                    .iter()
+                    .map(|s| {
+                        let (name, n) = s.split_once('=').with_context(|| format!("--splits: expected name=count, got {s:?}"))?;
+                        Ok((name.to_string(), n.parse().with_context(|| format!("--splits: bad count in {s:?}"))?))
+                    })
+                    .collect::<Result<Vec<(String, usize)>>>()?
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+            }
+            if !models.is_empty() {
+                spec.models = models
+                    .iter()
+                    .map(|m| {
+                        let parts: Vec<&str> = m.split(':').collect();
+                        let [id, dt, q] = parts[..] else { bail!("--models: expected id:f16|f32:quality, got {m:?}") };
+                        let f16 = match dt {
+                            "f16" => true,
+                            "f32" => false,
+                            _ => bail!("--models: dtype must be f16 or f32 in {m:?}"),
+                        };
+                        Ok(bench::synth::SynthModel { id: id.into(), f16, quality: q.parse().with_context(|| format!("--models: bad quality in {m:?}"))? })
+                    })
+                    .collect::<Result<_>>()?;
             }
             spec.height = height.unwrap_or(spec.height);
             spec.width = width.unwrap_or(spec.width);

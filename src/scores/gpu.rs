@@ -518,7 +518,7 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
             let (hi, lo) = split(s.mean[k]);
             let sd = s.std[k] as f32;
             ensure!(hi.is_finite() && sd.is_finite() && sd > 0.0, "SML statistics of class {k} are not usable in f32 (mean {}, std {})", s.mean[k], s.std[k]);
-            aux.extend([hi, lo, sd]);
+            aux.extend([hi, lo, sd, 0.0]);
         }
     }
     let mut key_heat = 0;
@@ -535,12 +535,21 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
         );
         key_heat = [32u32, 64, 128, 256].into_iter().find(|&cap| c <= cap as usize).unwrap_or(256);
         p.k = h.k as u32;
-        p.off_w = aux.len() as u32;
+        // rows of W (lower triangle only) and of the centers, zero-padded
+        // to whole vec4s
+        let c4 = c.div_ceil(4) * 4;
+        p.off_w = (aux.len() / 4) as u32;
         for i in 0..c {
+            let row = aux.len();
             aux.extend(h.whiten[i * c..=i * c + i].iter().map(|&v| v as f32));
+            aux.resize(row + c4, 0.0);
         }
-        p.off_ctr = aux.len() as u32;
-        aux.extend(h.centers.iter().map(|&v| v as f32));
+        p.off_ctr = (aux.len() / 4) as u32;
+        for k in 0..h.k {
+            let row = aux.len();
+            aux.extend(h.centers[k * c..(k + 1) * c].iter().map(|&v| v as f32));
+            aux.resize(row + c4, 0.0);
+        }
         (p.el_mean_hi, p.el_mean_lo) = split(h.el_mean);
         (p.gmm_mean_hi, p.gmm_mean_lo) = split(h.gmm_mean);
         p.el_std = h.el_std as f32;
@@ -554,7 +563,7 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
         );
     }
     if aux.is_empty() {
-        aux.push(0.0);
+        aux.resize(4, 0.0);
     }
     Ok(Prepared { params: p, aux, key_heat, nt: temps.len() as u32, row_of, rows })
 }
