@@ -32,7 +32,7 @@ TOML
   # plain read of the test logits (what the sweep cannot beat)
   t0=$(date +%s.%N); cat "$ds"/test/logits/segformer_b5/*.npy > /dev/null; t1=$(date +%s.%N)
   cat_s=$(echo "$t1 - $t0" | bc)
-  out=$( { /usr/bin/time -f "%e %M" "$BENCH" run "$DIR/scale_$n.toml" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
-  read -r wall rss <<<"$out"
+  /usr/bin/time -f "%e %M" -o "$DIR/time.txt" "$BENCH" run "$DIR/scale_$n.toml" >/dev/null 2>"$DIR/scale_$n.log"
+  read -r wall rss < "$DIR/time.txt"
   printf '%-6s %-10s %-12s %-12s %-10s\n' "$n" "$((n*512*512))" "$wall" "$((rss/1024))" "$cat_s"
 done

@@ -114,6 +114,38 @@ pub fn score_one(method: Method, z: &[f64], plan: &ScorePlan, u: &mut [f64]) -> 
     }
 }
 
+/// All requested methods at one pixel, sharing the work the definitions
+/// have in common (max, argmax and the T = 1 softmax sum are computed once).
+/// Bit-identical to calling [`score_one`] per method: the shared values are
+/// the same floating-point operations.
+#[inline]
+pub fn score_pixel(z: &[f64], plan: &ScorePlan, u: &mut [f64], out: &mut [f32]) {
+    let (m, arg) = max_argmax(z);
+    let mut s1: Option<f64> = None; // Σ exp(z_c − max), i.e. T = 1
+    let mut sum1 = |z: &[f64]| *s1.get_or_insert_with(|| z.iter().map(|&v| (v / 1.0 - m).exp()).sum());
+    for (o, &method) in out.iter_mut().zip(&plan.methods) {
+        let v = match method {
+            Method::MaxLogit => -m,
+            Method::Msp if plan.msp_temperature == 1.0 => -1.0 / sum1(z),
+            Method::Energy if plan.energy_temperature == 1.0 => -(m + sum1(z).ln()),
+            Method::Sml => {
+                let st = plan.sml().expect("SML needs calibration");
+                -(m - st.mean[arg]) / st.std[arg]
+            }
+            Method::Heat => {
+                let h = plan.heat().expect("HEAT needs calibration");
+                let el = (-(m + sum1(z).ln()) - h.el_mean) / h.el_std;
+                let gm = (gmm_energy(z, h, u) - h.gmm_mean) / h.gmm_std;
+                let (a, b) = (-el, -gm);
+                let mx = a.max(b);
+                -(mx + ((a - mx).exp() + (b - mx).exp()).ln())
+            }
+            other => score_one(other, z, plan, u),
+        };
+        *o = v as f32;
+    }
+}
+
 /// The CPU scorer: rayon over fixed pixel chunks, f64 inside, f32 out.
 #[derive(Debug, Default)]
 pub struct CpuScorer;
@@ -149,9 +181,7 @@ impl Scorer for CpuScorer {
                 let p0 = ci * CHUNK;
                 for (j, o) in out.chunks_mut(nm).enumerate() {
                     logits.pixel(p0 + j, &mut z);
-                    for (slot, &m) in o.iter_mut().zip(&plan.methods) {
-                        *slot = score_one(m, &z, plan, &mut u) as f32;
-                    }
+                    score_pixel(&z, plan, &mut u, o);
                 }
             });
         let mut maps = vec![Vec::with_capacity(n); nm];
