@@ -250,6 +250,9 @@ fn parity_all_methods_all_shapes() {
                     let lg = logits(c, h, w, &vals, half);
                     let p = plan(&ALL, &cal, t_msp, t_en);
                     let what = format!("C={c} {h}x{w} {} T=({t_msp},{t_en})", lg.dtype());
+                    let t0 = std::time::Instant::now();
+                    let _ = g.score(&lg, &p);
+                    if std::env::var("TT").is_ok() { eprintln!("{what}: {:?}", t0.elapsed()); }
                     for (k, e) in check(&mut g, &lg, &p, &what).into_iter().enumerate() {
                         worst[k] = worst[k].max(e);
                     }

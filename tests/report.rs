@@ -166,7 +166,10 @@ fn diff_reports_changes_and_tolerance() {
     assert_eq!(au.verdict, "better");
     let fp = d.changed.iter().find(|c| c.metric == "fpr95").unwrap();
     assert_eq!(fp.verdict, "worse");
-    assert!(d.conventions.iter().any(|c| c.contains("device")));
+    assert!(d.notes.iter().any(|c| c.contains("device")), "device is a note, not a failure");
+    let mut g = sample();
+    g.device = "gpu".into();
+    assert!(diff(&a, &g, 1e-6, &[]).unwrap().within_tolerance());
     let text = render(&d);
     assert!(text.contains("▲ better") && text.contains("▼ worse") && text.contains("only in a: a/max_logit/val"), "{text}");
     // restricting metrics

@@ -51,6 +51,9 @@ pub struct Diff {
     pub only_in_b: Vec<String>,
     pub changed: Vec<Change>,
     pub conventions: Vec<String>,
+    /// Differences that do not fail the comparison (the device: GPU and CPU
+    /// scores agree to float tolerance, which `tolerance` judges).
+    pub notes: Vec<String>,
     pub compared_cells: usize,
 }
 
@@ -81,7 +84,7 @@ pub fn diff(a: &Results, b: &Results, tol: f64, metrics: &[String]) -> anyhow::R
         }
     }
     if a.device != b.device {
-        d.conventions.push(format!("device: {} → {}", a.device, b.device));
+        d.notes.push(format!("device: {} → {}", a.device, b.device));
     }
     for c in &a.cells {
         let Some(cb) = b.cells.iter().find(|x| key(x) == key(c)) else {
@@ -141,6 +144,9 @@ fn f(v: Option<f64>) -> String {
 /// Human-readable Markdown.
 pub fn render(d: &Diff) -> String {
     let mut s = String::new();
+    for n in &d.notes {
+        s += &format!("- note: {n}\n");
+    }
     if d.within_tolerance() {
         s += &format!("No differences beyond tolerance {:e} ({} cells compared).\n", d.tolerance, d.compared_cells);
         return s;
