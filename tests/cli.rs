@@ -276,3 +276,23 @@ fn shipped_config_matches_committed_results() {
     let o = bench(&["run", "configs/sweep.toml", "--check", "--device", "cpu"], root);
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
 }
+
+#[test]
+fn gpu_sweep_matches_cpu_sweep() {
+    // Same inputs, WGSL path vs CPU reference: every cell within 1e-6.
+    let ws = Ws::new();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::rename(ws.p("results/demo"), ws.p("results/cpu")).unwrap();
+    let o = ws.run(&["--device", "gpu"]);
+    if !o.status.success() {
+        let required = std::env::var("BENCH_REQUIRE_GPU").is_ok_and(|v| v == "1");
+        assert!(!required, "BENCH_REQUIRE_GPU=1 but the GPU sweep failed: {}", stderr(&o));
+        eprintln!("skipping: no wgpu adapter ({})", stderr(&o).trim());
+        return;
+    }
+    assert_eq!(ws.results()["device"], "gpu");
+    let o = bench(&["diff", "results/cpu", "results/demo", "--tol", "1e-6"], &ws.root);
+    assert_eq!(o.status.code(), Some(0), "GPU and CPU sweeps differ:\n{}", stdout(&o));
+    assert!(stdout(&o).contains("note: device: cpu → gpu"), "{}", stdout(&o));
+}
