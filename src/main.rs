@@ -279,8 +279,8 @@ fn cmd_eval(scores: &Path, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: b
         pairs
     };
     let load = |(sp, lp): &(PathBuf, PathBuf)| -> Result<(Vec<f32>, Vec<u8>)> {
-        let (h, w, sc) = read_score_map(sp)?;
-        let m = read_mask(lp)?;
+        let (s, m) = rayon::join(|| read_score_map(sp), || read_mask(lp));
+        let ((h, w, sc), m) = (s?, m?);
         if (h, w) != (m.h, m.w) {
             bail!("{}: score map is {h}×{w} but the mask {} is {}×{}", sp.display(), lp.display(), m.h, m.w);
         }

@@ -20,6 +20,8 @@ use rayon::prelude::*;
 
 /// Pixels per parallel work item (fixed: results never depend on threads).
 const BLOCK: usize = 1 << 16;
+/// Score-range parts of the radix partitioning in [`Ranker::add`].
+const PARTS: usize = 256;
 /// Radix table width: enough buckets that a bucket holds a handful of
 /// distinct positive keys, capped so the table stays in cache.
 fn lut_bits(m: usize) -> u32 {
@@ -155,12 +157,17 @@ impl PositiveCollector {
             *slot = i as u32;
         }
         let slots = vec![0; 2 * keys.len() + 1];
+        let m = keys.len();
+        let part = (0..1u64 << 16)
+            .map(|b| (keys.partition_point(|&k| ((k as u64) >> 16) < b) * PARTS / (m + 1)) as u8)
+            .collect();
         Ranker {
             keys,
             pos,
             wsum,
             lut,
             shift: 32 - bits,
+            part,
             slots,
             expected_negatives: self.negatives,
             negatives: 0,
@@ -179,6 +186,8 @@ pub struct Ranker {
     wsum: Vec<f64>,
     lut: Vec<u32>,
     shift: u32,
+    /// Score-range part (0..PARTS) of each top-16-bit key bucket.
+    part: Vec<u8>,
     /// slots[2i] = negatives strictly between keys[i-1] and keys[i];
     /// slots[2i+1] = negatives equal to keys[i]; slots[2m] = above all.
     slots: Vec<u64>,
@@ -192,6 +201,10 @@ impl Ranker {
     fn slot(&self, x: u32) -> u32 {
         let b = (x >> self.shift) as usize;
         let (lo, hi) = (self.lut[b] as usize, self.lut[b + 1] as usize);
+        if lo == hi {
+            // no positive shares the bucket: strictly between keys[lo-1] and keys[lo]
+            return (2 * lo) as u32;
+        }
         let i = lo + self.keys[lo..hi].partition_point(|&k| k < x);
         if i < self.keys.len() && self.keys[i] == x {
             (2 * i + 1) as u32
@@ -211,15 +224,29 @@ impl Ranker {
                 .par_chunks(BLOCK * 16)
                 .zip(labels.par_chunks(BLOCK * 16))
                 .map(|(s, l)| {
-                    let mut h = vec![0u32; nslots];
-                    let mut n = 0u64;
-                    for (&s, &l) in s.iter().zip(l) {
-                        if l == label::NORMAL {
-                            h[this.slot(key(s)) as usize] += 1;
-                            n += 1;
-                        }
+                    // Radix-partition the block's negatives by score range
+                    // (≈ equal numbers of positive keys per part) so the
+                    // slot lookups of one part stay within a cache-sized
+                    // slice of the keys, table and histogram.
+                    let ks: Vec<u32> = s.iter().zip(l).filter(|p| *p.1 == label::NORMAL).map(|p| key(*p.0)).collect();
+                    let mut off = [0usize; PARTS + 1];
+                    for &k in &ks {
+                        off[this.part[(k >> 16) as usize] as usize + 1] += 1;
                     }
-                    (h, n)
+                    for i in 0..PARTS {
+                        off[i + 1] += off[i];
+                    }
+                    let mut buf = vec![0u32; ks.len()];
+                    for &k in &ks {
+                        let p = &mut off[this.part[(k >> 16) as usize] as usize];
+                        buf[*p] = k;
+                        *p += 1;
+                    }
+                    let mut h = vec![0u32; nslots];
+                    for &k in &buf {
+                        h[this.slot(k) as usize] += 1;
+                    }
+                    (h, ks.len() as u64)
                 })
                 .collect();
             for (h, n) in hists {
