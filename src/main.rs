@@ -98,6 +98,14 @@ enum Fpr95Arg {
 }
 
 fn main() {
+    // Mesa's implicit Vulkan "device select" layer probes Wayland/X11 to pick
+    // a default GPU and prints "error: XDG_RUNTIME_DIR is invalid" on
+    // headless machines. bench ranks adapters itself, so turn the layer off
+    // unless the user configured it.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: first statement of main, before any thread exists.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
