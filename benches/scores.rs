@@ -48,13 +48,22 @@ fn values(c: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
 
 fn logits(h: usize, w: usize, half: bool) -> Logits {
     let v = values(C, h, w, (h * w) as u64);
-    let data = if half { LogitData::F16(v.iter().map(|&x| f16::from_f32(x)).collect()) } else { LogitData::F32(v) };
+    let data = if half {
+        LogitData::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
+    } else {
+        LogitData::F32(v)
+    };
     Logits { c: C, h, w, data }
 }
 
 fn calibration() -> Calibration {
     let (h, w) = (128, 128);
-    let lg = Logits { c: C, h, w, data: LogitData::F32(values(C, h, w, 7)) };
+    let lg = Logits {
+        c: C,
+        h,
+        w,
+        data: LogitData::F32(values(C, h, w, 7)),
+    };
     let lab = vec![label::NORMAL; h * w];
     let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| -> Result<()> { f(&lg, &lab) };
     Calibration::fit("calibration", false, true, &mut visit).expect("fit")
@@ -69,8 +78,14 @@ fn plans() -> Vec<(&'static str, ScorePlan)> {
         calibration: Some(cal.clone()),
     };
     vec![
-        ("all5", p(&[Method::MaxLogit, Method::Msp, Method::Sml, Method::Energy, Method::Heat])),
-        ("no_heat", p(&[Method::MaxLogit, Method::Msp, Method::Sml, Method::Energy])),
+        (
+            "all5",
+            p(&[Method::MaxLogit, Method::Msp, Method::Sml, Method::Energy, Method::Heat]),
+        ),
+        (
+            "no_heat",
+            p(&[Method::MaxLogit, Method::Msp, Method::Sml, Method::Energy]),
+        ),
     ]
 }
 
@@ -93,7 +108,10 @@ fn bench_scores(cr: &mut Criterion) {
             let lg = logits(h, w, half);
             let tag = format!("{}x{}/{}", h, w, lg.dtype());
             for (name, plan) in &plans {
-                for (dev, scorer) in [("gpu", gpu.as_mut().map(|g| g as &mut dyn Scorer)), ("cpu", Some(&mut cpu as &mut dyn Scorer))] {
+                for (dev, scorer) in [
+                    ("gpu", gpu.as_mut().map(|g| g as &mut dyn Scorer)),
+                    ("cpu", Some(&mut cpu as &mut dyn Scorer)),
+                ] {
                     let Some(scorer) = scorer else { continue };
                     let mut g = cr.benchmark_group(format!("{dev}/{name}"));
                     g.throughput(Throughput::Elements((h * w) as u64));
@@ -121,7 +139,12 @@ fn bench_scores(cr: &mut Criterion) {
             for (dtype, eb) in [("float16", 2u64), ("float32", 4)] {
                 let bytes = (C * h * w) as u64 * eb;
                 let mk = |usage| {
-                    dev.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes, usage, mapped_at_creation: false })
+                    dev.create_buffer(&wgpu::BufferDescriptor {
+                        label: None,
+                        size: bytes,
+                        usage,
+                        mapped_at_creation: false,
+                    })
                 };
                 let src = mk(wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
                 let dst = mk(wgpu::BufferUsages::COPY_DST);
@@ -132,7 +155,11 @@ fn bench_scores(cr: &mut Criterion) {
                         let mut enc = dev.create_command_encoder(&Default::default());
                         enc.copy_buffer_to_buffer(&src, 0, &dst, 0, bytes);
                         let idx = queue.submit([enc.finish()]);
-                        dev.poll(wgpu::PollType::Wait { submission_index: Some(idx), timeout: None }).expect("poll");
+                        dev.poll(wgpu::PollType::Wait {
+                            submission_index: Some(idx),
+                            timeout: None,
+                        })
+                        .expect("poll");
                     })
                 });
             }

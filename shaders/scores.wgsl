@@ -19,12 +19,11 @@
 // - `logits` is an array of u32 words: f32 bits (F16 = false) or raw IEEE
 //   binary16 bits packed two per word, little-endian (F16 = true), decoded
 //   with unpack2x16float. Element (c, i) of the tile is at flat index c·n + i.
-// - `aux` holds vec4<f32>s: SML statistics per class (mean_hi, mean_lo, std,
-//   0) at 0; W (lower triangular) row by row at `off_w`, each row padded
-//   with zeros to C4 = ⌈C/4⌉ vec4s; the K whitened centers, same padding,
-//   at `off_ctr`. Means are split into hi + lo f32 parts so that
-//   `max − mean` keeps f64 accuracy when the two are close (`max − hi` is
-//   exact there, Sterbenz).
+// - `aux` holds f32s: SML statistics per class (mean_hi, mean_lo, std, 0)
+//   at 0; the lower triangle of W packed row by row (row i = i+1 values)
+//   at `off_w`; the K whitened centers (row-major K×C) at `off_ctr`.
+//   Means are split into hi + lo f32 parts so that `max − mean` keeps f64
+//   accuracy when the two are close (`max − hi` is exact there, Sterbenz).
 // - `auxu` is a uniform-buffer view of the start of the same buffer. HEAT
 //   reads W and the centers through it when they fit (AUX_UBO): every
 //   invocation reads the same element at the same time, which constant
@@ -41,7 +40,6 @@ const WG: u32 = 256u;
 // line to the smallest of 32 / 64 / 128 / 256 that holds C, and refuses
 // HEAT above 256 classes with a clear error.
 const MAX_C: u32 = 256u;
-const MAX_C4: u32 = MAX_C / 4u;
 
 // Size, in vec4s, of the uniform view `auxu` (the host rewrites this exact
 // line to the device's max_uniform_buffer_binding_size, at most 64 KiB).
@@ -59,8 +57,8 @@ struct Params {
     k: u32,        // fitted Gaussians (HEAT)
     mask: u32,     // requested methods: bit = Method::slot()
     row_x: u32,    // invocations per dispatch row (2-D dispatch)
-    off_w: u32,    // in vec4s
-    off_ctr: u32,  // in vec4s
+    off_w: u32,
+    off_ctr: u32,
     msp_ti: u32,   // which temperature sum each method reads
     en_ti: u32,
     el_ti: u32,
@@ -86,7 +84,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
-@group(0) @binding(2) var<storage, read> aux: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> aux: array<f32>;
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(4) var<uniform> auxu: array<vec4<f32>, AUXU_VEC4>;
 
@@ -103,16 +101,12 @@ fn load(e: u32) -> f32 {
     return bitcast<f32>(logits[e]);
 }
 
-// HEAT parameters (W rows, centers), vec4 q of `aux`.
-fn hp(q: u32) -> vec4<f32> {
+// HEAT parameter e of `aux` (W, centers).
+fn hp(e: u32) -> f32 {
     if (AUX_UBO) {
-        return auxu[q];
+        return auxu[e >> 2u][e & 3u];
     }
-    return aux[q];
-}
-
-fn hsum(v: vec4<f32>) -> f32 {
-    return (v.x + v.y) + (v.z + v.w);
+    return aux[e];
 }
 
 @compute @workgroup_size(WG)
@@ -128,9 +122,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let nc = select(P.c, NCLS, NCLS > 0u);
     let inv_t = vec3<f32>(P.inv_t0, P.inv_t1, P.inv_t2);
 
-    // HEAT: the pixel's logits, then (in place) W z. Zero-initialised, so
-    // the padding past C stays 0 and pads the vec4 dot products exactly.
-    var z: array<vec4<f32>, MAX_C4>;
+    // HEAT: the pixel's logits, then (in place) W z.
+    var z: array<f32, MAX_C>;
 
     // Single pass over the logits: running max, first argmax (strict `>`),
     // and Σ exp((z − max)/T) rescaled whenever the max moves. One exp per
@@ -140,12 +133,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var arg = 0u;
     var s = vec3<f32>(1.0);
     if (HEAT) {
-        z[0][0] = m;
+        z[0] = m;
     }
     for (var c = 1u; c < nc; c++) {
         let v = load(c * n + i);
         if (HEAT) {
-            z[c >> 2u][c & 3u] = v;
+            z[c] = v;
         }
         let gt = v > m;
         if (NT > 0u) {
@@ -175,38 +168,37 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         scores[P.row_en * n + i] = -(m + P.t_en * log(s[P.en_ti]));
     }
     if ((mask & M_SML) != 0u) {
-        let st = aux[arg];
-        scores[P.row_sml * n + i] = -(((m - st.x) - st.y) / st.z);
+        let b = 4u * arg;
+        scores[P.row_sml * n + i] = -(((m - aux[b]) - aux[b + 1u]) / aux[b + 2u]);
     }
     if (HEAT) {
         let el = -(m + log(s[P.el_ti]));
         let el_t = ((el - P.el_mean_hi) - P.el_mean_lo) / P.el_std;
-        let nq = (nc + 3u) / 4u;
 
         // u = W z in place, bottom row first: row r reads z[0..=r], which
-        // rows below r have not overwritten yet (W[r][j > r] = 0 exactly, so
-        // the already-whitened tail of the last vec4 contributes nothing).
+        // rows below r have not overwritten yet. Same summation order as
+        // cpu::gmm_energy.
         for (var r = nc; r > 0u; r--) {
             let ri = r - 1u;
-            let wb = P.off_w + ri * nq;
-            var acc = vec4<f32>(0.0);
-            for (var q = 0u; q <= (ri >> 2u); q++) {
-                acc += hp(wb + q) * z[q];
+            let wb = P.off_w + ri * (ri + 1u) / 2u;
+            var acc = 0.0;
+            for (var j = 0u; j <= ri; j++) {
+                acc += hp(wb + j) * z[j];
             }
-            z[ri >> 2u][ri & 3u] = hsum(acc);
+            z[ri] = acc;
         }
         // Online logsumexp over the K Gaussians of −½‖u − center_k‖²
         // (the recurrence of cpu::gmm_energy, one exp per Gaussian).
         var best = 0.0;
         var sum = 0.0;
         for (var k = 0u; k < P.k; k++) {
-            let cb = P.off_ctr + k * nq;
-            var dv = vec4<f32>(0.0);
-            for (var q = 0u; q < nq; q++) {
-                let t = z[q] - hp(cb + q);
-                dv += t * t;
+            let cb = P.off_ctr + k * nc;
+            var d = 0.0;
+            for (var j = 0u; j < nc; j++) {
+                let t = z[j] - hp(cb + j);
+                d += t * t;
             }
-            let x = -0.5 * hsum(dv);
+            let x = -0.5 * d;
             // k = 0 starts the sum at exp(0) = 1 with best = x
             let first = k == 0u;
             let e = exp(-abs(x - best));

@@ -145,26 +145,33 @@ fn calibration(c: usize, seed: u64) -> Calibration {
 }
 
 fn plan(methods: &[Method], cal: &Calibration, t_msp: f64, t_en: f64) -> ScorePlan {
-    ScorePlan { methods: methods.to_vec(), msp_temperature: t_msp, energy_temperature: t_en, calibration: Some(cal.clone()) }
+    ScorePlan {
+        methods: methods.to_vec(),
+        msp_temperature: t_msp,
+        energy_temperature: t_en,
+        calibration: Some(cal.clone()),
+    }
 }
 
 const ALL: [Method; 5] = [Method::MaxLogit, Method::Msp, Method::Energy, Method::Sml, Method::Heat];
 
-/// Relative tolerance per method, |gpu − cpu| ≤ tol · max(1, |cpu|).
+/// Relative tolerance per method, |gpu − cpu| ≤ tol · max(1, |cpu|): the
+/// brief's 1e-5 for every method, 0 (bit-exact) for max_logit.
 ///
 /// The CPU computes in f64 and rounds once; the shader computes in f32 with
 /// WGSL's (Vulkan's) exp/log accuracy: exp within 3 + 2|x| ULP, log within
-/// 3 ULP, or 2⁻²¹ absolute on [0.5, 2]. What each method needs:
-/// - max_logit is exact (a negated input value).
-/// - msp, energy: one Σ exp over C terms ≥ 1, then one log / division:
-///   a few f32 ULP of the result (the log's 2⁻²¹ absolute term is what
-///   bounds energy when |energy| ≈ 1).
-/// - sml: `(max − μ)` is computed with μ split into hi + lo f32 parts, so
-///   only the final division rounds.
-/// - heat: the whitened distance ‖W z − c_k‖² is a C-term sum of products
-///   of f32-rounded W, z and centers; its relative error (≈ C·2⁻²⁴ on
-///   real data) is multiplied by |E_gmm| / gmm_std when E_gmm is
-///   standardised, which is what the looser bound covers.
+/// 3 ULP, or 2⁻²¹ absolute on [0.5, 2]. Worst errors seen on lavapipe over
+/// these tests (Mesa 22.3, llvmpipe):
+/// - max_logit 0: a negated input value.
+/// - msp 1.8e-6 (absolute, since |msp| ≤ 1): Σ exp((z − max)/T) with T ≠ 1;
+///   exp's 3 + 2|x| ULP at |x| ≈ 15 is ~30 ULP of the terms it rescales.
+/// - energy 8.2e-7: one Σ exp, one log (2⁻²¹ absolute near 1).
+/// - sml 1.9e-7: `max − μ` uses μ split into hi + lo f32 parts, so only the
+///   final division rounds.
+/// - heat 1.2e-6: ‖W z − c_k‖² is a C-term sum of f32 products; its
+///   rounding is scaled by |E_gmm| / gmm_std when standardised. Data whose
+///   calibrated gmm_std is tiny relative to |E_gmm| (nearly collinear
+///   logits) can need more than 1e-5: that is f32, not a bug.
 fn tol(m: Method) -> f64 {
     match m {
         Method::MaxLogit => 0.0,
@@ -238,11 +245,13 @@ fn parity_all_methods_all_shapes() {
     eprintln!("device: {}", g.device());
     let sizes = [(1, 1), (7, 13), (33, 65), (257, 3)];
     let mut worst = [0f64; 5];
-    for (ci, &c) in [2usize, 3, 13, 19, 150].iter().enumerate() {
+    // 40 and 100 also cover the 64- and 128-class HEAT array sizes (150 is
+    // the 256 one, and too large for the uniform-buffer path).
+    for (ci, &c) in [2usize, 3, 13, 19, 150, 40, 100].iter().enumerate() {
         let cal = calibration(c, 1000 + c as u64);
         for (si, &(h, w)) in sizes.iter().enumerate() {
-            if c == 150 && h * w > 2200 {
-                continue; // keep the f64 CPU HEAT reference quick
+            if (c == 40 || c == 100) && si != 1 {
+                continue;
             }
             let vals = make_values(c, h, w, (ci * 100 + si) as u64, Kind::Realistic);
             for half in [false, true] {
@@ -250,9 +259,6 @@ fn parity_all_methods_all_shapes() {
                     let lg = logits(c, h, w, &vals, half);
                     let p = plan(&ALL, &cal, t_msp, t_en);
                     let what = format!("C={c} {h}x{w} {} T=({t_msp},{t_en})", lg.dtype());
-                    let t0 = std::time::Instant::now();
-                    let _ = g.score(&lg, &p);
-                    if std::env::var("TT").is_ok() { eprintln!("{what}: {:?}", t0.elapsed()); }
                     for (k, e) in check(&mut g, &lg, &p, &what).into_iter().enumerate() {
                         worst[k] = worst[k].max(e);
                     }
@@ -295,12 +301,17 @@ fn parity_extreme_and_tied_logits() {
     let cal = calibration(c, 5);
     let vals = make_values(c, 3, 5, 1, Kind::AllEqual);
     let lg = logits(c, 3, 5, &vals, false);
-    let out = g.score(&lg, &plan(&[Method::Msp, Method::Sml], &cal, 1.0, 1.0)).unwrap();
+    let out = g
+        .score(&lg, &plan(&[Method::Msp, Method::Sml], &cal, 1.0, 1.0))
+        .unwrap();
     for (p, &v) in out.maps[0].iter().enumerate() {
         assert!((v as f64 + 1.0 / c as f64).abs() < 1e-7, "msp at {p}: {v}");
         let m = vals[p] as f64;
         let want = -(m - cal.sml.mean[0]) / cal.sml.std[0];
-        assert!((out.maps[1][p] as f64 - want).abs() <= 1e-5 * want.abs().max(1.0), "sml must use class 0 on ties");
+        assert!(
+            (out.maps[1][p] as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "sml must use class 0 on ties"
+        );
     }
 }
 
@@ -328,7 +339,12 @@ fn method_subsets_order_and_duplicates() {
         let out = g.score(&lg, &plan(&[], &cal, 1.0, 1.0)).unwrap();
         assert!(out.maps.is_empty());
         // no calibration needed for these
-        let p = ScorePlan { methods: vec![Method::Msp, Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None };
+        let p = ScorePlan {
+            methods: vec![Method::Msp, Method::MaxLogit],
+            msp_temperature: 1.0,
+            energy_temperature: 1.0,
+            calibration: None,
+        };
         check(&mut g, &lg, &p, "no calibration");
     }
 }
@@ -378,15 +394,30 @@ fn bad_input_is_an_error_not_a_panic() {
     let cal = calibration(3, 1);
     let vals = make_values(3, 4, 4, 1, Kind::Realistic);
     // class count disagrees with the calibration
-    let lg4 = Logits { c: 4, h: 3, w: 4, data: LogitData::F32(vals.clone()) };
+    let lg4 = Logits {
+        c: 4,
+        h: 3,
+        w: 4,
+        data: LogitData::F32(vals.clone()),
+    };
     let e = g.score(&lg4, &plan(&ALL, &cal, 1.0, 1.0)).unwrap_err();
     assert!(format!("{e:#}").contains("classes"), "{e:#}");
     // data length disagrees with the shape
-    let bad = Logits { c: 3, h: 5, w: 4, data: LogitData::F32(vals.clone()) };
+    let bad = Logits {
+        c: 3,
+        h: 5,
+        w: 4,
+        data: LogitData::F32(vals.clone()),
+    };
     assert!(g.score(&bad, &plan(&[Method::MaxLogit], &cal, 1.0, 1.0)).is_err());
     // SML without calibration
     let lg = logits(3, 4, 4, &vals, false);
-    let p = ScorePlan { methods: vec![Method::Sml], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None };
+    let p = ScorePlan {
+        methods: vec![Method::Sml],
+        msp_temperature: 1.0,
+        energy_temperature: 1.0,
+        calibration: None,
+    };
     assert!(g.score(&lg, &p).is_err());
     // HEAT from a calibration fitted without HEAT
     let mut no_heat = cal.clone();
@@ -413,42 +444,55 @@ fn bad_input_is_an_error_not_a_panic() {
     let lg = logits(c, 2, 3, &vals, false);
     let e = g.score(&lg, &plan(&[Method::Heat], &big, 1.0, 1.0)).unwrap_err();
     assert!(format!("{e:#}").contains("at most"), "{e:#}");
-    check(&mut g, &lg, &plan(&[Method::MaxLogit, Method::Msp, Method::Energy, Method::Sml], &big, 1.0, 1.0), "C=300");
+    check(
+        &mut g,
+        &lg,
+        &plan(
+            &[Method::MaxLogit, Method::Msp, Method::Energy, Method::Sml],
+            &big,
+            1.0,
+            1.0,
+        ),
+        "C=300",
+    );
     // and the scorer is still usable afterwards
-    check(&mut g, &logits(3, 4, 4, &make_values(3, 4, 4, 1, Kind::Realistic), true), &plan(&ALL, &cal, 1.0, 1.0), "after errors");
+    check(
+        &mut g,
+        &logits(3, 4, 4, &make_values(3, 4, 4, 1, Kind::Realistic), true),
+        &plan(&ALL, &cal, 1.0, 1.0),
+        "after errors",
+    );
     // empty image
-    let empty = Logits { c: 3, h: 0, w: 5, data: LogitData::F32(vec![]) };
+    let empty = Logits {
+        c: 3,
+        h: 0,
+        w: 5,
+        data: LogitData::F32(vec![]),
+    };
     let out = g.score(&empty, &plan(&ALL, &cal, 1.0, 1.0)).unwrap();
     assert!(out.maps.iter().all(|m| m.is_empty()) && out.maps.len() == 5);
 }
 
 #[test]
-#[ignore]
-fn zz_timing() {
+fn f16_subnormal_logits_are_decoded_exactly() {
     let Some(mut g) = gpu() else { return };
-    let c: usize = std::env::var("TC").map(|v| v.parse().unwrap()).unwrap_or(19);
-    let cal = calibration(c, 3);
-    let (h, w) = (256, 512);
-    let vals = make_values(c, h, w, 42, Kind::Realistic);
-    for methods in [&ALL[..], &ALL[..4], &[Method::Heat][..], &[Method::MaxLogit][..]] {
-        for half in [true, false] {
-            let lg = logits(c, h, w, &vals, half);
-            let p = plan(methods, &cal, 1.0, 1.0);
-            g.score(&lg, &p).unwrap();
-            let cpu = || {
-                let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-                let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
-                (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-            };
-            let mut best = f64::INFINITY;
-            let c0 = cpu();
-            for _ in 0..9 {
-                let t = std::time::Instant::now();
-                g.score(&lg, &p).unwrap();
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            let cput = (cpu() - c0) / 9.0;
-            eprintln!("{:?} {} wall(min) {:.2} ms  cpu(avg) {:.1} ms", methods.iter().map(|m| m.id()).collect::<Vec<_>>(), lg.dtype(), best * 1e3, cput * 1e3);
-        }
+    // binary16 subnormals (|x| < 2^-14) and the smallest normals: a driver
+    // that flushed them would be off by up to 6e-5 in max_logit.
+    let (c, h, w) = (3usize, 5usize, 7usize);
+    let n = h * w;
+    let mut r = Rng(77);
+    let mut vals = vec![0f32; c * n];
+    for v in vals.iter_mut() {
+        let bits = (1 + r.below(0x03ff) as u16) | if r.below(2) == 1 { 0x8000 } else { 0 };
+        *v = f16::from_bits(bits).to_f32();
     }
+    let cal = calibration(c, 9);
+    let lg = logits(c, h, w, &vals, true);
+    let p = plan(&[Method::MaxLogit, Method::Msp, Method::Energy], &cal, 1.0, 1.0);
+    check(&mut g, &lg, &p, "f16 subnormals");
+    let out = g.score(&lg, &plan(&[Method::MaxLogit], &cal, 1.0, 1.0)).unwrap();
+    let cpu = CpuScorer
+        .score(&lg, &plan(&[Method::MaxLogit], &cal, 1.0, 1.0))
+        .unwrap();
+    assert_eq!(out.maps[0], cpu.maps[0], "max_logit of f16 subnormals must be exact");
 }

@@ -114,6 +114,9 @@ struct Sums {
     sx: Vec<f64>,
     sxx: Vec<f64>,
     full: bool,
+    /// Subtracted from every logit vector before the sums (empty until the
+    /// first in-distribution pixel is seen).
+    shift: Vec<f64>,
 }
 
 impl Sums {
@@ -125,6 +128,7 @@ impl Sums {
             sx: if full { vec![0.0; c * c] } else { vec![] },
             sxx: if full { vec![0.0; c * c] } else { vec![] },
             full,
+            shift: vec![],
         }
     }
     fn merge(&mut self, o: &Sums) {
@@ -157,6 +161,15 @@ impl Calibration {
             if t.c != c {
                 bail!("calibration images disagree on the class count ({} vs {c})", t.c);
             }
+            // Logit sums are taken around a shift (the first in-distribution
+            // pixel) so a large common offset does not cancel in Σxxᵀ − nμμᵀ.
+            if t.shift.is_empty()
+                && let Some(p) = lab.iter().position(|&l| l == label::NORMAL)
+            {
+                t.shift = vec![0.0; c];
+                lg.pixel(p, &mut t.shift);
+            }
+            let shift = &t.shift;
             let parts: Vec<Sums> = (0..lg.pixels().div_ceil(CHUNK))
                 .into_par_iter()
                 .map(|ci| {
@@ -172,6 +185,9 @@ impl Calibration {
                         s.n[k] += 1;
                         s.sm[k].push(m);
                         if s.full {
+                            for (zi, sh) in z.iter_mut().zip(shift) {
+                                *zi -= sh;
+                            }
                             for i in 0..c {
                                 s.sx[k * c + i] += z[i];
                                 for j in 0..=i {
@@ -259,6 +275,12 @@ impl Calibration {
                     v /= npix as f64;
                     cov[i * c + j] = v;
                     cov[j * c + i] = v;
+                }
+            }
+            // back from the shifted frame (the covariance is shift-invariant)
+            for ki in 0..classes.len() {
+                for i in 0..c {
+                    mu[ki * c + i] += s.shift[i];
                 }
             }
             let mean_var = (0..c).map(|i| cov[i * c + i]).sum::<f64>() / c as f64;

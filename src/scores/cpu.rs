@@ -167,9 +167,20 @@ impl Scorer for CpuScorer {
                 cal.sml.mean.len(),
                 logits.c
             );
+            if plan.methods.contains(&Method::Heat) {
+                let h = &cal.heat;
+                anyhow::ensure!(
+                    h.c == logits.c && h.k >= 1 && h.whiten.len() == h.c * h.c && h.centers.len() == h.k * h.c,
+                    "HEAT requested but the calibration has no fitted Gaussian for {} classes",
+                    logits.c
+                );
+            }
         }
         let n = logits.pixels();
         let nm = plan.methods.len();
+        if nm == 0 {
+            return Ok(ScoreMaps { h: logits.h, w: logits.w, maps: vec![] });
+        }
         // pixel-major interleaved buffer, then split per method
         let mut inter = vec![0f32; n * nm];
         inter

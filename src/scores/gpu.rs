@@ -5,8 +5,13 @@
 //! - [`GpuContext`] owns the adapter, device, queue, bind-group layout and the
 //!   compiled pipelines; it is created once per run and reused for every
 //!   image. Pipelines are specialised (WGSL `override`s) by logit dtype, by
-//!   whether HEAT is compiled in (and the size of its private array) and by
-//!   the number of distinct softmax temperatures, and cached.
+//!   whether HEAT is compiled in (and the size of its private array), by the
+//!   number of distinct softmax temperatures and by C (constant loop bounds
+//!   unroll), and cached: a sweep over one model compiles one or two.
+//! - Calibration statistics live in one `aux` buffer, uploaded only when
+//!   they change. HEAT's whitening matrix (lower triangle, packed) and
+//!   centers are read through a uniform-buffer view of it when they fit
+//!   (64 KiB: up to about C = 100), else as a storage buffer.
 //! - Logits are class-major `[C, H, W]`, so a pixel tile `[p0, p1)` is C
 //!   strided rows. Each tile is packed into a compact `[C, tile]` staging
 //!   buffer (C memcpys into one mapped buffer, one GPU copy), sized so that
@@ -105,7 +110,11 @@ impl fmt::Display for AdapterSummary {
             self.backend,
             device_type_name(self.device_type),
             if self.driver.is_empty() { "?" } else { &self.driver },
-            if self.driver_info.is_empty() { String::new() } else { format!(" ({})", self.driver_info) },
+            if self.driver_info.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.driver_info)
+            },
             mib(self.max_storage_buffer_binding_size),
             mib(self.max_buffer_size),
             self.max_compute_workgroups_per_dimension,
@@ -196,7 +205,9 @@ pub struct GpuContext {
 
 impl fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GpuContext").field("adapter", &self.info.name).finish_non_exhaustive()
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -231,7 +242,11 @@ impl GpuContext {
             "{}: workgroups of {WG} invocations are not supported",
             info.name
         );
-        ensure!(al.max_storage_buffers_per_shader_stage >= 3, "{}: too few storage buffers per stage", info.name);
+        ensure!(
+            al.max_storage_buffers_per_shader_stage >= 3,
+            "{}: too few storage buffers per stage",
+            info.name
+        );
         let mut req = wgpu::Limits::downlevel_defaults();
         req.max_storage_buffer_binding_size = al.max_storage_buffer_binding_size;
         req.max_buffer_size = al.max_buffer_size;
@@ -320,7 +335,13 @@ impl GpuContext {
         // Compile the common variant now so a broken driver fails here, at
         // adapter selection, not in the middle of a sweep.
         let mut ctx = ctx;
-        ctx.pipeline(PipelineKey { f16: false, heat_cap: 0, nt: 1, ncls: 0, aux_ubo: false })?;
+        ctx.pipeline(PipelineKey {
+            f16: false,
+            heat_cap: 0,
+            nt: 1,
+            ncls: 0,
+            aux_ubo: false,
+        })?;
         Ok(ctx)
     }
 
@@ -347,7 +368,12 @@ impl GpuContext {
 
     /// "adapter name (backend, device type)".
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {})", self.info.name, self.info.backend, device_type_name(self.info.device_type))
+        format!(
+            "{} ({:?}, {})",
+            self.info.name,
+            self.info.backend,
+            device_type_name(self.info.device_type)
+        )
     }
 
     /// Device errors collected since the last check, as one `Err`.
@@ -363,7 +389,13 @@ impl GpuContext {
 
     fn pipeline(&mut self, key: PipelineKey) -> Result<&wgpu::ComputePipeline> {
         if !self.pipelines.contains_key(&key) {
-            let PipelineKey { f16, heat_cap, nt, ncls, aux_ubo } = key;
+            let PipelineKey {
+                f16,
+                heat_cap,
+                nt,
+                ncls,
+                aux_ubo,
+            } = key;
             let cap = if heat_cap == 0 { 4 } else { heat_cap };
             if !self.modules.contains_key(&cap) {
                 ensure!(
@@ -444,6 +476,7 @@ fn split(x: f64) -> (f32, f32) {
 }
 
 /// Everything derived from a plan and the image's class count.
+#[derive(Debug)]
 struct Prepared {
     params: Params,
     aux: Vec<f32>,
@@ -470,7 +503,11 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
         row_of.push(rows_slot[s] as usize);
     }
     let wants = |m: Method| mask & (1 << m.slot()) != 0;
-    let mut p = Params { c: c as u32, mask, ..Default::default() };
+    let mut p = Params {
+        c: c as u32,
+        mask,
+        ..Default::default()
+    };
     for (s, r) in rows_slot.iter().enumerate() {
         p.rows[s] = if *r == u32::MAX { 0 } else { *r };
     }
@@ -478,9 +515,15 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
     // Distinct temperatures that need a Σ exp.
     let mut temps: Vec<f64> = Vec::new();
     let mut temp_index = |t: f64, what: &str| -> Result<u32> {
-        ensure!(t.is_finite() && t > 0.0, "{what} temperature must be finite and > 0 (got {t})");
+        ensure!(
+            t.is_finite() && t > 0.0,
+            "{what} temperature must be finite and > 0 (got {t})"
+        );
         let inv = (1.0 / t) as f32;
-        ensure!(inv.is_finite() && inv > 0.0 && (t as f32).is_finite(), "{what} temperature {t} is outside the f32 range");
+        ensure!(
+            inv.is_finite() && inv > 0.0 && (t as f32).is_finite(),
+            "{what} temperature {t} is outside the f32 range"
+        );
         if let Some(i) = temps.iter().position(|&x| x == t) {
             return Ok(i as u32);
         }
@@ -503,7 +546,11 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
 
     let mut aux: Vec<f32> = Vec::new();
     let cal = if wants(Method::Sml) || wants(Method::Heat) {
-        Some(plan.calibration.as_ref().context("SML/HEAT requested without calibration statistics")?)
+        Some(
+            plan.calibration
+                .as_ref()
+                .context("SML/HEAT requested without calibration statistics")?,
+        )
     } else {
         None
     };
@@ -517,7 +564,12 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
         for k in 0..c {
             let (hi, lo) = split(s.mean[k]);
             let sd = s.std[k] as f32;
-            ensure!(hi.is_finite() && sd.is_finite() && sd > 0.0, "SML statistics of class {k} are not usable in f32 (mean {}, std {})", s.mean[k], s.std[k]);
+            ensure!(
+                hi.is_finite() && sd.is_finite() && sd > 0.0,
+                "SML statistics of class {k} are not usable in f32 (mean {}, std {})",
+                s.mean[k],
+                s.std[k]
+            );
             aux.extend([hi, lo, sd, 0.0]);
         }
     }
@@ -533,39 +585,42 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
             c <= MAX_HEAT_CLASSES,
             "HEAT on the GPU supports at most {MAX_HEAT_CLASSES} classes (logits have {c}); use --device cpu"
         );
-        key_heat = [32u32, 64, 128, 256].into_iter().find(|&cap| c <= cap as usize).unwrap_or(256);
+        key_heat = [32u32, 64, 128, 256]
+            .into_iter()
+            .find(|&cap| c <= cap as usize)
+            .unwrap_or(256);
         p.k = h.k as u32;
-        // rows of W (lower triangle only) and of the centers, zero-padded
-        // to whole vec4s
-        let c4 = c.div_ceil(4) * 4;
-        p.off_w = (aux.len() / 4) as u32;
+        // the lower triangle of W packed row by row, then the centers
+        p.off_w = aux.len() as u32;
         for i in 0..c {
-            let row = aux.len();
             aux.extend(h.whiten[i * c..=i * c + i].iter().map(|&v| v as f32));
-            aux.resize(row + c4, 0.0);
         }
-        p.off_ctr = (aux.len() / 4) as u32;
-        for k in 0..h.k {
-            let row = aux.len();
-            aux.extend(h.centers[k * c..(k + 1) * c].iter().map(|&v| v as f32));
-            aux.resize(row + c4, 0.0);
-        }
+        p.off_ctr = aux.len() as u32;
+        aux.extend(h.centers.iter().map(|&v| v as f32));
         (p.el_mean_hi, p.el_mean_lo) = split(h.el_mean);
         (p.gmm_mean_hi, p.gmm_mean_lo) = split(h.gmm_mean);
         p.el_std = h.el_std as f32;
         p.gmm_std = h.gmm_std as f32;
         ensure!(
             aux.iter().all(|v| v.is_finite())
-                && [p.el_mean_hi, p.el_std, p.gmm_mean_hi, p.gmm_std].iter().all(|v| v.is_finite())
+                && [p.el_mean_hi, p.el_std, p.gmm_mean_hi, p.gmm_std]
+                    .iter()
+                    .all(|v| v.is_finite())
                 && p.el_std > 0.0
                 && p.gmm_std > 0.0,
             "HEAT parameters are not finite in f32"
         );
     }
-    if aux.is_empty() {
-        aux.resize(4, 0.0);
-    }
-    Ok(Prepared { params: p, aux, key_heat, nt: temps.len() as u32, row_of, rows })
+    // whole vec4s for the uniform view
+    aux.resize(aux.len().div_ceil(4).max(1) * 4, 0.0);
+    Ok(Prepared {
+        params: p,
+        aux,
+        key_heat,
+        nt: temps.len() as u32,
+        row_of,
+        rows,
+    })
 }
 
 /// One in-flight tile.
@@ -604,7 +659,9 @@ pub struct GpuScorer {
 
 impl fmt::Debug for GpuScorer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GpuScorer").field("device", &self.ctx.describe()).finish_non_exhaustive()
+        f.debug_struct("GpuScorer")
+            .field("device", &self.ctx.describe())
+            .finish_non_exhaustive()
     }
 }
 
@@ -618,7 +675,14 @@ impl GpuScorer {
     pub fn from_context(ctx: GpuContext) -> GpuScorer {
         let l = ctx.limits();
         let max_binding = l.max_storage_buffer_binding_size.min(l.max_buffer_size).min(1 << 31);
-        GpuScorer { ctx, slots: Vec::new(), aux: None, aux_gen: 0, max_binding, tile_bytes: DEFAULT_TILE_BYTES }
+        GpuScorer {
+            ctx,
+            slots: Vec::new(),
+            aux: None,
+            aux_gen: 0,
+            max_binding,
+            tile_bytes: DEFAULT_TILE_BYTES,
+        }
     }
 
     /// Test hook: pretend the adapter's largest binding is `bytes` (≥ 16),
@@ -645,12 +709,9 @@ impl GpuScorer {
     }
 
     fn upload_aux(&mut self, aux: &[f32]) {
-        if let Some((buf, cur)) = &self.aux
-            && cur.len() == aux.len()
-            && cur.iter().zip(aux).all(|(a, b)| a.to_bits() == b.to_bits())
-        {
-            let _ = buf;
-            return;
+        let bits = |v: &[f32]| bytemuck::cast_slice::<f32, u32>(v).to_vec();
+        if matches!(&self.aux, Some((_, cur)) if bits(cur) == bits(aux)) {
+            return; // same calibration as the previous image
         }
         let bytes = (aux.len() * 4) as u64;
         let reuse = matches!(&self.aux, Some((buf, _)) if buf.size() >= bytes);
@@ -672,25 +733,44 @@ impl GpuScorer {
     /// Make slot `s` hold at least `in_bytes` of logits and `out_bytes` of scores.
     fn ensure_slot(&mut self, s: usize, in_bytes: u64, out_bytes: u64) {
         let dev = &self.ctx.device;
-        let fits = self.slots.get(s).is_some_and(|sl| {
-            sl.input.size() >= in_bytes && sl.output.size() >= out_bytes && sl.staging_mapped
-        });
+        let fits = self
+            .slots
+            .get(s)
+            .is_some_and(|sl| sl.input.size() >= in_bytes && sl.output.size() >= out_bytes && sl.staging_mapped);
         let aux_buf = &self.aux.as_ref().expect("aux uploaded first").0;
         if !fits {
-            let grow = |need: u64, old: Option<u64>| need.max(old.unwrap_or(0)).min(self.max_binding).max(need);
+            // grow only (both sizes are within max_binding by construction)
             let old = self.slots.get(s);
-            let in_sz = grow(in_bytes, old.map(|o| o.input.size()));
-            let out_sz = grow(out_bytes, old.map(|o| o.output.size()));
+            let in_sz = in_bytes.max(old.map_or(0, |o| o.input.size()));
+            let out_sz = out_bytes.max(old.map_or(0, |o| o.output.size()));
             let buf = |label, size, usage, mapped| {
-                dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: mapped })
+                dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage,
+                    mapped_at_creation: mapped,
+                })
             };
             use wgpu::BufferUsages as U;
             let staging = buf("scores staging", in_sz, U::MAP_WRITE | U::COPY_SRC, true);
             let input = buf("scores logits", in_sz, U::STORAGE | U::COPY_DST, false);
             let output = buf("scores out", out_sz, U::STORAGE | U::COPY_SRC, false);
             let readback = buf("scores readback", out_sz, U::MAP_READ | U::COPY_DST, false);
-            let params = buf("scores params", std::mem::size_of::<Params>() as u64, U::UNIFORM | U::COPY_DST, false);
-            let bind = make_bind(dev, &self.ctx.layout, &params, &input, aux_buf, &output, self.ctx.ubo_bytes);
+            let params = buf(
+                "scores params",
+                std::mem::size_of::<Params>() as u64,
+                U::UNIFORM | U::COPY_DST,
+                false,
+            );
+            let bind = make_bind(
+                dev,
+                &self.ctx.layout,
+                &params,
+                &input,
+                aux_buf,
+                &output,
+                self.ctx.ubo_bytes,
+            );
             let slot = Slot {
                 staging,
                 staging_mapped: true,
@@ -709,7 +789,15 @@ impl GpuScorer {
             }
         } else if self.slots[s].bind_aux_gen != self.aux_gen {
             let sl = &mut self.slots[s];
-            sl.bind = make_bind(dev, &self.ctx.layout, &sl.params, &sl.input, aux_buf, &sl.output, self.ctx.ubo_bytes);
+            sl.bind = make_bind(
+                dev,
+                &self.ctx.layout,
+                &sl.params,
+                &sl.input,
+                aux_buf,
+                &sl.output,
+                self.ctx.ubo_bytes,
+            );
             sl.bind_aux_gen = self.aux_gen;
         }
     }
@@ -721,7 +809,10 @@ impl GpuScorer {
         };
         self.ctx
             .device
-            .poll(wgpu::PollType::Wait { submission_index: Some(p.submission), timeout: None })
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(p.submission),
+                timeout: None,
+            })
             .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
         self.ctx.take_error()?;
         let sl = &mut self.slots[s];
@@ -761,12 +852,12 @@ impl GpuScorer {
         };
         let eb = if f16 { 2usize } else { 4 };
         ensure!(
-            bytes.len() == c * n * eb,
+            c.checked_mul(n).and_then(|v| v.checked_mul(eb)) == Some(bytes.len()),
             "logits hold {} values but C×H×W = {c}×{}×{} = {}",
             bytes.len() / eb,
             logits.h,
             logits.w,
-            c * n
+            c as u128 * n as u128
         );
         let prep = prepare(plan, c)?;
         if n == 0 || prep.rows == 0 {
@@ -776,12 +867,13 @@ impl GpuScorer {
             f16,
             heat_cap: prep.key_heat,
             nt: prep.nt,
-            ncls: if std::env::var("NCLS").is_ok() { c as u32 } else { 0 },
-            aux_ubo: prep.key_heat > 0 && (prep.aux.len() * 4) as u64 <= self.ctx.ubo_bytes && std::env::var("NOUBO").is_err(),
+            // C baked in: constant loop bounds let the driver unroll the
+            // class loops (and keep HEAT's array in registers for small C).
+            // One model has one C, so this adds no variants in a sweep.
+            ncls: c as u32,
+            aux_ubo: prep.key_heat > 0 && (prep.aux.len() * 4) as u64 <= self.ctx.ubo_bytes,
         };
-        let t0 = std::time::Instant::now();
         self.ctx.pipeline(key)?;
-        if std::env::var("NCLS_T").is_ok() { eprintln!("pipeline {:?}: {:?}", key, t0.elapsed()); }
         self.upload_aux(&prep.aux);
 
         // Tile size: logits and scores of a tile each fit one binding.
@@ -841,10 +933,16 @@ impl GpuScorer {
             params.row_x = gx * WG;
             self.ctx.queue.write_buffer(&sl.params, 0, bytemuck::bytes_of(&params));
 
-            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("scores") });
+            let mut enc = self
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("scores") });
             enc.copy_buffer_to_buffer(&sl.staging, 0, &sl.input, 0, in_bytes);
             {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("scores"), timestamp_writes: None });
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("scores"),
+                    timestamp_writes: None,
+                });
                 pass.set_pipeline(&pipeline);
                 pass.set_bind_group(0, &sl.bind, &[]);
                 pass.dispatch_workgroups(gx, gy, 1);
@@ -856,10 +954,19 @@ impl GpuScorer {
                 let _ = tx_s.send(r);
             });
             let (tx_r, read) = channel();
-            sl.readback.slice(0..out_bytes).map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx_r.send(r);
+            sl.readback
+                .slice(0..out_bytes)
+                .map_async(wgpu::MapMode::Read, move |r| {
+                    let _ = tx_r.send(r);
+                });
+            sl.pending = Some(Pending {
+                p0,
+                len,
+                out_bytes,
+                submission,
+                staged,
+                read,
             });
-            sl.pending = Some(Pending { p0, len, out_bytes, submission, staged, read });
             self.ctx.take_error()?;
             p0 += len;
             t += 1;
@@ -875,7 +982,6 @@ impl GpuScorer {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn make_bind(
     dev: &wgpu::Device,
     layout: &wgpu::BindGroupLayout,
@@ -889,10 +995,22 @@ fn make_bind(
         label: Some("scores"),
         layout,
         entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 1, resource: input.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 2, resource: aux.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 3, resource: output.as_entire_binding() },
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: params.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: input.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: aux.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 3,
+                resource: output.as_entire_binding(),
+            },
             wgpu::BindGroupEntry {
                 binding: 4,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -920,6 +1038,136 @@ impl Scorer for GpuScorer {
             let _ = self.ctx.take_error();
             return Err(e);
         }
-        Ok(ScoreMaps { h: logits.h, w: logits.w, maps })
+        Ok(ScoreMaps {
+            h: logits.h,
+            w: logits.w,
+            maps,
+        })
+    }
+}
+
+// A GpuScorer may be handed to another thread (Box<dyn Scorer> in a worker).
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<GpuScorer>();
+};
+
+#[cfg(test)]
+mod tests {
+    //! Host-side planning; the shader itself is tested in tests/gpu_parity.rs.
+    use super::*;
+    use crate::scores::{Calibration, HeatParams, SmlStats};
+
+    fn cal(c: usize, k: usize) -> Calibration {
+        Calibration {
+            split: "calibration".into(),
+            leakage: false,
+            pixels: 10,
+            sml: SmlStats {
+                mean: vec![1.0 + 1e-9; c],
+                std: vec![2.0; c],
+                count: vec![5; c],
+                pooled_fallback: vec![],
+            },
+            heat: HeatParams {
+                c,
+                k,
+                classes: (0..k).collect(),
+                whiten: (0..c * c).map(|i| i as f64).collect(),
+                centers: vec![0.5; k * c],
+                ridge: 1e-6,
+                el_mean: -3.0,
+                el_std: 0.5,
+                gmm_mean: 7.0,
+                gmm_std: 2.0,
+            },
+            warnings: vec![],
+        }
+    }
+
+    fn plan(methods: &[Method], t_msp: f64, t_en: f64, c: usize) -> ScorePlan {
+        ScorePlan {
+            methods: methods.to_vec(),
+            msp_temperature: t_msp,
+            energy_temperature: t_en,
+            calibration: Some(cal(c, 2)),
+        }
+    }
+
+    #[test]
+    fn rows_follow_plan_order_and_share_duplicates() {
+        let p = prepare(
+            &plan(
+                &[Method::Heat, Method::MaxLogit, Method::Heat, Method::Msp],
+                1.0,
+                1.0,
+                3,
+            ),
+            3,
+        )
+        .unwrap();
+        assert_eq!(p.rows, 3);
+        assert_eq!(p.row_of, vec![0, 1, 0, 2]);
+        assert_eq!(p.params.rows[Method::Heat.slot()], 0);
+        assert_eq!(p.params.rows[Method::MaxLogit.slot()], 1);
+        assert_eq!(p.params.rows[Method::Msp.slot()], 2);
+        assert_eq!(
+            p.params.mask,
+            (1 << Method::Heat.slot()) | (1 << Method::MaxLogit.slot()) | (1 << Method::Msp.slot())
+        );
+        assert_eq!(p.key_heat, 32);
+    }
+
+    #[test]
+    fn temperatures_are_shared_when_equal() {
+        let all = [Method::Msp, Method::Energy, Method::Heat];
+        assert_eq!(prepare(&plan(&all, 1.0, 1.0, 3), 3).unwrap().nt, 1);
+        assert_eq!(prepare(&plan(&all, 2.0, 2.0, 3), 3).unwrap().nt, 2);
+        let p = prepare(&plan(&all, 0.5, 2.0, 3), 3).unwrap();
+        assert_eq!(p.nt, 3);
+        assert_eq!(p.params.inv_t, [2.0, 0.5, 1.0]);
+        assert_eq!((p.params.msp_ti, p.params.en_ti, p.params.el_ti), (0, 1, 2));
+        assert_eq!(
+            prepare(&plan(&[Method::MaxLogit, Method::Sml], 0.5, 2.0, 3), 3)
+                .unwrap()
+                .nt,
+            0
+        );
+    }
+
+    #[test]
+    fn aux_layout_packs_the_lower_triangle() {
+        let c = 3;
+        let p = prepare(&plan(&[Method::Sml, Method::Heat], 1.0, 1.0, c), c).unwrap();
+        // SML: (mean_hi, mean_lo, std, 0) per class, mean split exactly
+        let (hi, lo) = (p.aux[0] as f64, p.aux[1] as f64);
+        assert_eq!(hi + lo, 1.0 + 1e-9);
+        assert_eq!(p.aux[2], 2.0);
+        assert_eq!(p.params.off_w, 4 * c as u32);
+        let w = &p.aux[p.params.off_w as usize..p.params.off_ctr as usize];
+        assert_eq!(w, &[0.0, 3.0, 4.0, 6.0, 7.0, 8.0]); // rows of W[i][0..=i], W = 0..9
+        assert_eq!(p.aux.len() % 4, 0);
+        assert!(p.aux[p.params.off_ctr as usize..][..2 * c].iter().all(|&v| v == 0.5));
+    }
+
+    #[test]
+    fn bad_plans_are_errors() {
+        assert!(prepare(&plan(&[Method::Msp], 0.0, 1.0, 3), 3).is_err());
+        assert!(prepare(&plan(&[Method::Energy], 1.0, f64::NAN, 3), 3).is_err());
+        assert!(prepare(&plan(&[Method::Sml], 1.0, 1.0, 3), 4).is_err());
+        let mut p = plan(&[Method::Heat], 1.0, 1.0, 3);
+        p.calibration.as_mut().unwrap().heat.whiten.clear();
+        assert!(prepare(&p, 3).is_err());
+        let big = MAX_HEAT_CLASSES + 1;
+        let e = prepare(&plan(&[Method::Heat], 1.0, 1.0, big), big).unwrap_err();
+        assert!(e.to_string().contains("at most"), "{e}");
+        let p = ScorePlan {
+            methods: vec![Method::Sml],
+            msp_temperature: 1.0,
+            energy_temperature: 1.0,
+            calibration: None,
+        };
+        assert!(prepare(&p, 3).is_err());
+        assert!(prepare(&plan(&[Method::MaxLogit], 1.0, 1.0, 3), 0).is_err());
     }
 }
