@@ -68,9 +68,32 @@ pub fn make_scorer(device: Device) -> Result<(Box<dyn Scorer>, &'static str)> {
 
 /// Read one image's mask and logits (into `buf`'s allocation when given) and
 /// check they describe the same pixels.
-fn load(split: &Split, model: &str, i: usize, lm: &LabelMap, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
+/// SHA-256 of every input file read, for manifest.json (each file hashed
+/// once, on the reader thread, from the page cache).
+#[derive(Default)]
+pub struct Checksums(std::sync::Mutex<std::collections::BTreeMap<String, String>>);
+
+impl Checksums {
+    fn add(&self, p: &std::path::Path) -> Result<()> {
+        let k = p.display().to_string();
+        if self.0.lock().unwrap().contains_key(&k) {
+            return Ok(());
+        }
+        let bytes = std::fs::read(p).with_context(|| format!("{k}: cannot read"))?;
+        let h = sha256_hex(&bytes);
+        self.0.lock().unwrap().insert(k, h);
+        Ok(())
+    }
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.0.lock().unwrap()).unwrap_or_default()
+    }
+}
+
+fn load(split: &Split, model: &str, i: usize, lm: &LabelMap, buf: Option<Logits>, sums: &Checksums) -> Result<(Logits, Vec<u8>)> {
     let mask = read_mask(&split.labels[i])?;
     let lp = split.logits_path(model, &split.stems[i])?;
+    sums.add(&split.labels[i])?;
+    sums.add(&lp)?;
     let lg = match buf {
         Some(mut b) => {
             read_logits_into(&lp, &mut b)?;
@@ -99,6 +122,7 @@ fn for_each_image(
     split: &Split,
     model: &str,
     lm: &LabelMap,
+    sums: &Checksums,
     mut f: impl FnMut(usize, &Logits, Vec<u8>) -> Result<()>,
 ) -> Result<()> {
     std::thread::scope(|s| {
@@ -106,7 +130,7 @@ fn for_each_image(
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Logits>();
         s.spawn(move || {
             for i in 0..split.stems.len() {
-                let r = load(split, model, i, lm, free_rx.try_recv().ok());
+                let r = load(split, model, i, lm, free_rx.try_recv().ok(), sums);
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     break;
@@ -151,6 +175,7 @@ fn eval_split(
     plan: &ScorePlan,
     probes: Vec<Vec<f32>>,
     opts: &SplitOpts,
+    sums: &Checksums,
     bar: &ProgressBar,
 ) -> Result<SplitEval> {
     let nm = plan.methods.len();
@@ -169,7 +194,7 @@ fn eval_split(
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
 
     // pass 1: positives, probe thresholds, image scores
-    for_each_image(split, model, lm, |i, lg, lab| {
+    for_each_image(split, model, lm, sums, |i, lg, lab| {
         dtype = lg.dtype();
         let maps = scorer.score(lg, plan).with_context(|| ctx(i))?;
         void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
@@ -229,7 +254,7 @@ fn eval_split(
     };
     match &cache {
         Some(c) => c.iter().for_each(|(maps, lab)| pass2(maps, lab)),
-        None => for_each_image(split, model, lm, |i, lg, lab| {
+        None => for_each_image(split, model, lm, sums, |i, lg, lab| {
             pass2(&scorer.score(lg, plan).with_context(|| ctx(i))?, &lab);
             Ok(())
         })?,
@@ -463,6 +488,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     };
 
     let mut warnings = Vec::new();
+    let sums = Checksums::default();
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let mut timings = serde_json::Map::new();
     let mut curves = Vec::new();
@@ -477,7 +503,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                 None => (test, true),
             };
             let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| {
-                for_each_image(split, &mc.id, &lm, |_, lg, lab| {
+                for_each_image(split, &mc.id, &lm, &sums, |_, lg, lab| {
                     bar.inc(1);
                     f(lg, &lab)
                 })
@@ -527,7 +553,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             topk: cfg.metrics.image_topk as usize,
         };
         let val_eval = match val {
-            Some(v) => Some(eval_split(v, &mc.id, &lm, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &sopts, &bar)?),
+            Some(v) => Some(eval_split(v, &mc.id, &lm, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &sopts, &sums, &bar)?),
             None => None,
         };
         let chosen: Vec<_> = match &val_eval {
@@ -539,7 +565,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             // components at the val-F1-optimal threshold (never a test-chosen one)
             sopts.components = chosen.iter().map(|ch| ch.first().and_then(|x| x.2).map(|o| track(o.threshold as f32))).collect();
         }
-        let te = eval_split(test, &mc.id, &lm, scorer.as_mut(), &plan, probes, &sopts, &bar)?;
+        let te = eval_split(test, &mc.id, &lm, scorer.as_mut(), &plan, probes, &sopts, &sums, &bar)?;
         let boots = match (&te.cache, cfg.metrics.bootstrap) {
             (_, 0) => None,
             (Some(c), b) => Some(bootstrap(c, methods.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
@@ -696,6 +722,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         "threads": rayon::current_num_threads(),
         "timings_s": { "total": t0.elapsed().as_secs_f64(), "per_model": timings },
         "warnings": warnings,
+        "inputs_sha256": sums.to_json(),
     });
     let drift = serde_json::json!({ "format": "bench-drift/1", "cells": drift_hists });
     Ok(RunOutput { results, manifest, curves, drift })
