@@ -86,6 +86,9 @@ enum Cmd {
         width: Option<usize>,
         #[arg(long)]
         classes: Option<usize>,
+        /// Number of anomaly types (mask values 1..=N), for failure-mode breakdowns.
+        #[arg(long)]
+        anomaly_types: Option<u8>,
     },
     /// List the adapters wgpu sees.
     Devices,
@@ -146,7 +149,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &t));
             Ok(0)
         }
-        Cmd::Synth { out, images, splits, models, height, width, classes } => {
+        Cmd::Synth { out, images, splits, models, height, width, classes, anomaly_types } => {
             let mut spec = bench::synth::SynthSpec::demo();
             if let Some(n) = images {
                 spec.splits = vec![("calibration".into(), n.div_ceil(3).max(1)), ("val".into(), n), ("test".into(), n)];
@@ -181,6 +184,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             spec.height = height.unwrap_or(spec.height);
             spec.width = width.unwrap_or(spec.width);
             spec.classes = classes.unwrap_or(spec.classes);
+            spec.anomaly_types = anomaly_types.unwrap_or(spec.anomaly_types);
             bench::synth::generate(&out, &spec)?;
             eprintln!("wrote {}", out.display());
             Ok(0)

@@ -296,3 +296,43 @@ fn gpu_sweep_matches_cpu_sweep() {
     assert_eq!(o.status.code(), Some(0), "GPU and CPU sweeps differ:\n{}", stdout(&o));
     assert!(stdout(&o).contains("note: device: cpu → gpu"), "{}", stdout(&o));
 }
+
+#[test]
+fn honest_extras_bootstrap_failure_modes_regions_are_deterministic() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let o = bench(&["synth", "--out", "datasets/demo", "--anomaly-types", "2"], root);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = CONFIG.replace("anomaly = [1]", "anomaly = [1, 2]")
+        + "\n[metrics]\nbootstrap = 20\nbootstrap_seed = 7\nregions = true\ncomponent_track = \"obstacle\"\nimage_topk = 50\n";
+    std::fs::write(root.join("sweep.toml"), cfg).unwrap();
+    let o = bench(&["run", "sweep.toml"], root);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = std::fs::read(root.join("results/demo/results.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    let test_cells: Vec<&serde_json::Value> = r["cells"].as_array().unwrap().iter().filter(|c| c["split"] == "test").collect();
+    for c in &test_cells {
+        let b = &c["bootstrap"];
+        assert_eq!(b["samples"], 20, "{c}");
+        let (lo, hi, v) = (b["auroc"][0].as_f64().unwrap(), b["auroc"][1].as_f64().unwrap(), c["auroc"].as_f64().unwrap());
+        assert!(lo <= hi && lo <= v + 0.05 && v - 0.05 <= hi, "CI [{lo}, {hi}] far from {v}");
+        let a = c["aupro"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a));
+        assert!(c["regions"].as_u64().unwrap() > 0);
+        assert!(c["components"]["threshold_split"] == "val", "{c}");
+    }
+    // two anomaly types → per-type rows for every model × method
+    let fm = r["failure_modes"].as_array().unwrap();
+    assert_eq!(fm.len(), 2 * 5 * 2, "{fm:?}");
+    let types: std::collections::BTreeSet<u64> = fm.iter().map(|f| f["anomaly_value"].as_u64().unwrap()).collect();
+    assert_eq!(types.into_iter().collect::<Vec<_>>(), vec![1, 2]);
+    assert!(r["conventions"]["image_score"].as_str().unwrap().contains("top 50"));
+    let md = std::fs::read_to_string(root.join("results/demo/tables.md")).unwrap();
+    for h in ["## Failure modes by anomaly type", "## Region metrics", "percentile-bootstrap", "±"] {
+        assert!(md.contains(h), "missing {h}");
+    }
+    // the bootstrap and everything else reproduce byte for byte
+    let o = bench(&["run", "sweep.toml"], root);
+    assert!(o.status.success());
+    assert_eq!(first, std::fs::read(root.join("results/demo/results.json")).unwrap());
+}
