@@ -22,11 +22,19 @@ pub struct Config {
     pub name: String,
     /// Dataset folder (SPEC §3), relative to the current directory.
     pub dataset: PathBuf,
-    /// Mask values that are anomalies.
-    #[serde(default = "default_anomaly")]
+    /// Label convention by name (see [`PRESETS`]); explicit `anomaly` /
+    /// `ignore` override it.
+    #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(rename = "anomaly", default)]
+    anomaly_cfg: Option<Vec<u16>>,
+    #[serde(rename = "ignore", default)]
+    ignore_cfg: Option<Vec<u16>>,
+    /// Mask values that are anomalies (resolved: config, else preset, else `[1]`).
+    #[serde(skip)]
     pub anomaly: Vec<u16>,
-    /// Mask values that are void (ignored).
-    #[serde(default = "default_ignore")]
+    /// Mask values that are void (resolved: config, else preset, else `[255]`).
+    #[serde(skip)]
     pub ignore: Vec<u16>,
     /// Method ids, in column order.
     pub methods: Vec<String>,
@@ -50,12 +58,13 @@ pub struct Config {
     pub metrics: MetricsCfg,
 }
 
-fn default_anomaly() -> Vec<u16> {
-    vec![1]
-}
-fn default_ignore() -> Vec<u16> {
-    vec![255]
-}
+/// Label conventions of the public benchmarks: (name, anomaly, ignore, source).
+pub const PRESETS: [(&str, &[u16], &[u16], &str); 4] = [
+    ("streethazards", &[13], &[], "Hendrycks et al. 2022, CAOS StreetHazards: anomaly class 13, no void"),
+    ("smiyc", &[1], &[255], "Chan et al. 2021, SegmentMeIfYouCan: 0 normal, 1 anomaly, 255 void"),
+    ("fishyscapes", &[1], &[255], "Blum et al. 2021, Fishyscapes: 0 normal, 1 anomaly, 255 void"),
+    ("lostandfound", &[1], &[255], "Pinggera et al. 2016 as packaged by Fishyscapes: 0 normal, 1 anomaly, 255 void"),
+];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +205,15 @@ impl Config {
                 None => anyhow::anyhow!("{msg}"),
             }
         })?;
+        let mut cfg = cfg;
+        let preset = match &cfg.preset {
+            None => None,
+            Some(p) => Some(PRESETS.iter().find(|x| x.0 == p).ok_or_else(|| {
+                anyhow::anyhow!("`preset`: unknown {p:?} (known: {})", PRESETS.map(|x| x.0).join(", "))
+            })?),
+        };
+        cfg.anomaly = cfg.anomaly_cfg.clone().or(preset.map(|p| p.1.to_vec())).unwrap_or_else(|| vec![1]);
+        cfg.ignore = cfg.ignore_cfg.clone().or(preset.map(|p| p.2.to_vec())).unwrap_or_else(|| vec![255]);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -288,6 +306,16 @@ name = "A"
         assert_eq!(c.anomaly, vec![1]);
         assert_eq!(c.ignore, vec![255]);
         assert_eq!(c.metrics.fpr95, Fpr95Rule::First);
+    }
+
+    #[test]
+    fn presets_set_label_conventions_and_explicit_values_win() {
+        let c = Config::parse(&format!("preset = \"streethazards\"\n{MIN}")).unwrap();
+        assert_eq!((c.anomaly.clone(), c.ignore.clone()), (vec![13], vec![]));
+        let c = Config::parse(&format!("preset = \"streethazards\"\nignore = [0]\n{MIN}")).unwrap();
+        assert_eq!((c.anomaly.clone(), c.ignore.clone()), (vec![13], vec![0]));
+        let e = Config::parse(&format!("preset = \"cityscapes\"\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("preset") && e.contains("cityscapes"), "{e}");
     }
 
     #[test]
