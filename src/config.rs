@@ -49,7 +49,9 @@ pub struct Config {
     /// Parent folder of the results (default `results`).
     #[serde(default)]
     pub output: Option<PathBuf>,
-    /// Logits whose H×W differ from the mask: error (default).
+    /// Logits whose H×W differ from the mask: `"none"` (default: an
+    /// error), `"nearest"` or `"bilinear"` (upsample the logits to the mask,
+    /// as `F.interpolate(..., align_corners=False)`).
     #[serde(default)]
     pub resize: Option<String>,
     #[serde(default)]
@@ -252,14 +254,7 @@ impl Config {
                 bail!("`{k}` values are rates in [0, 1], got {v}");
             }
         }
-        if let Some(r) = &self.resize
-            && r != "none"
-        {
-            match r.as_str() {
-                "nearest" | "bilinear" => bail!("`resize = \"{r}\"` is not implemented yet; logits must have the mask's size"),
-                _ => bail!("`resize` must be \"none\", \"nearest\" or \"bilinear\", got {r:?}"),
-            }
-        }
+        crate::data::resize::Resize::parse(self.resize.as_deref())?;
         if self.method.sml.boundary_suppression || self.method.sml.dilated_smoothing {
             bail!("`method.sml.boundary_suppression` / `dilated_smoothing` are not implemented yet (plain SML only)");
         }

@@ -10,6 +10,7 @@
 
 use crate::config::{Config, Device};
 use crate::data::npy::read_logits_into;
+use crate::data::resize::{Resize, resize_logits};
 use crate::data::{Dataset, LabelMap, Logits, Split, label, read_logits, read_mask};
 use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
 use crate::metrics::region::{ComponentConfig, ComponentStats, aupro, region_weights};
@@ -89,7 +90,15 @@ impl Checksums {
     }
 }
 
-fn load(split: &Split, model: &str, i: usize, lm: &LabelMap, buf: Option<Logits>, sums: &Checksums) -> Result<(Logits, Vec<u8>)> {
+/// How input files are read: label convention, resizing, checksums.
+pub struct Inputs {
+    pub labels: LabelMap,
+    pub resize: Resize,
+    pub sums: Checksums,
+}
+
+fn load(split: &Split, model: &str, i: usize, inp: &Inputs, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
+    let (lm, sums, rs) = (&inp.labels, &inp.sums, inp.resize);
     let mask = read_mask(&split.labels[i])?;
     let lp = split.logits_path(model, &split.stems[i])?;
     sums.add(&split.labels[i])?;
@@ -101,9 +110,13 @@ fn load(split: &Split, model: &str, i: usize, lm: &LabelMap, buf: Option<Logits>
         }
         None => read_logits(&lp)?,
     };
+    if (lg.h, lg.w) != (mask.h, mask.w) && rs != Resize::None {
+        let up = resize_logits(&lg, mask.h, mask.w, rs).with_context(|| lp.display().to_string())?;
+        return Ok((up, lm.apply(&mask)));
+    }
     if (lg.h, lg.w) != (mask.h, mask.w) {
         bail!(
-            "{}: logits are {}×{} but the mask {} is {}×{} (resizing is not enabled)",
+            "{}: logits are {}×{} but the mask {} is {}×{} (set `resize = \"nearest\"` or `\"bilinear\"` to upsample)",
             lp.display(),
             lg.h,
             lg.w,
@@ -121,8 +134,7 @@ fn load(split: &Split, model: &str, i: usize, lm: &LabelMap, buf: Option<Logits>
 fn for_each_image(
     split: &Split,
     model: &str,
-    lm: &LabelMap,
-    sums: &Checksums,
+    inp: &Inputs,
     mut f: impl FnMut(usize, &Logits, Vec<u8>) -> Result<()>,
 ) -> Result<()> {
     std::thread::scope(|s| {
@@ -130,7 +142,7 @@ fn for_each_image(
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Logits>();
         s.spawn(move || {
             for i in 0..split.stems.len() {
-                let r = load(split, model, i, lm, free_rx.try_recv().ok(), sums);
+                let r = load(split, model, i, inp, free_rx.try_recv().ok());
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     break;
@@ -170,12 +182,11 @@ struct SplitEval {
 fn eval_split(
     split: &Split,
     model: &str,
-    lm: &LabelMap,
+    inp: &Inputs,
     scorer: &mut dyn Scorer,
     plan: &ScorePlan,
     probes: Vec<Vec<f32>>,
     opts: &SplitOpts,
-    sums: &Checksums,
     bar: &ProgressBar,
 ) -> Result<SplitEval> {
     let nm = plan.methods.len();
@@ -194,7 +205,7 @@ fn eval_split(
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
 
     // pass 1: positives, probe thresholds, image scores
-    for_each_image(split, model, lm, sums, |i, lg, lab| {
+    for_each_image(split, model, inp, |i, lg, lab| {
         dtype = lg.dtype();
         let maps = scorer.score(lg, plan).with_context(|| ctx(i))?;
         void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
@@ -254,7 +265,7 @@ fn eval_split(
     };
     match &cache {
         Some(c) => c.iter().for_each(|(maps, lab)| pass2(maps, lab)),
-        None => for_each_image(split, model, lm, sums, |i, lg, lab| {
+        None => for_each_image(split, model, inp, |i, lg, lab| {
             pass2(&scorer.score(lg, plan).with_context(|| ctx(i))?, &lab);
             Ok(())
         })?,
@@ -444,7 +455,11 @@ fn frac_at(op: &OperatingPoint) -> f64 {
 
 pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutput> {
     let t0 = Instant::now();
-    let lm = LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?;
+    let inp = Inputs {
+        labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
+        resize: Resize::parse(cfg.resize.as_deref())?,
+        sums: Checksums::default(),
+    };
     if let Some(kind) = &cfg.synthetic
         && !cfg.dataset.exists()
     {
@@ -488,7 +503,6 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     };
 
     let mut warnings = Vec::new();
-    let sums = Checksums::default();
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let mut timings = serde_json::Map::new();
     let mut curves = Vec::new();
@@ -503,7 +517,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                 None => (test, true),
             };
             let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| {
-                for_each_image(split, &mc.id, &lm, &sums, |_, lg, lab| {
+                for_each_image(split, &mc.id, &inp, |_, lg, lab| {
                     bar.inc(1);
                     f(lg, &lab)
                 })
@@ -553,7 +567,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             topk: cfg.metrics.image_topk as usize,
         };
         let val_eval = match val {
-            Some(v) => Some(eval_split(v, &mc.id, &lm, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &sopts, &sums, &bar)?),
+            Some(v) => Some(eval_split(v, &mc.id, &inp, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &sopts, &bar)?),
             None => None,
         };
         let chosen: Vec<_> = match &val_eval {
@@ -565,7 +579,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             // components at the val-F1-optimal threshold (never a test-chosen one)
             sopts.components = chosen.iter().map(|ch| ch.first().and_then(|x| x.2).map(|o| track(o.threshold as f32))).collect();
         }
-        let te = eval_split(test, &mc.id, &lm, scorer.as_mut(), &plan, probes, &sopts, &sums, &bar)?;
+        let te = eval_split(test, &mc.id, &inp, scorer.as_mut(), &plan, probes, &sopts, &bar)?;
         let boots = match (&te.cache, cfg.metrics.bootstrap) {
             (_, 0) => None,
             (Some(c), b) => Some(bootstrap(c, methods.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
@@ -697,6 +711,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                 "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",
                 crate::scores::calib::RIDGE
             ),
+            resize: cfg.resize.clone().unwrap_or_else(|| "none".into()),
             image_score: if cfg.metrics.image_topk > 1 {
                 format!("mean of the top {} non-void pixel scores", cfg.metrics.image_topk)
             } else {
@@ -722,7 +737,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         "threads": rayon::current_num_threads(),
         "timings_s": { "total": t0.elapsed().as_secs_f64(), "per_model": timings },
         "warnings": warnings,
-        "inputs_sha256": sums.to_json(),
+        "inputs_sha256": inp.sums.to_json(),
     });
     let drift = serde_json::json!({ "format": "bench-drift/1", "cells": drift_hists });
     Ok(RunOutput { results, manifest, curves, drift })

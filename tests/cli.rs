@@ -336,3 +336,37 @@ fn honest_extras_bootstrap_failure_modes_regions_are_deterministic() {
     assert!(o.status.success());
     assert_eq!(first, std::fs::read(root.join("results/demo/results.json")).unwrap());
 }
+
+#[test]
+fn low_resolution_logits_need_resize_and_then_run() {
+    use bench::data::npy::write_npy_f32;
+    let ws = Ws::new();
+    // replace one model's test logits by a 2× downsampled copy
+    let dir = ws.p("datasets/demo/test/logits/deeplab_r50");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let lg = bench::data::read_logits(&p).unwrap();
+        let (h, w) = (lg.h / 2, lg.w / 2);
+        let mut v = Vec::with_capacity(lg.c * h * w);
+        for c in 0..lg.c {
+            for y in 0..h {
+                for x in 0..w {
+                    v.push(lg.get(c, 2 * y * lg.w + 2 * x) as f32);
+                }
+            }
+        }
+        write_npy_f32(&p, &[lg.c as u64, h as u64, w as u64], &v).unwrap();
+    }
+    let o = ws.run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("resize"), "{}", stderr(&o));
+    let cfg = ws.p("sweep.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("device = \"cpu\"", "device = \"cpu\"\nresize = \"bilinear\"");
+    std::fs::write(&cfg, text).unwrap();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    assert_eq!(r["conventions"]["resize"], "bilinear");
+    let c = r["cells"].as_array().unwrap().iter().find(|c| c["model"] == "deeplab_r50" && c["split"] == "test" && c["method"] == "max_logit").unwrap();
+    assert!(c["auroc"].as_f64().unwrap() > 0.7, "{c}");
+}

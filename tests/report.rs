@@ -54,6 +54,7 @@ fn sample() -> Results {
             sml_variant: "plain".into(),
             heat_variant: "h".into(),
             image_score: "max over non-void pixels".into(),
+            resize: "none".into(),
         },
         models: vec![
             ModelRow { id: "a".into(), name: "Model A".into(), dtype: "float32".into() },

@@ -10,6 +10,7 @@
 pub mod dataset;
 pub mod mask;
 pub mod npy;
+pub mod resize;
 
 pub use dataset::{Dataset, Split};
 pub use mask::read_mask;

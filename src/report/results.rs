@@ -64,6 +64,8 @@ pub struct Conventions {
     pub sml_variant: String,
     pub heat_variant: String,
     pub image_score: String,
+    /// `none`, `nearest` or `bilinear` (logits upsampled to the mask).
+    pub resize: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
