@@ -54,6 +54,9 @@ pub struct Config {
     /// as `F.interpolate(..., align_corners=False)`).
     #[serde(default)]
     pub resize: Option<String>,
+    /// Logits layout on disk: `"chw"` (default, `[C,H,W]`) or `"hwc"`.
+    #[serde(default)]
+    pub layout: Option<String>,
     #[serde(default)]
     pub method: MethodOptions,
     #[serde(default)]
@@ -255,6 +258,12 @@ impl Config {
             }
         }
         crate::data::resize::Resize::parse(self.resize.as_deref())?;
+        if let Some(l) = &self.layout
+            && l != "chw"
+            && l != "hwc"
+        {
+            bail!("`layout` must be \"chw\" or \"hwc\", got {l:?}");
+        }
         if self.method.sml.boundary_suppression || self.method.sml.dilated_smoothing {
             bail!("`method.sml.boundary_suppression` / `dilated_smoothing` are not implemented yet (plain SML only)");
         }

@@ -94,6 +94,8 @@ impl Checksums {
 pub struct Inputs {
     pub labels: LabelMap,
     pub resize: Resize,
+    /// Logits stored `[H, W, C]`.
+    pub hwc: bool,
     pub sums: Checksums,
 }
 
@@ -110,6 +112,7 @@ fn load(split: &Split, model: &str, i: usize, inp: &Inputs, buf: Option<Logits>)
         }
         None => read_logits(&lp)?,
     };
+    let lg = if inp.hwc { lg.from_hwc() } else { lg };
     if (lg.h, lg.w) != (mask.h, mask.w) && rs != Resize::None {
         let up = resize_logits(&lg, mask.h, mask.w, rs).with_context(|| lp.display().to_string())?;
         return Ok((up, lm.apply(&mask)));
@@ -458,6 +461,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     let inp = Inputs {
         labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
         resize: Resize::parse(cfg.resize.as_deref())?,
+        hwc: cfg.layout.as_deref() == Some("hwc"),
         sums: Checksums::default(),
     };
     if let Some(kind) = &cfg.synthetic

@@ -370,3 +370,40 @@ fn low_resolution_logits_need_resize_and_then_run() {
     let c = r["cells"].as_array().unwrap().iter().find(|c| c["model"] == "deeplab_r50" && c["split"] == "test" && c["method"] == "max_logit").unwrap();
     assert!(c["auroc"].as_f64().unwrap() > 0.7, "{c}");
 }
+
+#[test]
+fn channel_last_logits_with_layout_hwc_give_the_same_cells() {
+    use bench::data::npy::write_npy_f32;
+    let ws = Ws::new();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = ws.results();
+    // rewrite every f32 model's logits channel-last
+    for split in ["calibration", "val", "test"] {
+        let dir = ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"));
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let lg = bench::data::read_logits(&p).unwrap();
+            let n = lg.h * lg.w;
+            let mut v = vec![0f32; lg.c * n];
+            for c in 0..lg.c {
+                for q in 0..n {
+                    v[q * lg.c + c] = lg.get(c, q) as f32;
+                }
+            }
+            write_npy_f32(&p, &[lg.h as u64, lg.w as u64, lg.c as u64], &v).unwrap();
+        }
+    }
+    let cfg = ws.p("sweep.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        .replace("device = \"cpu\"", "device = \"cpu\"\nlayout = \"hwc\"")
+        .replace("[[models]]\nid = \"segformer_b5\"\nname = \"SegFormer-B5\"\n", "");
+    std::fs::write(&cfg, text).unwrap();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = ws.results();
+    let pick = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r["cells"].as_array().unwrap().iter().filter(|c| c["model"] == "deeplab_r50").cloned().collect()
+    };
+    assert_eq!(pick(&before), pick(&after));
+}

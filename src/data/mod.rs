@@ -65,6 +65,28 @@ impl Logits {
         }
     }
 
+    /// Reinterpret logits read as `[H, W, C]` (channel-last) — i.e. this
+    /// struct's `(c, h, w)` hold `(H, W, C)` — as class-major `[C, H, W]`.
+    pub fn from_hwc(self) -> Logits {
+        let (hh, ww, cc) = (self.c, self.h, self.w);
+        fn tr<T: Copy + Default + Send + Sync>(v: &[T], hh: usize, ww: usize, cc: usize) -> Vec<T> {
+            use rayon::prelude::*;
+            let n = hh * ww;
+            let mut out = vec![T::default(); v.len()];
+            out.par_chunks_mut(n).enumerate().for_each(|(c, plane)| {
+                for (p, o) in plane.iter_mut().enumerate() {
+                    *o = v[p * cc + c];
+                }
+            });
+            out
+        }
+        let data = match &self.data {
+            LogitData::F32(v) => LogitData::F32(tr(v, hh, ww, cc)),
+            LogitData::F16(v) => LogitData::F16(tr(v, hh, ww, cc)),
+        };
+        Logits { c: cc, h: hh, w: ww, data }
+    }
+
     pub fn dtype(&self) -> &'static str {
         match self.data {
             LogitData::F32(_) => "float32",
