@@ -456,6 +456,60 @@ fn frac_at(op: &OperatingPoint) -> f64 {
     (op.tp + op.fp) as f64 / (op.positives + op.negatives).max(1) as f64
 }
 
+/// Fit SML / HEAT statistics for one model on `split`.
+fn calibrate(split: &Split, leakage: bool, heat: bool, model: &str, inp: &Inputs, bar: &ProgressBar) -> Result<Calibration> {
+    let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| {
+        for_each_image(split, model, inp, |_, lg, lab| {
+            bar.inc(1);
+            f(lg, &lab)
+        })
+    };
+    Calibration::fit(&split.name, leakage, heat, &mut visit).with_context(|| format!("model {model}"))
+}
+
+/// The fitted statistics as reported in results.json.
+fn calibration_row(model: &str, cal: &Calibration, heat: bool) -> CalibrationRow {
+    CalibrationRow {
+        model: model.into(),
+        split: cal.split.clone(),
+        leakage: cal.leakage,
+        pixels: cal.pixels,
+        sml_mean: cal.sml.mean.clone(),
+        sml_std: cal.sml.std.clone(),
+        sml_count: cal.sml.count.clone(),
+        heat_classes: if heat { cal.heat.classes.clone() } else { vec![] },
+        heat_ridge: cal.heat.ridge,
+        heat_el_mean: cal.heat.el_mean,
+        heat_el_std: cal.heat.el_std,
+        heat_gmm_mean: cal.heat.gmm_mean,
+        heat_gmm_std: cal.heat.gmm_std,
+    }
+}
+
+/// The conventions block of results.json.
+fn conventions(cfg: &Config) -> Result<Conventions> {
+    Ok(Conventions {
+        fpr95: serde_json::to_value(cfg.metrics.fpr95)?.as_str().unwrap_or_default().to_string(),
+        positive_when: "score >= threshold".into(),
+        pooling: "all non-void pixels of the split pooled; exact (no subsampling, no binning)".into(),
+        anomaly_values: cfg.anomaly.clone(),
+        ignore_values: cfg.ignore.clone(),
+        msp_temperature: cfg.method.msp.temperature,
+        energy_temperature: cfg.method.energy.temperature,
+        sml_variant: "plain (no boundary suppression, no dilated smoothing)".into(),
+        heat_variant: format!(
+            "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",
+            crate::scores::calib::RIDGE
+        ),
+        resize: cfg.resize.clone().unwrap_or_else(|| "none".into()),
+        image_score: if cfg.metrics.image_topk > 1 {
+            format!("mean of the top {} non-void pixel scores", cfg.metrics.image_topk)
+        } else {
+            "max over non-void pixels".into()
+        },
+    })
+}
+
 pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutput> {
     let t0 = Instant::now();
     let inp = Inputs {
@@ -520,32 +574,12 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                 Some(c) => (c, false),
                 None => (test, true),
             };
-            let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| {
-                for_each_image(split, &mc.id, &inp, |_, lg, lab| {
-                    bar.inc(1);
-                    f(lg, &lab)
-                })
-            };
-            let cal = Calibration::fit(&split.name, leakage, need_heat, &mut visit).with_context(|| format!("model {}", mc.id))?;
+            let cal = calibrate(split, leakage, need_heat, &mc.id, &inp, &bar)?;
             for w in &cal.warnings {
                 warnings.push(format!("{}: {w}", mc.id));
                 eprintln!("warning: {}: {w}", mc.id);
             }
-            cal_rows.push(CalibrationRow {
-                model: mc.id.clone(),
-                split: cal.split.clone(),
-                leakage: cal.leakage,
-                pixels: cal.pixels,
-                sml_mean: cal.sml.mean.clone(),
-                sml_std: cal.sml.std.clone(),
-                sml_count: cal.sml.count.clone(),
-                heat_classes: if need_heat { cal.heat.classes.clone() } else { vec![] },
-                heat_ridge: cal.heat.ridge,
-                heat_el_mean: cal.heat.el_mean,
-                heat_el_std: cal.heat.el_std,
-                heat_gmm_mean: cal.heat.gmm_mean,
-                heat_gmm_std: cal.heat.gmm_std,
-            });
+            cal_rows.push(calibration_row(&mc.id, &cal, need_heat));
             Some(cal)
         } else {
             None
@@ -702,26 +736,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         name: cfg.name.clone(),
         dataset: cfg.dataset.display().to_string(),
         device: device_kind.into(),
-        conventions: Conventions {
-            fpr95: serde_json::to_value(cfg.metrics.fpr95)?.as_str().unwrap_or_default().to_string(),
-            positive_when: "score >= threshold".into(),
-            pooling: "all non-void pixels of the split pooled; exact (no subsampling, no binning)".into(),
-            anomaly_values: cfg.anomaly.clone(),
-            ignore_values: cfg.ignore.clone(),
-            msp_temperature: cfg.method.msp.temperature,
-            energy_temperature: cfg.method.energy.temperature,
-            sml_variant: "plain (no boundary suppression, no dilated smoothing)".into(),
-            heat_variant: format!(
-                "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",
-                crate::scores::calib::RIDGE
-            ),
-            resize: cfg.resize.clone().unwrap_or_else(|| "none".into()),
-            image_score: if cfg.metrics.image_topk > 1 {
-                format!("mean of the top {} non-void pixel scores", cfg.metrics.image_topk)
-            } else {
-                "max over non-void pixels".into()
-            },
-        },
+        conventions: conventions(cfg)?,
         models: model_rows,
         methods: methods.iter().map(|m| MethodRow { id: m.id().into(), name: m.display().into() }).collect(),
         cells,
