@@ -298,29 +298,30 @@ fn cmd_eval(scores: &Path, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: b
         }
         Ok((sc, lm.apply(&m)))
     };
-    // One image: both passes in memory. Several: stream them twice.
+    // Two passes (positives, then ranks of the negatives): one image is
+    // kept in memory between them, several are streamed twice.
+    let single = if pairs.len() == 1 { Some(load(&pairs[0])?) } else { None };
+    let each = |f: &mut dyn FnMut(&[f32], &[u8])| -> Result<()> {
+        match &single {
+            Some((sc, lab)) => f(sc, lab),
+            None => {
+                for p in &pairs {
+                    let (sc, lab) = load(p)?;
+                    f(&sc, &lab);
+                }
+            }
+        }
+        Ok(())
+    };
     let mut pc = PositiveCollector::new();
     let mut void = 0u64;
-    let counts = if pairs.len() == 1 {
-        let (sc, lab) = load(&pairs[0])?;
-        void = lab.iter().filter(|&&l| l == label::VOID).count() as u64;
-        pc.add(&sc, &lab, None);
-        let mut r = pc.finish();
-        r.add(&sc, &lab);
-        r.finish()?
-    } else {
-        for p in &pairs {
-            let (sc, lab) = load(p)?;
-            void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
-            pc.add(&sc, &lab, None);
-        }
-        let mut r = pc.finish();
-        for p in &pairs {
-            let (sc, lab) = load(p)?;
-            r.add(&sc, &lab);
-        }
-        r.finish()?
-    };
+    each(&mut |sc, lab| {
+        void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
+        pc.add(sc, lab, None);
+    })?;
+    let mut r = pc.finish();
+    each(&mut |sc, lab| r.add(sc, lab))?;
+    let counts = r.finish()?;
     let sm = counts.summary(rule);
     if !counts.defined() {
         eprintln!("warning: no anomaly or no in-distribution pixels: metrics are undefined (null)");

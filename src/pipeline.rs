@@ -417,19 +417,15 @@ fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Con
         anomalous_images: img.positives,
         normal_images: img.negatives,
         normal_mean: e.drift[mi].mean,
-        normal_p50: quantile(&e.drift[mi], 0.5),
-        normal_p95: quantile(&e.drift[mi], 0.95),
-        normal_p99: quantile(&e.drift[mi], 0.99),
+        normal_p50: e.drift[mi].quantile(0.5),
+        normal_p95: e.drift[mi].quantile(0.95),
+        normal_p99: e.drift[mi].quantile(0.99),
         aupro: e.aupro[mi],
         regions: e.regions,
         components: None,
         bootstrap: None,
         warnings,
     }
-}
-
-fn quantile(d: &DriftStats, q: f64) -> Option<f64> {
-    d.quantiles.iter().find(|x| x.0 == q).map(|x| x.1)
 }
 
 fn honest(model: &str, m: Method, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
@@ -454,6 +450,12 @@ fn honest(model: &str, m: Method, src: &str, leakage: bool, pts: Vec<Point>, tes
 /// is one of the probe thresholds, which it always is here).
 fn frac_at(op: &OperatingPoint) -> f64 {
     (op.tp + op.fp) as f64 / (op.positives + op.negatives).max(1) as f64
+}
+
+/// A run-level warning: shown on stderr now, recorded in results.json.
+fn warn(warnings: &mut Vec<String>, w: String) {
+    eprintln!("warning: {w}");
+    warnings.push(w);
 }
 
 /// Fit SML / HEAT statistics for one model on `split`.
@@ -576,8 +578,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             };
             let cal = calibrate(split, leakage, need_heat, &mc.id, &inp, &bar)?;
             for w in &cal.warnings {
-                warnings.push(format!("{}: {w}", mc.id));
-                eprintln!("warning: {}: {w}", mc.id);
+                warn(&mut warnings, format!("{}: {w}", mc.id));
             }
             cal_rows.push(calibration_row(&mc.id, &cal, need_heat));
             Some(cal)
@@ -627,8 +628,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                     mc.id,
                     SCORE_CACHE_BYTES >> 20
                 );
-                eprintln!("warning: {w}");
-                warnings.push(w);
+                warn(&mut warnings, w);
                 None
             }
         };
@@ -645,7 +645,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                     reference: "val".into(),
                     split: "test".into(),
                     mean_shift: shift(a.mean, b.mean),
-                    p95_shift: shift(quantile(a, 0.95), quantile(b, 0.95)),
+                    p95_shift: shift(a.quantile(0.95), b.quantile(0.95)),
                     kl: kl(b, a),
                     mmd2: mmd2(b, a),
                 });
@@ -724,8 +724,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         }
         if val_eval.is_none() {
             let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
-            eprintln!("warning: {w}");
-            warnings.push(w);
+            warn(&mut warnings, w);
         }
         timings.insert(mc.id.clone(), serde_json::json!(tm.elapsed().as_secs_f64()));
     }

@@ -47,6 +47,13 @@ pub struct DriftStats {
     pub hist: Vec<(u16, u64)>,
 }
 
+impl DriftStats {
+    /// The reported value of quantile `q` (one of [`QUANTILES`]).
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.quantiles.iter().find(|x| x.0 == q).map(|x| x.1)
+    }
+}
+
 impl NormalStats {
     pub fn new() -> Self {
         Self::default()

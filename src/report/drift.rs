@@ -32,10 +32,6 @@ fn load(dir: &Path) -> Result<DriftFile> {
     Ok(f)
 }
 
-fn q(d: &DriftStats, q: f64) -> Option<f64> {
-    d.quantiles.iter().find(|x| x.0 == q).map(|x| x.1)
-}
-
 /// One row per (model, method, split) present in both runs.
 pub fn compare(a: &Path, b: &Path) -> Result<Table> {
     let (fa, fb) = (load(a)?, load(b)?);
@@ -50,8 +46,8 @@ pub fn compare(a: &Path, b: &Path) -> Result<Table> {
             format!("{}/{}/{}", ca.model, ca.method, ca.split),
             f(x.mean),
             f(y.mean),
-            f(q(x, 0.95)),
-            f(q(y, 0.95)),
+            f(x.quantile(0.95)),
+            f(y.quantile(0.95)),
             f(kl(y, x)),
             f(mmd2(y, x)),
         ]);

@@ -23,7 +23,9 @@ fn mark(s: String, leak: bool) -> String {
 /// Split the main tables report on.
 pub const EVAL_SPLIT: &str = "test";
 
-fn grid(r: &Results, title: &str, notes: Vec<String>, align: Align, f: impl Fn(&Cell) -> String) -> Table {
+/// The model × method shape every table shares: one row per model (config
+/// order), one column per method, cell text from `f(model id, method id)`.
+fn model_grid(r: &Results, title: &str, notes: Vec<String>, align: Align, f: impl Fn(&str, &str) -> String) -> Table {
     let mut header = vec!["Model".to_string()];
     header.extend(r.methods.iter().map(|m| m.name.clone()));
     let mut aligns = vec![Align::Left];
@@ -33,28 +35,21 @@ fn grid(r: &Results, title: &str, notes: Vec<String>, align: Align, f: impl Fn(&
         .iter()
         .map(|m| {
             let mut row = vec![m.name.clone()];
-            row.extend(r.methods.iter().map(|me| r.cell(&m.id, &me.id, EVAL_SPLIT).map_or("—".into(), &f)));
+            row.extend(r.methods.iter().map(|me| f(&m.id, &me.id)));
             row
         })
         .collect();
     Table { title: title.into(), notes, header, align: aligns, rows }
 }
 
+/// Test-split cells.
+fn grid(r: &Results, title: &str, notes: Vec<String>, align: Align, f: impl Fn(&Cell) -> String) -> Table {
+    model_grid(r, title, notes, align, |m, me| r.cell(m, me, EVAL_SPLIT).map_or("—".into(), &f))
+}
+
+/// Honest-evaluation cells, with the leakage mark.
 fn honest_grid(r: &Results, title: &str, notes: Vec<String>, f: impl Fn(&HonestCell) -> String) -> Table {
-    let mut header = vec!["Model".to_string()];
-    header.extend(r.methods.iter().map(|m| m.name.clone()));
-    let mut aligns = vec![Align::Left];
-    aligns.extend(r.methods.iter().map(|_| Align::Right));
-    let rows = r
-        .models
-        .iter()
-        .map(|m| {
-            let mut row = vec![m.name.clone()];
-            row.extend(r.methods.iter().map(|me| r.honest_cell(&m.id, &me.id).map_or("—".into(), |h| mark(f(h), h.leakage))));
-            row
-        })
-        .collect();
-    Table { title: title.into(), notes, header, align: aligns, rows }
+    model_grid(r, title, notes, Align::Right, |m, me| r.honest_cell(m, me).map_or("—".into(), |h| mark(f(h), h.leakage)))
 }
 
 /// All tables, in document order.
@@ -170,7 +165,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
     out.push(image);
     if !r.drift.is_empty() {
         let d0 = &r.drift[0];
-        let mut t = grid(
+        out.push(model_grid(
             r,
             "Drift of normal-pixel scores",
             vec![format!(
@@ -178,16 +173,12 @@ pub fn tables(r: &Results) -> Vec<Table> {
                 d0.reference, d0.split
             )],
             Align::Right,
-            |_| String::new(),
-        );
-        for (row, m) in t.rows.iter_mut().zip(&r.models) {
-            for (cell, me) in row.iter_mut().skip(1).zip(&r.methods) {
-                *cell = r.drift.iter().find(|d| d.model == m.id && d.method == me.id).map_or("—".into(), |d| {
+            |m, me| {
+                r.drift.iter().find(|d| d.model == m && d.method == me).map_or("—".into(), |d| {
                     format!("{} / {} / {} / {}", sig(d.mean_shift), sig(d.p95_shift), sig(d.kl), sig(d.mmd2))
-                });
-            }
-        }
-        out.push(t);
+                })
+            },
+        ));
     }
     if r.cells.iter().any(|c| c.split == EVAL_SPLIT && (c.aupro.is_some() || c.components.is_some())) {
         let track = r.cells.iter().find_map(|c| c.components.as_ref()).map_or("anomaly".to_string(), |c| c.track.clone());
