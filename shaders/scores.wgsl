@@ -1,19 +1,26 @@
 // The fused anomaly-score pass (SPEC §4): one invocation = one pixel.
 //
+// This file is the skeleton; the host (src/scores/gpu.rs, `shader_source`)
+// appends shaders/methods.wgsl (one function per method) and replaces the
+// dispatch marker line at the end of `main` with one block per built-in method,
+// generated from the `Method` table (src/scores/mod.rs):
+//
+//   if (PER_METHOD_GATE && (P.mask & (1u << SLOT)) != 0u) {
+//       let v = FN(with_method(px, SLOT), &z);
+//       if (live) { scores[row(SLOT) * n + i] = v; }
+//   }
+//
+// The gate reads only the uniform `P.mask` (plus the LOGITS override for
+// methods that need the private logit array), so no divergent control flow
+// wraps a method's loads; invocations past the tile's end compute and
+// skip the store.
+//
 // Every invocation reads its C logits exactly once (class-major tile
 // `[C, n]`), keeps a running max / first argmax and, per temperature, an
-// online (rescaled) Σ exp((z_c − max)/T), and writes every requested score
-// as f32 into the method-major output `[rows, n]`. The formulas are those of
-// src/scores/cpu.rs (the reference, f64); this file computes them in f32.
-//
-//   max_logit  −max z
-//   msp        −1 / Σ exp((z − max)/T_msp)
-//   energy     −(max + T_en · log Σ exp((z − max)/T_en))   (= −T·logsumexp(z/T))
-//   sml        −((max − μ_ĉ) / σ_ĉ),  ĉ = first argmax
-//   heat       −log(exp(−Ẽ_el) + exp(−Ẽ_gmm))  with
-//              Ẽ_el  = (−logsumexp(z) − el_mean) / el_std
-//              Ẽ_gmm = (E_gmm − gmm_mean) / gmm_std,
-//              E_gmm = −logsumexp_k(−½‖W z − centers_k‖²)
+// online (rescaled) Σ exp((z_c − max)/T) — plus, when a method needs it
+// (XS), Σ (z_c − max)·exp(z_c − max) at T = 1 — and hands them to every
+// method function as a `Px`. The formulas are those of src/scores/cpu.rs
+// (the reference, f64); the shader computes them in f32.
 //
 // Host-side conventions (src/scores/gpu.rs):
 // - `logits` is an array of u32 words: f32 bits (F16 = false) or raw IEEE
@@ -29,16 +36,18 @@
 //   invocation reads the same element at the same time, which constant
 //   caches (and lavapipe's scalar uniform loads) broadcast.
 // - Pipeline-overridable constants select the variant: F16 (logit dtype),
-//   HEAT (compile HEAT and its private array in; such pipelines are only
-//   used for plans that request HEAT), NT (distinct temperatures needing a
-//   Σ exp: 0..3), NCLS (C baked in, 0 = read it from P) and AUX_UBO.
+//   LOGITS (keep the pixel's logits in the private array `z`; such
+//   pipelines are only used for plans that request a method needing it),
+//   XS (accumulate `xs`), NT (distinct temperatures needing a Σ exp: 0..3),
+//   NCLS (C baked in, 0 = read it from P) and AUX_UBO.
 
 const WG: u32 = 256u;
 
-// Capacity of the per-invocation logit array used by HEAT (WGSL private
+// Capacity of the per-invocation logit array `z` (WGSL private
 // arrays are fixed-size and zero-initialised). The host rewrites this exact
-// line to the smallest of 32 / 64 / 128 / 256 that holds C, and refuses
-// HEAT above 256 classes with a clear error.
+// line to the smallest of 32 / 64 / 128 / 256 that holds C (4 when no
+// requested method needs it), and refuses such methods above 256 classes
+// with a clear error.
 const MAX_C: u32 = 256u;
 
 // Size, in vec4s, of the uniform view `auxu` (the host rewrites this exact
@@ -46,7 +55,8 @@ const MAX_C: u32 = 256u;
 const AUXU_VEC4: u32 = 4096u;
 
 override F16: bool = false;
-override HEAT: bool = false;
+override LOGITS: bool = false;
+override XS: bool = false;
 override NT: u32 = 0u;
 override NCLS: u32 = 0u;
 override AUX_UBO: bool = false;
@@ -59,18 +69,11 @@ struct Params {
     row_x: u32,    // invocations per dispatch row (2-D dispatch)
     off_w: u32,
     off_ctr: u32,
-    msp_ti: u32,   // which temperature sum each method reads
-    en_ti: u32,
-    el_ti: u32,
-    row_ml: u32,   // output row of each method
-    row_msp: u32,
-    row_en: u32,
-    row_sml: u32,
-    row_heat: u32,
-    t_en: f32,
-    inv_t0: f32,
-    inv_t1: f32,
-    inv_t2: f32,
+    t1i: u32,      // entry of `s` holding T = 1 (for XS)
+    rows: array<vec4<u32>, 2>,  // output row per method slot
+    ti: array<vec4<u32>, 2>,    // entry of `s` per method slot
+    t: array<vec4<f32>, 2>,     // temperature per method slot
+    inv_t: vec4<f32>,           // 1/T of the distinct temperatures (3 used)
     el_mean_hi: f32,
     el_mean_lo: f32,
     el_std: f32,
@@ -79,7 +82,29 @@ struct Params {
     gmm_std: f32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
+}
+
+// What every method function receives: the shared per-pixel quantities,
+// plus the temperature entries of the method being evaluated.
+struct Px {
+    i: u32,         // pixel index in the tile
+    m: f32,         // max_c z_c
+    arg: u32,       // first argmax
+    s: vec3<f32>,   // Σ exp((z − max)/T_j) for the distinct temperatures
+    xs: f32,        // Σ (z − max)·exp(z − max) at T = 1 (XS only)
+    ti: u32,        // this method's entry of `s`
+    t: f32,         // this method's temperature
+}
+
+fn with_method(px: Px, slot: u32) -> Px {
+    var q = px;
+    q.ti = P.ti[slot >> 2u][slot & 3u];
+    q.t = P.t[slot >> 2u][slot & 3u];
+    return q;
+}
+
+fn out_row(slot: u32) -> u32 {
+    return P.rows[slot >> 2u][slot & 3u];
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -87,11 +112,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> aux: array<f32>;
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(4) var<uniform> auxu: array<vec4<f32>, AUXU_VEC4>;
-
-const M_MAX_LOGIT: u32 = 1u;
-const M_MSP: u32 = 2u;
-const M_ENERGY: u32 = 4u;
-const M_SML: u32 = 8u;
 
 fn load(e: u32) -> f32 {
     if (F16) {
@@ -120,9 +140,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let live = gi < n;
     let i = min(gi, n - 1u);
     let nc = select(P.c, NCLS, NCLS > 0u);
-    let inv_t = vec3<f32>(P.inv_t0, P.inv_t1, P.inv_t2);
+    let inv_t = P.inv_t.xyz;
 
-    // HEAT: the pixel's logits, then (in place) W z.
+    // LOGITS: the pixel's logits (HEAT overwrites them with W z).
     var z: array<f32, MAX_C>;
 
     // Single pass over the logits: running max, first argmax (strict `>`),
@@ -132,12 +152,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var m = load(i);
     var arg = 0u;
     var s = vec3<f32>(1.0);
-    if (HEAT) {
+    var xs = 0.0;
+    if (LOGITS) {
         z[0] = m;
     }
     for (var c = 1u; c < nc; c++) {
         let v = load(c * n + i);
-        if (HEAT) {
+        if (LOGITS) {
             z[c] = v;
         }
         let gt = v > m;
@@ -151,69 +172,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             if (NT > 2u) {
                 e.z = exp(d * inv_t.z);
             }
+            if (XS) {
+                // Σ (z − max)·exp(z − max) at T = 1, rescaled like s:
+                // v ≤ m adds (v − m)·e; v > m moves the max by d = m − v < 0,
+                // so every old term becomes e^d·(term + d·exp(z − m)).
+                let e1 = e[P.t1i];
+                xs = select(xs + (v - m) * e1, e1 * (xs + (m - v) * s[P.t1i]), gt);
+            }
             s = select(s + e, s * e + vec3<f32>(1.0), gt);
         }
         m = select(m, v, gt);
         arg = select(arg, c, gt);
     }
 
-    let mask = select(0u, P.mask, live);
-    if ((mask & M_MAX_LOGIT) != 0u) {
-        scores[P.row_ml * n + i] = -m;
-    }
-    if ((mask & M_MSP) != 0u) {
-        scores[P.row_msp * n + i] = -1.0 / s[P.msp_ti];
-    }
-    if ((mask & M_ENERGY) != 0u) {
-        scores[P.row_en * n + i] = -(m + P.t_en * log(s[P.en_ti]));
-    }
-    if ((mask & M_SML) != 0u) {
-        let b = 4u * arg;
-        scores[P.row_sml * n + i] = -(((m - aux[b]) - aux[b + 1u]) / aux[b + 2u]);
-    }
-    if (HEAT) {
-        let el = -(m + log(s[P.el_ti]));
-        let el_t = ((el - P.el_mean_hi) - P.el_mean_lo) / P.el_std;
-
-        // u = W z in place, bottom row first: row r reads z[0..=r], which
-        // rows below r have not overwritten yet. Same summation order as
-        // cpu::gmm_energy.
-        for (var r = nc; r > 0u; r--) {
-            let ri = r - 1u;
-            let wb = P.off_w + ri * (ri + 1u) / 2u;
-            var acc = 0.0;
-            for (var j = 0u; j <= ri; j++) {
-                acc += hp(wb + j) * z[j];
-            }
-            z[ri] = acc;
-        }
-        // Online logsumexp over the K Gaussians of −½‖u − center_k‖²
-        // (the recurrence of cpu::gmm_energy, one exp per Gaussian).
-        var best = 0.0;
-        var sum = 0.0;
-        for (var k = 0u; k < P.k; k++) {
-            let cb = P.off_ctr + k * nc;
-            var d = 0.0;
-            for (var j = 0u; j < nc; j++) {
-                let t = z[j] - hp(cb + j);
-                d += t * t;
-            }
-            let x = -0.5 * d;
-            // k = 0 starts the sum at exp(0) = 1 with best = x
-            let first = k == 0u;
-            let e = exp(-abs(x - best));
-            sum = select(select(sum + e, sum * e + 1.0, x > best), 1.0, first);
-            best = select(max(best, x), x, first);
-        }
-        let gm = -(best + log(sum));
-        let gm_t = ((gm - P.gmm_mean_hi) - P.gmm_mean_lo) / P.gmm_std;
-
-        // soft-min of the two standardised energies, stable
-        let a = -el_t;
-        let b = -gm_t;
-        let mx = max(a, b);
-        if (live) {
-            scores[P.row_heat * n + i] = -(mx + log(exp(a - mx) + exp(b - mx)));
-        }
-    }
+    let px = Px(i, m, arg, s, xs, 0u, 0.0);
+    //@DISPATCH@
 }

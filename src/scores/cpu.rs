@@ -102,47 +102,115 @@ pub fn heat(z: &[f64], h: &HeatParams, u: &mut [f64]) -> f64 {
     -(m + ((a - m).exp() + (b - m).exp()).ln())
 }
 
-/// One method at one pixel.
-#[inline]
-pub fn score_one(method: Method, z: &[f64], plan: &ScorePlan, u: &mut [f64]) -> f64 {
-    match method {
-        Method::MaxLogit => max_logit(z),
-        Method::Msp => msp(z, plan.msp_temperature),
-        Method::Energy => energy(z, plan.energy_temperature),
-        Method::Sml => sml(z, plan.sml().expect("SML needs calibration")),
-        Method::Heat => heat(z, plan.heat().expect("HEAT needs calibration"), u),
+/// The shared per-pixel quantities every method reads, computed once per
+/// pixel: the logits, max, first argmax and (lazily, per temperature) the
+/// softmax sum `Σ exp(z_c/T − max/T)`. The CPU twin of WGSL's `Px`.
+pub struct Pixel<'a> {
+    pub z: &'a [f64],
+    pub max: f64,
+    pub arg: usize,
+    /// (T, Σ exp) for the temperatures asked so far (at most 3 per plan).
+    sums: [(f64, f64); 4],
+    nsums: usize,
+    /// Scratch of length C (HEAT's whitened logits).
+    pub scratch: &'a mut [f64],
+}
+
+impl<'a> Pixel<'a> {
+    pub fn new(z: &'a [f64], scratch: &'a mut [f64]) -> Pixel<'a> {
+        let (max, arg) = max_argmax(z);
+        Pixel { z, max, arg, sums: [(0.0, 0.0); 4], nsums: 0, scratch }
+    }
+
+    /// `Σ_c exp(z_c/T − max/T)`, computed once per temperature. The same
+    /// floating-point operations as [`logsumexp`] / [`msp`], so fused and
+    /// per-method scores are bit-identical.
+    pub fn sum(&mut self, t: f64) -> f64 {
+        if let Some(&(_, s)) = self.sums[..self.nsums].iter().find(|x| x.0 == t) {
+            return s;
+        }
+        let mt = self.max / t;
+        let s: f64 = self.z.iter().map(|&v| (v / t - mt).exp()).sum();
+        if self.nsums < self.sums.len() {
+            self.sums[self.nsums] = (t, s);
+            self.nsums += 1;
+        }
+        s
     }
 }
 
+/// The CPU reference of one method at one pixel (the `cpu` field of
+/// [`super::MethodSpec`]). Callers guarantee the plan carries what the
+/// method needs (calibration), as [`CpuScorer::score`] checks up front.
+pub type CpuFn = fn(&mut Pixel, &ScorePlan) -> f64;
+
+/// `max_logit`: `−max z`.
+pub fn max_logit_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
+    -px.max
+}
+
+/// `msp`: `−1 / Σ exp((z − max)/T)`.
+pub fn msp_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
+    -1.0 / px.sum(plan.msp_temperature)
+}
+
+/// `energy`: `−T·(max/T + log Σ exp(z/T − max/T))`.
+pub fn energy_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
+    let t = plan.energy_temperature;
+    -t * (px.max / t + px.sum(t).ln())
+}
+
+/// `sml` (plain): `−(max − μ_ĉ)/σ_ĉ`.
+pub fn sml_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
+    let st = plan.sml().expect("SML needs calibration");
+    -(px.max - st.mean[px.arg]) / st.std[px.arg]
+}
+
+/// `heat`: see [`heat`].
+pub fn heat_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
+    let h = plan.heat().expect("HEAT needs calibration");
+    let el = (-(px.max + px.sum(1.0).ln()) - h.el_mean) / h.el_std;
+    let gm = (gmm_energy(px.z, h, px.scratch) - h.gmm_mean) / h.gmm_std;
+    // -logsumexp(-el, -gm), stable
+    let (a, b) = (-el, -gm);
+    let mx = a.max(b);
+    -(mx + ((a - mx).exp() + (b - mx).exp()).ln())
+}
+
+/// `entropy`: Shannon entropy of `p = softmax(z)` at T = 1 (independent of
+/// the MSP temperature), `−Σ p_c log p_c`. With `S = Σ exp(z_c − max)`,
+/// `log p_c = (z_c − max) − log S`, so `H = log S − Σ (z_c − max)·exp(z_c − max) / S`
+/// (terms with `p_c = 0` contribute 0, the `0·log 0 = 0` convention).
+/// Higher = more uncertain = more anomalous; in `[0, log C]`.
+pub fn entropy_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
+    let s = px.sum(1.0);
+    let m = px.max;
+    let xs: f64 = px.z.iter().map(|&v| (v - m) * (v - m).exp()).sum();
+    s.ln() - xs / s
+}
+
+/// Softmax entropy of one pixel's logits (see [`entropy_px`]).
+pub fn entropy(z: &[f64]) -> f64 {
+    let mut u = [];
+    let plan = ScorePlan { methods: vec![], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None };
+    entropy_px(&mut Pixel::new(z, &mut u), &plan)
+}
+
+/// One method at one pixel.
+#[inline]
+pub fn score_one(method: Method, z: &[f64], plan: &ScorePlan, u: &mut [f64]) -> f64 {
+    (method.spec().cpu)(&mut Pixel::new(z, u), plan)
+}
+
 /// All requested methods at one pixel, sharing the work the definitions
-/// have in common (max, argmax and the T = 1 softmax sum are computed once).
-/// Bit-identical to calling [`score_one`] per method: the shared values are
-/// the same floating-point operations.
+/// have in common (max, argmax and each temperature's softmax sum are
+/// computed once, in [`Pixel`]). Bit-identical to calling [`score_one`]
+/// per method: the shared values are the same floating-point operations.
 #[inline]
 pub fn score_pixel(z: &[f64], plan: &ScorePlan, u: &mut [f64], out: &mut [f32]) {
-    let (m, arg) = max_argmax(z);
-    let mut s1: Option<f64> = None; // Σ exp(z_c − max), i.e. T = 1
-    let mut sum1 = |z: &[f64]| *s1.get_or_insert_with(|| z.iter().map(|&v| (v / 1.0 - m).exp()).sum());
+    let mut px = Pixel::new(z, u);
     for (o, &method) in out.iter_mut().zip(&plan.methods) {
-        let v = match method {
-            Method::MaxLogit => -m,
-            Method::Msp if plan.msp_temperature == 1.0 => -1.0 / sum1(z),
-            Method::Energy if plan.energy_temperature == 1.0 => -(m + sum1(z).ln()),
-            Method::Sml => {
-                let st = plan.sml().expect("SML needs calibration");
-                -(m - st.mean[arg]) / st.std[arg]
-            }
-            Method::Heat => {
-                let h = plan.heat().expect("HEAT needs calibration");
-                let el = (-(m + sum1(z).ln()) - h.el_mean) / h.el_std;
-                let gm = (gmm_energy(z, h, u) - h.gmm_mean) / h.gmm_std;
-                let (a, b) = (-el, -gm);
-                let mx = a.max(b);
-                -(mx + ((a - mx).exp() + (b - mx).exp()).ln())
-            }
-            other => score_one(other, z, plan, u),
-        };
-        *o = v as f32;
+        *o = (method.spec().cpu)(&mut px, plan) as f32;
     }
 }
 

@@ -32,13 +32,68 @@ use std::fmt;
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 
-const SHADER: &str = include_str!("../../shaders/scores.wgsl");
-/// The line of the shader the host rewrites to size HEAT's private array.
+/// The fused pass's skeleton (bindings, `Params`, `Px`, `main`).
+const SKELETON: &str = include_str!("../../shaders/scores.wgsl");
+/// One WGSL function per built-in method.
+const METHODS_WGSL: &str = include_str!("../../shaders/methods.wgsl");
+/// The line of `main` replaced by the generated per-method dispatch.
+const DISPATCH_LINE: &str = "//@DISPATCH@";
+/// The line of the shader the host rewrites to size the private logit array.
 const MAX_C_LINE: &str = "const MAX_C: u32 = 256u;";
 /// Workgroup size of `scores.wgsl` (`const WG`).
 const WG: u32 = 256;
-/// Most classes HEAT supports on the GPU (size of the per-invocation array).
-pub const MAX_HEAT_CLASSES: usize = 256;
+/// Most classes a method that keeps the pixel's logits (`Needs::logits`,
+/// e.g. HEAT) supports on the GPU (size of the per-invocation array).
+pub const MAX_LOGIT_ARRAY: usize = 256;
+/// Back-compat name of [`MAX_LOGIT_ARRAY`].
+pub const MAX_HEAT_CLASSES: usize = MAX_LOGIT_ARRAY;
+/// Method slots the `Params` tables hold (`array<vec4<u32>, 2>`).
+const MAX_SLOTS: usize = 8;
+const _: () = assert!(Method::ALL.len() <= MAX_SLOTS);
+
+/// The per-method dispatch of `main`, generated from the [`Method`] table:
+/// each method's function is evaluated under a uniform gate (its mask bit,
+/// and LOGITS when it needs the private logit array) and stored by live
+/// invocations only.
+fn dispatch_wgsl() -> String {
+    let mut out = String::new();
+    for &m in Method::ALL {
+        let sp = m.spec();
+        let slot = m.slot();
+        let gate = if sp.needs.logits {
+            format!("LOGITS && (P.mask & {}u) != 0u", 1u32 << slot)
+        } else {
+            format!("(P.mask & {}u) != 0u", 1u32 << slot)
+        };
+        out.push_str(&format!(
+            "    // {id}\n    if ({gate}) {{\n        let v_{id} = {f}(with_method(px, {slot}u), &z);\n        if (live) {{\n            scores[out_row({slot}u) * n + i] = v_{id};\n        }}\n    }}\n",
+            id = sp.id,
+            f = sp.wgsl,
+        ));
+    }
+    out
+}
+
+/// The complete WGSL module: skeleton + method functions + generated
+/// dispatch, with the private-array and uniform-view sizes filled in.
+pub fn shader_source(max_c: u32, auxu_vec4: u64) -> Result<String> {
+    ensure!(
+        SKELETON.contains(MAX_C_LINE) && SKELETON.contains(AUXU_LINE) && SKELETON.contains(DISPATCH_LINE),
+        "scores.wgsl lost its MAX_C / AUXU_VEC4 / dispatch line"
+    );
+    for &m in Method::ALL {
+        let sig = format!("fn {}(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32", m.spec().wgsl);
+        ensure!(METHODS_WGSL.contains(&sig), "shaders/methods.wgsl has no `{sig}` for method {}", m.id());
+    }
+    Ok(format!(
+        "{}\n{}",
+        SKELETON
+            .replace(MAX_C_LINE, &format!("const MAX_C: u32 = {max_c}u;"))
+            .replace(AUXU_LINE, &format!("const AUXU_VEC4: u32 = {auxu_vec4}u;"))
+            .replace(DISPATCH_LINE, dispatch_wgsl().trim_start()),
+        METHODS_WGSL
+    ))
+}
 /// Default cap on one tile's logit bytes: small enough that two slots
 /// pipeline (pack tile i+1 while tile i runs), large enough that per-tile
 /// overhead is noise.
@@ -173,8 +228,10 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 struct PipelineKey {
     /// logits are raw f16 bits
     f16: bool,
-    /// HEAT's private array capacity (32/64/128/256), 0 = no HEAT
-    heat_cap: u32,
+    /// private logit array capacity (32/64/128/256), 0 = no method needs it
+    logits_cap: u32,
+    /// accumulate `xs` (entropy)
+    xs: bool,
     /// distinct temperatures needing a Σ exp (0..=3)
     nt: u32,
     /// class count baked in (0 = dynamic)
@@ -337,7 +394,8 @@ impl GpuContext {
         let mut ctx = ctx;
         ctx.pipeline(PipelineKey {
             f16: false,
-            heat_cap: 0,
+            logits_cap: 0,
+            xs: false,
             nt: 1,
             ncls: 0,
             aux_ubo: false,
@@ -391,20 +449,15 @@ impl GpuContext {
         if !self.pipelines.contains_key(&key) {
             let PipelineKey {
                 f16,
-                heat_cap,
+                logits_cap,
+                xs,
                 nt,
                 ncls,
                 aux_ubo,
             } = key;
-            let cap = if heat_cap == 0 { 4 } else { heat_cap };
+            let cap = if logits_cap == 0 { 4 } else { logits_cap };
             if !self.modules.contains_key(&cap) {
-                ensure!(
-                    SHADER.contains(MAX_C_LINE) && SHADER.contains(AUXU_LINE),
-                    "scores.wgsl lost its MAX_C / AUXU_VEC4 line"
-                );
-                let src = SHADER
-                    .replace(MAX_C_LINE, &format!("const MAX_C: u32 = {cap}u;"))
-                    .replace(AUXU_LINE, &format!("const AUXU_VEC4: u32 = {}u;", self.ubo_bytes / 16));
+                let src = shader_source(cap, self.ubo_bytes / 16)?;
                 let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some("scores.wgsl"),
                     source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -415,7 +468,8 @@ impl GpuContext {
             let module = &self.modules[&cap];
             let constants = [
                 ("F16", if f16 { 1.0 } else { 0.0 }),
-                ("HEAT", if heat_cap > 0 { 1.0 } else { 0.0 }),
+                ("LOGITS", if logits_cap > 0 { 1.0 } else { 0.0 }),
+                ("XS", if xs { 1.0 } else { 0.0 }),
                 ("NT", nt as f64),
                 ("NCLS", ncls as f64),
                 ("AUX_UBO", if aux_ubo { 1.0 } else { 0.0 }),
@@ -442,7 +496,7 @@ impl GpuContext {
 // Scorer
 // ---------------------------------------------------------------------------
 
-/// Uniform block of `scores.wgsl` (`struct Params`, 112 bytes).
+/// Uniform block of `scores.wgsl` (`struct Params`, 176 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -453,22 +507,24 @@ struct Params {
     row_x: u32,
     off_w: u32,
     off_ctr: u32,
-    msp_ti: u32,
-    en_ti: u32,
-    el_ti: u32,
-    rows: [u32; 5],
-    t_en: f32,
-    inv_t: [f32; 3],
+    t1i: u32,
+    /// output row per method slot
+    rows: [u32; MAX_SLOTS],
+    /// entry of the shader's `s` per method slot
+    ti: [u32; MAX_SLOTS],
+    /// temperature per method slot
+    t: [f32; MAX_SLOTS],
+    inv_t: [f32; 4],
     el_mean_hi: f32,
     el_mean_lo: f32,
     el_std: f32,
     gmm_mean_hi: f32,
     gmm_mean_lo: f32,
     gmm_std: f32,
-    _pad: [u32; 3],
+    _pad: [u32; 2],
 }
 
-const _: () = assert!(std::mem::size_of::<Params>() == 112);
+const _: () = assert!(std::mem::size_of::<Params>() == 176);
 
 fn split(x: f64) -> (f32, f32) {
     let hi = x as f32;
@@ -480,7 +536,9 @@ fn split(x: f64) -> (f32, f32) {
 struct Prepared {
     params: Params,
     aux: Vec<f32>,
-    key_heat: u32,
+    /// private logit array capacity, 0 = none
+    key_logits: u32,
+    xs: bool,
     nt: u32,
     /// Output row per plan entry (duplicates in `plan.methods` share a row).
     row_of: Vec<usize>,
@@ -489,7 +547,7 @@ struct Prepared {
 
 fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
     ensure!(c >= 1, "logits have no classes");
-    let mut rows_slot = [u32::MAX; 5];
+    let mut rows_slot = [u32::MAX; MAX_SLOTS];
     let mut rows = 0usize;
     let mut row_of = Vec::with_capacity(plan.methods.len());
     let mut mask = 0u32;
@@ -512,7 +570,7 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
         p.rows[s] = if *r == u32::MAX { 0 } else { *r };
     }
 
-    // Distinct temperatures that need a Σ exp.
+    // Distinct temperatures that need a Σ exp, in slot order.
     let mut temps: Vec<f64> = Vec::new();
     let mut temp_index = |t: f64, what: &str| -> Result<u32> {
         ensure!(
@@ -530,15 +588,29 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
         temps.push(t);
         Ok(temps.len() as u32 - 1)
     };
-    if wants(Method::Msp) {
-        p.msp_ti = temp_index(plan.msp_temperature, "MSP")?;
-    }
-    if wants(Method::Energy) {
-        p.en_ti = temp_index(plan.energy_temperature, "energy")?;
-        p.t_en = plan.energy_temperature as f32;
-    }
-    if wants(Method::Heat) {
-        p.el_ti = temp_index(1.0, "HEAT")?;
+    let (mut key_logits, mut xs) = (0u32, false);
+    for &m in Method::ALL.iter().filter(|&&m| wants(m)) {
+        let sp = m.spec();
+        if let Some(t) = m.temperature(plan) {
+            p.ti[m.slot()] = temp_index(t, sp.id)?;
+            p.t[m.slot()] = t as f32;
+        }
+        if sp.needs.xlogx {
+            ensure!(m.temperature(plan) == Some(1.0), "{}: xs is accumulated at T = 1 only", sp.id);
+            p.t1i = p.ti[m.slot()];
+            xs = true;
+        }
+        if sp.needs.logits {
+            ensure!(
+                c <= MAX_LOGIT_ARRAY,
+                "{} on the GPU supports at most {MAX_LOGIT_ARRAY} classes (logits have {c}); use --device cpu",
+                sp.id
+            );
+            key_logits = [32u32, 64, 128, 256]
+                .into_iter()
+                .find(|&cap| c <= cap as usize)
+                .unwrap_or(256);
+        }
     }
     for (i, t) in temps.iter().enumerate() {
         p.inv_t[i] = (1.0 / t) as f32;
@@ -573,7 +645,6 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
             aux.extend([hi, lo, sd, 0.0]);
         }
     }
-    let mut key_heat = 0;
     if wants(Method::Heat) {
         let h = &cal.unwrap().heat;
         ensure!(h.c == c, "HEAT parameters have {} classes but logits have {c}", h.c);
@@ -581,14 +652,6 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
             h.k >= 1 && h.whiten.len() == c * c && h.centers.len() == h.k * c,
             "HEAT requested but the calibration has no fitted Gaussians (was it fitted with heat = false?)"
         );
-        ensure!(
-            c <= MAX_HEAT_CLASSES,
-            "HEAT on the GPU supports at most {MAX_HEAT_CLASSES} classes (logits have {c}); use --device cpu"
-        );
-        key_heat = [32u32, 64, 128, 256]
-            .into_iter()
-            .find(|&cap| c <= cap as usize)
-            .unwrap_or(256);
         p.k = h.k as u32;
         // the lower triangle of W packed row by row, then the centers
         p.off_w = aux.len() as u32;
@@ -616,7 +679,8 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
     Ok(Prepared {
         params: p,
         aux,
-        key_heat,
+        key_logits,
+        xs,
         nt: temps.len() as u32,
         row_of,
         rows,
@@ -865,13 +929,14 @@ impl GpuScorer {
         }
         let key = PipelineKey {
             f16,
-            heat_cap: prep.key_heat,
+            logits_cap: prep.key_logits,
+            xs: prep.xs,
             nt: prep.nt,
             // C baked in: constant loop bounds let the driver unroll the
             // class loops (and keep HEAT's array in registers for small C).
             // One model has one C, so this adds no variants in a sweep.
             ncls: c as u32,
-            aux_ubo: prep.key_heat > 0 && (prep.aux.len() * 4) as u64 <= self.ctx.ubo_bytes,
+            aux_ubo: prep.key_logits > 0 && (prep.aux.len() * 4) as u64 <= self.ctx.ubo_bytes,
         };
         self.ctx.pipeline(key)?;
         self.upload_aux(&prep.aux);
@@ -1094,6 +1159,27 @@ mod tests {
         }
     }
 
+    /// The assembled module has one generated block per method, calling
+    /// the method's function, and the `Params` mirror matches WGSL's layout.
+    #[test]
+    fn shader_is_assembled_from_the_method_table() {
+        let src = shader_source(32, 4096).unwrap();
+        assert!(!src.contains(DISPATCH_LINE));
+        assert!(src.contains("const MAX_C: u32 = 32u;"));
+        for &m in Method::ALL {
+            let call = format!("{}(with_method(px, {}u), &z)", m.spec().wgsl, m.slot());
+            assert_eq!(src.matches(&call).count(), 1, "{}", m.id());
+            assert!(src.contains(&format!("scores[out_row({}u) * n + i]", m.slot())));
+        }
+        // WGSL layout of Params: 8 u32, three array<vec4, 2>, one vec4, 8 scalars
+        assert_eq!(std::mem::offset_of!(Params, rows), 32);
+        assert_eq!(std::mem::offset_of!(Params, ti), 64);
+        assert_eq!(std::mem::offset_of!(Params, t), 96);
+        assert_eq!(std::mem::offset_of!(Params, inv_t), 128);
+        assert_eq!(std::mem::offset_of!(Params, el_mean_hi), 144);
+        assert_eq!(std::mem::size_of::<Params>(), 176);
+    }
+
     #[test]
     fn rows_follow_plan_order_and_share_duplicates() {
         let p = prepare(
@@ -1115,7 +1201,7 @@ mod tests {
             p.params.mask,
             (1 << Method::Heat.slot()) | (1 << Method::MaxLogit.slot()) | (1 << Method::Msp.slot())
         );
-        assert_eq!(p.key_heat, 32);
+        assert_eq!(p.key_logits, 32);
     }
 
     #[test]
@@ -1125,8 +1211,10 @@ mod tests {
         assert_eq!(prepare(&plan(&all, 2.0, 2.0, 3), 3).unwrap().nt, 2);
         let p = prepare(&plan(&all, 0.5, 2.0, 3), 3).unwrap();
         assert_eq!(p.nt, 3);
-        assert_eq!(p.params.inv_t, [2.0, 0.5, 1.0]);
-        assert_eq!((p.params.msp_ti, p.params.en_ti, p.params.el_ti), (0, 1, 2));
+        assert_eq!(p.params.inv_t, [2.0, 0.5, 1.0, 0.0]);
+        let ti = |m: Method| p.params.ti[m.slot()];
+        assert_eq!((ti(Method::Msp), ti(Method::Energy), ti(Method::Heat)), (0, 1, 2));
+        assert_eq!(p.params.t[Method::Energy.slot()], 2.0);
         assert_eq!(
             prepare(&plan(&[Method::MaxLogit, Method::Sml], 0.5, 2.0, 3), 3)
                 .unwrap()

@@ -7,8 +7,11 @@
 //! against each other, and lets the metrics room stay ignorant of how a
 //! score was made.
 //!
-//! Adding a method = one WGSL function, one CPU function in `cpu.rs`, one arm
-//! in [`Method`], one line in README.
+//! Adding a method = one WGSL function in `shaders/methods.wgsl`, one CPU
+//! reference function in `cpu.rs`, one entry in the `methods!` list below
+//! (enum arm + metadata), one line in README. The fused shader's per-method
+//! dispatch and stores are generated from that list (`gpu.rs`), and the CPU
+//! scorer dispatches through the same list.
 
 pub mod calib;
 pub mod cpu;
@@ -20,73 +23,149 @@ use serde::Serialize;
 pub use crate::data::{LogitData, Logits};
 pub use calib::{Calibration, HeatParams, SmlStats};
 
-/// A built-in anomaly score. Higher = more anomalous, always.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    MaxLogit,
+/// Which of the plan's temperatures a method's softmax sum uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temp {
+    /// No Σ exp needed.
+    None,
+    /// `[method.msp] temperature`.
     Msp,
+    /// `[method.energy] temperature`.
     Energy,
-    Sml,
-    Heat,
+    /// T = 1 (HEAT's logit energy, entropy).
+    One,
+}
+
+/// Per-pixel quantities beyond max / first argmax / Σ exp that a method
+/// needs from the single pass over the logits (GPU pipeline variants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    /// The pixel's C logits kept in a private array (`z` in WGSL; at most
+    /// [`gpu::MAX_LOGIT_ARRAY`] classes on the GPU).
+    pub logits: bool,
+    /// `xs = Σ (z_c − max)·exp(z_c − max)` at T = 1 (entropy), accumulated
+    /// online next to the T = 1 Σ exp.
+    pub xlogx: bool,
+}
+
+/// Everything the host knows about one built-in method: its names, its
+/// WGSL function (in `shaders/methods.wgsl`), its CPU reference (in
+/// `cpu.rs`) and what it needs. The fused shader's dispatch and the CPU
+/// scorer's dispatch are both generated from this table, so a method is
+/// defined exactly once per language.
+#[derive(Clone, Copy)]
+pub struct MethodSpec {
+    pub id: &'static str,
+    /// Column header in the tables (the seed table's wording).
+    pub display: &'static str,
+    /// Name of `fn NAME(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32`
+    /// in `shaders/methods.wgsl`.
+    pub wgsl: &'static str,
+    /// The f64 reference at one pixel.
+    pub cpu: cpu::CpuFn,
+    pub needs_calibration: bool,
+    pub temperature: Temp,
+    pub needs: Needs,
+}
+
+/// Declares [`Method`] and its [`MethodSpec`] table from one list: adding a
+/// method is one entry here (plus its WGSL and CPU functions and a README
+/// line). The enum's declaration order is its GPU output slot.
+macro_rules! methods {
+    ($($(#[$doc:meta])* $v:ident => $spec:expr,)*) => {
+        /// A built-in anomaly score. Higher = more anomalous, always.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Method {
+            $($(#[$doc])* $v,)*
+        }
+
+        impl Method {
+            /// Every built-in method, in slot order.
+            pub const ALL: &'static [Method] = &[$(Method::$v,)*];
+
+            /// The method's row of the table.
+            pub fn spec(self) -> &'static MethodSpec {
+                match self {
+                    $(Method::$v => {
+                        const S: MethodSpec = $spec;
+                        &S
+                    })*
+                }
+            }
+        }
+    };
+}
+
+methods! {
+    /// Hendrycks et al. 2022: `−max_c z_c`.
+    MaxLogit => MethodSpec {
+        id: "max_logit", display: "Simple Max Logits", wgsl: "score_max_logit", cpu: cpu::max_logit_px,
+        needs_calibration: false, temperature: Temp::None, needs: Needs { logits: false, xlogx: false },
+    },
+    /// Hendrycks & Gimpel 2017: `−max_c softmax(z/T)_c`.
+    Msp => MethodSpec {
+        id: "msp", display: "Maximum Softmax Probability", wgsl: "score_msp", cpu: cpu::msp_px,
+        needs_calibration: false, temperature: Temp::Msp, needs: Needs { logits: false, xlogx: false },
+    },
+    /// Liu et al. 2020: `−T·logsumexp(z/T)`.
+    Energy => MethodSpec {
+        id: "energy", display: "Energy Score", wgsl: "score_energy", cpu: cpu::energy_px,
+        needs_calibration: false, temperature: Temp::Energy, needs: Needs { logits: false, xlogx: false },
+    },
+    /// Jung et al. 2021: `−(max z − μ_ĉ)/σ_ĉ`.
+    Sml => MethodSpec {
+        id: "sml", display: "Standardized Max Logits", wgsl: "score_sml", cpu: cpu::sml_px,
+        needs_calibration: true, temperature: Temp::None, needs: Needs { logits: false, xlogx: false },
+    },
+    /// SPEC §4.1: soft-min of z-scored logit energy and class-Gaussian energy.
+    Heat => MethodSpec {
+        id: "heat", display: "HEAT", wgsl: "score_heat", cpu: cpu::heat_px,
+        needs_calibration: true, temperature: Temp::One, needs: Needs { logits: true, xlogx: false },
+    },
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
-        Method::MaxLogit,
-        Method::Msp,
-        Method::Sml,
-        Method::Energy,
-        Method::Heat,
-    ];
-
     /// The id used in configs, results.json and folder names.
     pub fn id(self) -> &'static str {
-        match self {
-            Method::MaxLogit => "max_logit",
-            Method::Msp => "msp",
-            Method::Energy => "energy",
-            Method::Sml => "sml",
-            Method::Heat => "heat",
-        }
+        self.spec().id
     }
 
     /// Column header in the tables (the seed table's wording).
     pub fn display(self) -> &'static str {
-        match self {
-            Method::MaxLogit => "Simple Max Logits",
-            Method::Msp => "Maximum Softmax Probability",
-            Method::Energy => "Energy Score",
-            Method::Sml => "Standardized Max Logits",
-            Method::Heat => "HEAT",
-        }
+        self.spec().display
     }
 
-    /// Index of the method in the GPU output layout (fixed, see scores.wgsl).
+    /// Index of the method in the GPU output layout: its position in
+    /// [`Method::ALL`] (the `Params` row / temperature tables).
     pub fn slot(self) -> usize {
-        match self {
-            Method::MaxLogit => 0,
-            Method::Msp => 1,
-            Method::Energy => 2,
-            Method::Sml => 3,
-            Method::Heat => 4,
-        }
+        self as usize
     }
 
     /// Whether the method needs statistics fitted on a calibration split.
     pub fn needs_calibration(self) -> bool {
-        matches!(self, Method::Sml | Method::Heat)
+        self.spec().needs_calibration
+    }
+
+    /// The temperature of this method's softmax sum under `plan`, if any.
+    pub fn temperature(self, plan: &ScorePlan) -> Option<f64> {
+        match self.spec().temperature {
+            Temp::None => None,
+            Temp::Msp => Some(plan.msp_temperature),
+            Temp::Energy => Some(plan.energy_temperature),
+            Temp::One => Some(1.0),
+        }
     }
 
     pub fn parse(id: &str) -> Result<Method> {
-        for m in Method::ALL {
+        for &m in Method::ALL {
             if m.id() == id {
                 return Ok(m);
             }
         }
         bail!(
             "unknown method '{id}' (known: {})",
-            Method::ALL.map(|m| m.id()).join(", ")
+            Method::ALL.iter().map(|m| m.id()).collect::<Vec<_>>().join(", ")
         )
     }
 }

@@ -1,0 +1,84 @@
+// One function per built-in method, all with the same signature:
+//
+//   fn score_<id>(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32
+//
+// `px` carries the shared per-pixel quantities (see `Px` in scores.wgsl),
+// `z` the pixel's logits when the method's `needs.logits` is set (else an
+// unused array). The host generates the calls and stores from the `Method`
+// table (src/scores/mod.rs); each function mirrors its f64 reference in
+// src/scores/cpu.rs. Higher = more anomalous.
+
+fn score_max_logit(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    return -px.m;
+}
+
+// −1 / Σ exp((z − max)/T_msp)
+fn score_msp(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    return -1.0 / px.s[px.ti];
+}
+
+// −(max + T_en · log Σ exp((z − max)/T_en))   (= −T·logsumexp(z/T))
+fn score_energy(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    return -(px.m + px.t * log(px.s[px.ti]));
+}
+
+// −((max − μ_ĉ) / σ_ĉ),  ĉ = first argmax; μ split hi + lo (see aux).
+fn score_sml(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    let b = 4u * px.arg;
+    return -(((px.m - aux[b]) - aux[b + 1u]) / aux[b + 2u]);
+}
+
+// −log(exp(−Ẽ_el) + exp(−Ẽ_gmm)) with
+//   Ẽ_el  = (−logsumexp(z) − el_mean) / el_std
+//   Ẽ_gmm = (E_gmm − gmm_mean) / gmm_std,  E_gmm = −logsumexp_k(−½‖W z − centers_k‖²)
+fn score_heat(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    let nc = select(P.c, NCLS, NCLS > 0u);
+    let el = -(px.m + log(px.s[px.ti]));
+    let el_t = ((el - P.el_mean_hi) - P.el_mean_lo) / P.el_std;
+
+    // u = W z in place, bottom row first: row r reads z[0..=r], which
+    // rows below r have not overwritten yet. Same summation order as
+    // cpu::gmm_energy.
+    for (var r = nc; r > 0u; r--) {
+        let ri = r - 1u;
+        let wb = P.off_w + ri * (ri + 1u) / 2u;
+        var acc = 0.0;
+        for (var j = 0u; j <= ri; j++) {
+            acc += hp(wb + j) * (*z)[j];
+        }
+        (*z)[ri] = acc;
+    }
+    // Online logsumexp over the K Gaussians of −½‖u − center_k‖²
+    // (the recurrence of cpu::gmm_energy, one exp per Gaussian).
+    var best = 0.0;
+    var sum = 0.0;
+    for (var k = 0u; k < P.k; k++) {
+        let cb = P.off_ctr + k * nc;
+        var d = 0.0;
+        for (var j = 0u; j < nc; j++) {
+            let t = (*z)[j] - hp(cb + j);
+            d += t * t;
+        }
+        let x = -0.5 * d;
+        // k = 0 starts the sum at exp(0) = 1 with best = x
+        let first = k == 0u;
+        let e = exp(-abs(x - best));
+        sum = select(select(sum + e, sum * e + 1.0, x > best), 1.0, first);
+        best = select(max(best, x), x, first);
+    }
+    let gm = -(best + log(sum));
+    let gm_t = ((gm - P.gmm_mean_hi) - P.gmm_mean_lo) / P.gmm_std;
+
+    // soft-min of the two standardised energies, stable
+    let a = -el_t;
+    let b = -gm_t;
+    let mx = max(a, b);
+    return -(mx + log(exp(a - mx) + exp(b - mx)));
+}
+
+// Softmax entropy at T = 1: log S − xs / S with S = Σ exp(z − max),
+// xs = Σ (z − max)·exp(z − max)  (= −Σ p log p).
+fn score_entropy(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    let s1 = px.s[px.ti];
+    return log(s1) - px.xs / s1;
+}
