@@ -34,6 +34,7 @@ scores.json -- an independent numpy float64 implementation of SPEC section 4
             by their mean / population std over the calibration pixels (std 0
             -> 1); heat = -logaddexp(-E_el~, -E_gmm~).
       msp = -max softmax(z / T), energy = -T logsumexp(z / T), T in {1, 2}.
+      entropy = -sum xlogy(p, p), p = scipy.special.softmax(z) (T = 1).
     Logits are float32 values (stored as the exact float64 of each float32).
 
 All floats are written with Python's repr of the float64 that equals the
@@ -49,6 +50,7 @@ import warnings
 import numpy as np
 import scipy
 import scipy.linalg
+import scipy.special
 import sklearn
 from scipy.special import logsumexp
 from sklearn.metrics import (average_precision_score, precision_recall_curve,
@@ -340,6 +342,9 @@ def ref_scores(z, cal):
     e_el = (-logsumexp(x, axis=1) - cal["el_mean"]) / cal["el_std"]
     e_gm = (gmm_energy(x, cal) - cal["gmm_mean"]) / cal["gmm_std"]
     out["heat"] = -np.logaddexp(-e_el, -e_gm)
+    # entropy of softmax(z) at T = 1, -sum p log p with 0 log 0 = 0
+    p = scipy.special.softmax(x, axis=1)
+    out["entropy"] = -np.sum(scipy.special.xlogy(p, p), axis=1)
     out["e_el"] = -logsumexp(x, axis=1)
     out["e_gmm"] = gmm_energy(x, cal)
     return out

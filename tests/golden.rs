@@ -230,6 +230,7 @@ struct ExpectedScores {
     energy_t2: Vec<f64>,
     sml: Vec<f64>,
     heat: Vec<f64>,
+    entropy: Vec<f64>,
     e_el: Vec<f64>,
     e_gmm: Vec<f64>,
 }
@@ -368,6 +369,38 @@ fn score_errors(case: &ScoreCase) -> Vec<String> {
         check_vec(&mut errs, n, "E_el (f64)", &got[3], &e.e_el);
     }
     errs
+}
+
+/// Entropy (T = 1, whatever the MSP temperature) against
+/// `-Σ xlogy(p, p)` of `scipy.special.softmax`: the CPU scorer (f32 out)
+/// and the f64 function.
+#[test]
+fn entropy_matches_numpy() {
+    let mut errs = Vec::new();
+    for case in score_cases() {
+        let test = logits(case.c, case.test.n, &case.test.logits);
+        for t in [1.0, 2.0] {
+            let plan = ScorePlan {
+                methods: vec![Method::Msp, Method::Entropy],
+                msp_temperature: t,
+                energy_temperature: t,
+                calibration: None,
+            };
+            let maps = CpuScorer.score(&test, &plan).expect("cpu scorer");
+            let got: Vec<f64> = maps.maps[1].iter().map(|&x| x as f64).collect();
+            check_vec(&mut errs, &case.name, &format!("entropy (CpuScorer, T_msp={t})"), &got, &case.expected.entropy);
+        }
+        let mut z = vec![0f64; case.c];
+        let got: Vec<f64> = (0..case.test.n)
+            .map(|p| {
+                test.pixel(p, &mut z);
+                cpu::entropy(&z)
+            })
+            .collect();
+        check_vec(&mut errs, &case.name, "entropy (f64)", &got, &case.expected.entropy);
+        assert!(got.iter().all(|&h| h >= -1e-12 && h <= (case.c as f64).ln() + 1e-12));
+    }
+    assert!(errs.is_empty(), "{} disagreement(s) with numpy:\n{}", errs.len(), errs.join("\n"));
 }
 
 /// SPEC §4.1: HEAT must not silently equal energy (the seed table's bug),

@@ -153,7 +153,7 @@ fn plan(methods: &[Method], cal: &Calibration, t_msp: f64, t_en: f64) -> ScorePl
     }
 }
 
-const ALL: [Method; 5] = [Method::MaxLogit, Method::Msp, Method::Energy, Method::Sml, Method::Heat];
+const ALL: [Method; 6] = [Method::MaxLogit, Method::Msp, Method::Energy, Method::Sml, Method::Heat, Method::Entropy];
 
 /// Relative tolerance per method, |gpu − cpu| ≤ tol · max(1, |cpu|): the
 /// brief's 1e-5 for every method, 0 (bit-exact) for max_logit.
@@ -172,8 +172,11 @@ const ALL: [Method; 5] = [Method::MaxLogit, Method::Msp, Method::Energy, Method:
 ///   rounding is scaled by |E_gmm| / gmm_std when standardised. Data whose
 ///   calibrated gmm_std is tiny relative to |E_gmm| (nearly collinear
 ///   logits) can need more than 1e-5: that is f32, not a bug.
+/// - entropy: `log S − xs/S` with `xs = Σ (z − max)·exp(z − max)` rescaled
+///   online like S; absolute error (H ≤ log C).
 fn tol(m: Method) -> f64 {
     match m {
+        Method::Entropy => 1e-5,
         Method::MaxLogit => 0.0,
         Method::Msp => 1e-5,
         Method::Energy => 1e-5,
@@ -244,7 +247,7 @@ fn parity_all_methods_all_shapes() {
     let Some(mut g) = gpu() else { return };
     eprintln!("device: {}", g.device());
     let sizes = [(1, 1), (7, 13), (33, 65), (257, 3)];
-    let mut worst = [0f64; 5];
+    let mut worst = [0f64; ALL.len()];
     // 40 and 100 also cover the 64- and 128-class HEAT array sizes (150 is
     // the 256 one, and too large for the uniform-buffer path).
     for (ci, &c) in [2usize, 3, 13, 19, 150, 40, 100].iter().enumerate() {
@@ -274,7 +277,7 @@ fn parity_all_methods_all_shapes() {
 #[test]
 fn parity_extreme_and_tied_logits() {
     let Some(mut g) = gpu() else { return };
-    let mut worst = [0f64; 5];
+    let mut worst = [0f64; ALL.len()];
     for &c in &[2usize, 3, 19, 150] {
         let cal = calibration(c, 7 + c as u64);
         for kind in [Kind::Extreme, Kind::AllEqual] {
@@ -323,11 +326,14 @@ fn method_subsets_order_and_duplicates() {
     let vals = make_values(c, 17, 23, 42, Kind::Realistic);
     for half in [false, true] {
         let lg = logits(c, 17, 23, &vals, half);
-        let plans: [&[Method]; 6] = [
+        let plans: [&[Method]; 9] = [
             &[Method::MaxLogit],
             &[Method::Sml],
             &[Method::Energy],
             &[Method::Heat],
+            &[Method::Entropy],
+            &[Method::Msp, Method::Energy, Method::Entropy],
+            &[Method::Entropy, Method::Heat],
             &[Method::Heat, Method::MaxLogit, Method::Msp, Method::Msp],
             &[Method::Sml, Method::Energy, Method::Heat, Method::Msp, Method::MaxLogit],
         ];
@@ -470,7 +476,7 @@ fn bad_input_is_an_error_not_a_panic() {
         data: LogitData::F32(vec![]),
     };
     let out = g.score(&empty, &plan(&ALL, &cal, 1.0, 1.0)).unwrap();
-    assert!(out.maps.iter().all(|m| m.is_empty()) && out.maps.len() == 5);
+    assert!(out.maps.iter().all(|m| m.is_empty()) && out.maps.len() == ALL.len());
 }
 
 #[test]
@@ -495,4 +501,46 @@ fn f16_subnormal_logits_are_decoded_exactly() {
         .score(&lg, &plan(&[Method::MaxLogit], &cal, 1.0, 1.0))
         .unwrap();
     assert_eq!(out.maps[0], cpu.maps[0], "max_logit of f16 subnormals must be exact");
+}
+
+/// Entropy on the GPU: its `xs` sum is accumulated at T = 1 whichever slot
+/// of `s` holds T = 1 (alone, after MSP/energy temperatures, or shared with
+/// them), and its values are those of softmax entropy: 0 for a one-hot
+/// softmax, log C for all-equal logits.
+#[test]
+fn entropy_parity_and_known_values() {
+    let Some(mut g) = gpu() else { return };
+    let mut worst = 0f64;
+    for &c in &[2usize, 5, 19, 150] {
+        let cal = calibration(c, 31 + c as u64);
+        for kind in [Kind::Realistic, Kind::Extreme, Kind::AllEqual] {
+            let vals = make_values(c, 9, 31, 7 + c as u64, kind);
+            for half in [false, true] {
+                let lg = logits(c, 9, 31, &vals, half);
+                for (methods, t_msp, t_en) in [
+                    (&[Method::Entropy][..], 0.5, 2.0),
+                    (&[Method::Msp, Method::Energy, Method::Entropy][..], 0.5, 2.0),
+                    (&[Method::Entropy, Method::Msp][..], 1.0, 3.0),
+                    (&[Method::Energy, Method::Entropy][..], 1.0, 1.0),
+                ] {
+                    let p = plan(methods, &cal, t_msp, t_en);
+                    let what = format!("{kind:?} C={c} {} {methods:?} T=({t_msp},{t_en})", lg.dtype());
+                    let e = check(&mut g, &lg, &p, &what);
+                    worst = worst.max(*e.last().unwrap());
+                }
+            }
+        }
+    }
+    eprintln!("entropy worst relative error: {worst:.3e}");
+    // known values
+    let c = 7;
+    let cal = calibration(c, 3);
+    let mut vals = vec![0f32; c * 2];
+    vals[0] = 1e4; // pixel 0: one-hot softmax (class 0)
+    for k in 0..c {
+        vals[k * 2 + 1] = 2.5; // pixel 1: uniform softmax
+    }
+    let out = g.score(&logits(c, 1, 2, &vals, false), &plan(&[Method::Entropy], &cal, 1.0, 1.0)).unwrap();
+    assert_eq!(out.maps[0][0], 0.0);
+    assert!((out.maps[0][1] as f64 - (c as f64).ln()).abs() < 1e-6, "{}", out.maps[0][1]);
 }

@@ -123,6 +123,11 @@ methods! {
         id: "heat", display: "HEAT", wgsl: "score_heat", cpu: cpu::heat_px,
         needs_calibration: true, temperature: Temp::One, needs: Needs { logits: true, xlogx: false },
     },
+    /// Softmax entropy at T = 1: `−Σ_c p_c log p_c`, `p = softmax(z)`.
+    Entropy => MethodSpec {
+        id: "entropy", display: "Softmax Entropy", wgsl: "score_entropy", cpu: cpu::entropy_px,
+        needs_calibration: false, temperature: Temp::One, needs: Needs { logits: false, xlogx: true },
+    },
 }
 
 impl Method {
