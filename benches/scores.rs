@@ -76,6 +76,7 @@ fn plans() -> Vec<(&'static str, ScorePlan)> {
         msp_temperature: 1.0,
         energy_temperature: 1.0,
         calibration: Some(cal.clone()),
+        sml_post: Default::default(),
     };
     vec![
         (

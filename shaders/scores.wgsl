@@ -80,7 +80,7 @@ struct Params {
     gmm_mean_hi: f32,
     gmm_mean_lo: f32,
     gmm_std: f32,
-    _pad0: u32,
+    pred_row: u32, // output row of the predicted class (as f32), or 0xffffffff
     _pad1: u32,
 }
 
@@ -187,4 +187,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
     let px = Px(i, m, arg, s, xs, 0u, 0.0);
     //@DISPATCH@
+    // The predicted class, for whole-image post-processing (SML boundary
+    // suppression, shaders/sml_post.wgsl); exact as f32 below 2^24 classes.
+    if (P.pred_row != 0xffffffffu && live) {
+        scores[P.pred_row * n + i] = f32(arg);
+    }
 }

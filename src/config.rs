@@ -123,16 +123,9 @@ fn one() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct EmptyOpt {}
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmlOpt {
-    /// Iterative boundary suppression (Jung et al. 2021). Not implemented yet.
-    #[serde(default)]
-    pub boundary_suppression: bool,
-    /// Dilated smoothing (Jung et al. 2021). Not implemented yet.
-    #[serde(default)]
-    pub dilated_smoothing: bool,
-}
+/// `[method.sml]`: boundary suppression and dilated smoothing (Jung et al.
+/// 2021); keys and defaults in [`crate::scores::SmlPost`].
+pub type SmlOpt = crate::scores::SmlPost;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -264,9 +257,7 @@ impl Config {
         {
             bail!("`layout` must be \"chw\" or \"hwc\", got {l:?}");
         }
-        if self.method.sml.boundary_suppression || self.method.sml.dilated_smoothing {
-            bail!("`method.sml.boundary_suppression` / `dilated_smoothing` are not implemented yet (plain SML only)");
-        }
+        self.method.sml.validate()?;
         if self.method.heat.spatial_window != 0 {
             bail!("`method.heat.spatial_window` is not implemented yet");
         }

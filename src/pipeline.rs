@@ -498,7 +498,7 @@ fn conventions(cfg: &Config) -> Result<Conventions> {
         ignore_values: cfg.ignore.clone(),
         msp_temperature: cfg.method.msp.temperature,
         energy_temperature: cfg.method.energy.temperature,
-        sml_variant: "plain (no boundary suppression, no dilated smoothing)".into(),
+        sml_variant: cfg.method.sml.variant(),
         heat_variant: format!(
             "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",
             crate::scores::calib::RIDGE
@@ -591,6 +591,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             msp_temperature: cfg.method.msp.temperature,
             energy_temperature: cfg.method.energy.temperature,
             calibration,
+            sml_post: cfg.method.sml,
         };
         let leak = |m: Method, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
 

@@ -330,6 +330,7 @@ fn score_errors(case: &ScoreCase) -> Vec<String> {
                 msp_temperature: t,
                 energy_temperature: t,
                 calibration: Some(cal.clone()),
+                sml_post: Default::default(),
             };
             let maps = CpuScorer.score(&test, &plan).expect("cpu scorer");
             assert_eq!((maps.h, maps.w, maps.maps.len()), (1, case.test.n, methods.len()));
@@ -385,6 +386,7 @@ fn entropy_matches_numpy() {
                 msp_temperature: t,
                 energy_temperature: t,
                 calibration: None,
+                sml_post: Default::default(),
             };
             let maps = CpuScorer.score(&test, &plan).expect("cpu scorer");
             let got: Vec<f64> = maps.maps[1].iter().map(|&x| x as f64).collect();
@@ -415,6 +417,7 @@ fn heat_is_not_energy() {
             msp_temperature: 1.0,
             energy_temperature: 1.0,
             calibration: Some(cal),
+            sml_post: Default::default(),
         };
         let maps = CpuScorer.score(&test, &plan).unwrap();
         let (en, he) = (&maps.maps[0], &maps.maps[1]);

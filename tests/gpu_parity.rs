@@ -150,6 +150,7 @@ fn plan(methods: &[Method], cal: &Calibration, t_msp: f64, t_en: f64) -> ScorePl
         msp_temperature: t_msp,
         energy_temperature: t_en,
         calibration: Some(cal.clone()),
+        sml_post: Default::default(),
     }
 }
 
@@ -350,6 +351,7 @@ fn method_subsets_order_and_duplicates() {
             msp_temperature: 1.0,
             energy_temperature: 1.0,
             calibration: None,
+            sml_post: Default::default(),
         };
         check(&mut g, &lg, &p, "no calibration");
     }
@@ -423,6 +425,7 @@ fn bad_input_is_an_error_not_a_panic() {
         msp_temperature: 1.0,
         energy_temperature: 1.0,
         calibration: None,
+        sml_post: Default::default(),
     };
     assert!(g.score(&lg, &p).is_err());
     // HEAT from a calibration fitted without HEAT

@@ -192,7 +192,13 @@ pub fn entropy_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
 /// Softmax entropy of one pixel's logits (see [`entropy_px`]).
 pub fn entropy(z: &[f64]) -> f64 {
     let mut u = [];
-    let plan = ScorePlan { methods: vec![], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None };
+    let plan = ScorePlan {
+        methods: vec![],
+        msp_temperature: 1.0,
+        energy_temperature: 1.0,
+        calibration: None,
+        sml_post: Default::default(),
+    };
     entropy_px(&mut Pixel::new(z, &mut u), &plan)
 }
 
@@ -212,6 +218,19 @@ pub fn score_pixel(z: &[f64], plan: &ScorePlan, u: &mut [f64], out: &mut [f32]) 
     for (o, &method) in out.iter_mut().zip(&plan.methods) {
         *o = (method.spec().cpu)(&mut px, plan) as f32;
     }
+}
+
+/// First argmax of every pixel (the predicted class map).
+pub fn predictions(logits: &Logits) -> Vec<u32> {
+    let mut pred = vec![0u32; logits.pixels()];
+    pred.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, out)| {
+        let mut z = vec![0f64; logits.c];
+        for (j, o) in out.iter_mut().enumerate() {
+            logits.pixel(ci * CHUNK + j, &mut z);
+            *o = max_argmax(&z).1 as u32;
+        }
+    });
+    pred
 }
 
 /// The CPU scorer: rayon over fixed pixel chunks, f64 inside, f32 out.
@@ -267,6 +286,15 @@ impl Scorer for CpuScorer {
         for px in inter.chunks(nm) {
             for (map, &v) in maps.iter_mut().zip(px) {
                 map.push(v);
+            }
+        }
+        if plan.sml_post_active() {
+            plan.sml_post.validate()?;
+            let pred = predictions(logits);
+            for (map, m) in maps.iter_mut().zip(&plan.methods) {
+                if *m == Method::Sml {
+                    *map = super::post::apply_cpu(map, &pred, logits.h, logits.w, &plan.sml_post);
+                }
             }
         }
         Ok(ScoreMaps {

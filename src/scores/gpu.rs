@@ -521,7 +521,9 @@ struct Params {
     gmm_mean_hi: f32,
     gmm_mean_lo: f32,
     gmm_std: f32,
-    _pad: [u32; 2],
+    /// output row of the predicted class, `u32::MAX` = none
+    pred_row: u32,
+    _pad: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Params>() == 176);
@@ -540,7 +542,8 @@ struct Prepared {
     key_logits: u32,
     xs: bool,
     nt: u32,
-    /// Output row per plan entry (duplicates in `plan.methods` share a row).
+    /// Output row per plan entry (duplicates in `plan.methods` share a row),
+    /// then the predicted-class row when SML boundary suppression needs it.
     row_of: Vec<usize>,
     rows: usize,
 }
@@ -614,6 +617,16 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
     }
     for (i, t) in temps.iter().enumerate() {
         p.inv_t[i] = (1.0 / t) as f32;
+    }
+    // SML boundary suppression needs the class map of the whole image.
+    let pred = plan.sml_post_active() && plan.sml_post.boundary_suppression;
+    p.pred_row = u32::MAX;
+    if pred {
+        plan.sml_post.validate()?;
+        ensure!(c <= 1 << 24, "SML boundary suppression on the GPU supports at most 2^24 classes");
+        p.pred_row = rows as u32;
+        row_of.push(rows);
+        rows += 1;
     }
 
     let mut aux: Vec<f32> = Vec::new();
@@ -719,6 +732,8 @@ pub struct GpuScorer {
     aux_gen: u64,
     max_binding: u64,
     tile_bytes: u64,
+    /// SML post-processing passes, compiled on first use.
+    post: Option<super::gpu_post::PostGpu>,
 }
 
 impl fmt::Debug for GpuScorer {
@@ -746,6 +761,7 @@ impl GpuScorer {
             aux_gen: 0,
             max_binding,
             tile_bytes: DEFAULT_TILE_BYTES,
+            post: None,
         }
     }
 
@@ -1088,6 +1104,30 @@ fn make_bind(
     })
 }
 
+impl GpuScorer {
+    /// SML boundary suppression / dilated smoothing of every SML map, on
+    /// the whole image (after all tiles are in): `maps` ends with the
+    /// predicted-class row when boundary suppression is on.
+    fn post_process(&mut self, logits: &Logits, plan: &ScorePlan, maps: &mut [Vec<f32>]) -> Result<()> {
+        let (h, w) = (logits.h, logits.w);
+        let pred: Vec<u32> = if plan.sml_post.boundary_suppression {
+            maps.last().context("no predicted-class row")?.iter().map(|&v| v as u32).collect()
+        } else {
+            vec![0; h * w]
+        };
+        if self.post.is_none() {
+            self.post = Some(super::gpu_post::PostGpu::new(&self.ctx)?);
+        }
+        let post = self.post.as_ref().unwrap();
+        for (map, m) in maps.iter_mut().zip(&plan.methods) {
+            if *m == Method::Sml {
+                post.run(&self.ctx, map, &pred, h, w, &plan.sml_post, self.max_binding)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Scorer for GpuScorer {
     fn device(&self) -> String {
         self.ctx.describe()
@@ -1095,14 +1135,20 @@ impl Scorer for GpuScorer {
 
     fn score(&mut self, logits: &Logits, plan: &ScorePlan) -> Result<ScoreMaps> {
         let n = logits.pixels();
-        let mut maps = vec![vec![0f32; n]; plan.methods.len()];
-        if let Err(e) = self.score_inner(logits, plan, &mut maps) {
+        let pred = plan.sml_post_active() && plan.sml_post.boundary_suppression;
+        let mut maps = vec![vec![0f32; n]; plan.methods.len() + pred as usize];
+        let mut res = self.score_inner(logits, plan, &mut maps);
+        if res.is_ok() && plan.sml_post_active() && n > 0 {
+            res = self.post_process(logits, plan, &mut maps);
+        }
+        if let Err(e) = res {
             // Leave no half-finished tile behind: the next image starts clean.
             let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
             self.slots.clear();
             let _ = self.ctx.take_error();
             return Err(e);
         }
+        maps.truncate(plan.methods.len());
         Ok(ScoreMaps {
             h: logits.h,
             w: logits.w,
@@ -1156,6 +1202,7 @@ mod tests {
             msp_temperature: t_msp,
             energy_temperature: t_en,
             calibration: Some(cal(c, 2)),
+            sml_post: Default::default(),
         }
     }
 
@@ -1254,6 +1301,7 @@ mod tests {
             msp_temperature: 1.0,
             energy_temperature: 1.0,
             calibration: None,
+            sml_post: Default::default(),
         };
         assert!(prepare(&p, 3).is_err());
         assert!(prepare(&plan(&[Method::MaxLogit], 1.0, 1.0, 3), 0).is_err());

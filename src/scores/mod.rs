@@ -16,12 +16,15 @@
 pub mod calib;
 pub mod cpu;
 pub mod gpu;
+pub mod gpu_post;
+pub mod post;
 
 use anyhow::{Result, bail};
 use serde::Serialize;
 
 pub use crate::data::{LogitData, Logits};
 pub use calib::{Calibration, HeatParams, SmlStats};
+pub use post::SmlPost;
 
 /// Which of the plan's temperatures a method's softmax sum uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,9 +188,16 @@ pub struct ScorePlan {
     pub energy_temperature: f64,
     /// Present when SML or HEAT is requested.
     pub calibration: Option<Calibration>,
+    /// SML boundary suppression / dilated smoothing (plain by default),
+    /// applied to the whole-image SML map after the fused pass.
+    pub sml_post: SmlPost,
 }
 
 impl ScorePlan {
+    /// Whether the SML maps are post-processed (needs the predicted classes).
+    pub fn sml_post_active(&self) -> bool {
+        self.sml_post.active() && self.methods.contains(&Method::Sml)
+    }
     pub fn sml(&self) -> Option<&SmlStats> {
         self.calibration.as_ref().map(|c| &c.sml)
     }
