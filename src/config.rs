@@ -61,6 +61,10 @@ pub struct Config {
     pub method: MethodOptions,
     #[serde(default)]
     pub metrics: MetricsCfg,
+    /// Reuse the SML/HEAT statistics of an earlier run
+    /// (`results/<x>/calibration.json`) instead of fitting them.
+    #[serde(default)]
+    pub calibration: Option<PathBuf>,
 }
 
 /// Label conventions of the public benchmarks: (name, anomaly, ignore, source).

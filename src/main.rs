@@ -240,6 +240,9 @@ fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64) -> Resu
         ("drift.json".to_string(), (serde_json::to_string(&out.drift)? + "\n").into_bytes()),
     ];
     files.extend(report::curves::files(&out.results, &curves));
+    if let Some(c) = &out.calibration {
+        files.push(("calibration.json".to_string(), c.clone().into_bytes()));
+    }
     report::write_dir_atomic(&dir, &files)?;
     // print the main table
     let main = tables::tables(&out.results).into_iter().next().expect("main table");

@@ -16,6 +16,7 @@ use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
 use crate::metrics::region::{ComponentConfig, ComponentStats, aupro, region_weights};
 use crate::metrics::{Counts, OperatingPoint, PositiveCollector, ThresholdCounter, counts_of};
 use crate::report::results::*;
+use crate::scores::calib::{CalibrationFile, ModelCalibration};
 use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,6 +42,9 @@ pub struct RunOutput {
     /// `drift.json`: per (model, method, split) normal-score histograms, the
     /// input of `bench drift a b`.
     pub drift: serde_json::Value,
+    /// `calibration.json` (when SML or HEAT ran): the full fitted statistics
+    /// per model, reusable with the `calibration` config key.
+    pub calibration: Option<String>,
 }
 
 /// The scorer for a device choice, and `cpu` / `gpu`.
@@ -469,6 +473,14 @@ fn calibrate(split: &Split, leakage: bool, heat: bool, model: &str, inp: &Inputs
     Calibration::fit(&split.name, leakage, heat, &mut visit).with_context(|| format!("model {model}"))
 }
 
+/// Class count of `model`'s logits (from the first test image), to check a
+/// reused calibration against before scoring.
+fn classes_of(test: &Split, model: &str, inp: &Inputs) -> Result<usize> {
+    let Some(stem) = test.stems.first() else { bail!("the test split has no images") };
+    let lg = read_logits(&test.logits_path(model, stem)?)?;
+    Ok(if inp.hwc { lg.w } else { lg.c })
+}
+
 /// The fitted statistics as reported in results.json.
 fn calibration_row(model: &str, cal: &Calibration, heat: bool) -> CalibrationRow {
     CalibrationRow {
@@ -536,10 +548,16 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     let methods = cfg.parsed_methods()?;
     let need_cal = methods.iter().any(|m| m.needs_calibration());
     let need_heat = methods.contains(&Method::Heat);
+    // `calibration = "..."`: reuse saved statistics instead of fitting.
+    let reuse = match (&cfg.calibration, need_cal) {
+        (Some(p), true) => Some((p.clone(), CalibrationFile::load(p).context("`calibration`")?)),
+        _ => None,
+    };
+    let fit_cal = need_cal && reuse.is_none();
 
     // Fail fast on missing files before any long work.
     for mc in &cfg.models {
-        for s in [Some(test), val, if need_cal { calib } else { None }].into_iter().flatten() {
+        for s in [Some(test), val, if fit_cal { calib } else { None }].into_iter().flatten() {
             s.check_model(&mc.id)?;
         }
     }
@@ -547,7 +565,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     let (mut scorer, device_kind) = make_scorer(opts.device.or(cfg.device).unwrap_or_default())?;
     let visits_per_model = {
         let split_visits = |s: &Split| 2 * s.stems.len() as u64;
-        let cal_visits = match (need_cal, calib) {
+        let cal_visits = match (fit_cal, calib) {
             (false, _) => 0,
             (true, Some(c)) => (1 + need_heat as u64) * c.stems.len() as u64,
             (true, None) => (1 + need_heat as u64) * test.stems.len() as u64,
@@ -568,6 +586,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     let mut curves = Vec::new();
     let (mut drift_rows, mut drift_hists) = (Vec::new(), Vec::new());
     let mut failure_rows = Vec::new();
+    let mut cal_file = Vec::new();
     for mc in &cfg.models {
         let tm = Instant::now();
         bar.set_message(mc.id.clone());
@@ -576,7 +595,11 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                 Some(c) => (c, false),
                 None => (test, true),
             };
-            let cal = calibrate(split, leakage, need_heat, &mc.id, &inp, &bar)?;
+            let cal = match &reuse {
+                Some((path, file)) => file.model(path, &mc.id, classes_of(test, &mc.id, &inp)?, need_heat)?,
+                None => calibrate(split, leakage, need_heat, &mc.id, &inp, &bar)?,
+            };
+            cal_file.push(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });
             for w in &cal.warnings {
                 warn(&mut warnings, format!("{}: {w}", mc.id));
             }
@@ -757,9 +780,15 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         "timings_s": { "total": t0.elapsed().as_secs_f64(), "per_model": timings },
         "warnings": warnings,
         "inputs_sha256": inp.sums.to_json(),
+        "calibration": match &reuse {
+            Some((p, _)) => serde_json::json!(p.display().to_string()),
+            None if need_cal => serde_json::json!("fitted"),
+            None => serde_json::Value::Null,
+        },
     });
     let drift = serde_json::json!({ "format": "bench-drift/1", "cells": drift_hists });
-    Ok(RunOutput { results, manifest, curves, drift })
+    let calibration = if need_cal { Some(CalibrationFile::new(cal_file).to_json()?) } else { None };
+    Ok(RunOutput { results, manifest, curves, drift, calibration })
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -9,10 +9,12 @@ use super::cpu::{gmm_energy, logsumexp, max_argmax};
 use crate::data::{Logits, label};
 use anyhow::{Result, bail};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// Per-predicted-class mean and population std (ddof 0) of the max logit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SmlStats {
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
@@ -27,16 +29,17 @@ pub struct SmlStats {
 /// covariance `Σ = L Lᵀ`; we store the whitening matrix `W = L⁻¹` (lower
 /// triangular, row-major C×C) and the whitened class means `W μ_k`, so the
 /// Mahalanobis distance is a plain squared distance — no cancellation in f32.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeatParams {
     pub c: usize,
     /// Number of fitted Gaussians (classes predicted at least once).
     pub k: usize,
     /// Class ids of the fitted Gaussians.
     pub classes: Vec<usize>,
-    #[serde(skip)]
+    /// `W = L⁻¹`, row-major C×C (lower triangular).
     pub whiten: Vec<f64>,
-    #[serde(skip)]
+    /// Whitened class means `W μ_k`, row-major K×C.
     pub centers: Vec<f64>,
     /// Ridge added to the covariance diagonal (relative to its mean variance).
     pub ridge: f64,
@@ -47,7 +50,8 @@ pub struct HeatParams {
 }
 
 /// Everything fitted on one model's calibration pixels.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Calibration {
     /// Split the statistics came from.
     pub split: String,
@@ -345,6 +349,109 @@ impl Calibration {
             ));
         }
         Ok(Calibration { split: split.to_string(), leakage, pixels: npix, sml, heat: hp, warnings })
+    }
+}
+
+/// `format` of `calibration.json`.
+pub const CALIBRATION_FORMAT: &str = "bench-calibration/1";
+
+/// `calibration.json`: the statistics every model of a run was scored with,
+/// so a reviewer sees them in full and a later run can reuse them
+/// (`calibration = "results/x/calibration.json"`) instead of fitting.
+/// Floats are written shortest-round-trip and parsed exactly (serde_json's
+/// `float_roundtrip`), so a reused fit is bit-identical to the original.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationFile {
+    pub format: String,
+    pub models: Vec<ModelCalibration>,
+}
+
+/// One model's entry of `calibration.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCalibration {
+    /// Model id (folder under `logits/`).
+    pub model: String,
+    /// Class count C of the logits the statistics were fitted on.
+    pub classes: usize,
+    pub calibration: Calibration,
+}
+
+impl CalibrationFile {
+    pub fn new(models: Vec<ModelCalibration>) -> CalibrationFile {
+        CalibrationFile { format: CALIBRATION_FORMAT.into(), models }
+    }
+
+    /// Pretty JSON with a trailing newline (deterministic).
+    pub fn to_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(self)? + "\n")
+    }
+
+    /// Read and check a `calibration.json`; errors name the file.
+    pub fn load(path: &Path) -> Result<CalibrationFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read calibration file: {e}", path.display()))?;
+        let f: CalibrationFile = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a bench calibration file: {e}", path.display()))?;
+        if f.format != CALIBRATION_FORMAT {
+            bail!("{}: format is {:?}, expected {CALIBRATION_FORMAT:?}", path.display(), f.format);
+        }
+        for m in &f.models {
+            m.check().map_err(|e| anyhow::anyhow!("{}: model {}: {e}", path.display(), m.model))?;
+        }
+        Ok(f)
+    }
+
+    /// The statistics of `model`, checked against the logits' class count
+    /// `c` and against whether HEAT is needed.
+    pub fn model(&self, path: &Path, model: &str, c: usize, heat: bool) -> Result<Calibration> {
+        let Some(m) = self.models.iter().find(|m| m.model == model) else {
+            bail!(
+                "{}: no calibration for model {model} (it has: {})",
+                path.display(),
+                self.models.iter().map(|m| m.model.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        };
+        if m.classes != c {
+            bail!(
+                "{}: model {model} was calibrated on {} classes but its logits have {c}",
+                path.display(),
+                m.classes
+            );
+        }
+        if heat && m.calibration.heat.k == 0 {
+            bail!(
+                "{}: model {model} has no HEAT fit (the run that wrote it did not request heat); refit or drop heat",
+                path.display()
+            );
+        }
+        Ok(m.calibration.clone())
+    }
+}
+
+impl ModelCalibration {
+    /// Shapes and values a scorer can use.
+    fn check(&self) -> Result<()> {
+        let (c, cal) = (self.classes, &self.calibration);
+        let s = &cal.sml;
+        if c == 0 || s.mean.len() != c || s.std.len() != c || s.count.len() != c {
+            bail!("SML statistics do not have {c} classes");
+        }
+        if s.mean.iter().any(|v| !v.is_finite()) || s.std.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            bail!("SML statistics must be finite with std > 0");
+        }
+        let h = &cal.heat;
+        if h.k > 0 {
+            if h.c != c || h.classes.len() != h.k || h.whiten.len() != c * c || h.centers.len() != h.k * c {
+                bail!("HEAT fit does not have the shapes of {c} classes and {} Gaussians", h.k);
+            }
+            let finite = h.whiten.iter().chain(&h.centers).chain(&[h.el_mean, h.el_std, h.gmm_mean, h.gmm_std]).all(|v| v.is_finite());
+            if !finite || h.el_std <= 0.0 || h.gmm_std <= 0.0 {
+                bail!("HEAT fit must be finite with positive stds");
+            }
+        }
+        Ok(())
     }
 }
 
