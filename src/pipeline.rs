@@ -557,6 +557,12 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
 
     // Fail fast on missing files before any long work.
     for mc in &cfg.models {
+        for s in [Some(test), val, calib].into_iter().flatten() {
+            let f = s.dir.join("features").join(&mc.id);
+            if need_heat && f.is_dir() {
+                bail!("{}: HEAT with per-pixel features is not implemented yet (remove the folder or drop `heat`)", f.display());
+            }
+        }
         for s in [Some(test), val, if fit_cal { calib } else { None }].into_iter().flatten() {
             s.check_model(&mc.id)?;
         }
