@@ -30,16 +30,25 @@ fn score_sml(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
 
 // −log(exp(−Ẽ_el) + exp(−Ẽ_gmm)) with
 //   Ẽ_el  = (−logsumexp(z) − el_mean) / el_std
-//   Ẽ_gmm = (E_gmm − gmm_mean) / gmm_std,  E_gmm = −logsumexp_k(−½‖W z − centers_k‖²)
+//   Ẽ_gmm = (E_gmm − gmm_mean) / gmm_std,  E_gmm = −logsumexp_k(−½‖W x − centers_k‖²)
+//   x = the pixel's logits, or its features when P.feat_dim > 0
 fn score_heat(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
     let nc = select(P.c, NCLS, NCLS > 0u);
+    // Dimension of the Gaussians' space: the features' D (loaded into z
+    // from tile rows C..C+D), else the C logits already in z.
+    let nd = select(nc, P.feat_dim, P.feat_dim > 0u);
+    if (P.feat_dim > 0u) {
+        for (var j = 0u; j < nd; j++) {
+            (*z)[j] = load((nc + j) * P.n + px.i);
+        }
+    }
     let el = -(px.m + log(px.s[px.ti]));
     let el_t = ((el - P.el_mean_hi) - P.el_mean_lo) / P.el_std;
 
     // u = W z in place, bottom row first: row r reads z[0..=r], which
     // rows below r have not overwritten yet. Same summation order as
     // cpu::gmm_energy.
-    for (var r = nc; r > 0u; r--) {
+    for (var r = nd; r > 0u; r--) {
         let ri = r - 1u;
         let wb = P.off_w + ri * (ri + 1u) / 2u;
         var acc = 0.0;
@@ -53,9 +62,9 @@ fn score_heat(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
     var best = 0.0;
     var sum = 0.0;
     for (var k = 0u; k < P.k; k++) {
-        let cb = P.off_ctr + k * nc;
+        let cb = P.off_ctr + k * nd;
         var d = 0.0;
-        for (var j = 0u; j < nc; j++) {
+        for (var j = 0u; j < nd; j++) {
             let t = (*z)[j] - hp(cb + j);
             d += t * t;
         }

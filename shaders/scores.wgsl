@@ -81,7 +81,7 @@ struct Params {
     gmm_mean_lo: f32,
     gmm_std: f32,
     pred_row: u32, // output row of the predicted class (as f32), or 0xffffffff
-    _pad1: u32,
+    feat_dim: u32, // HEAT on features: D (tile rows C..C+D hold them), 0 = on logits
 }
 
 // What every method function receives: the shared per-pixel quantities,

@@ -214,7 +214,8 @@ fn eval_split(
     // pass 1: positives, probe thresholds, image scores
     for_each_image(split, model, inp, |i, lg, lab| {
         dtype = lg.dtype();
-        let maps = scorer.score(lg, plan).with_context(|| ctx(i))?;
+        let feat = if opts.features { Some(load_features(split, model, i, lg, inp)?) } else { None };
+        let maps = scorer.score_features(lg, feat.as_ref(), plan).with_context(|| ctx(i))?;
         void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
         let valid = lab.iter().any(|&l| l != label::VOID);
         let rw = if opts.regions {
@@ -273,7 +274,8 @@ fn eval_split(
     match &cache {
         Some(c) => c.iter().for_each(|(maps, lab)| pass2(maps, lab)),
         None => for_each_image(split, model, inp, |i, lg, lab| {
-            pass2(&scorer.score(lg, plan).with_context(|| ctx(i))?, &lab);
+            let feat = if opts.features { Some(load_features(split, model, i, lg, inp)?) } else { None };
+            pass2(&scorer.score_features(lg, feat.as_ref(), plan).with_context(|| ctx(i))?, &lab);
             Ok(())
         })?,
     }
@@ -301,6 +303,8 @@ struct SplitOpts {
     types: usize,
     /// Image score: mean of the top-k non-void pixel scores (k ≤ 1: max).
     topk: usize,
+    /// HEAT reads `features/<model>/<id>.npy` for every image.
+    features: bool,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.
@@ -462,15 +466,38 @@ fn warn(warnings: &mut Vec<String>, w: String) {
     warnings.push(w);
 }
 
-/// Fit SML / HEAT statistics for one model on `split`.
-fn calibrate(split: &Split, leakage: bool, heat: bool, model: &str, inp: &Inputs, bar: &ProgressBar) -> Result<Calibration> {
-    let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| {
-        for_each_image(split, model, inp, |_, lg, lab| {
+/// Fit SML / HEAT statistics for one model on `split` (HEAT's Gaussians on
+/// the per-pixel features when `features`).
+fn calibrate(split: &Split, leakage: bool, heat: bool, features: bool, model: &str, inp: &Inputs, bar: &ProgressBar) -> Result<Calibration> {
+    let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| {
+        for_each_image(split, model, inp, |i, lg, lab| {
             bar.inc(1);
-            f(lg, &lab)
+            let feat = if features { Some(load_features(split, model, i, lg, inp)?) } else { None };
+            f(lg, feat.as_ref(), &lab)
         })
     };
-    Calibration::fit(&split.name, leakage, heat, &mut visit).with_context(|| format!("model {model}"))
+    Calibration::fit_features(&split.name, leakage, heat, &mut visit).with_context(|| format!("model {model}"))
+}
+
+/// `<split>/features/<model>/`: per-pixel features for HEAT (SPEC §4.1).
+fn features_dir(split: &Split, model: &str) -> std::path::PathBuf {
+    split.dir.join("features").join(model)
+}
+
+/// The features `[D, H, W]` (f32/f16) of image `i`, same H×W as the mask
+/// (= the logits after any resize); errors name the file.
+fn load_features(split: &Split, model: &str, i: usize, lg: &Logits, inp: &Inputs) -> Result<Logits> {
+    let stem = &split.stems[i];
+    let p = features_dir(split, model).join(format!("{stem}.npy"));
+    if !p.is_file() {
+        bail!("{}: missing features file for image `{stem}` of model `{model}`", p.display());
+    }
+    inp.sums.add(&p)?;
+    let f = read_logits(&p)?;
+    if (f.h, f.w) != (lg.h, lg.w) {
+        bail!("{}: features are {}×{} but the mask is {}×{} (features are not resized)", p.display(), f.h, f.w, lg.h, lg.w);
+    }
+    Ok(f)
 }
 
 /// Class count of `model`'s logits (from the first test image), to check a
@@ -501,7 +528,7 @@ fn calibration_row(model: &str, cal: &Calibration, heat: bool) -> CalibrationRow
 }
 
 /// The conventions block of results.json.
-fn conventions(cfg: &Config) -> Result<Conventions> {
+fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conventions> {
     Ok(Conventions {
         fpr95: serde_json::to_value(cfg.metrics.fpr95)?.as_str().unwrap_or_default().to_string(),
         positive_when: "score >= threshold".into(),
@@ -511,10 +538,18 @@ fn conventions(cfg: &Config) -> Result<Conventions> {
         msp_temperature: cfg.method.msp.temperature,
         energy_temperature: cfg.method.energy.temperature,
         sml_variant: cfg.method.sml.variant(),
-        heat_variant: format!(
-            "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",
-            crate::scores::calib::RIDGE
-        ),
+        heat_variant: if feat_models.is_empty() {
+            format!(
+                "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",
+                crate::scores::calib::RIDGE
+            )
+        } else {
+            format!(
+                "soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {}) on per-pixel features for models [{}], on logits for the others",
+                crate::scores::calib::RIDGE,
+                feat_models.join(", ")
+            )
+        },
         resize: cfg.resize.clone().unwrap_or_else(|| "none".into()),
         image_score: if cfg.metrics.image_topk > 1 {
             format!("mean of the top {} non-void pixel scores", cfg.metrics.image_topk)
@@ -557,12 +592,6 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
 
     // Fail fast on missing files before any long work.
     for mc in &cfg.models {
-        for s in [Some(test), val, calib].into_iter().flatten() {
-            let f = s.dir.join("features").join(&mc.id);
-            if need_heat && f.is_dir() {
-                bail!("{}: HEAT with per-pixel features is not implemented yet (remove the folder or drop `heat`)", f.display());
-            }
-        }
         for s in [Some(test), val, if fit_cal { calib } else { None }].into_iter().flatten() {
             s.check_model(&mc.id)?;
         }
@@ -593,6 +622,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     let (mut drift_rows, mut drift_hists) = (Vec::new(), Vec::new());
     let mut failure_rows = Vec::new();
     let mut cal_file = Vec::new();
+    let mut feat_models = Vec::new();
     for mc in &cfg.models {
         let tm = Instant::now();
         bar.set_message(mc.id.clone());
@@ -603,7 +633,10 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             };
             let cal = match &reuse {
                 Some((path, file)) => file.model(path, &mc.id, classes_of(test, &mc.id, &inp)?, need_heat)?,
-                None => calibrate(split, leakage, need_heat, &mc.id, &inp, &bar)?,
+                None => {
+                    let feat = need_heat && features_dir(split, &mc.id).is_dir();
+                    calibrate(split, leakage, need_heat, feat, &mc.id, &inp, &bar)?
+                }
             };
             cal_file.push(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });
             for w in &cal.warnings {
@@ -615,6 +648,20 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             None
         };
         let cal_split = calibration.as_ref().map(|c| c.split.clone());
+        // HEAT on features: every evaluated split must have them.
+        let use_feat = need_heat && calibration.as_ref().is_some_and(|c| c.heat.features());
+        for s in [Some(test), val].into_iter().flatten() {
+            let dir = features_dir(s, &mc.id);
+            if use_feat && !dir.is_dir() {
+                bail!("{}: missing: HEAT of model {} was fitted on per-pixel features, so every split needs them", dir.display(), mc.id);
+            }
+            if need_heat && !use_feat && dir.is_dir() {
+                warn(&mut warnings, format!("{}: features ignored: HEAT of model {} was fitted on logits (no features in its calibration)", dir.display(), mc.id));
+            }
+        }
+        if use_feat {
+            feat_models.push(mc.id.clone());
+        }
         let plan = ScorePlan {
             methods: methods.clone(),
             msp_temperature: cfg.method.msp.temperature,
@@ -634,6 +681,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             components: vec![None; methods.len()],
             types: cfg.anomaly.len(),
             topk: cfg.metrics.image_topk as usize,
+            features: use_feat,
         };
         let val_eval = match val {
             Some(v) => Some(eval_split(v, &mc.id, &inp, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &sopts, &bar)?),
@@ -765,7 +813,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         name: cfg.name.clone(),
         dataset: cfg.dataset.display().to_string(),
         device: device_kind.into(),
-        conventions: conventions(cfg)?,
+        conventions: conventions(cfg, &feat_models)?,
         models: model_rows,
         methods: methods.iter().map(|m| MethodRow { id: m.id().into(), name: m.display().into() }).collect(),
         cells,

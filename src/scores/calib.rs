@@ -43,10 +43,26 @@ pub struct HeatParams {
     pub centers: Vec<f64>,
     /// Ridge added to the covariance diagonal (relative to its mean variance).
     pub ridge: f64,
+    /// Dimension D of the per-pixel feature vectors the Gaussians live in
+    /// (`features/<model>/<id>.npy`, `[D, H, W]`), or 0: the logit vector
+    /// (D = C). See [`HeatParams::dim`].
+    #[serde(default)]
+    pub feat_dim: usize,
     pub el_mean: f64,
     pub el_std: f64,
     pub gmm_mean: f64,
     pub gmm_std: f64,
+}
+
+impl HeatParams {
+    /// Dimension of the Gaussians' space: the features' D, else C.
+    pub fn dim(&self) -> usize {
+        if self.feat_dim > 0 { self.feat_dim } else { self.c }
+    }
+    /// Whether the Gaussians live in a per-pixel feature space.
+    pub fn features(&self) -> bool {
+        self.feat_dim > 0
+    }
 }
 
 /// Everything fitted on one model's calibration pixels.
@@ -111,10 +127,12 @@ impl Moments {
 #[derive(Clone)]
 struct Sums {
     c: usize,
+    /// Dimension of the Gaussians' vectors (features' D, else C).
+    d: usize,
     n: Vec<u64>,
     /// Max logit per predicted class.
     sm: Vec<Moments>,
-    // logits per predicted class: sum (K×C), global outer products (C×C)
+    // vectors per predicted class: sum (C×D), global outer products (D×D)
     sx: Vec<f64>,
     sxx: Vec<f64>,
     full: bool,
@@ -124,13 +142,14 @@ struct Sums {
 }
 
 impl Sums {
-    fn new(c: usize, full: bool) -> Self {
+    fn new(c: usize, d: usize, full: bool) -> Self {
         Sums {
             c,
+            d,
             n: vec![0; c],
             sm: vec![Moments::default(); c],
-            sx: if full { vec![0.0; c * c] } else { vec![] },
-            sxx: if full { vec![0.0; c * c] } else { vec![] },
+            sx: if full { vec![0.0; c * d] } else { vec![] },
+            sxx: if full { vec![0.0; d * d] } else { vec![] },
             full,
             shift: vec![],
         }
@@ -153,32 +172,69 @@ impl Sums {
 /// Called twice when HEAT needs its standardisation pass.
 pub type Visitor<'a> = dyn FnMut(&mut dyn FnMut(&Logits, &[u8]) -> Result<()>) -> Result<()> + 'a;
 
+/// Like [`Visitor`], with each image's per-pixel features (`[D, H, W]`,
+/// same H×W) when the dataset has them for this model.
+pub type FeatureVisitor<'a> =
+    dyn FnMut(&mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>) -> Result<()> + 'a;
+
 impl Calibration {
     /// Fit SML statistics and (when `heat`) the HEAT Gaussian and the
     /// standardisation of both energies, over the in-distribution pixels the
     /// visitor yields. Deterministic: fixed chunks, reduced in order.
     pub fn fit(split: &str, leakage: bool, heat: bool, visit: &mut Visitor) -> Result<Calibration> {
+        Self::fit_features(split, leakage, heat, &mut |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| {
+            visit(&mut |lg: &Logits, lab: &[u8]| f(lg, None, lab))
+        })
+    }
+
+    /// [`Calibration::fit`] where the HEAT Gaussians live in the space of
+    /// per-pixel features when the visitor yields them (all images or
+    /// none); classes still come from the logits' argmax, and `E_el` from
+    /// the logits.
+    pub fn fit_features(split: &str, leakage: bool, heat: bool, visit: &mut FeatureVisitor) -> Result<Calibration> {
         let mut total: Option<Sums> = None;
-        visit(&mut |lg: &Logits, lab: &[u8]| {
+        let mut with_features: Option<bool> = None;
+        visit(&mut |lg: &Logits, feat: Option<&Logits>, lab: &[u8]| {
             let c = lg.c;
-            let t = total.get_or_insert_with(|| Sums::new(c, heat));
+            if *with_features.get_or_insert(feat.is_some()) != feat.is_some() {
+                bail!("calibration images disagree on whether per-pixel features exist");
+            }
+            if let Some(f) = feat
+                && (f.h, f.w) != (lg.h, lg.w)
+            {
+                bail!("features are {}×{} but the logits {}×{}", f.h, f.w, lg.h, lg.w);
+            }
+            let heat_on_feat = heat && feat.is_some();
+            let d = match feat {
+                Some(f) if heat => f.c,
+                _ => c,
+            };
+            let t = total.get_or_insert_with(|| Sums::new(c, d, heat));
             if t.c != c {
                 bail!("calibration images disagree on the class count ({} vs {c})", t.c);
             }
+            if t.d != d {
+                bail!("calibration images disagree on the feature dimension ({} vs {d})", t.d);
+            }
+            let vec_of = |p: usize, out: &mut [f64]| match feat {
+                Some(f) if heat_on_feat => f.pixel(p, out),
+                _ => lg.pixel(p, out),
+            };
             // Logit sums are taken around a shift (the first in-distribution
             // pixel) so a large common offset does not cancel in Σxxᵀ − nμμᵀ.
             if t.shift.is_empty()
                 && let Some(p) = lab.iter().position(|&l| l == label::NORMAL)
             {
-                t.shift = vec![0.0; c];
-                lg.pixel(p, &mut t.shift);
+                t.shift = vec![0.0; d];
+                vec_of(p, &mut t.shift);
             }
             let shift = &t.shift;
             let parts: Vec<Sums> = (0..lg.pixels().div_ceil(CHUNK))
                 .into_par_iter()
                 .map(|ci| {
-                    let mut s = Sums::new(c, heat);
+                    let mut s = Sums::new(c, d, heat);
                     let mut z = vec![0f64; c];
+                    let mut x = vec![0f64; d];
                     let end = ((ci + 1) * CHUNK).min(lg.pixels());
                     for p in ci * CHUNK..end {
                         if lab[p] != label::NORMAL {
@@ -189,13 +245,18 @@ impl Calibration {
                         s.n[k] += 1;
                         s.sm[k].push(m);
                         if s.full {
-                            for (zi, sh) in z.iter_mut().zip(shift) {
-                                *zi -= sh;
+                            if heat_on_feat {
+                                vec_of(p, &mut x);
+                            } else {
+                                x.copy_from_slice(&z);
                             }
-                            for i in 0..c {
-                                s.sx[k * c + i] += z[i];
+                            for (xi, sh) in x.iter_mut().zip(shift) {
+                                *xi -= sh;
+                            }
+                            for i in 0..d {
+                                s.sx[k * d + i] += x[i];
                                 for j in 0..=i {
-                                    s.sxx[i * c + j] += z[i] * z[j];
+                                    s.sxx[i * d + j] += x[i] * x[j];
                                 }
                             }
                         }
@@ -212,6 +273,7 @@ impl Calibration {
             bail!("calibration split '{split}' has no images");
         };
         let c = s.c;
+        let on_feat = heat && with_features == Some(true);
         let npix: u64 = s.n.iter().sum();
         if npix < 2 {
             bail!("calibration split '{split}' has fewer than 2 in-distribution pixels");
@@ -255,6 +317,7 @@ impl Calibration {
             whiten: vec![],
             centers: vec![],
             ridge: RIDGE,
+            feat_dim: 0,
             el_mean: 0.0,
             el_std: 1.0,
             gmm_mean: 0.0,
@@ -262,61 +325,66 @@ impl Calibration {
         };
         if heat {
             let classes: Vec<usize> = (0..c).filter(|&k| s.n[k] > 0).collect();
-            let mut mu = vec![0.0; classes.len() * c];
+            let d = s.d;
+            let mut mu = vec![0.0; classes.len() * d];
             for (ki, &k) in classes.iter().enumerate() {
-                for i in 0..c {
-                    mu[ki * c + i] = s.sx[k * c + i] / s.n[k] as f64;
+                for i in 0..d {
+                    mu[ki * d + i] = s.sx[k * d + i] / s.n[k] as f64;
                 }
             }
             // within-class scatter = Σ x xᵀ − Σ_k n_k μ_k μ_kᵀ
-            let mut cov = vec![0.0; c * c];
-            for i in 0..c {
+            let mut cov = vec![0.0; d * d];
+            for i in 0..d {
                 for j in 0..=i {
-                    let mut v = s.sxx[i * c + j];
+                    let mut v = s.sxx[i * d + j];
                     for (ki, &k) in classes.iter().enumerate() {
-                        v -= s.n[k] as f64 * mu[ki * c + i] * mu[ki * c + j];
+                        v -= s.n[k] as f64 * mu[ki * d + i] * mu[ki * d + j];
                     }
                     v /= npix as f64;
-                    cov[i * c + j] = v;
-                    cov[j * c + i] = v;
+                    cov[i * d + j] = v;
+                    cov[j * d + i] = v;
                 }
             }
             // back from the shifted frame (the covariance is shift-invariant)
             for ki in 0..classes.len() {
-                for i in 0..c {
-                    mu[ki * c + i] += s.shift[i];
+                for i in 0..d {
+                    mu[ki * d + i] += s.shift[i];
                 }
             }
-            let mean_var = (0..c).map(|i| cov[i * c + i]).sum::<f64>() / c as f64;
+            let mean_var = (0..d).map(|i| cov[i * d + i]).sum::<f64>() / d as f64;
             let eps = RIDGE * mean_var.max(f64::MIN_POSITIVE);
-            for i in 0..c {
-                cov[i * c + i] += eps;
+            for i in 0..d {
+                cov[i * d + i] += eps;
             }
-            let l = cholesky(&cov, c).ok_or_else(|| {
-                anyhow::anyhow!("calibration split '{split}': the logit covariance is not positive definite, HEAT is undefined")
+            let what = if on_feat { "feature" } else { "logit" };
+            let l = cholesky(&cov, d).ok_or_else(|| {
+                anyhow::anyhow!("calibration split '{split}': the {what} covariance is not positive definite, HEAT is undefined")
             })?;
-            let w = invert_lower(&l, c);
-            let mut centers = vec![0.0; classes.len() * c];
+            let w = invert_lower(&l, d);
+            let mut centers = vec![0.0; classes.len() * d];
             for ki in 0..classes.len() {
-                for i in 0..c {
-                    centers[ki * c + i] = (0..=i).map(|j| w[i * c + j] * mu[ki * c + j]).sum();
+                for i in 0..d {
+                    centers[ki * d + i] = (0..=i).map(|j| w[i * d + j] * mu[ki * d + j]).sum();
                 }
             }
             hp.k = classes.len();
             hp.classes = classes;
             hp.whiten = w;
             hp.centers = centers;
+            hp.feat_dim = if on_feat { d } else { 0 };
 
             // pass 2: mean / std of both energies on the same pixels
             let mut acc = [Moments::default(); 2];
             let hpr = &hp;
-            visit(&mut |lg: &Logits, lab: &[u8]| {
+            let d = hp.dim();
+            visit(&mut |lg: &Logits, feat: Option<&Logits>, lab: &[u8]| {
                 let parts: Vec<[Moments; 2]> = (0..lg.pixels().div_ceil(CHUNK))
                     .into_par_iter()
                     .map(|ci| {
                         let mut a = [Moments::default(); 2];
                         let mut z = vec![0f64; c];
-                        let mut u = vec![0f64; c];
+                        let mut x = vec![0f64; d];
+                        let mut u = vec![0f64; d];
                         let end = ((ci + 1) * CHUNK).min(lg.pixels());
                         for p in ci * CHUNK..end {
                             if lab[p] != label::NORMAL {
@@ -324,7 +392,13 @@ impl Calibration {
                             }
                             lg.pixel(p, &mut z);
                             let el = -logsumexp(&z, 1.0);
-                            let gm = gmm_energy(&z, hpr, &mut u);
+                            let gm = match feat {
+                                Some(f) if on_feat => {
+                                    f.pixel(p, &mut x);
+                                    gmm_energy(&x, hpr, &mut u)
+                                }
+                                _ => gmm_energy(&z, hpr, &mut u),
+                            };
                             a[0].push(el);
                             a[1].push(gm);
                         }
@@ -443,8 +517,9 @@ impl ModelCalibration {
         }
         let h = &cal.heat;
         if h.k > 0 {
-            if h.c != c || h.classes.len() != h.k || h.whiten.len() != c * c || h.centers.len() != h.k * c {
-                bail!("HEAT fit does not have the shapes of {c} classes and {} Gaussians", h.k);
+            let d = h.dim();
+            if h.c != c || h.classes.len() != h.k || h.whiten.len() != d * d || h.centers.len() != h.k * d {
+                bail!("HEAT fit does not have the shapes of {c} classes, dimension {d} and {} Gaussians", h.k);
             }
             let finite = h.whiten.iter().chain(&h.centers).chain(&[h.el_mean, h.el_std, h.gmm_mean, h.gmm_std]).all(|v| v.is_finite());
             if !finite || h.el_std <= 0.0 || h.gmm_std <= 0.0 {

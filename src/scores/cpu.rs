@@ -63,10 +63,12 @@ pub fn sml(z: &[f64], s: &SmlStats) -> f64 {
 
 /// Class-conditional Gaussian energy with tied covariance:
 /// `-logsumexp_k(-½ ‖W x - W μ_k‖²)` where `W = L⁻¹`, `Σ = L Lᵀ`.
-/// `u` is scratch of length C.
+/// `z` is the vector of the Gaussians' space (logits, or features: length
+/// [`HeatParams::dim`]); `u` is scratch of at least that length.
 #[inline]
 pub fn gmm_energy(z: &[f64], h: &HeatParams, u: &mut [f64]) -> f64 {
-    let c = h.c;
+    let c = h.dim();
+    let u = &mut u[..c];
     for (i, ui) in u.iter_mut().enumerate() {
         let row = &h.whiten[i * c..i * c + i + 1];
         *ui = row.iter().zip(z).map(|(a, b)| a * b).sum();
@@ -112,14 +114,17 @@ pub struct Pixel<'a> {
     /// (T, Σ exp) for the temperatures asked so far (at most 3 per plan).
     sums: [(f64, f64); 4],
     nsums: usize,
-    /// Scratch of length C (HEAT's whitened logits).
+    /// Scratch of length max(C, D) (HEAT's whitened vector).
     pub scratch: &'a mut [f64],
+    /// The pixel's feature vector, when HEAT's Gaussians live in a
+    /// feature space (`features/<model>/`).
+    pub feat: Option<&'a [f64]>,
 }
 
 impl<'a> Pixel<'a> {
     pub fn new(z: &'a [f64], scratch: &'a mut [f64]) -> Pixel<'a> {
         let (max, arg) = max_argmax(z);
-        Pixel { z, max, arg, sums: [(0.0, 0.0); 4], nsums: 0, scratch }
+        Pixel { z, max, arg, sums: [(0.0, 0.0); 4], nsums: 0, scratch, feat: None }
     }
 
     /// `Σ_c exp(z_c/T − max/T)`, computed once per temperature. The same
@@ -166,11 +171,13 @@ pub fn sml_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
     -(px.max - st.mean[px.arg]) / st.std[px.arg]
 }
 
-/// `heat`: see [`heat`].
+/// `heat`: see [`heat`]; the Gaussian energy reads the pixel's features
+/// when the fit was on features.
 pub fn heat_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
     let h = plan.heat().expect("HEAT needs calibration");
     let el = (-(px.max + px.sum(1.0).ln()) - h.el_mean) / h.el_std;
-    let gm = (gmm_energy(px.z, h, px.scratch) - h.gmm_mean) / h.gmm_std;
+    let x = px.feat.unwrap_or(px.z);
+    let gm = (gmm_energy(x, h, px.scratch) - h.gmm_mean) / h.gmm_std;
     // -logsumexp(-el, -gm), stable
     let (a, b) = (-el, -gm);
     let mx = a.max(b);
@@ -214,7 +221,14 @@ pub fn score_one(method: Method, z: &[f64], plan: &ScorePlan, u: &mut [f64]) -> 
 /// per method: the shared values are the same floating-point operations.
 #[inline]
 pub fn score_pixel(z: &[f64], plan: &ScorePlan, u: &mut [f64], out: &mut [f32]) {
+    score_pixel_features(z, None, plan, u, out)
+}
+
+/// [`score_pixel`] with the pixel's feature vector (HEAT on features).
+#[inline]
+pub fn score_pixel_features(z: &[f64], feat: Option<&[f64]>, plan: &ScorePlan, u: &mut [f64], out: &mut [f32]) {
     let mut px = Pixel::new(z, u);
+    px.feat = feat;
     for (o, &method) in out.iter_mut().zip(&plan.methods) {
         *o = (method.spec().cpu)(&mut px, plan) as f32;
     }
@@ -242,7 +256,8 @@ impl Scorer for CpuScorer {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn score(&mut self, logits: &Logits, plan: &ScorePlan) -> Result<ScoreMaps> {
+    fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
+        let features = super::heat_features(logits, features, plan)?;
         if plan.methods.iter().any(|m| m.needs_calibration()) {
             let cal = plan
                 .calibration
@@ -257,7 +272,7 @@ impl Scorer for CpuScorer {
             if plan.methods.contains(&Method::Heat) {
                 let h = &cal.heat;
                 anyhow::ensure!(
-                    h.c == logits.c && h.k >= 1 && h.whiten.len() == h.c * h.c && h.centers.len() == h.k * h.c,
+                    h.c == logits.c && h.k >= 1 && h.whiten.len() == h.dim() * h.dim() && h.centers.len() == h.k * h.dim(),
                     "HEAT requested but the calibration has no fitted Gaussian for {} classes",
                     logits.c
                 );
@@ -274,12 +289,18 @@ impl Scorer for CpuScorer {
             .par_chunks_mut(CHUNK * nm)
             .enumerate()
             .for_each(|(ci, out)| {
+                let d = features.map_or(0, |f| f.c);
                 let mut z = vec![0f64; logits.c];
-                let mut u = vec![0f64; logits.c];
+                let mut x = vec![0f64; d];
+                let mut u = vec![0f64; logits.c.max(d)];
                 let p0 = ci * CHUNK;
                 for (j, o) in out.chunks_mut(nm).enumerate() {
                     logits.pixel(p0 + j, &mut z);
-                    score_pixel(&z, plan, &mut u, o);
+                    let feat = features.map(|f| {
+                        f.pixel(p0 + j, &mut x);
+                        &x[..]
+                    });
+                    score_pixel_features(&z, feat, plan, &mut u, o);
                 }
             });
         let mut maps = vec![Vec::with_capacity(n); nm];

@@ -523,7 +523,8 @@ struct Params {
     gmm_std: f32,
     /// output row of the predicted class, `u32::MAX` = none
     pred_row: u32,
-    _pad: u32,
+    /// HEAT on features: their dimension D (rows C..C+D of the tile), 0 = logits
+    feat_dim: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Params>() == 176);
@@ -661,15 +662,27 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
     if wants(Method::Heat) {
         let h = &cal.unwrap().heat;
         ensure!(h.c == c, "HEAT parameters have {} classes but logits have {c}", h.c);
+        let d = h.dim();
         ensure!(
-            h.k >= 1 && h.whiten.len() == c * c && h.centers.len() == h.k * c,
+            h.k >= 1 && h.whiten.len() == d * d && h.centers.len() == h.k * d,
             "HEAT requested but the calibration has no fitted Gaussians (was it fitted with heat = false?)"
         );
+        if h.features() {
+            ensure!(
+                d <= MAX_LOGIT_ARRAY,
+                "HEAT on the GPU supports features of at most {MAX_LOGIT_ARRAY} dims (got {d}); use --device cpu"
+            );
+            p.feat_dim = d as u32;
+            key_logits = [32u32, 64, 128, 256]
+                .into_iter()
+                .find(|&cap| c.max(d) <= cap as usize)
+                .unwrap_or(256);
+        }
         p.k = h.k as u32;
         // the lower triangle of W packed row by row, then the centers
         p.off_w = aux.len() as u32;
-        for i in 0..c {
-            aux.extend(h.whiten[i * c..=i * c + i].iter().map(|&v| v as f32));
+        for i in 0..d {
+            aux.extend(h.whiten[i * d..=i * d + i].iter().map(|&v| v as f32));
         }
         p.off_ctr = aux.len() as u32;
         aux.extend(h.centers.iter().map(|&v| v as f32));
@@ -920,17 +933,43 @@ impl GpuScorer {
         Ok(())
     }
 
-    fn score_inner(&mut self, logits: &Logits, plan: &ScorePlan, maps: &mut [Vec<f32>]) -> Result<()> {
+    fn score_inner(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan, maps: &mut [Vec<f32>]) -> Result<()> {
         let c = logits.c;
         let n = logits.pixels();
-        let (f16, bytes): (bool, &[u8]) = match &logits.data {
-            LogitData::F32(v) => (false, bytemuck::cast_slice(v)),
-            LogitData::F16(v) => {
-                use half::slice::HalfFloatSliceExt;
-                (true, bytemuck::cast_slice(v.reinterpret_cast()))
+        fn raw(d: &LogitData) -> (bool, &[u8]) {
+            match d {
+                LogitData::F32(v) => (false, bytemuck::cast_slice(v)),
+                LogitData::F16(v) => {
+                    use half::slice::HalfFloatSliceExt;
+                    (true, bytemuck::cast_slice(v.reinterpret_cast()))
+                }
             }
+        }
+        fn to_f32(d: &LogitData) -> Vec<f32> {
+            match d {
+                LogitData::F32(v) => v.clone(),
+                LogitData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            }
+        }
+        // HEAT on features: the D feature rows follow the C logit rows in
+        // every tile, in the logits' dtype (both as f32 when they differ).
+        let fd = features.map_or(0, |f| f.c);
+        let mixed = features.map(|f| (to_f32(&logits.data), to_f32(&f.data))).filter(|_| {
+            features.is_some_and(|f| raw(&f.data).0 != raw(&logits.data).0)
+        });
+        let (f16, bytes, fbytes): (bool, &[u8], &[u8]) = match (&mixed, features) {
+            (Some((l, f)), _) => (false, bytemuck::cast_slice(l), bytemuck::cast_slice(f)),
+            (None, Some(f)) => (raw(&logits.data).0, raw(&logits.data).1, raw(&f.data).1),
+            (None, None) => (raw(&logits.data).0, raw(&logits.data).1, &[]),
         };
         let eb = if f16 { 2usize } else { 4 };
+        ensure!(
+            fd.checked_mul(n).and_then(|v| v.checked_mul(eb)) == Some(fbytes.len()),
+            "features hold {} values but D×H×W = {fd}×{}×{}",
+            fbytes.len() / eb,
+            logits.h,
+            logits.w
+        );
         ensure!(
             c.checked_mul(n).and_then(|v| v.checked_mul(eb)) == Some(bytes.len()),
             "logits hold {} values but C×H×W = {c}×{}×{} = {}",
@@ -959,7 +998,7 @@ impl GpuScorer {
 
         // Tile size: logits and scores of a tile each fit one binding.
         let mb = self.max_binding;
-        let per_px_in = (c * eb) as u64;
+        let per_px_in = ((c + fd) * eb) as u64;
         let per_px_out = (prep.rows * 4) as u64;
         let budget = self.tile_bytes.min(mb);
         let mut tile = (budget / per_px_in).min(mb / per_px_out).min(n as u64);
@@ -984,7 +1023,7 @@ impl GpuScorer {
             if s < self.slots.len() {
                 self.harvest(s, &prep.row_of, maps)?;
             }
-            let in_bytes = ((len * c * eb) as u64).next_multiple_of(4);
+            let in_bytes = ((len * (c + fd) * eb) as u64).next_multiple_of(4);
             let out_bytes = (len * prep.rows * 4) as u64;
             self.ensure_slot(s, in_bytes, out_bytes);
             let pipeline = self.ctx.pipelines[&key].clone();
@@ -1001,6 +1040,10 @@ impl GpuScorer {
                 for k in 0..c {
                     let src = &bytes[(k * n + p0) * eb..(k * n + p0) * eb + row];
                     view.slice(k * row..(k + 1) * row).copy_from_slice(src);
+                }
+                for k in 0..fd {
+                    let src = &fbytes[(k * n + p0) * eb..(k * n + p0) * eb + row];
+                    view.slice((c + k) * row..(c + k + 1) * row).copy_from_slice(src);
                 }
             }
             sl.staging.unmap();
@@ -1133,11 +1176,12 @@ impl Scorer for GpuScorer {
         self.ctx.describe()
     }
 
-    fn score(&mut self, logits: &Logits, plan: &ScorePlan) -> Result<ScoreMaps> {
+    fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
+        let features = super::heat_features(logits, features, plan)?;
         let n = logits.pixels();
         let pred = plan.sml_post_active() && plan.sml_post.boundary_suppression;
         let mut maps = vec![vec![0f32; n]; plan.methods.len() + pred as usize];
-        let mut res = self.score_inner(logits, plan, &mut maps);
+        let mut res = self.score_inner(logits, features, plan, &mut maps);
         if res.is_ok() && plan.sml_post_active() && n > 0 {
             res = self.post_process(logits, plan, &mut maps);
         }
@@ -1187,6 +1231,7 @@ mod tests {
                 whiten: (0..c * c).map(|i| i as f64).collect(),
                 centers: vec![0.5; k * c],
                 ridge: 1e-6,
+                feat_dim: 0,
                 el_mean: -3.0,
                 el_std: 0.5,
                 gmm_mean: 7.0,

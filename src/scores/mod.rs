@@ -220,5 +220,38 @@ pub struct ScoreMaps {
 pub trait Scorer {
     /// Human-readable device description ("cpu (8 threads)", adapter name).
     fn device(&self) -> String;
-    fn score(&mut self, logits: &Logits, plan: &ScorePlan) -> Result<ScoreMaps>;
+    fn score(&mut self, logits: &Logits, plan: &ScorePlan) -> Result<ScoreMaps> {
+        self.score_features(logits, None, plan)
+    }
+    /// [`Scorer::score`] with the image's per-pixel features `[D, H, W]`
+    /// (`features/<model>/<id>.npy`), used by HEAT when its Gaussians were
+    /// fitted on features (see [`heat_features`]).
+    fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps>;
+}
+
+/// The features HEAT must read for this plan: `Some` exactly when HEAT is
+/// requested and was fitted on features, checked against the fit's
+/// dimension and the logits' H×W; features a plan does not use are ignored.
+pub fn heat_features<'a>(logits: &Logits, features: Option<&'a Logits>, plan: &ScorePlan) -> Result<Option<&'a Logits>> {
+    let Some(h) = plan.heat().filter(|h| h.features() && plan.methods.contains(&Method::Heat)) else {
+        return Ok(None);
+    };
+    let Some(f) = features else {
+        bail!("HEAT was fitted on per-pixel features ({} dims) but this image has none", h.dim());
+    };
+    anyhow::ensure!(
+        f.c == h.dim(),
+        "features have {} dims but HEAT was fitted on {}",
+        f.c,
+        h.dim()
+    );
+    anyhow::ensure!(
+        (f.h, f.w) == (logits.h, logits.w),
+        "features are {}×{} but the logits (after any resize) are {}×{}",
+        f.h,
+        f.w,
+        logits.h,
+        logits.w
+    );
+    Ok(Some(f))
 }
