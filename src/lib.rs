@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod scores;
+pub mod shard;
 pub mod synth;

@@ -1,10 +1,11 @@
 //! The `bench` command line. Only wiring: every decision lives in a room.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use bench::config::{Config, Device};
 use bench::data::{LabelMap, label, read_mask, read_score_map};
 use bench::metrics::{Fpr95Rule, PositiveCollector};
-use bench::pipeline::{RunOptions, run};
+use bench::pipeline::{RunOptions, RunOutput, RunStatus, run, run_exec, sha256_hex};
+use bench::shard;
 use bench::report::{self, Results, diff, markup, tables};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,22 @@ enum Cmd {
         /// Tolerance of --check.
         #[arg(long, default_value_t = 1e-6)]
         tol: f64,
+        /// Run shard I of N (0-based) of the next pending pass; its state goes
+        /// to results/<name>/shards/. Default in a Slurm array job:
+        /// SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Ignore SLURM_ARRAY_* variables: run the whole sweep here.
+        #[arg(long, conflicts_with = "shard")]
+        no_shard: bool,
+        /// Print how many shard rounds (shards, then a merge) the config needs.
+        #[arg(long)]
+        rounds: bool,
+    },
+    /// Merge the shards' states of a sharded run; writes the results after the last round.
+    Merge {
+        /// The results folder (results/<name>) holding shards/.
+        results: PathBuf,
     },
     /// Metrics of precomputed score maps ([H,W] .npy) against masks, matched by file stem.
     Eval {
@@ -122,7 +139,24 @@ fn main() {
 
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Run { config, device, check, tol } => cmd_run(&config, device, check, tol),
+        Cmd::Run { config, device, check, tol, shard, no_shard, rounds } => {
+            if rounds {
+                println!("{}", bench::pipeline::rounds(&Config::load(&config)?)?);
+                return Ok(0);
+            }
+            let shard = match (shard, no_shard || check) {
+                (Some(s), _) => Some(shard::parse_shard(&s)?),
+                (None, false) => shard::from_slurm()?.inspect(|(i, n)| {
+                    eprintln!("notice: Slurm array task: running shard {i}/{n} (--no-shard to run everything here)")
+                }),
+                (None, true) => None,
+            };
+            if check && shard.is_some() {
+                bail!("--check cannot be combined with --shard");
+            }
+            cmd_run(&config, device, check, tol, shard)
+        }
+        Cmd::Merge { results } => cmd_merge(&results),
         Cmd::Eval { scores, labels, anomaly, ignore, fpr95, json } => {
             let rule = match fpr95 {
                 Fpr95Arg::First => Fpr95Rule::First,
@@ -202,10 +236,52 @@ fn real_main(cli: Cli) -> Result<i32> {
     }
 }
 
-fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64) -> Result<i32> {
+fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64, shard: Option<(usize, usize)>) -> Result<i32> {
     let bytes = std::fs::read(config).with_context(|| format!("{}: cannot read config", config.display()))?;
     let cfg = Config::load(config)?;
-    let out = run(&cfg, &bytes, &RunOptions { device, progress: !check })?;
+    let opts = RunOptions { device, progress: !check };
+    let Some((i, n)) = shard else {
+        return write_results(&cfg, run(&cfg, &bytes, &opts)?, check, tol);
+    };
+    let dir = cfg.output_dir().join("shards");
+    let shards = shard::Shards::create(dir.clone(), n, &bytes, &sha256_hex(&bytes))?;
+    match run_exec(&cfg, &bytes, &opts, &shard::Exec::Shard(shards, i))? {
+        RunStatus::Waiting { models } => {
+            eprintln!(
+                "shard {i}/{n}: wrote its part of the next pass of {} into {}; when all {n} shards are done, run `bench merge {}`",
+                models.join(", "),
+                dir.display(),
+                cfg.output_dir().display()
+            );
+        }
+        RunStatus::Done(_) => eprintln!("shard {i}/{n}: every pass is merged already; run `bench merge {}`", cfg.output_dir().display()),
+    }
+    Ok(0)
+}
+
+/// `bench merge results/<name>`: fold the shards' states of the current
+/// round; after the last round, write the results exactly as `bench run`.
+fn cmd_merge(results: &Path) -> Result<i32> {
+    let (shards, bytes) = shard::Shards::open(results.join("shards"))?;
+    let cfg = Config::load(&results.join("shards").join("config.toml"))?;
+    ensure!(
+        cfg.output_dir() == results || cfg.output_dir().canonicalize().ok() == results.canonicalize().ok(),
+        "{}: the sharded config writes to {}, not here",
+        results.display(),
+        cfg.output_dir().display()
+    );
+    let n = shards.count;
+    match run_exec(&cfg, &bytes, &RunOptions { device: None, progress: false }, &shard::Exec::Merge(shards))? {
+        RunStatus::Waiting { models } => {
+            eprintln!("merged this round; {} need(s) another round: run the {n} shards again, then `bench merge` again", models.join(", "));
+            Ok(0)
+        }
+        RunStatus::Done(out) => write_results(&cfg, *out, false, 0.0),
+    }
+}
+
+/// Write (or `--check`) the outputs of a finished run.
+fn write_results(cfg: &Config, out: RunOutput, check: bool, tol: f64) -> Result<i32> {
     let md = tables::render(&out.results, &markup::Markdown) + &report::curves::markdown_plots(&out.results);
     let dir = cfg.output_dir();
     if check {

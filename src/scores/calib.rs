@@ -9,7 +9,7 @@ use super::cpu::{gmm_energy, logsumexp, max_argmax};
 use crate::data::{Logits, label};
 use anyhow::{Result, bail};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Per-predicted-class mean and population std (ddof 0) of the max logit.
 #[derive(Debug, Clone, Serialize)]
@@ -68,8 +68,8 @@ const CHUNK: usize = 8192;
 /// Running mean / sum of squared deviations (Welford), merged with Chan's
 /// formula. A constant input gives exactly zero spread, which the naive
 /// `E[x²] − E[x]²` does not.
-#[derive(Clone, Copy, Default, Debug)]
-struct Moments {
+#[derive(Clone, Copy, Default, Debug, Serialize, Deserialize)]
+pub struct Moments {
     n: u64,
     mean: f64,
     m2: f64,
@@ -103,9 +103,12 @@ impl Moments {
     }
 }
 
-/// Pass-1 sums over in-distribution pixels.
-#[derive(Clone)]
-struct Sums {
+/// Pass-1 sums over one image's in-distribution pixels ([`image_sums`]).
+/// Kept per image and folded in image order by [`Calibration::from_sums`],
+/// so a fit from shards (consecutive image ranges) is bit-identical to a
+/// fit in one process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sums {
     c: usize,
     n: Vec<u64>,
     /// Max logit per predicted class.
@@ -114,9 +117,6 @@ struct Sums {
     sx: Vec<f64>,
     sxx: Vec<f64>,
     full: bool,
-    /// Subtracted from every logit vector before the sums (empty until the
-    /// first in-distribution pixel is seen).
-    shift: Vec<f64>,
 }
 
 impl Sums {
@@ -128,9 +128,14 @@ impl Sums {
             sx: if full { vec![0.0; c * c] } else { vec![] },
             sxx: if full { vec![0.0; c * c] } else { vec![] },
             full,
-            shift: vec![],
         }
     }
+
+    /// Number of classes (logits per pixel) these sums are over.
+    pub fn classes(&self) -> usize {
+        self.c
+    }
+
     fn merge(&mut self, o: &Sums) {
         for i in 0..self.c {
             self.n[i] += o.n[i];
@@ -145,6 +150,59 @@ impl Sums {
     }
 }
 
+/// The logits of the first in-distribution pixel of an image, if any: the
+/// shift of the HEAT sums (the first such pixel of the split, in image
+/// order), so a large common offset does not cancel in Σxxᵀ − nμμᵀ.
+pub fn first_normal(lg: &Logits, lab: &[u8]) -> Option<Vec<f64>> {
+    let p = lab.iter().position(|&l| l == label::NORMAL)?;
+    let mut z = vec![0.0; lg.c];
+    lg.pixel(p, &mut z);
+    Some(z)
+}
+
+/// Pass 1 over one image: SML moments per predicted class and, when `heat`,
+/// the logit sums around `shift` (fixed chunks, reduced in order).
+pub fn image_sums(lg: &Logits, lab: &[u8], heat: bool, shift: &[f64]) -> Sums {
+    let c = lg.c;
+    let parts: Vec<Sums> = (0..lg.pixels().div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|ci| {
+            let mut s = Sums::new(c, heat);
+            let mut z = vec![0f64; c];
+            let end = ((ci + 1) * CHUNK).min(lg.pixels());
+            for p in ci * CHUNK..end {
+                if lab[p] != label::NORMAL {
+                    continue;
+                }
+                lg.pixel(p, &mut z);
+                let (m, k) = max_argmax(&z);
+                s.n[k] += 1;
+                s.sm[k].push(m);
+                if s.full {
+                    for (zi, sh) in z.iter_mut().zip(shift) {
+                        *zi -= sh;
+                    }
+                    for i in 0..c {
+                        s.sx[k * c + i] += z[i];
+                        for j in 0..=i {
+                            s.sxx[i * c + j] += z[i] * z[j];
+                        }
+                    }
+                }
+            }
+            s
+        })
+        .collect();
+    let mut t = Sums::new(c, heat);
+    for p in &parts {
+        t.merge(p);
+    }
+    t
+}
+
+/// Pass 2 of HEAT over one image: moments of the two energies.
+pub type EnergyMoments = [Moments; 2];
+
 /// Visits every image of the calibration split: calls `f(logits, labels)`.
 /// Called twice when HEAT needs its standardisation pass.
 pub type Visitor<'a> = dyn FnMut(&mut dyn FnMut(&Logits, &[u8]) -> Result<()>) -> Result<()> + 'a;
@@ -152,58 +210,99 @@ pub type Visitor<'a> = dyn FnMut(&mut dyn FnMut(&Logits, &[u8]) -> Result<()>) -
 impl Calibration {
     /// Fit SML statistics and (when `heat`) the HEAT Gaussian and the
     /// standardisation of both energies, over the in-distribution pixels the
-    /// visitor yields. Deterministic: fixed chunks, reduced in order.
+    /// visitor yields. Deterministic: fixed chunks, reduced in order. The
+    /// pipeline runs the same steps ([`image_sums`], [`from_sums`],
+    /// [`energy_moments`], [`standardise`]) as separate, shardable passes.
+    ///
+    /// [`from_sums`]: Self::from_sums
+    /// [`energy_moments`]: Self::energy_moments
+    /// [`standardise`]: Self::standardise
     pub fn fit(split: &str, leakage: bool, heat: bool, visit: &mut Visitor) -> Result<Calibration> {
-        let mut total: Option<Sums> = None;
+        let mut shift: Option<Vec<f64>> = None;
+        let mut images = Vec::new();
         visit(&mut |lg: &Logits, lab: &[u8]| {
-            let c = lg.c;
-            let t = total.get_or_insert_with(|| Sums::new(c, heat));
-            if t.c != c {
-                bail!("calibration images disagree on the class count ({} vs {c})", t.c);
+            if shift.is_none() {
+                shift = first_normal(lg, lab);
             }
-            // Logit sums are taken around a shift (the first in-distribution
-            // pixel) so a large common offset does not cancel in Σxxᵀ − nμμᵀ.
-            if t.shift.is_empty()
-                && let Some(p) = lab.iter().position(|&l| l == label::NORMAL)
+            if let Some(f) = images.first().map(|s: &Sums| s.c)
+                && f != lg.c
             {
-                t.shift = vec![0.0; c];
-                lg.pixel(p, &mut t.shift);
+                bail!("calibration images disagree on the class count ({f} vs {})", lg.c);
             }
-            let shift = &t.shift;
-            let parts: Vec<Sums> = (0..lg.pixels().div_ceil(CHUNK))
-                .into_par_iter()
-                .map(|ci| {
-                    let mut s = Sums::new(c, heat);
-                    let mut z = vec![0f64; c];
-                    let end = ((ci + 1) * CHUNK).min(lg.pixels());
-                    for p in ci * CHUNK..end {
-                        if lab[p] != label::NORMAL {
-                            continue;
-                        }
-                        lg.pixel(p, &mut z);
-                        let (m, k) = max_argmax(&z);
-                        s.n[k] += 1;
-                        s.sm[k].push(m);
-                        if s.full {
-                            for (zi, sh) in z.iter_mut().zip(shift) {
-                                *zi -= sh;
-                            }
-                            for i in 0..c {
-                                s.sx[k * c + i] += z[i];
-                                for j in 0..=i {
-                                    s.sxx[i * c + j] += z[i] * z[j];
-                                }
-                            }
-                        }
-                    }
-                    s
-                })
-                .collect();
-            for p in &parts {
-                t.merge(p);
-            }
+            images.push(image_sums(lg, lab, heat, shift.as_deref().unwrap_or(&[])));
             Ok(())
         })?;
+        let mut cal = Calibration::from_sums(split, leakage, heat, &images, shift.as_deref().unwrap_or(&[]))?;
+        if heat {
+            let mut parts = Vec::new();
+            visit(&mut |lg: &Logits, lab: &[u8]| {
+                parts.push(cal.energy_moments(lg, lab));
+                Ok(())
+            })?;
+            cal.standardise(&parts);
+        }
+        Ok(cal)
+    }
+
+    /// Pass 2 of HEAT over one image, with the Gaussian fitted by
+    /// [`from_sums`](Self::from_sums).
+    pub fn energy_moments(&self, lg: &Logits, lab: &[u8]) -> EnergyMoments {
+        let (c, hp) = (lg.c, &self.heat);
+        let parts: Vec<[Moments; 2]> = (0..lg.pixels().div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|ci| {
+                let mut a = [Moments::default(); 2];
+                let mut z = vec![0f64; c];
+                let mut u = vec![0f64; c];
+                let end = ((ci + 1) * CHUNK).min(lg.pixels());
+                for p in ci * CHUNK..end {
+                    if lab[p] != label::NORMAL {
+                        continue;
+                    }
+                    lg.pixel(p, &mut z);
+                    a[0].push(-logsumexp(&z, 1.0));
+                    a[1].push(gmm_energy(&z, hp, &mut u));
+                }
+                a
+            })
+            .collect();
+        let mut acc = [Moments::default(); 2];
+        for p in parts {
+            acc[0].merge(&p[0]);
+            acc[1].merge(&p[1]);
+        }
+        acc
+    }
+
+    /// Standardise both HEAT energies with the per-image moments of pass 2,
+    /// folded in image order.
+    pub fn standardise(&mut self, images: &[EnergyMoments]) {
+        let mut acc = [Moments::default(); 2];
+        for p in images {
+            acc[0].merge(&p[0]);
+            acc[1].merge(&p[1]);
+        }
+        let hp = &mut self.heat;
+        let (es, gs) = (acc[0].std(), acc[1].std());
+        hp.el_mean = acc[0].mean;
+        hp.gmm_mean = acc[1].mean;
+        hp.el_std = if es > 0.0 { es } else { 1.0 };
+        hp.gmm_std = if gs > 0.0 { gs } else { 1.0 };
+    }
+
+    /// SML statistics and (when `heat`) the HEAT Gaussian from the per-image
+    /// sums of pass 1, folded in image order; `shift` is the one the sums
+    /// were taken around. HEAT's energy standardisation is left at (0, 1)
+    /// until [`standardise`](Self::standardise).
+    pub fn from_sums(split: &str, leakage: bool, heat: bool, images: &[Sums], shift: &[f64]) -> Result<Calibration> {
+        let mut total: Option<Sums> = None;
+        for im in images {
+            let t = total.get_or_insert_with(|| Sums::new(im.c, heat));
+            if t.c != im.c {
+                bail!("calibration images disagree on the class count ({} vs {})", t.c, im.c);
+            }
+            t.merge(im);
+        }
         let Some(s) = total else {
             bail!("calibration split '{split}' has no images");
         };
@@ -280,7 +379,7 @@ impl Calibration {
             // back from the shifted frame (the covariance is shift-invariant)
             for ki in 0..classes.len() {
                 for i in 0..c {
-                    mu[ki * c + i] += s.shift[i];
+                    mu[ki * c + i] += shift.get(i).copied().unwrap_or(0.0);
                 }
             }
             let mean_var = (0..c).map(|i| cov[i * c + i]).sum::<f64>() / c as f64;
@@ -302,42 +401,6 @@ impl Calibration {
             hp.classes = classes;
             hp.whiten = w;
             hp.centers = centers;
-
-            // pass 2: mean / std of both energies on the same pixels
-            let mut acc = [Moments::default(); 2];
-            let hpr = &hp;
-            visit(&mut |lg: &Logits, lab: &[u8]| {
-                let parts: Vec<[Moments; 2]> = (0..lg.pixels().div_ceil(CHUNK))
-                    .into_par_iter()
-                    .map(|ci| {
-                        let mut a = [Moments::default(); 2];
-                        let mut z = vec![0f64; c];
-                        let mut u = vec![0f64; c];
-                        let end = ((ci + 1) * CHUNK).min(lg.pixels());
-                        for p in ci * CHUNK..end {
-                            if lab[p] != label::NORMAL {
-                                continue;
-                            }
-                            lg.pixel(p, &mut z);
-                            let el = -logsumexp(&z, 1.0);
-                            let gm = gmm_energy(&z, hpr, &mut u);
-                            a[0].push(el);
-                            a[1].push(gm);
-                        }
-                        a
-                    })
-                    .collect();
-                for p in parts {
-                    acc[0].merge(&p[0]);
-                    acc[1].merge(&p[1]);
-                }
-                Ok(())
-            })?;
-            let (es, gs) = (acc[0].std(), acc[1].std());
-            hp.el_mean = acc[0].mean;
-            hp.gmm_mean = acc[1].mean;
-            hp.el_std = if es > 0.0 { es } else { 1.0 };
-            hp.gmm_std = if gs > 0.0 { gs } else { 1.0 };
         }
         if leakage {
             warnings.push(format!(
