@@ -99,8 +99,13 @@ struct Header {
     sha256: String,
 }
 
+/// The tool that wrote a state: version and git revision (a state from
+/// other code may not merge exactly, so it is refused).
 fn tool() -> String {
-    format!("bench {}", env!("CARGO_PKG_VERSION"))
+    match option_env!("BENCH_GIT_REVISION") {
+        Some(rev) => format!("bench {} ({rev})", env!("CARGO_PKG_VERSION")),
+        None => format!("bench {}", env!("CARGO_PKG_VERSION")),
+    }
 }
 
 /// Images `[start, end)` of shard `i` of `n` over `len` images.

@@ -39,13 +39,14 @@ mkdir -p "$logdir"
 
 dep=()   # round r's array waits for round r-1's merge
 for r in $(seq 1 "$rounds"); do
-  array=$(sbatch --parsable "${dep[@]}" --array=0-$((n - 1)) \
+  array=$(sbatch --parsable ${dep[@]+"${dep[@]}"} --array=0-$((n - 1)) \
     --output="$logdir/%x-%A_%a.out" "$@" "$here/bench-shard.sbatch" "$config")
   array=${array%%;*}   # --parsable prints "id[;cluster]"
-  merge=$(sbatch --parsable --dependency=afterok:"$array" \
+  merge=$(sbatch --parsable --dependency=afterok:"$array" --kill-on-invalid-dep=yes \
     --output="$logdir/%x-%j.out" "$@" "$here/bench-merge.sbatch" "$results")
   merge=${merge%%;*}
   echo "round $r/$rounds: array $array merge $merge"
-  dep=(--dependency=afterok:"$merge")
+  # A failed job cancels the rest of the chain instead of leaving it pending.
+  dep=(--dependency=afterok:"$merge" --kill-on-invalid-dep=yes)
 done
 echo "results: $results (after job $merge)"
