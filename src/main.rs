@@ -165,18 +165,46 @@ fn real_main(cli: Cli) -> Result<i32> {
             cmd_eval(&scores, &labels, LabelMap::new(anomaly, ignore)?, rule, json)
         }
         Cmd::Table { results, format } => {
-            let r = Results::load(&results)?;
-            print!("{}", tables::render(&r, markup::dialect(&format)?.as_ref()));
+            let d = markup::dialect(&format)?;
+            for (name, r) in Results::load_sets(&results)? {
+                if let Some(n) = name {
+                    println!("# Dataset `{n}`\n");
+                }
+                print!("{}", tables::render(&r, d.as_ref()));
+            }
             Ok(0)
         }
         Cmd::Diff { a, b, tol, metric, json } => {
-            let d = diff::diff(&Results::load(&a)?, &Results::load(&b)?, tol, &metric)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
-            } else {
-                print!("{}", diff::render(&d));
+            let (sa, sb) = (Results::load_sets(&a)?, Results::load_sets(&b)?);
+            let names = |s: &[(Option<String>, Results)]| s.iter().map(|x| x.0.clone().unwrap_or_default()).collect::<Vec<_>>();
+            ensure!(
+                names(&sa) == names(&sb),
+                "{} and {} hold different datasets ({:?} vs {:?})",
+                a.display(),
+                b.display(),
+                names(&sa),
+                names(&sb)
+            );
+            let mut ok = true;
+            let mut all = vec![];
+            for ((name, ra), (_, rb)) in sa.iter().zip(&sb) {
+                let d = diff::diff(ra, rb, tol, &metric)?;
+                ok &= d.within_tolerance();
+                if json {
+                    all.push(serde_json::json!({ "dataset": name, "diff": d }));
+                } else {
+                    if let Some(n) = name {
+                        println!("## Dataset `{n}`");
+                    }
+                    print!("{}", diff::render(&d));
+                }
             }
-            Ok(if d.within_tolerance() { 0 } else { 1 })
+            if json {
+                // one dataset: the diff object itself (unchanged format)
+                let v = if all.len() == 1 && sa[0].0.is_none() { all.remove(0)["diff"].take() } else { serde_json::Value::Array(all) };
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(if ok { 0 } else { 1 })
         }
         Cmd::Drift { a, b } => {
             let t = report::drift::compare(&a, &b)?;
@@ -241,20 +269,28 @@ fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64, shard: 
     let cfg = Config::load(config)?;
     let opts = RunOptions { device, progress: !check };
     let Some((i, n)) = shard else {
-        return write_results(&cfg, run(&cfg, &bytes, &opts)?, check, tol);
+        let outs = cfg.expand()?.into_iter().map(|c| Ok((run(&c, &bytes, &opts)?, c))).collect::<Result<Vec<_>>>()?;
+        return write_results(&cfg, outs, check, tol);
     };
     let dir = cfg.output_dir().join("shards");
     let shards = shard::Shards::create(dir.clone(), n, &bytes, &sha256_hex(&bytes))?;
-    match run_exec(&cfg, &bytes, &opts, &shard::Exec::Shard(shards, i))? {
-        RunStatus::Waiting { models } => {
-            eprintln!(
-                "shard {i}/{n}: wrote its part of the next pass of {} into {}; when all {n} shards are done, run `bench merge {}`",
-                models.join(", "),
-                dir.display(),
-                cfg.output_dir().display()
-            );
+    let exec = shard::Exec::Shard(shards, i);
+    let mut waiting = vec![];
+    for c in cfg.expand()? {
+        if let RunStatus::Waiting { models } = run_exec(&c, &bytes, &opts, &exec)? {
+            waiting.extend(models.into_iter().map(|m| c.tag.as_ref().map_or(m.clone(), |t| format!("{t}/{m}"))));
         }
-        RunStatus::Done(_) => eprintln!("shard {i}/{n}: every pass is merged already; run `bench merge {}`", cfg.output_dir().display()),
+    }
+    let res = cfg.output_dir();
+    if waiting.is_empty() {
+        eprintln!("shard {i}/{n}: every pass is merged already; run `bench merge {}`", res.display());
+    } else {
+        eprintln!(
+            "shard {i}/{n}: wrote its part of the next pass of {} into {}; when all {n} shards are done, run `bench merge {}`",
+            waiting.join(", "),
+            dir.display(),
+            res.display()
+        );
     }
     Ok(0)
 }
@@ -271,33 +307,23 @@ fn cmd_merge(results: &Path) -> Result<i32> {
         cfg.output_dir().display()
     );
     let n = shards.count;
-    match run_exec(&cfg, &bytes, &RunOptions { device: None, progress: false }, &shard::Exec::Merge(shards))? {
-        RunStatus::Waiting { models } => {
-            eprintln!("merged this round; {} need(s) another round: run the {n} shards again, then `bench merge` again", models.join(", "));
-            Ok(0)
+    let exec = shard::Exec::Merge(shards);
+    let (mut outs, mut waiting) = (vec![], vec![]);
+    for c in cfg.expand()? {
+        match run_exec(&c, &bytes, &RunOptions { device: None, progress: false }, &exec)? {
+            RunStatus::Waiting { models } => waiting.extend(models.into_iter().map(|m| c.tag.as_ref().map_or(m.clone(), |t| format!("{t}/{m}")))),
+            RunStatus::Done(out) => outs.push((*out, c)),
         }
-        RunStatus::Done(out) => write_results(&cfg, *out, false, 0.0),
     }
+    if !waiting.is_empty() {
+        eprintln!("merged this round; {} need(s) another round: run the {n} shards again, then `bench merge` again", waiting.join(", "));
+        return Ok(0);
+    }
+    write_results(&cfg, outs, false, 0.0)
 }
 
-/// Write (or `--check`) the outputs of a finished run.
-fn write_results(cfg: &Config, out: RunOutput, check: bool, tol: f64) -> Result<i32> {
-    let md = tables::render(&out.results, &markup::Markdown) + &report::curves::markdown_plots(&out.results);
-    let dir = cfg.output_dir();
-    if check {
-        let committed = Results::load(&dir).context("--check needs committed results")?;
-        let d = diff::diff(&committed, &out.results, tol, &[])?;
-        print!("{}", diff::render(&d));
-        // Numbers are judged with the tolerance above; the rendered tables
-        // must match byte for byte when the device kind is the same (across
-        // devices a last printed digit may legitimately round differently).
-        let tables_same = committed.device != out.results.device
-            || std::fs::read_to_string(dir.join("tables.md")).ok().as_deref() == Some(md.as_str());
-        if !tables_same {
-            println!("tables.md differs from the re-rendered tables");
-        }
-        return Ok(if d.within_tolerance() && tables_same { 0 } else { 1 });
-    }
+/// The files of one dataset's results folder.
+fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
     let curves: Vec<report::curves::Curve> = out
         .curves
         .iter()
@@ -311,15 +337,71 @@ fn write_results(cfg: &Config, out: RunOutput, check: bool, tol: f64) -> Result<
         .collect();
     let mut files = vec![
         ("results.json".to_string(), out.results.to_json().into_bytes()),
-        ("tables.md".to_string(), md.clone().into_bytes()),
+        ("tables.md".to_string(), markdown(&out.results).into_bytes()),
         ("manifest.json".to_string(), (serde_json::to_string_pretty(&out.manifest)? + "\n").into_bytes()),
         ("drift.json".to_string(), (serde_json::to_string(&out.drift)? + "\n").into_bytes()),
     ];
     files.extend(report::curves::files(&out.results, &curves));
+    Ok(files)
+}
+
+fn markdown(r: &Results) -> String {
+    tables::render(r, &markup::Markdown) + &report::curves::markdown_plots(r)
+}
+
+/// Write (or `--check`) the outputs of a finished run: one results folder,
+/// or with `[[datasets]]` one subfolder per dataset plus a `tables.md` that
+/// holds every dataset's tables under its name.
+fn write_results(cfg: &Config, outs: Vec<(RunOutput, Config)>, check: bool, tol: f64) -> Result<i32> {
+    let dir = cfg.output_dir();
+    if check {
+        let mut code = 0;
+        for (out, c) in &outs {
+            let d = c.dataset_dir();
+            let committed = Results::load(&d).context("--check needs committed results")?;
+            let dd = diff::diff(&committed, &out.results, tol, &[])?;
+            if let Some(t) = &c.tag {
+                println!("## {t}");
+            }
+            print!("{}", diff::render(&dd));
+            // Numbers are judged with the tolerance above; the rendered tables
+            // must match byte for byte when the device kind is the same (across
+            // devices a last printed digit may legitimately round differently).
+            let tables_same = committed.device != out.results.device
+                || std::fs::read_to_string(d.join("tables.md")).ok().as_deref() == Some(markdown(&out.results).as_str());
+            if !tables_same {
+                println!("tables.md differs from the re-rendered tables");
+            }
+            if !(dd.within_tolerance() && tables_same) {
+                code = 1;
+            }
+        }
+        return Ok(code);
+    }
+    let mut files = vec![];
+    let mut index = String::new();
+    for (out, c) in &outs {
+        match &c.tag {
+            None => files.extend(result_files(out)?),
+            Some(t) => {
+                files.extend(result_files(out)?.into_iter().map(|(f, b)| (format!("{t}/{f}"), b)));
+                let md = markdown(&out.results).replace("](plots/", &format!("]({t}/plots/"));
+                index += &format!("# Dataset `{t}` ({})\n\n{md}\n", c.dataset.display());
+            }
+        }
+    }
+    if !index.is_empty() {
+        files.push(("tables.md".into(), index.into_bytes()));
+    }
     report::write_dir_atomic(&dir, &files)?;
-    // print the main table
-    let main = tables::tables(&out.results).into_iter().next().expect("main table");
-    print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &main));
+    for (out, c) in &outs {
+        // print the main table
+        if let Some(t) = &c.tag {
+            println!("# {t}");
+        }
+        let main = tables::tables(&out.results).into_iter().next().expect("main table");
+        print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &main));
+    }
     eprintln!("wrote {}", dir.display());
     Ok(0)
 }

@@ -369,6 +369,8 @@ struct Ctx<'a> {
     exec: &'a Exec,
     bar: &'a ProgressBar,
     device: &'static str,
+    /// Prefix of the pass ids: `<dataset>.` in a `[[datasets]]` sweep.
+    tag: String,
 }
 
 impl Ctx<'_> {
@@ -401,7 +403,7 @@ fn eval_split(
     let nt = if opts.types > 1 { opts.types } else { 0 };
     let n = split.stems.len();
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
-    let pass = |step: u32| format!("{model}.{}.{step}", split.name);
+    let pass = |step: u32| format!("{}{model}.{}.{step}", cx.tag, split.name);
 
     // pass 1: positives, probe thresholds, image scores
     let mut p1 = Pass1::new(nm, nt, opts, probes);
@@ -654,7 +656,7 @@ fn warn(warnings: &mut Vec<String>, w: String) {
 fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, model: &str) -> Result<Calibration> {
     use crate::scores::calib::{EnergyMoments, Sums, first_normal, image_sums};
     let (inp, bar, n) = (cx.inp, cx.bar, split.stems.len());
-    let pass = |step: &str| format!("{model}.{}.{step}", split.name);
+    let pass = |step: &str| format!("{}{model}.{}.{step}", cx.tag, split.name);
     let ctx = |i: usize| format!("{}/{} [{model}]", split.name, split.stems[i]);
     // (shift of the HEAT sums, per-image sums)
     type Cal1 = (Option<Vec<f64>>, Vec<Sums>);
@@ -970,11 +972,31 @@ struct Sweep<'a> {
 /// Number of rounds a sharded run of `cfg` takes: one per streaming pass of
 /// a model (calibration 1–2, val 2, test 2).
 pub fn rounds(cfg: &Config) -> Result<usize> {
-    let ds = Dataset::open(&cfg.dataset)?;
-    let methods = cfg.parsed_methods()?;
-    let need_cal = methods.iter().any(|m| m.needs_calibration());
-    let need_heat = methods.contains(&Method::Heat);
-    Ok(2 + 2 * ds.split("val").is_some() as usize + need_cal as usize * (1 + need_heat as usize))
+    let mut r = 0;
+    for c in cfg.expand()? {
+        ensure_synthetic(&c)?;
+        let ds = Dataset::open(&c.dataset)?;
+        let methods = c.parsed_methods()?;
+        let need_cal = methods.iter().any(|m| m.needs_calibration());
+        let need_heat = methods.contains(&Method::Heat);
+        r = r.max(2 + 2 * ds.split("val").is_some() as usize + need_cal as usize * (1 + need_heat as usize));
+    }
+    Ok(r)
+}
+
+/// Generate the synthetic dataset of a `synthetic = "demo"` config when its
+/// folder is missing.
+fn ensure_synthetic(cfg: &Config) -> Result<()> {
+    if let Some(kind) = &cfg.synthetic
+        && !cfg.dataset.exists()
+    {
+        eprintln!(
+            "notice: {} does not exist; generating the deterministic synthetic '{kind}' dataset there",
+            cfg.dataset.display()
+        );
+        crate::synth::generate(&cfg.dataset, &crate::synth::SynthSpec::demo())?;
+    }
+    Ok(())
 }
 
 pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutput> {
@@ -993,15 +1015,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         hwc: cfg.layout.as_deref() == Some("hwc"),
         sums: Checksums::default(),
     };
-    if let Some(kind) = &cfg.synthetic
-        && !cfg.dataset.exists()
-    {
-        eprintln!(
-            "notice: {} does not exist; generating the deterministic synthetic '{kind}' dataset there",
-            cfg.dataset.display()
-        );
-        crate::synth::generate(&cfg.dataset, &crate::synth::SynthSpec::demo())?;
-    }
+    ensure_synthetic(cfg)?;
     let ds = Dataset::open(&cfg.dataset)?;
     let test = ds.split("test").with_context(|| format!("{}: no `test` split", cfg.dataset.display()))?;
     let methods = cfg.parsed_methods()?;
@@ -1042,7 +1056,8 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     } else {
         ProgressBar::hidden()
     };
-    let cx = Ctx { inp: &inp, exec, bar: &bar, device: device_kind };
+    let tag = cfg.tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default();
+    let cx = Ctx { inp: &inp, exec, bar: &bar, device: device_kind, tag };
 
     let mut outs = Vec::new();
     let mut waiting = Vec::new();

@@ -177,12 +177,15 @@ impl Shards {
             let have = read_meta(&mp)?;
             ensure!(
                 have == meta,
-                "{}: this shard folder belongs to another sharded run ({} shards, config {}, {}); \
-                 delete it or run with the same config and --shard I/{}",
+                "{}: this shard folder belongs to another sharded run ({} shards, config {}, {}; this run: {} shards, config {}, {}); \
+                 finish it with the same config, --shard I/{} and the same bench, or delete the folder",
                 mp.display(),
                 have.shards,
                 short(&have.config_sha256),
                 have.tool,
+                meta.shards,
+                short(&meta.config_sha256),
+                meta.tool,
                 have.shards
             );
         } else {

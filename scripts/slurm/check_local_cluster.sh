@@ -17,7 +17,7 @@ set -euo pipefail
 N=${1:-3}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-export BENCH=${BENCH:-$ROOT/target/release/bench}
+BENCH=${BENCH:-$ROOT/target/release/bench}
 CONFIG=${CONFIG:-configs/sweep.toml}
 SLURM_DIR=${SLURM_DIR:-/tmp/bench-slurm}   # cluster: conf, state, logs
 WORK=${WORK:-/tmp/bench-slurm-check}       # runs: configs, outputs, job logs
@@ -49,11 +49,21 @@ stop_pidfile() {   # stop the daemon whose pid file is $1, if it is ours
   fi
   rm -f "$1"
 }
+if [ -f "$SLURM_DIR/slurmctld.pid" ] && kill -0 "$(cat "$SLURM_DIR/slurmctld.pid")" 2>/dev/null; then
+  say "stopping the cluster of an earlier run"
+  SLURM_CONF=$SLURM_DIR/slurm.conf scancel --user=root 2>/dev/null || true
+  sleep 2   # let slurmd end the jobs' steps
+fi
 stop_pidfile "$SLURM_DIR/slurmd.pid"
 stop_pidfile "$SLURM_DIR/slurmctld.pid"
 stop_pidfile "$SLURM_DIR/munged.pid"
 rm -rf "$SLURM_DIR" "$WORK"
 mkdir -p "$SLURM_DIR/state" "$SLURM_DIR/spool" "$WORK"
+# Every job of a sharded run must use the same binary (shard states record
+# the tool's version and git revision): take a copy, so that a rebuild
+# during the check cannot break it.
+cp "$BENCH" "$WORK/bench"
+export BENCH=$WORK/bench
 
 # --- 3. munge -----------------------------------------------------------
 # The Debian package creates /etc/munge/munge.key; make one if it is missing.
@@ -168,15 +178,15 @@ fail=0
 echo "== jobs (scontrol show job)"
 for j in ${jobs//,/ }; do
   # One line per job or array task: id, name, state, exit code.
-  scontrol -o show job "$j" | tr ' ' '\n' \
-    | awk -F= '/^JobId=/ { id = $2 } /^ArrayTaskId=/ { id = id "(task " $2 ")" }
-      /^JobName=/ { n = $2 } /^JobState=/ { s = $2 }
-      /^ExitCode=/ { printf "%-16s %-12s %-10s exit %s\n", id, n, s, $2 }'
+  scontrol -o show job "$j" | awk '{
+    delete f; for (i = 1; i <= NF; i++) { k = $i; sub(/=.*/, "", k); v = $i; sub(/^[^=]*=/, "", v); f[k] = v }
+    id = ("ArrayTaskId" in f) ? f["ArrayJobId"] "_" f["ArrayTaskId"] : f["JobId"]
+    printf "%-8s %-12s %-10s exit %s\n", id, f["JobName"], f["JobState"], f["ExitCode"] }' | sort -t_ -k2n
 done | tee "$WORK/jobs.txt"
 tasks=$(grep -c '^round' "$WORK/submit.out")   # rounds
 [ "$(grep -c . "$WORK/jobs.txt")" -eq $(( tasks * (N + 1) )) ] \
   || { echo "FAIL: expected $((tasks * (N + 1))) jobs/tasks"; fail=1; }
-if grep -v ' COMPLETED  exit 0:0$' "$WORK/jobs.txt" >/dev/null; then
+if awk '$3 != "COMPLETED" || $5 != "0:0" { bad = 1 } END { exit !bad }' "$WORK/jobs.txt"; then
   echo "FAIL: not every job COMPLETED with exit 0:0 (logs: $WORK/logs)"; fail=1
 fi
 
@@ -185,14 +195,14 @@ for f in results.json tables.md drift.json; do
   if cmp "$WORK/sharded/$NAME/$f" "$WORK/single/$NAME/$f"; then
     echo "cmp $f: identical"
   else
-    echo "FAIL: $f differs"; fail=1
+    echo "FAIL: $f differs or is missing"; fail=1
   fi
 done
 for d in curves plots; do
   if [ -d "$WORK/single/$NAME/$d" ] && diff -r "$WORK/sharded/$NAME/$d" "$WORK/single/$NAME/$d" >/dev/null; then
     echo "diff -r $d/: identical ($(find "$WORK/single/$NAME/$d" -type f | wc -l) files)"
   else
-    echo "FAIL: $d/ differs"; fail=1
+    echo "FAIL: $d/ differs or is missing"; fail=1
   fi
 done
 [ ! -e "$WORK/sharded/$NAME/shards" ] || { echo "FAIL: shards/ left behind"; fail=1; }
