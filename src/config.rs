@@ -57,6 +57,10 @@ pub struct Config {
     /// Logits layout on disk: `"chw"` (default, `[C,H,W]`) or `"hwc"`.
     #[serde(default)]
     pub layout: Option<String>,
+    /// Array to read from each logits `.npz` (`np.savez(f, logits=...)` →
+    /// `"logits"`); unset: the archive must hold exactly one array.
+    #[serde(default)]
+    pub npz_key: Option<String>,
     #[serde(default)]
     pub method: MethodOptions,
     #[serde(default)]

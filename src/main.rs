@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use bench::config::{Config, Device};
-use bench::data::{LabelMap, label, read_mask, read_score_map};
+use bench::data::{LabelMap, label, read_mask, read_score_map_key};
 use bench::metrics::{Fpr95Rule, PositiveCollector};
 use bench::pipeline::{RunOptions, run};
 use bench::report::{self, Results, diff, markup, tables};
@@ -31,10 +31,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1e-6)]
         tol: f64,
     },
-    /// Metrics of precomputed score maps ([H,W] .npy) against masks, matched by file stem.
+    /// Metrics of precomputed score maps ([H,W] .npy, .npz, or HDF5 with the `hdf5` feature) against masks, matched by file stem.
     Eval {
         #[arg(long)]
         scores: PathBuf,
+        /// Array to read from each score-map .npz (default: its only array).
+        #[arg(long)]
+        npz_key: Option<String>,
         #[arg(long)]
         labels: PathBuf,
         #[arg(long, value_delimiter = ',', default_value = "1")]
@@ -123,12 +126,12 @@ fn main() {
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Cmd::Run { config, device, check, tol } => cmd_run(&config, device, check, tol),
-        Cmd::Eval { scores, labels, anomaly, ignore, fpr95, json } => {
+        Cmd::Eval { scores, npz_key, labels, anomaly, ignore, fpr95, json } => {
             let rule = match fpr95 {
                 Fpr95Arg::First => Fpr95Rule::First,
                 Fpr95Arg::Interp => Fpr95Rule::Interp,
             };
-            cmd_eval(&scores, &labels, LabelMap::new(anomaly, ignore)?, rule, json)
+            cmd_eval(&scores, npz_key.as_deref(), &labels, LabelMap::new(anomaly, ignore)?, rule, json)
         }
         Cmd::Table { results, format } => {
             let r = Results::load(&results)?;
@@ -274,8 +277,8 @@ fn list(p: &Path, exts: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     Ok(v)
 }
 
-fn cmd_eval(scores: &Path, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: bool) -> Result<i32> {
-    let s = list(scores, &["npy"])?;
+fn cmd_eval(scores: &Path, npz_key: Option<&str>, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: bool) -> Result<i32> {
+    let s = list(scores, bench::data::dataset::SCORE_EXTS)?;
     let pairs: Vec<(PathBuf, PathBuf)> = if scores.is_file() && labels.is_file() {
         vec![(s[0].1.clone(), labels.to_path_buf())]
     } else {
@@ -291,7 +294,7 @@ fn cmd_eval(scores: &Path, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: b
         pairs
     };
     let load = |(sp, lp): &(PathBuf, PathBuf)| -> Result<(Vec<f32>, Vec<u8>)> {
-        let (s, m) = rayon::join(|| read_score_map(sp), || read_mask(lp));
+        let (s, m) = rayon::join(|| read_score_map_key(sp, npz_key), || read_mask(lp));
         let ((h, w, sc), m) = (s?, m?);
         if (h, w) != (m.h, m.w) {
             bail!("{}: score map is {h}×{w} but the mask {} is {}×{}", sp.display(), lp.display(), m.h, m.w);

@@ -11,7 +11,7 @@
 use crate::config::{Config, Device};
 use crate::data::npy::read_logits_into;
 use crate::data::resize::{Resize, resize_logits};
-use crate::data::{Dataset, LabelMap, Logits, Split, label, read_logits, read_mask};
+use crate::data::{Dataset, LabelMap, Logits, Split, label, read_mask};
 use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
 use crate::metrics::region::{ComponentConfig, ComponentStats, aupro, region_weights};
 use crate::metrics::{Counts, OperatingPoint, PositiveCollector, ThresholdCounter, counts_of};
@@ -96,6 +96,8 @@ pub struct Inputs {
     pub resize: Resize,
     /// Logits stored `[H, W, C]`.
     pub hwc: bool,
+    /// Array of each logits `.npz` to read (`None`: the only one).
+    pub npz_key: Option<String>,
     pub sums: Checksums,
 }
 
@@ -107,10 +109,10 @@ fn load(split: &Split, model: &str, i: usize, inp: &Inputs, buf: Option<Logits>)
     sums.add(&lp)?;
     let lg = match buf {
         Some(mut b) => {
-            read_logits_into(&lp, &mut b)?;
+            read_logits_into(&lp, inp.npz_key.as_deref(), &mut b)?;
             b
         }
-        None => read_logits(&lp)?,
+        None => crate::data::npy::read_logits_key(&lp, inp.npz_key.as_deref())?,
     };
     let lg = if inp.hwc { lg.from_hwc() } else { lg };
     if (lg.h, lg.w) != (mask.h, mask.w) && rs != Resize::None {
@@ -518,6 +520,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
         resize: Resize::parse(cfg.resize.as_deref())?,
         hwc: cfg.layout.as_deref() == Some("hwc"),
+        npz_key: cfg.npz_key.clone(),
         sums: Checksums::default(),
     };
     if let Some(kind) = &cfg.synthetic

@@ -407,3 +407,34 @@ fn channel_last_logits_with_layout_hwc_give_the_same_cells() {
     };
     assert_eq!(pick(&before), pick(&after));
 }
+
+#[test]
+fn npz_logits_with_npz_key_give_the_same_cells() {
+    use bench::data::npz::write_npz;
+    let ws = Ws::new();
+    let cfg = ws.p("sweep.toml");
+    let one_model = std::fs::read_to_string(&cfg).unwrap().replace("[[models]]\nid = \"segformer_b5\"\nname = \"SegFormer-B5\"\n", "");
+    std::fs::write(&cfg, &one_model).unwrap();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = ws.results();
+    // np.savez_compressed(f"{id}.npz", logits=..., feats=...) for every image
+    for split in ["calibration", "val", "test"] {
+        let dir = ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"));
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let npy = std::fs::read(&p).unwrap();
+            write_npz(&p.with_extension("npz"), &[("feats", b"not even an array".to_vec()), ("logits", npy)], true).unwrap();
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    // two arrays and no key: one error line naming the file and the option
+    let o = ws.run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.lines().filter(|l| l.starts_with("error:")).count() == 1 && e.contains(".npz") && e.contains("npz_key"), "{e}");
+    std::fs::write(&cfg, one_model.replace("device = \"cpu\"", "device = \"cpu\"\nnpz_key = \"logits\"")).unwrap();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(before["cells"], ws.results()["cells"]);
+}

@@ -8,13 +8,15 @@
 //! number from a silently wrong input.
 
 pub mod dataset;
+pub mod h5;
 pub mod mask;
 pub mod npy;
+pub mod npz;
 pub mod resize;
 
 pub use dataset::{Dataset, Split};
 pub use mask::read_mask;
-pub use npy::{read_logits, read_score_map};
+pub use npy::{read_logits, read_score_map, read_score_map_key};
 
 /// Logits of one image, class-major `[C, H, W]` as stored on disk.
 /// float16 stays float16 until the scorer reads it (halves the bytes moved).
