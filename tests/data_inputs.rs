@@ -484,11 +484,9 @@ fn npz_logits_and_score_maps() {
     assert!(msg.contains("3-D"), "{msg}");
 }
 
+#[cfg(not(feature = "hdf5"))]
 #[test]
 fn hdf5_score_maps_without_the_feature_name_the_feature() {
-    if cfg!(feature = "hdf5") {
-        return;
-    }
     let d = tmp();
     for name in ["a.h5", "b.hdf5"] {
         let p = d.path().join(name);
@@ -496,6 +494,38 @@ fn hdf5_score_maps_without_the_feature_name_the_feature() {
         let msg = err_of(read_score_map(&p), &p);
         assert!(msg.contains("without HDF5 support") && msg.contains("--features hdf5"), "{msg}");
     }
+}
+
+/// SegmentMeIfYouCan's layout: float16 `value` [H, W]. Runs only when built
+/// with `--features hdf5` (needs the HDF5 C library).
+#[cfg(feature = "hdf5")]
+#[test]
+fn hdf5_score_maps_smiyc_layout() {
+    use bench::data::h5::write_score_map_h5;
+    let d = tmp();
+    let (h, w) = (3, 5);
+    let v: Vec<f16> = (0..h * w).map(|i| f16::from_f32(i as f32 * 0.25 - 1.0)).collect();
+    let p = d.path().join("img.hdf5");
+    write_score_map_h5(&p, h, w, &v).unwrap();
+    assert_eq!(read_score_map(&p).unwrap(), (h, w, v.iter().map(|x| x.to_f32()).collect()));
+    // NaN and inf are errors naming the file and the pixel
+    let mut bad = v.clone();
+    bad[7] = f16::INFINITY;
+    let p = d.path().join("inf.h5");
+    write_score_map_h5(&p, h, w, &bad).unwrap();
+    let msg = err_of(read_score_map(&p), &p);
+    assert!(msg.contains("+inf") && msg.contains("y 1, x 2"), "{msg}");
+    // no `value` dataset
+    let p = d.path().join("other.h5");
+    let f = hdf5::File::create(&p).unwrap();
+    f.new_dataset_builder().with_data(&[1.0f32, 2.0]).create("scores").unwrap();
+    drop(f);
+    let msg = err_of(read_score_map(&p), &p);
+    assert!(msg.contains("no `value` dataset") && msg.contains("scores"), "{msg}");
+    // not HDF5 at all
+    let p = d.path().join("junk.h5");
+    write(&p, b"definitely not hdf5");
+    err_of(read_score_map(&p), &p);
 }
 
 /// Build `<root>/<split>/labels/<stem>.<ext>` files (tiny masks).
