@@ -11,6 +11,7 @@
 use crate::config::{Config, Device};
 use crate::data::npy::read_logits_into;
 use crate::data::resize::{Resize, resize_logits};
+use crate::external::{External, MethodRef};
 use crate::data::{Dataset, LabelMap, Logits, Split, label, read_mask};
 use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
 use crate::metrics::region::{ComponentConfig, ComponentStats, aupro, region_weights};
@@ -37,7 +38,7 @@ pub struct RunOutput {
     pub manifest: serde_json::Value,
     /// Test-split statistic per (model, method), with the thresholds of the
     /// honest evaluation, for curves and plots.
-    pub curves: Vec<(String, Method, Counts, Vec<f64>)>,
+    pub curves: Vec<(String, MethodRef, Counts, Vec<f64>)>,
     /// `drift.json`: per (model, method, split) normal-score histograms, the
     /// input of `bench drift a b`.
     pub drift: serde_json::Value,
@@ -98,6 +99,10 @@ pub struct Inputs {
     pub hwc: bool,
     /// Array of each logits `.npz` to read (`None`: the only one).
     pub npz_key: Option<String>,
+    /// Outside methods' precomputed maps, appended after the computed ones.
+    pub external: Vec<External>,
+    /// Array of each external score-map `.npz` to read.
+    pub npz_score_key: Option<String>,
     pub sums: Checksums,
 }
 
@@ -163,6 +168,18 @@ fn for_each_image(
     })
 }
 
+/// Score maps of image `i`: the built-in methods computed from its logits,
+/// then the outside methods' precomputed maps read at the mask's size.
+fn score_image(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inputs, split: &Split, model: &str, i: usize) -> Result<ScoreMaps> {
+    let mut maps = if plan.methods.is_empty() { ScoreMaps { h: lg.h, w: lg.w, maps: vec![] } } else { scorer.score(lg, plan)? };
+    for e in &inp.external {
+        let (p, v) = e.read(split, model, i, inp.npz_score_key.as_deref(), inp.resize, maps.h, maps.w)?;
+        inp.sums.add(&p)?;
+        maps.maps.push(v);
+    }
+    Ok(maps)
+}
+
 /// What one split yields for one model: per method, the exact statistic,
 /// the counts at the probe thresholds and the image-level scores.
 struct SplitEval {
@@ -194,7 +211,7 @@ fn eval_split(
     opts: &SplitOpts,
     bar: &ProgressBar,
 ) -> Result<SplitEval> {
-    let nm = plan.methods.len();
+    let nm = plan.methods.len() + inp.external.len();
     let nt = if opts.types > 1 { opts.types } else { 0 };
     let mut pos: Vec<PositiveCollector> = (0..nm).map(|_| PositiveCollector::new()).collect();
     let mut tpos: Vec<Vec<PositiveCollector>> = (0..nm).map(|_| (0..nt).map(|_| PositiveCollector::new()).collect()).collect();
@@ -212,7 +229,7 @@ fn eval_split(
     // pass 1: positives, probe thresholds, image scores
     for_each_image(split, model, inp, |i, lg, lab| {
         dtype = lg.dtype();
-        let maps = scorer.score(lg, plan).with_context(|| ctx(i))?;
+        let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
         void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
         let valid = lab.iter().any(|&l| l != label::VOID);
         let rw = if opts.regions {
@@ -271,7 +288,7 @@ fn eval_split(
     match &cache {
         Some(c) => c.iter().for_each(|(maps, lab)| pass2(maps, lab)),
         None => for_each_image(split, model, inp, |i, lg, lab| {
-            pass2(&scorer.score(lg, plan).with_context(|| ctx(i))?, &lab);
+            pass2(&score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?, &lab);
             Ok(())
         })?,
     }
@@ -388,7 +405,7 @@ fn choose_thresholds(c: &Counts, cfg: &Config) -> Vec<(String, Option<f64>, Opti
     v
 }
 
-fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
+fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
     let c = &e.counts[mi];
     let s = c.summary(cfg.metrics.fpr95);
     let mut warnings = vec![];
@@ -430,7 +447,7 @@ fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Con
     }
 }
 
-fn honest(model: &str, m: Method, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
+fn honest(model: &str, m: &MethodRef, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
     let hard = pts.iter().find(|p| p.rule == "far").and_then(|p| p.threshold);
     let soft = pts.iter().find(|p| p.rule == "frr").and_then(|p| p.threshold);
     HonestCell {
@@ -516,11 +533,13 @@ fn conventions(cfg: &Config) -> Result<Conventions> {
 
 pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutput> {
     let t0 = Instant::now();
-    let inp = Inputs {
+    let mut inp = Inputs {
         labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
         resize: Resize::parse(cfg.resize.as_deref())?,
         hwc: cfg.layout.as_deref() == Some("hwc"),
         npz_key: cfg.npz_key.clone(),
+        external: vec![],
+        npz_score_key: cfg.npz_score_key.clone(),
         sums: Checksums::default(),
     };
     if let Some(kind) = &cfg.synthetic
@@ -539,6 +558,12 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
     let methods = cfg.parsed_methods()?;
     let need_cal = methods.iter().any(|m| m.needs_calibration());
     let need_heat = methods.contains(&Method::Heat);
+    let model_ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
+    let read_splits: Vec<&Split> = [Some(test), val].into_iter().flatten().collect();
+    inp.external = crate::external::resolve(&cfg.external, &read_splits, &model_ids)?;
+    let inp = inp;
+    // Columns: the built-in methods, then the outside ones.
+    let cols: Vec<MethodRef> = methods.iter().map(|&m| MethodRef::Builtin(m)).chain(inp.external.iter().map(|e| e.column())).collect();
 
     // Fail fast on missing files before any long work.
     for mc in &cfg.models {
@@ -595,7 +620,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             energy_temperature: cfg.method.energy.temperature,
             calibration,
         };
-        let leak = |m: Method, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
+        let leak = |m: &MethodRef, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
 
         // val first: its thresholds are probes on test
         let track = |t: f32| match cfg.metrics.component_track.as_str() {
@@ -604,17 +629,17 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         };
         let mut sopts = SplitOpts {
             regions: cfg.metrics.regions,
-            components: vec![None; methods.len()],
+            components: vec![None; cols.len()],
             types: cfg.anomaly.len(),
             topk: cfg.metrics.image_topk as usize,
         };
         let val_eval = match val {
-            Some(v) => Some(eval_split(v, &mc.id, &inp, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &sopts, &bar)?),
+            Some(v) => Some(eval_split(v, &mc.id, &inp, scorer.as_mut(), &plan, vec![vec![]; cols.len()], &sopts, &bar)?),
             None => None,
         };
         let chosen: Vec<_> = match &val_eval {
             Some(ve) => ve.counts.iter().map(|c| choose_thresholds(c, cfg)).collect(),
-            None => vec![vec![]; methods.len()],
+            None => vec![vec![]; cols.len()],
         };
         let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| ch.iter().filter_map(|x| x.2.map(|o| o.threshold as f32)).collect()).collect();
         if cfg.metrics.regions {
@@ -624,7 +649,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         let te = eval_split(test, &mc.id, &inp, scorer.as_mut(), &plan, probes, &sopts, &bar)?;
         let boots = match (&te.cache, cfg.metrics.bootstrap) {
             (_, 0) => None,
-            (Some(c), b) => Some(bootstrap(c, methods.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
+            (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
             (None, _) => {
                 let w = format!(
                     "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",
@@ -638,7 +663,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         model_rows.push(ModelRow { id: mc.id.clone(), name: mc.name.clone(), dtype: te.dtype.into() });
 
         if let Some(ve) = &val_eval {
-            for (mi, &m) in methods.iter().enumerate() {
+            for (mi, m) in cols.iter().enumerate() {
                 cells.push(cell(&mc.id, m, "val", ve, mi, cfg, leak(m, "val")));
                 let (a, b) = (&ve.drift[mi], &te.drift[mi]);
                 let shift = |x: Option<f64>, y: Option<f64>| Some(y? - x?);
@@ -655,10 +680,10 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
                 drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "val", "stats": a}));
             }
         }
-        for (mi, &m) in methods.iter().enumerate() {
+        for (mi, m) in cols.iter().enumerate() {
             drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &te.drift[mi]}));
         }
-        for (mi, &m) in methods.iter().enumerate() {
+        for (mi, m) in cols.iter().enumerate() {
             let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
             c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
             if let (Some(acc), Some(cc)) = (&te.components[mi], &sopts.components[mi]) {
@@ -723,7 +748,7 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
             }
             let keep = h.points.iter().filter_map(|p| p.threshold).collect();
             honest_cells.push(h);
-            curves.push((mc.id.clone(), m, te.counts[mi].clone(), keep));
+            curves.push((mc.id.clone(), m.clone(), te.counts[mi].clone(), keep));
         }
         if val_eval.is_none() {
             let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
@@ -740,7 +765,14 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         device: device_kind.into(),
         conventions: conventions(cfg)?,
         models: model_rows,
-        methods: methods.iter().map(|m| MethodRow { id: m.id().into(), name: m.display().into() }).collect(),
+        methods: cols
+            .iter()
+            .map(|m| MethodRow {
+                id: m.id().into(),
+                name: m.display().into(),
+                external: inp.external.iter().find(|e| e.id == m.id() && matches!(m, MethodRef::External { .. })).map(|e| e.layout.as_str().into()),
+            })
+            .collect(),
         cells,
         honest: honest_cells,
         calibration: cal_rows,

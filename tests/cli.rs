@@ -438,3 +438,99 @@ fn npz_logits_with_npz_key_give_the_same_cells() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(before["cells"], ws.results()["cells"]);
 }
+
+/// Write `scores/<dir>/<stem>.npy` = the CPU max-logit map of `model`'s
+/// logits, for every image of `split` (what an outside tool would dump).
+fn dump_max_logit(ws: &Ws, split: &str, model: &str, dir: &str) {
+    use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
+    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None };
+    let out = ws.p(&format!("datasets/demo/{split}/scores/{dir}"));
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(ws.p(&format!("datasets/demo/{split}/logits/{model}"))).unwrap() {
+        let p = e.unwrap().path();
+        let maps = CpuScorer.score(&bench::data::read_logits(&p).unwrap(), &plan).unwrap();
+        bench::data::npy::write_npy_f32(&out.join(p.file_name().unwrap()), &[maps.h as u64, maps.w as u64], &maps.maps[0]).unwrap();
+    }
+}
+
+#[test]
+fn external_score_maps_equal_to_a_builtin_give_identical_cells() {
+    let ws = Ws::new();
+    for split in ["val", "test"] {
+        for m in ["deeplab_r50", "segformer_b5"] {
+            dump_max_logit(&ws, split, m, &format!("copy_ml/{m}"));
+        }
+        dump_max_logit(&ws, split, "deeplab_r50", "shared_ml");
+    }
+    let cfg = ws.p("sweep.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap().replace("device = \"cpu\"", "device = \"cpu\"\nexternal = [\"copy_ml\", \"shared_ml\"]");
+    std::fs::write(&cfg, &good).unwrap();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    let ids: Vec<&str> = r["methods"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["max_logit", "msp", "sml", "energy", "heat", "copy_ml", "shared_ml"], "external columns come after the built-in ones");
+    assert!(r["methods"][0].get("external").is_none(), "built-in rows carry no `external` key");
+    assert_eq!(r["methods"][5]["external"], "per_model");
+    assert_eq!(r["methods"][6]["external"], "shared");
+    // Everything but the method id must match: pixel, image-level, drift,
+    // honest (val thresholds on test) and failure-mode rows.
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("method");
+        v
+    };
+    let rows = |section: &str, model: &str, method: &str| -> Vec<serde_json::Value> {
+        r[section].as_array().unwrap().iter().filter(|c| c["model"] == model && c["method"] == method).map(strip).collect()
+    };
+    for section in ["cells", "honest", "drift"] {
+        for m in ["deeplab_r50", "segformer_b5"] {
+            let a = rows(section, m, "max_logit");
+            assert!(!a.is_empty(), "{section} {m}");
+            assert_eq!(a, rows(section, m, "copy_ml"), "{section} {m}: per-model external map differs from the built-in score");
+        }
+        // shared maps: the deeplab maps in every row
+        let a = rows(section, "deeplab_r50", "max_logit");
+        let mut b = rows(section, "segformer_b5", "shared_ml");
+        for x in b.iter_mut() {
+            x["model"] = "deeplab_r50".into();
+        }
+        assert_eq!(a, b, "{section}: shared external maps differ from deeplab's max_logit");
+    }
+    let md = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(md.contains("copy_ml (precomputed)"), "{md}");
+    // table re-rendered from results.json alone is the same
+    let o = bench(&["table", "results/demo"], &ws.root);
+    assert!(md.starts_with(&stdout(&o)), "bench table differs from tables.md");
+
+    // hostile inputs: one error line naming the folder or file, results untouched
+    let test_scores = |rel: &str| ws.p(&format!("datasets/demo/test/scores/{rel}"));
+    std::fs::write(&cfg, good.replace("\"shared_ml\"]", "\"shared_ml\", \"nope\"]")).unwrap();
+    expect_error(&ws, |_| {}, "scores/nope");
+    std::fs::write(&cfg, &good).unwrap();
+    let p = test_scores("copy_ml/segformer_b5/img_0003.npy");
+    let orig = std::fs::read(&p).unwrap();
+    expect_error(&ws, |_| std::fs::remove_file(&p).unwrap(), "img_0003.npy");
+    expect_error(
+        &ws,
+        |_| {
+            let mut v = vec![0.5f32; 96 * 128];
+            v[200] = f32::INFINITY;
+            bench::data::npy::write_npy_f32(&p, &[96, 128], &v).unwrap();
+        },
+        "img_0003.npy",
+    );
+    expect_error(&ws, |_| bench::data::npy::write_npy_f32(&p, &[48, 64], &vec![0.5f32; 48 * 64]).unwrap(), "img_0003.npy");
+    let e = stderr(&ws.run(&[]));
+    assert!(e.contains("48×64") && e.contains("resize"), "{e}");
+    std::fs::write(&p, &orig).unwrap();
+    let seg = test_scores("copy_ml/segformer_b5");
+    std::fs::rename(&seg, ws.p("moved")).unwrap();
+    expect_error(&ws, |_| {}, "copy_ml/segformer_b5");
+    std::fs::rename(ws.p("moved"), &seg).unwrap();
+    // a per-model folder in one split and shared maps in another
+    std::fs::create_dir_all(test_scores("shared_ml/deeplab_r50")).unwrap();
+    expect_error(&ws, |_| {}, "shared_ml");
+    std::fs::remove_dir(test_scores("shared_ml/deeplab_r50")).unwrap();
+    assert!(ws.run(&[]).status.success(), "restored dataset runs again");
+}
