@@ -113,8 +113,14 @@ fn main() {
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
     let cli = Cli::parse();
+    // Ctrl-C must never leave a half-written results folder or a hidden
+    // temp folder: the handler waits for an in-progress write to clean up.
+    if let Err(e) = ctrlc::set_handler(|| report::on_interrupt()) {
+        eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+    }
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
+        Err(_) if report::interrupted() => report::exit_interrupted(),
         Err(e) => {
             // one line: the context chain joined
             eprintln!("error: {e:#}");

@@ -534,3 +534,68 @@ fn external_score_maps_equal_to_a_builtin_give_identical_cells() {
     std::fs::remove_dir(test_scores("shared_ml/deeplab_r50")).unwrap();
     assert!(ws.run(&[]).status.success(), "restored dataset runs again");
 }
+
+/// Entries of `results/` whose names mark a temp or set-aside folder.
+fn leftovers(ws: &Ws) -> Vec<String> {
+    std::fs::read_dir(ws.p("results"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-") || n.contains(".old-"))
+        .collect()
+}
+
+/// Spawn `bench run`, wait until `ready` (≤ 60 s), send SIGINT, and return
+/// the exit code and stderr; None if the run ended before the signal.
+#[cfg(unix)]
+fn interrupt_run(ws: &Ws, env: &[(&str, &str)], ready: impl Fn() -> bool) -> Option<(Option<i32>, String)> {
+    use std::process::Stdio;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bench"));
+    cmd.args(["run", "sweep.toml"]).current_dir(&ws.root).env("CI", "true").stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while !ready() {
+        assert!(t0.elapsed().as_secs() < 60, "run never reached the point to interrupt");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if child.try_wait().unwrap().is_some() {
+        return None;
+    }
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    Some((o.status.code(), stderr(&o)))
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_leaves_previous_results_and_no_temp_folder() {
+    let ws = Ws::new();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Make the previous results recognisable (a rerun would write the same bytes).
+    let marker = ws.p("results/demo/results.json");
+    let before = std::fs::read_to_string(&marker).unwrap().replacen("\"name\": \"demo\"", "\"name\": \"previous\"", 1);
+    std::fs::write(&marker, &before).unwrap();
+
+    // 1. while the results are being written (a test hook pauses after each file)
+    let (code, e) = interrupt_run(&ws, &[("BENCH_TEST_WRITE_DELAY_MS", "300")], || !leftovers(&ws).is_empty()).expect("interrupted mid-write");
+    assert_eq!(code, Some(130), "{e}");
+    let errs: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errs.len(), 1, "{e}");
+    assert!(errs[0].contains("interrupted"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), before, "previous results changed");
+    assert_eq!(leftovers(&ws), Vec::<String>::new(), "temp folder left behind");
+
+    // 2. while scoring (long before anything is written)
+    let t0 = std::time::Instant::now();
+    if let Some((code, e)) = interrupt_run(&ws, &[], || t0.elapsed().as_millis() > 150) {
+        assert_eq!(code, Some(130), "{e}");
+        assert_eq!(e.lines().filter(|l| l.starts_with("error:")).count(), 1, "{e}");
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), before, "previous results changed");
+        assert_eq!(leftovers(&ws), Vec::<String>::new());
+    }
+}
