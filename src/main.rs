@@ -305,6 +305,7 @@ fn cmd_eval(scores: &Path, npz_key: Option<&str>, labels: &Path, lm: LabelMap, r
         if (h, w) != (m.h, m.w) {
             bail!("{}: score map is {h}×{w} but the mask {} is {}×{}", sp.display(), lp.display(), m.h, m.w);
         }
+        lm.check(&m, lp)?;
         Ok((sc, lm.apply(&m)))
     };
     // Two passes (positives, then ranks of the negatives): one image is

@@ -109,6 +109,7 @@ pub struct Inputs {
 fn load(split: &Split, model: &str, i: usize, inp: &Inputs, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
     let (lm, sums, rs) = (&inp.labels, &inp.sums, inp.resize);
     let mask = read_mask(&split.labels[i])?;
+    lm.check(&mask, &split.labels[i])?;
     let lp = split.logits_path(model, &split.stems[i])?;
     sums.add(&split.labels[i])?;
     sums.add(&lp)?;

@@ -262,6 +262,25 @@ fn eval_on_precomputed_score_maps() {
     assert!(o.status.success());
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(j["auroc"].is_null() && j["fpr95"].is_null(), "{j}");
+    // a 16-bit mask value above 255 that the mapping does not list is an error
+    // naming the mask; listing it (here as void) accepts it
+    let mut enc_out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut enc_out, 2, 2);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Sixteen);
+        let mut wr = enc.write_header().unwrap();
+        wr.write_image_data(&[0, 0, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
+        wr.finish().unwrap();
+    }
+    std::fs::write(d.join("l16.png"), &enc_out).unwrap();
+    let o = bench(&["eval", "--scores", "s/a.npy", "--labels", "l16.png"], d);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("l16.png") && stderr(&o).contains("65535"), "{}", stderr(&o));
+    let o = bench(&["eval", "--scores", "s/a.npy", "--labels", "l16.png", "--ignore", "255,65535", "--json"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((j["positives"].as_u64(), j["void"].as_u64()), (Some(1), Some(1)), "{j}");
     // a missing mask names the file
     std::fs::remove_file(d.join("l/b.png")).unwrap();
     let o = bench(&["eval", "--scores", "s", "--labels", "l"], d);

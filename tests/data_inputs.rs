@@ -528,6 +528,43 @@ fn hdf5_score_maps_smiyc_layout() {
     err_of(read_score_map(&p), &p);
 }
 
+#[test]
+fn mask_values_outside_the_mapping() {
+    use bench::data::{LabelMap, label};
+    let d = tmp();
+    let lm = LabelMap::new(vec![1], vec![255]).unwrap();
+    // 16-bit PNG: 0 normal, 1 anomaly, 255 void, 7 unlisted (in-distribution),
+    // 256 and 65535 unlisted and above 255 (an error).
+    let vals: [u16; 6] = [0, 1, 255, 7, 256, 65535];
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let p = d.path().join("m16.png");
+    write(&p, &png_bytes(3, 2, png::ColorType::Grayscale, png::BitDepth::Sixteen, None, &bytes));
+    let m = read_mask(&p).unwrap();
+    assert_eq!(m.values, vals);
+    let msg = err_of(lm.check(&m, &p), &p);
+    assert!(msg.contains("mask value 256 at y 1, x 1") && msg.contains("`ignore`"), "{msg}");
+    // Listing the values accepts them; unlisted 0..=255 values are in-distribution.
+    let lm2 = LabelMap::new(vec![1, 256], vec![255, 65535]).unwrap();
+    lm2.check(&m, &p).unwrap();
+    assert_eq!(lm2.apply(&m), [label::NORMAL, 1, label::VOID, label::NORMAL, 2, label::VOID]);
+    // An 8-bit mask never trips the check.
+    let m8 = bench::data::Mask { h: 1, w: 3, values: vec![0, 200, 255] };
+    lm.check(&m8, &p).unwrap();
+    assert_eq!(lm.apply(&m8), [label::NORMAL, label::NORMAL, label::VOID]);
+    // int64 .npy: values above 255 follow the same rule; negative values
+    // (PyTorch's ignore_index = -1) cannot be listed and are a read error.
+    let p = d.path().join("m64.npy");
+    let data: Vec<u8> = [0i64, 1, 300, 255].iter().flat_map(|v| v.to_le_bytes()).collect();
+    write(&p, &npy_bytes("<i8", false, "(2, 2)", &data));
+    let m = read_mask_npy(&p).unwrap();
+    let msg = err_of(lm.check(&m, &p), &p);
+    assert!(msg.contains("mask value 300 at y 1, x 0"), "{msg}");
+    let data: Vec<u8> = [0i64, 1, -1, 255].iter().flat_map(|v| v.to_le_bytes()).collect();
+    write(&p, &npy_bytes("<i8", false, "(2, 2)", &data));
+    let msg = err_of(read_mask_npy(&p), &p);
+    assert!(msg.contains("-1") && msg.contains("0..=65535"), "{msg}");
+}
+
 /// Build `<root>/<split>/labels/<stem>.<ext>` files (tiny masks).
 fn label(root: &Path, split: &str, file: &str) {
     let dir = root.join(split).join("labels");

@@ -138,6 +138,29 @@ impl LabelMap {
         Ok(LabelMap { anomaly, ignore })
     }
 
+    /// Reject mask values above 255 that neither list mentions. Values in
+    /// 0..=255 that are not listed are in-distribution (SPEC §3), but a
+    /// larger one almost always means a wrongly exported mask (a 16-bit PNG
+    /// scaled ×257, so void 255 became 65535; an instance-id map), and
+    /// counting it in-distribution would silently change the pixels
+    /// evaluated. List such a value in `anomaly` or `ignore` to accept it.
+    pub fn check(&self, mask: &Mask, path: &std::path::Path) -> anyhow::Result<()> {
+        if mask.values.iter().all(|&v| v <= 255) {
+            return Ok(());
+        }
+        let listed = |v: &u16| self.anomaly.contains(v) || self.ignore.contains(v);
+        if let Some(i) = mask.values.iter().position(|v| *v > 255 && !listed(v)) {
+            anyhow::bail!(
+                "{}: mask value {} at y {}, x {} is above 255 and not listed in `anomaly` or `ignore` (a 16-bit export of 8-bit labels?); list it to accept it",
+                path.display(),
+                mask.values[i],
+                i / mask.w,
+                i % mask.w
+            );
+        }
+        Ok(())
+    }
+
     /// Map raw mask values to [`label`] codes.
     pub fn apply(&self, mask: &Mask) -> Vec<u8> {
         let mut lut = [label::NORMAL; 65536];
