@@ -47,7 +47,17 @@ pub struct Config {
     #[serde(skip)]
     pub ignore: Vec<u16>,
     /// Method ids, in column order.
+    #[serde(default)]
     pub methods: Vec<String>,
+    /// Outside methods whose precomputed maps are read from
+    /// `scores/<id>/` (see `external.rs` for the layout); columns after
+    /// `methods`, in this order.
+    #[serde(default)]
+    pub external: Vec<String>,
+    /// Array to read from each score-map `.npz` of `external` methods
+    /// (unset: the archive must hold exactly one array).
+    #[serde(default)]
+    pub npz_score_key: Option<String>,
     pub models: Vec<ModelCfg>,
     /// auto | gpu | cpu
     #[serde(default)]
@@ -67,6 +77,10 @@ pub struct Config {
     /// Logits layout on disk: `"chw"` (default, `[C,H,W]`) or `"hwc"`.
     #[serde(default)]
     pub layout: Option<String>,
+    /// Array to read from each logits `.npz` (`np.savez(f, logits=...)` →
+    /// `"logits"`); unset: the archive must hold exactly one array.
+    #[serde(default)]
+    pub npz_key: Option<String>,
     #[serde(default)]
     pub method: MethodOptions,
     #[serde(default)]
@@ -320,8 +334,19 @@ impl Config {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             bail!("`name` must be a plain folder name, got {:?}", self.name);
         }
-        if self.methods.is_empty() {
-            bail!("`methods` is empty");
+        if self.methods.is_empty() && self.external.is_empty() {
+            bail!("`methods` is empty (and no `external` methods)");
+        }
+        for (i, e) in self.external.iter().enumerate() {
+            if e.is_empty() || e.contains(['/', '\\']) || e.starts_with('.') {
+                bail!("`external`: {e:?} is not a folder name under scores/");
+            }
+            if self.external[..i].contains(e) {
+                bail!("`external`: '{e}' is listed twice");
+            }
+            if Method::parse(e).is_ok() {
+                bail!("`external`: '{e}' is a built-in method id; rename its scores/ folder so the two cannot be confused");
+            }
         }
         let ms = self.parsed_methods()?;
         for (i, m) in ms.iter().enumerate() {
@@ -431,6 +456,14 @@ name = "A"
         assert!(e.contains("duplicate model id 'a'"), "{e}");
         let e = Config::parse(&format!("{MIN}\n[method.msp]\ntemperature = 0\n")).unwrap_err().to_string();
         assert!(e.contains("method.msp.temperature"), "{e}");
+        let e = Config::parse(&format!("external = [\"rba\", \"rba\"]\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("`external`") && e.contains("twice"), "{e}");
+        let e = Config::parse(&format!("external = [\"msp\"]\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("built-in"), "{e}");
+        let e = Config::parse(&format!("external = [\"../x\"]\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("../x"), "{e}");
+        let c = Config::parse(&format!("external = [\"rba\"]\n{}", MIN.replace("methods = [\"max_logit\", \"msp\"]", "methods = []"))).unwrap();
+        assert_eq!(c.external, ["rba"]);
         let e = Config::parse(&MIN.replace("dataset = \"datasets/demo\"", "dataset = 3")).unwrap_err().to_string();
         assert!(e.contains("line 3"), "{e}");
     }

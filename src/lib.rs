@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod data;
+pub mod external;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;

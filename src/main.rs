@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use bench::config::{Config, Device};
-use bench::data::{LabelMap, label, read_mask, read_score_map};
+use bench::data::{LabelMap, label, read_mask, read_score_map_key};
 use bench::metrics::{Fpr95Rule, PositiveCollector};
 use bench::pipeline::{RunOptions, RunOutput, RunStatus, run, run_exec, sha256_hex};
 use bench::shard;
@@ -48,10 +48,13 @@ enum Cmd {
         /// The results folder (results/<name>) holding shards/.
         results: PathBuf,
     },
-    /// Metrics of precomputed score maps ([H,W] .npy) against masks, matched by file stem.
+    /// Metrics of precomputed score maps ([H,W] .npy, .npz, or HDF5 with the `hdf5` feature) against masks, matched by file stem.
     Eval {
         #[arg(long)]
         scores: PathBuf,
+        /// Array to read from each score-map .npz (default: its only array).
+        #[arg(long)]
+        npz_key: Option<String>,
         #[arg(long)]
         labels: PathBuf,
         #[arg(long, value_delimiter = ',', default_value = "1")]
@@ -127,8 +130,14 @@ fn main() {
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
     let cli = Cli::parse();
+    // Ctrl-C must never leave a half-written results folder or a hidden
+    // temp folder: the handler waits for an in-progress write to clean up.
+    if let Err(e) = ctrlc::set_handler(|| report::on_interrupt()) {
+        eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+    }
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
+        Err(_) if report::interrupted() => report::exit_interrupted(),
         Err(e) => {
             // one line: the context chain joined
             eprintln!("error: {e:#}");
@@ -157,12 +166,12 @@ fn real_main(cli: Cli) -> Result<i32> {
             cmd_run(&config, device, check, tol, shard)
         }
         Cmd::Merge { results } => cmd_merge(&results),
-        Cmd::Eval { scores, labels, anomaly, ignore, fpr95, json } => {
+        Cmd::Eval { scores, npz_key, labels, anomaly, ignore, fpr95, json } => {
             let rule = match fpr95 {
                 Fpr95Arg::First => Fpr95Rule::First,
                 Fpr95Arg::Interp => Fpr95Rule::Interp,
             };
-            cmd_eval(&scores, &labels, LabelMap::new(anomaly, ignore)?, rule, json)
+            cmd_eval(&scores, npz_key.as_deref(), &labels, LabelMap::new(anomaly, ignore)?, rule, json)
         }
         Cmd::Table { results, format } => {
             let d = markup::dialect(&format)?;
@@ -432,8 +441,8 @@ fn list(p: &Path, exts: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     Ok(v)
 }
 
-fn cmd_eval(scores: &Path, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: bool) -> Result<i32> {
-    let s = list(scores, &["npy"])?;
+fn cmd_eval(scores: &Path, npz_key: Option<&str>, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: bool) -> Result<i32> {
+    let s = list(scores, bench::data::dataset::SCORE_EXTS)?;
     let pairs: Vec<(PathBuf, PathBuf)> = if scores.is_file() && labels.is_file() {
         vec![(s[0].1.clone(), labels.to_path_buf())]
     } else {
@@ -449,11 +458,12 @@ fn cmd_eval(scores: &Path, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: b
         pairs
     };
     let load = |(sp, lp): &(PathBuf, PathBuf)| -> Result<(Vec<f32>, Vec<u8>)> {
-        let (s, m) = rayon::join(|| read_score_map(sp), || read_mask(lp));
+        let (s, m) = rayon::join(|| read_score_map_key(sp, npz_key), || read_mask(lp));
         let ((h, w, sc), m) = (s?, m?);
         if (h, w) != (m.h, m.w) {
             bail!("{}: score map is {h}×{w} but the mask {} is {}×{}", sp.display(), lp.display(), m.h, m.w);
         }
+        lm.check(&m, lp)?;
         Ok((sc, lm.apply(&m)))
     };
     // Two passes (positives, then ranks of the negatives): one image is

@@ -11,7 +11,8 @@
 use crate::config::{Config, Device};
 use crate::data::npy::read_logits_into;
 use crate::data::resize::{Resize, resize_logits};
-use crate::data::{Dataset, LabelMap, Logits, Split, label, read_logits, read_mask};
+use crate::data::{Dataset, LabelMap, Logits, Split, label, read_mask};
+use crate::external::{External, MethodRef};
 use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
 use crate::metrics::region::{ComponentConfig, ComponentStats, aupro, region_weights};
 use crate::metrics::{Counts, OperatingPoint, PositiveCollector, ThresholdCounter, counts_of};
@@ -42,7 +43,7 @@ pub struct RunOutput {
     pub manifest: serde_json::Value,
     /// Test-split statistic per (model, method), with the thresholds of the
     /// honest evaluation, for curves and plots.
-    pub curves: Vec<(String, Method, Counts, Vec<f64>)>,
+    pub curves: Vec<(String, MethodRef, Counts, Vec<f64>)>,
     /// `drift.json`: per (model, method, split) normal-score histograms, the
     /// input of `bench drift a b`.
     pub drift: serde_json::Value,
@@ -101,21 +102,28 @@ pub struct Inputs {
     pub resize: Resize,
     /// Logits stored `[H, W, C]`.
     pub hwc: bool,
+    /// Array of each logits `.npz` to read (`None`: the only one).
+    pub npz_key: Option<String>,
+    /// Outside methods' precomputed maps, appended after the computed ones.
+    pub external: Vec<External>,
+    /// Array of each external score-map `.npz` to read.
+    pub npz_score_key: Option<String>,
     pub sums: Checksums,
 }
 
 fn load(split: &Split, model: &str, i: usize, inp: &Inputs, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
     let (lm, sums, rs) = (&inp.labels, &inp.sums, inp.resize);
     let mask = read_mask(&split.labels[i])?;
+    lm.check(&mask, &split.labels[i])?;
     let lp = split.logits_path(model, &split.stems[i])?;
     sums.add(&split.labels[i])?;
     sums.add(&lp)?;
     let lg = match buf {
         Some(mut b) => {
-            read_logits_into(&lp, &mut b)?;
+            read_logits_into(&lp, inp.npz_key.as_deref(), &mut b)?;
             b
         }
-        None => read_logits(&lp)?,
+        None => crate::data::npy::read_logits_key(&lp, inp.npz_key.as_deref())?,
     };
     let lg = if inp.hwc { lg.from_hwc() } else { lg };
     if (lg.h, lg.w) != (mask.h, mask.w) && rs != Resize::None {
@@ -166,6 +174,18 @@ fn for_each_image(
         }
         Ok(())
     })
+}
+
+/// Score maps of image `i`: the built-in methods computed from its logits,
+/// then the outside methods' precomputed maps read at the mask's size.
+fn score_image(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inputs, split: &Split, model: &str, i: usize) -> Result<ScoreMaps> {
+    let mut maps = if plan.methods.is_empty() { ScoreMaps { h: lg.h, w: lg.w, maps: vec![] } } else { scorer.score(lg, plan)? };
+    for e in &inp.external {
+        let (p, v) = e.read(split, model, i, inp.npz_score_key.as_deref(), inp.resize, maps.h, maps.w)?;
+        inp.sums.add(&p)?;
+        maps.maps.push(v);
+    }
+    Ok(maps)
 }
 
 /// What one split yields for one model: per method, the exact statistic,
@@ -399,7 +419,7 @@ fn eval_split(
     opts: &SplitOpts,
 ) -> Result<SplitEval> {
     let (inp, bar) = (cx.inp, cx.bar);
-    let nm = plan.methods.len();
+    let nm = plan.methods.len() + inp.external.len();
     let nt = if opts.types > 1 { opts.types } else { 0 };
     let n = split.stems.len();
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
@@ -413,7 +433,7 @@ fn eval_split(
         &mut p1,
         |st, images| {
             for_each_image(split, model, inp, images, |i, lg, lab| {
-                let maps = scorer.score(lg, plan).with_context(|| ctx(i))?;
+                let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
                 st.add(maps, lab, lg.dtype(), opts).with_context(|| ctx(i))?;
                 bar.inc(1);
                 Ok(())
@@ -443,7 +463,7 @@ fn eval_split(
                 Ok(())
             }
             None => for_each_image(split, model, inp, images, |i, lg, lab| {
-                st.add(&scorer.score(lg, plan).with_context(|| ctx(i))?, &lab);
+                st.add(&score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?, &lab);
                 bar.inc(1);
                 Ok(())
             }),
@@ -579,7 +599,7 @@ fn choose_thresholds(c: &Counts, cfg: &Config) -> Vec<(String, Option<f64>, Opti
     v
 }
 
-fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
+fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
     let c = &e.counts[mi];
     let s = c.summary(cfg.metrics.fpr95);
     let mut warnings = vec![];
@@ -621,7 +641,7 @@ fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Con
     }
 }
 
-fn honest(model: &str, m: Method, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
+fn honest(model: &str, m: &MethodRef, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
     let hard = pts.iter().find(|p| p.rule == "far").and_then(|p| p.threshold);
     let soft = pts.iter().find(|p| p.rule == "frr").and_then(|p| p.threshold);
     HonestCell {
@@ -778,7 +798,7 @@ fn conventions(cfg: &Config) -> Result<Conventions> {
 
 /// One model's sweep: calibration, val, then test with val's thresholds.
 fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg) -> Result<ModelOut> {
-    let (methods, test, val, calib, need_cal) = (&sw.methods, sw.test, sw.val, sw.calib, sw.need_cal);
+    let (methods, cols, test, val, calib, need_cal) = (&sw.methods, &sw.cols, sw.test, sw.val, sw.calib, sw.need_cal);
     let mut o = ModelOut::default();
     let calibration = if need_cal {
         let (split, leakage) = match calib {
@@ -801,7 +821,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
         energy_temperature: cfg.method.energy.temperature,
         calibration,
     };
-    let leak = |m: Method, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
+    let leak = |m: &MethodRef, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
 
     // val first: its thresholds are probes on test
     let track = |t: f32| match cfg.metrics.component_track.as_str() {
@@ -810,17 +830,17 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
     };
     let mut sopts = SplitOpts {
         regions: cfg.metrics.regions,
-        components: vec![None; methods.len()],
+        components: vec![None; cols.len()],
         types: cfg.anomaly.len(),
         topk: cfg.metrics.image_topk as usize,
     };
     let val_eval = match val {
-        Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; methods.len()], &sopts)?),
+        Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
         None => None,
     };
     let chosen: Vec<_> = match &val_eval {
         Some(ve) => ve.counts.iter().map(|c| choose_thresholds(c, cfg)).collect(),
-        None => vec![vec![]; methods.len()],
+        None => vec![vec![]; cols.len()],
     };
     let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| ch.iter().filter_map(|x| x.2.map(|o| o.threshold as f32)).collect()).collect();
     if cfg.metrics.regions {
@@ -830,7 +850,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
     let te = eval_split(cx, test, &mc.id, scorer, &plan, probes, &sopts)?;
     let boots = match (&te.cache, cfg.metrics.bootstrap) {
         (_, 0) => None,
-        (Some(c), b) => Some(bootstrap(c, methods.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
+        (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
         (None, _) => {
             let w = format!(
                 "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",
@@ -844,7 +864,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
     o.model = Some(ModelRow { id: mc.id.clone(), name: mc.name.clone(), dtype: te.dtype.clone() });
 
     if let Some(ve) = &val_eval {
-        for (mi, &m) in methods.iter().enumerate() {
+        for (mi, m) in cols.iter().enumerate() {
             o.cells.push(cell(&mc.id, m, "val", ve, mi, cfg, leak(m, "val")));
             let (a, b) = (&ve.drift[mi], &te.drift[mi]);
             let shift = |x: Option<f64>, y: Option<f64>| Some(y? - x?);
@@ -861,10 +881,10 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
             o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "val", "stats": a}));
         }
     }
-    for (mi, &m) in methods.iter().enumerate() {
+    for (mi, m) in cols.iter().enumerate() {
         o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &te.drift[mi]}));
     }
-    for (mi, &m) in methods.iter().enumerate() {
+    for (mi, m) in cols.iter().enumerate() {
         let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
         c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
         if let (Some(acc), Some(cc)) = (&te.components[mi], &sopts.components[mi]) {
@@ -929,7 +949,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
         }
         let keep = h.points.iter().filter_map(|p| p.threshold).collect();
         o.honest.push(h);
-        o.curves.push((mc.id.clone(), m, te.counts[mi].clone(), keep));
+        o.curves.push((mc.id.clone(), m.clone(), te.counts[mi].clone(), keep));
     }
     if val_eval.is_none() {
         let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
@@ -948,7 +968,7 @@ struct ModelOut {
     drift_rows: Vec<DriftRow>,
     drift_hists: Vec<serde_json::Value>,
     failure_rows: Vec<FailureRow>,
-    curves: Vec<(String, Method, Counts, Vec<f64>)>,
+    curves: Vec<(String, MethodRef, Counts, Vec<f64>)>,
     warnings: Vec<String>,
 }
 
@@ -965,6 +985,8 @@ struct Sweep<'a> {
     val: Option<&'a Split>,
     calib: Option<&'a Split>,
     methods: Vec<Method>,
+    /// Table columns: the built-in methods, then the outside ones.
+    cols: Vec<MethodRef>,
     need_cal: bool,
     need_heat: bool,
 }
@@ -1009,22 +1031,30 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
 /// [`run`] as a normal run, one shard's round, or a merge (see `shard`).
 pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) -> Result<RunStatus> {
     let t0 = Instant::now();
-    let inp = Inputs {
+    let mut inp = Inputs {
         labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
         resize: Resize::parse(cfg.resize.as_deref())?,
         hwc: cfg.layout.as_deref() == Some("hwc"),
+        npz_key: cfg.npz_key.clone(),
+        external: vec![],
+        npz_score_key: cfg.npz_score_key.clone(),
         sums: Checksums::default(),
     };
     ensure_synthetic(cfg)?;
     let ds = Dataset::open(&cfg.dataset)?;
     let test = ds.split("test").with_context(|| format!("{}: no `test` split", cfg.dataset.display()))?;
     let methods = cfg.parsed_methods()?;
+    let model_ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
+    let read_splits: Vec<&Split> = [Some(test), ds.split("val")].into_iter().flatten().collect();
+    inp.external = crate::external::resolve(&cfg.external, &read_splits, &model_ids)?;
+    let inp = inp;
     let sw = Sweep {
         test,
         val: ds.split("val"),
         calib: ds.split("calibration"),
         need_cal: methods.iter().any(|m| m.needs_calibration()),
         need_heat: methods.contains(&Method::Heat),
+        cols: methods.iter().map(|&m| MethodRef::Builtin(m)).chain(inp.external.iter().map(|e| e.column())).collect(),
         methods,
     };
 
@@ -1099,7 +1129,15 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         device: device.clone(),
         conventions: conventions(cfg)?,
         models: model_rows,
-        methods: sw.methods.iter().map(|m| MethodRow { id: m.id().into(), name: m.display().into() }).collect(),
+        methods: sw
+            .cols
+            .iter()
+            .map(|m| MethodRow {
+                id: m.id().into(),
+                name: m.display().into(),
+                external: inp.external.iter().find(|e| e.id == m.id() && matches!(m, MethodRef::External { .. })).map(|e| e.layout.as_str().into()),
+            })
+            .collect(),
         cells,
         honest: honest_cells,
         calibration: cal_rows,

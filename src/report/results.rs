@@ -81,6 +81,11 @@ pub struct ModelRow {
 pub struct MethodRow {
     pub id: String,
     pub name: String,
+    /// Precomputed maps of an outside method (`scores/<id>/`): `"per_model"`
+    /// or `"shared"` (one set of maps for every model row). Absent for the
+    /// built-in methods, so older results.json files read unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
