@@ -20,8 +20,18 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// Results go to `<output>/<name>/`.
     pub name: String,
-    /// Dataset folder (SPEC §3), relative to the current directory.
+    /// Dataset folder (SPEC §3), relative to the current directory. Empty
+    /// when the sweep lists `[[datasets]]` instead.
+    #[serde(default)]
     pub dataset: PathBuf,
+    /// Several datasets in one sweep (instead of `dataset`): each gets its
+    /// own results folder `results/<name>/<dataset>/` and table set.
+    #[serde(default)]
+    pub datasets: Vec<DatasetCfg>,
+    /// On the per-dataset configs of [`Config::expand`]: the dataset's name
+    /// (None for a single-`dataset` sweep).
+    #[serde(skip)]
+    pub tag: Option<String>,
     /// Label convention by name (see [`PRESETS`]); explicit `anomaly` /
     /// `ignore` override it.
     #[serde(default)]
@@ -37,7 +47,17 @@ pub struct Config {
     #[serde(skip)]
     pub ignore: Vec<u16>,
     /// Method ids, in column order.
+    #[serde(default)]
     pub methods: Vec<String>,
+    /// Outside methods whose precomputed maps are read from
+    /// `scores/<id>/` (see `external.rs` for the layout); columns after
+    /// `methods`, in this order.
+    #[serde(default)]
+    pub external: Vec<String>,
+    /// Array to read from each score-map `.npz` of `external` methods
+    /// (unset: the archive must hold exactly one array).
+    #[serde(default)]
+    pub npz_score_key: Option<String>,
     pub models: Vec<ModelCfg>,
     /// auto | gpu | cpu
     #[serde(default)]
@@ -57,6 +77,10 @@ pub struct Config {
     /// Logits layout on disk: `"chw"` (default, `[C,H,W]`) or `"hwc"`.
     #[serde(default)]
     pub layout: Option<String>,
+    /// Array to read from each logits `.npz` (`np.savez(f, logits=...)` →
+    /// `"logits"`); unset: the archive must hold exactly one array.
+    #[serde(default)]
+    pub npz_key: Option<String>,
     #[serde(default)]
     pub method: MethodOptions,
     #[serde(default)]
@@ -74,6 +98,29 @@ pub const PRESETS: [(&str, &[u16], &[u16], &str); 4] = [
     ("fishyscapes", &[1], &[255], "Blum et al. 2021, Fishyscapes: 0 normal, 1 anomaly, 255 void"),
     ("lostandfound", &[1], &[255], "Pinggera et al. 2016 as packaged by Fishyscapes: 0 normal, 1 anomaly, 255 void"),
 ];
+
+/// One entry of `[[datasets]]`: a dataset folder and the input conventions
+/// that differ per dataset (each falls back to the top-level key).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetCfg {
+    /// Subfolder of the results and heading of its tables.
+    pub name: String,
+    /// Dataset folder (SPEC §3).
+    pub path: PathBuf,
+    #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub anomaly: Option<Vec<u16>>,
+    #[serde(default)]
+    pub ignore: Option<Vec<u16>>,
+    #[serde(default)]
+    pub resize: Option<String>,
+    #[serde(default)]
+    pub layout: Option<String>,
+    #[serde(default)]
+    pub synthetic: Option<String>,
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -208,24 +255,95 @@ impl Config {
             }
         })?;
         let mut cfg = cfg;
-        let preset = match &cfg.preset {
+        match (cfg.dataset.as_os_str().is_empty(), cfg.datasets.is_empty()) {
+            (true, true) => bail!("`dataset` is missing (or list several as [[datasets]])"),
+            (false, false) => bail!("`dataset` and [[datasets]] cannot both be given"),
+            _ => {}
+        }
+        cfg.resolve_labels()?;
+        cfg.validate()?;
+        let names: Vec<&str> = cfg.datasets.iter().map(|d| d.name.as_str()).collect();
+        for (i, n) in names.iter().enumerate() {
+            if n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.') || *n == "shards" {
+                bail!("[[datasets]]: invalid name {n:?} (a plain folder name other than \"shards\")");
+            }
+            if names[..i].contains(n) {
+                bail!("[[datasets]]: duplicate name '{n}'");
+            }
+        }
+        cfg.expand()?;
+        Ok(cfg)
+    }
+
+    /// `anomaly` / `ignore` from the explicit keys, else the preset, else
+    /// the SPEC defaults.
+    fn resolve_labels(&mut self) -> Result<()> {
+        let preset = match &self.preset {
             None => None,
             Some(p) => Some(PRESETS.iter().find(|x| x.0 == p).ok_or_else(|| {
                 anyhow::anyhow!("`preset`: unknown {p:?} (known: {})", PRESETS.map(|x| x.0).join(", "))
             })?),
         };
-        cfg.anomaly = cfg.anomaly_cfg.clone().or(preset.map(|p| p.1.to_vec())).unwrap_or_else(|| vec![1]);
-        cfg.ignore = cfg.ignore_cfg.clone().or(preset.map(|p| p.2.to_vec())).unwrap_or_else(|| vec![255]);
-        cfg.validate()?;
-        Ok(cfg)
+        self.anomaly = self.anomaly_cfg.clone().or(preset.map(|p| p.1.to_vec())).unwrap_or_else(|| vec![1]);
+        self.ignore = self.ignore_cfg.clone().or(preset.map(|p| p.2.to_vec())).unwrap_or_else(|| vec![255]);
+        Ok(())
+    }
+
+    /// One single-dataset config per dataset of the sweep (itself when it
+    /// has one `dataset`), each validated.
+    pub fn expand(&self) -> Result<Vec<Config>> {
+        if self.datasets.is_empty() {
+            return Ok(vec![self.clone()]);
+        }
+        self.datasets
+            .iter()
+            .map(|d| {
+                let ctx = || format!("[[datasets]] '{}'", d.name);
+                let mut c = self.clone();
+                c.datasets = vec![];
+                c.dataset = d.path.clone();
+                c.tag = Some(d.name.clone());
+                if d.preset.is_some() {
+                    // a dataset's preset replaces the top-level label keys
+                    (c.preset, c.anomaly_cfg, c.ignore_cfg) = (d.preset.clone(), None, None);
+                }
+                c.anomaly_cfg = d.anomaly.clone().or(c.anomaly_cfg);
+                c.ignore_cfg = d.ignore.clone().or(c.ignore_cfg);
+                c.resize = d.resize.clone().or(c.resize);
+                c.layout = d.layout.clone().or(c.layout);
+                c.synthetic = d.synthetic.clone().or(c.synthetic);
+                c.resolve_labels().with_context(ctx)?;
+                c.validate().with_context(ctx)?;
+                Ok(c)
+            })
+            .collect()
+    }
+
+    /// Where this (possibly per-dataset) config's results go.
+    pub fn dataset_dir(&self) -> PathBuf {
+        match &self.tag {
+            Some(t) => self.output_dir().join(t),
+            None => self.output_dir(),
+        }
     }
 
     fn validate(&self) -> Result<()> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             bail!("`name` must be a plain folder name, got {:?}", self.name);
         }
-        if self.methods.is_empty() {
-            bail!("`methods` is empty");
+        if self.methods.is_empty() && self.external.is_empty() {
+            bail!("`methods` is empty (and no `external` methods)");
+        }
+        for (i, e) in self.external.iter().enumerate() {
+            if e.is_empty() || e.contains(['/', '\\']) || e.starts_with('.') {
+                bail!("`external`: {e:?} is not a folder name under scores/");
+            }
+            if self.external[..i].contains(e) {
+                bail!("`external`: '{e}' is listed twice");
+            }
+            if Method::parse(e).is_ok() {
+                bail!("`external`: '{e}' is a built-in method id; rename its scores/ folder so the two cannot be confused");
+            }
         }
         let ms = self.parsed_methods()?;
         for (i, m) in ms.iter().enumerate() {
@@ -333,6 +451,14 @@ name = "A"
         assert!(e.contains("duplicate model id 'a'"), "{e}");
         let e = Config::parse(&format!("{MIN}\n[method.msp]\ntemperature = 0\n")).unwrap_err().to_string();
         assert!(e.contains("method.msp.temperature"), "{e}");
+        let e = Config::parse(&format!("external = [\"rba\", \"rba\"]\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("`external`") && e.contains("twice"), "{e}");
+        let e = Config::parse(&format!("external = [\"msp\"]\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("built-in"), "{e}");
+        let e = Config::parse(&format!("external = [\"../x\"]\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("../x"), "{e}");
+        let c = Config::parse(&format!("external = [\"rba\"]\n{}", MIN.replace("methods = [\"max_logit\", \"msp\"]", "methods = []"))).unwrap();
+        assert_eq!(c.external, ["rba"]);
         let e = Config::parse(&MIN.replace("dataset = \"datasets/demo\"", "dataset = 3")).unwrap_err().to_string();
         assert!(e.contains("line 3"), "{e}");
     }

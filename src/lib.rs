@@ -6,8 +6,10 @@
 
 pub mod config;
 pub mod data;
+pub mod external;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod scores;
+pub mod shard;
 pub mod synth;

@@ -1,10 +1,11 @@
 //! The `bench` command line. Only wiring: every decision lives in a room.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use bench::config::{Config, Device};
-use bench::data::{LabelMap, label, read_mask, read_score_map};
+use bench::data::{LabelMap, label, read_mask, read_score_map_key};
 use bench::metrics::{Fpr95Rule, PositiveCollector};
-use bench::pipeline::{RunOptions, run};
+use bench::pipeline::{RunOptions, RunOutput, RunStatus, run, run_exec, sha256_hex};
+use bench::shard;
 use bench::report::{self, Results, diff, markup, tables};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -30,11 +31,30 @@ enum Cmd {
         /// Tolerance of --check.
         #[arg(long, default_value_t = 1e-6)]
         tol: f64,
+        /// Run shard I of N (0-based) of the next pending pass; its state goes
+        /// to results/<name>/shards/. Default in a Slurm array job:
+        /// SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Ignore SLURM_ARRAY_* variables: run the whole sweep here.
+        #[arg(long, conflicts_with = "shard")]
+        no_shard: bool,
+        /// Print how many shard rounds (shards, then a merge) the config needs.
+        #[arg(long)]
+        rounds: bool,
     },
-    /// Metrics of precomputed score maps ([H,W] .npy) against masks, matched by file stem.
+    /// Merge the shards' states of a sharded run; writes the results after the last round.
+    Merge {
+        /// The results folder (results/<name>) holding shards/.
+        results: PathBuf,
+    },
+    /// Metrics of precomputed score maps ([H,W] .npy, .npz, or HDF5 with the `hdf5` feature) against masks, matched by file stem.
     Eval {
         #[arg(long)]
         scores: PathBuf,
+        /// Array to read from each score-map .npz (default: its only array).
+        #[arg(long)]
+        npz_key: Option<String>,
         #[arg(long)]
         labels: PathBuf,
         #[arg(long, value_delimiter = ',', default_value = "1")]
@@ -110,8 +130,14 @@ fn main() {
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
     let cli = Cli::parse();
+    // Ctrl-C must never leave a half-written results folder or a hidden
+    // temp folder: the handler waits for an in-progress write to clean up.
+    if let Err(e) = ctrlc::set_handler(|| report::on_interrupt()) {
+        eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+    }
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
+        Err(_) if report::interrupted() => report::exit_interrupted(),
         Err(e) => {
             // one line: the context chain joined
             eprintln!("error: {e:#}");
@@ -122,27 +148,72 @@ fn main() {
 
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Run { config, device, check, tol } => cmd_run(&config, device, check, tol),
-        Cmd::Eval { scores, labels, anomaly, ignore, fpr95, json } => {
+        Cmd::Run { config, device, check, tol, shard, no_shard, rounds } => {
+            if rounds {
+                println!("{}", bench::pipeline::rounds(&Config::load(&config)?)?);
+                return Ok(0);
+            }
+            let shard = match (shard, no_shard || check) {
+                (Some(s), _) => Some(shard::parse_shard(&s)?),
+                (None, false) => shard::from_slurm()?.inspect(|(i, n)| {
+                    eprintln!("notice: Slurm array task: running shard {i}/{n} (--no-shard to run everything here)")
+                }),
+                (None, true) => None,
+            };
+            if check && shard.is_some() {
+                bail!("--check cannot be combined with --shard");
+            }
+            cmd_run(&config, device, check, tol, shard)
+        }
+        Cmd::Merge { results } => cmd_merge(&results),
+        Cmd::Eval { scores, npz_key, labels, anomaly, ignore, fpr95, json } => {
             let rule = match fpr95 {
                 Fpr95Arg::First => Fpr95Rule::First,
                 Fpr95Arg::Interp => Fpr95Rule::Interp,
             };
-            cmd_eval(&scores, &labels, LabelMap::new(anomaly, ignore)?, rule, json)
+            cmd_eval(&scores, npz_key.as_deref(), &labels, LabelMap::new(anomaly, ignore)?, rule, json)
         }
         Cmd::Table { results, format } => {
-            let r = Results::load(&results)?;
-            print!("{}", tables::render(&r, markup::dialect(&format)?.as_ref()));
+            let d = markup::dialect(&format)?;
+            for (name, r) in Results::load_sets(&results)? {
+                if let Some(n) = name {
+                    println!("# Dataset `{n}`\n");
+                }
+                print!("{}", tables::render(&r, d.as_ref()));
+            }
             Ok(0)
         }
         Cmd::Diff { a, b, tol, metric, json } => {
-            let d = diff::diff(&Results::load(&a)?, &Results::load(&b)?, tol, &metric)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
-            } else {
-                print!("{}", diff::render(&d));
+            let (sa, sb) = (Results::load_sets(&a)?, Results::load_sets(&b)?);
+            let names = |s: &[(Option<String>, Results)]| s.iter().map(|x| x.0.clone().unwrap_or_default()).collect::<Vec<_>>();
+            ensure!(
+                names(&sa) == names(&sb),
+                "{} and {} hold different datasets ({:?} vs {:?})",
+                a.display(),
+                b.display(),
+                names(&sa),
+                names(&sb)
+            );
+            let mut ok = true;
+            let mut all = vec![];
+            for ((name, ra), (_, rb)) in sa.iter().zip(&sb) {
+                let d = diff::diff(ra, rb, tol, &metric)?;
+                ok &= d.within_tolerance();
+                if json {
+                    all.push(serde_json::json!({ "dataset": name, "diff": d }));
+                } else {
+                    if let Some(n) = name {
+                        println!("## Dataset `{n}`");
+                    }
+                    print!("{}", diff::render(&d));
+                }
             }
-            Ok(if d.within_tolerance() { 0 } else { 1 })
+            if json {
+                // one dataset: the diff object itself (unchanged format)
+                let v = if all.len() == 1 && sa[0].0.is_none() { all.remove(0)["diff"].take() } else { serde_json::Value::Array(all) };
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(if ok { 0 } else { 1 })
         }
         Cmd::Drift { a, b } => {
             let t = report::drift::compare(&a, &b)?;
@@ -202,26 +273,66 @@ fn real_main(cli: Cli) -> Result<i32> {
     }
 }
 
-fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64) -> Result<i32> {
+fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64, shard: Option<(usize, usize)>) -> Result<i32> {
     let bytes = std::fs::read(config).with_context(|| format!("{}: cannot read config", config.display()))?;
     let cfg = Config::load(config)?;
-    let out = run(&cfg, &bytes, &RunOptions { device, progress: !check })?;
-    let md = tables::render(&out.results, &markup::Markdown) + &report::curves::markdown_plots(&out.results);
-    let dir = cfg.output_dir();
-    if check {
-        let committed = Results::load(&dir).context("--check needs committed results")?;
-        let d = diff::diff(&committed, &out.results, tol, &[])?;
-        print!("{}", diff::render(&d));
-        // Numbers are judged with the tolerance above; the rendered tables
-        // must match byte for byte when the device kind is the same (across
-        // devices a last printed digit may legitimately round differently).
-        let tables_same = committed.device != out.results.device
-            || std::fs::read_to_string(dir.join("tables.md")).ok().as_deref() == Some(md.as_str());
-        if !tables_same {
-            println!("tables.md differs from the re-rendered tables");
+    let opts = RunOptions { device, progress: !check };
+    let Some((i, n)) = shard else {
+        let outs = cfg.expand()?.into_iter().map(|c| Ok((run(&c, &bytes, &opts)?, c))).collect::<Result<Vec<_>>>()?;
+        return write_results(&cfg, outs, check, tol);
+    };
+    let dir = cfg.output_dir().join("shards");
+    let shards = shard::Shards::create(dir.clone(), n, &bytes, &sha256_hex(&bytes))?;
+    let exec = shard::Exec::Shard(shards, i);
+    let mut waiting = vec![];
+    for c in cfg.expand()? {
+        if let RunStatus::Waiting { models } = run_exec(&c, &bytes, &opts, &exec)? {
+            waiting.extend(models.into_iter().map(|m| c.tag.as_ref().map_or(m.clone(), |t| format!("{t}/{m}"))));
         }
-        return Ok(if d.within_tolerance() && tables_same { 0 } else { 1 });
     }
+    let res = cfg.output_dir();
+    if waiting.is_empty() {
+        eprintln!("shard {i}/{n}: every pass is merged already; run `bench merge {}`", res.display());
+    } else {
+        eprintln!(
+            "shard {i}/{n}: wrote its part of the next pass of {} into {}; when all {n} shards are done, run `bench merge {}`",
+            waiting.join(", "),
+            dir.display(),
+            res.display()
+        );
+    }
+    Ok(0)
+}
+
+/// `bench merge results/<name>`: fold the shards' states of the current
+/// round; after the last round, write the results exactly as `bench run`.
+fn cmd_merge(results: &Path) -> Result<i32> {
+    let (shards, bytes) = shard::Shards::open(results.join("shards"))?;
+    let cfg = Config::load(&results.join("shards").join("config.toml"))?;
+    ensure!(
+        cfg.output_dir() == results || cfg.output_dir().canonicalize().ok() == results.canonicalize().ok(),
+        "{}: the sharded config writes to {}, not here",
+        results.display(),
+        cfg.output_dir().display()
+    );
+    let n = shards.count;
+    let exec = shard::Exec::Merge(shards);
+    let (mut outs, mut waiting) = (vec![], vec![]);
+    for c in cfg.expand()? {
+        match run_exec(&c, &bytes, &RunOptions { device: None, progress: false }, &exec)? {
+            RunStatus::Waiting { models } => waiting.extend(models.into_iter().map(|m| c.tag.as_ref().map_or(m.clone(), |t| format!("{t}/{m}")))),
+            RunStatus::Done(out) => outs.push((*out, c)),
+        }
+    }
+    if !waiting.is_empty() {
+        eprintln!("merged this round; {} need(s) another round: run the {n} shards again, then `bench merge` again", waiting.join(", "));
+        return Ok(0);
+    }
+    write_results(&cfg, outs, false, 0.0)
+}
+
+/// The files of one dataset's results folder.
+fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
     let curves: Vec<report::curves::Curve> = out
         .curves
         .iter()
@@ -235,7 +346,7 @@ fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64) -> Resu
         .collect();
     let mut files = vec![
         ("results.json".to_string(), out.results.to_json().into_bytes()),
-        ("tables.md".to_string(), md.clone().into_bytes()),
+        ("tables.md".to_string(), markdown(&out.results).into_bytes()),
         ("manifest.json".to_string(), (serde_json::to_string_pretty(&out.manifest)? + "\n").into_bytes()),
         ("drift.json".to_string(), (serde_json::to_string(&out.drift)? + "\n").into_bytes()),
     ];
@@ -243,10 +354,66 @@ fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64) -> Resu
     if let Some(c) = &out.calibration {
         files.push(("calibration.json".to_string(), c.clone().into_bytes()));
     }
+    Ok(files)
+}
+
+fn markdown(r: &Results) -> String {
+    tables::render(r, &markup::Markdown) + &report::curves::markdown_plots(r)
+}
+
+/// Write (or `--check`) the outputs of a finished run: one results folder,
+/// or with `[[datasets]]` one subfolder per dataset plus a `tables.md` that
+/// holds every dataset's tables under its name.
+fn write_results(cfg: &Config, outs: Vec<(RunOutput, Config)>, check: bool, tol: f64) -> Result<i32> {
+    let dir = cfg.output_dir();
+    if check {
+        let mut code = 0;
+        for (out, c) in &outs {
+            let d = c.dataset_dir();
+            let committed = Results::load(&d).context("--check needs committed results")?;
+            let dd = diff::diff(&committed, &out.results, tol, &[])?;
+            if let Some(t) = &c.tag {
+                println!("## {t}");
+            }
+            print!("{}", diff::render(&dd));
+            // Numbers are judged with the tolerance above; the rendered tables
+            // must match byte for byte when the device kind is the same (across
+            // devices a last printed digit may legitimately round differently).
+            let tables_same = committed.device != out.results.device
+                || std::fs::read_to_string(d.join("tables.md")).ok().as_deref() == Some(markdown(&out.results).as_str());
+            if !tables_same {
+                println!("tables.md differs from the re-rendered tables");
+            }
+            if !(dd.within_tolerance() && tables_same) {
+                code = 1;
+            }
+        }
+        return Ok(code);
+    }
+    let mut files = vec![];
+    let mut index = String::new();
+    for (out, c) in &outs {
+        match &c.tag {
+            None => files.extend(result_files(out)?),
+            Some(t) => {
+                files.extend(result_files(out)?.into_iter().map(|(f, b)| (format!("{t}/{f}"), b)));
+                let md = markdown(&out.results).replace("](plots/", &format!("]({t}/plots/"));
+                index += &format!("# Dataset `{t}` ({})\n\n{md}\n", c.dataset.display());
+            }
+        }
+    }
+    if !index.is_empty() {
+        files.push(("tables.md".into(), index.into_bytes()));
+    }
     report::write_dir_atomic(&dir, &files)?;
-    // print the main table
-    let main = tables::tables(&out.results).into_iter().next().expect("main table");
-    print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &main));
+    for (out, c) in &outs {
+        // print the main table
+        if let Some(t) = &c.tag {
+            println!("# {t}");
+        }
+        let main = tables::tables(&out.results).into_iter().next().expect("main table");
+        print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &main));
+    }
     eprintln!("wrote {}", dir.display());
     Ok(0)
 }
@@ -277,8 +444,8 @@ fn list(p: &Path, exts: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     Ok(v)
 }
 
-fn cmd_eval(scores: &Path, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: bool) -> Result<i32> {
-    let s = list(scores, &["npy"])?;
+fn cmd_eval(scores: &Path, npz_key: Option<&str>, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: bool) -> Result<i32> {
+    let s = list(scores, bench::data::dataset::SCORE_EXTS)?;
     let pairs: Vec<(PathBuf, PathBuf)> = if scores.is_file() && labels.is_file() {
         vec![(s[0].1.clone(), labels.to_path_buf())]
     } else {
@@ -294,11 +461,12 @@ fn cmd_eval(scores: &Path, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: b
         pairs
     };
     let load = |(sp, lp): &(PathBuf, PathBuf)| -> Result<(Vec<f32>, Vec<u8>)> {
-        let (s, m) = rayon::join(|| read_score_map(sp), || read_mask(lp));
+        let (s, m) = rayon::join(|| read_score_map_key(sp, npz_key), || read_mask(lp));
         let ((h, w, sc), m) = (s?, m?);
         if (h, w) != (m.h, m.w) {
             bail!("{}: score map is {h}×{w} but the mask {} is {}×{}", sp.display(), lp.display(), m.h, m.w);
         }
+        lm.check(&m, lp)?;
         Ok((sc, lm.apply(&m)))
     };
     // Two passes (positives, then ranks of the negatives): one image is

@@ -12,6 +12,7 @@ use crate::config::{Config, Device};
 use crate::data::npy::read_logits_into;
 use crate::data::resize::{Resize, resize_logits};
 use crate::data::{Dataset, LabelMap, Logits, Split, label, read_logits, read_mask};
+use crate::external::{External, MethodRef};
 use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
 use crate::metrics::region::{ComponentConfig, ComponentStats, aupro, region_weights};
 use crate::metrics::{Counts, OperatingPoint, PositiveCollector, ThresholdCounter, counts_of};
@@ -21,6 +22,11 @@ use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
+use crate::metrics::drift::Refiner;
+use crate::metrics::engine::{Ranker, Tally};
+use crate::shard::{Exec, is_pending};
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::time::Instant;
 
 /// Score maps of a split are kept between the two passes when they fit in
@@ -38,7 +44,7 @@ pub struct RunOutput {
     pub manifest: serde_json::Value,
     /// Test-split statistic per (model, method), with the thresholds of the
     /// honest evaluation, for curves and plots.
-    pub curves: Vec<(String, Method, Counts, Vec<f64>)>,
+    pub curves: Vec<(String, MethodRef, Counts, Vec<f64>)>,
     /// `drift.json`: per (model, method, split) normal-score histograms, the
     /// input of `bench drift a b`.
     pub drift: serde_json::Value,
@@ -100,21 +106,28 @@ pub struct Inputs {
     pub resize: Resize,
     /// Logits stored `[H, W, C]`.
     pub hwc: bool,
+    /// Array of each logits `.npz` to read (`None`: the only one).
+    pub npz_key: Option<String>,
+    /// Outside methods' precomputed maps, appended after the computed ones.
+    pub external: Vec<External>,
+    /// Array of each external score-map `.npz` to read.
+    pub npz_score_key: Option<String>,
     pub sums: Checksums,
 }
 
 fn load(split: &Split, model: &str, i: usize, inp: &Inputs, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
     let (lm, sums, rs) = (&inp.labels, &inp.sums, inp.resize);
     let mask = read_mask(&split.labels[i])?;
+    lm.check(&mask, &split.labels[i])?;
     let lp = split.logits_path(model, &split.stems[i])?;
     sums.add(&split.labels[i])?;
     sums.add(&lp)?;
     let lg = match buf {
         Some(mut b) => {
-            read_logits_into(&lp, &mut b)?;
+            read_logits_into(&lp, inp.npz_key.as_deref(), &mut b)?;
             b
         }
-        None => read_logits(&lp)?,
+        None => crate::data::npy::read_logits_key(&lp, inp.npz_key.as_deref())?,
     };
     let lg = if inp.hwc { lg.from_hwc() } else { lg };
     if (lg.h, lg.w) != (mask.h, mask.w) && rs != Resize::None {
@@ -142,13 +155,15 @@ fn for_each_image(
     split: &Split,
     model: &str,
     inp: &Inputs,
+    images: Range<usize>,
     mut f: impl FnMut(usize, &Logits, Vec<u8>) -> Result<()>,
 ) -> Result<()> {
+    let first = images.start;
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Logits>();
         s.spawn(move || {
-            for i in 0..split.stems.len() {
+            for i in images {
                 let r = load(split, model, i, inp, free_rx.try_recv().ok());
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
@@ -158,11 +173,30 @@ fn for_each_image(
         });
         for (i, item) in rx.into_iter().enumerate() {
             let (lg, lab) = item?;
-            f(i, &lg, lab)?;
+            f(first + i, &lg, lab)?;
             let _ = free_tx.send(lg);
         }
         Ok(())
     })
+}
+
+/// Score maps of image `i`: the built-in methods computed from its logits,
+/// then the outside methods' precomputed maps read at the mask's size.
+fn score_image(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inputs, split: &Split, model: &str, i: usize) -> Result<ScoreMaps> {
+    // HEAT fitted on per-pixel features reads this image's features.
+    let uses_features = plan.methods.contains(&Method::Heat) && plan.heat().is_some_and(|h| h.features());
+    let feat = if uses_features { Some(load_features(split, model, i, lg, inp)?) } else { None };
+    let mut maps = if plan.methods.is_empty() {
+        ScoreMaps { h: lg.h, w: lg.w, maps: vec![] }
+    } else {
+        scorer.score_features(lg, feat.as_ref(), plan)?
+    };
+    for e in &inp.external {
+        let (p, v) = e.read(split, model, i, inp.npz_score_key.as_deref(), inp.resize, maps.h, maps.w)?;
+        inp.sums.add(&p)?;
+        maps.maps.push(v);
+    }
+    Ok(maps)
 }
 
 /// What one split yields for one model: per method, the exact statistic,
@@ -183,102 +217,272 @@ struct SplitEval {
     image_labels: Vec<u8>,
     void: u64,
     images: u64,
-    dtype: &'static str,
+    dtype: String,
 }
 
-fn eval_split(
-    split: &Split,
-    model: &str,
-    inp: &Inputs,
-    scorer: &mut dyn Scorer,
-    plan: &ScorePlan,
-    probes: Vec<Vec<f32>>,
-    opts: &SplitOpts,
-    bar: &ProgressBar,
-) -> Result<SplitEval> {
-    let nm = plan.methods.len();
-    let nt = if opts.types > 1 { opts.types } else { 0 };
-    let mut pos: Vec<PositiveCollector> = (0..nm).map(|_| PositiveCollector::new()).collect();
-    let mut tpos: Vec<Vec<PositiveCollector>> = (0..nm).map(|_| (0..nt).map(|_| PositiveCollector::new()).collect()).collect();
-    let mut normal: Vec<NormalStats> = (0..nm).map(|_| NormalStats::new()).collect();
-    let mut regions = 0u64;
-    let mut comps: Vec<Option<ComponentStats>> = opts.components.iter().map(|c| c.as_ref().map(|c| ComponentStats::new(&c.deltas))).collect();
-    let mut probes: Vec<ThresholdCounter> = probes.into_iter().map(ThresholdCounter::new).collect();
-    let mut image_scores = vec![Vec::new(); nm];
-    let mut image_labels = Vec::new();
-    let mut cache: Option<Vec<(ScoreMaps, Vec<u8>)>> = Some(Vec::new());
-    let mut cached_bytes = 0usize;
-    let (mut void, mut dtype) = (0u64, "float32");
-    let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
+/// Pass 1 over a split: positives, probe thresholds, image scores. Every
+/// field merges exactly over consecutive image ranges ([`Pass1::absorb`]),
+/// which is what makes sharded runs equal single ones.
+#[derive(Clone, Serialize, Deserialize)]
+struct Pass1 {
+    pos: Vec<PositiveCollector>,
+    tpos: Vec<Vec<PositiveCollector>>,
+    normal: Vec<NormalStats>,
+    regions: u64,
+    comps: Vec<Option<ComponentStats>>,
+    probes: Vec<ThresholdCounter>,
+    image_scores: Vec<Vec<f32>>,
+    image_labels: Vec<u8>,
+    void: u64,
+    /// Logit dtype of the last image seen.
+    dtype: Option<String>,
+    /// The score maps, while they fit [`SCORE_CACHE_BYTES`].
+    cache: Option<Vec<(ScoreMaps, Vec<u8>)>>,
+    cached_bytes: u64,
+}
 
-    // pass 1: positives, probe thresholds, image scores
-    for_each_image(split, model, inp, |i, lg, lab| {
-        dtype = lg.dtype();
-        let feat = if opts.features { Some(load_features(split, model, i, lg, inp)?) } else { None };
-        let maps = scorer.score_features(lg, feat.as_ref(), plan).with_context(|| ctx(i))?;
-        void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
+impl Pass1 {
+    fn new(nm: usize, nt: usize, opts: &SplitOpts, probes: Vec<Vec<f32>>) -> Self {
+        Pass1 {
+            pos: (0..nm).map(|_| PositiveCollector::new()).collect(),
+            tpos: (0..nm).map(|_| (0..nt).map(|_| PositiveCollector::new()).collect()).collect(),
+            normal: (0..nm).map(|_| NormalStats::new()).collect(),
+            regions: 0,
+            comps: opts.components.iter().map(|c| c.as_ref().map(|c| ComponentStats::new(&c.deltas))).collect(),
+            probes: probes.into_iter().map(ThresholdCounter::new).collect(),
+            image_scores: vec![Vec::new(); nm],
+            image_labels: vec![],
+            void: 0,
+            dtype: None,
+            cache: Some(vec![]),
+            cached_bytes: 0,
+        }
+    }
+
+    fn add(&mut self, maps: ScoreMaps, lab: Vec<u8>, dtype: &str, opts: &SplitOpts) -> Result<()> {
+        self.dtype = Some(dtype.into());
+        self.void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
         let valid = lab.iter().any(|&l| l != label::VOID);
         let rw = if opts.regions {
-            let rw = region_weights(&lab, maps.h, maps.w).with_context(|| ctx(i))?;
-            regions += rw.regions as u64;
+            let rw = region_weights(&lab, maps.h, maps.w)?;
+            self.regions += rw.regions as u64;
             Some(rw)
         } else {
             None
         };
         if valid {
-            image_labels.push(lab.iter().any(|&l| label::is_anomaly(l)) as u8);
+            self.image_labels.push(lab.iter().any(|&l| label::is_anomaly(l)) as u8);
         }
-        for m in 0..nm {
-            let s = &maps.maps[m];
+        for (m, s) in maps.maps.iter().enumerate() {
             match &rw {
-                Some(rw) => pos[m].add_weighted(s, &lab, &rw.weights),
-                None => pos[m].add(s, &lab, None),
+                Some(rw) => self.pos[m].add_weighted(s, &lab, &rw.weights),
+                None => self.pos[m].add(s, &lab, None),
             }
-            if let (Some(cfg), Some(acc)) = (&opts.components[m], comps[m].as_mut()) {
-                crate::metrics::region::component_metrics(s, &lab, maps.h, maps.w, cfg, acc).with_context(|| ctx(i))?;
+            if let (Some(cfg), Some(acc)) = (&opts.components[m], self.comps[m].as_mut()) {
+                crate::metrics::region::component_metrics(s, &lab, maps.h, maps.w, cfg, acc)?;
             }
-            for (t, c) in tpos[m].iter_mut().enumerate() {
+            for (t, c) in self.tpos[m].iter_mut().enumerate() {
                 c.add(s, &lab, Some(t as u8 + 1));
             }
-            normal[m].add(s, &lab);
-            probes[m].add(s, &lab);
+            self.normal[m].add(s, &lab);
+            self.probes[m].add(s, &lab);
             if valid {
-                image_scores[m].push(image_score(s, &lab, opts.topk));
+                self.image_scores[m].push(image_score(s, &lab, opts.topk));
             }
         }
-        cached_bytes += maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len();
-        if cached_bytes > SCORE_CACHE_BYTES {
-            cache = None;
+        self.cached_bytes += (maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len()) as u64;
+        if self.cached_bytes > SCORE_CACHE_BYTES as u64 {
+            self.cache = None;
         }
-        if let Some(c) = cache.as_mut() {
+        if let Some(c) = self.cache.as_mut() {
             c.push((maps, lab));
         }
-        bar.inc(1);
         Ok(())
-    })?;
+    }
+
+    /// Fold in the state of the images that follow this one's.
+    fn absorb(&mut self, o: Pass1) -> Result<()> {
+        for (a, b) in self.pos.iter_mut().zip(o.pos) {
+            a.absorb(b);
+        }
+        for (a, b) in self.tpos.iter_mut().zip(o.tpos) {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.absorb(y);
+            }
+        }
+        for (a, b) in self.normal.iter_mut().zip(o.normal) {
+            a.absorb(b);
+        }
+        self.regions += o.regions;
+        for (a, b) in self.comps.iter_mut().zip(&o.comps) {
+            if let (Some(a), Some(b)) = (a.as_mut(), b.as_ref()) {
+                a.merge(b)?;
+            }
+        }
+        for (a, b) in self.probes.iter_mut().zip(&o.probes) {
+            a.absorb(b)?;
+        }
+        for (a, b) in self.image_scores.iter_mut().zip(o.image_scores) {
+            a.extend(b);
+        }
+        self.image_labels.extend(o.image_labels);
+        self.void += o.void;
+        if o.dtype.is_some() {
+            self.dtype = o.dtype;
+        }
+        self.cached_bytes += o.cached_bytes;
+        self.cache = match (self.cache.take(), o.cache) {
+            (Some(mut a), Some(b)) if self.cached_bytes <= SCORE_CACHE_BYTES as u64 => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        Ok(())
+    }
+}
+
+/// Pass 2 over a split: ranks of the negatives among pass 1's positives,
+/// and the refinement of the normal-score percentiles.
+struct Pass2 {
+    rankers: Vec<Ranker>,
+    trankers: Vec<Vec<Ranker>>,
+    refiners: Vec<Refiner>,
+}
+
+/// What a shard ships of [`Pass2`]: integer counts only.
+#[derive(Serialize, Deserialize)]
+struct Pass2Tally {
+    rankers: Vec<Tally>,
+    trankers: Vec<Vec<Tally>>,
+    refiners: Vec<Vec<Vec<u64>>>,
+}
+
+impl Pass2 {
+    fn add(&mut self, maps: &ScoreMaps, lab: &[u8]) {
+        for (m, s) in maps.maps.iter().enumerate() {
+            self.rankers[m].add(s, lab);
+            for r in self.trankers[m].iter_mut() {
+                r.add(s, lab);
+            }
+            self.refiners[m].add(s, lab);
+        }
+    }
+
+    fn tally(&self) -> Pass2Tally {
+        Pass2Tally {
+            rankers: self.rankers.iter().map(|r| r.tally()).collect(),
+            trankers: self.trankers.iter().map(|v| v.iter().map(|r| r.tally()).collect()).collect(),
+            refiners: self.refiners.iter().map(|r| r.tally()).collect(),
+        }
+    }
+
+    fn absorb(&mut self, t: Pass2Tally) -> Result<()> {
+        for (a, b) in self.rankers.iter_mut().zip(&t.rankers) {
+            a.absorb(b)?;
+        }
+        for (a, b) in self.trankers.iter_mut().zip(&t.trankers) {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.absorb(y)?;
+            }
+        }
+        for (a, b) in self.refiners.iter_mut().zip(&t.refiners) {
+            a.absorb(b)?;
+        }
+        Ok(())
+    }
+}
+
+/// What every pass of a run shares: inputs, the execution mode (local,
+/// shard, merge), progress.
+struct Ctx<'a> {
+    inp: &'a Inputs,
+    exec: &'a Exec,
+    bar: &'a ProgressBar,
+    device: &'static str,
+    /// Prefix of the pass ids: `<dataset>.` in a `[[datasets]]` sweep.
+    tag: String,
+}
+
+impl Ctx<'_> {
+    /// [`Exec::collective`] with this run's device and input checksums.
+    fn collective<S, D: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        pass: &str,
+        images: usize,
+        state: &mut S,
+        run: impl FnOnce(&mut S, Range<usize>) -> Result<()>,
+        export: impl Fn(&S) -> D,
+        absorb: impl FnMut(&mut S, D) -> Result<()>,
+    ) -> Result<()> {
+        let inputs = || self.inp.sums.0.lock().unwrap().clone();
+        self.exec.collective(pass, images, self.device, &inputs, state, run, export, absorb)
+    }
+}
+
+fn eval_split(
+    cx: &Ctx,
+    split: &Split,
+    model: &str,
+    scorer: &mut dyn Scorer,
+    plan: &ScorePlan,
+    probes: Vec<Vec<f32>>,
+    opts: &SplitOpts,
+) -> Result<SplitEval> {
+    let (inp, bar) = (cx.inp, cx.bar);
+    let nm = plan.methods.len() + inp.external.len();
+    let nt = if opts.types > 1 { opts.types } else { 0 };
+    let n = split.stems.len();
+    let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
+    let pass = |step: u32| format!("{}{model}.{}.{step}", cx.tag, split.name);
+
+    // pass 1: positives, probe thresholds, image scores
+    let mut p1 = Pass1::new(nm, nt, opts, probes);
+    cx.collective(
+        &pass(1),
+        n,
+        &mut p1,
+        |st, images| {
+            for_each_image(split, model, inp, images, |i, lg, lab| {
+                let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
+                st.add(maps, lab, lg.dtype(), opts).with_context(|| ctx(i))?;
+                bar.inc(1);
+                Ok(())
+            })
+        },
+        |st| st.clone(),
+        |st, d| st.absorb(d),
+    )?;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, .. } = p1;
 
     // pass 2: rank every negative among the positives
-    let mut rankers: Vec<_> = pos.into_iter().map(|p| p.finish()).collect();
-    let mut trankers: Vec<Vec<_>> = tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect();
-    let mut refiners: Vec<_> = normal.into_iter().map(|n| n.refine()).collect();
-    let mut pass2 = |maps: &ScoreMaps, lab: &[u8]| {
-        for m in 0..nm {
-            rankers[m].add(&maps.maps[m], lab);
-            for r in trankers[m].iter_mut() {
-                r.add(&maps.maps[m], lab);
-            }
-            refiners[m].add(&maps.maps[m], lab);
-        }
-        bar.inc(1);
+    let mut p2 = Pass2 {
+        rankers: pos.into_iter().map(|p| p.finish()).collect(),
+        trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
+        refiners: normal.into_iter().map(|n| n.refine()).collect(),
     };
-    match &cache {
-        Some(c) => c.iter().for_each(|(maps, lab)| pass2(maps, lab)),
-        None => for_each_image(split, model, inp, |i, lg, lab| {
-            let feat = if opts.features { Some(load_features(split, model, i, lg, inp)?) } else { None };
-            pass2(&scorer.score_features(lg, feat.as_ref(), plan).with_context(|| ctx(i))?, &lab);
-            Ok(())
-        })?,
-    }
+    cx.collective(
+        &pass(2),
+        n,
+        &mut p2,
+        |st, images| match &cache {
+            Some(c) => {
+                for (maps, lab) in &c[images] {
+                    st.add(maps, lab);
+                    bar.inc(1);
+                }
+                Ok(())
+            }
+            None => for_each_image(split, model, inp, images, |i, lg, lab| {
+                st.add(&score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?, &lab);
+                bar.inc(1);
+                Ok(())
+            }),
+        },
+        |st| st.tally(),
+        |st, t| st.absorb(t),
+    )?;
+    let Pass2 { rankers, trankers, refiners } = p2;
     let drift = refiners.into_iter().map(|r| r.finish()).collect();
     let type_counts = trankers
         .into_iter()
@@ -290,7 +494,21 @@ fn eval_split(
         .collect::<Result<Vec<_>>>()?;
     let aupro_v = weighted.iter().map(|w| if opts.regions { aupro(&w.counts, &w.tp_weight, regions, 0.3) } else { None }).collect();
     let counts = weighted.into_iter().map(|w| w.counts).collect();
-    Ok(SplitEval { counts, aupro: aupro_v, regions, components: comps, type_counts, cache, drift, probes, image_scores, image_labels, void, images: split.stems.len() as u64, dtype })
+    Ok(SplitEval {
+        counts,
+        aupro: aupro_v,
+        regions,
+        components: comps,
+        type_counts,
+        cache,
+        drift,
+        probes,
+        image_scores,
+        image_labels,
+        void,
+        images: n as u64,
+        dtype: dtype.unwrap_or_else(|| "float32".into()),
+    })
 }
 
 /// Per-split options of the evaluation.
@@ -303,8 +521,6 @@ struct SplitOpts {
     types: usize,
     /// Image score: mean of the top-k non-void pixel scores (k ≤ 1: max).
     topk: usize,
-    /// HEAT reads `features/<model>/<id>.npy` for every image.
-    features: bool,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.
@@ -394,7 +610,7 @@ fn choose_thresholds(c: &Counts, cfg: &Config) -> Vec<(String, Option<f64>, Opti
     v
 }
 
-fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
+fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
     let c = &e.counts[mi];
     let s = c.summary(cfg.metrics.fpr95);
     let mut warnings = vec![];
@@ -436,7 +652,7 @@ fn cell(model: &str, m: Method, split: &str, e: &SplitEval, mi: usize, cfg: &Con
     }
 }
 
-fn honest(model: &str, m: Method, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
+fn honest(model: &str, m: &MethodRef, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
     let hard = pts.iter().find(|p| p.rule == "far").and_then(|p| p.threshold);
     let soft = pts.iter().find(|p| p.rule == "frr").and_then(|p| p.threshold);
     HonestCell {
@@ -466,17 +682,109 @@ fn warn(warnings: &mut Vec<String>, w: String) {
     warnings.push(w);
 }
 
-/// Fit SML / HEAT statistics for one model on `split` (HEAT's Gaussians on
-/// the per-pixel features when `features`).
-fn calibrate(split: &Split, leakage: bool, heat: bool, features: bool, model: &str, inp: &Inputs, bar: &ProgressBar) -> Result<Calibration> {
-    let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| {
-        for_each_image(split, model, inp, |i, lg, lab| {
-            bar.inc(1);
-            let feat = if features { Some(load_features(split, model, i, lg, inp)?) } else { None };
-            f(lg, feat.as_ref(), &lab)
-        })
+/// Fit SML / HEAT statistics for one model on `split`: pass 1 (per-image
+/// sums), then for HEAT pass 2 (energy moments), each a collective.
+fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, features: bool, model: &str) -> Result<Calibration> {
+    use crate::scores::calib::{EnergyMoments, Sums, first_normal_features, image_sums_features};
+    // HEAT on per-pixel features: this image's features, else None.
+    let feat_of = |i: usize, lg: &Logits| -> Result<Option<Logits>> {
+        if features { Ok(Some(load_features(split, model, i, lg, cx.inp)?)) } else { Ok(None) }
     };
-    Calibration::fit_features(&split.name, leakage, heat, &mut visit).with_context(|| format!("model {model}"))
+    let (inp, bar, n) = (cx.inp, cx.bar, split.stems.len());
+    let pass = |step: &str| format!("{}{model}.{}.{step}", cx.tag, split.name);
+    let ctx = |i: usize| format!("{}/{} [{model}]", split.name, split.stems[i]);
+    // (shift of the HEAT sums, per-image sums)
+    type Cal1 = (Option<Vec<f64>>, Vec<Sums>);
+    let mut st: Cal1 = (None, vec![]);
+    cx.collective(
+        &pass("cal1"),
+        n,
+        &mut st,
+        |st, images| {
+            // The shift: the split's first in-distribution pixel, whichever
+            // images this process visits (the scan stops at the first image
+            // that has one).
+            if heat {
+                for_each_image(split, model, inp, 0..n, |i, lg, lab| {
+                    st.0 = first_normal_features(lg, feat_of(i, lg)?.as_ref(), &lab);
+                    if st.0.is_some() { Err(FoundShift.into()) } else { Ok(()) }
+                })
+                .or_else(|e| if e.is::<FoundShift>() { Ok(()) } else { Err(e) })?;
+            }
+            let shift = st.0.clone().unwrap_or_default();
+            for_each_image(split, model, inp, images, |i, lg, lab| {
+                if let Some(f) = st.1.first().map(|s| s.classes())
+                    && f != lg.c
+                {
+                    bail!("{}: {} classes, but earlier calibration images have {f}", ctx(i), lg.c);
+                }
+                st.1.push(image_sums_features(lg, feat_of(i, lg)?.as_ref(), &lab, heat, &shift));
+                bar.inc(1);
+                Ok(())
+            })
+        },
+        |st| st.clone(),
+        |st, d: Cal1| {
+            if d.0.is_some() {
+                st.0 = d.0;
+            }
+            st.1.extend(d.1);
+            Ok(())
+        },
+    )?;
+    let mut cal = Calibration::from_sums(&split.name, leakage, heat, &st.1, st.0.as_deref().unwrap_or(&[]))
+        .with_context(|| format!("model {model}"))?;
+    if heat {
+        let mut em: Vec<EnergyMoments> = vec![];
+        cx.collective(
+            &pass("cal2"),
+            n,
+            &mut em,
+            |em, images| {
+                for_each_image(split, model, inp, images, |i, lg, lab| {
+                    em.push(cal.energy_moments_features(lg, feat_of(i, lg)?.as_ref(), &lab));
+                    bar.inc(1);
+                    Ok(())
+                })
+            },
+            |em| em.clone(),
+            |em, d: Vec<EnergyMoments>| {
+                em.extend(d);
+                Ok(())
+            },
+        )?;
+        cal.standardise(&em);
+    }
+    Ok(cal)
+}
+
+/// Stops the scan for the HEAT shift at the first image that has one.
+#[derive(Debug)]
+struct FoundShift;
+impl std::fmt::Display for FoundShift {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("found")
+    }
+}
+impl std::error::Error for FoundShift {}
+
+/// The fitted statistics as reported in results.json.
+fn calibration_row(model: &str, cal: &Calibration, heat: bool) -> CalibrationRow {
+    CalibrationRow {
+        model: model.into(),
+        split: cal.split.clone(),
+        leakage: cal.leakage,
+        pixels: cal.pixels,
+        sml_mean: cal.sml.mean.clone(),
+        sml_std: cal.sml.std.clone(),
+        sml_count: cal.sml.count.clone(),
+        heat_classes: if heat { cal.heat.classes.clone() } else { vec![] },
+        heat_ridge: cal.heat.ridge,
+        heat_el_mean: cal.heat.el_mean,
+        heat_el_std: cal.heat.el_std,
+        heat_gmm_mean: cal.heat.gmm_mean,
+        heat_gmm_std: cal.heat.gmm_std,
+    }
 }
 
 /// `<split>/features/<model>/`: per-pixel features for HEAT (SPEC §4.1).
@@ -506,25 +814,6 @@ fn classes_of(test: &Split, model: &str, inp: &Inputs) -> Result<usize> {
     let Some(stem) = test.stems.first() else { bail!("the test split has no images") };
     let lg = read_logits(&test.logits_path(model, stem)?)?;
     Ok(if inp.hwc { lg.w } else { lg.c })
-}
-
-/// The fitted statistics as reported in results.json.
-fn calibration_row(model: &str, cal: &Calibration, heat: bool) -> CalibrationRow {
-    CalibrationRow {
-        model: model.into(),
-        split: cal.split.clone(),
-        leakage: cal.leakage,
-        pixels: cal.pixels,
-        sml_mean: cal.sml.mean.clone(),
-        sml_std: cal.sml.std.clone(),
-        sml_count: cal.sml.count.clone(),
-        heat_classes: if heat { cal.heat.classes.clone() } else { vec![] },
-        heat_ridge: cal.heat.ridge,
-        heat_el_mean: cal.heat.el_mean,
-        heat_el_std: cal.heat.el_std,
-        heat_gmm_mean: cal.heat.gmm_mean,
-        heat_gmm_std: cal.heat.gmm_std,
-    }
 }
 
 /// The conventions block of results.json.
@@ -559,14 +848,245 @@ fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conventions> {
     })
 }
 
-pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutput> {
-    let t0 = Instant::now();
-    let inp = Inputs {
-        labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
-        resize: Resize::parse(cfg.resize.as_deref())?,
-        hwc: cfg.layout.as_deref() == Some("hwc"),
-        sums: Checksums::default(),
+/// One model's sweep: calibration, val, then test with val's thresholds.
+fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg) -> Result<ModelOut> {
+    let (methods, cols, test, val, calib, need_cal) = (&sw.methods, &sw.cols, sw.test, sw.val, sw.calib, sw.need_cal);
+    let mut o = ModelOut::default();
+    let calibration = if need_cal {
+        let (split, leakage) = match calib {
+            Some(c) => (c, false),
+            None => (test, true),
+        };
+        let cal = match &sw.reuse {
+            Some((path, file)) => file.model(path, &mc.id, classes_of(test, &mc.id, cx.inp)?, sw.need_heat)?,
+            None => {
+                let feat = sw.need_heat && features_dir(split, &mc.id).is_dir();
+                calibrate(cx, split, leakage, sw.need_heat, feat, &mc.id)?
+            }
+        };
+        o.cal_file = Some(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });
+        for w in &cal.warnings {
+            warn(&mut o.warnings, format!("{}: {w}", mc.id));
+        }
+        o.calibration = Some(calibration_row(&mc.id, &cal, sw.need_heat));
+        Some(cal)
+    } else {
+        None
     };
+    let cal_split = calibration.as_ref().map(|c| c.split.clone());
+    // HEAT on features: every evaluated split must have them.
+    let use_feat = sw.need_heat && calibration.as_ref().is_some_and(|c| c.heat.features());
+    for s in [Some(test), val].into_iter().flatten() {
+        let dir = features_dir(s, &mc.id);
+        if use_feat && !dir.is_dir() {
+            bail!("{}: missing: HEAT of model {} was fitted on per-pixel features, so every split needs them", dir.display(), mc.id);
+        }
+        if sw.need_heat && !use_feat && dir.is_dir() {
+            warn(&mut o.warnings, format!("{}: features ignored: HEAT of model {} was fitted on logits (no features in its calibration)", dir.display(), mc.id));
+        }
+    }
+    o.features = use_feat;
+    let plan = ScorePlan {
+        methods: methods.clone(),
+        msp_temperature: cfg.method.msp.temperature,
+        energy_temperature: cfg.method.energy.temperature,
+        calibration,
+        sml_post: cfg.method.sml,
+    };
+    let leak = |m: &MethodRef, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
+
+    // val first: its thresholds are probes on test
+    let track = |t: f32| match cfg.metrics.component_track.as_str() {
+        "obstacle" => ComponentConfig::obstacle_track(t),
+        _ => ComponentConfig::anomaly_track(t),
+    };
+    let mut sopts = SplitOpts {
+        regions: cfg.metrics.regions,
+        components: vec![None; cols.len()],
+        types: cfg.anomaly.len(),
+        topk: cfg.metrics.image_topk as usize,
+    };
+    let val_eval = match val {
+        Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
+        None => None,
+    };
+    let chosen: Vec<_> = match &val_eval {
+        Some(ve) => ve.counts.iter().map(|c| choose_thresholds(c, cfg)).collect(),
+        None => vec![vec![]; cols.len()],
+    };
+    let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| ch.iter().filter_map(|x| x.2.map(|o| o.threshold as f32)).collect()).collect();
+    if cfg.metrics.regions {
+        // components at the val-F1-optimal threshold (never a test-chosen one)
+        sopts.components = chosen.iter().map(|ch| ch.first().and_then(|x| x.2).map(|o| track(o.threshold as f32))).collect();
+    }
+    let te = eval_split(cx, test, &mc.id, scorer, &plan, probes, &sopts)?;
+    let boots = match (&te.cache, cfg.metrics.bootstrap) {
+        (_, 0) => None,
+        (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
+        (None, _) => {
+            let w = format!(
+                "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",
+                mc.id,
+                SCORE_CACHE_BYTES >> 20
+            );
+            warn(&mut o.warnings, w);
+            None
+        }
+    };
+    o.model = Some(ModelRow { id: mc.id.clone(), name: mc.name.clone(), dtype: te.dtype.clone() });
+
+    if let Some(ve) = &val_eval {
+        for (mi, m) in cols.iter().enumerate() {
+            o.cells.push(cell(&mc.id, m, "val", ve, mi, cfg, leak(m, "val")));
+            let (a, b) = (&ve.drift[mi], &te.drift[mi]);
+            let shift = |x: Option<f64>, y: Option<f64>| Some(y? - x?);
+            o.drift_rows.push(DriftRow {
+                model: mc.id.clone(),
+                method: m.id().into(),
+                reference: "val".into(),
+                split: "test".into(),
+                mean_shift: shift(a.mean, b.mean),
+                p95_shift: shift(a.quantile(0.95), b.quantile(0.95)),
+                kl: kl(b, a),
+                mmd2: mmd2(b, a),
+            });
+            o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "val", "stats": a}));
+        }
+    }
+    for (mi, m) in cols.iter().enumerate() {
+        o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &te.drift[mi]}));
+    }
+    for (mi, m) in cols.iter().enumerate() {
+        let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
+        c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
+        if let (Some(acc), Some(cc)) = (&te.components[mi], &sopts.components[mi]) {
+            let s = acc.summary();
+            c.components = Some(Components {
+                threshold: cc.threshold as f64,
+                threshold_split: "val".into(),
+                track: cfg.metrics.component_track.clone(),
+                siou: s.siou_gt,
+                ppv: s.ppv,
+                mean_f1: s.mean_f1,
+                gt_components: s.gt_components,
+                pred_components: s.pred_components,
+            });
+        }
+        o.cells.push(c);
+        for (t, tc) in te.type_counts[mi].iter().enumerate() {
+            let s = tc.summary(cfg.metrics.fpr95);
+            let vt = chosen[mi].first().and_then(|x| x.2).map(|o| o.threshold as f32);
+            o.failure_rows.push(FailureRow {
+                model: mc.id.clone(),
+                method: m.id().into(),
+                split: "test".into(),
+                anomaly_value: cfg.anomaly[t],
+                positives: tc.positives,
+                auroc: s.auroc,
+                aupr: s.aupr,
+                fpr95: s.fpr95,
+                recall_at_val_threshold: vt.and_then(|t| {
+                    let i = tc.thresholds.iter().rposition(|&x| x >= t)?;
+                    Some(tc.tp[i] as f64 / tc.positives as f64)
+                }),
+            });
+        }
+        let tc = &te.counts[mi];
+        let (src, ops): (&str, Vec<(String, Option<f64>, Option<OperatingPoint>)>) = match &val_eval {
+            Some(_) => {
+                let mut k = 0;
+                let ops = chosen[mi]
+                    .iter()
+                    .map(|(rule, target, op)| {
+                        let on_test = op.map(|_| {
+                            k += 1;
+                            te.probes[mi].point(k - 1)
+                        });
+                        (rule.clone(), *target, on_test)
+                    })
+                    .collect();
+                ("val", ops)
+            }
+            // No val split: thresholds come from test itself (leakage);
+            // they are test positive scores, so test counts are exact there.
+            None => ("test", choose_thresholds(tc, cfg)),
+        };
+        let pts: Vec<Point> = ops.iter().map(|(r, t, op)| point(r, *t, *op)).collect();
+        let mut h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), pts, tc);
+        let hard_op = ops.iter().find(|o| o.0 == "far").and_then(|o| o.2);
+        let soft_op = ops.iter().find(|o| o.0 == "frr").and_then(|o| o.2);
+        if let Some(hop) = hard_op {
+            h.block_fraction = Some(frac_at(&hop));
+            h.review_fraction = soft_op.map(|sop| (frac_at(&sop) - frac_at(&hop)).max(0.0));
+        }
+        let keep = h.points.iter().filter_map(|p| p.threshold).collect();
+        o.honest.push(h);
+        o.curves.push((mc.id.clone(), m.clone(), te.counts[mi].clone(), keep));
+    }
+    if val_eval.is_none() {
+        let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
+        warn(&mut o.warnings, w);
+    }
+    Ok(o)
+}
+
+/// Everything one model contributes to the results.
+#[derive(Default)]
+struct ModelOut {
+    cells: Vec<Cell>,
+    honest: Vec<HonestCell>,
+    calibration: Option<CalibrationRow>,
+    model: Option<ModelRow>,
+    drift_rows: Vec<DriftRow>,
+    drift_hists: Vec<serde_json::Value>,
+    failure_rows: Vec<FailureRow>,
+    curves: Vec<(String, MethodRef, Counts, Vec<f64>)>,
+    warnings: Vec<String>,
+    /// This model's entry of calibration.json.
+    cal_file: Option<ModelCalibration>,
+    /// HEAT read per-pixel features.
+    features: bool,
+}
+
+/// What `run_exec` produced: the results, or (shards, merges before the
+/// last round) the models still waiting for another round.
+pub enum RunStatus {
+    Done(Box<RunOutput>),
+    Waiting { models: Vec<String> },
+}
+
+/// The splits and methods of a sweep, resolved once.
+struct Sweep<'a> {
+    test: &'a Split,
+    val: Option<&'a Split>,
+    calib: Option<&'a Split>,
+    methods: Vec<Method>,
+    /// Table columns: the built-in methods, then the outside ones.
+    cols: Vec<MethodRef>,
+    need_cal: bool,
+    need_heat: bool,
+    /// `calibration = "..."`: saved statistics reused instead of fitting.
+    reuse: Option<(std::path::PathBuf, CalibrationFile)>,
+}
+
+/// Number of rounds a sharded run of `cfg` takes: one per streaming pass of
+/// a model (calibration 1–2, val 2, test 2).
+pub fn rounds(cfg: &Config) -> Result<usize> {
+    let mut r = 0;
+    for c in cfg.expand()? {
+        ensure_synthetic(&c)?;
+        let ds = Dataset::open(&c.dataset)?;
+        let methods = c.parsed_methods()?;
+        let need_cal = methods.iter().any(|m| m.needs_calibration());
+        let need_heat = methods.contains(&Method::Heat);
+        r = r.max(2 + 2 * ds.split("val").is_some() as usize + need_cal as usize * (1 + need_heat as usize));
+    }
+    Ok(r)
+}
+
+/// Generate the synthetic dataset of a `synthetic = "demo"` config when its
+/// folder is missing.
+fn ensure_synthetic(cfg: &Config) -> Result<()> {
     if let Some(kind) = &cfg.synthetic
         && !cfg.dataset.exists()
     {
@@ -576,246 +1096,136 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         );
         crate::synth::generate(&cfg.dataset, &crate::synth::SynthSpec::demo())?;
     }
+    Ok(())
+}
+
+pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutput> {
+    match run_exec(cfg, cfg_bytes, opts, &Exec::Local)? {
+        RunStatus::Done(out) => Ok(*out),
+        RunStatus::Waiting { .. } => bail!("internal error: a local run waited for shards"),
+    }
+}
+
+/// [`run`] as a normal run, one shard's round, or a merge (see `shard`).
+pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) -> Result<RunStatus> {
+    let t0 = Instant::now();
+    let mut inp = Inputs {
+        labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
+        resize: Resize::parse(cfg.resize.as_deref())?,
+        hwc: cfg.layout.as_deref() == Some("hwc"),
+        npz_key: cfg.npz_key.clone(),
+        external: vec![],
+        npz_score_key: cfg.npz_score_key.clone(),
+        sums: Checksums::default(),
+    };
+    ensure_synthetic(cfg)?;
     let ds = Dataset::open(&cfg.dataset)?;
     let test = ds.split("test").with_context(|| format!("{}: no `test` split", cfg.dataset.display()))?;
-    let val = ds.split("val");
-    let calib = ds.split("calibration");
     let methods = cfg.parsed_methods()?;
-    let need_cal = methods.iter().any(|m| m.needs_calibration());
-    let need_heat = methods.contains(&Method::Heat);
-    // `calibration = "..."`: reuse saved statistics instead of fitting.
-    let reuse = match (&cfg.calibration, need_cal) {
-        (Some(p), true) => Some((p.clone(), CalibrationFile::load(p).context("`calibration`")?)),
-        _ => None,
+    let model_ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
+    let read_splits: Vec<&Split> = [Some(test), ds.split("val")].into_iter().flatten().collect();
+    inp.external = crate::external::resolve(&cfg.external, &read_splits, &model_ids)?;
+    let inp = inp;
+    let sw = Sweep {
+        test,
+        val: ds.split("val"),
+        calib: ds.split("calibration"),
+        need_cal: methods.iter().any(|m| m.needs_calibration()),
+        need_heat: methods.contains(&Method::Heat),
+        cols: methods.iter().map(|&m| MethodRef::Builtin(m)).chain(inp.external.iter().map(|e| e.column())).collect(),
+        reuse: match (&cfg.calibration, methods.iter().any(|m| m.needs_calibration())) {
+            (Some(p), true) => Some((p.clone(), CalibrationFile::load(p).context("`calibration`")?)),
+            _ => None,
+        },
+        methods,
     };
-    let fit_cal = need_cal && reuse.is_none();
+    let fit_cal = sw.need_cal && sw.reuse.is_none();
 
     // Fail fast on missing files before any long work.
     for mc in &cfg.models {
-        for s in [Some(test), val, if fit_cal { calib } else { None }].into_iter().flatten() {
+        for s in [Some(test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten() {
             s.check_model(&mc.id)?;
         }
     }
 
-    let (mut scorer, device_kind) = make_scorer(opts.device.or(cfg.device).unwrap_or_default())?;
+    let (mut scorer, device_kind): (Box<dyn Scorer>, &'static str) = match exec {
+        // a merge scores nothing
+        Exec::Merge(_) => (Box::new(crate::scores::cpu::CpuScorer), "cpu"),
+        _ => make_scorer(opts.device.or(cfg.device).unwrap_or_default())?,
+    };
     let visits_per_model = {
         let split_visits = |s: &Split| 2 * s.stems.len() as u64;
-        let cal_visits = match (fit_cal, calib) {
+        let cal_visits = match (fit_cal, sw.calib) {
             (false, _) => 0,
-            (true, Some(c)) => (1 + need_heat as u64) * c.stems.len() as u64,
-            (true, None) => (1 + need_heat as u64) * test.stems.len() as u64,
+            (true, Some(c)) => (1 + sw.need_heat as u64) * c.stems.len() as u64,
+            (true, None) => (1 + sw.need_heat as u64) * test.stems.len() as u64,
         };
-        split_visits(test) + val.map_or(0, split_visits) + cal_visits
+        split_visits(test) + sw.val.map_or(0, split_visits) + cal_visits
     };
-    let bar = if opts.progress && std::io::stderr().is_terminal() {
+    let bar = if opts.progress && std::io::stderr().is_terminal() && matches!(exec, Exec::Local) {
         let b = ProgressBar::new(visits_per_model * cfg.models.len() as u64);
         b.set_style(ProgressStyle::with_template("{spinner} {msg:24} [{bar:40}] {pos}/{len} images ({eta})").unwrap().progress_chars("=> "));
         b
     } else {
         ProgressBar::hidden()
     };
+    let tag = cfg.tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default();
+    let cx = Ctx { inp: &inp, exec, bar: &bar, device: device_kind, tag };
 
-    let mut warnings = Vec::new();
-    let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
+    let mut outs = Vec::new();
+    let mut waiting = Vec::new();
     let mut timings = serde_json::Map::new();
-    let mut curves = Vec::new();
-    let (mut drift_rows, mut drift_hists) = (Vec::new(), Vec::new());
-    let mut failure_rows = Vec::new();
-    let mut cal_file = Vec::new();
-    let mut feat_models = Vec::new();
     for mc in &cfg.models {
         let tm = Instant::now();
         bar.set_message(mc.id.clone());
-        let calibration = if need_cal {
-            let (split, leakage) = match calib {
-                Some(c) => (c, false),
-                None => (test, true),
-            };
-            let cal = match &reuse {
-                Some((path, file)) => file.model(path, &mc.id, classes_of(test, &mc.id, &inp)?, need_heat)?,
-                None => {
-                    let feat = need_heat && features_dir(split, &mc.id).is_dir();
-                    calibrate(split, leakage, need_heat, feat, &mc.id, &inp, &bar)?
-                }
-            };
-            cal_file.push(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });
-            for w in &cal.warnings {
-                warn(&mut warnings, format!("{}: {w}", mc.id));
-            }
-            cal_rows.push(calibration_row(&mc.id, &cal, need_heat));
-            Some(cal)
-        } else {
-            None
-        };
-        let cal_split = calibration.as_ref().map(|c| c.split.clone());
-        // HEAT on features: every evaluated split must have them.
-        let use_feat = need_heat && calibration.as_ref().is_some_and(|c| c.heat.features());
-        for s in [Some(test), val].into_iter().flatten() {
-            let dir = features_dir(s, &mc.id);
-            if use_feat && !dir.is_dir() {
-                bail!("{}: missing: HEAT of model {} was fitted on per-pixel features, so every split needs them", dir.display(), mc.id);
-            }
-            if need_heat && !use_feat && dir.is_dir() {
-                warn(&mut warnings, format!("{}: features ignored: HEAT of model {} was fitted on logits (no features in its calibration)", dir.display(), mc.id));
-            }
-        }
-        if use_feat {
-            feat_models.push(mc.id.clone());
-        }
-        let plan = ScorePlan {
-            methods: methods.clone(),
-            msp_temperature: cfg.method.msp.temperature,
-            energy_temperature: cfg.method.energy.temperature,
-            calibration,
-            sml_post: cfg.method.sml,
-        };
-        let leak = |m: Method, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
-
-        // val first: its thresholds are probes on test
-        let track = |t: f32| match cfg.metrics.component_track.as_str() {
-            "obstacle" => ComponentConfig::obstacle_track(t),
-            _ => ComponentConfig::anomaly_track(t),
-        };
-        let mut sopts = SplitOpts {
-            regions: cfg.metrics.regions,
-            components: vec![None; methods.len()],
-            types: cfg.anomaly.len(),
-            topk: cfg.metrics.image_topk as usize,
-            features: use_feat,
-        };
-        let val_eval = match val {
-            Some(v) => Some(eval_split(v, &mc.id, &inp, scorer.as_mut(), &plan, vec![vec![]; methods.len()], &sopts, &bar)?),
-            None => None,
-        };
-        let chosen: Vec<_> = match &val_eval {
-            Some(ve) => ve.counts.iter().map(|c| choose_thresholds(c, cfg)).collect(),
-            None => vec![vec![]; methods.len()],
-        };
-        let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| ch.iter().filter_map(|x| x.2.map(|o| o.threshold as f32)).collect()).collect();
-        if cfg.metrics.regions {
-            // components at the val-F1-optimal threshold (never a test-chosen one)
-            sopts.components = chosen.iter().map(|ch| ch.first().and_then(|x| x.2).map(|o| track(o.threshold as f32))).collect();
-        }
-        let te = eval_split(test, &mc.id, &inp, scorer.as_mut(), &plan, probes, &sopts, &bar)?;
-        let boots = match (&te.cache, cfg.metrics.bootstrap) {
-            (_, 0) => None,
-            (Some(c), b) => Some(bootstrap(c, methods.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
-            (None, _) => {
-                let w = format!(
-                    "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",
-                    mc.id,
-                    SCORE_CACHE_BYTES >> 20
-                );
-                warn(&mut warnings, w);
-                None
-            }
-        };
-        model_rows.push(ModelRow { id: mc.id.clone(), name: mc.name.clone(), dtype: te.dtype.into() });
-
-        if let Some(ve) = &val_eval {
-            for (mi, &m) in methods.iter().enumerate() {
-                cells.push(cell(&mc.id, m, "val", ve, mi, cfg, leak(m, "val")));
-                let (a, b) = (&ve.drift[mi], &te.drift[mi]);
-                let shift = |x: Option<f64>, y: Option<f64>| Some(y? - x?);
-                drift_rows.push(DriftRow {
-                    model: mc.id.clone(),
-                    method: m.id().into(),
-                    reference: "val".into(),
-                    split: "test".into(),
-                    mean_shift: shift(a.mean, b.mean),
-                    p95_shift: shift(a.quantile(0.95), b.quantile(0.95)),
-                    kl: kl(b, a),
-                    mmd2: mmd2(b, a),
-                });
-                drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "val", "stats": a}));
-            }
-        }
-        for (mi, &m) in methods.iter().enumerate() {
-            drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &te.drift[mi]}));
-        }
-        for (mi, &m) in methods.iter().enumerate() {
-            let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
-            c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
-            if let (Some(acc), Some(cc)) = (&te.components[mi], &sopts.components[mi]) {
-                let s = acc.summary();
-                c.components = Some(Components {
-                    threshold: cc.threshold as f64,
-                    threshold_split: "val".into(),
-                    track: cfg.metrics.component_track.clone(),
-                    siou: s.siou_gt,
-                    ppv: s.ppv,
-                    mean_f1: s.mean_f1,
-                    gt_components: s.gt_components,
-                    pred_components: s.pred_components,
-                });
-            }
-            cells.push(c);
-            for (t, tc) in te.type_counts[mi].iter().enumerate() {
-                let s = tc.summary(cfg.metrics.fpr95);
-                let vt = chosen[mi].first().and_then(|x| x.2).map(|o| o.threshold as f32);
-                failure_rows.push(FailureRow {
-                    model: mc.id.clone(),
-                    method: m.id().into(),
-                    split: "test".into(),
-                    anomaly_value: cfg.anomaly[t],
-                    positives: tc.positives,
-                    auroc: s.auroc,
-                    aupr: s.aupr,
-                    fpr95: s.fpr95,
-                    recall_at_val_threshold: vt.and_then(|t| {
-                        let i = tc.thresholds.iter().rposition(|&x| x >= t)?;
-                        Some(tc.tp[i] as f64 / tc.positives as f64)
-                    }),
-                });
-            }
-            let tc = &te.counts[mi];
-            let (src, ops): (&str, Vec<(String, Option<f64>, Option<OperatingPoint>)>) = match &val_eval {
-                Some(_) => {
-                    let mut k = 0;
-                    let ops = chosen[mi]
-                        .iter()
-                        .map(|(rule, target, op)| {
-                            let on_test = op.map(|_| {
-                                k += 1;
-                                te.probes[mi].point(k - 1)
-                            });
-                            (rule.clone(), *target, on_test)
-                        })
-                        .collect();
-                    ("val", ops)
-                }
-                // No val split: thresholds come from test itself (leakage);
-                // they are test positive scores, so test counts are exact there.
-                None => ("test", choose_thresholds(tc, cfg)),
-            };
-            let pts: Vec<Point> = ops.iter().map(|(r, t, op)| point(r, *t, *op)).collect();
-            let mut h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), pts, tc);
-            let hard_op = ops.iter().find(|o| o.0 == "far").and_then(|o| o.2);
-            let soft_op = ops.iter().find(|o| o.0 == "frr").and_then(|o| o.2);
-            if let Some(hop) = hard_op {
-                h.block_fraction = Some(frac_at(&hop));
-                h.review_fraction = soft_op.map(|sop| (frac_at(&sop) - frac_at(&hop)).max(0.0));
-            }
-            let keep = h.points.iter().filter_map(|p| p.threshold).collect();
-            honest_cells.push(h);
-            curves.push((mc.id.clone(), m, te.counts[mi].clone(), keep));
-        }
-        if val_eval.is_none() {
-            let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
-            warn(&mut warnings, w);
+        match run_model(&cx, cfg, &sw, scorer.as_mut(), mc) {
+            Ok(o) => outs.push(o),
+            Err(e) if is_pending(&e) => waiting.push(mc.id.clone()),
+            Err(e) => return Err(e),
         }
         timings.insert(mc.id.clone(), serde_json::json!(tm.elapsed().as_secs_f64()));
     }
     bar.finish_and_clear();
+    if !waiting.is_empty() {
+        return Ok(RunStatus::Waiting { models: waiting });
+    }
 
+    let mut warnings = Vec::new();
+    let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
+    let (mut drift_rows, mut drift_hists, mut failure_rows, mut curves) = (vec![], vec![], vec![], vec![]);
+    let (mut cal_file, mut feat_models) = (vec![], vec![]);
+    for m in outs {
+        cal_file.extend(m.cal_file);
+        if m.features {
+            feat_models.extend(m.model.as_ref().map(|r| r.id.clone()));
+        }
+        warnings.extend(m.warnings);
+        cells.extend(m.cells);
+        honest_cells.extend(m.honest);
+        cal_rows.extend(m.calibration);
+        model_rows.extend(m.model);
+        drift_rows.extend(m.drift_rows);
+        drift_hists.extend(m.drift_hists);
+        failure_rows.extend(m.failure_rows);
+        curves.extend(m.curves);
+    }
+    let device = exec.device_kind(device_kind);
     let results = Results {
         format: FORMAT.into(),
         name: cfg.name.clone(),
         dataset: cfg.dataset.display().to_string(),
-        device: device_kind.into(),
+        device: device.clone(),
         conventions: conventions(cfg, &feat_models)?,
         models: model_rows,
-        methods: methods.iter().map(|m| MethodRow { id: m.id().into(), name: m.display().into() }).collect(),
+        methods: sw
+            .cols
+            .iter()
+            .map(|m| MethodRow {
+                id: m.id().into(),
+                name: m.display().into(),
+                external: inp.external.iter().find(|e| e.id == m.id() && matches!(m, MethodRef::External { .. })).map(|e| e.layout.as_str().into()),
+            })
+            .collect(),
         cells,
         honest: honest_cells,
         calibration: cal_rows,
@@ -823,26 +1233,31 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
         failure_modes: failure_rows,
         warnings: warnings.clone(),
     };
+    let (adapter, inputs, shards) = match exec {
+        Exec::Merge(sh) => (format!("merged from {} shards ({device})", sh.count), serde_json::to_value(&*sh.inputs.lock().unwrap())?, Some(sh.count)),
+        _ => (scorer.device(), inp.sums.to_json(), None),
+    };
     let manifest = serde_json::json!({
         "tool": "bench",
         "version": env!("CARGO_PKG_VERSION"),
         "git_revision": option_env!("BENCH_GIT_REVISION"),
         "config_sha256": sha256_hex(cfg_bytes),
         "dataset": cfg.dataset.display().to_string(),
-        "device": scorer.device(),
+        "device": adapter,
+        "shards": shards,
         "threads": rayon::current_num_threads(),
         "timings_s": { "total": t0.elapsed().as_secs_f64(), "per_model": timings },
         "warnings": warnings,
-        "inputs_sha256": inp.sums.to_json(),
-        "calibration": match &reuse {
+        "inputs_sha256": inputs,
+        "calibration": match &sw.reuse {
             Some((p, _)) => serde_json::json!(p.display().to_string()),
-            None if need_cal => serde_json::json!("fitted"),
+            None if sw.need_cal => serde_json::json!("fitted"),
             None => serde_json::Value::Null,
         },
     });
     let drift = serde_json::json!({ "format": "bench-drift/1", "cells": drift_hists });
-    let calibration = if need_cal { Some(CalibrationFile::new(cal_file).to_json()?) } else { None };
-    Ok(RunOutput { results, manifest, curves, drift, calibration })
+    let calibration = if sw.need_cal { Some(CalibrationFile::new(cal_file).to_json()?) } else { None };
+    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration })))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

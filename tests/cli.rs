@@ -262,6 +262,25 @@ fn eval_on_precomputed_score_maps() {
     assert!(o.status.success());
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(j["auroc"].is_null() && j["fpr95"].is_null(), "{j}");
+    // a 16-bit mask value above 255 that the mapping does not list is an error
+    // naming the mask; listing it (here as void) accepts it
+    let mut enc_out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut enc_out, 2, 2);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Sixteen);
+        let mut wr = enc.write_header().unwrap();
+        wr.write_image_data(&[0, 0, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
+        wr.finish().unwrap();
+    }
+    std::fs::write(d.join("l16.png"), &enc_out).unwrap();
+    let o = bench(&["eval", "--scores", "s/a.npy", "--labels", "l16.png"], d);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("l16.png") && stderr(&o).contains("65535"), "{}", stderr(&o));
+    let o = bench(&["eval", "--scores", "s/a.npy", "--labels", "l16.png", "--ignore", "255,65535", "--json"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((j["positives"].as_u64(), j["void"].as_u64()), (Some(1), Some(1)), "{j}");
     // a missing mask names the file
     std::fs::remove_file(d.join("l/b.png")).unwrap();
     let o = bench(&["eval", "--scores", "s", "--labels", "l"], d);
@@ -406,4 +425,196 @@ fn channel_last_logits_with_layout_hwc_give_the_same_cells() {
         r["cells"].as_array().unwrap().iter().filter(|c| c["model"] == "deeplab_r50").cloned().collect()
     };
     assert_eq!(pick(&before), pick(&after));
+}
+
+#[test]
+fn npz_logits_with_npz_key_give_the_same_cells() {
+    use bench::data::npz::write_npz;
+    let ws = Ws::new();
+    let cfg = ws.p("sweep.toml");
+    let one_model = std::fs::read_to_string(&cfg).unwrap().replace("[[models]]\nid = \"segformer_b5\"\nname = \"SegFormer-B5\"\n", "");
+    std::fs::write(&cfg, &one_model).unwrap();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = ws.results();
+    // np.savez_compressed(f"{id}.npz", logits=..., feats=...) for every image
+    for split in ["calibration", "val", "test"] {
+        let dir = ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"));
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let npy = std::fs::read(&p).unwrap();
+            write_npz(&p.with_extension("npz"), &[("feats", b"not even an array".to_vec()), ("logits", npy)], true).unwrap();
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    // two arrays and no key: one error line naming the file and the option
+    let o = ws.run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.lines().filter(|l| l.starts_with("error:")).count() == 1 && e.contains(".npz") && e.contains("npz_key"), "{e}");
+    std::fs::write(&cfg, one_model.replace("device = \"cpu\"", "device = \"cpu\"\nnpz_key = \"logits\"")).unwrap();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(before["cells"], ws.results()["cells"]);
+}
+
+/// Write `scores/<dir>/<stem>.npy` = the CPU max-logit map of `model`'s
+/// logits, for every image of `split` (what an outside tool would dump).
+fn dump_max_logit(ws: &Ws, split: &str, model: &str, dir: &str) {
+    use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
+    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default() };
+    let out = ws.p(&format!("datasets/demo/{split}/scores/{dir}"));
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(ws.p(&format!("datasets/demo/{split}/logits/{model}"))).unwrap() {
+        let p = e.unwrap().path();
+        let maps = CpuScorer.score(&bench::data::read_logits(&p).unwrap(), &plan).unwrap();
+        bench::data::npy::write_npy_f32(&out.join(p.file_name().unwrap()), &[maps.h as u64, maps.w as u64], &maps.maps[0]).unwrap();
+    }
+}
+
+#[test]
+fn external_score_maps_equal_to_a_builtin_give_identical_cells() {
+    let ws = Ws::new();
+    for split in ["val", "test"] {
+        for m in ["deeplab_r50", "segformer_b5"] {
+            dump_max_logit(&ws, split, m, &format!("copy_ml/{m}"));
+        }
+        dump_max_logit(&ws, split, "deeplab_r50", "shared_ml");
+    }
+    let cfg = ws.p("sweep.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap().replace("device = \"cpu\"", "device = \"cpu\"\nexternal = [\"copy_ml\", \"shared_ml\"]");
+    std::fs::write(&cfg, &good).unwrap();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    let ids: Vec<&str> = r["methods"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["max_logit", "msp", "sml", "energy", "heat", "copy_ml", "shared_ml"], "external columns come after the built-in ones");
+    assert!(r["methods"][0].get("external").is_none(), "built-in rows carry no `external` key");
+    assert_eq!(r["methods"][5]["external"], "per_model");
+    assert_eq!(r["methods"][6]["external"], "shared");
+    // Everything but the method id must match: pixel, image-level, drift,
+    // honest (val thresholds on test) and failure-mode rows.
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("method");
+        v
+    };
+    let rows = |section: &str, model: &str, method: &str| -> Vec<serde_json::Value> {
+        r[section].as_array().unwrap().iter().filter(|c| c["model"] == model && c["method"] == method).map(strip).collect()
+    };
+    for section in ["cells", "honest", "drift"] {
+        for m in ["deeplab_r50", "segformer_b5"] {
+            let a = rows(section, m, "max_logit");
+            assert!(!a.is_empty(), "{section} {m}");
+            assert_eq!(a, rows(section, m, "copy_ml"), "{section} {m}: per-model external map differs from the built-in score");
+        }
+        // shared maps: the deeplab maps in every row
+        let a = rows(section, "deeplab_r50", "max_logit");
+        let mut b = rows(section, "segformer_b5", "shared_ml");
+        for x in b.iter_mut() {
+            x["model"] = "deeplab_r50".into();
+        }
+        assert_eq!(a, b, "{section}: shared external maps differ from deeplab's max_logit");
+    }
+    let md = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(md.contains("copy_ml (precomputed)"), "{md}");
+    // table re-rendered from results.json alone is the same
+    let o = bench(&["table", "results/demo"], &ws.root);
+    assert!(md.starts_with(&stdout(&o)), "bench table differs from tables.md");
+
+    // hostile inputs: one error line naming the folder or file, results untouched
+    let test_scores = |rel: &str| ws.p(&format!("datasets/demo/test/scores/{rel}"));
+    std::fs::write(&cfg, good.replace("\"shared_ml\"]", "\"shared_ml\", \"nope\"]")).unwrap();
+    expect_error(&ws, |_| {}, "scores/nope");
+    std::fs::write(&cfg, &good).unwrap();
+    let p = test_scores("copy_ml/segformer_b5/img_0003.npy");
+    let orig = std::fs::read(&p).unwrap();
+    expect_error(&ws, |_| std::fs::remove_file(&p).unwrap(), "img_0003.npy");
+    expect_error(
+        &ws,
+        |_| {
+            let mut v = vec![0.5f32; 96 * 128];
+            v[200] = f32::INFINITY;
+            bench::data::npy::write_npy_f32(&p, &[96, 128], &v).unwrap();
+        },
+        "img_0003.npy",
+    );
+    expect_error(&ws, |_| bench::data::npy::write_npy_f32(&p, &[48, 64], &vec![0.5f32; 48 * 64]).unwrap(), "img_0003.npy");
+    let e = stderr(&ws.run(&[]));
+    assert!(e.contains("48×64") && e.contains("resize"), "{e}");
+    std::fs::write(&p, &orig).unwrap();
+    let seg = test_scores("copy_ml/segformer_b5");
+    std::fs::rename(&seg, ws.p("moved")).unwrap();
+    expect_error(&ws, |_| {}, "copy_ml/segformer_b5");
+    std::fs::rename(ws.p("moved"), &seg).unwrap();
+    // a per-model folder in one split and shared maps in another
+    std::fs::create_dir_all(test_scores("shared_ml/deeplab_r50")).unwrap();
+    expect_error(&ws, |_| {}, "shared_ml");
+    std::fs::remove_dir(test_scores("shared_ml/deeplab_r50")).unwrap();
+    assert!(ws.run(&[]).status.success(), "restored dataset runs again");
+}
+
+/// Entries of `results/` whose names mark a temp or set-aside folder.
+fn leftovers(ws: &Ws) -> Vec<String> {
+    std::fs::read_dir(ws.p("results"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-") || n.contains(".old-"))
+        .collect()
+}
+
+/// Spawn `bench run`, wait until `ready` (≤ 60 s), send SIGINT, and return
+/// the exit code and stderr; None if the run ended before the signal.
+#[cfg(unix)]
+fn interrupt_run(ws: &Ws, env: &[(&str, &str)], ready: impl Fn() -> bool) -> Option<(Option<i32>, String)> {
+    use std::process::Stdio;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bench"));
+    cmd.args(["run", "sweep.toml"]).current_dir(&ws.root).env("CI", "true").stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while !ready() {
+        assert!(t0.elapsed().as_secs() < 60, "run never reached the point to interrupt");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if child.try_wait().unwrap().is_some() {
+        return None;
+    }
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    Some((o.status.code(), stderr(&o)))
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_leaves_previous_results_and_no_temp_folder() {
+    let ws = Ws::new();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Make the previous results recognisable (a rerun would write the same bytes).
+    let marker = ws.p("results/demo/results.json");
+    let before = std::fs::read_to_string(&marker).unwrap().replacen("\"name\": \"demo\"", "\"name\": \"previous\"", 1);
+    std::fs::write(&marker, &before).unwrap();
+
+    // 1. while the results are being written (a test hook pauses after each file)
+    let (code, e) = interrupt_run(&ws, &[("BENCH_TEST_WRITE_DELAY_MS", "300")], || !leftovers(&ws).is_empty()).expect("interrupted mid-write");
+    assert_eq!(code, Some(130), "{e}");
+    let errs: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errs.len(), 1, "{e}");
+    assert!(errs[0].contains("interrupted"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), before, "previous results changed");
+    assert_eq!(leftovers(&ws), Vec::<String>::new(), "temp folder left behind");
+
+    // 2. while scoring (long before anything is written)
+    let t0 = std::time::Instant::now();
+    if let Some((code, e)) = interrupt_run(&ws, &[], || t0.elapsed().as_millis() > 150) {
+        assert_eq!(code, Some(130), "{e}");
+        assert_eq!(e.lines().filter(|l| l.starts_with("error:")).count(), 1, "{e}");
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), before, "previous results changed");
+        assert_eq!(leftovers(&ws), Vec::<String>::new());
+    }
 }

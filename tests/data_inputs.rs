@@ -3,6 +3,7 @@
 
 use bench::data::mask::{read_mask, write_mask_png};
 use bench::data::npy::{read_logits, read_mask_npy, read_score_map, write_npy_f16, write_npy_f32, write_npy_u8};
+use bench::data::npz::write_npz;
 use bench::data::{Dataset, LogitData};
 use bench::synth::{SynthSpec, generate};
 use half::f16;
@@ -407,6 +408,163 @@ fn png_masks() {
     err_of(read_mask(&p), &p);
 }
 
+/// The bytes of a float32 .npy of `shape` holding `v`.
+fn npy_f32_bytes(shape: &[u64], v: &[f32]) -> Vec<u8> {
+    let d = tmp();
+    let p = d.path().join("x.npy");
+    write_npy_f32(&p, shape, v).unwrap();
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn npz_logits_and_score_maps() {
+    use bench::data::npy::{read_logits_key, read_score_map_key};
+    let d = tmp();
+    let (c, h, w) = (3, 4, 5);
+    let v = sample(c, h, w);
+    let logits = npy_f32_bytes(&[c as u64, h as u64, w as u64], &v);
+    let score = npy_f32_bytes(&[h as u64, w as u64], &v[..h * w]);
+    // np.savez(f, x) and np.savez_compressed(f, x): the only array is read.
+    for compressed in [false, true] {
+        let p = d.path().join(format!("one_{compressed}.npz"));
+        write_npz(&p, &[("arr_0", logits.clone())], compressed).unwrap();
+        assert_eq!(f32s(&read_logits(&p).unwrap()), v);
+        let q = d.path().join(format!("s_{compressed}.npz"));
+        write_npz(&q, &[("arr_0", score.clone())], compressed).unwrap();
+        assert_eq!(read_score_map(&q).unwrap(), (h, w, v[..h * w].to_vec()));
+    }
+    // np.savez(f, logits=x, feats=y): the key picks the array.
+    let p = d.path().join("two.npz");
+    write_npz(&p, &[("feats", score.clone()), ("logits", logits.clone())], true).unwrap();
+    assert_eq!(f32s(&read_logits_key(&p, Some("logits")).unwrap()), v);
+    assert_eq!(read_score_map_key(&p, Some("feats")).unwrap().2, v[..h * w].to_vec());
+    // ... and without a key it is an error listing the arrays and naming the option.
+    let msg = err_of(read_logits(&p), &p);
+    assert!(msg.contains("2 arrays") && msg.contains("'feats'") && msg.contains("'logits'") && msg.contains("npz_key"), "{msg}");
+    // A key the archive lacks.
+    let msg = err_of(read_logits_key(&p, Some("logit")), &p);
+    assert!(msg.contains("no array 'logit'") && msg.contains("'logits'"), "{msg}");
+    // No arrays at all.
+    let p = d.path().join("empty.npz");
+    write_npz(&p, &[], false).unwrap();
+    let msg = err_of(read_logits(&p), &p);
+    assert!(msg.contains("no arrays"), "{msg}");
+    // Corrupt archives: random bytes, and a valid archive cut short.
+    let p = d.path().join("junk.npz");
+    write(&p, b"PK\x03\x04 this is not a zip file at all");
+    let msg = err_of(read_logits(&p), &p);
+    assert!(msg.contains("not a valid .npz"), "{msg}");
+    let good = d.path().join("one_true.npz");
+    let bytes = std::fs::read(&good).unwrap();
+    let p = d.path().join("cut.npz");
+    write(&p, &bytes[..bytes.len() / 2]);
+    err_of(read_logits(&p), &p);
+    // A corrupt member (flipped bytes in deflated data) is an error, not garbage.
+    let mut bad = bytes.clone();
+    for b in &mut bad[60..90] {
+        *b ^= 0x5a;
+    }
+    let p = d.path().join("flipped.npz");
+    write(&p, &bad);
+    err_of(read_logits(&p), &p);
+    // The member gets every .npy check; the error names file.npz[member].
+    let mut nan = v.clone();
+    nan[7] = f32::NAN;
+    let p = d.path().join("nan.npz");
+    write_npz(&p, &[("logits", npy_f32_bytes(&[c as u64, h as u64, w as u64], &nan))], false).unwrap();
+    let msg = err_of(read_logits(&p), &p);
+    assert!(msg.contains("nan.npz[logits]") && msg.contains("NaN"), "{msg}");
+    let p = d.path().join("trunc.npz");
+    write_npz(&p, &[("logits", logits[..logits.len() - 8].to_vec())], false).unwrap();
+    let msg = err_of(read_logits(&p), &p);
+    assert!(msg.contains("truncated"), "{msg}");
+    let p = d.path().join("wrongdim.npz");
+    write_npz(&p, &[("arr_0", score.clone())], false).unwrap();
+    let msg = err_of(read_logits(&p), &p);
+    assert!(msg.contains("3-D"), "{msg}");
+}
+
+#[cfg(not(feature = "hdf5"))]
+#[test]
+fn hdf5_score_maps_without_the_feature_name_the_feature() {
+    let d = tmp();
+    for name in ["a.h5", "b.hdf5"] {
+        let p = d.path().join(name);
+        write(&p, b"\x89HDF\r\n\x1a\n");
+        let msg = err_of(read_score_map(&p), &p);
+        assert!(msg.contains("without HDF5 support") && msg.contains("--features hdf5"), "{msg}");
+    }
+}
+
+/// SegmentMeIfYouCan's layout: float16 `value` [H, W]. Runs only when built
+/// with `--features hdf5` (needs the HDF5 C library).
+#[cfg(feature = "hdf5")]
+#[test]
+fn hdf5_score_maps_smiyc_layout() {
+    use bench::data::h5::write_score_map_h5;
+    let d = tmp();
+    let (h, w) = (3, 5);
+    let v: Vec<f16> = (0..h * w).map(|i| f16::from_f32(i as f32 * 0.25 - 1.0)).collect();
+    let p = d.path().join("img.hdf5");
+    write_score_map_h5(&p, h, w, &v).unwrap();
+    assert_eq!(read_score_map(&p).unwrap(), (h, w, v.iter().map(|x| x.to_f32()).collect()));
+    // NaN and inf are errors naming the file and the pixel
+    let mut bad = v.clone();
+    bad[7] = f16::INFINITY;
+    let p = d.path().join("inf.h5");
+    write_score_map_h5(&p, h, w, &bad).unwrap();
+    let msg = err_of(read_score_map(&p), &p);
+    assert!(msg.contains("+inf") && msg.contains("y 1, x 2"), "{msg}");
+    // no `value` dataset
+    let p = d.path().join("other.h5");
+    let f = hdf5::File::create(&p).unwrap();
+    f.new_dataset_builder().with_data(&[1.0f32, 2.0]).create("scores").unwrap();
+    drop(f);
+    let msg = err_of(read_score_map(&p), &p);
+    assert!(msg.contains("no `value` dataset") && msg.contains("scores"), "{msg}");
+    // not HDF5 at all
+    let p = d.path().join("junk.h5");
+    write(&p, b"definitely not hdf5");
+    err_of(read_score_map(&p), &p);
+}
+
+#[test]
+fn mask_values_outside_the_mapping() {
+    use bench::data::{LabelMap, label};
+    let d = tmp();
+    let lm = LabelMap::new(vec![1], vec![255]).unwrap();
+    // 16-bit PNG: 0 normal, 1 anomaly, 255 void, 7 unlisted (in-distribution),
+    // 256 and 65535 unlisted and above 255 (an error).
+    let vals: [u16; 6] = [0, 1, 255, 7, 256, 65535];
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let p = d.path().join("m16.png");
+    write(&p, &png_bytes(3, 2, png::ColorType::Grayscale, png::BitDepth::Sixteen, None, &bytes));
+    let m = read_mask(&p).unwrap();
+    assert_eq!(m.values, vals);
+    let msg = err_of(lm.check(&m, &p), &p);
+    assert!(msg.contains("mask value 256 at y 1, x 1") && msg.contains("`ignore`"), "{msg}");
+    // Listing the values accepts them; unlisted 0..=255 values are in-distribution.
+    let lm2 = LabelMap::new(vec![1, 256], vec![255, 65535]).unwrap();
+    lm2.check(&m, &p).unwrap();
+    assert_eq!(lm2.apply(&m), [label::NORMAL, 1, label::VOID, label::NORMAL, 2, label::VOID]);
+    // An 8-bit mask never trips the check.
+    let m8 = bench::data::Mask { h: 1, w: 3, values: vec![0, 200, 255] };
+    lm.check(&m8, &p).unwrap();
+    assert_eq!(lm.apply(&m8), [label::NORMAL, label::NORMAL, label::VOID]);
+    // int64 .npy: values above 255 follow the same rule; negative values
+    // (PyTorch's ignore_index = -1) cannot be listed and are a read error.
+    let p = d.path().join("m64.npy");
+    let data: Vec<u8> = [0i64, 1, 300, 255].iter().flat_map(|v| v.to_le_bytes()).collect();
+    write(&p, &npy_bytes("<i8", false, "(2, 2)", &data));
+    let m = read_mask_npy(&p).unwrap();
+    let msg = err_of(lm.check(&m, &p), &p);
+    assert!(msg.contains("mask value 300 at y 1, x 0"), "{msg}");
+    let data: Vec<u8> = [0i64, 1, -1, 255].iter().flat_map(|v| v.to_le_bytes()).collect();
+    write(&p, &npy_bytes("<i8", false, "(2, 2)", &data));
+    let msg = err_of(read_mask_npy(&p), &p);
+    assert!(msg.contains("-1") && msg.contains("0..=65535"), "{msg}");
+}
+
 /// Build `<root>/<split>/labels/<stem>.<ext>` files (tiny masks).
 fn label(root: &Path, split: &str, file: &str) {
     let dir = root.join(split).join("labels");
@@ -472,6 +630,14 @@ fn dataset_discovery() {
     assert!(msg.contains("zzz.npy"), "{msg}");
     std::fs::remove_file(root.join("test/logits/m1/zzz.npy")).unwrap();
     t.check_model("m1").unwrap();
+    // .npz logits are found like .npy; the same stem as both is an error.
+    let (npy_b, npz_b) = (root.join("test/logits/m1/b.npy"), root.join("test/logits/m1/b.npz"));
+    write_npz(&npz_b, &[("arr_0", std::fs::read(&npy_b).unwrap())], false).unwrap();
+    let msg = format!("{:#}", t.check_model("m1").unwrap_err());
+    assert!(msg.contains("b.npy") && msg.contains("b.npz") && msg.contains("two logits files"), "{msg}");
+    std::fs::remove_file(&npy_b).unwrap();
+    t.check_model("m1").unwrap();
+    assert_eq!(t.logits_path("m1", "b").unwrap(), npz_b);
     // Score paths.
     assert!(t.score_path("ext", "a").is_err());
     std::fs::create_dir_all(root.join("test/scores/ext")).unwrap();
@@ -727,7 +893,7 @@ fn decode_speed() {
     let mut buf = read_logits(&p).unwrap();
     for i in 0..5 {
         let t = std::time::Instant::now();
-        bench::data::npy::read_logits_into(&p, &mut buf).unwrap();
+        bench::data::npy::read_logits_into(&p, None, &mut buf).unwrap();
         let dt = t.elapsed().as_secs_f64();
         eprintln!(
             "read_logits_into (reused buffer) run {i}: {:.1} ms, {:.2} GB/s",

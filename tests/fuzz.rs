@@ -42,6 +42,10 @@ proptest! {
         let _ = bench::data::read_logits(&p);
         let _ = bench::data::read_score_map(&p);
         let _ = bench::data::read_mask(&p);
+        let z = d.path().join("x.npz");
+        std::fs::write(&z, &bytes).unwrap();
+        let _ = bench::data::read_logits(&z);
+        let _ = bench::data::read_score_map(&z);
         let q = d.path().join("x.png");
         std::fs::write(&q, &bytes).unwrap();
         let _ = bench::data::read_mask(&q);

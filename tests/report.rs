@@ -61,8 +61,8 @@ fn sample() -> Results {
             ModelRow { id: "b".into(), name: "Model B | pipes".into(), dtype: "float16".into() },
         ],
         methods: vec![
-            MethodRow { id: "max_logit".into(), name: "Simple Max Logits".into() },
-            MethodRow { id: "sml".into(), name: "Standardized Max Logits".into() },
+            MethodRow { id: "max_logit".into(), name: "Simple Max Logits".into(), external: None },
+            MethodRow { id: "sml".into(), name: "Standardized Max Logits".into(), external: None },
         ],
         cells: vec![
             cell("a", "max_logit", "test", Some(0.905), false),

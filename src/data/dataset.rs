@@ -56,6 +56,17 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     Ok(out)
 }
 
+/// Extensions of logits files, in lookup order.
+pub const LOGIT_EXTS: &[&str] = &["npy", "npz"];
+/// Extensions of score-map files (HDF5 needs the `hdf5` feature), in
+/// lookup order.
+pub const SCORE_EXTS: &[&str] = &["npy", "npz", "h5", "hdf5"];
+
+/// `<dir>/<stem>.<ext>` for the first of `exts` that exists.
+pub fn find_input(dir: &Path, stem: &str, exts: &[&str]) -> Option<PathBuf> {
+    exts.iter().map(|e| dir.join(format!("{stem}.{e}"))).find(|p| p.is_file())
+}
+
 /// (stem, lower-cased extension) of a file name, if it has an extension.
 fn stem_ext(name: &str) -> Option<(&str, String)> {
     let (stem, ext) = name.rsplit_once('.')?;
@@ -147,32 +158,25 @@ impl Split {
         })
     }
 
-    /// `<dir>/logits/<model>/<stem>.npy`; error naming the path if missing.
+    /// `<dir>/logits/<model>/<stem>.npy` (or `.npz`); error naming the
+    /// path if missing.
     pub fn logits_path(&self, model: &str, stem: &str) -> Result<PathBuf> {
-        let p = self.dir.join("logits").join(model).join(format!("{stem}.npy"));
-        if !p.is_file() {
-            bail!(
-                "{}: missing logits file for image `{stem}` of model `{model}`",
-                p.display()
-            );
-        }
-        Ok(p)
+        let dir = self.dir.join("logits").join(model);
+        find_input(&dir, stem, LOGIT_EXTS)
+            .ok_or_else(|| anyhow!("{}: missing logits file for image `{stem}` of model `{model}`", dir.join(format!("{stem}.npy")).display()))
     }
 
-    /// `<dir>/scores/<method>/<stem>.npy`; error naming the path if missing.
+    /// `<dir>/scores/<method>/<stem>.npy` (or `.npz`, `.h5`, `.hdf5`);
+    /// error naming the path if missing.
     pub fn score_path(&self, method: &str, stem: &str) -> Result<PathBuf> {
-        let p = self.dir.join("scores").join(method).join(format!("{stem}.npy"));
-        if !p.is_file() {
-            bail!(
-                "{}: missing score map for image `{stem}` of method `{method}`",
-                p.display()
-            );
-        }
-        Ok(p)
+        let dir = self.dir.join("scores").join(method);
+        find_input(&dir, stem, SCORE_EXTS)
+            .ok_or_else(|| anyhow!("{}: missing score map for image `{stem}` of method `{method}`", dir.join(format!("{stem}.npy")).display()))
     }
 
-    /// The model's folder exists, every stem has a logits file, and the
-    /// folder has no `.npy` whose stem has no label file.
+    /// The model's folder exists, every stem has exactly one logits file
+    /// (`.npy` or `.npz`), and the folder has no logits file whose stem has
+    /// no label file.
     pub fn check_model(&self, model: &str) -> Result<()> {
         let mdir = self.dir.join("logits").join(model);
         if !mdir.is_dir() {
@@ -184,34 +188,38 @@ impl Split {
                 have.join(", ")
             );
         }
-        let mut npys: Vec<String> = Vec::new();
-        for (fname, path, is_dir) in list_dir(&mdir)? {
+        self.check_inputs(&mdir, LOGIT_EXTS, "logits file", &format!("of model `{model}`"))
+    }
+
+    /// Every stem has exactly one file in `dir` with one of `exts`, and no
+    /// such file lacks a label file. `what` / `owner` word the errors
+    /// ("logits file", "of model `x`").
+    pub fn check_inputs(&self, dir: &Path, exts: &[&str], what: &str, owner: &str) -> Result<()> {
+        let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for (fname, path, is_dir) in list_dir(dir)? {
             if is_dir || fname.starts_with('.') {
                 continue;
             }
-            let _ = path;
-            // Exact `.npy` suffix: `logits_path` builds `<stem>.npy`.
-            if let Some(stem) = fname.strip_suffix(".npy")
-                && !stem.is_empty()
-            {
-                npys.push(stem.to_string());
+            // Exact (lower-case) suffixes: `find_input` builds `<stem>.<ext>`.
+            let Some((stem, ext)) = fname.rsplit_once('.') else { continue };
+            if stem.is_empty() || !exts.contains(&ext) {
+                continue;
             }
+            if let Some(prev) = found.get(stem) {
+                bail!("{}: two {what}s for image `{stem}`: {} and {}", dir.display(), prev.display(), path.display());
+            }
+            found.insert(stem.to_string(), path);
         }
-        npys.sort();
         for stem in &self.stems {
-            if npys.binary_search(stem).is_err() {
-                let p = mdir.join(format!("{stem}.npy"));
-                bail!(
-                    "{}: missing logits file for image `{stem}` of model `{model}`",
-                    p.display()
-                );
+            if !found.contains_key(stem) {
+                let p = dir.join(format!("{stem}.{}", exts[0]));
+                bail!("{}: missing {what} for image `{stem}` {owner}", p.display());
             }
         }
-        for stem in &npys {
+        for (stem, p) in &found {
             if self.stems.binary_search(stem).is_err() {
-                let p = mdir.join(format!("{stem}.npy"));
                 bail!(
-                    "{}: logits file has no label file (expected {}/labels/{stem}.png or .npy)",
+                    "{}: {what} has no label file (expected {}/labels/{stem}.png or .npy)",
                     p.display(),
                     self.dir.display()
                 );

@@ -8,13 +8,15 @@
 //! number from a silently wrong input.
 
 pub mod dataset;
+pub mod h5;
 pub mod mask;
 pub mod npy;
+pub mod npz;
 pub mod resize;
 
 pub use dataset::{Dataset, Split};
 pub use mask::read_mask;
-pub use npy::{read_logits, read_score_map};
+pub use npy::{read_logits, read_score_map, read_score_map_key};
 
 /// Logits of one image, class-major `[C, H, W]` as stored on disk.
 /// float16 stays float16 until the scorer reads it (halves the bytes moved).
@@ -134,6 +136,29 @@ impl LabelMap {
             anyhow::bail!("label value {v} is listed both in `anomaly` and in `ignore`");
         }
         Ok(LabelMap { anomaly, ignore })
+    }
+
+    /// Reject mask values above 255 that neither list mentions. Values in
+    /// 0..=255 that are not listed are in-distribution (SPEC §3), but a
+    /// larger one almost always means a wrongly exported mask (a 16-bit PNG
+    /// scaled ×257, so void 255 became 65535; an instance-id map), and
+    /// counting it in-distribution would silently change the pixels
+    /// evaluated. List such a value in `anomaly` or `ignore` to accept it.
+    pub fn check(&self, mask: &Mask, path: &std::path::Path) -> anyhow::Result<()> {
+        if mask.values.iter().all(|&v| v <= 255) {
+            return Ok(());
+        }
+        let listed = |v: &u16| self.anomaly.contains(v) || self.ignore.contains(v);
+        if let Some(i) = mask.values.iter().position(|v| *v > 255 && !listed(v)) {
+            anyhow::bail!(
+                "{}: mask value {} at y {}, x {} is above 255 and not listed in `anomaly` or `ignore` (a 16-bit export of 8-bit labels?); list it to accept it",
+                path.display(),
+                mask.values[i],
+                i / mask.w,
+                i % mask.w
+            );
+        }
+        Ok(())
     }
 
     /// Map raw mask values to [`label`] codes.

@@ -15,7 +15,7 @@ use half::vec::{HalfBitsVecExt, HalfFloatVecExt};
 use npyz::{DType, Order, TypeChar, TypeStr};
 use rayon::prelude::*;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// One-line error that names the file.
@@ -82,12 +82,13 @@ fn shape_str(shape: &[u64]) -> String {
 /// Read and validate the header: magic, header length within the file, dict
 /// (parsed by npyz), ndim, no zero-sized dimension, and that the file holds
 /// exactly the number of data bytes the header implies.
-fn read_header(path: &Path, file: &mut File, file_len: u64, ndim: usize, what: &str) -> Result<Header> {
+fn read_header(path: &Path, src: Src, file_len: u64, ndim: usize, what: &str) -> Result<Header> {
     // Preamble: magic (6) + version (2) + header length (u16 for v1, u32 for
     // v2/v3). Only read here to bound the header read by the file size; the
     // header itself is parsed by npyz.
     let mut pre = [0u8; 12];
-    let n_pre = read_up_to(file, &mut pre).map_err(|e| ferr(path, format!("cannot read: {e}")))?;
+    let n_pre = file_len.min(12) as usize;
+    src.read_at(&mut pre[..n_pre], 0).map_err(|e| ferr(path, format!("cannot read: {e}")))?;
     if file_len == 0 {
         bail!("{}: empty file (not a .npy file)", path.display());
     }
@@ -112,7 +113,7 @@ fn read_header(path: &Path, file: &mut File, file_len: u64, ndim: usize, what: &
         );
     }
     let mut head = vec![0u8; data_offset as usize];
-    read_at_exact(file, &mut head, 0).map_err(|e| ferr(path, format!("cannot read header: {e}")))?;
+    src.read_at(&mut head, 0).map_err(|e| ferr(path, format!("cannot read header: {e}")))?;
     let parsed = std::panic::catch_unwind(|| npyz::NpyHeader::from_reader(&head[..]));
     let header = match parsed {
         Ok(Ok(h)) => h,
@@ -189,20 +190,6 @@ fn read_header(path: &Path, file: &mut File, file_len: u64, ndim: usize, what: &
     })
 }
 
-/// `read` until `buf` is full or EOF; returns the bytes read.
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 #[cfg(unix)]
 fn read_at_exact(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -226,6 +213,33 @@ fn read_at_exact(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::R
     Ok(())
 }
 
+/// Where the bytes of one .npy come from: a file on disk (positioned reads,
+/// so chunks can be read in parallel) or memory (a member of an `.npz`
+/// archive, already extracted).
+#[derive(Clone, Copy)]
+pub(crate) enum Src<'a> {
+    File(&'a File),
+    Mem(&'a [u8]),
+}
+
+impl Src<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            Src::File(f) => read_at_exact(f, buf, offset),
+            Src::Mem(m) => {
+                let start = usize::try_from(offset).ok().filter(|&o| o <= m.len());
+                match start.and_then(|o| m.get(o..o + buf.len())) {
+                    Some(s) => {
+                        buf.copy_from_slice(s);
+                        Ok(())
+                    }
+                    None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                }
+            }
+        }
+    }
+}
+
 /// Bytes per parallel read chunk.
 const CHUNK_BYTES: usize = 4 << 20;
 
@@ -233,19 +247,19 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// is read, `post(chunk)` runs on it (byte swap + finite check) while it is
 /// hot in cache. Returns true if any `post` returned true.
 fn read_parallel(
-    file: &File,
+    src: Src,
     dst: &mut [u8],
     offset: u64,
     post: impl Fn(&mut [u8]) -> bool + Sync,
 ) -> std::io::Result<bool> {
     if dst.len() <= CHUNK_BYTES {
-        read_at_exact(file, dst, offset)?;
+        src.read_at(dst, offset)?;
         return Ok(post(dst));
     }
     dst.par_chunks_mut(CHUNK_BYTES)
         .enumerate()
         .map(|(i, chunk)| {
-            read_at_exact(file, chunk, offset + (i * CHUNK_BYTES) as u64)?;
+            src.read_at(chunk, offset + (i * CHUNK_BYTES) as u64)?;
             Ok(post(chunk))
         })
         .try_reduce(|| false, |a, b| Ok(a | b))
@@ -290,7 +304,7 @@ impl FloatBits for u16 {
 
 /// Read the data of a float file as native-endian bit patterns in C order.
 /// Returns the bits and whether any value is non-finite.
-fn read_float_bits<T: FloatBits>(path: &Path, file: &File, h: &Header, mut v: Vec<T>) -> Result<(Vec<T>, bool)> {
+fn read_float_bits<T: FloatBits>(path: &Path, src: Src, h: &Header, mut v: Vec<T>) -> Result<(Vec<T>, bool)> {
     // Reusing a buffer whose pages are already mapped avoids the page-fault
     // cost of fresh memory, which dominates on many machines.
     // Old contents are overwritten by the read, so only new elements need
@@ -303,7 +317,7 @@ fn read_float_bits<T: FloatBits>(path: &Path, file: &File, h: &Header, mut v: Ve
         npyz::Endianness::Irrelevant => false,
     };
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
-    let bad = read_parallel(file, bytes, h.data_offset, |chunk| {
+    let bad = read_parallel(src, bytes, h.data_offset, |chunk| {
         if swap {
             T::swap_all(chunk);
         }
@@ -387,16 +401,42 @@ fn kind_of(x: f64) -> &'static str {
     }
 }
 
-/// Read `[C,H,W]` float32/float16 logits; rejects NaN/±inf naming the file
-/// and the first bad element (class, y, x).
-pub fn read_logits(path: &Path) -> Result<Logits> {
-    read_logits_reusing(path, None)
+/// Lower-cased extension of `path`.
+fn ext_of(path: &Path) -> String {
+    path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
 }
 
-/// [`read_logits`] into `out`, reusing its allocation when the dtype
-/// matches (saves the page faults of a fresh buffer when looping over many
-/// images). On error `out` is left empty (`c = h = w = 0`).
-pub fn read_logits_into(path: &Path, out: &mut Logits) -> Result<()> {
+/// Run `f` on the .npy bytes behind `path`: the file itself, or for an
+/// `.npz` the member selected by `key` (the only array when `key` is
+/// `None`). Errors about an npz member name it as `file.npz[member]`, so
+/// the user knows which array of which file is wrong.
+fn with_npy<R>(path: &Path, key: Option<&str>, f: impl FnOnce(&Path, Src, u64) -> Result<R>) -> Result<R> {
+    if ext_of(path) == "npz" {
+        let (name, bytes) = super::npz::member(path, key)?;
+        let label = std::path::PathBuf::from(format!("{}[{name}]", path.display()));
+        f(&label, Src::Mem(&bytes), bytes.len() as u64)
+    } else {
+        let (file, len) = open(path)?;
+        f(path, Src::File(&file), len)
+    }
+}
+
+/// Read `[C,H,W]` float32/float16 logits from `.npy` (or from the only
+/// array of an `.npz`); rejects NaN/±inf naming the file and the first bad
+/// element (class, y, x).
+pub fn read_logits(path: &Path) -> Result<Logits> {
+    with_npy(path, None, |label, src, len| logits_from(label, src, len, None))
+}
+
+/// [`read_logits`] with the array `key` of an `.npz` (ignored for `.npy`).
+pub fn read_logits_key(path: &Path, key: Option<&str>) -> Result<Logits> {
+    with_npy(path, key, |label, src, len| logits_from(label, src, len, None))
+}
+
+/// [`read_logits_key`] into `out`, reusing its allocation when the dtype matches (saves the
+/// page faults of a fresh buffer when looping over many images). On error
+/// `out` is left empty (`c = h = w = 0`).
+pub fn read_logits_into(path: &Path, key: Option<&str>, out: &mut Logits) -> Result<()> {
     let prev = std::mem::replace(
         out,
         Logits {
@@ -406,13 +446,12 @@ pub fn read_logits_into(path: &Path, out: &mut Logits) -> Result<()> {
             data: LogitData::F32(Vec::new()),
         },
     );
-    *out = read_logits_reusing(path, Some(prev.data))?;
+    *out = with_npy(path, key, |label, src, len| logits_from(label, src, len, Some(prev.data)))?;
     Ok(())
 }
 
-fn read_logits_reusing(path: &Path, reuse: Option<LogitData>) -> Result<Logits> {
-    let (mut file, file_len) = open(path)?;
-    let h = read_header(path, &mut file, file_len, 3, "[C, H, W] of logits")?;
+fn logits_from(path: &Path, src: Src, file_len: u64, reuse: Option<LogitData>) -> Result<Logits> {
+    let h = read_header(path, src, file_len, 3, "[C, H, W] of logits")?;
     let kind = float_kind(path, &h.ty, "logits")?;
     let (c, hh, w) = (h.shape[0], h.shape[1], h.shape[2]);
     let locate = |i: usize, k: &str| -> anyhow::Error {
@@ -433,7 +472,7 @@ fn read_logits_reusing(path: &Path, reuse: Option<LogitData>) -> Result<Logits> 
                 Some(LogitData::F32(v)) => bytemuck::allocation::cast_vec(v),
                 _ => Vec::new(),
             };
-            let (bits, bad) = read_float_bits::<u32>(path, &file, &h, buf)?;
+            let (bits, bad) = read_float_bits::<u32>(path, src, &h, buf)?;
             let v: Vec<f32> = bytemuck::allocation::cast_vec(bits);
             if bad && let Some((i, k)) = first_nonfinite_f32(&v) {
                 return Err(locate(i, k));
@@ -445,7 +484,7 @@ fn read_logits_reusing(path: &Path, reuse: Option<LogitData>) -> Result<Logits> 
                 Some(LogitData::F16(v)) => v.reinterpret_into(),
                 _ => Vec::new(),
             };
-            let (bits, bad) = read_float_bits::<u16>(path, &file, &h, buf)?;
+            let (bits, bad) = read_float_bits::<u16>(path, src, &h, buf)?;
             let v: Vec<f16> = bits.reinterpret_into();
             if bad && let Some((i, k)) = first_nonfinite_f16(&v) {
                 return Err(locate(i, k));
@@ -456,19 +495,46 @@ fn read_logits_reusing(path: &Path, reuse: Option<LogitData>) -> Result<Logits> 
     Ok(Logits { c, h: hh, w, data })
 }
 
-/// Read a `[H,W]` float32/float16 score map as f32; rejects NaN/±inf.
+/// Read a `[H,W]` float32/float16 score map as f32 from `.npy`, `.npz`
+/// (the only array) or SegmentMeIfYouCan-style HDF5; rejects NaN/±inf.
 pub fn read_score_map(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
-    let (mut file, file_len) = open(path)?;
-    let h = read_header(path, &mut file, file_len, 2, "[H, W] of scores")?;
+    read_score_map_key(path, None)
+}
+
+/// [`read_score_map`] with the array `key` of an `.npz` (ignored for other
+/// formats).
+pub fn read_score_map_key(path: &Path, key: Option<&str>) -> Result<(usize, usize, Vec<f32>)> {
+    if matches!(ext_of(path).as_str(), "h5" | "hdf5") {
+        let (h, w, v) = super::h5::read_score_map_h5(path)?;
+        check_scores_finite(path, w, &v)?;
+        return Ok((h, w, v));
+    }
+    with_npy(path, key, score_map_from)
+}
+
+fn check_scores_finite(path: &Path, w: usize, v: &[f32]) -> Result<()> {
+    if let Some((i, k)) = first_nonfinite_f32(v) {
+        bail!(
+            "{}: non-finite score ({k}) at y {}, x {} (flat index {i}); scores must be finite",
+            path.display(),
+            i / w,
+            i % w
+        );
+    }
+    Ok(())
+}
+
+fn score_map_from(path: &Path, src: Src, file_len: u64) -> Result<(usize, usize, Vec<f32>)> {
+    let h = read_header(path, src, file_len, 2, "[H, W] of scores")?;
     let kind = float_kind(path, &h.ty, "score maps")?;
     let (hh, w) = (h.shape[0], h.shape[1]);
     let (v, bad): (Vec<f32>, bool) = match kind {
         Float::F32 => {
-            let (bits, bad) = read_float_bits::<u32>(path, &file, &h, Vec::new())?;
+            let (bits, bad) = read_float_bits::<u32>(path, src, &h, Vec::new())?;
             (bytemuck::allocation::cast_vec(bits), bad)
         }
         Float::F16 => {
-            let (bits, bad) = read_float_bits::<u16>(path, &file, &h, Vec::new())?;
+            let (bits, bad) = read_float_bits::<u16>(path, src, &h, Vec::new())?;
             let halves: &[f16] = bits.reinterpret_cast();
             let mut out = vec![0f32; halves.len()];
             out.par_chunks_mut(1 << 16)
@@ -477,13 +543,8 @@ pub fn read_score_map(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
             (out, bad)
         }
     };
-    if bad && let Some((i, k)) = first_nonfinite_f32(&v) {
-        bail!(
-            "{}: non-finite score ({k}) at y {}, x {} (flat index {i}); scores must be finite",
-            path.display(),
-            i / w,
-            i % w
-        );
+    if bad {
+        check_scores_finite(path, w, &v)?;
     }
     Ok((hh, w, v))
 }
@@ -491,8 +552,9 @@ pub fn read_score_map(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
 /// Read a `[H,W]` integer mask (.npy uint8, uint16, int32 or int64; any
 /// integer width and bool are accepted); values must lie in 0..=65535.
 pub fn read_mask_npy(path: &Path) -> Result<Mask> {
-    let (mut file, file_len) = open(path)?;
-    let h = read_header(path, &mut file, file_len, 2, "[H, W] of mask labels")?;
+    let (file, file_len) = open(path)?;
+    let src = Src::File(&file);
+    let h = read_header(path, src, file_len, 2, "[H, W] of mask labels")?;
     let ty = &h.ty;
     let size = ty.size_field() as usize;
     let signed = match (ty.type_char(), size) {
@@ -507,7 +569,7 @@ pub fn read_mask_npy(path: &Path) -> Result<Mask> {
     };
     let big = ty.endianness() == npyz::Endianness::Big;
     let mut raw = vec![0u8; h.len * size];
-    read_at_exact(&file, &mut raw, h.data_offset).map_err(|e| ferr(path, format!("cannot read data: {e}")))?;
+    src.read_at(&mut raw, h.data_offset).map_err(|e| ferr(path, format!("cannot read data: {e}")))?;
     let mut values: Vec<u16> = Vec::with_capacity(h.len);
     for (i, b) in raw.chunks_exact(size).enumerate() {
         let mut buf = [0u8; 8];

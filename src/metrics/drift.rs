@@ -23,16 +23,20 @@ const COARSE: usize = 1 << 16;
 pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
 
 /// Pass 1 over normal pixels.
-#[derive(Debug, Clone)]
+///
+/// The f64 sum is kept per [`add`](Self::add) call (per image) and folded
+/// in order at the end, so accumulators of consecutive image ranges merge
+/// ([`absorb`](Self::absorb)) to exactly the single-pass value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NormalStats {
     coarse: Vec<u64>,
-    sum: f64,
+    sums: Vec<f64>,
     n: u64,
 }
 
 impl Default for NormalStats {
     fn default() -> Self {
-        NormalStats { coarse: vec![0; COARSE], sum: 0.0, n: 0 }
+        NormalStats { coarse: vec![0; COARSE], sums: vec![], n: 0 }
     }
 }
 
@@ -60,13 +64,28 @@ impl NormalStats {
     }
 
     pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
+        let mut sum = 0.0;
         for (&s, &l) in scores.iter().zip(labels) {
             if l == label::NORMAL {
                 self.coarse[(key(s) >> 16) as usize] += 1;
-                self.sum += s as f64;
+                sum += s as f64;
                 self.n += 1;
             }
         }
+        self.sums.push(sum);
+    }
+
+    /// Add the pixels another accumulator saw after this one's (shard merge).
+    pub fn absorb(&mut self, o: NormalStats) {
+        for (a, b) in self.coarse.iter_mut().zip(&o.coarse) {
+            *a += b;
+        }
+        self.sums.extend(o.sums);
+        self.n += o.n;
+    }
+
+    fn sum(&self) -> f64 {
+        self.sums.iter().fold(0.0, |a, b| a + b)
     }
 
     /// Bucket and rank-within-bucket of the ascending order statistic `k`.
@@ -108,6 +127,23 @@ pub struct Refiner {
 }
 
 impl Refiner {
+    /// The pass-2 counts, to be [`absorb`](Self::absorb)ed by a refiner
+    /// built from the same pass-1 statistics (shard merge).
+    pub fn tally(&self) -> Vec<Vec<u64>> {
+        self.fine.clone()
+    }
+
+    pub fn absorb(&mut self, fine: &[Vec<u64>]) -> anyhow::Result<()> {
+        anyhow::ensure!(fine.len() == self.fine.len(), "merging drift refinements of different buckets");
+        for (a, b) in self.fine.iter_mut().zip(fine) {
+            anyhow::ensure!(a.len() == b.len(), "merging drift refinements of different buckets");
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        Ok(())
+    }
+
     pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
         if self.buckets.is_empty() {
             return;
@@ -150,7 +186,7 @@ impl Refiner {
         };
         DriftStats {
             n: s.n,
-            mean: (s.n > 0).then(|| s.sum / s.n as f64),
+            mean: (s.n > 0).then(|| s.sum() / s.n as f64),
             quantiles,
             hist: s.coarse.iter().enumerate().filter(|p| *p.1 > 0).map(|(b, &c)| (b as u16, c)).collect(),
         }

@@ -33,7 +33,7 @@ fn lut_bits(m: usize) -> u32 {
 /// Optionally each positive carries a weight ([`PositiveCollector::add_weighted`]),
 /// e.g. `1/|R_k|` for PRO (see `metrics::region`); then `weights` runs
 /// parallel to `keys`. It stays empty (no cost) while nothing is weighted.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PositiveCollector {
     keys: Vec<u32>,
     negatives: u64,
@@ -88,6 +88,21 @@ impl PositiveCollector {
         self.keys.extend_from_slice(keys);
         self.negatives += negatives;
         self.pad_weights();
+    }
+
+    /// Add the positives another collector saw (shard merge). The order of
+    /// `keys` does not matter: [`finish`](Self::finish) sorts them, and the
+    /// (key, weight) pairs when weighted.
+    pub fn absorb(&mut self, mut o: PositiveCollector) {
+        if o.is_weighted() && !self.is_weighted() {
+            self.weights.resize(self.keys.len(), 1.0);
+        }
+        if self.is_weighted() && !o.is_weighted() {
+            o.weights.resize(o.keys.len(), 1.0);
+        }
+        self.keys.extend(o.keys);
+        self.weights.extend(o.weights);
+        self.negatives += o.negatives;
     }
 
     /// Keep `weights` parallel to `keys` once anything is weighted.
@@ -173,6 +188,13 @@ impl PositiveCollector {
             negatives: 0,
         }
     }
+}
+
+/// The mergeable part of a [`Ranker`]: its slot counts.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tally {
+    pub slots: Vec<u64>,
+    pub negatives: u64,
 }
 
 /// Pass 2: counts of negatives between and at the distinct positive scores.
@@ -276,13 +298,20 @@ impl Ranker {
         }
     }
 
-    /// Add counts computed elsewhere over the same positives (merge).
-    pub fn merge_slots(&mut self, slots: &[u64]) {
-        assert_eq!(slots.len(), self.slots.len(), "merging rankers over different positives");
-        for (a, b) in self.slots.iter_mut().zip(slots) {
+    /// The pass-2 counts so far (what a shard ships).
+    pub fn tally(&self) -> Tally {
+        Tally { slots: self.slots.clone(), negatives: self.negatives }
+    }
+
+    /// Add a [`tally`](Self::tally) made by a ranker over the same
+    /// positives (shard merge). Integer sums: exact in any order.
+    pub fn absorb(&mut self, t: &Tally) -> anyhow::Result<()> {
+        anyhow::ensure!(t.slots.len() == self.slots.len(), "merging rank counts made over different positives");
+        for (a, b) in self.slots.iter_mut().zip(&t.slots) {
             *a += b;
-            self.negatives += b;
         }
+        self.negatives += t.negatives;
+        Ok(())
     }
 
     pub fn slots(&self) -> &[u64] {
@@ -354,7 +383,7 @@ pub struct WeightedCounts {
 
 /// Exact confusion counts at a few fixed thresholds (`score ≥ t`), e.g.
 /// thresholds chosen on another split. One pass, no positives needed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ThresholdCounter {
     thresholds: Vec<f32>,
     /// Per threshold: anomalies ≥ t, normals ≥ t.
@@ -406,6 +435,18 @@ impl ThresholdCounter {
             self.positives += p;
             self.negatives += n;
         }
+    }
+
+    /// Add the counts of another counter over the same thresholds.
+    pub fn absorb(&mut self, o: &ThresholdCounter) -> anyhow::Result<()> {
+        anyhow::ensure!(o.thresholds == self.thresholds, "merging threshold counts over different thresholds");
+        for i in 0..self.tp.len() {
+            self.tp[i] += o.tp[i];
+            self.fp[i] += o.fp[i];
+        }
+        self.positives += o.positives;
+        self.negatives += o.negatives;
+        Ok(())
     }
 
     /// Operating point at threshold `i`.

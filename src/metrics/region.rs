@@ -425,7 +425,7 @@ pub fn image_components(
 /// Split-level SegmentMeIfYouCan accumulator: per-δ component counts and
 /// the sums behind the mean sIoU / PPV. Mergeable (bootstrap by image:
 /// keep one per image, or per worker, and [`merge`](Self::merge)).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct ComponentStats {
     pub deltas: Vec<f64>,
     /// Per δ: GT components with sIoU ≥ δ.
@@ -436,9 +436,11 @@ pub struct ComponentStats {
     pub fp: Vec<u64>,
     pub gt_components: u64,
     pub pred_components: u64,
-    pub siou_gt_sum: f64,
-    pub ppv_sum: f64,
-    pub siou_pred_sum: f64,
+    /// Per image, in image order: summed sIoU (GT), PPV and sIoU (pred).
+    /// Kept per image and folded only in [`summary`](Self::summary), so
+    /// merging accumulators of consecutive image ranges (shards) gives the
+    /// same floating-point sums as one pass over all images.
+    pub image_sums: Vec<[f64; 3]>,
     pub images: u64,
 }
 
@@ -479,9 +481,11 @@ impl ComponentStats {
         }
         self.gt_components += img.siou_gt.len() as u64;
         self.pred_components += img.ppv.len() as u64;
-        self.siou_gt_sum += img.siou_gt.iter().sum::<f64>();
-        self.ppv_sum += img.ppv.iter().sum::<f64>();
-        self.siou_pred_sum += img.siou_pred.iter().sum::<f64>();
+        self.image_sums.push([
+            img.siou_gt.iter().sum::<f64>(),
+            img.ppv.iter().sum::<f64>(),
+            img.siou_pred.iter().sum::<f64>(),
+        ]);
         self.images += 1;
     }
 
@@ -499,11 +503,14 @@ impl ComponentStats {
         }
         self.gt_components += o.gt_components;
         self.pred_components += o.pred_components;
-        self.siou_gt_sum += o.siou_gt_sum;
-        self.ppv_sum += o.ppv_sum;
-        self.siou_pred_sum += o.siou_pred_sum;
+        self.image_sums.extend_from_slice(&o.image_sums);
         self.images += o.images;
         Ok(())
+    }
+
+    /// Total of column `j` of [`image_sums`](Self::image_sums), in image order.
+    fn sum(&self, j: usize) -> f64 {
+        self.image_sums.iter().fold(0.0, |a, s| a + s[j])
     }
 
     /// `2TP / (2TP + FN + FP)` at δ index `j`; `None` with no component.
@@ -528,9 +535,9 @@ impl ComponentStats {
     pub fn summary(&self) -> ComponentSummary {
         let mean = |s: f64, n: u64| (n > 0).then(|| s / n as f64);
         ComponentSummary {
-            siou_gt: mean(self.siou_gt_sum, self.gt_components),
-            ppv: mean(self.ppv_sum, self.pred_components),
-            siou_pred: mean(self.siou_pred_sum, self.pred_components),
+            siou_gt: mean(self.sum(0), self.gt_components),
+            ppv: mean(self.sum(1), self.pred_components),
+            siou_pred: mean(self.sum(2), self.pred_components),
             f1: (0..self.deltas.len()).map(|j| self.f1(j)).collect(),
             mean_f1: self.mean_f1(),
             gt_components: self.gt_components,

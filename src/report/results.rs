@@ -81,6 +81,11 @@ pub struct ModelRow {
 pub struct MethodRow {
     pub id: String,
     pub name: String,
+    /// Precomputed maps of an outside method (`scores/<id>/`): `"per_model"`
+    /// or `"shared"` (one set of maps for every model row). Absent for the
+    /// built-in methods, so older results.json files read unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -240,6 +245,25 @@ impl Results {
         let p = dir.join("results.json");
         let text = std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
         Results::from_json(&text).with_context(|| format!("{}", p.display()))
+    }
+
+    /// The results of a folder: its own `results.json`, or (a `[[datasets]]`
+    /// sweep) one per dataset subfolder, named, in name order.
+    pub fn load_sets(dir: &std::path::Path) -> anyhow::Result<Vec<(Option<String>, Results)>> {
+        if dir.join("results.json").exists() || !dir.is_dir() {
+            return Ok(vec![(None, Results::load(dir)?)]);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("results.json").is_file())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            return Ok(vec![(None, Results::load(dir)?)]);
+        }
+        names.into_iter().map(|n| Ok((Some(n.clone()), Results::load(&dir.join(&n))?))).collect()
     }
 
     pub fn cell(&self, model: &str, method: &str, split: &str) -> Option<&Cell> {

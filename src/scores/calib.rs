@@ -88,8 +88,8 @@ const CHUNK: usize = 8192;
 /// Running mean / sum of squared deviations (Welford), merged with Chan's
 /// formula. A constant input gives exactly zero spread, which the naive
 /// `E[x²] − E[x]²` does not.
-#[derive(Clone, Copy, Default, Debug)]
-struct Moments {
+#[derive(Clone, Copy, Default, Debug, Serialize, Deserialize)]
+pub struct Moments {
     n: u64,
     mean: f64,
     m2: f64,
@@ -123,12 +123,17 @@ impl Moments {
     }
 }
 
-/// Pass-1 sums over in-distribution pixels.
-#[derive(Clone)]
-struct Sums {
+/// Pass-1 sums over one image's in-distribution pixels ([`image_sums`]).
+/// Kept per image and folded in image order by [`Calibration::from_sums`],
+/// so a fit from shards (consecutive image ranges) is bit-identical to a
+/// fit in one process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sums {
     c: usize,
     /// Dimension of the Gaussians' vectors (features' D, else C).
     d: usize,
+    /// Whether the vectors are per-pixel features (else the logits).
+    feat: bool,
     n: Vec<u64>,
     /// Max logit per predicted class.
     sm: Vec<Moments>,
@@ -136,24 +141,27 @@ struct Sums {
     sx: Vec<f64>,
     sxx: Vec<f64>,
     full: bool,
-    /// Subtracted from every logit vector before the sums (empty until the
-    /// first in-distribution pixel is seen).
-    shift: Vec<f64>,
 }
 
 impl Sums {
-    fn new(c: usize, d: usize, full: bool) -> Self {
+    fn new(c: usize, d: usize, feat: bool, full: bool) -> Self {
         Sums {
             c,
             d,
+            feat,
             n: vec![0; c],
             sm: vec![Moments::default(); c],
             sx: if full { vec![0.0; c * d] } else { vec![] },
             sxx: if full { vec![0.0; d * d] } else { vec![] },
             full,
-            shift: vec![],
         }
     }
+
+    /// Number of classes (logits per pixel) these sums are over.
+    pub fn classes(&self) -> usize {
+        self.c
+    }
+
     fn merge(&mut self, o: &Sums) {
         for i in 0..self.c {
             self.n[i] += o.n[i];
@@ -168,6 +176,82 @@ impl Sums {
     }
 }
 
+/// The logits of the first in-distribution pixel of an image, if any: the
+/// shift of the HEAT sums (the first such pixel of the split, in image
+/// order), so a large common offset does not cancel in Σxxᵀ − nμμᵀ.
+pub fn first_normal(lg: &Logits, lab: &[u8]) -> Option<Vec<f64>> {
+    let p = lab.iter().position(|&l| l == label::NORMAL)?;
+    let mut z = vec![0.0; lg.c];
+    lg.pixel(p, &mut z);
+    Some(z)
+}
+
+/// [`first_normal`] of the vectors HEAT's Gaussians live in: the features
+/// when given (HEAT on features), else the logits.
+pub fn first_normal_features(lg: &Logits, feat: Option<&Logits>, lab: &[u8]) -> Option<Vec<f64>> {
+    first_normal(feat.unwrap_or(lg), lab)
+}
+
+/// Pass 1 over one image: SML moments per predicted class and, when `heat`,
+/// the logit sums around `shift` (fixed chunks, reduced in order).
+pub fn image_sums(lg: &Logits, lab: &[u8], heat: bool, shift: &[f64]) -> Sums {
+    image_sums_features(lg, None, lab, heat, shift)
+}
+
+/// [`image_sums`] where, when `feat` is given (same H×W, checked by the
+/// caller), HEAT's sums are over the per-pixel features instead of the
+/// logits; classes still come from the logits' argmax.
+pub fn image_sums_features(lg: &Logits, feat: Option<&Logits>, lab: &[u8], heat: bool, shift: &[f64]) -> Sums {
+    let c = lg.c;
+    let on_feat = heat && feat.is_some();
+    let d = match feat {
+        Some(f) if heat => f.c,
+        _ => c,
+    };
+    let parts: Vec<Sums> = (0..lg.pixels().div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|ci| {
+            let mut s = Sums::new(c, d, on_feat, heat);
+            let mut z = vec![0f64; c];
+            let mut x = vec![0f64; d];
+            let end = ((ci + 1) * CHUNK).min(lg.pixels());
+            for p in ci * CHUNK..end {
+                if lab[p] != label::NORMAL {
+                    continue;
+                }
+                lg.pixel(p, &mut z);
+                let (m, k) = max_argmax(&z);
+                s.n[k] += 1;
+                s.sm[k].push(m);
+                if s.full {
+                    match feat {
+                        Some(f) if on_feat => f.pixel(p, &mut x),
+                        _ => x.copy_from_slice(&z),
+                    }
+                    for (xi, sh) in x.iter_mut().zip(shift) {
+                        *xi -= sh;
+                    }
+                    for i in 0..d {
+                        s.sx[k * d + i] += x[i];
+                        for j in 0..=i {
+                            s.sxx[i * d + j] += x[i] * x[j];
+                        }
+                    }
+                }
+            }
+            s
+        })
+        .collect();
+    let mut t = Sums::new(c, d, on_feat, heat);
+    for p in &parts {
+        t.merge(p);
+    }
+    t
+}
+
+/// Pass 2 of HEAT over one image: moments of the two energies.
+pub type EnergyMoments = [Moments; 2];
+
 /// Visits every image of the calibration split: calls `f(logits, labels)`.
 /// Called twice when HEAT needs its standardisation pass.
 pub type Visitor<'a> = dyn FnMut(&mut dyn FnMut(&Logits, &[u8]) -> Result<()>) -> Result<()> + 'a;
@@ -177,10 +261,26 @@ pub type Visitor<'a> = dyn FnMut(&mut dyn FnMut(&Logits, &[u8]) -> Result<()>) -
 pub type FeatureVisitor<'a> =
     dyn FnMut(&mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>) -> Result<()> + 'a;
 
+/// Features must cover the logits' pixels.
+pub fn check_features(lg: &Logits, feat: Option<&Logits>) -> Result<()> {
+    if let Some(f) = feat
+        && (f.h, f.w) != (lg.h, lg.w)
+    {
+        bail!("features are {}×{} but the logits {}×{}", f.h, f.w, lg.h, lg.w);
+    }
+    Ok(())
+}
+
 impl Calibration {
     /// Fit SML statistics and (when `heat`) the HEAT Gaussian and the
     /// standardisation of both energies, over the in-distribution pixels the
-    /// visitor yields. Deterministic: fixed chunks, reduced in order.
+    /// visitor yields. Deterministic: fixed chunks, reduced in order. The
+    /// pipeline runs the same steps ([`image_sums`], [`from_sums`],
+    /// [`energy_moments`], [`standardise`]) as separate, shardable passes.
+    ///
+    /// [`from_sums`]: Self::from_sums
+    /// [`energy_moments`]: Self::energy_moments
+    /// [`standardise`]: Self::standardise
     pub fn fit(split: &str, leakage: bool, heat: bool, visit: &mut Visitor) -> Result<Calibration> {
         Self::fit_features(split, leakage, heat, &mut |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| {
             visit(&mut |lg: &Logits, lab: &[u8]| f(lg, None, lab))
@@ -192,88 +292,109 @@ impl Calibration {
     /// none); classes still come from the logits' argmax, and `E_el` from
     /// the logits.
     pub fn fit_features(split: &str, leakage: bool, heat: bool, visit: &mut FeatureVisitor) -> Result<Calibration> {
-        let mut total: Option<Sums> = None;
-        let mut with_features: Option<bool> = None;
+        let mut shift: Option<Vec<f64>> = None;
+        let mut images = Vec::new();
         visit(&mut |lg: &Logits, feat: Option<&Logits>, lab: &[u8]| {
-            let c = lg.c;
-            if *with_features.get_or_insert(feat.is_some()) != feat.is_some() {
-                bail!("calibration images disagree on whether per-pixel features exist");
+            check_features(lg, feat)?;
+            if shift.is_none() {
+                shift = first_normal_features(lg, feat.filter(|_| heat), lab);
             }
-            if let Some(f) = feat
-                && (f.h, f.w) != (lg.h, lg.w)
-            {
-                bail!("features are {}×{} but the logits {}×{}", f.h, f.w, lg.h, lg.w);
-            }
-            let heat_on_feat = heat && feat.is_some();
-            let d = match feat {
-                Some(f) if heat => f.c,
-                _ => c,
-            };
-            let t = total.get_or_insert_with(|| Sums::new(c, d, heat));
-            if t.c != c {
-                bail!("calibration images disagree on the class count ({} vs {c})", t.c);
-            }
-            if t.d != d {
-                bail!("calibration images disagree on the feature dimension ({} vs {d})", t.d);
-            }
-            let vec_of = |p: usize, out: &mut [f64]| match feat {
-                Some(f) if heat_on_feat => f.pixel(p, out),
-                _ => lg.pixel(p, out),
-            };
-            // Logit sums are taken around a shift (the first in-distribution
-            // pixel) so a large common offset does not cancel in Σxxᵀ − nμμᵀ.
-            if t.shift.is_empty()
-                && let Some(p) = lab.iter().position(|&l| l == label::NORMAL)
-            {
-                t.shift = vec![0.0; d];
-                vec_of(p, &mut t.shift);
-            }
-            let shift = &t.shift;
-            let parts: Vec<Sums> = (0..lg.pixels().div_ceil(CHUNK))
-                .into_par_iter()
-                .map(|ci| {
-                    let mut s = Sums::new(c, d, heat);
-                    let mut z = vec![0f64; c];
-                    let mut x = vec![0f64; d];
-                    let end = ((ci + 1) * CHUNK).min(lg.pixels());
-                    for p in ci * CHUNK..end {
-                        if lab[p] != label::NORMAL {
-                            continue;
-                        }
-                        lg.pixel(p, &mut z);
-                        let (m, k) = max_argmax(&z);
-                        s.n[k] += 1;
-                        s.sm[k].push(m);
-                        if s.full {
-                            if heat_on_feat {
-                                vec_of(p, &mut x);
-                            } else {
-                                x.copy_from_slice(&z);
-                            }
-                            for (xi, sh) in x.iter_mut().zip(shift) {
-                                *xi -= sh;
-                            }
-                            for i in 0..d {
-                                s.sx[k * d + i] += x[i];
-                                for j in 0..=i {
-                                    s.sxx[i * d + j] += x[i] * x[j];
-                                }
-                            }
-                        }
-                    }
-                    s
-                })
-                .collect();
-            for p in &parts {
-                t.merge(p);
-            }
+            images.push(image_sums_features(lg, feat, lab, heat, shift.as_deref().unwrap_or(&[])));
             Ok(())
         })?;
+        let mut cal = Calibration::from_sums(split, leakage, heat, &images, shift.as_deref().unwrap_or(&[]))?;
+        if heat {
+            let mut parts = Vec::new();
+            visit(&mut |lg: &Logits, feat: Option<&Logits>, lab: &[u8]| {
+                parts.push(cal.energy_moments_features(lg, feat, lab));
+                Ok(())
+            })?;
+            cal.standardise(&parts);
+        }
+        Ok(cal)
+    }
+
+    /// Pass 2 of HEAT over one image, with the Gaussian fitted by
+    /// [`from_sums`](Self::from_sums).
+    pub fn energy_moments(&self, lg: &Logits, lab: &[u8]) -> EnergyMoments {
+        self.energy_moments_features(lg, None, lab)
+    }
+
+    /// [`energy_moments`](Self::energy_moments) with the image's features
+    /// (read when the Gaussians were fitted on features).
+    pub fn energy_moments_features(&self, lg: &Logits, feat: Option<&Logits>, lab: &[u8]) -> EnergyMoments {
+        let (c, hp) = (lg.c, &self.heat);
+        let d = hp.dim();
+        let feat = feat.filter(|_| hp.features());
+        let parts: Vec<[Moments; 2]> = (0..lg.pixels().div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|ci| {
+                let mut a = [Moments::default(); 2];
+                let mut z = vec![0f64; c];
+                let mut x = vec![0f64; d];
+                let mut u = vec![0f64; c.max(d)];
+                let end = ((ci + 1) * CHUNK).min(lg.pixels());
+                for p in ci * CHUNK..end {
+                    if lab[p] != label::NORMAL {
+                        continue;
+                    }
+                    lg.pixel(p, &mut z);
+                    a[0].push(-logsumexp(&z, 1.0));
+                    match feat {
+                        Some(f) => {
+                            f.pixel(p, &mut x);
+                            a[1].push(gmm_energy(&x, hp, &mut u));
+                        }
+                        None => a[1].push(gmm_energy(&z, hp, &mut u)),
+                    }
+                }
+                a
+            })
+            .collect();
+        let mut acc = [Moments::default(); 2];
+        for p in parts {
+            acc[0].merge(&p[0]);
+            acc[1].merge(&p[1]);
+        }
+        acc
+    }
+
+    /// Standardise both HEAT energies with the per-image moments of pass 2,
+    /// folded in image order.
+    pub fn standardise(&mut self, images: &[EnergyMoments]) {
+        let mut acc = [Moments::default(); 2];
+        for p in images {
+            acc[0].merge(&p[0]);
+            acc[1].merge(&p[1]);
+        }
+        let hp = &mut self.heat;
+        let (es, gs) = (acc[0].std(), acc[1].std());
+        hp.el_mean = acc[0].mean;
+        hp.gmm_mean = acc[1].mean;
+        hp.el_std = if es > 0.0 { es } else { 1.0 };
+        hp.gmm_std = if gs > 0.0 { gs } else { 1.0 };
+    }
+
+    /// SML statistics and (when `heat`) the HEAT Gaussian from the per-image
+    /// sums of pass 1, folded in image order; `shift` is the one the sums
+    /// were taken around. HEAT's energy standardisation is left at (0, 1)
+    /// until [`standardise`](Self::standardise).
+    pub fn from_sums(split: &str, leakage: bool, heat: bool, images: &[Sums], shift: &[f64]) -> Result<Calibration> {
+        let mut total: Option<Sums> = None;
+        for im in images {
+            let t = total.get_or_insert_with(|| Sums::new(im.c, im.d, im.feat, heat));
+            if t.c != im.c {
+                bail!("calibration images disagree on the class count ({} vs {})", t.c, im.c);
+            }
+            if (t.d, t.feat) != (im.d, im.feat) {
+                bail!("calibration images disagree on the per-pixel features (dimension {} vs {}, or present in only some images)", t.d, im.d);
+            }
+            t.merge(im);
+        }
         let Some(s) = total else {
             bail!("calibration split '{split}' has no images");
         };
         let c = s.c;
-        let on_feat = heat && with_features == Some(true);
         let npix: u64 = s.n.iter().sum();
         if npix < 2 {
             bail!("calibration split '{split}' has fewer than 2 in-distribution pixels");
@@ -325,7 +446,7 @@ impl Calibration {
         };
         if heat {
             let classes: Vec<usize> = (0..c).filter(|&k| s.n[k] > 0).collect();
-            let d = s.d;
+            let (d, on_feat) = (s.d, s.feat);
             let mut mu = vec![0.0; classes.len() * d];
             for (ki, &k) in classes.iter().enumerate() {
                 for i in 0..d {
@@ -348,7 +469,7 @@ impl Calibration {
             // back from the shifted frame (the covariance is shift-invariant)
             for ki in 0..classes.len() {
                 for i in 0..d {
-                    mu[ki * d + i] += s.shift[i];
+                    mu[ki * d + i] += shift.get(i).copied().unwrap_or(0.0);
                 }
             }
             let mean_var = (0..d).map(|i| cov[i * d + i]).sum::<f64>() / d as f64;
@@ -372,50 +493,6 @@ impl Calibration {
             hp.whiten = w;
             hp.centers = centers;
             hp.feat_dim = if on_feat { d } else { 0 };
-
-            // pass 2: mean / std of both energies on the same pixels
-            let mut acc = [Moments::default(); 2];
-            let hpr = &hp;
-            let d = hp.dim();
-            visit(&mut |lg: &Logits, feat: Option<&Logits>, lab: &[u8]| {
-                let parts: Vec<[Moments; 2]> = (0..lg.pixels().div_ceil(CHUNK))
-                    .into_par_iter()
-                    .map(|ci| {
-                        let mut a = [Moments::default(); 2];
-                        let mut z = vec![0f64; c];
-                        let mut x = vec![0f64; d];
-                        let mut u = vec![0f64; d];
-                        let end = ((ci + 1) * CHUNK).min(lg.pixels());
-                        for p in ci * CHUNK..end {
-                            if lab[p] != label::NORMAL {
-                                continue;
-                            }
-                            lg.pixel(p, &mut z);
-                            let el = -logsumexp(&z, 1.0);
-                            let gm = match feat {
-                                Some(f) if on_feat => {
-                                    f.pixel(p, &mut x);
-                                    gmm_energy(&x, hpr, &mut u)
-                                }
-                                _ => gmm_energy(&z, hpr, &mut u),
-                            };
-                            a[0].push(el);
-                            a[1].push(gm);
-                        }
-                        a
-                    })
-                    .collect();
-                for p in parts {
-                    acc[0].merge(&p[0]);
-                    acc[1].merge(&p[1]);
-                }
-                Ok(())
-            })?;
-            let (es, gs) = (acc[0].std(), acc[1].std());
-            hp.el_mean = acc[0].mean;
-            hp.gmm_mean = acc[1].mean;
-            hp.el_std = if es > 0.0 { es } else { 1.0 };
-            hp.gmm_std = if gs > 0.0 { gs } else { 1.0 };
         }
         if leakage {
             warnings.push(format!(

@@ -208,7 +208,7 @@ impl ScorePlan {
 
 /// Score maps of one image: `maps[i]` belongs to `plan.methods[i]`, row-major
 /// `[H, W]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScoreMaps {
     pub h: usize,
     pub w: usize,

@@ -1,0 +1,216 @@
+//! Sharded sweeps through the `bench` binary: N shard processes per round
+//! plus `bench merge` give byte-for-byte the outputs of one `bench run`
+//! (N = 1, 2, 3, 7 on the demo data with the shipped config: bootstrap,
+//! regions, components, calibration, HEAT), and every broken shard state is
+//! one clear error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bench_cmd(args: &[&str], cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bench"));
+    c.args(args).current_dir(cwd).env("CI", "true").env_remove("SLURM_ARRAY_TASK_ID").env_remove("SLURM_ARRAY_TASK_COUNT");
+    c
+}
+
+fn bench(args: &[&str], cwd: &Path) -> Output {
+    bench_cmd(args, cwd).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// A temp workspace with the demo dataset and the shipped config.
+struct Ws {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Ws {
+    fn new() -> Ws {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        let o = bench(&["synth", "--out", "datasets/demo"], &root);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ws = Ws { _t: t, root };
+        ws.config("sweep.toml", "results", "");
+        ws
+    }
+
+    /// The shipped config, writing under `output`, plus `extra` lines.
+    fn config(&self, file: &str, output: &str, extra: &str) {
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/sweep.toml")).unwrap();
+        let text = shipped.replacen("name = \"demo\"", &format!("name = \"demo\"\noutput = \"{output}\"\ndevice = \"cpu\"\n{extra}"), 1);
+        assert_ne!(text, shipped);
+        std::fs::write(self.root.join(file), text).unwrap();
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// One round: `n` shard processes at once, then a merge.
+    fn round(&self, cfg: &str, n: usize, results: &str) -> Output {
+        let kids: Vec<_> = (0..n)
+            .map(|i| bench_cmd(&["run", cfg, "--shard", &format!("{i}/{n}")], &self.root).stderr(std::process::Stdio::piped()).spawn().unwrap())
+            .collect();
+        for k in kids {
+            let o = k.wait_with_output().unwrap();
+            assert!(o.status.success(), "shard failed: {}", stderr(&o));
+        }
+        bench(&["merge", results], &self.root)
+    }
+}
+
+/// Every file under `dir` except manifest.json (timings, shard count).
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().unwrap() != "manifest.json" {
+                v.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn sharded_runs_merge_to_the_single_run_byte_for_byte() {
+    let ws = Ws::new();
+    let o = bench(&["run", "sweep.toml"], &ws.root);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let single = files(&ws.p("results/demo"));
+    assert!(single.iter().any(|f| f.0 == Path::new("results.json")));
+    assert!(single.len() > 10, "curves and plots are compared too");
+
+    let o = bench(&["run", "sweep.toml", "--rounds"], &ws.root);
+    let rounds: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert_eq!(rounds, 6, "calibration 2 (HEAT) + val 2 + test 2");
+
+    for n in [1, 2, 3, 7] {
+        let (cfg, out) = (format!("s{n}.toml"), format!("out{n}"));
+        ws.config(&cfg, &out, "");
+        let results = format!("{out}/demo");
+        for r in 1..=rounds {
+            let o = ws.round(&cfg, n, &results);
+            assert!(o.status.success(), "N={n} round {r}: {}", stderr(&o));
+            let done = ws.p(&results).join("results.json").exists();
+            assert_eq!(done, r == rounds, "N={n}: results appear after the last round only (round {r})");
+        }
+        let merged = files(&ws.p(&results));
+        assert_eq!(merged.len(), single.len(), "N={n}: same files");
+        for (a, b) in single.iter().zip(&merged) {
+            assert_eq!(a.0, b.0);
+            assert!(a.1 == b.1, "N={n}: {} differs from the single-process run", a.0.display());
+        }
+        assert!(!ws.p(&results).join("shards").exists(), "the final merge replaces the folder, shard states included");
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.p(&results).join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(m["shards"], n);
+    }
+}
+
+/// Run round 1 of a 3-shard run with only some shards; return the shards dir.
+fn partial(ws: &Ws, shards: &[usize]) -> PathBuf {
+    for i in shards {
+        let o = bench(&["run", "sweep.toml", "--shard", &format!("{i}/3")], &ws.root);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    ws.p("results/demo/shards")
+}
+
+fn assert_error(o: &Output, needles: &[&str]) {
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+    let e = stderr(o);
+    let line = e.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in {e}"));
+    for n in needles {
+        assert!(line.contains(n), "{n:?} not in {line:?}");
+    }
+}
+
+#[test]
+fn merge_refuses_missing_mismatched_and_corrupt_shards() {
+    let ws = Ws::new();
+    // no sharded run
+    assert_error(&bench(&["merge", "results/demo"], &ws.root), &["results/demo/shards", "no sharded run"]);
+
+    // missing shard 1 of 3
+    let dir = partial(&ws, &[0, 2]);
+    assert_error(&bench(&["merge", "results/demo"], &ws.root), &["missing shard(s) 1 of 3"]);
+
+    // another N into the same folder
+    let o = bench(&["run", "sweep.toml", "--shard", "1/4"], &ws.root);
+    assert_error(&o, &["meta.json", "another sharded run", "3 shards"]);
+
+    // another config into the same folder
+    ws.config("other.toml", "results", "");
+    let text = std::fs::read_to_string(ws.p("other.toml")).unwrap();
+    assert!(text.contains("bootstrap = 200"));
+    std::fs::write(ws.p("other.toml"), text.replace("bootstrap = 200", "bootstrap = 100")).unwrap();
+    let o = bench(&["run", "other.toml", "--shard", "1/3"], &ws.root);
+    assert_error(&o, &["meta.json", "another sharded run"]);
+
+    // complete the round, then damage the part files one way at a time
+    partial(&ws, &[1]);
+    let part = |i: usize| {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(&format!(".part-{i}-of-3.bin")))
+            .collect();
+        v.sort();
+        v.remove(0)
+    };
+    let p1 = part(1);
+    let good = std::fs::read(&p1).unwrap();
+    let name = p1.file_name().unwrap().to_string_lossy().to_string();
+
+    std::fs::write(&p1, &good[..good.len() - 7]).unwrap();
+    assert_error(&bench(&["merge", "results/demo"], &ws.root), &[&name, "truncated"]);
+
+    let mut flipped = good.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x40;
+    std::fs::write(&p1, &flipped).unwrap();
+    assert_error(&bench(&["merge", "results/demo"], &ws.root), &[&name, "checksum mismatch"]);
+
+    std::fs::write(&p1, b"garbage").unwrap();
+    assert_error(&bench(&["merge", "results/demo"], &ws.root), &[&name, "not a bench shard state"]);
+
+    // shard 0's state filed as shard 1 (a duplicate)
+    std::fs::copy(part(0), &p1).unwrap();
+    assert_error(&bench(&["merge", "results/demo"], &ws.root), &[&name, "not what its name says"]);
+
+    // repaired: the merge of round 1 goes through and nothing is written yet
+    std::fs::write(&p1, &good).unwrap();
+    let o = bench(&["merge", "results/demo"], &ws.root);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("another round"), "{}", stderr(&o));
+    assert!(!ws.p("results/demo/results.json").exists());
+}
+
+#[test]
+fn slurm_array_variables_select_the_shard() {
+    let ws = Ws::new();
+    let o = bench_cmd(&["run", "sweep.toml"], &ws.root)
+        .env("SLURM_ARRAY_TASK_ID", "11")
+        .env("SLURM_ARRAY_TASK_MIN", "10")
+        .env("SLURM_ARRAY_TASK_COUNT", "2")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("running shard 1/2"), "{}", stderr(&o));
+    let names: Vec<String> =
+        std::fs::read_dir(ws.p("results/demo/shards")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    assert!(names.iter().any(|n| n.ends_with(".part-1-of-2.bin")), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("part-0")), "{names:?}");
+
+    let o = bench_cmd(&["run", "sweep.toml", "--shard", "2/2"], &ws.root).output().unwrap();
+    assert_error(&o, &["--shard 2/2"]);
+}
