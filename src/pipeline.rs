@@ -1077,7 +1077,8 @@ pub fn rounds(cfg: &Config) -> Result<usize> {
         ensure_synthetic(&c)?;
         let ds = Dataset::open(&c.dataset)?;
         let methods = c.parsed_methods()?;
-        let need_cal = methods.iter().any(|m| m.needs_calibration());
+        // a reused calibration (`calibration = "..."`) takes no rounds
+        let need_cal = methods.iter().any(|m| m.needs_calibration()) && c.calibration.is_none();
         let need_heat = methods.contains(&Method::Heat);
         r = r.max(2 + 2 * ds.split("val").is_some() as usize + need_cal as usize * (1 + need_heat as usize));
     }
