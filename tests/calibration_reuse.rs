@@ -80,6 +80,9 @@ fn reuse_reproduces_the_fitted_run_exactly() {
     let a = ws.read("results/fit/results.json").replace("\"fit\"", "\"NAME\"");
     let b = ws.read("results/reuse/results.json").replace("\"reuse\"", "\"NAME\"");
     assert!(a == b, "results.json differs between fitting and reusing the calibration");
+    // a sharded run of the reusing config skips the calibration rounds
+    let rounds = |cfg: &str| String::from_utf8_lossy(&bench(&["run", cfg, "--rounds"], &ws.root).stdout).trim().to_string();
+    assert_eq!((rounds("fit.toml"), rounds("reuse.toml")), ("6".to_string(), "4".to_string()));
     let man: serde_json::Value = serde_json::from_str(&ws.read("results/reuse/manifest.json")).unwrap();
     assert_eq!(man["calibration"], "results/fit/calibration.json");
     let man: serde_json::Value = serde_json::from_str(&ws.read("results/fit/manifest.json")).unwrap();
