@@ -223,7 +223,7 @@ struct SplitEval {
 /// Pass 1 over a split: positives, probe thresholds, image scores. Every
 /// field merges exactly over consecutive image ranges ([`Pass1::absorb`]),
 /// which is what makes sharded runs equal single ones.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Pass1 {
     pos: Vec<PositiveCollector>,
     tpos: Vec<Vec<PositiveCollector>>,
@@ -298,6 +298,25 @@ impl Pass1 {
             c.push((maps, lab));
         }
         Ok(())
+    }
+
+    /// What a shard writes: everything, the score maps only when `maps`
+    /// (without them the merged state has none: pass 2 re-scores, exactly).
+    fn shipped(&self, maps: bool) -> Pass1 {
+        Pass1 {
+            pos: self.pos.clone(),
+            tpos: self.tpos.clone(),
+            normal: self.normal.clone(),
+            regions: self.regions,
+            comps: self.comps.clone(),
+            probes: self.probes.clone(),
+            image_scores: self.image_scores.clone(),
+            image_labels: self.image_labels.clone(),
+            void: self.void,
+            dtype: self.dtype.clone(),
+            cache: if maps { self.cache.clone() } else { None },
+            cached_bytes: self.cached_bytes,
+        }
     }
 
     /// Fold in the state of the images that follow this one's.
@@ -450,7 +469,7 @@ fn eval_split(
                 Ok(())
             })
         },
-        |st| st.clone(),
+        |st| st.shipped(opts.ship_maps),
         |st, d| st.absorb(d),
     )?;
     let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, .. } = p1;
@@ -521,6 +540,9 @@ struct SplitOpts {
     types: usize,
     /// Image score: mean of the top-k non-void pixel scores (k ≤ 1: max).
     topk: usize,
+    /// Shards ship their score maps with the pass-1 state (the bootstrap
+    /// needs them; elsewhere they only spare a re-scoring, not worth a file).
+    ship_maps: bool,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.
@@ -905,6 +927,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
         components: vec![None; cols.len()],
         types: cfg.anomaly.len(),
         topk: cfg.metrics.image_topk as usize,
+        ship_maps: false,
     };
     let val_eval = match val {
         Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
@@ -919,6 +942,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
         // components at the val-F1-optimal threshold (never a test-chosen one)
         sopts.components = chosen.iter().map(|ch| ch.first().and_then(|x| x.2).map(|o| track(o.threshold as f32))).collect();
     }
+    sopts.ship_maps = cfg.metrics.bootstrap > 0;
     let te = eval_split(cx, test, &mc.id, scorer, &plan, probes, &sopts)?;
     let boots = match (&te.cache, cfg.metrics.bootstrap) {
         (_, 0) => None,

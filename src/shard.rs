@@ -443,12 +443,17 @@ fn short(sha: &str) -> &str {
 
 /// Write a file via a sibling temp file and a rename, so a concurrent reader
 /// (another shard, the merge) never sees half a file.
+///
+/// Under [`crate::report::write_guard`]: a Ctrl-C waits for it, and one
+/// that came first leaves no temp file (it is removed on drop).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let _g = crate::report::write_guard();
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("{}: cannot create a temp file", dir.display()))?;
     std::io::Write::write_all(&mut tmp, bytes)
         .with_context(|| format!("{}: cannot write", path.display()))?;
+    ensure!(!crate::report::interrupted(), "interrupted");
     tmp.persist(path)
         .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())

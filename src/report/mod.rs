@@ -46,6 +46,12 @@ pub fn on_interrupt() -> ! {
     exit_interrupted()
 }
 
+/// Hold while writing any other file that must not be left half written
+/// (shard states): the SIGINT handler waits for the guard to drop.
+pub fn write_guard() -> std::sync::MutexGuard<'static, ()> {
+    WRITING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Print the interruption line once and exit 130 (128 + SIGINT).
 pub fn exit_interrupted() -> ! {
     let _only_one = EXITING.lock().unwrap_or_else(|e| e.into_inner());
