@@ -191,7 +191,7 @@ if awk '$3 != "COMPLETED" || $5 != "0:0" { bad = 1 } END { exit !bad }' "$WORK/j
 fi
 
 echo "== sharded ($WORK/sharded/$NAME) vs single-process ($WORK/single/$NAME)"
-for f in results.json tables.md drift.json; do
+for f in results.json tables.md drift.json calibration.json; do
   if cmp "$WORK/sharded/$NAME/$f" "$WORK/single/$NAME/$f"; then
     echo "cmp $f: identical"
   else
