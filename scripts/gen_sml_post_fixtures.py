@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Reference fixtures for SML boundary suppression + dilated smoothing.
+"""Reference fixtures for SML boundary suppression + dilated smoothing, and
+for HEAT's spatial-consistency term.
 
     python3 scripts/gen_sml_post_fixtures.py   # writes tests/fixtures/sml_post.json
+                                               # and tests/fixtures/heat_spatial.json
 
 The reference is a float64 numpy port of `BoundarySuppressionWithSmoothing`
 in the official SML code (Jung et al. 2021, github shjung13/
@@ -34,6 +36,15 @@ uses `kernel_size` for it (default 7, the same thing). bench applies the
 post-processing to its score `-SML`; every step is linear in the map with
 masks that depend only on the prediction, so this equals `-(post(SML))`.
 Inputs are float32 values; expected outputs float64.
+
+HEAT spatial consistency (bench's own definition, README "HEAT"; no public
+reference code): s' = (1 - lam)*s + lam*m, m = mean of s over the w x w
+window centred on each pixel clipped to the image (in-image sum / in-image
+count, no padding values). Reference here: a summed-area table (2-D
+cumulative sums with a zero row/column in front) gives the clipped window
+sums and the counts are (i1-i0+1)*(j1-j0+1); cross-checked against the
+padded-count formulation with scipy.ndimage.uniform_filter
+(mode='constant', cval=0: filter(s) / filter(ones), both zero-padded).
 """
 import json
 import os
@@ -136,6 +147,67 @@ def case(name, seed, h, w, c, bs=True, width=4, iters=4, ds=True, k=7, sigma=1.0
     }
 
 
+def spatial_mean(x, win):
+    """Clipped w x w window mean via a summed-area table."""
+    h, w = x.shape
+    r = win // 2
+    sat = np.zeros((h + 1, w + 1))
+    sat[1:, 1:] = np.cumsum(np.cumsum(x, axis=0), axis=1)
+    i = np.arange(h)
+    j = np.arange(w)
+    i0, i1 = np.maximum(i - r, 0)[:, None], np.minimum(i + r, h - 1)[:, None] + 1
+    j0, j1 = np.maximum(j - r, 0)[None, :], np.minimum(j + r, w - 1)[None, :] + 1
+    s = sat[i1, j1] - sat[i0, j1] - sat[i1, j0] + sat[i0, j0]
+    cnt = (i1 - i0) * (j1 - j0)
+    m = s / cnt
+    # independent check: padded-count formulation with scipy.ndimage
+    ref = ndi.uniform_filter(x, win, mode="constant", cval=0.0) / ndi.uniform_filter(np.ones_like(x), win, mode="constant", cval=0.0)
+    assert np.allclose(m, ref, rtol=1e-10, atol=1e-10), np.abs(m - ref).max()
+    return m
+
+
+def heat_case(name, seed, h, w, win, lam):
+    rng = np.random.default_rng(seed)
+    # HEAT-like scores: a smooth field, a few bright blobs and pixel noise
+    yy, xx = np.mgrid[0:h, 0:w]
+    x = np.sin(yy / 5.0) + np.cos(xx / 7.0) + rng.normal(0, 0.8, (h, w))
+    for _ in range(3):
+        i, j = rng.integers(h), rng.integers(w)
+        x[i:i + 4, j:j + 6] += 4.0
+    x = x.astype(np.float32)
+    s = x.astype(np.float64)
+    exp = (1 - lam) * s + lam * spatial_mean(s, win)
+    return {
+        "name": name, "h": h, "w": w,
+        "params": {"spatial_window": win, "spatial_weight": lam},
+        "scores": [float(v) for v in x.ravel()],
+        "expected": [float(v) for v in exp.ravel()],
+    }
+
+
+def main_heat():
+    out = os.path.join(ROOT, "tests", "fixtures", "heat_spatial.json")
+    cases = [
+        heat_case("w3_half_23x31", 11, 23, 31, 3, 0.5),
+        heat_case("w5_quarter_40x27", 12, 40, 27, 5, 0.25),
+        heat_case("w9_full_37x53", 13, 37, 53, 9, 1.0),
+        heat_case("w7_zero_19x21", 14, 19, 21, 7, 0.0),
+        heat_case("w15_0.8_33x29", 15, 33, 29, 15, 0.8),
+        heat_case("w63_half_70x45", 16, 70, 45, 63, 0.5),
+        heat_case("w63_larger_than_image_9x11", 17, 9, 11, 63, 0.7),
+        heat_case("thin_1x40_w5", 18, 1, 40, 5, 0.5),
+        heat_case("thin_40x1_w11", 19, 40, 1, 11, 0.6),
+        heat_case("single_pixel_w3", 20, 1, 1, 3, 0.5),
+    ]
+    with open(out, "w") as f:
+        json.dump({"generator": {"script": "scripts/gen_sml_post_fixtures.py", "numpy": np.__version__,
+                                 "scipy": __import__("scipy").__version__},
+                   "definition": "(1 - lam)*s + lam*mean of s over the w x w window clipped to the image",
+                   "tolerance": "|rust - ref| <= 1e-6 * max(1, |ref|)", "cases": cases}, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"{out}: {len(cases)} cases")
+
+
 def main():
     cases = [
         case("defaults_24x31", 1, 24, 31, 5),
@@ -159,3 +231,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    main_heat()

@@ -178,14 +178,9 @@ pub struct EmptyOpt {}
 /// 2021); keys and defaults in [`crate::scores::SmlPost`].
 pub type SmlOpt = crate::scores::SmlPost;
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeatOpt {
-    /// Side of the local-mean window of the spatial-consistency term
-    /// (0 = off). Not implemented yet.
-    #[serde(default)]
-    pub spatial_window: u32,
-}
+/// `[method.heat]`: the optional spatial-consistency term
+/// (`spatial_window`, `spatial_weight`); see [`crate::scores::HeatPost`].
+pub type HeatOpt = crate::scores::HeatPost;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -380,9 +375,7 @@ impl Config {
             bail!("`layout` must be \"chw\" or \"hwc\", got {l:?}");
         }
         self.method.sml.validate()?;
-        if self.method.heat.spatial_window != 0 {
-            bail!("`method.heat.spatial_window` is not implemented yet");
-        }
+        self.method.heat.validate()?;
         if !["anomaly", "obstacle"].contains(&self.metrics.component_track.as_str()) {
             bail!("`metrics.component_track` must be \"anomaly\" or \"obstacle\", got {:?}", self.metrics.component_track);
         }

@@ -849,7 +849,7 @@ fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conventions> {
         msp_temperature: cfg.method.msp.temperature,
         energy_temperature: cfg.method.energy.temperature,
         sml_variant: cfg.method.sml.variant(),
-        heat_variant: if feat_models.is_empty() {
+        heat_variant: (if feat_models.is_empty() {
             format!(
                 "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",
                 crate::scores::calib::RIDGE
@@ -860,7 +860,7 @@ fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conventions> {
                 crate::scores::calib::RIDGE,
                 feat_models.join(", ")
             )
-        },
+        }) + &cfg.method.heat.variant(),
         resize: cfg.resize.clone().unwrap_or_else(|| "none".into()),
         image_score: if cfg.metrics.image_topk > 1 {
             format!("mean of the top {} non-void pixel scores", cfg.metrics.image_topk)
@@ -914,6 +914,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
         energy_temperature: cfg.method.energy.temperature,
         calibration,
         sml_post: cfg.method.sml,
+        heat_post: cfg.method.heat,
     };
     let leak = |m: &MethodRef, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
 

@@ -331,6 +331,7 @@ fn score_errors(case: &ScoreCase) -> Vec<String> {
                 energy_temperature: t,
                 calibration: Some(cal.clone()),
                 sml_post: Default::default(),
+                heat_post: Default::default(),
             };
             let maps = CpuScorer.score(&test, &plan).expect("cpu scorer");
             assert_eq!((maps.h, maps.w, maps.maps.len()), (1, case.test.n, methods.len()));
@@ -387,6 +388,7 @@ fn entropy_matches_numpy() {
                 energy_temperature: t,
                 calibration: None,
                 sml_post: Default::default(),
+                heat_post: Default::default(),
             };
             let maps = CpuScorer.score(&test, &plan).expect("cpu scorer");
             let got: Vec<f64> = maps.maps[1].iter().map(|&x| x as f64).collect();
@@ -418,6 +420,7 @@ fn heat_is_not_energy() {
             energy_temperature: 1.0,
             calibration: Some(cal),
             sml_post: Default::default(),
+            heat_post: Default::default(),
         };
         let maps = CpuScorer.score(&test, &plan).unwrap();
         let (en, he) = (&maps.maps[0], &maps.maps[1]);

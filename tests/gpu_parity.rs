@@ -151,6 +151,7 @@ fn plan(methods: &[Method], cal: &Calibration, t_msp: f64, t_en: f64) -> ScorePl
         energy_temperature: t_en,
         calibration: Some(cal.clone()),
         sml_post: Default::default(),
+        heat_post: Default::default(),
     }
 }
 
@@ -352,6 +353,7 @@ fn method_subsets_order_and_duplicates() {
             energy_temperature: 1.0,
             calibration: None,
             sml_post: Default::default(),
+            heat_post: Default::default(),
         };
         check(&mut g, &lg, &p, "no calibration");
     }
@@ -426,6 +428,7 @@ fn bad_input_is_an_error_not_a_panic() {
         energy_temperature: 1.0,
         calibration: None,
         sml_post: Default::default(),
+        heat_post: Default::default(),
     };
     assert!(g.score(&lg, &p).is_err());
     // HEAT from a calibration fitted without HEAT

@@ -155,6 +155,7 @@ fn plan(post: SmlPost, cal: &Calibration) -> ScorePlan {
         energy_temperature: 1.0,
         calibration: Some(cal.clone()),
         sml_post: post,
+        heat_post: Default::default(),
     }
 }
 

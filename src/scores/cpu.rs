@@ -205,6 +205,7 @@ pub fn entropy(z: &[f64]) -> f64 {
         energy_temperature: 1.0,
         calibration: None,
         sml_post: Default::default(),
+        heat_post: Default::default(),
     };
     entropy_px(&mut Pixel::new(z, &mut u), &plan)
 }
@@ -315,6 +316,14 @@ impl Scorer for CpuScorer {
             for (map, m) in maps.iter_mut().zip(&plan.methods) {
                 if *m == Method::Sml {
                     *map = super::post::apply_cpu(map, &pred, logits.h, logits.w, &plan.sml_post);
+                }
+            }
+        }
+        if plan.heat_post_active() {
+            plan.heat_post.validate()?;
+            for (map, m) in maps.iter_mut().zip(&plan.methods) {
+                if *m == Method::Heat {
+                    *map = super::post::apply_heat_cpu(map, logits.h, logits.w, &plan.heat_post);
                 }
             }
         }

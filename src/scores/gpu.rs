@@ -747,6 +747,8 @@ pub struct GpuScorer {
     tile_bytes: u64,
     /// SML post-processing passes, compiled on first use.
     post: Option<super::gpu_post::PostGpu>,
+    /// HEAT spatial-consistency passes, compiled on first use.
+    heat_post: Option<super::gpu_post::HeatPostGpu>,
 }
 
 impl fmt::Debug for GpuScorer {
@@ -775,6 +777,7 @@ impl GpuScorer {
             max_binding,
             tile_bytes: DEFAULT_TILE_BYTES,
             post: None,
+            heat_post: None,
         }
     }
 
@@ -1148,23 +1151,37 @@ fn make_bind(
 }
 
 impl GpuScorer {
-    /// SML boundary suppression / dilated smoothing of every SML map, on
-    /// the whole image (after all tiles are in): `maps` ends with the
-    /// predicted-class row when boundary suppression is on.
+    /// SML boundary suppression / dilated smoothing of every SML map and
+    /// the spatial-consistency term of every HEAT map, on the whole image
+    /// (after all tiles are in): `maps` ends with the predicted-class row
+    /// when SML boundary suppression is on.
     fn post_process(&mut self, logits: &Logits, plan: &ScorePlan, maps: &mut [Vec<f32>]) -> Result<()> {
         let (h, w) = (logits.h, logits.w);
-        let pred: Vec<u32> = if plan.sml_post.boundary_suppression {
-            maps.last().context("no predicted-class row")?.iter().map(|&v| v as u32).collect()
-        } else {
-            vec![0; h * w]
-        };
-        if self.post.is_none() {
-            self.post = Some(super::gpu_post::PostGpu::new(&self.ctx)?);
+        if plan.sml_post_active() {
+            let pred: Vec<u32> = if plan.sml_post.boundary_suppression {
+                maps.last().context("no predicted-class row")?.iter().map(|&v| v as u32).collect()
+            } else {
+                vec![0; h * w]
+            };
+            if self.post.is_none() {
+                self.post = Some(super::gpu_post::PostGpu::new(&self.ctx)?);
+            }
+            let post = self.post.as_ref().unwrap();
+            for (map, m) in maps.iter_mut().zip(&plan.methods) {
+                if *m == Method::Sml {
+                    post.run(&self.ctx, map, &pred, h, w, &plan.sml_post, self.max_binding)?;
+                }
+            }
         }
-        let post = self.post.as_ref().unwrap();
-        for (map, m) in maps.iter_mut().zip(&plan.methods) {
-            if *m == Method::Sml {
-                post.run(&self.ctx, map, &pred, h, w, &plan.sml_post, self.max_binding)?;
+        if plan.heat_post_active() {
+            if self.heat_post.is_none() {
+                self.heat_post = Some(super::gpu_post::HeatPostGpu::new(&self.ctx)?);
+            }
+            let post = self.heat_post.as_ref().unwrap();
+            for (map, m) in maps.iter_mut().zip(&plan.methods) {
+                if *m == Method::Heat {
+                    post.run(&self.ctx, map, h, w, &plan.heat_post, self.max_binding)?;
+                }
             }
         }
         Ok(())
@@ -1182,7 +1199,7 @@ impl Scorer for GpuScorer {
         let pred = plan.sml_post_active() && plan.sml_post.boundary_suppression;
         let mut maps = vec![vec![0f32; n]; plan.methods.len() + pred as usize];
         let mut res = self.score_inner(logits, features, plan, &mut maps);
-        if res.is_ok() && plan.sml_post_active() && n > 0 {
+        if res.is_ok() && (plan.sml_post_active() || plan.heat_post_active()) && n > 0 {
             res = self.post_process(logits, plan, &mut maps);
         }
         if let Err(e) = res {
@@ -1248,6 +1265,7 @@ mod tests {
             energy_temperature: t_en,
             calibration: Some(cal(c, 2)),
             sml_post: Default::default(),
+            heat_post: Default::default(),
         }
     }
 
@@ -1347,6 +1365,7 @@ mod tests {
             energy_temperature: 1.0,
             calibration: None,
             sml_post: Default::default(),
+            heat_post: Default::default(),
         };
         assert!(prepare(&p, 3).is_err());
         assert!(prepare(&plan(&[Method::MaxLogit], 1.0, 1.0, 3), 0).is_err());

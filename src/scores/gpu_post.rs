@@ -1,5 +1,6 @@
 //! The WGSL twin of [`super::post`]: SML boundary suppression and dilated
-//! smoothing as whole-image compute passes (`shaders/sml_post.wgsl`), run
+//! smoothing as whole-image compute passes (`shaders/sml_post.wgsl`; HEAT's
+//! spatial-consistency term, [`HeatPostGpu`], in `shaders/heat_post.wgsl`), run
 //! after the fused pass has produced the full SML map and the predicted
 //! classes (the fused pass is tiled; these passes need neighbours across
 //! tile borders, so they work on the assembled image).
@@ -12,7 +13,7 @@
 //! `Err`, never panics.
 
 use super::gpu::GpuContext;
-use super::post::SmlPost;
+use super::post::{HeatPost, SmlPost};
 use anyhow::{Result, anyhow, ensure};
 use wgpu::util::DeviceExt;
 
@@ -137,23 +138,129 @@ impl PostGpu {
             std::mem::swap(&mut cur, &mut other);
         }
         enc.copy_buffer_to_buffer(&cur, 0, &readback, 0, bytes);
-        let sub = ctx.queue().submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
+        submit_and_read(ctx, enc, &readback, map, "SML post-processing")
+    }
+}
+
+/// Submit `enc` (which ends by copying the result into `readback`), wait,
+/// and copy the read-back into `map`.
+fn submit_and_read(ctx: &GpuContext, enc: wgpu::CommandEncoder, readback: &wgpu::Buffer, map: &mut [f32], what: &str) -> Result<()> {
+    let sub = ctx.queue().submit([enc.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.device()
+        .poll(wgpu::PollType::Wait { submission_index: Some(sub), timeout: None })
+        .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
+    ctx.take_error()?;
+    match rx.try_recv() {
+        Ok(Ok(())) => {}
+        _ => return Err(anyhow!("{what}: read-back buffer could not be mapped")),
+    }
+    {
+        let view = readback.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU read-back: {e:?}"))?;
+        bytemuck::cast_slice_mut::<f32, u8>(map).copy_from_slice(&view);
+    }
+    readback.unmap();
+    Ok(())
+}
+
+const HEAT_SHADER: &str = include_str!("../../shaders/heat_post.wgsl");
+
+/// Uniform block of `heat_post.wgsl` (`struct SpatialParams`, 16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct SpatialParams {
+    h: u32,
+    w: u32,
+    r: i32,
+    lam: f32,
+}
+
+/// HEAT's spatial-consistency term on the GPU (`shaders/heat_post.wgsl`):
+/// two separable whole-image passes (clipped row sums, then column sums of
+/// those, divided by the in-image count and blended with the map), one
+/// submit, one read-back per map; the WGSL twin of
+/// [`super::post::apply_heat_cpu`].
+pub struct HeatPostGpu {
+    row_sums: wgpu::ComputePipeline,
+    blend: wgpu::ComputePipeline,
+}
+
+impl HeatPostGpu {
+    pub fn new(ctx: &GpuContext) -> Result<HeatPostGpu> {
+        let dev = ctx.device();
+        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("heat_post.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(HEAT_SHADER.into()),
         });
-        dev.poll(wgpu::PollType::Wait { submission_index: Some(sub), timeout: None })
-            .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
-        ctx.take_error()?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            _ => return Err(anyhow!("SML post-processing: read-back buffer could not be mapped")),
+        ctx.take_error().map_err(|e| e.context("compiling shaders/heat_post.wgsl"))?;
+        let pipe = |entry: &str| {
+            dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let p = HeatPostGpu { row_sums: pipe("row_sums"), blend: pipe("blend") };
+        ctx.take_error().map_err(|e| e.context("creating the HEAT spatial-consistency pipelines"))?;
+        Ok(p)
+    }
+
+    /// Apply the term to `map` (row-major `[h, w]`) in place; a no-op when
+    /// it is off. `max_binding` is the largest storage binding the scorer
+    /// may create.
+    pub fn run(&self, ctx: &GpuContext, map: &mut [f32], h: usize, w: usize, opt: &HeatPost, max_binding: u64) -> Result<()> {
+        let n = h * w;
+        ensure!(map.len() == n, "HEAT spatial consistency: map size mismatch");
+        if n == 0 || !opt.active() {
+            return Ok(());
         }
-        {
-            let view = readback.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU read-back: {e:?}"))?;
-            bytemuck::cast_slice_mut::<f32, u8>(map).copy_from_slice(&view);
+        opt.validate()?;
+        let bytes = (n * 4) as u64;
+        ensure!(
+            bytes <= max_binding,
+            "HEAT spatial consistency on the GPU: a {h}×{w} map ({bytes} bytes) exceeds the adapter's largest storage binding ({max_binding} bytes); use --device cpu"
+        );
+        let groups = ((w as u32).div_ceil(WG), (h as u32).div_ceil(WG));
+        let max_dim = ctx.limits().max_compute_workgroups_per_dimension;
+        ensure!(
+            groups.0 <= max_dim && groups.1 <= max_dim,
+            "HEAT spatial consistency on the GPU: a {h}×{w} map exceeds the dispatch limit; use --device cpu"
+        );
+        let dev = ctx.device();
+        use wgpu::BufferUsages as U;
+        let init = |label: &str, data: &[u8], usage| {
+            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: data, usage })
+        };
+        let empty = |label: &str, usage| {
+            dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes, usage, mapped_at_creation: false })
+        };
+        let src = init("heat_post map", bytemuck::cast_slice(map), U::STORAGE);
+        let rows = empty("heat_post row sums", U::STORAGE);
+        let out = empty("heat_post out", U::STORAGE | U::COPY_SRC);
+        let readback = empty("heat_post readback", U::MAP_READ | U::COPY_DST);
+        let q = SpatialParams { h: h as u32, w: w as u32, r: (opt.spatial_window / 2) as i32, lam: opt.spatial_weight as f32 };
+        let ub = init("heat_post params", bytemuck::bytes_of(&q), U::UNIFORM);
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("heat_post") });
+        for (pipe, binds) in [(&self.row_sums, [(1, &src), (3, &rows)].as_slice()), (&self.blend, [(1, &src), (2, &rows), (3, &out)].as_slice())] {
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ub.as_entire_binding() }];
+            entries.extend(binds.iter().map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }));
+            let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("heat_post"),
+                layout: &pipe.get_bind_group_layout(0),
+                entries: &entries,
+            });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("heat_post"), timestamp_writes: None });
+            pass.set_pipeline(pipe);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, 1);
         }
-        readback.unmap();
-        Ok(())
+        enc.copy_buffer_to_buffer(&out, 0, &readback, 0, bytes);
+        submit_and_read(ctx, enc, &readback, map, "HEAT spatial consistency")
     }
 }

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 pub use crate::data::{LogitData, Logits};
 pub use calib::{Calibration, HeatParams, SmlStats};
-pub use post::SmlPost;
+pub use post::{HeatPost, SmlPost};
 
 /// Which of the plan's temperatures a method's softmax sum uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,12 +191,19 @@ pub struct ScorePlan {
     /// SML boundary suppression / dilated smoothing (plain by default),
     /// applied to the whole-image SML map after the fused pass.
     pub sml_post: SmlPost,
+    /// HEAT's spatial-consistency term (off by default), applied to the
+    /// whole-image HEAT map after the fused pass.
+    pub heat_post: HeatPost,
 }
 
 impl ScorePlan {
     /// Whether the SML maps are post-processed (needs the predicted classes).
     pub fn sml_post_active(&self) -> bool {
         self.sml_post.active() && self.methods.contains(&Method::Sml)
+    }
+    /// Whether the HEAT maps get the spatial-consistency term.
+    pub fn heat_post_active(&self) -> bool {
+        self.heat_post.active() && self.methods.contains(&Method::Heat)
     }
     pub fn sml(&self) -> Option<&SmlStats> {
         self.calibration.as_ref().map(|c| &c.sml)

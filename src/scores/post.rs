@@ -16,6 +16,10 @@
 //! masks that depend only on the predicted classes, so applying it to
 //! bench's score `−SML` equals `−post(SML)` (the paper post-processes SML
 //! and negates): the sign convention (higher = more anomalous) is kept.
+//!
+//! HEAT's optional spatial-consistency term lives here too ([`HeatPost`],
+//! [`apply_heat_cpu`]; WGSL twin `shaders/heat_post.wgsl`): a clipped local
+//! mean of the whole-image HEAT map, whole-image for the same reason.
 
 use anyhow::{Result, ensure};
 use rayon::prelude::*;
@@ -280,6 +284,97 @@ pub fn apply_cpu(x: &[f32], pred: &[u32], h: usize, w: usize, opt: &SmlPost) -> 
     out.into_iter().map(|v| v as f32).collect()
 }
 
+/// Options of HEAT's spatial-consistency term (`[method.heat]`): this
+/// harness's definition of the "local mean of the score" term of SPEC §4.1
+/// (the seed origin's "Hybrid Energy-Adaptive Thresholding"; there is no
+/// public reference code). With `w = spatial_window`, `λ = spatial_weight`,
+/// each whole-image HEAT map `s` becomes `(1 − λ)·s + λ·m`, `m(p)` the mean
+/// of `s` over the `w×w` window centred on `p` clipped to the image (the sum
+/// over the in-image window pixels divided by their count; void pixels
+/// included). Off (`spatial_window = 0`) by default.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeatPost {
+    /// Side of the local-mean window: 0 = off, else odd in 3..=63.
+    pub spatial_window: u32,
+    /// Weight λ of the local mean, in [0, 1] (default 0.5).
+    pub spatial_weight: f64,
+}
+
+impl Default for HeatPost {
+    fn default() -> Self {
+        HeatPost { spatial_window: 0, spatial_weight: 0.5 }
+    }
+}
+
+/// Largest spatial-consistency window accepted.
+pub const MAX_SPATIAL_WINDOW: u32 = 63;
+
+impl HeatPost {
+    /// Whether the spatial-consistency term runs.
+    pub fn active(&self) -> bool {
+        self.spatial_window != 0
+    }
+
+    /// Check the options; errors name the config key.
+    pub fn validate(&self) -> Result<()> {
+        let w = self.spatial_window;
+        ensure!(
+            w == 0 || (w % 2 == 1 && (3..=MAX_SPATIAL_WINDOW).contains(&w)),
+            "`method.heat.spatial_window` must be 0 (off) or odd in 3..={MAX_SPATIAL_WINDOW}, got {w}"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.spatial_weight),
+            "`method.heat.spatial_weight` must be in [0, 1], got {}",
+            self.spatial_weight
+        );
+        Ok(())
+    }
+
+    /// What is appended to `conventions.heat_variant` ("" when off).
+    pub fn variant(&self) -> String {
+        if !self.active() {
+            return String::new();
+        }
+        format!(
+            ", spatial consistency: (1−λ)·s + λ·mean over w×w (w={}, λ={})",
+            self.spatial_window, self.spatial_weight
+        )
+    }
+}
+
+/// Apply HEAT's spatial-consistency term to a score map `x` (row-major
+/// `[h, w]`); f64 inside (separable clipped box sums), f32 out. Identity
+/// when the term is off.
+pub fn apply_heat_cpu(x: &[f32], h: usize, w: usize, opt: &HeatPost) -> Vec<f32> {
+    assert_eq!(x.len(), h * w);
+    if !opt.active() || h * w == 0 {
+        return x.to_vec();
+    }
+    let r = (opt.spatial_window / 2) as usize;
+    let lam = opt.spatial_weight;
+    // row sums over the clipped horizontal window
+    let mut rows = vec![0f64; h * w];
+    rows.par_chunks_mut(w).enumerate().for_each(|(i, row)| {
+        let src = &x[i * w..(i + 1) * w];
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = src[j.saturating_sub(r)..=(j + r).min(w - 1)].iter().map(|&v| v as f64).sum();
+        }
+    });
+    let mut out = vec![0f32; h * w];
+    out.par_chunks_mut(w).enumerate().for_each(|(i, row)| {
+        let (i0, i1) = (i.saturating_sub(r), (i + r).min(h - 1));
+        for (j, o) in row.iter_mut().enumerate() {
+            let (j0, j1) = (j.saturating_sub(r), (j + r).min(w - 1));
+            let sum: f64 = (i0..=i1).map(|ii| rows[ii * w + j]).sum();
+            let m = sum / ((i1 - i0 + 1) * (j1 - j0 + 1)) as f64;
+            let s = x[i * w + j] as f64;
+            *o = ((1.0 - lam) * s + lam * m) as f32;
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +393,24 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("kernel_size"));
         let g = SmlPost::default().gaussian();
         assert!((g.iter().sum::<f64>() - 1.0).abs() < 1e-15 && g[24] == g.iter().cloned().fold(0.0, f64::max));
+    }
+
+    #[test]
+    fn heat_spatial_window_mean() {
+        // 3×4 map, w = 3, λ = 1: the clipped 3×3 mean
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let p = HeatPost { spatial_window: 3, spatial_weight: 1.0 };
+        let y = apply_heat_cpu(&x, 3, 4, &p);
+        assert_eq!(y[0], (0.0 + 1.0 + 4.0 + 5.0) / 4.0);
+        assert_eq!(y[5], (0..3).flat_map(|i| (0..3).map(move |j| (i * 4 + j) as f32)).sum::<f32>() / 9.0);
+        let p = HeatPost { spatial_window: 3, spatial_weight: 0.0 };
+        assert_eq!(apply_heat_cpu(&x, 3, 4, &p), x);
+        assert_eq!(apply_heat_cpu(&x, 3, 4, &HeatPost::default()), x);
+        for (w, l) in [(2, 0.5), (1, 0.5), (65, 0.5), (3, -0.1), (3, 1.5), (3, f64::NAN)] {
+            assert!(HeatPost { spatial_window: w, spatial_weight: l }.validate().is_err(), "{w} {l}");
+        }
+        assert!(HeatPost { spatial_window: 0, spatial_weight: 2.0 }.validate().is_err());
+        assert!(HeatPost { spatial_window: 63, spatial_weight: 1.0 }.validate().is_ok());
     }
 
     #[test]
