@@ -234,3 +234,52 @@ fn gpu_matches_cpu_on_features() {
     let b = tiny.score_features(&l, Some(&f), &plan).unwrap();
     assert!(a.maps.iter().flatten().zip(b.maps.iter().flatten()).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+/// Everything issue 9 and 8 added, sharded: HEAT on features, its spatial
+/// term, SML post-processing, entropy and an external method; N = 3 shard
+/// processes per round plus `bench merge` equal one `bench run` byte for
+/// byte (results, tables, calibration, drift).
+#[test]
+fn sharded_run_with_features_post_processing_and_external_equals_single() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    write_dataset(&root.join("ds"), true);
+    let d = root.join("ds/test/scores/ext");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut r = Rng(7);
+    for i in 0..4 {
+        let v: Vec<f32> = (0..32 * 40).map(|_| r.normal() as f32).collect();
+        write_npy_f32(&d.join(format!("img{i}.npy")), &[32, 40], &v).unwrap();
+    }
+    let cfg = |out: &str| {
+        format!(
+            "name = \"all\"\noutput = \"{out}\"\ndataset = \"ds\"\nmethods = [\"energy\", \"heat\", \"sml\", \"entropy\"]\n\
+             external = [\"ext\"]\ndevice = \"cpu\"\n[[models]]\nid = \"m\"\nname = \"M\"\n\
+             [method.heat]\nspatial_window = 5\nspatial_weight = 0.3\n\
+             [method.sml]\nboundary_suppression = true\ndilated_smoothing = true\n[metrics]\nbootstrap = 20\nregions = true\n"
+        )
+    };
+    std::fs::write(root.join("one.toml"), cfg("one")).unwrap();
+    std::fs::write(root.join("sh.toml"), cfg("sh")).unwrap();
+    let o = bench(&["run", "one.toml"], root);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bench(&["run", "sh.toml", "--rounds"], root);
+    let rounds: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert_eq!(rounds, 4, "calibration 2 + test 2 (no val split)");
+    for _ in 0..rounds {
+        for i in 0..3 {
+            let o = bench(&["run", "sh.toml", "--shard", &format!("{i}/3")], root);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        let o = bench(&["merge", "sh/all"], root);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for f in ["results.json", "tables.md", "calibration.json", "drift.json"] {
+        let (a, b) = (std::fs::read(root.join("one/all").join(f)).unwrap(), std::fs::read(root.join("sh/all").join(f)).unwrap());
+        assert!(a == b, "{f} differs between the sharded and the single run");
+    }
+    let res: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("one/all/results.json")).unwrap()).unwrap();
+    let conv = &res["conventions"];
+    assert!(conv["heat_variant"].as_str().unwrap().contains("features") && conv["heat_variant"].as_str().unwrap().contains("spatial"));
+    assert_eq!(res["methods"].as_array().unwrap().len(), 5, "four built-in methods and the external one");
+}
