@@ -19,7 +19,7 @@ use crate::metrics::{Counts, OperatingPoint, PositiveCollector, ThresholdCounter
 use crate::report::results::*;
 use crate::scores::calib::{CalibrationFile, ModelCalibration};
 use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use crate::metrics::drift::Refiner;
@@ -321,12 +321,16 @@ impl Pass1 {
 
     /// Fold in the state of the images that follow this one's.
     fn absorb(&mut self, o: Pass1) -> Result<()> {
+        ensure!(
+            o.pos.len() == self.pos.len() && o.tpos.len() == self.tpos.len() && o.normal.len() == self.normal.len() && o.image_scores.len() == self.image_scores.len(),
+            "merging pass states of a different method list"
+        );
         for (a, b) in self.pos.iter_mut().zip(o.pos) {
-            a.absorb(b);
+            a.absorb(b)?;
         }
         for (a, b) in self.tpos.iter_mut().zip(o.tpos) {
             for (x, y) in a.iter_mut().zip(b) {
-                x.absorb(y);
+                x.absorb(y)?;
             }
         }
         for (a, b) in self.normal.iter_mut().zip(o.normal) {

@@ -437,8 +437,10 @@ fn read_meta(p: &Path) -> Result<Meta> {
         .with_context(|| format!("{}: not a bench shard meta.json", p.display()))
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
+/// The first 12 characters of a hash (never splits a character: the value
+/// comes from a file).
+fn short(sha: &str) -> String {
+    sha.chars().take(12).collect()
 }
 
 /// Write a file via a sibling temp file and a rename, so a concurrent reader

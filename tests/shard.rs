@@ -193,6 +193,14 @@ fn merge_refuses_missing_mismatched_and_corrupt_shards() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("another round"), "{}", stderr(&o));
     assert!(!ws.p("results/demo/results.json").exists());
+
+    // a hand-edited meta.json (multi-byte text where the hash goes): an error, not a panic
+    let meta = std::fs::read_to_string(dir.join("meta.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    let sha = v["config_sha256"].as_str().unwrap().to_string();
+    std::fs::write(dir.join("meta.json"), meta.replace(&sha, "xéééééééééééééé")).unwrap();
+    assert_error(&bench(&["run", "sweep.toml", "--shard", "0/3"], &ws.root), &["meta.json", "another sharded run"]);
+    assert_error(&bench(&["merge", "results/demo"], &ws.root), &["config.toml", "does not match"]);
 }
 
 #[test]

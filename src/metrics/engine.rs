@@ -93,7 +93,11 @@ impl PositiveCollector {
     /// Add the positives another collector saw (shard merge). The order of
     /// `keys` does not matter: [`finish`](Self::finish) sorts them, and the
     /// (key, weight) pairs when weighted.
-    pub fn absorb(&mut self, mut o: PositiveCollector) {
+    pub fn absorb(&mut self, mut o: PositiveCollector) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            o.weights.is_empty() || o.weights.len() == o.keys.len(),
+            "merging positives whose weights do not match their keys"
+        );
         if o.is_weighted() && !self.is_weighted() {
             self.weights.resize(self.keys.len(), 1.0);
         }
@@ -103,6 +107,7 @@ impl PositiveCollector {
         self.keys.extend(o.keys);
         self.weights.extend(o.weights);
         self.negatives += o.negatives;
+        Ok(())
     }
 
     /// Keep `weights` parallel to `keys` once anything is weighted.
@@ -439,7 +444,10 @@ impl ThresholdCounter {
 
     /// Add the counts of another counter over the same thresholds.
     pub fn absorb(&mut self, o: &ThresholdCounter) -> anyhow::Result<()> {
-        anyhow::ensure!(o.thresholds == self.thresholds, "merging threshold counts over different thresholds");
+        anyhow::ensure!(
+            o.thresholds == self.thresholds && o.tp.len() == self.tp.len() && o.fp.len() == self.fp.len(),
+            "merging threshold counts over different thresholds"
+        );
         for i in 0..self.tp.len() {
             self.tp[i] += o.tp[i];
             self.fp[i] += o.fp[i];
