@@ -216,8 +216,19 @@ fn real_main(cli: Cli) -> Result<i32> {
             Ok(if ok { 0 } else { 1 })
         }
         Cmd::Drift { a, b } => {
-            let t = report::drift::compare(&a, &b)?;
-            print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &t));
+            // a `[[datasets]]` folder: one comparison per dataset present in both
+            let names: Vec<Option<String>> = Results::load_sets(&a)?.into_iter().map(|x| x.0).collect();
+            for n in names {
+                let (da, db) = match &n {
+                    Some(n) => {
+                        println!("## Dataset `{n}`\n");
+                        (a.join(n), b.join(n))
+                    }
+                    None => (a.clone(), b.clone()),
+                };
+                let t = report::drift::compare(&da, &db)?;
+                print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &t));
+            }
             Ok(0)
         }
         Cmd::Synth { out, images, splits, models, height, width, classes, anomaly_types } => {

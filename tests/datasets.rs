@@ -105,6 +105,8 @@ fn each_dataset_equals_its_own_single_dataset_run_also_sharded() {
     let t = String::from_utf8(ok(bench(&["table", "results/multi"], &ws.root)).stdout).unwrap();
     assert!(t.contains("# Dataset `alpha`") && t.contains("# Dataset `beta`"));
     ok(bench(&["diff", "results/multi", "results/multi"], &ws.root));
+    let d = String::from_utf8(ok(bench(&["drift", "results/multi", "results/multi"], &ws.root)).stdout).unwrap();
+    assert!(d.contains("## Dataset `alpha`") && d.contains("## Dataset `beta`"), "{d}");
     ok(bench(&["run", "multi.toml", "--check"], &ws.root));
     let o = bench(&["diff", "results/multi", "single_a/multi"], &ws.root);
     assert_eq!(o.status.code(), Some(2), "different dataset sets are an error");
