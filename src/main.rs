@@ -298,7 +298,7 @@ fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64, shard: 
     let mut waiting = vec![];
     for c in cfg.expand()? {
         if let RunStatus::Waiting { models } = run_exec(&c, &bytes, &opts, &exec)? {
-            waiting.extend(models.into_iter().map(|m| c.tag.as_ref().map_or(m.clone(), |t| format!("{t}/{m}"))));
+            waiting.extend(labelled(&c, models));
         }
     }
     let res = cfg.output_dir();
@@ -313,6 +313,11 @@ fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64, shard: 
         );
     }
     Ok(0)
+}
+
+/// Model ids as messages name them: `<dataset>/<model>` in a `[[datasets]]` sweep.
+fn labelled(c: &Config, models: Vec<String>) -> impl Iterator<Item = String> + '_ {
+    models.into_iter().map(|m| c.tag.as_ref().map_or(m.clone(), |t| format!("{t}/{m}")))
 }
 
 /// `bench merge results/<name>`: fold the shards' states of the current
@@ -331,7 +336,7 @@ fn cmd_merge(results: &Path) -> Result<i32> {
     let (mut outs, mut waiting) = (vec![], vec![]);
     for c in cfg.expand()? {
         match run_exec(&c, &bytes, &RunOptions { device: None, progress: false }, &exec)? {
-            RunStatus::Waiting { models } => waiting.extend(models.into_iter().map(|m| c.tag.as_ref().map_or(m.clone(), |t| format!("{t}/{m}")))),
+            RunStatus::Waiting { models } => waiting.extend(labelled(&c, models)),
             RunStatus::Done(out) => outs.push((*out, c)),
         }
     }

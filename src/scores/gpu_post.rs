@@ -43,30 +43,9 @@ pub struct PostGpu {
 
 impl PostGpu {
     pub fn new(ctx: &GpuContext) -> Result<PostGpu> {
-        let dev = ctx.device();
-        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("sml_post.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-        });
-        ctx.take_error().map_err(|e| e.context("compiling shaders/sml_post.wgsl"))?;
-        let pipe = |entry: &str| {
-            dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
-        let p = PostGpu {
-            boundary: pipe("boundary"),
-            expand: pipe("expand"),
-            suppress: pipe("suppress"),
-            smooth: pipe("gauss_smooth"),
-        };
-        ctx.take_error().map_err(|e| e.context("creating the SML post-processing pipelines"))?;
-        Ok(p)
+        let [boundary, expand, suppress, smooth] =
+            pipelines(ctx, "sml_post.wgsl", SHADER, "the SML post-processing pipelines", ["boundary", "expand", "suppress", "gauss_smooth"])?;
+        Ok(PostGpu { boundary, expand, suppress, smooth })
     }
 
     /// Post-process `map` (row-major `[h, w]`) in place, given the
@@ -79,49 +58,23 @@ impl PostGpu {
             return Ok(());
         }
         opt.validate()?;
-        let bytes = (n * 4) as u64;
-        ensure!(
-            bytes <= max_binding,
-            "SML post-processing on the GPU: a {h}×{w} map ({bytes} bytes) exceeds the adapter's largest storage binding ({max_binding} bytes); use --device cpu"
-        );
+        let (bytes, groups) = whole_image(ctx, h, w, max_binding, "SML post-processing")?;
         let dev = ctx.device();
         use wgpu::BufferUsages as U;
-        let init = |label: &str, data: &[u8], usage| {
-            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: data, usage })
-        };
-        let empty = |label: &str, usage| {
-            dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes, usage, mapped_at_creation: false })
-        };
-        let pred_buf = init("sml_post pred", bytemuck::cast_slice(pred), U::STORAGE);
-        let bnd = empty("sml_post boundary", U::STORAGE);
-        let nb = empty("sml_post mask", U::STORAGE);
-        let mut cur = init("sml_post map a", bytemuck::cast_slice(map), U::STORAGE | U::COPY_SRC);
-        let mut other = empty("sml_post map b", U::STORAGE | U::COPY_SRC);
+        let pred_buf = init(dev, "sml_post pred", bytemuck::cast_slice(pred), U::STORAGE);
+        let bnd = empty(dev, "sml_post boundary", bytes, U::STORAGE);
+        let nb = empty(dev, "sml_post mask", bytes, U::STORAGE);
+        let mut cur = init(dev, "sml_post map a", bytemuck::cast_slice(map), U::STORAGE | U::COPY_SRC);
+        let mut other = empty(dev, "sml_post map b", bytes, U::STORAGE | U::COPY_SRC);
         let g: Vec<f32> = opt.gaussian().iter().map(|&v| v as f32).collect();
-        let gw = init("sml_post gaussian", bytemuck::cast_slice(&g), U::STORAGE);
-        let readback = empty("sml_post readback", U::MAP_READ | U::COPY_DST);
+        let gw = init(dev, "sml_post gaussian", bytemuck::cast_slice(&g), U::STORAGE);
+        let readback = empty(dev, "sml_post readback", bytes, U::MAP_READ | U::COPY_DST);
         let base = PostParams { h: h as u32, w: w as u32, ..Default::default() };
 
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sml_post") });
-        let groups = ((w as u32).div_ceil(WG), (h as u32).div_ceil(WG));
-        let max_dim = ctx.limits().max_compute_workgroups_per_dimension;
-        ensure!(
-            groups.0 <= max_dim && groups.1 <= max_dim,
-            "SML post-processing on the GPU: a {h}×{w} map exceeds the dispatch limit; use --device cpu"
-        );
         let mut dispatch = |pipe: &wgpu::ComputePipeline, q: PostParams, binds: &[(u32, &wgpu::Buffer)]| {
-            let ub = init("sml_post params", bytemuck::bytes_of(&q), U::UNIFORM);
-            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ub.as_entire_binding() }];
-            entries.extend(binds.iter().map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }));
-            let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("sml_post"),
-                layout: &pipe.get_bind_group_layout(0),
-                entries: &entries,
-            });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("sml_post"), timestamp_writes: None });
-            pass.set_pipeline(pipe);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, 1);
+            let ub = init(dev, "sml_post params", bytemuck::bytes_of(&q), U::UNIFORM);
+            record(dev, &mut enc, pipe, &ub, binds, groups, "sml_post");
         };
         if opt.boundary_suppression {
             dispatch(&self.boundary, base, &[(1, &pred_buf), (3, &bnd)]);
@@ -140,6 +93,69 @@ impl PostGpu {
         enc.copy_buffer_to_buffer(&cur, 0, &readback, 0, bytes);
         submit_and_read(ctx, enc, &readback, map, "SML post-processing")
     }
+}
+
+/// Compile `shaders/<file>` and create the compute pipelines of `entries`
+/// (`what` names them in errors).
+fn pipelines<const K: usize>(ctx: &GpuContext, file: &str, source: &str, what: &str, entries: [&str; K]) -> Result<[wgpu::ComputePipeline; K]> {
+    let dev = ctx.device();
+    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(file), source: wgpu::ShaderSource::Wgsl(source.into()) });
+    ctx.take_error().map_err(|e| e.context(format!("compiling shaders/{file}")))?;
+    let p = entries.map(|entry| {
+        dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+    });
+    ctx.take_error().map_err(|e| e.context(format!("creating {what}")))?;
+    Ok(p)
+}
+
+/// What every whole-image pass needs checked before it allocates: the
+/// `h×w` f32 map fits one storage binding and its `WG×WG` 2-D dispatch
+/// fits the workgroup-count limit. Returns (map bytes, workgroups).
+fn whole_image(ctx: &GpuContext, h: usize, w: usize, max_binding: u64, what: &str) -> Result<(u64, (u32, u32))> {
+    let bytes = (h * w * 4) as u64;
+    ensure!(
+        bytes <= max_binding,
+        "{what} on the GPU: a {h}×{w} map ({bytes} bytes) exceeds the adapter's largest storage binding ({max_binding} bytes); use --device cpu"
+    );
+    let groups = ((w as u32).div_ceil(WG), (h as u32).div_ceil(WG));
+    let max_dim = ctx.limits().max_compute_workgroups_per_dimension;
+    ensure!(groups.0 <= max_dim && groups.1 <= max_dim, "{what} on the GPU: a {h}×{w} map exceeds the dispatch limit; use --device cpu");
+    Ok((bytes, groups))
+}
+
+fn init(dev: &wgpu::Device, label: &str, data: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: data, usage })
+}
+
+fn empty(dev: &wgpu::Device, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
+}
+
+/// Record one pass of `pipe` over `groups`: the uniform `params` at binding
+/// 0, each `(binding, buffer)` of `binds` at its slot.
+fn record(
+    dev: &wgpu::Device,
+    enc: &mut wgpu::CommandEncoder,
+    pipe: &wgpu::ComputePipeline,
+    params: &wgpu::Buffer,
+    binds: &[(u32, &wgpu::Buffer)],
+    groups: (u32, u32),
+    label: &str,
+) {
+    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
+    entries.extend(binds.iter().map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }));
+    let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &pipe.get_bind_group_layout(0), entries: &entries });
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+    pass.set_pipeline(pipe);
+    pass.set_bind_group(0, &bg, &[]);
+    pass.dispatch_workgroups(groups.0, groups.1, 1);
 }
 
 /// Submit `enc` (which ends by copying the result into `readback`), wait,
@@ -190,25 +206,8 @@ pub struct HeatPostGpu {
 
 impl HeatPostGpu {
     pub fn new(ctx: &GpuContext) -> Result<HeatPostGpu> {
-        let dev = ctx.device();
-        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("heat_post.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(HEAT_SHADER.into()),
-        });
-        ctx.take_error().map_err(|e| e.context("compiling shaders/heat_post.wgsl"))?;
-        let pipe = |entry: &str| {
-            dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
-        let p = HeatPostGpu { row_sums: pipe("row_sums"), blend: pipe("blend") };
-        ctx.take_error().map_err(|e| e.context("creating the HEAT spatial-consistency pipelines"))?;
-        Ok(p)
+        let [row_sums, blend] = pipelines(ctx, "heat_post.wgsl", HEAT_SHADER, "the HEAT spatial-consistency pipelines", ["row_sums", "blend"])?;
+        Ok(HeatPostGpu { row_sums, blend })
     }
 
     /// Apply the term to `map` (row-major `[h, w]`) in place; a no-op when
@@ -221,45 +220,18 @@ impl HeatPostGpu {
             return Ok(());
         }
         opt.validate()?;
-        let bytes = (n * 4) as u64;
-        ensure!(
-            bytes <= max_binding,
-            "HEAT spatial consistency on the GPU: a {h}×{w} map ({bytes} bytes) exceeds the adapter's largest storage binding ({max_binding} bytes); use --device cpu"
-        );
-        let groups = ((w as u32).div_ceil(WG), (h as u32).div_ceil(WG));
-        let max_dim = ctx.limits().max_compute_workgroups_per_dimension;
-        ensure!(
-            groups.0 <= max_dim && groups.1 <= max_dim,
-            "HEAT spatial consistency on the GPU: a {h}×{w} map exceeds the dispatch limit; use --device cpu"
-        );
+        let (bytes, groups) = whole_image(ctx, h, w, max_binding, "HEAT spatial consistency")?;
         let dev = ctx.device();
         use wgpu::BufferUsages as U;
-        let init = |label: &str, data: &[u8], usage| {
-            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: data, usage })
-        };
-        let empty = |label: &str, usage| {
-            dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes, usage, mapped_at_creation: false })
-        };
-        let src = init("heat_post map", bytemuck::cast_slice(map), U::STORAGE);
-        let rows = empty("heat_post row sums", U::STORAGE);
-        let out = empty("heat_post out", U::STORAGE | U::COPY_SRC);
-        let readback = empty("heat_post readback", U::MAP_READ | U::COPY_DST);
+        let src = init(dev, "heat_post map", bytemuck::cast_slice(map), U::STORAGE);
+        let rows = empty(dev, "heat_post row sums", bytes, U::STORAGE);
+        let out = empty(dev, "heat_post out", bytes, U::STORAGE | U::COPY_SRC);
+        let readback = empty(dev, "heat_post readback", bytes, U::MAP_READ | U::COPY_DST);
         let q = SpatialParams { h: h as u32, w: w as u32, r: (opt.spatial_window / 2) as i32, lam: opt.spatial_weight as f32 };
-        let ub = init("heat_post params", bytemuck::bytes_of(&q), U::UNIFORM);
+        let ub = init(dev, "heat_post params", bytemuck::bytes_of(&q), U::UNIFORM);
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("heat_post") });
-        for (pipe, binds) in [(&self.row_sums, [(1, &src), (3, &rows)].as_slice()), (&self.blend, [(1, &src), (2, &rows), (3, &out)].as_slice())] {
-            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ub.as_entire_binding() }];
-            entries.extend(binds.iter().map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }));
-            let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("heat_post"),
-                layout: &pipe.get_bind_group_layout(0),
-                entries: &entries,
-            });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("heat_post"), timestamp_writes: None });
-            pass.set_pipeline(pipe);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, 1);
-        }
+        record(dev, &mut enc, &self.row_sums, &ub, &[(1, &src), (3, &rows)], groups, "heat_post");
+        record(dev, &mut enc, &self.blend, &ub, &[(1, &src), (2, &rows), (3, &out)], groups, "heat_post");
         enc.copy_buffer_to_buffer(&out, 0, &readback, 0, bytes);
         submit_and_read(ctx, enc, &readback, map, "HEAT spatial consistency")
     }
