@@ -392,8 +392,66 @@ impl Config {
         self.methods.iter().map(|m| Method::parse(m).with_context(|| "`methods`".to_string())).collect()
     }
 
+    /// Refuse an output folder that is, holds, or lies inside a folder the
+    /// sweep reads (a dataset, a reused calibration file): replacing the
+    /// results would delete the inputs. Errors name the keys.
+    pub fn check_output_location(&self) -> Result<()> {
+        let out = absolute(&self.output_dir());
+        let mut reads: Vec<(String, PathBuf)> = vec![];
+        if self.datasets.is_empty() {
+            reads.push(("`dataset`".into(), self.dataset.clone()));
+        }
+        for d in &self.datasets {
+            reads.push((format!("[[datasets]] '{}' `path`", d.name), d.path.clone()));
+        }
+        if let Some(c) = &self.calibration {
+            // the file may live in the results folder it was written to:
+            // it is read before anything is replaced, so only its dataset
+            // matters; but an output *inside* its folder would lose it.
+            if let Some(parent) = c.parent().filter(|p| !p.as_os_str().is_empty()) {
+                let pa = absolute(parent);
+                if pa != out && pa.starts_with(&out) {
+                    bail!("`output`/`name`: {} would replace {}, which holds the `calibration` file this sweep reads", out.display(), pa.display());
+                }
+            }
+        }
+        for (key, p) in reads {
+            let pa = absolute(&p);
+            if out == pa {
+                bail!("`output`/`name`: the results folder {} is the folder {key} reads; choose an `output` outside the dataset", out.display());
+            }
+            if out.starts_with(&pa) {
+                bail!("`output`/`name`: the results folder {} is inside the folder {key} reads ({}); choose an `output` outside the dataset", out.display(), pa.display());
+            }
+            if pa.starts_with(&out) {
+                bail!("`output`/`name`: the results folder {} holds the folder {key} reads ({}); replacing it would delete the dataset", out.display(), pa.display());
+            }
+        }
+        Ok(())
+    }
+
     pub fn output_dir(&self) -> PathBuf {
         self.output.clone().unwrap_or_else(|| PathBuf::from("results")).join(&self.name)
+    }
+}
+
+/// `p` as an absolute path with symlinks resolved as far as it exists
+/// (the rest appended), so two spellings of one folder compare equal.
+pub fn absolute(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut base = abs.clone();
+    let mut rest = vec![];
+    loop {
+        if let Ok(c) = base.canonicalize() {
+            return rest.iter().rev().fold(c, |acc: PathBuf, r| acc.join(r));
+        }
+        match (base.file_name().map(|f| f.to_os_string()), base.parent()) {
+            (Some(f), Some(parent)) => {
+                rest.push(f);
+                base = parent.to_path_buf();
+            }
+            _ => return abs,
+        }
     }
 }
 

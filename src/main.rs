@@ -130,10 +130,11 @@ fn main() {
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
     let cli = Cli::parse();
-    // Ctrl-C must never leave a half-written results folder or a hidden
-    // temp folder: the handler waits for an in-progress write to clean up.
-    if let Err(e) = ctrlc::set_handler(|| report::on_interrupt()) {
-        eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+    // Ctrl-C, Slurm's SIGTERM and a lost terminal's SIGHUP must never leave
+    // a half-written results folder or a hidden temp folder: the handler
+    // waits for an in-progress write to finish or roll back.
+    if let Err(e) = report::install_signal_handler() {
+        eprintln!("warning: {e:#}");
     }
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
@@ -287,6 +288,7 @@ fn real_main(cli: Cli) -> Result<i32> {
 fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64, shard: Option<(usize, usize)>) -> Result<i32> {
     let bytes = std::fs::read(config).with_context(|| format!("{}: cannot read config", config.display()))?;
     let cfg = Config::load(config)?;
+    guard_output(&cfg, check)?;
     let opts = RunOptions { device, progress: !check };
     let Some((i, n)) = shard else {
         let outs = cfg.expand()?.into_iter().map(|c| Ok((run(&c, &bytes, &opts)?, c))).collect::<Result<Vec<_>>>()?;
@@ -315,6 +317,25 @@ fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64, shard: 
     Ok(0)
 }
 
+/// Before any work: repair what a killed run left beside the results
+/// folder, and (unless only checking) refuse an output path that would
+/// replace a folder bench did not write or that holds or lies in the inputs.
+fn guard_output(cfg: &Config, check: bool) -> Result<()> {
+    let dir = cfg.output_dir();
+    for n in report::recover(&dir)? {
+        eprintln!("{n}");
+    }
+    if !check {
+        cfg.check_output_location()?;
+        report::check_replaceable(&dir, &dataset_names(cfg), "`output`/`name`")?;
+    }
+    Ok(())
+}
+
+fn dataset_names(cfg: &Config) -> Vec<String> {
+    cfg.datasets.iter().map(|d| d.name.clone()).collect()
+}
+
 /// Model ids as messages name them: `<dataset>/<model>` in a `[[datasets]]` sweep.
 fn labelled(c: &Config, models: Vec<String>) -> impl Iterator<Item = String> + '_ {
     models.into_iter().map(|m| c.tag.as_ref().map_or(m.clone(), |t| format!("{t}/{m}")))
@@ -331,6 +352,7 @@ fn cmd_merge(results: &Path) -> Result<i32> {
         results.display(),
         cfg.output_dir().display()
     );
+    guard_output(&cfg, false)?;
     let n = shards.count;
     let exec = shard::Exec::Merge(shards);
     let (mut outs, mut waiting) = (vec![], vec![]);
@@ -421,6 +443,8 @@ fn write_results(cfg: &Config, outs: Vec<(RunOutput, Config)>, check: bool, tol:
     if !index.is_empty() {
         files.push(("tables.md".into(), index.into_bytes()));
     }
+    // checked again right before the swap: the folder may have changed during the run
+    report::check_replaceable(&dir, &dataset_names(cfg), "`output`/`name`")?;
     report::write_dir_atomic(&dir, &files)?;
     for (out, c) in &outs {
         // print the main table
