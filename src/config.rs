@@ -91,6 +91,15 @@ pub struct Config {
     pub calibration: Option<PathBuf>,
 }
 
+/// Range of `temperature` (ODIN's 1000 is inside): beyond it f32 scores
+/// overflow or become constant.
+pub const MIN_TEMPERATURE: f64 = 1e-3;
+pub const MAX_TEMPERATURE: f64 = 1e4;
+/// Most bootstrap replicates (each costs a pass over the test split's maps).
+pub const MAX_BOOTSTRAP: u32 = 100_000;
+/// Largest `image_topk` (2^24 pixels: a 4096×4096 image).
+pub const MAX_TOPK: u32 = 1 << 24;
+
 /// Label conventions of the public benchmarks: (name, anomaly, ignore, source).
 pub const PRESETS: [(&str, &[u16], &[u16], &str); 4] = [
     ("streethazards", &[13], &[], "Hendrycks et al. 2022, CAOS StreetHazards: anomaly class 13, no void"),
@@ -358,9 +367,18 @@ impl Config {
             }
         }
         for (k, t) in [("method.msp.temperature", self.method.msp.temperature), ("method.energy.temperature", self.method.energy.temperature)] {
-            if !(t.is_finite() && t > 0.0) {
-                bail!("`{k}` must be a positive number, got {t}");
+            // Outside this range the f32 scores overflow (z/T) or collapse
+            // to a constant (softmax of z/T ≈ uniform, T·log C swamping the
+            // logits), and every metric would be meaningless.
+            if !(t.is_finite() && (MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&t)) {
+                bail!("`{k}` must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}] (f32 scores overflow or become constant outside), got {t:e}");
             }
+        }
+        if self.metrics.bootstrap > MAX_BOOTSTRAP {
+            bail!("`metrics.bootstrap` must be at most {MAX_BOOTSTRAP} replicates (1,000–10,000 is usual), got {}", self.metrics.bootstrap);
+        }
+        if self.metrics.image_topk > MAX_TOPK {
+            bail!("`metrics.image_topk` must be at most {MAX_TOPK} pixels, got {}", self.metrics.image_topk);
         }
         for (k, v) in self.metrics.far.iter().map(|v| ("metrics.far", v)).chain(self.metrics.frr.iter().map(|v| ("metrics.frr", v))) {
             if !(0.0..=1.0).contains(v) {

@@ -62,6 +62,12 @@ fn read_mask_png(path: &Path) -> Result<Mask> {
     let line = reader
         .output_line_size(w as u32)
         .ok_or_else(|| ferr(path, format!("PNG too large ({w}x{h})")))?;
+    // The header's size is the file's word: zlib expands at most 1032:1,
+    // so a header that claims more than the file could hold is refused
+    // before anything is allocated.
+    if size as u64 > (bytes.len() as u64).saturating_mul(1032) + (1 << 16) {
+        bail!("{}: PNG header claims {w}x{h} pixels, more than its {} bytes can hold (corrupt file)", path.display(), bytes.len());
+    }
     let mut buf = vec![0u8; size];
     reader
         .next_frame(&mut buf)

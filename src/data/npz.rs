@@ -67,7 +67,11 @@ pub fn member(path: &Path, key: Option<&str>) -> Result<(String, Vec<u8>)> {
     if size > MAX_MEMBER_BYTES {
         bail!("{}[{name}]: member claims {size} bytes uncompressed, more than the {} GiB limit", path.display(), MAX_MEMBER_BYTES >> 30);
     }
-    let mut bytes = Vec::with_capacity(size as usize);
+    // The claimed size is the archive's word, not a fact: reserve no more
+    // than the member's stored bytes could expand to (deflate's ratio is at
+    // most 1032:1) and let the buffer grow with the bytes that really come.
+    let plausible = f.compressed_size().saturating_mul(1032).saturating_add(1 << 16);
+    let mut bytes = Vec::with_capacity(size.min(plausible).min(64 << 20) as usize);
     if let Err(e) = (&mut f).take(size + 1).read_to_end(&mut bytes) {
         bail!("{}[{name}]: corrupt .npz member: {e}", path.display());
     }

@@ -29,6 +29,17 @@ fn load(dir: &Path) -> Result<DriftFile> {
     let text = std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
     let f: DriftFile = serde_json::from_str(&text).with_context(|| format!("{}", p.display()))?;
     anyhow::ensure!(f.format == "bench-drift/1", "{}: unsupported format {:?}", p.display(), f.format);
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &f.cells {
+        anyhow::ensure!(
+            seen.insert((&c.model, &c.method, &c.split)),
+            "{}: cell {}/{}/{} appears twice (a corrupt or hand-edited drift.json)",
+            p.display(),
+            c.model,
+            c.method,
+            c.split
+        );
+    }
     Ok(f)
 }
 

@@ -237,7 +237,43 @@ impl Results {
     pub fn from_json(text: &str) -> anyhow::Result<Results> {
         let r: Results = serde_json::from_str(text)?;
         anyhow::ensure!(r.format == FORMAT, "unsupported results format {:?} (expected {FORMAT:?})", r.format);
+        r.validate()?;
         Ok(r)
+    }
+
+    /// What `table`, `diff`, `--check` and `drift` rely on: every cell names
+    /// a listed model and method, no (model, method, split) or honest
+    /// (model, method) appears twice — a second cell would silently win or
+    /// lose a comparison — and every rate lies in [0, 1].
+    fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &self.cells {
+            let at = format!("cell {}/{}/{}", c.model, c.method, c.split);
+            if !self.models.iter().any(|m| m.id == c.model) {
+                bail!("{at}: model '{}' is not in `models`", c.model);
+            }
+            if !self.methods.iter().any(|m| m.id == c.method) {
+                bail!("{at}: method '{}' is not in `methods`", c.method);
+            }
+            if !seen.insert((&c.model, &c.method, &c.split)) {
+                bail!("{at} appears twice (a corrupt or hand-edited results.json)");
+            }
+            for (k, v) in [("auroc", c.auroc), ("aupr", c.aupr), ("fpr95", c.fpr95), ("f1", c.f1), ("image_auroc", c.image_auroc), ("image_aupr", c.image_aupr), ("aupro", c.aupro)] {
+                if let Some(v) = v
+                    && !(0.0..=1.0).contains(&v)
+                {
+                    bail!("{at}: `{k}` = {v} is not a rate in [0, 1]");
+                }
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for h in &self.honest {
+            if !seen.insert((&h.model, &h.method)) {
+                bail!("honest cell {}/{} appears twice (a corrupt or hand-edited results.json)", h.model, h.method);
+            }
+        }
+        Ok(())
     }
 
     pub fn load(dir: &std::path::Path) -> anyhow::Result<Results> {
