@@ -1098,6 +1098,67 @@ struct Sweep<'a> {
     reuse: Option<(std::path::PathBuf, CalibrationFile)>,
 }
 
+/// The pre-flight check of every split `read` reads (see
+/// `data::preflight`): missing files, every logits / outside map header
+/// against its mask's size, all problems in one error; then the label
+/// values of each split for the label-convention warnings (shown now,
+/// recorded in results.json).
+fn preflight(cfg: &Config, inp: &Inputs, sw: &Sweep, read: &[&Split]) -> Result<Vec<String>> {
+    use crate::data::preflight::{LogitsExpect, Preflight, label_values, label_warnings};
+    let mut pf = Preflight::default();
+    let ex = LogitsExpect { npz_key: inp.npz_key.as_deref(), hwc: inp.hwc, resize: inp.resize != Resize::None };
+    let mut classes: Option<usize> = None;
+    for s in read {
+        let masks = pf.masks(s);
+        for mc in &cfg.models {
+            if !sw.methods.is_empty() {
+                if let Err(e) = s.check_model(&mc.id) {
+                    pf.problem(e);
+                    continue;
+                }
+                for (i, stem) in s.stems.iter().enumerate() {
+                    match s.logits_path(&mc.id, stem) {
+                        Ok(p) => {
+                            let c = pf.logits(&p, masks[i], &s.labels[i], &ex);
+                            classes = classes.max(c);
+                        }
+                        Err(e) => pf.problem(e),
+                    }
+                }
+            }
+            if s.name == "calibration" {
+                continue; // outside maps are read in val and test only
+            }
+            for e in &inp.external {
+                for i in 0..s.stems.len() {
+                    match e.path(s, &mc.id, i) {
+                        Ok(p) if matches!(crate::data::dataset::ext_lower(&p).as_str(), "npy" | "npz") => {
+                            pf.score_map(&p, inp.npz_score_key.as_deref(), masks[i], &s.labels[i], ex.resize)
+                        }
+                        Ok(_) => {}
+                        Err(e) => pf.problem(e),
+                    }
+                }
+            }
+        }
+    }
+    let mut warnings = pf.finish()?;
+    let presets: Vec<(&str, &[u16], &[u16])> = crate::config::PRESETS.iter().map(|p| (p.0, p.1, p.2)).collect();
+    for s in read {
+        let hist = label_values(s, &inp.labels)?;
+        let mut w = label_warnings(&s.name, &hist, &inp.labels, classes, &presets);
+        if s.name == "calibration" {
+            // in-distribution by design: only unexpected values matter
+            w.retain(|x| !x.contains("anomaly value"));
+        }
+        warnings.extend(w);
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(warnings)
+}
+
 /// Number of rounds a sharded run of `cfg` takes: one per streaming pass of
 /// a model (calibration 1–2, val 2, test 2).
 pub fn rounds(cfg: &Config) -> Result<usize> {
@@ -1171,12 +1232,9 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     };
     let fit_cal = sw.need_cal && sw.reuse.is_none();
 
-    // Fail fast on missing files before any long work.
-    for mc in &cfg.models {
-        for s in [Some(test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten() {
-            s.check_model(&mc.id)?;
-        }
-    }
+    // Fail fast: every input's header, before any long work.
+    let read: Vec<&Split> = [Some(test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten().collect();
+    let mut run_warnings = preflight(cfg, &inp, &sw, &read)?;
 
     let (mut scorer, device_kind): (Box<dyn Scorer>, &'static str) = match exec {
         // a merge scores nothing
@@ -1220,7 +1278,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         return Ok(RunStatus::Waiting { models: waiting });
     }
 
-    let mut warnings = Vec::new();
+    let mut warnings = std::mem::take(&mut run_warnings);
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let (mut drift_rows, mut drift_hists, mut failure_rows, mut curves) = (vec![], vec![], vec![], vec![]);
     let (mut cal_file, mut feat_models) = (vec![], vec![]);

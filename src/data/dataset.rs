@@ -67,6 +67,11 @@ pub fn find_input(dir: &Path, stem: &str, exts: &[&str]) -> Option<PathBuf> {
     exts.iter().map(|e| dir.join(format!("{stem}.{e}"))).find(|p| p.is_file())
 }
 
+/// Lower-cased extension of a path ("" when it has none).
+pub fn ext_lower(p: &Path) -> String {
+    p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
+}
+
 /// (stem, lower-cased extension) of a file name, if it has an extension.
 fn stem_ext(name: &str) -> Option<(&str, String)> {
     let (stem, ext) = name.rsplit_once('.')?;

@@ -30,6 +30,31 @@ pub fn read_mask(path: &Path) -> Result<Mask> {
     }
 }
 
+/// `(H, W)` of a mask from its header alone (PNG IHDR, `.npy` header), with
+/// the checks that need no pixel data: the pre-flight check runs it on
+/// every mask in milliseconds.
+pub fn mask_size(path: &Path) -> Result<(usize, usize)> {
+    match ext(path).as_str() {
+        "png" => {
+            let f = std::fs::File::open(path).map_err(|e| ferr(path, format!("cannot read: {e}")))?;
+            let dec = png::Decoder::new(std::io::BufReader::new(f));
+            let reader = dec.read_info().map_err(|e| ferr(path, format!("invalid PNG: {e}")))?;
+            let (color, depth) = reader.output_color_type();
+            if !matches!(color, png::ColorType::Grayscale | png::ColorType::Indexed) {
+                bail!(
+                    "{}: expected a single-channel label mask (8/16-bit grayscale or palette PNG), got {color:?} {}-bit",
+                    path.display(),
+                    depth as u8
+                );
+            }
+            let info = reader.info();
+            Ok((info.height as usize, info.width as usize))
+        }
+        "npy" => super::npy::mask_header_npy(path),
+        _ => bail!("{}: unsupported mask file type (expected .png or .npy)", path.display()),
+    }
+}
+
 fn read_mask_png(path: &Path) -> Result<Mask> {
     use png::{BitDepth, ColorType};
     let bytes = std::fs::read(path).map_err(|e| ferr(path, format!("cannot read: {e}")))?;

@@ -12,6 +12,7 @@ pub mod h5;
 pub mod mask;
 pub mod npy;
 pub mod npz;
+pub mod preflight;
 pub mod resize;
 
 pub use dataset::{Dataset, Split};

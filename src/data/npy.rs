@@ -421,6 +421,50 @@ fn with_npy<R>(path: &Path, key: Option<&str>, f: impl FnOnce(&Path, Src, u64) -
     }
 }
 
+/// What a header check learns of an array without reading its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayInfo {
+    /// Shape as stored (`[C,H,W]`, `[H,W,C]` or `[H,W]`).
+    pub shape: Vec<usize>,
+    /// `float32` or `float16`.
+    pub dtype: &'static str,
+}
+
+/// The header of a float array (`.npy`, or the array `key` of an `.npz`):
+/// every check the full read makes except NaN/±inf — dtype, rank, zero
+/// dimensions, and that the file holds exactly the data the header implies.
+/// Milliseconds per file: the pre-flight check runs it on every input.
+pub fn float_header(path: &Path, key: Option<&str>, ndim: usize, what: &str) -> Result<ArrayInfo> {
+    let info = |label: &Path, src: Src, len: u64| -> Result<ArrayInfo> {
+        let h = read_header(label, src, len, ndim, what)?;
+        let kind = float_kind(label, &h.ty, if ndim == 3 { "logits" } else { "score maps" })?;
+        Ok(ArrayInfo { shape: h.shape, dtype: if kind == Float::F32 { "float32" } else { "float16" } })
+    };
+    if ext_of(path) == "npz" {
+        // a v1/v2 header is at most 12 + 2^16 bytes in practice
+        let (name, bytes, size) = super::npz::member_prefix(path, key, 12 + (1 << 16))?;
+        let label = std::path::PathBuf::from(format!("{}[{name}]", path.display()));
+        return info(&label, Src::Mem(&bytes), size);
+    }
+    let (file, len) = open(path)?;
+    info(path, Src::File(&file), len)
+}
+
+/// `(H, W)` of a `.npy` mask from its header (dtype checked as the full read
+/// does).
+pub fn mask_header_npy(path: &Path) -> Result<(usize, usize)> {
+    let (file, file_len) = open(path)?;
+    let h = read_header(path, Src::File(&file), file_len, 2, "[H, W] of mask labels")?;
+    match (h.ty.type_char(), h.ty.size_field()) {
+        (TypeChar::Uint | TypeChar::Int, 1 | 2 | 4 | 8) | (TypeChar::Bool, 1) => Ok((h.shape[0], h.shape[1])),
+        _ => bail!(
+            "{}: unsupported dtype {}; masks must be an integer type (uint8, uint16, int32, int64)",
+            path.display(),
+            dtype_name(&h.ty)
+        ),
+    }
+}
+
 /// Read `[C,H,W]` float32/float16 logits from `.npy` (or from the only
 /// array of an `.npz`); rejects NaN/±inf naming the file and the first bad
 /// element (class, y, x).

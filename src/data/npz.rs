@@ -27,6 +27,17 @@ fn names(archive: &zip::ZipArchive<std::fs::File>) -> Vec<String> {
 /// (member `key.npy` or `key`), or the only array when `key` is `None`.
 /// Errors name the file and list the arrays it has.
 pub fn member(path: &Path, key: Option<&str>) -> Result<(String, Vec<u8>)> {
+    read_member(path, key, None).map(|(n, b, _)| (n, b))
+}
+
+/// The first `n` bytes of the array's `.npy` bytes (its header), its name
+/// and the member's claimed size: what a header check needs, without
+/// inflating the array.
+pub fn member_prefix(path: &Path, key: Option<&str>, n: u64) -> Result<(String, Vec<u8>, u64)> {
+    read_member(path, key, Some(n))
+}
+
+fn read_member(path: &Path, key: Option<&str>, prefix: Option<u64>) -> Result<(String, Vec<u8>, u64)> {
     let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", path.display()))?;
     if file.metadata().is_ok_and(|m| m.is_dir()) {
         bail!("{}: is a directory, expected an .npz file", path.display());
@@ -71,14 +82,16 @@ pub fn member(path: &Path, key: Option<&str>) -> Result<(String, Vec<u8>)> {
     // than the member's stored bytes could expand to (deflate's ratio is at
     // most 1032:1) and let the buffer grow with the bytes that really come.
     let plausible = f.compressed_size().saturating_mul(1032).saturating_add(1 << 16);
-    let mut bytes = Vec::with_capacity(size.min(plausible).min(64 << 20) as usize);
-    if let Err(e) = (&mut f).take(size + 1).read_to_end(&mut bytes) {
+    let want = prefix.map_or(size, |n| n.min(size));
+    let mut bytes = Vec::with_capacity(want.min(plausible).min(64 << 20) as usize);
+    let take = if prefix.is_some() { want } else { size + 1 };
+    if let Err(e) = (&mut f).take(take).read_to_end(&mut bytes) {
         bail!("{}[{name}]: corrupt .npz member: {e}", path.display());
     }
-    if bytes.len() as u64 != size {
+    if bytes.len() as u64 != want {
         bail!("{}[{name}]: corrupt .npz member: {} bytes, the archive says {size}", path.display(), bytes.len());
     }
-    Ok((name, bytes))
+    Ok((name, bytes, size))
 }
 
 /// Write `arrays` (name, `.npy` bytes) as an uncompressed `.npz`, like
