@@ -242,7 +242,42 @@ impl Config {
     /// and the key.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
-        Self::parse(&text).with_context(|| format!("{}", path.display()))
+        let cfg = Self::parse(&text).with_context(|| format!("{}", path.display()))?;
+        cfg.check_paths(path).with_context(|| format!("{}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Every input path the config names exists, or the error names the key,
+    /// the path as written, the absolute path it was resolved to and the
+    /// directory relative paths resolve against — the current directory, as
+    /// for every path on the command line (see README "Paths") — plus the
+    /// config's own folder when the path exists relative to it instead.
+    fn check_paths(&self, config_path: &Path) -> Result<()> {
+        let mut inputs: Vec<(String, &Path, bool)> = vec![];
+        if self.datasets.is_empty() {
+            inputs.push(("`dataset`".into(), &self.dataset, self.synthetic.is_some()));
+        }
+        for d in &self.datasets {
+            inputs.push((format!("[[datasets]] '{}' `path`", d.name), &d.path, d.synthetic.is_some() || self.synthetic.is_some()));
+        }
+        if let Some(c) = &self.calibration {
+            inputs.push(("`calibration`".into(), c, false));
+        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        for (key, p, generated) in inputs {
+            if p.exists() || generated {
+                continue;
+            }
+            let mut msg = format!("{key} = {:?}: {} does not exist", p.display().to_string(), absolute(p).display());
+            if p.is_relative() {
+                msg += &format!(" (relative paths resolve against the current directory, {})", cwd.display());
+                if let Some(alt) = config_path.parent().map(|d| d.join(p)).filter(|a| a.exists()) {
+                    msg += &format!("; it exists relative to the config's folder ({}): run bench from there or write the path from here", absolute(&alt).display());
+                }
+            }
+            bail!("{msg}");
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str) -> Result<Config> {

@@ -1,5 +1,5 @@
-//! Property tests: no byte string makes the .npy/mask readers or the config
-//! loader panic; they return an error instead.
+//! Property tests: no byte string makes the .npy/mask readers (full or
+//! header-only) or the config loader panic; they return an error instead.
 
 use proptest::prelude::*;
 
@@ -49,6 +49,17 @@ proptest! {
         let q = d.path().join("x.png");
         std::fs::write(&q, &bytes).unwrap();
         let _ = bench::data::read_mask(&q);
+        // the pre-flight's header-only readers agree with the full readers
+        // on what is acceptable, and never panic either
+        for f in [&p, &z] {
+            let full = bench::data::read_logits(f).map(|l| vec![l.c, l.h, l.w]);
+            let head = bench::data::npy::float_header(f, None, 3, "logits").map(|i| i.shape);
+            if let Ok(shape) = &full {
+                prop_assert_eq!(head.as_ref().ok(), Some(shape));
+            }
+        }
+        let _ = bench::data::mask::mask_size(&p);
+        let _ = bench::data::mask::mask_size(&q);
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Preflight {
                     && !resize
                 {
                     self.push(anyhow::anyhow!(
-                        "{}: score map is {}×{} but the mask {} is {mh}×{mw}",
+                        "{}: score map is {}×{} but the mask {} is {mh}×{mw} (set `resize = \"nearest\"` or `\"bilinear\"` to upsample)",
                         path.display(),
                         shape[0],
                         shape[1],
@@ -121,8 +121,9 @@ impl Preflight {
             0 => Ok(self.implausible.into_iter().map(|(w, n)| if n > 1 { format!("{w} ({n} files)") } else { w }).collect()),
             1 => bail!("{}", self.problems[0]),
             n => {
-                let mut msg = format!("{n} input problems found before any scoring (nothing was written):");
-                for p in self.problems.iter().take(MAX_PROBLEMS) {
+                // the first line names the first problem; the others follow, indented
+                let mut msg = format!("{} (and {} more of {n} input problems found before any scoring, listed below; nothing was written)", self.problems[0], n - 1);
+                for p in self.problems.iter().skip(1).take(MAX_PROBLEMS - 1) {
                     msg += &format!("\n  {p}");
                 }
                 if n > MAX_PROBLEMS {
