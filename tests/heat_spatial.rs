@@ -14,7 +14,7 @@ use bench::config::Config;
 use bench::data::{LogitData, Logits};
 use bench::scores::cpu::CpuScorer;
 use bench::scores::gpu::GpuScorer;
-use bench::scores::gpu_post::HeatPostGpu;
+use bench::scores::gpu::post::HeatPostGpu;
 use bench::scores::post::apply_heat_cpu;
 use bench::scores::{Calibration, HeatPost, Method, ScorePlan, Scorer, SmlPost};
 use serde::Deserialize;

@@ -11,7 +11,7 @@ use bench::config::Config;
 use bench::data::{LogitData, Logits};
 use bench::scores::cpu::CpuScorer;
 use bench::scores::gpu::GpuScorer;
-use bench::scores::gpu_post::PostGpu;
+use bench::scores::gpu::post::PostGpu;
 use bench::scores::post::{apply_cpu, boundaries};
 use bench::scores::{Calibration, Method, ScorePlan, Scorer, SmlPost};
 use serde::Deserialize;

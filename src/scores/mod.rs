@@ -3,20 +3,19 @@
 //! Why this room exists: every method in the sweep is a pure per-pixel
 //! function of the C logits (plus statistics fitted once on a calibration
 //! split). Keeping the definitions here, once, lets the WGSL pass
-//! (`gpu.rs`, `shaders/scores.wgsl`) and its CPU twin (`cpu.rs`) be tested
+//! (`gpu/`, `shaders/scores.wgsl`) and its CPU twin (`cpu.rs`) be tested
 //! against each other, and lets the metrics room stay ignorant of how a
 //! score was made.
 //!
 //! Adding a method = one WGSL function in `shaders/methods.wgsl`, one CPU
 //! reference function in `cpu.rs`, one entry in the `methods!` list below
 //! (enum arm + metadata), one line in README. The fused shader's per-method
-//! dispatch and stores are generated from that list (`gpu.rs`), and the CPU
+//! dispatch and stores are generated from that list (`gpu/fused.rs`), and the CPU
 //! scorer dispatches through the same list.
 
 pub mod calib;
 pub mod cpu;
 pub mod gpu;
-pub mod gpu_post;
 pub mod post;
 
 use anyhow::{Result, bail};

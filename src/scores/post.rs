@@ -1,7 +1,7 @@
 //! SML post-processing (Jung et al. 2021, ICCV, "Standardized Max Logits"):
 //! iterative boundary suppression and dilated Gaussian smoothing of the
 //! whole-image score map — the f64 CPU reference; the WGSL twin is
-//! `shaders/sml_post.wgsl` (run by `gpu.rs` after the fused pass).
+//! `shaders/sml_post.wgsl` (run by `gpu/fused.rs` after the fused pass, via `gpu/post.rs`).
 //!
 //! Why whole-image and after the fused pass: both steps are spatial (3×3
 //! neighbourhoods, boundary distances up to `boundary_width`, a Gaussian

@@ -1,10 +1,10 @@
-//! The WGSL path: every requested score of an image in one fused compute
-//! pass (`shaders/scores.wgsl`), tested against [`super::cpu`].
+//! The fused pass: every requested score of an image in one WGSL compute
+//! pass (`shaders/scores.wgsl`), tested against [`crate::scores::cpu`].
 //!
 //! Why it is shaped this way:
-//! - [`GpuContext`] owns the adapter, device, queue, bind-group layout and the
-//!   compiled pipelines; it is created once per run and reused for every
-//!   image. Pipelines are specialised (WGSL `override`s) by logit dtype, by
+//! - [`FusedPass`] owns the pass's bind-group layout and compiled pipelines
+//!   (the device is borrowed from [`GpuContext`]); it is created once per
+//!   run and reused for every image. Pipelines are specialised (WGSL `override`s) by logit dtype, by
 //!   whether HEAT is compiled in (and the size of its private array), by the
 //!   number of distinct softmax temperatures and by C (constant loop bounds
 //!   unroll), and cached: a sweep over one model compiles one or two.
@@ -25,28 +25,25 @@
 //! - Nothing here panics on user input: bad shapes, missing calibration, C
 //!   too large for HEAT, device errors — all come back as `Err`.
 
-use super::{LogitData, Logits, Method, ScoreMaps, ScorePlan, Scorer};
+use super::context::{GpuContext, WG, candidates, new_instance, none_found};
+use super::post::{HeatPostGpu, PostGpu};
+use crate::scores::{LogitData, Logits, Method, ScoreMaps, ScorePlan, Scorer};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Mutex};
 
 /// The fused pass's skeleton (bindings, `Params`, `Px`, `main`).
-const SKELETON: &str = include_str!("../../shaders/scores.wgsl");
+const SKELETON: &str = include_str!("../../../shaders/scores.wgsl");
 /// One WGSL function per built-in method.
-const METHODS_WGSL: &str = include_str!("../../shaders/methods.wgsl");
+const METHODS_WGSL: &str = include_str!("../../../shaders/methods.wgsl");
 /// The line of `main` replaced by the generated per-method dispatch.
 const DISPATCH_LINE: &str = "//@DISPATCH@";
 /// The line of the shader the host rewrites to size the private logit array.
 const MAX_C_LINE: &str = "const MAX_C: u32 = 256u;";
-/// Workgroup size of `scores.wgsl` (`const WG`).
-const WG: u32 = 256;
 /// Most classes a method that keeps the pixel's logits (`Needs::logits`,
 /// e.g. HEAT) supports on the GPU (size of the per-invocation array).
 pub const MAX_LOGIT_ARRAY: usize = 256;
-/// Back-compat name of [`MAX_LOGIT_ARRAY`].
-pub const MAX_HEAT_CLASSES: usize = MAX_LOGIT_ARRAY;
 /// Method slots the `Params` tables hold (`array<vec4<u32>, 2>`).
 const MAX_SLOTS: usize = 8;
 const _: () = assert!(Method::ALL.len() <= MAX_SLOTS);
@@ -99,130 +96,6 @@ pub fn shader_source(max_c: u32, auxu_vec4: u64) -> Result<String> {
 /// overhead is noise.
 pub const DEFAULT_TILE_BYTES: u64 = 32 << 20;
 
-// ---------------------------------------------------------------------------
-// Adapters
-// ---------------------------------------------------------------------------
-
-/// One adapter wgpu sees, for `bench devices`.
-#[derive(Debug, Clone)]
-pub struct AdapterSummary {
-    pub name: String,
-    pub backend: wgpu::Backend,
-    pub device_type: wgpu::DeviceType,
-    pub driver: String,
-    pub driver_info: String,
-    pub max_storage_buffer_binding_size: u64,
-    pub max_buffer_size: u64,
-    pub max_compute_workgroups_per_dimension: u32,
-}
-
-impl AdapterSummary {
-    fn of(a: &wgpu::Adapter) -> AdapterSummary {
-        let i = a.get_info();
-        let l = a.limits();
-        AdapterSummary {
-            name: i.name,
-            backend: i.backend,
-            device_type: i.device_type,
-            driver: i.driver,
-            driver_info: i.driver_info,
-            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
-            max_buffer_size: l.max_buffer_size,
-            max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
-        }
-    }
-
-    /// A CPU implementation (lavapipe / llvmpipe, WARP, SwiftShader).
-    pub fn is_software(&self) -> bool {
-        self.device_type == wgpu::DeviceType::Cpu
-    }
-}
-
-fn device_type_name(t: wgpu::DeviceType) -> &'static str {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => "discrete GPU",
-        wgpu::DeviceType::IntegratedGpu => "integrated GPU",
-        wgpu::DeviceType::VirtualGpu => "virtual GPU",
-        wgpu::DeviceType::Cpu => "software (CPU)",
-        wgpu::DeviceType::Other => "other",
-    }
-}
-
-fn mib(b: u64) -> String {
-    if b >= 1 << 20 {
-        format!("{} MiB", b >> 20)
-    } else {
-        format!("{b} B")
-    }
-}
-
-impl fmt::Display for AdapterSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({:?}, {}), driver {}{}; max storage binding {}, max buffer {}, max workgroups/dim {}",
-            self.name,
-            self.backend,
-            device_type_name(self.device_type),
-            if self.driver.is_empty() { "?" } else { &self.driver },
-            if self.driver_info.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", self.driver_info)
-            },
-            mib(self.max_storage_buffer_binding_size),
-            mib(self.max_buffer_size),
-            self.max_compute_workgroups_per_dimension,
-        )
-    }
-}
-
-fn new_instance() -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    // Vulkan / Metal / DX12 unless WGPU_BACKEND says otherwise: the GL
-    // backend has no compute on many drivers and is slow to probe headless.
-    desc.backends = wgpu::Backends::PRIMARY.with_env();
-    desc.flags = wgpu::InstanceFlags::default().with_env();
-    wgpu::Instance::new(desc)
-}
-
-fn rank(t: wgpu::DeviceType) -> u8 {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Other => 3,
-        wgpu::DeviceType::Cpu => 4,
-    }
-}
-
-/// Adapters usable for compute, best first (discrete, integrated, virtual,
-/// other, software). `WGPU_ADAPTER_NAME` (case-insensitive substring)
-/// narrows the list, as in wgpu's own tools.
-fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    let mut all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    all.retain(|a| {
-        a.get_downlevel_capabilities()
-            .flags
-            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
-    });
-    if let Ok(want) = std::env::var("WGPU_ADAPTER_NAME") {
-        let want = want.to_lowercase();
-        all.retain(|a| a.get_info().name.to_lowercase().contains(&want));
-    }
-    all.sort_by_key(|a| rank(a.get_info().device_type));
-    all
-}
-
-/// Every compute-capable adapter wgpu sees, best first (for `bench devices`).
-pub fn list_adapters() -> Vec<AdapterSummary> {
-    adapters(&new_instance()).iter().map(AdapterSummary::of).collect()
-}
-
-// ---------------------------------------------------------------------------
-// Context
-// ---------------------------------------------------------------------------
-
 /// Pipeline variant (the WGSL `override`s and the private-array size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PipelineKey {
@@ -242,96 +115,18 @@ struct PipelineKey {
 /// The line of the shader the host rewrites to the uniform view's size.
 const AUXU_LINE: &str = "const AUXU_VEC4: u32 = 4096u;";
 
-/// Device, queue, layouts and pipelines: created once per run.
-pub struct GpuContext {
-    #[allow(dead_code)]
-    instance: wgpu::Instance,
-    adapter: wgpu::Adapter,
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    info: wgpu::AdapterInfo,
-    limits: wgpu::Limits,
+/// The fused pass's bind-group layout and its pipeline cache.
+pub struct FusedPass {
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
     modules: HashMap<u32, wgpu::ShaderModule>,
     pipelines: HashMap<PipelineKey, wgpu::ComputePipeline>,
-    errors: Arc<Mutex<Vec<String>>>,
-    /// Size of the uniform view of `aux` (binding 4).
-    ubo_bytes: u64,
 }
 
-impl fmt::Debug for GpuContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GpuContext")
-            .field("adapter", &self.info.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl GpuContext {
-    /// Open the best adapter. With `allow_software = false`, CPU adapters
-    /// (lavapipe/llvmpipe, WARP, SwiftShader) are skipped.
-    pub fn new(allow_software: bool) -> Result<GpuContext> {
-        let instance = new_instance();
-        let mut found = adapters(&instance);
-        if !allow_software {
-            found.retain(|a| a.get_info().device_type != wgpu::DeviceType::Cpu);
-        }
-        let mut last_err = None;
-        for adapter in found {
-            match Self::open(&instance, adapter) {
-                Ok(ctx) => return Ok(ctx),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        match last_err {
-            Some(e) => Err(e.context("no GPU adapter found (every candidate failed to open)")),
-            None if allow_software => bail!("no GPU adapter found"),
-            None => bail!("no GPU adapter found (software adapters were not considered)"),
-        }
-    }
-
-    fn open(instance: &wgpu::Instance, adapter: wgpu::Adapter) -> Result<GpuContext> {
-        let info = adapter.get_info();
-        let al = adapter.limits();
-        ensure!(
-            al.max_compute_invocations_per_workgroup >= WG && al.max_compute_workgroup_size_x >= WG,
-            "{}: workgroups of {WG} invocations are not supported",
-            info.name
-        );
-        ensure!(
-            al.max_storage_buffers_per_shader_stage >= 3,
-            "{}: too few storage buffers per stage",
-            info.name
-        );
-        let mut req = wgpu::Limits::downlevel_defaults();
-        req.max_storage_buffer_binding_size = al.max_storage_buffer_binding_size;
-        req.max_buffer_size = al.max_buffer_size;
-        req.max_compute_workgroups_per_dimension = al.max_compute_workgroups_per_dimension;
-        req.max_compute_invocations_per_workgroup = WG;
-        req.max_compute_workgroup_size_x = WG;
-        req.max_uniform_buffer_binding_size = al.max_uniform_buffer_binding_size.clamp(16 << 10, 64 << 10);
-        let ubo_bytes = req.max_uniform_buffer_binding_size & !15;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("bench scores"),
-            required_features: wgpu::Features::empty(),
-            required_limits: req.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .with_context(|| format!("{}: request_device failed", info.name))?;
-
-        // Errors wgpu would otherwise panic on are collected and turned into
-        // `Err` by the next call that checks.
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let sink = errors.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            if let Ok(mut v) = sink.lock() {
-                v.push(e.to_string());
-            }
-        }));
-
+impl FusedPass {
+    /// Create the layout and compile the common variant now, so a broken
+    /// driver fails at adapter selection, not in the middle of a sweep.
+    pub fn new(ctx: &GpuContext) -> Result<FusedPass> {
         let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -342,7 +137,7 @@ impl GpuContext {
             },
             count: None,
         };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        let layout = ctx.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("scores"),
             entries: &[
                 wgpu::BindGroupLayoutEntry {
@@ -364,88 +159,33 @@ impl GpuContext {
                     ty: wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Uniform,
                         has_dynamic_offset: false,
-                        min_binding_size: wgpu::BufferSize::new(ubo_bytes),
+                        min_binding_size: wgpu::BufferSize::new(ctx.ubo_bytes),
                     },
                     count: None,
                 },
             ],
         });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        let pipeline_layout = ctx.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("scores"),
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let ctx = GpuContext {
-            instance: instance.clone(),
-            adapter,
-            device,
-            queue,
-            info,
-            limits: req,
-            layout,
-            pipeline_layout,
-            modules: HashMap::new(),
-            pipelines: HashMap::new(),
-            errors,
-            ubo_bytes,
-        };
-        // Compile the common variant now so a broken driver fails here, at
-        // adapter selection, not in the middle of a sweep.
-        let mut ctx = ctx;
-        ctx.pipeline(PipelineKey {
-            f16: false,
-            logits_cap: 0,
-            xs: false,
-            nt: 1,
-            ncls: 0,
-            aux_ubo: false,
-        })?;
-        Ok(ctx)
+        let mut pass = FusedPass { layout, pipeline_layout, modules: HashMap::new(), pipelines: HashMap::new() };
+        pass.pipeline(
+            ctx,
+            PipelineKey {
+                f16: false,
+                logits_cap: 0,
+                xs: false,
+                nt: 1,
+                ncls: 0,
+                aux_ubo: false,
+            },
+        )?;
+        Ok(pass)
     }
 
-    pub fn adapter(&self) -> &wgpu::Adapter {
-        &self.adapter
-    }
-    pub fn device(&self) -> &wgpu::Device {
-        &self.device
-    }
-    pub fn queue(&self) -> &wgpu::Queue {
-        &self.queue
-    }
-    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
-        &self.info
-    }
-    /// The limits the device was opened with (the adapter's for buffer sizes
-    /// and dispatch size).
-    pub fn limits(&self) -> &wgpu::Limits {
-        &self.limits
-    }
-    pub fn summary(&self) -> AdapterSummary {
-        AdapterSummary::of(&self.adapter)
-    }
-
-    /// "adapter name (backend, device type)".
-    pub fn describe(&self) -> String {
-        format!(
-            "{} ({:?}, {})",
-            self.info.name,
-            self.info.backend,
-            device_type_name(self.info.device_type)
-        )
-    }
-
-    /// Device errors collected since the last check, as one `Err`.
-    pub fn take_error(&self) -> Result<()> {
-        let mut v = self.errors.lock().map_err(|_| anyhow!("GPU error sink poisoned"))?;
-        if v.is_empty() {
-            return Ok(());
-        }
-        let msg = v.join("; ");
-        v.clear();
-        bail!("GPU error on {}: {msg}", self.info.name)
-    }
-
-    fn pipeline(&mut self, key: PipelineKey) -> Result<&wgpu::ComputePipeline> {
+    fn pipeline(&mut self, ctx: &GpuContext, key: PipelineKey) -> Result<&wgpu::ComputePipeline> {
         if !self.pipelines.contains_key(&key) {
             let PipelineKey {
                 f16,
@@ -457,12 +197,12 @@ impl GpuContext {
             } = key;
             let cap = if logits_cap == 0 { 4 } else { logits_cap };
             if !self.modules.contains_key(&cap) {
-                let src = shader_source(cap, self.ubo_bytes / 16)?;
-                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                let src = shader_source(cap, ctx.ubo_bytes / 16)?;
+                let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some("scores.wgsl"),
                     source: wgpu::ShaderSource::Wgsl(src.into()),
                 });
-                self.take_error().context("compiling shaders/scores.wgsl")?;
+                ctx.take_error().context("compiling shaders/scores.wgsl")?;
                 self.modules.insert(cap, module);
             }
             let module = &self.modules[&cap];
@@ -474,7 +214,7 @@ impl GpuContext {
                 ("NCLS", ncls as f64),
                 ("AUX_UBO", if aux_ubo { 1.0 } else { 0.0 }),
             ];
-            let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            let p = ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some("scores"),
                 layout: Some(&self.pipeline_layout),
                 module,
@@ -485,16 +225,13 @@ impl GpuContext {
                 },
                 cache: None,
             });
-            self.take_error().context("creating the scores pipeline")?;
+            ctx.take_error().context("creating the scores pipeline")?;
             self.pipelines.insert(key, p);
         }
         Ok(&self.pipelines[&key])
     }
 }
 
-// ---------------------------------------------------------------------------
-// Scorer
-// ---------------------------------------------------------------------------
 
 /// Uniform block of `scores.wgsl` (`struct Params`, 176 bytes).
 #[repr(C)]
@@ -740,15 +477,16 @@ struct Slot {
 /// The GPU scorer: one fused WGSL pass per pixel tile.
 pub struct GpuScorer {
     ctx: GpuContext,
+    fused: FusedPass,
     slots: Vec<Slot>,
     aux: Option<(wgpu::Buffer, Vec<f32>)>,
     aux_gen: u64,
     max_binding: u64,
     tile_bytes: u64,
     /// SML post-processing passes, compiled on first use.
-    post: Option<super::gpu_post::PostGpu>,
+    post: Option<PostGpu>,
     /// HEAT spatial-consistency passes, compiled on first use.
-    heat_post: Option<super::gpu_post::HeatPostGpu>,
+    heat_post: Option<HeatPostGpu>,
 }
 
 impl fmt::Debug for GpuScorer {
@@ -763,14 +501,26 @@ impl GpuScorer {
     /// Open the best adapter ("no GPU adapter found" when there is none).
     /// `allow_software = false` skips CPU adapters such as lavapipe.
     pub fn new(allow_software: bool) -> Result<GpuScorer> {
-        Ok(Self::from_context(GpuContext::new(allow_software)?))
+        let instance = new_instance();
+        let mut last_err = None;
+        for adapter in candidates(&instance, allow_software) {
+            match GpuContext::open(&instance, adapter).and_then(Self::from_context) {
+                Ok(s) => return Ok(s),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(none_found(last_err, allow_software))
     }
 
-    pub fn from_context(ctx: GpuContext) -> GpuScorer {
+    /// The scorer on an opened device (compiles the fused pass's common
+    /// variant: a broken driver fails here).
+    pub fn from_context(ctx: GpuContext) -> Result<GpuScorer> {
+        let fused = FusedPass::new(&ctx)?;
         let l = ctx.limits();
         let max_binding = l.max_storage_buffer_binding_size.min(l.max_buffer_size).min(1 << 31);
-        GpuScorer {
+        Ok(GpuScorer {
             ctx,
+            fused,
             slots: Vec::new(),
             aux: None,
             aux_gen: 0,
@@ -778,7 +528,7 @@ impl GpuScorer {
             tile_bytes: DEFAULT_TILE_BYTES,
             post: None,
             heat_post: None,
-        }
+        })
     }
 
     /// Test hook: pretend the adapter's largest binding is `bytes` (≥ 16),
@@ -860,7 +610,7 @@ impl GpuScorer {
             );
             let bind = make_bind(
                 dev,
-                &self.ctx.layout,
+                &self.fused.layout,
                 &params,
                 &input,
                 aux_buf,
@@ -887,7 +637,7 @@ impl GpuScorer {
             let sl = &mut self.slots[s];
             sl.bind = make_bind(
                 dev,
-                &self.ctx.layout,
+                &self.fused.layout,
                 &sl.params,
                 &sl.input,
                 aux_buf,
@@ -996,7 +746,7 @@ impl GpuScorer {
             ncls: c as u32,
             aux_ubo: prep.key_logits > 0 && (prep.aux.len() * 4) as u64 <= self.ctx.ubo_bytes,
         };
-        self.ctx.pipeline(key)?;
+        self.fused.pipeline(&self.ctx, key)?;
         self.upload_aux(&prep.aux);
 
         // Tile size: logits and scores of a tile each fit one binding.
@@ -1029,7 +779,7 @@ impl GpuScorer {
             let in_bytes = ((len * (c + fd) * eb) as u64).next_multiple_of(4);
             let out_bytes = (len * prep.rows * 4) as u64;
             self.ensure_slot(s, in_bytes, out_bytes);
-            let pipeline = self.ctx.pipelines[&key].clone();
+            let pipeline = self.fused.pipelines[&key].clone();
             let sl = &mut self.slots[s];
 
             // Pack the tile: C rows of `len` values into the mapped staging buffer.
@@ -1164,7 +914,7 @@ impl GpuScorer {
                 vec![0; h * w]
             };
             if self.post.is_none() {
-                self.post = Some(super::gpu_post::PostGpu::new(&self.ctx)?);
+                self.post = Some(PostGpu::new(&self.ctx)?);
             }
             let post = self.post.as_ref().unwrap();
             for (map, m) in maps.iter_mut().zip(&plan.methods) {
@@ -1175,7 +925,7 @@ impl GpuScorer {
         }
         if plan.heat_post_active() {
             if self.heat_post.is_none() {
-                self.heat_post = Some(super::gpu_post::HeatPostGpu::new(&self.ctx)?);
+                self.heat_post = Some(HeatPostGpu::new(&self.ctx)?);
             }
             let post = self.heat_post.as_ref().unwrap();
             for (map, m) in maps.iter_mut().zip(&plan.methods) {
@@ -1194,7 +944,7 @@ impl Scorer for GpuScorer {
     }
 
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
-        let features = super::heat_features(logits, features, plan)?;
+        let features = crate::scores::heat_features(logits, features, plan)?;
         let n = logits.pixels();
         let pred = plan.sml_post_active() && plan.sml_post.boundary_suppression;
         let mut maps = vec![vec![0f32; n]; plan.methods.len() + pred as usize];
@@ -1356,7 +1106,7 @@ mod tests {
         let mut p = plan(&[Method::Heat], 1.0, 1.0, 3);
         p.calibration.as_mut().unwrap().heat.whiten.clear();
         assert!(prepare(&p, 3).is_err());
-        let big = MAX_HEAT_CLASSES + 1;
+        let big = MAX_LOGIT_ARRAY + 1;
         let e = prepare(&plan(&[Method::Heat], 1.0, 1.0, big), big).unwrap_err();
         assert!(e.to_string().contains("at most"), "{e}");
         let p = ScorePlan {
@@ -1371,3 +1121,4 @@ mod tests {
         assert!(prepare(&plan(&[Method::MaxLogit], 1.0, 1.0, 3), 0).is_err());
     }
 }
+

@@ -12,12 +12,12 @@
 //! allocations. Errors (image larger than a binding, device errors) are
 //! `Err`, never panics.
 
-use super::gpu::GpuContext;
-use super::post::{HeatPost, SmlPost};
+use super::context::GpuContext;
+use crate::scores::post::{HeatPost, SmlPost};
 use anyhow::{Result, anyhow, ensure};
 use wgpu::util::DeviceExt;
 
-const SHADER: &str = include_str!("../../shaders/sml_post.wgsl");
+const SHADER: &str = include_str!("../../../shaders/sml_post.wgsl");
 const WG: u32 = 16;
 
 /// Uniform block of `sml_post.wgsl` (`struct PostParams`, 32 bytes).
@@ -182,7 +182,7 @@ fn submit_and_read(ctx: &GpuContext, enc: wgpu::CommandEncoder, readback: &wgpu:
     Ok(())
 }
 
-const HEAT_SHADER: &str = include_str!("../../shaders/heat_post.wgsl");
+const HEAT_SHADER: &str = include_str!("../../../shaders/heat_post.wgsl");
 
 /// Uniform block of `heat_post.wgsl` (`struct SpatialParams`, 16 bytes).
 #[repr(C)]

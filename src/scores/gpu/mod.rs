@@ -1,0 +1,20 @@
+//! The WGSL path, tested against [`super::cpu`].
+//!
+//! Why three files with one-way arrows:
+//! - `context.rs` chooses and opens the adapter: device, queue, limits and
+//!   the error sink every pass shares. It knows no pass.
+//! - `fused.rs` is the fused scoring pass (`shaders/scores.wgsl`): every
+//!   requested score of a pixel tile in one dispatch, and [`GpuScorer`], the
+//!   [`super::Scorer`] that runs it and then the post-processing passes.
+//! - `post.rs` holds the whole-image passes that need neighbours across
+//!   tile borders (SML boundary suppression and smoothing, HEAT's spatial
+//!   term), each owning its own pipelines.
+//!
+//! `fused` → `post` → `context`, `fused` → `context`: nothing points back.
+
+pub mod context;
+pub mod fused;
+pub mod post;
+
+pub use context::{AdapterSummary, GpuContext, list_adapters};
+pub use fused::{DEFAULT_TILE_BYTES, GpuScorer, MAX_LOGIT_ARRAY, shader_source};
