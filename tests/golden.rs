@@ -348,15 +348,24 @@ fn score_errors(case: &ScoreCase) -> Vec<String> {
         let mut z = vec![0f64; case.c];
         let mut u = vec![0f64; case.c];
         let mut got: [Vec<f64>; 8] = Default::default();
+        let at = |t: f64| ScorePlan {
+            methods: vec![],
+            msp_temperature: t,
+            energy_temperature: t,
+            calibration: Some(cal.clone()),
+            sml_post: Default::default(),
+            heat_post: Default::default(),
+        };
+        let (t1, t2) = (at(1.0), at(2.0));
         for p in 0..case.test.n {
             test.pixel(p, &mut z);
-            got[0].push(cpu::max_logit(&z));
-            got[1].push(cpu::msp(&z, 1.0));
-            got[2].push(cpu::msp(&z, 2.0));
-            got[3].push(cpu::energy(&z, 1.0));
-            got[4].push(cpu::energy(&z, 2.0));
-            got[5].push(cpu::sml(&z, &cal.sml));
-            got[6].push(cpu::heat(&z, &cal.heat, &mut u));
+            got[0].push(cpu::score_one(Method::MaxLogit, &z, &t1, &mut u));
+            got[1].push(cpu::score_one(Method::Msp, &z, &t1, &mut u));
+            got[2].push(cpu::score_one(Method::Msp, &z, &t2, &mut u));
+            got[3].push(cpu::score_one(Method::Energy, &z, &t1, &mut u));
+            got[4].push(cpu::score_one(Method::Energy, &z, &t2, &mut u));
+            got[5].push(cpu::score_one(Method::Sml, &z, &t1, &mut u));
+            got[6].push(cpu::score_one(Method::Heat, &z, &t1, &mut u));
             got[7].push(cpu::gmm_energy(&z, &cal.heat, &mut u));
         }
         check_vec(&mut errs, n, "max_logit (f64)", &got[0], &e.max_logit);
@@ -395,10 +404,18 @@ fn entropy_matches_numpy() {
             check_vec(&mut errs, &case.name, &format!("entropy (CpuScorer, T_msp={t})"), &got, &case.expected.entropy);
         }
         let mut z = vec![0f64; case.c];
+        let plan = ScorePlan {
+            methods: vec![],
+            msp_temperature: 1.0,
+            energy_temperature: 1.0,
+            calibration: None,
+            sml_post: Default::default(),
+            heat_post: Default::default(),
+        };
         let got: Vec<f64> = (0..case.test.n)
             .map(|p| {
                 test.pixel(p, &mut z);
-                cpu::entropy(&z)
+                cpu::score_one(Method::Entropy, &z, &plan, &mut [])
             })
             .collect();
         check_vec(&mut errs, &case.name, "entropy (f64)", &got, &case.expected.entropy);

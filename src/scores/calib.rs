@@ -5,7 +5,7 @@
 //! so the fitted numbers are identical whichever device later scores the
 //! test split, and so a fit on the test split is flagged as leakage.
 
-use super::cpu::{gmm_energy, logsumexp, max_argmax};
+use super::cpu::{Pixel, gmm_energy, logit_energy, max_argmax};
 use crate::data::{Logits, label};
 use anyhow::{Result, bail};
 use rayon::prelude::*;
@@ -339,7 +339,7 @@ impl Calibration {
                         continue;
                     }
                     lg.pixel(p, &mut z);
-                    a[0].push(-logsumexp(&z, 1.0));
+                    a[0].push(logit_energy(&mut Pixel::new(&z, &mut [])));
                     match feat {
                         Some(f) => {
                             f.pixel(p, &mut x);

@@ -4,7 +4,7 @@
 //! that runs when no adapter exists. Each method is one small function of a
 //! pixel's logits so the formulas can be read next to SPEC §4.
 
-use super::{HeatParams, Logits, Method, ScoreMaps, ScorePlan, Scorer, SmlStats};
+use super::{HeatParams, Logits, Method, ScoreMaps, ScorePlan, Scorer};
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
@@ -23,42 +23,6 @@ pub fn max_argmax(z: &[f64]) -> (f64, usize) {
         }
     }
     (best, arg)
-}
-
-/// Stable `log Σ exp(z_c / t)`.
-#[inline]
-pub fn logsumexp(z: &[f64], t: f64) -> f64 {
-    let m = max_argmax(z).0 / t;
-    let s: f64 = z.iter().map(|&v| (v / t - m).exp()).sum();
-    m + s.ln()
-}
-
-/// Max Logit (Hendrycks et al. 2022): `-max_c z_c`.
-#[inline]
-pub fn max_logit(z: &[f64]) -> f64 {
-    -max_argmax(z).0
-}
-
-/// MSP (Hendrycks & Gimpel 2017): `-max_c softmax(z/T)_c = -1 / Σ exp(z_c/T - max/T)`.
-#[inline]
-pub fn msp(z: &[f64], t: f64) -> f64 {
-    let m = max_argmax(z).0 / t;
-    let s: f64 = z.iter().map(|&v| (v / t - m).exp()).sum();
-    -1.0 / s
-}
-
-/// Energy (Liu et al. 2020): `-T · logsumexp(z/T)`.
-#[inline]
-pub fn energy(z: &[f64], t: f64) -> f64 {
-    -t * logsumexp(z, t)
-}
-
-/// Standardized Max Logit (Jung et al. 2021), plain variant:
-/// `-(max z - μ_ĉ) / σ_ĉ` with ĉ the predicted class.
-#[inline]
-pub fn sml(z: &[f64], s: &SmlStats) -> f64 {
-    let (m, c) = max_argmax(z);
-    -(m - s.mean[c]) / s.std[c]
 }
 
 /// Class-conditional Gaussian energy with tied covariance:
@@ -91,19 +55,6 @@ pub fn gmm_energy(z: &[f64], h: &HeatParams, u: &mut [f64]) -> f64 {
     -(best + acc.ln())
 }
 
-/// HEAT from logits (SPEC §4.1): soft-min of the z-scored logit energy and
-/// the z-scored class-Gaussian energy: `-log(exp(-Ẽ_el) + exp(-Ẽ_gmm))`.
-#[inline]
-pub fn heat(z: &[f64], h: &HeatParams, u: &mut [f64]) -> f64 {
-    let el = (-logsumexp(z, 1.0) - h.el_mean) / h.el_std;
-    let gm = (gmm_energy(z, h, u) - h.gmm_mean) / h.gmm_std;
-    // -logsumexp(-el, -gm), stable
-    let a = -el;
-    let b = -gm;
-    let m = a.max(b);
-    -(m + ((a - m).exp() + (b - m).exp()).ln())
-}
-
 /// The shared per-pixel quantities every method reads, computed once per
 /// pixel: the logits, max, first argmax and (lazily, per temperature) the
 /// softmax sum `Σ exp(z_c/T − max/T)`. The CPU twin of WGSL's `Px`.
@@ -127,9 +78,8 @@ impl<'a> Pixel<'a> {
         Pixel { z, max, arg, sums: [(0.0, 0.0); 4], nsums: 0, scratch, feat: None }
     }
 
-    /// `Σ_c exp(z_c/T − max/T)`, computed once per temperature. The same
-    /// floating-point operations as [`logsumexp`] / [`msp`], so fused and
-    /// per-method scores are bit-identical.
+    /// `Σ_c exp(z_c/T − max/T)`, computed once per temperature and shared
+    /// by every method that asks (MSP, Energy, HEAT, entropy).
     pub fn sum(&mut self, t: f64) -> f64 {
         if let Some(&(_, s)) = self.sums[..self.nsums].iter().find(|x| x.0 == t) {
             return s;
@@ -171,11 +121,18 @@ pub fn sml_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
     -(px.max - st.mean[px.arg]) / st.std[px.arg]
 }
 
-/// `heat`: see [`heat`]; the Gaussian energy reads the pixel's features
-/// when the fit was on features.
+/// The energy of the logits at T = 1, `−logsumexp(z)` (HEAT's `E_el`; the
+/// calibration's moments are fitted on exactly this).
+pub fn logit_energy(px: &mut Pixel) -> f64 {
+    -(px.max + px.sum(1.0).ln())
+}
+
+/// `heat` (SPEC §4.1): soft-min of the z-scored logit energy and the
+/// z-scored class-Gaussian energy, `−log(exp(−Ẽ_el) + exp(−Ẽ_gmm))`; the
+/// Gaussian energy reads the pixel's features when the fit was on features.
 pub fn heat_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
     let h = plan.heat().expect("HEAT needs calibration");
-    let el = (-(px.max + px.sum(1.0).ln()) - h.el_mean) / h.el_std;
+    let el = (logit_energy(px) - h.el_mean) / h.el_std;
     let x = px.feat.unwrap_or(px.z);
     let gm = (gmm_energy(x, h, px.scratch) - h.gmm_mean) / h.gmm_std;
     // -logsumexp(-el, -gm), stable
@@ -196,36 +153,17 @@ pub fn entropy_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
     s.ln() - xs / s
 }
 
-/// Softmax entropy of one pixel's logits (see [`entropy_px`]).
-pub fn entropy(z: &[f64]) -> f64 {
-    let mut u = [];
-    let plan = ScorePlan {
-        methods: vec![],
-        msp_temperature: 1.0,
-        energy_temperature: 1.0,
-        calibration: None,
-        sml_post: Default::default(),
-        heat_post: Default::default(),
-    };
-    entropy_px(&mut Pixel::new(z, &mut u), &plan)
-}
-
-/// One method at one pixel.
+/// One method at one pixel in f64, no f32 rounding (what the golden tests
+/// compare with numpy). `u` is scratch of length ≥ C.
 #[inline]
 pub fn score_one(method: Method, z: &[f64], plan: &ScorePlan, u: &mut [f64]) -> f64 {
     (method.spec().cpu)(&mut Pixel::new(z, u), plan)
 }
 
-/// All requested methods at one pixel, sharing the work the definitions
-/// have in common (max, argmax and each temperature's softmax sum are
-/// computed once, in [`Pixel`]). Bit-identical to calling [`score_one`]
-/// per method: the shared values are the same floating-point operations.
-#[inline]
-pub fn score_pixel(z: &[f64], plan: &ScorePlan, u: &mut [f64], out: &mut [f32]) {
-    score_pixel_features(z, None, plan, u, out)
-}
-
-/// [`score_pixel`] with the pixel's feature vector (HEAT on features).
+/// All requested methods at one pixel (given its feature vector when HEAT
+/// lives in a feature space), sharing the work the definitions have in
+/// common: max, argmax and each temperature's softmax sum are computed
+/// once, in [`Pixel`]. Bit-identical to [`score_one`] per method.
 #[inline]
 pub fn score_pixel_features(z: &[f64], feat: Option<&[f64]>, plan: &ScorePlan, u: &mut [f64], out: &mut [f32]) {
     let mut px = Pixel::new(z, u);
