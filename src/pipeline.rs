@@ -11,6 +11,7 @@
 use crate::config::{Config, Device};
 use crate::data::npy::read_logits_into;
 use crate::data::resize::{Resize, resize_logits};
+use crate::data::checksum::{Checksums, sha256_hex};
 use crate::data::{Dataset, LabelMap, Logits, Split, label, read_logits, read_mask};
 use crate::external::{External, MethodRef};
 use crate::metrics::drift::{DriftStats, NormalStats, kl, mmd2};
@@ -77,29 +78,6 @@ pub fn make_scorer(device: Device) -> Result<(Box<dyn Scorer>, &'static str)> {
     }
 }
 
-/// Read one image's mask and logits (into `buf`'s allocation when given) and
-/// check they describe the same pixels.
-/// SHA-256 of every input file read, for manifest.json (each file hashed
-/// once, on the reader thread, from the page cache).
-#[derive(Default)]
-pub struct Checksums(std::sync::Mutex<std::collections::BTreeMap<String, String>>);
-
-impl Checksums {
-    fn add(&self, p: &std::path::Path) -> Result<()> {
-        let k = p.display().to_string();
-        if self.0.lock().unwrap().contains_key(&k) {
-            return Ok(());
-        }
-        let bytes = std::fs::read(p).with_context(|| format!("{k}: cannot read"))?;
-        let h = sha256_hex(&bytes);
-        self.0.lock().unwrap().insert(k, h);
-        Ok(())
-    }
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(&*self.0.lock().unwrap()).unwrap_or_default()
-    }
-}
-
 /// How input files are read: label convention, resizing, checksums.
 pub struct Inputs {
     pub labels: LabelMap,
@@ -115,6 +93,8 @@ pub struct Inputs {
     pub sums: Checksums,
 }
 
+/// Read one image's mask and logits (into `buf`'s allocation when given) and
+/// check they describe the same pixels.
 fn load(split: &Split, model: &str, i: usize, inp: &Inputs, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
     let (lm, sums, rs) = (&inp.labels, &inp.sums, inp.resize);
     let mask = read_mask(&split.labels[i])?;
@@ -438,7 +418,7 @@ impl Ctx<'_> {
         export: impl Fn(&S) -> D,
         absorb: impl FnMut(&mut S, D) -> Result<()>,
     ) -> Result<()> {
-        let inputs = || self.inp.sums.0.lock().unwrap().clone();
+        let inputs = || self.inp.sums.snapshot();
         self.exec.collective(pass, images, self.device, &inputs, state, run, export, absorb)
     }
 }
@@ -1348,7 +1328,3 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration })))
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}

@@ -223,7 +223,7 @@ impl Shards {
         );
         let cp = dir.join("config.toml");
         let bytes = std::fs::read(&cp).with_context(|| format!("{}: cannot read", cp.display()))?;
-        let sha = crate::pipeline::sha256_hex(&bytes);
+        let sha = crate::data::checksum::sha256_hex(&bytes);
         ensure!(
             sha == meta.config_sha256,
             "{}: does not match the config hash in {}",
@@ -273,7 +273,7 @@ impl Shards {
             device: device.into(),
             inputs,
             bytes: payload.len() as u64,
-            sha256: crate::pipeline::sha256_hex(&payload),
+            sha256: crate::data::checksum::sha256_hex(&payload),
         };
         let mut out = serde_json::to_vec(&h)?;
         out.push(b'\n');
@@ -328,7 +328,7 @@ impl Shards {
             h.bytes
         );
         ensure!(
-            crate::pipeline::sha256_hex(payload) == h.sha256,
+            crate::data::checksum::sha256_hex(payload) == h.sha256,
             "{p}: checksum mismatch (the file is corrupt)"
         );
         let d = postcard::from_bytes(payload)

@@ -7,6 +7,7 @@
 //! and every error names the file, so nothing downstream can compute a
 //! number from a silently wrong input.
 
+pub mod checksum;
 pub mod dataset;
 pub mod h5;
 pub mod mask;
