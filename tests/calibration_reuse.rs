@@ -4,16 +4,14 @@
 //! run's own calibration.json identical to the original), and every bad
 //! reuse is one `error:` line naming the file and the model.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+#[allow(unused_imports)]
+use common::*;
 
-fn bench(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench")).args(args).current_dir(cwd).env("CI", "true").output().unwrap()
-}
+use std::path::PathBuf;
+use std::process::Output;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+
 
 struct Ws {
     _t: tempfile::TempDir,

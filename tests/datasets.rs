@@ -2,19 +2,13 @@
 //! table set per dataset, each equal to a single-dataset run of it — also
 //! when sharded — and config mistakes named.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+#[allow(unused_imports)]
+use common::*;
 
-fn bench(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(args)
-        .current_dir(cwd)
-        .env("CI", "true")
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("SLURM_ARRAY_TASK_COUNT")
-        .output()
-        .unwrap()
-}
+use std::path::PathBuf;
+use std::process::Output;
+
 
 fn ok(o: Output) -> Output {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

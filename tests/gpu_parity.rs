@@ -6,6 +6,10 @@
 //!
 //! Tolerance: |gpu − cpu| ≤ TOL · max(1, |cpu|), per method (see [`tol`]).
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 use anyhow::Result;
 use bench::data::{LogitData, Logits, label};
 use bench::scores::cpu::CpuScorer;
@@ -17,44 +21,7 @@ use half::f16;
 // helpers
 // ---------------------------------------------------------------------------
 
-/// The GPU scorer, or None (skip) when there is no adapter and the
-/// environment does not demand one.
-fn gpu() -> Option<GpuScorer> {
-    match GpuScorer::new(true) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            if std::env::var("BENCH_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("BENCH_REQUIRE_GPU=1 but no GPU adapter could be opened: {e:#}");
-            }
-            eprintln!("SKIP: no GPU adapter ({e:#}); set BENCH_REQUIRE_GPU=1 to make this a failure");
-            None
-        }
-    }
-}
 
-/// splitmix64: deterministic, dependency-free.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// uniform in [0, 1)
-    fn unif(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let u = self.unif().max(1e-300);
-        let v = self.unif();
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.unif() * n as f64) as usize % n
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -69,7 +36,7 @@ enum Kind {
 /// Class-major `[C, H, W]` values.
 fn make_values(c: usize, h: usize, w: usize, seed: u64, kind: Kind) -> Vec<f32> {
     let n = h * w;
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let mut v = vec![0f32; c * n];
     // class-specific bias so the Gaussians differ
     let bias: Vec<f64> = (0..c).map(|_| r.normal() * 1.5).collect();
@@ -124,7 +91,7 @@ fn calibration(c: usize, seed: u64) -> Calibration {
         .map(|i| {
             let (h, w) = (40, 50 + 7 * i);
             let vals = make_values(c, h, w, seed ^ (0xC0FFEE + i as u64), Kind::Realistic);
-            let mut r = Rng(seed + 17 * i as u64);
+            let mut r = Rng::new(seed + 17 * i as u64);
             let lab = (0..h * w)
                 .map(|_| match r.below(20) {
                     0 => 1,
@@ -492,7 +459,7 @@ fn f16_subnormal_logits_are_decoded_exactly() {
     // that flushed them would be off by up to 6e-5 in max_logit.
     let (c, h, w) = (3usize, 5usize, 7usize);
     let n = h * w;
-    let mut r = Rng(77);
+    let mut r = Rng::new(77);
     let mut vals = vec![0f32; c * n];
     for v in vals.iter_mut() {
         let bits = (1 + r.below(0x03ff) as u16) | if r.below(2) == 1 { 0x8000 } else { 0 };

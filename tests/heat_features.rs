@@ -5,6 +5,10 @@
 //! pass agrees with the CPU reference on features (f32, f16 and mixed
 //! dtypes); missing / mismatched features are one clear error.
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 use anyhow::Result;
 use bench::data::npy::{write_npy_f16, write_npy_f32, write_npy_u8};
 use bench::data::{LogitData, Logits};
@@ -12,26 +16,8 @@ use bench::scores::cpu::CpuScorer;
 use bench::scores::gpu::GpuScorer;
 use bench::scores::{Calibration, Method, ScorePlan, Scorer};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-/// splitmix64
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unif(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let u = self.unif().max(1e-300);
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.unif()).cos()
-    }
-}
 
 const C: usize = 4;
 const D: usize = 6;
@@ -40,7 +26,7 @@ const D: usize = 6;
 /// anomaly and normal pixels, features shifted off every class mean on
 /// anomaly pixels. Returns (labels, logits [C,H,W], features [D,H,W]).
 fn image(h: usize, w: usize, seed: u64, anomalies: bool) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let n = h * w;
     let mu: Vec<[f64; D]> = (0..C).map(|k| std::array::from_fn(|j| if j == k { 3.0 } else { 0.0 })).collect();
     let (ai, aj) = (r.unif() * (h - 8) as f64, r.unif() * (w - 8) as f64);
@@ -87,9 +73,6 @@ fn write_dataset(root: &Path, half_features: bool) {
     }
 }
 
-fn bench(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench")).args(args).current_dir(cwd).env("CI", "true").output().unwrap()
-}
 
 fn run(root: &Path, name: &str, device: &str) -> Output {
     let cfg = format!(
@@ -171,16 +154,7 @@ fn logits(c: usize, h: usize, w: usize, v: &[f32], half: bool) -> Logits {
 
 #[test]
 fn gpu_matches_cpu_on_features() {
-    let g = match GpuScorer::new(true) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            if std::env::var("BENCH_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("BENCH_REQUIRE_GPU=1 but no GPU adapter could be opened: {e:#}");
-            }
-            eprintln!("SKIP: no GPU adapter ({e:#})");
-            None
-        }
-    };
+    let g = gpu();
     let (h, w) = (32, 40);
     let imgs: Vec<_> = (0..3).map(|i| image(h, w, 7 + i, false)).collect();
     let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| -> Result<()> {
@@ -246,7 +220,7 @@ fn sharded_run_with_features_post_processing_and_external_equals_single() {
     write_dataset(&root.join("ds"), true);
     let d = root.join("ds/test/scores/ext");
     std::fs::create_dir_all(&d).unwrap();
-    let mut r = Rng(7);
+    let mut r = Rng::new(7);
     for i in 0..4 {
         let v: Vec<f32> = (0..32 * 40).map(|_| r.normal() as f32).collect();
         write_npy_f32(&d.join(format!("img{i}.npy")), &[32, 40], &v).unwrap();

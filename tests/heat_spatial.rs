@@ -10,16 +10,18 @@
 //! Tolerance: |got − ref| ≤ 1e-6 · max(1, |ref|) for the f64 CPU path (f32
 //! out), 1e-5 for the f32 GPU passes (two sequential f32 sums of ≤ 63 terms).
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 use bench::config::Config;
 use bench::data::{LogitData, Logits};
 use bench::scores::cpu::CpuScorer;
-use bench::scores::gpu::GpuScorer;
 use bench::scores::gpu::post::HeatPostGpu;
 use bench::scores::post::apply_heat_cpu;
 use bench::scores::{Calibration, HeatPost, Method, ScorePlan, Scorer, SmlPost};
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -80,33 +82,7 @@ fn cpu_matches_numpy_reference() {
     eprintln!("HEAT spatial consistency: worst CPU relative error vs numpy {worst_all:.3e}");
 }
 
-fn gpu() -> Option<GpuScorer> {
-    match GpuScorer::new(true) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            if std::env::var("BENCH_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("BENCH_REQUIRE_GPU=1 but no GPU adapter could be opened: {e:#}");
-            }
-            eprintln!("SKIP: no GPU adapter ({e:#}); set BENCH_REQUIRE_GPU=1 to make this a failure");
-            None
-        }
-    }
-}
 
-/// splitmix64
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unif(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 #[test]
 fn gpu_passes_match_numpy_and_cpu() {
@@ -129,7 +105,7 @@ fn gpu_passes_match_numpy_and_cpu() {
         worst_cpu = worst_cpu.max(e2);
     }
     // random maps at odd sizes (several workgroups, partial ones at the edges)
-    let mut r = Rng(7);
+    let mut r = Rng::new(7);
     for &(h, w) in &[(97, 131), (33, 257), (255, 17), (1, 301), (129, 1), (2, 3)] {
         let x: Vec<f32> = (0..h * w).map(|p| ((r.unif() - 0.3) * 12.0 + (p % w) as f64 * 0.01) as f32).collect();
         for (win, lam) in [(3, 0.5), (5, 0.1), (11, 1.0), (31, 0.75), (63, 0.5), (9, 0.0)] {
@@ -151,7 +127,7 @@ fn gpu_passes_match_numpy_and_cpu() {
 /// Logits whose argmax forms vertical bands of classes, plus noise and a
 /// square of flat (uncertain) logits.
 fn band_logits(c: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let n = h * w;
     let mut v = vec![0f32; c * n];
     for i in 0..h {
@@ -296,13 +272,7 @@ fn config_keys_and_variant() {
     }
 }
 
-fn bench(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench")).args(args).current_dir(cwd).env("CI", "true").output().unwrap()
-}
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 fn config(name: &str, heat: &str) -> String {
     format!(

@@ -4,22 +4,12 @@
 //! regions, components, calibration, HEAT), and every broken shard state is
 //! one clear error.
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bench_cmd(args: &[&str], cwd: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bench"));
-    c.args(args).current_dir(cwd).env("CI", "true").env_remove("SLURM_ARRAY_TASK_ID").env_remove("SLURM_ARRAY_TASK_COUNT");
-    c
-}
-
-fn bench(args: &[&str], cwd: &Path) -> Output {
-    bench_cmd(args, cwd).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+use std::process::Output;
 
 /// A temp workspace with the demo dataset and the shipped config.
 struct Ws {
@@ -53,7 +43,7 @@ impl Ws {
     /// One round: `n` shard processes at once, then a merge.
     fn round(&self, cfg: &str, n: usize, results: &str) -> Output {
         let kids: Vec<_> = (0..n)
-            .map(|i| bench_cmd(&["run", cfg, "--shard", &format!("{i}/{n}")], &self.root).stderr(std::process::Stdio::piped()).spawn().unwrap())
+            .map(|i| cmd(&["run", cfg, "--shard", &format!("{i}/{n}")], &self.root).stderr(std::process::Stdio::piped()).spawn().unwrap())
             .collect();
         for k in kids {
             let o = k.wait_with_output().unwrap();
@@ -206,7 +196,7 @@ fn merge_refuses_missing_mismatched_and_corrupt_shards() {
 #[test]
 fn slurm_array_variables_select_the_shard() {
     let ws = Ws::new();
-    let o = bench_cmd(&["run", "sweep.toml"], &ws.root)
+    let o = cmd(&["run", "sweep.toml"], &ws.root)
         .env("SLURM_ARRAY_TASK_ID", "11")
         .env("SLURM_ARRAY_TASK_MIN", "10")
         .env("SLURM_ARRAY_TASK_COUNT", "2")
@@ -219,6 +209,6 @@ fn slurm_array_variables_select_the_shard() {
     assert!(names.iter().any(|n| n.ends_with(".part-1-of-2.bin")), "{names:?}");
     assert!(!names.iter().any(|n| n.contains("part-0")), "{names:?}");
 
-    let o = bench_cmd(&["run", "sweep.toml", "--shard", "2/2"], &ws.root).output().unwrap();
+    let o = cmd(&["run", "sweep.toml", "--shard", "2/2"], &ws.root).output().unwrap();
     assert_error(&o, &["--shard 2/2"]);
 }

@@ -7,10 +7,13 @@
 //! Tolerance: |got − ref| ≤ 1e-6 · max(1, |ref|) for the f64 CPU path (f32
 //! out), 1e-5 for the f32 GPU passes (sums of ≤ 49 f32 products).
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 use bench::config::Config;
 use bench::data::{LogitData, Logits};
 use bench::scores::cpu::CpuScorer;
-use bench::scores::gpu::GpuScorer;
 use bench::scores::gpu::post::PostGpu;
 use bench::scores::post::{apply_cpu, boundaries};
 use bench::scores::{Calibration, Method, ScorePlan, Scorer, SmlPost};
@@ -71,18 +74,6 @@ fn cpu_matches_numpy_port_of_official_code() {
     }
 }
 
-fn gpu() -> Option<GpuScorer> {
-    match GpuScorer::new(true) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            if std::env::var("BENCH_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("BENCH_REQUIRE_GPU=1 but no GPU adapter could be opened: {e:#}");
-            }
-            eprintln!("SKIP: no GPU adapter ({e:#}); set BENCH_REQUIRE_GPU=1 to make this a failure");
-            None
-        }
-    }
-}
 
 #[test]
 fn gpu_passes_match_numpy_and_cpu() {
@@ -104,25 +95,11 @@ fn gpu_passes_match_numpy_and_cpu() {
     eprintln!("SML post-processing: worst GPU relative error {worst_all:.3e}");
 }
 
-/// splitmix64
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unif(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// Logits whose argmax forms vertical bands of classes (so boundaries
 /// exist), plus noise.
 fn band_logits(c: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let n = h * w;
     let mut v = vec![0f32; c * n];
     for i in 0..h {

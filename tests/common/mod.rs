@@ -2,8 +2,53 @@
 //! clean environment, and small synthetic workspaces.
 #![allow(dead_code)]
 
+use bench::scores::gpu::GpuScorer;
+use rand::{RngExt, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// Whether the environment demands the GPU tests run (CI sets
+/// `BENCH_REQUIRE_GPU=1`, with Mesa's lavapipe installed).
+pub fn gpu_required() -> bool {
+    std::env::var("BENCH_REQUIRE_GPU").as_deref() == Ok("1")
+}
+
+/// The GPU scorer, or None (skip, with a notice) when there is no adapter
+/// and the environment does not demand one.
+pub fn gpu() -> Option<GpuScorer> {
+    match GpuScorer::new(true) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if gpu_required() {
+                panic!("BENCH_REQUIRE_GPU=1 but no GPU adapter could be opened: {e:#}");
+            }
+            eprintln!("SKIP: no GPU adapter ({e:#}); set BENCH_REQUIRE_GPU=1 to make this a failure");
+            None
+        }
+    }
+}
+
+/// Deterministic test data: ChaCha8 (`rand_chacha`), seeded.
+pub struct Rng(rand_chacha::ChaCha8Rng);
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+    /// Uniform in [0, 1).
+    pub fn unif(&mut self) -> f64 {
+        self.0.random::<f64>()
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.unif().max(1e-300);
+        let v = self.unif();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    /// Uniform in 0..n.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0.random_range(0..n)
+    }
+}
 
 /// `bench args...` in `cwd`, as CI runs it (`CI=true`, no Slurm variables).
 pub fn bench(args: &[&str], cwd: &Path) -> Output {
