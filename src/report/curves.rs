@@ -102,11 +102,15 @@ struct Plot {
     series: Vec<(String, Vec<(f64, f64)>)>,
     /// Points above `y.1` exist (clipped; said under the legend).
     clipped: Option<String>,
+    /// Pixel size (SVG view box, PNG).
+    size: (u32, u32),
 }
 
 /// Pixel size of every plot: the plotting area on the left, the legend in
 /// its own column on the right (never over a curve).
 const SIZE: (u32, u32) = (800, 480);
+/// The score-distribution plots (two curves, a short legend).
+const DIST_SIZE: (u32, u32) = (640, 420);
 
 /// Pieces of a polyline inside `y ≤ ymax` (segments crossing the top edge
 /// end on it).
@@ -144,8 +148,8 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, p: &P
     root.fill(&WHITE)?;
     let font = (FAMILY, 15).into_font();
     let widest = p.series.iter().map(|s| root.estimate_text_size(&s.0, &TextStyle::from(font.clone())).map_or(120, |w| w.0)).max().unwrap_or(0);
-    let legend_w = (widest + 60).clamp(120, SIZE.0 / 2);
-    let (plot_area, legend) = root.split_horizontally(SIZE.0 - legend_w);
+    let legend_w = (widest + 60).clamp(120, p.size.0 / 2);
+    let (plot_area, legend) = root.split_horizontally(p.size.0 - legend_w);
     let mut ch = ChartBuilder::on(&plot_area)
         .caption(&p.title, (FAMILY, 18))
         .margin(12)
@@ -189,7 +193,7 @@ fn svg(p: &Plot) -> String {
     register_font();
     let mut s = String::new();
     {
-        let root = SVGBackend::with_string(&mut s, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut s, p.size).into_drawing_area();
         // drawing into a String cannot fail for I/O reasons; an error here
         // would be a plotters bug — leave an empty plot rather than abort.
         let _ = draw(root, p);
@@ -201,10 +205,10 @@ fn svg(p: &Plot) -> String {
 /// depend only on the plot).
 fn png(p: &Plot) -> Vec<u8> {
     register_font();
-    let (w, h) = SIZE;
+    let (w, h) = p.size;
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut buf, p.size).into_drawing_area();
         let _ = draw(root, p);
     }
     let mut out = Vec::new();
@@ -247,6 +251,7 @@ fn roc_plot(model_name: &str, curves: &[&Curve]) -> Plot {
         y: (0.0, 1.0),
         series,
         clipped: None,
+        size: SIZE,
     }
 }
 
@@ -282,7 +287,28 @@ fn pr_plot(model_name: &str, curves: &[&Curve]) -> Plot {
         y: (0.0, top),
         series,
         clipped,
+        size: SIZE,
     }
+}
+
+/// The y-axis range of the precision–recall plot of these curves.
+pub fn pr_y_range(curves: &[&Curve]) -> (f64, f64) {
+    pr_plot("", curves).y
+}
+
+/// The x-axis range of a score-distribution plot (score units).
+pub fn dist_x_range(c: &Curve) -> (f64, f64) {
+    dist_plot("", c).x
+}
+
+/// ROC plot as PNG.
+pub fn roc_png(model_name: &str, curves: &[&Curve]) -> Vec<u8> {
+    png(&roc_plot(model_name, curves))
+}
+
+/// Precision–recall plot as PNG.
+pub fn pr_png(model_name: &str, curves: &[&Curve]) -> Vec<u8> {
+    png(&pr_plot(model_name, curves))
 }
 
 /// Cumulative score distributions of normal and anomaly pixels (the share
@@ -299,6 +325,7 @@ fn dist_plot(model_name: &str, c: &Curve) -> Plot {
         y: (0.0, 1.0),
         series: vec![],
         clipped: None,
+        size: DIST_SIZE,
     };
     if !k.defined() {
         return p;
@@ -367,7 +394,7 @@ pub fn files(r: &Results, curves: &[Curve]) -> Vec<(String, Vec<u8>)> {
             html_table(&t)
         });
         sections += &format!(
-            "<section class=\"model\" id=\"model-{}\">\n<h3>{}</h3>\n<div class=\"side\">\n<div class=\"summary\">{summary}<p class=\"note\">Test split, in %; bold = best method of this model.</p></div>\n<div class=\"plots\">\n{plots}</div>\n</div>\n<div class=\"dists\">\n{dists}</div>\n</section>\n",
+            "<section class=\"model\" id=\"model-{}\">\n<h3>{}</h3>\n<div class=\"summary\">{summary}<p class=\"note\">Test split, in %; bold = best method of this model.</p></div>\n<div class=\"plots\">\n{plots}</div>\n<div class=\"dists\">\n{dists}</div>\n</section>\n",
             slug(&m.id),
             html_escape(&m.name)
         );
@@ -392,7 +419,7 @@ pub fn files(r: &Results, curves: &[Curve]) -> Vec<(String, Vec<u8>)> {
             html += &format!("<div><dt>{}</dt><dd>{}</dd></div>\n", html_escape(&k), html_escape(&v));
         }
     }
-    html += &format!("</dl>\n<p class=\"note\">{}</p></section>\n", html_escape(tables::BOLD_NOTE));
+    html += "</dl></section>\n";
     let ts: Vec<super::markup::Table> = tables::tables_marked(r).into_iter().filter(|t| t.title != "Warnings").collect();
     html += "<nav><b>Contents</b>: ";
     html += &ts.iter().map(|t| format!("<a href=\"#{}\">{}</a>", anchor(&t.title), html_escape(&t.title))).chain(std::iter::once("<a href=\"#curves\">Curves</a>".to_string())).collect::<Vec<_>>().join(" · ");
@@ -412,15 +439,15 @@ h1{font-size:1.6em;margin:.2em 0}h2{font-size:1.25em;margin:1.6em 0 .4em;border-
 .meta{color:#56606b;margin:.2em 0 1em}code{font-size:.92em;background:#f1f3f5;padding:0 .25em;border-radius:3px}
 .box{border:1px solid #d8dde3;border-radius:6px;padding:.4em 1em .6em;margin:.8em 0;background:#fafbfc}.box h2{border:0;margin:.3em 0;font-size:1.05em}
 .warn{border-color:#e0b252;background:#fff8e6}.warn ul{margin:.2em 0;padding-left:1.2em}
-dl{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:.1em 1.5em;margin:.3em 0}dl div{display:flex;gap:.5em}dt{font-weight:600;white-space:nowrap}dd{margin:0;color:#333}
+dl{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:.1em 1.5em;margin:.3em 0}dl div{display:flex;gap:.5em}dt{font-weight:600;white-space:nowrap}dd{margin:0;color:#333}
 nav{margin:1em 0;font-size:.95em}nav a{color:#0b5cad;text-decoration:none}
 .note{color:#56606b;font-size:.9em;margin:.3em 0}
 .scroll{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0 1em;font-variant-numeric:tabular-nums;font-size:.92em}
 th,td{border-bottom:1px solid #e3e7eb;padding:4px 10px;white-space:nowrap;text-align:left}th{background:#f1f3f5;font-weight:600}td.r,th.r{text-align:right}tr:nth-child(even) td{background:#fafbfc}
-td b{color:#000}
-.side{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}.plots{display:flex;flex-wrap:wrap;gap:.5em;flex:1}
-figure{margin:0}.plots img{width:480px;max-width:100%;border:1px solid #e3e7eb}
-.dists{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:.5em;margin-top:.5em}.dists img{width:100%;border:1px solid #e3e7eb}
+td b{color:#000}tr.grp td{border-top:2px solid #c9d0d7}
+.summary table{margin-top:0}
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:.6em}.dists{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:.6em;margin-top:.6em}
+figure{margin:0}.plots img,.dists img{width:100%;height:auto;border:1px solid #e3e7eb}
 ";
 
 fn anchor(title: &str) -> String {
@@ -449,6 +476,11 @@ fn html_note(s: &str) -> String {
 
 /// A table without its title and notes.
 fn html_table(t: &super::markup::Table) -> String {
+    html_table_grouped(t, usize::MAX)
+}
+
+/// [`html_table`] with a rule above every `per`-th row (model blocks).
+fn html_table_grouped(t: &super::markup::Table, per: usize) -> String {
     use super::markup::{Align, bold_as};
     let cls = |a: &Align| if *a == Align::Right { " class=\"r\"" } else { "" };
     let mut s = "<div class=\"scroll\"><table>\n<tr>".to_string();
@@ -456,8 +488,8 @@ fn html_table(t: &super::markup::Table) -> String {
         s += &format!("<th{}>{}</th>", cls(a), html_escape(h));
     }
     s += "</tr>\n";
-    for r in &t.rows {
-        s += "<tr>";
+    for (i, r) in t.rows.iter().enumerate() {
+        s += if i > 0 && i % per == 0 { "<tr class=\"grp\">" } else { "<tr>" };
         for (c, a) in r.iter().zip(&t.align) {
             s += &format!("<td{}>{}</td>", cls(a), bold_as(&html_escape(c), "<b>", "</b>"));
         }
@@ -486,7 +518,13 @@ impl Dialect for Html {
         for n in &t.notes {
             s += &format!("<p class=\"note\">{}</p>\n", html_note(n));
         }
-        s += &html_table(t);
+        // three or more values per cell: one row per (model, method)
+        if t.parts.len() >= 3 && t.key_cols > 0 {
+            let per = t.header.len().saturating_sub(t.key_cols).max(1);
+            s += &html_table_grouped(&super::markup::long(t), per);
+        } else {
+            s += &html_table(t);
+        }
         s
     }
 }
