@@ -259,7 +259,7 @@ fn best_values_are_bold() {
     // Model A: max_logit 9.50 / 90.50 / 9.05 / 18.10 beats sml 20.00 / 80.00 / 8.00 / 16.00 on all four
     assert!(md.contains("| **9.50** / **90.50** / **9.05** / **18.10** "), "{md}");
     assert!(md.contains("| 20.00 / 80.00 / 8.00 / 16.00 †"), "{md}");
-    assert!(md.contains("Bold: the best method"), "bold is explained");
+    assert!(md.contains("Bold: for each model and metric, the best method"), "bold is explained");
     assert!(!tables::render_with(&r, &Markdown, false).contains("**9.50**"), "--no-bold");
     assert!(!tables::render(&r, &Csv).contains('*') && !tables::render(&r, &Csv).contains('\u{1}'));
     let tex = tables::render(&r, &Latex);

@@ -205,12 +205,22 @@ fn latex_escape(s: &str) -> String {
     o
 }
 
-/// A note as caption text: `**` dropped, `code` in typewriter.
+/// A note as caption text: `**` dropped, `*x*` emphasised, `code` in
+/// typewriter; a sentence end added where the note has none.
 fn latex_note(s: &str) -> String {
-    s.replace("**", "")
-        .split('`')
+    let mut s = s.replace("**", "");
+    if !s.ends_with(['.', ')']) || s.ends_with("%)") {
+        s.push('.');
+    }
+    s.split('`')
         .enumerate()
-        .map(|(i, p)| if i % 2 == 1 { format!("\\texttt{{{}}}", latex_escape(p)) } else { latex_escape(p) })
+        .map(|(i, p)| {
+            if i % 2 == 1 {
+                format!("\\texttt{{{}}}", latex_escape(p))
+            } else {
+                p.split('*').enumerate().map(|(j, q)| if j % 2 == 1 { format!("\\emph{{{}}}", latex_escape(q)) } else { latex_escape(q) }).collect()
+            }
+        })
         .collect()
 }
 

@@ -289,7 +289,7 @@ fn fmt_pct(x: f64) -> String {
 }
 
 /// What a best-value mark means, under the first table.
-pub const BOLD_NOTE: &str = "Bold: the best method of each model (row) per metric — lowest FPR95/FRR/FAR, highest AUROC/AUPR/F1/AUPRO/sIoU/PPV — compared as printed, so ties are all bold.";
+pub const BOLD_NOTE: &str = "Bold: for each model and metric, the best method — lowest FPR95/FRR/FAR, highest AUROC/AUPR/F1/AUPRO/sIoU/PPV — compared as printed, so ties are all bold.";
 
 /// All tables with the best value of every row marked (see
 /// [`markup::mark_best`](super::markup::mark_best)).
