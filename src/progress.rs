@@ -8,7 +8,7 @@
 //! `--check` stay quiet. Warnings go through [`Progress::println`] so they
 //! never leave a stale bar line behind.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -49,9 +49,10 @@ pub struct Progress {
 impl Progress {
     pub fn new(mode: Mode) -> Progress {
         let bar = if mode == Mode::Bar {
-            let b = ProgressBar::new(0);
+            // drawn from the first pass on (no empty 0/0 bar before it)
+            let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
             // a fixed template: cannot fail to parse
-            if let Ok(st) = ProgressStyle::with_template("{spinner} {msg} [{bar:36}] {pos}/{len} images ({elapsed}, eta {eta})") {
+            if let Ok(st) = ProgressStyle::with_template("{spinner} {msg} [{wide_bar}] {pos}/{len} images ({elapsed}, eta {eta})") {
                 b.set_style(st.progress_chars("=> "));
             }
             b
@@ -67,10 +68,12 @@ impl Progress {
 
     /// A pass over `images` images starts.
     pub fn start(&self, label: String, images: usize) {
+        self.bar.set_message(label.clone());
         self.bar.reset();
         self.bar.set_length(images as u64);
-        self.bar.set_position(0);
-        self.bar.set_message(label.clone());
+        if self.mode == Mode::Bar && self.bar.is_hidden() {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = Some((label, images as u64, Instant::now()));
     }
 

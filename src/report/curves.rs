@@ -464,7 +464,17 @@ fn html_note(s: &str) -> String {
     let e = html_escape(s);
     let mut o = String::new();
     for (i, p) in e.split("**").enumerate() {
-        let p: String = p.split('`').enumerate().map(|(j, q)| if j % 2 == 1 { format!("<code>{q}</code>") } else { q.to_string() }).collect();
+        let p: String = p
+            .split('`')
+            .enumerate()
+            .map(|(j, q)| {
+                if j % 2 == 1 {
+                    format!("<code>{q}</code>")
+                } else {
+                    q.split('*').enumerate().map(|(k, x)| if k % 2 == 1 { format!("<em>{x}</em>") } else { x.to_string() }).collect()
+                }
+            })
+            .collect();
         if i % 2 == 1 {
             o += &format!("<strong>{p}</strong>");
         } else {

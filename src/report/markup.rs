@@ -233,30 +233,30 @@ fn latex_label(title: &str) -> String {
 /// method), one column per value — a page wide at most, whatever the
 /// number of methods (LaTeX, and the per-model tables of `index.html`).
 pub fn long(t: &Table) -> Table {
-        let k = t.key_cols;
-        let mut header: Vec<String> = t.header[..k].to_vec();
-        header.push("Method".into());
-        header.extend(t.parts.iter().map(|(n, b)| match b {
-            Better::Higher => format!("{n} \u{2191}"),
-            Better::Lower => format!("{n} \u{2193}"),
-            Better::Neither => n.clone(),
-        }));
-        let mut align = vec![Align::Left; k + 1];
-        align.extend(t.parts.iter().map(|_| Align::Right));
-        let mut rows = vec![];
-        for r in &t.rows {
-            for (j, cell) in r.iter().enumerate().skip(k) {
-                let mut row: Vec<String> = if j == k { r[..k].to_vec() } else { vec![String::new(); k] };
-                row.push(t.header[j].clone());
-                let vals: Vec<String> = cell.split(" / ").map(String::from).collect();
-                if vals.len() == t.parts.len() {
-                    row.extend(vals);
-                } else {
-                    row.extend(std::iter::repeat_n(cell.clone(), t.parts.len()));
-                }
-                rows.push(row);
+    let k = t.key_cols;
+    let mut header: Vec<String> = t.header[..k].to_vec();
+    header.push("Method".into());
+    header.extend(t.parts.iter().map(|(n, b)| match b {
+        Better::Higher => format!("{n} \u{2191}"),
+        Better::Lower => format!("{n} \u{2193}"),
+        Better::Neither => n.clone(),
+    }));
+    let mut align = vec![Align::Left; k + 1];
+    align.extend(t.parts.iter().map(|_| Align::Right));
+    let mut rows = vec![];
+    for r in &t.rows {
+        for (j, cell) in r.iter().enumerate().skip(k) {
+            let mut row: Vec<String> = if j == k { r[..k].to_vec() } else { vec![String::new(); k] };
+            row.push(t.header[j].clone());
+            let vals: Vec<String> = cell.split(" / ").map(String::from).collect();
+            if vals.len() == t.parts.len() {
+                row.extend(vals);
+            } else {
+                row.extend(std::iter::repeat_n(cell.clone(), t.parts.len()));
             }
+            rows.push(row);
         }
+    }
     Table { title: t.title.clone(), notes: t.notes.clone(), header, align, rows, key_cols: k, parts: vec![] }
 }
 
