@@ -98,7 +98,7 @@ fn each_dataset_equals_its_own_single_dataset_run_also_sharded() {
     // one tables.md with every dataset's tables under its name, plot links rebased
     let md = String::from_utf8(ws.read("results/multi/tables.md")).unwrap();
     let (ia, ib) = (md.find("# Dataset `alpha`").unwrap(), md.find("# Dataset `beta`").unwrap());
-    assert!(ia < ib, "config order");
+    assert!(ia < ib, "name order (as `bench table` lists the folder)");
     assert!(!md.contains("](plots/") && md.contains("](alpha/plots/"), "plot links point into the dataset folders");
 
     // table / diff / --check understand the folder
