@@ -223,7 +223,7 @@ fn png(p: &Plot) -> Vec<u8> {
 
 /// A round upper bound a little above `v` (axis end), at most 1.
 fn nice_ceil(v: f64) -> f64 {
-    if !(v > 0.0) {
+    if v.is_nan() || v <= 0.0 {
         return 1.0;
     }
     let step = 10f64.powf((v.log10()).floor()) / 2.0;
