@@ -9,6 +9,7 @@ pub mod data;
 pub mod external;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod report;
 pub mod scores;
 pub mod shard;

@@ -71,8 +71,12 @@ enum Cmd {
     /// Re-render the tables of a results folder from results.json alone.
     Table {
         results: PathBuf,
+        /// md (exactly the folder's tables.md), csv, latex (booktabs), html.
         #[arg(long, default_value = "md")]
         format: String,
+        /// Do not mark the best value of each row in bold.
+        #[arg(long)]
+        no_bold: bool,
     },
     /// Per-cell deltas between two results folders; exit 1 beyond tolerance.
     Diff {
@@ -175,13 +179,19 @@ fn real_main(cli: Cli) -> Result<i32> {
             };
             cmd_eval(&scores, npz_key.as_deref(), &labels, LabelMap::new(anomaly, ignore)?, rule, json)
         }
-        Cmd::Table { results, format } => {
+        Cmd::Table { results, format, no_bold } => {
             let d = markup::dialect(&format)?;
-            for (name, r) in Results::load_sets(&results)? {
+            let sets = Results::load_sets(&results)?;
+            if matches!(format.as_str(), "md" | "markdown") {
+                // the same code path as the tables.md that `bench run` writes
+                print!("{}", tables::markdown_sets(&sets, !no_bold));
+                return Ok(0);
+            }
+            for (name, r) in sets {
                 if let Some(n) = name {
-                    println!("# Dataset `{n}`\n");
+                    print!("{}", d.section(&format!("Dataset `{n}`")));
                 }
-                print!("{}", tables::render(&r, d.as_ref()));
+                print!("{}", tables::render_with(&r, d.as_ref(), !no_bold));
             }
             Ok(0)
         }
@@ -397,7 +407,7 @@ fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
 }
 
 fn markdown(r: &Results) -> String {
-    tables::render(r, &markup::Markdown) + &report::curves::markdown_plots(r)
+    tables::markdown(r, true)
 }
 
 /// Write (or `--check`) the outputs of a finished run: one results folder,
@@ -430,19 +440,20 @@ fn write_results(cfg: &Config, outs: Vec<(RunOutput, Config)>, check: bool, tol:
         return Ok(code);
     }
     let mut files = vec![];
-    let mut index = String::new();
+    let mut sets = vec![];
     for (out, c) in &outs {
         match &c.tag {
             None => files.extend(result_files(out)?),
             Some(t) => {
                 files.extend(result_files(out)?.into_iter().map(|(f, b)| (format!("{t}/{f}"), b)));
-                let md = markdown(&out.results).replace("](plots/", &format!("]({t}/plots/"));
-                index += &format!("# Dataset `{t}` ({})\n\n{md}\n", c.dataset.display());
+                sets.push((Some(t.clone()), out.results.clone()));
             }
         }
     }
-    if !index.is_empty() {
-        files.push(("tables.md".into(), index.into_bytes()));
+    if !sets.is_empty() {
+        // name order, as `bench table` lists the folder: one code path for both
+        sets.sort_by(|a, b| a.0.cmp(&b.0));
+        files.push(("tables.md".into(), tables::markdown_sets(&sets, true).into_bytes()));
     }
     // checked again right before the swap: the folder may have changed during the run
     report::check_replaceable(&dir, &dataset_names(cfg), "`output`/`name`")?;

@@ -21,8 +21,7 @@ use crate::report::results::*;
 use crate::scores::calib::{CalibrationFile, ModelCalibration};
 use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
 use anyhow::{Context, Result, bail, ensure};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use crate::progress::{Mode, Progress};
 use crate::metrics::drift::Refiner;
 use crate::metrics::engine::{Ranker, Tally};
 use crate::shard::{Exec, is_pending};
@@ -401,16 +400,27 @@ impl Pass2 {
 struct Ctx<'a> {
     inp: &'a Inputs,
     exec: &'a Exec,
-    bar: &'a ProgressBar,
+    progress: &'a Progress,
     device: &'static str,
     /// Prefix of the pass ids: `<dataset>.` in a `[[datasets]]` sweep.
     tag: String,
 }
 
 impl Ctx<'_> {
-    /// [`Exec::collective`] with this run's device and input checksums.
+    /// `[<dataset>/]<model>`, as progress lines name it.
+    fn who(&self, model: &str) -> String {
+        match self.tag.strip_suffix('.') {
+            Some(t) => format!("{t}/{model}"),
+            None => model.to_string(),
+        }
+    }
+
+    /// [`Exec::collective`] with this run's device and input checksums;
+    /// `label` names the pass in the progress bar / line.
+    #[allow(clippy::too_many_arguments)]
     fn collective<S, D: Serialize + serde::de::DeserializeOwned>(
         &self,
+        label: String,
         pass: &str,
         images: usize,
         state: &mut S,
@@ -419,6 +429,14 @@ impl Ctx<'_> {
         absorb: impl FnMut(&mut S, D) -> Result<()>,
     ) -> Result<()> {
         let inputs = || self.inp.sums.snapshot();
+        let run = |st: &mut S, r: Range<usize>| {
+            self.progress.start(label, r.len());
+            let out = run(st, r);
+            if out.is_ok() {
+                self.progress.finish();
+            }
+            out
+        };
         self.exec.collective(pass, images, self.device, &inputs, state, run, export, absorb)
     }
 }
@@ -432,7 +450,7 @@ fn eval_split(
     probes: Vec<Vec<f32>>,
     opts: &SplitOpts,
 ) -> Result<SplitEval> {
-    let (inp, bar) = (cx.inp, cx.bar);
+    let (inp, bar) = (cx.inp, cx.progress);
     let nm = plan.methods.len() + inp.external.len();
     let nt = if opts.types > 1 { opts.types } else { 0 };
     let n = split.stems.len();
@@ -441,7 +459,9 @@ fn eval_split(
 
     // pass 1: positives, probe thresholds, image scores
     let mut p1 = Pass1::new(nm, nt, opts, probes);
+    let label = |step: u32| format!("[{}] {} pass {step}/2", cx.who(model), split.name);
     cx.collective(
+        label(1),
         &pass(1),
         n,
         &mut p1,
@@ -449,7 +469,7 @@ fn eval_split(
             for_each_image(split, model, inp, images, |i, lg, lab| {
                 let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
                 st.add(maps, lab, lg.dtype(), opts).with_context(|| ctx(i))?;
-                bar.inc(1);
+                bar.inc();
                 Ok(())
             })
         },
@@ -465,6 +485,7 @@ fn eval_split(
         refiners: normal.into_iter().map(|n| n.refine()).collect(),
     };
     cx.collective(
+        label(2),
         &pass(2),
         n,
         &mut p2,
@@ -472,13 +493,13 @@ fn eval_split(
             Some(c) => {
                 for (maps, lab) in &c[images] {
                     st.add(maps, lab);
-                    bar.inc(1);
+                    bar.inc();
                 }
                 Ok(())
             }
             None => for_each_image(split, model, inp, images, |i, lg, lab| {
                 st.add(&score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?, &lab);
-                bar.inc(1);
+                bar.inc();
                 Ok(())
             }),
         },
@@ -682,9 +703,10 @@ fn frac_at(op: &OperatingPoint) -> f64 {
     (op.tp + op.fp) as f64 / (op.positives + op.negatives).max(1) as f64
 }
 
-/// A run-level warning: shown on stderr now, recorded in results.json.
-fn warn(warnings: &mut Vec<String>, w: String) {
-    eprintln!("warning: {w}");
+/// A run-level warning: shown on stderr now (above the progress bar),
+/// recorded in results.json.
+fn warn(cx: &Ctx, warnings: &mut Vec<String>, w: String) {
+    cx.progress.println(&format!("warning: {w}"));
     warnings.push(w);
 }
 
@@ -696,13 +718,15 @@ fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, features: bool,
     let feat_of = |i: usize, lg: &Logits| -> Result<Option<Logits>> {
         if features { Ok(Some(load_features(split, model, i, lg, cx.inp)?)) } else { Ok(None) }
     };
-    let (inp, bar, n) = (cx.inp, cx.bar, split.stems.len());
+    let (inp, bar, n) = (cx.inp, cx.progress, split.stems.len());
+    let label = |step: usize| format!("[{}] calibrate ({}) pass {step}/{}", cx.who(model), split.name, 1 + heat as usize);
     let pass = |step: &str| format!("{}{model}.{}.{step}", cx.tag, split.name);
     let ctx = |i: usize| format!("{}/{} [{model}]", split.name, split.stems[i]);
     // (shift of the HEAT sums, per-image sums)
     type Cal1 = (Option<Vec<f64>>, Vec<Sums>);
     let mut st: Cal1 = (None, vec![]);
     cx.collective(
+        label(1),
         &pass("cal1"),
         n,
         &mut st,
@@ -725,7 +749,7 @@ fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, features: bool,
                     bail!("{}: {} classes, but earlier calibration images have {f}", ctx(i), lg.c);
                 }
                 st.1.push(image_sums_features(lg, feat_of(i, lg)?.as_ref(), &lab, heat, &shift));
-                bar.inc(1);
+                bar.inc();
                 Ok(())
             })
         },
@@ -743,13 +767,14 @@ fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, features: bool,
     if heat {
         let mut em: Vec<EnergyMoments> = vec![];
         cx.collective(
+            label(2),
             &pass("cal2"),
             n,
             &mut em,
             |em, images| {
                 for_each_image(split, model, inp, images, |i, lg, lab| {
                     em.push(cal.energy_moments_features(lg, feat_of(i, lg)?.as_ref(), &lab));
-                    bar.inc(1);
+                    bar.inc();
                     Ok(())
                 })
             },
@@ -872,7 +897,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
         };
         o.cal_file = Some(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });
         for w in &cal.warnings {
-            warn(&mut o.warnings, format!("{}: {w}", mc.id));
+            warn(cx, &mut o.warnings, format!("{}: {w}", mc.id));
         }
         o.calibration = Some(calibration_row(&mc.id, &cal, sw.need_heat));
         Some(cal)
@@ -888,7 +913,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
             bail!("{}: missing: HEAT of model {} was fitted on per-pixel features, so every split needs them", dir.display(), mc.id);
         }
         if sw.need_heat && !use_feat && dir.is_dir() {
-            warn(&mut o.warnings, format!("{}: features ignored: HEAT of model {} was fitted on logits (no features in its calibration)", dir.display(), mc.id));
+            warn(cx, &mut o.warnings, format!("{}: features ignored: HEAT of model {} was fitted on logits (no features in its calibration)", dir.display(), mc.id));
         }
     }
     o.features = use_feat;
@@ -938,7 +963,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
                 mc.id,
                 SCORE_CACHE_BYTES >> 20
             );
-            warn(&mut o.warnings, w);
+            warn(cx, &mut o.warnings, w);
             None
         }
     };
@@ -1034,7 +1059,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
     }
     if val_eval.is_none() {
         let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
-        warn(&mut o.warnings, w);
+        warn(cx, &mut o.warnings, w);
     }
     Ok(o)
 }
@@ -1221,31 +1246,16 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         Exec::Merge(_) => (Box::new(crate::scores::cpu::CpuScorer), "cpu"),
         _ => make_scorer(opts.device.or(cfg.device).unwrap_or_default())?,
     };
-    let visits_per_model = {
-        let split_visits = |s: &Split| 2 * s.stems.len() as u64;
-        let cal_visits = match (fit_cal, sw.calib) {
-            (false, _) => 0,
-            (true, Some(c)) => (1 + sw.need_heat as u64) * c.stems.len() as u64,
-            (true, None) => (1 + sw.need_heat as u64) * test.stems.len() as u64,
-        };
-        split_visits(test) + sw.val.map_or(0, split_visits) + cal_visits
-    };
-    let bar = if opts.progress && std::io::stderr().is_terminal() && matches!(exec, Exec::Local) {
-        let b = ProgressBar::new(visits_per_model * cfg.models.len() as u64);
-        b.set_style(ProgressStyle::with_template("{spinner} {msg:24} [{bar:40}] {pos}/{len} images ({eta})").unwrap().progress_chars("=> "));
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    // merges score nothing; shards show progress like a local run
+    let progress = Progress::new(if matches!(exec, Exec::Merge(_)) { Mode::Off } else { Mode::detect(opts.progress) });
     let tag = cfg.tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default();
-    let cx = Ctx { inp: &inp, exec, bar: &bar, device: device_kind, tag };
+    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag };
 
     let mut outs = Vec::new();
     let mut waiting = Vec::new();
     let mut timings = serde_json::Map::new();
     for mc in &cfg.models {
         let tm = Instant::now();
-        bar.set_message(mc.id.clone());
         match run_model(&cx, cfg, &sw, scorer.as_mut(), mc) {
             Ok(o) => outs.push(o),
             Err(e) if is_pending(&e) => waiting.push(mc.id.clone()),
@@ -1253,7 +1263,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         }
         timings.insert(mc.id.clone(), serde_json::json!(tm.elapsed().as_secs_f64()));
     }
-    bar.finish_and_clear();
+    progress.clear();
     if !waiting.is_empty() {
         return Ok(RunStatus::Waiting { models: waiting });
     }

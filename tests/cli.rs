@@ -616,3 +616,66 @@ fn sigint_leaves_previous_results_and_no_temp_folder() {
         assert_eq!(leftovers(&ws), Vec::<String>::new());
     }
 }
+
+/// Item 11: with stderr not a terminal (a batch log) and not in CI, one
+/// line per pass names the model, split and pass, with the real number of
+/// images of that split (not images × passes); in CI nothing.
+#[test]
+fn progress_lines_in_batch_logs_count_real_images() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let o = bench(&["synth", "--out", "datasets/demo", "--splits", "calibration=3,val=5,test=7", "--height", "32", "--width", "40"], root);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(root.join("sweep.toml"), CONFIG).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_bench")).args(["run", "sweep.toml"]).current_dir(root).env_remove("CI").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with('[')).collect();
+    for m in ["deeplab_r50", "segformer_b5"] {
+        for (phase, n) in [("calibrate (calibration) pass 1/2", 3), ("calibrate (calibration) pass 2/2", 3), ("val pass 1/2", 5), ("val pass 2/2", 5), ("test pass 1/2", 7), ("test pass 2/2", 7)] {
+            let want = format!("[{m}] {phase}: {n} images, ");
+            assert!(lines.iter().any(|l| l.starts_with(&want) && l.ends_with(" s")), "missing {want:?} in\n{e}");
+        }
+    }
+    assert_eq!(lines.len(), 12, "one line per pass:\n{e}");
+    // CI: quiet
+    let o = bench(&["run", "sweep.toml"], root);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains(" pass 1/2"), "{}", stderr(&o));
+}
+
+/// Item 16: the quick start leaves a clean git tree — every committed file
+/// of results/demo is what `bench run configs/sweep.toml` writes (plots
+/// included), and the one volatile file, manifest.json, is git-ignored.
+#[test]
+fn committed_demo_results_are_reproduced_byte_for_byte() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ignore = std::fs::read_to_string(repo.join(".gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "/results/**/manifest.json"), "manifest.json must be git-ignored");
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("configs")).unwrap();
+    std::fs::copy(repo.join("configs/sweep.toml"), t.path().join("configs/sweep.toml")).unwrap();
+    // the committed results were made on the CPU (a machine without a hardware GPU)
+    let o = bench(&["run", "configs/sweep.toml", "--device", "cpu"], t.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let committed = repo.join("results/demo");
+    let mut stack = vec![committed.clone()];
+    let mut n = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(&committed).unwrap();
+            if rel == Path::new("manifest.json") {
+                continue;
+            }
+            let fresh = std::fs::read(t.path().join("results/demo").join(rel)).unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+            assert!(fresh == std::fs::read(&p).unwrap(), "{} differs from a fresh run (regenerate results/demo)", rel.display());
+            n += 1;
+        }
+    }
+    assert!(n > 30, "{n} files compared");
+}

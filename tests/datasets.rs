@@ -92,7 +92,7 @@ fn each_dataset_equals_its_own_single_dataset_run_also_sharded() {
     // one tables.md with every dataset's tables under its name, plot links rebased
     let md = String::from_utf8(ws.read("results/multi/tables.md")).unwrap();
     let (ia, ib) = (md.find("# Dataset `alpha`").unwrap(), md.find("# Dataset `beta`").unwrap());
-    assert!(ia < ib, "config order");
+    assert!(ia < ib, "name order (as `bench table` lists the folder)");
     assert!(!md.contains("](plots/") && md.contains("](alpha/plots/"), "plot links point into the dataset folders");
 
     // table / diff / --check understand the folder
@@ -140,4 +140,21 @@ fn dataset_config_mistakes_are_named() {
         let line = e.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("case {i}: {e}"));
         assert!(line.contains(needle), "case {i}: {needle:?} not in {line:?}");
     }
+}
+
+/// Item 15: `bench table <folder>` prints exactly the folder's tables.md —
+/// one dataset, one dataset of a sweep, and a `[[datasets]]` sweep.
+#[test]
+fn bench_table_reproduces_tables_md_byte_for_byte() {
+    let ws = Ws::new();
+    ws.write("multi.toml", &config("multi", "results", "", MULTI));
+    ws.write("a.toml", &config("one", "results", "dataset = \"datasets/a\"\n", ""));
+    ok(bench(&["run", "multi.toml"], &ws.root));
+    ok(bench(&["run", "a.toml"], &ws.root));
+    for dir in ["results/one", "results/multi", "results/multi/alpha", "results/multi/beta"] {
+        let t = ok(bench(&["table", dir], &ws.root)).stdout;
+        let md = ws.read(&format!("{dir}/tables.md"));
+        assert!(t == md, "bench table {dir} differs from its tables.md:\n{}\n---\n{}", String::from_utf8_lossy(&t), String::from_utf8_lossy(&md));
+    }
+    assert!(String::from_utf8(ws.read("results/one/tables.md")).unwrap().contains("## Curves (test split)"));
 }

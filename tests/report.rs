@@ -116,7 +116,8 @@ fn markdown_tables_have_the_seed_shape() {
     for h in ["## Main Results", "**Format**: FPR95 / AUROC / AUPR / F1 (all in %)", "## F1 Scores (%) - For Threshold Selection", "## Optimal Thresholds"] {
         assert!(md.contains(h), "missing {h}");
     }
-    assert!(md.contains("| 9.50 / 90.50 / 9.05 / 18.10 "), "{md}");
+    // best value of the row in bold (issue 14 item 13)
+    assert!(md.contains("| **9.50** / **90.50** / **9.05** / **18.10** "), "{md}");
     assert!(md.contains("-1.8100"), "4-decimal thresholds");
     assert!(md.contains("n/a / n/a / n/a / n/a"), "undefined cells print n/a");
     assert!(md.contains("† leakage"), "leakage footnote");
@@ -131,7 +132,9 @@ fn csv_and_latex_render() {
     assert!(csv.contains("Model A,18.10,16.00 †\n"), "{csv}");
     let tex = tables::render(&r, &Latex);
     assert!(tex.contains("\\toprule") && tex.contains("\\midrule") && tex.contains("\\bottomrule"));
-    assert!(tex.contains("9.50 / 90.50 / 9.05 / 18.10 & 20.00 / 80.00 / 8.00 / 16.00 \\textsuperscript{\\dag} \\\\"), "{tex}");
+    // long layout, best in bold (issue 14 items 13, 14)
+    assert!(tex.contains("\\textbf{9.50} & \\textbf{90.50} & \\textbf{9.05} & \\textbf{18.10} \\\\"), "{tex}");
+    assert!(tex.contains("20.00 & 80.00 & 8.00 & 16.00 \\textsuperscript{\\dag} \\\\"), "{tex}");
     assert!(dialect("html").is_ok());
     assert!(dialect("docx").is_err());
 }
@@ -195,4 +198,108 @@ fn atomic_write_replaces_or_leaves_untouched() {
     // no temp folders left behind
     let left: Vec<_> = std::fs::read_dir(t.path().join("results")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 1, "{left:?}");
+}
+
+/// Exact counts of one method: `pos` anomaly scores, `neg` normal scores.
+fn counts(pos: &[f32], neg: &[f32]) -> bench::metrics::Counts {
+    use bench::metrics::PositiveCollector;
+    let scores: Vec<f32> = pos.iter().chain(neg).copied().collect();
+    let labels: Vec<u8> = pos.iter().map(|_| 1u8).chain(neg.iter().map(|_| 0u8)).collect();
+    let mut pc = PositiveCollector::new();
+    pc.add(&scores, &labels, None);
+    let mut r = pc.finish();
+    r.add(&scores, &labels);
+    r.finish().unwrap()
+}
+
+/// Item 12: a low-AUPR curve gets a y-axis scaled to its precision (not
+/// [0, 1]); distributions are plotted in score units; every plot also
+/// comes as a PNG that is byte-identical across renders.
+#[test]
+fn plots_scale_to_the_data_and_come_as_deterministic_pngs() {
+    use bench::report::curves::{Curve, dist_x_range, files, pr_png, pr_y_range};
+    // 20 anomaly pixels among 2000 normal ones, scores overlapping: precision ≈ 0.015
+    let pos: Vec<f32> = (0..20).map(|i| -4.0 + 0.1 * i as f32).collect();
+    let neg: Vec<f32> = (0..2000).map(|i| -5.0 + 0.0015 * i as f32).collect();
+    let k = counts(&pos, &neg);
+    let c = Curve { model: "a", method: "max_logit", method_name: "Simple Max Logits", counts: &k, keep: vec![] };
+    let (lo, hi) = pr_y_range(&[&c]);
+    assert_eq!(lo, 0.0);
+    let max_p = (0..k.thresholds.len()).map(|i| k.tp[i] as f64 / (k.tp[i] + k.fp[i]) as f64).fold(0.0, f64::max);
+    assert!(hi < 0.1, "PR y-axis should follow the data (max precision {max_p}), got [0, {hi}]");
+    assert!(hi >= max_p, "the whole curve is inside: {hi} < {max_p}");
+    let (x0, x1) = dist_x_range(&c);
+    assert!((x0 - (-4.0)).abs() < 1e-5 && (x1 - (-2.1)).abs() < 1e-5, "distribution x-axis in score units: {x0} … {x1}");
+
+    let png = pr_png("A", &[&c]);
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(png, pr_png("A", &[&c]), "PNG bytes differ between renders");
+    let dec = png::Decoder::new(std::io::Cursor::new(&png)).read_info().unwrap();
+    assert!(dec.info().width >= 600, "readable size");
+
+    let r = sample();
+    let cs = vec![Curve { model: "a", method: "max_logit", method_name: "Simple Max Logits", counts: &k, keep: vec![] }];
+    let (f1, f2) = (files(&r, &cs), files(&r, &cs));
+    assert_eq!(f1, f2, "report files differ between renders");
+    let names: Vec<&str> = f1.iter().map(|f| f.0.as_str()).collect();
+    for svg in names.iter().filter(|n| n.ends_with(".svg")) {
+        let png = svg.replace(".svg", ".png");
+        assert!(names.contains(&png.as_str()), "{png} missing ({names:?})");
+    }
+    assert!(names.contains(&"plots/a__max_logit_dist.png") && names.contains(&"plots/a_pr.png"), "{names:?}");
+}
+
+/// Item 13: the best value of each row is bold in Markdown, LaTeX and HTML
+/// (lowest FPR95, highest AUROC/AUPR/F1, ties all bold), never in CSV, and
+/// `--no-bold` turns it off.
+#[test]
+fn best_values_are_bold() {
+    let mut r = sample();
+    let md = tables::render(&r, &Markdown);
+    // Model A: max_logit 9.50 / 90.50 / 9.05 / 18.10 beats sml 20.00 / 80.00 / 8.00 / 16.00 on all four
+    assert!(md.contains("| **9.50** / **90.50** / **9.05** / **18.10** "), "{md}");
+    assert!(md.contains("| 20.00 / 80.00 / 8.00 / 16.00 †"), "{md}");
+    assert!(md.contains("Bold: for each model and metric, the best method"), "bold is explained");
+    assert!(!tables::render_with(&r, &Markdown, false).contains("**9.50**"), "--no-bold");
+    assert!(!tables::render(&r, &Csv).contains('*') && !tables::render(&r, &Csv).contains('\u{1}'));
+    let tex = tables::render(&r, &Latex);
+    assert!(tex.contains("\\textbf{9.50}") && tex.contains("\\textbf{90.50}"), "{tex}");
+    // ties: equal printed values are all bold
+    let a2 = r.cells.iter().position(|c| c.model == "a" && c.method == "sml" && c.split == "test").unwrap();
+    let a1 = r.cells.iter().position(|c| c.model == "a" && c.method == "max_logit" && c.split == "test").unwrap();
+    r.cells[a2].auroc = r.cells[a1].auroc;
+    let md = tables::render(&r, &Markdown);
+    assert_eq!(md.matches("**90.50**").count(), 2, "{md}");
+    let html = bench::report::curves::files(&r, &[]).into_iter().find(|f| f.0 == "index.html").unwrap().1;
+    let html = String::from_utf8(html).unwrap();
+    assert!(html.contains("<b>9.50</b>"), "{html}");
+    // conventions and warnings come before the first table
+    let first_table = html.find("<table>").unwrap();
+    assert!(html.find("Conventions").unwrap() < first_table && html.find("a warning").unwrap() < first_table);
+    assert!(html.contains("white-space:nowrap"), "cells do not wrap");
+}
+
+/// Item 14: LaTeX is booktabs, one row per (model, method) and one column
+/// per metric (a page wide), with a caption that keeps the format legend;
+/// `bench diff` says its unit.
+#[test]
+fn latex_tables_fit_a_page_and_keep_their_legend() {
+    let r = sample();
+    let tex = tables::render(&r, &Latex);
+    let main = &tex[..tex.find("\\end{table}").unwrap()];
+    assert!(main.contains("\\toprule") && main.contains("\\midrule") && main.contains("\\bottomrule"));
+    assert!(main.contains("\\caption{Main Results. Format: FPR95 / AUROC / AUPR / F1 (all in \\%)"), "{main}");
+    assert!(main.contains("\\begin{tabular}{llrrrr}"), "Model, Method, four metrics: {main}");
+    assert!(main.contains("FPR95 $\\downarrow$ & AUROC $\\uparrow$ & AUPR $\\uparrow$ & F1 $\\uparrow$ \\\\"), "{main}");
+    assert!(main.contains("Model A & Simple Max Logits & \\textbf{9.50} & \\textbf{90.50} & \\textbf{9.05} & \\textbf{18.10} \\\\"), "{main}");
+    assert!(main.contains(" & Standardized Max Logits & 20.00 & 80.00 & 8.00 & 16.00 \\textsuperscript{\\dag} \\\\"), "{main}");
+    // every table has a caption and a label
+    assert_eq!(tex.matches("\\begin{table}").count(), tex.matches("\\caption{").count());
+    assert_eq!(tex.matches("\\begin{table}").count(), tex.matches("\\label{tab:").count());
+
+    let a = sample();
+    let mut b = sample();
+    b.cells[0].auroc = Some(0.91);
+    let text = render(&diff(&a, &b, 1e-6, &[]).unwrap());
+    assert!(text.contains("90.5000 % (0.905000)") && text.contains("91.0000 % (0.910000)") && text.contains("+0.5000 pp"), "{text}");
 }

@@ -137,8 +137,23 @@ pub fn diff(a: &Results, b: &Results, tol: f64, metrics: &[String]) -> anyhow::R
     Ok(d)
 }
 
-fn f(v: Option<f64>) -> String {
-    v.map_or("null".into(), |x| format!("{x:.6}"))
+/// A value as the tables print it: rates in percent with the unit (and
+/// the fraction results.json holds), thresholds in raw score units.
+fn f(metric: &str, v: Option<f64>) -> String {
+    match v {
+        None => "null".into(),
+        Some(x) if metric == "threshold" => format!("{x:.6}"),
+        Some(x) => format!("{:.4} % ({x:.6})", 100.0 * x),
+    }
+}
+
+/// A change: percentage points for rates, raw units for thresholds.
+fn delta(metric: &str, v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(x) if metric == "threshold" => format!("{x:+.6}"),
+        Some(x) => format!("{:+.4} pp", 100.0 * x),
+    }
 }
 
 /// Human-readable Markdown.
@@ -164,7 +179,7 @@ pub fn render(d: &Diff) -> String {
         s.push('\n');
         let t = Table {
             title: format!("Changed beyond tolerance {:e}", d.tolerance),
-            notes: vec![],
+            notes: vec!["Rates in % (the fraction of results.json in brackets; the tolerance applies to the fraction); Δ in percentage points (pp). Thresholds in raw score units.".into()],
             header: ["cell", "metric", "a", "b", "Δ", ""].map(String::from).to_vec(),
             align: vec![Align::Left, Align::Left, Align::Right, Align::Right, Align::Right, Align::Left],
             rows: d
@@ -179,13 +194,14 @@ pub fn render(d: &Diff) -> String {
                     vec![
                         format!("{}/{}/{}", c.model, c.method, c.split),
                         c.metric.clone(),
-                        f(c.a),
-                        f(c.b),
-                        c.delta.map_or("—".into(), |x| format!("{x:+.6}")),
+                        f(&c.metric, c.a),
+                        f(&c.metric, c.b),
+                        delta(&c.metric, c.delta),
                         arrow.into(),
                     ]
                 })
                 .collect(),
+            ..Default::default()
         };
         s += &Markdown.table(&t);
     }

@@ -70,5 +70,6 @@ pub fn compare(a: &Path, b: &Path) -> Result<Table> {
         header: ["cell", "mean a", "mean b", "p95 a", "p95 b", "KL", "MMD²"].map(String::from).to_vec(),
         align: vec![Align::Left, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right],
         rows,
+        ..Default::default()
     })
 }

@@ -2,7 +2,7 @@
 //! evaluation, built from `results.json` alone so `bench table` and CI can
 //! re-render them without the dataset.
 
-use super::markup::{Align, Dialect, Table};
+use super::markup::{Align, Better, Dialect, Table};
 use super::results::{Cell, HonestCell, Results};
 
 /// Percent with `d` decimals, `n/a` for undefined.
@@ -25,7 +25,7 @@ pub const EVAL_SPLIT: &str = "test";
 
 /// The model × method shape every table shares: one row per model (config
 /// order), one column per method, cell text from `f(model id, method id)`.
-fn model_grid(r: &Results, title: &str, notes: Vec<String>, align: Align, f: impl Fn(&str, &str) -> String) -> Table {
+fn model_grid(r: &Results, title: &str, notes: Vec<String>, align: Align, parts: &[(&str, Better)], f: impl Fn(&str, &str) -> String) -> Table {
     let mut header = vec!["Model".to_string()];
     header.extend(r.methods.iter().map(|m| m.name.clone()));
     let mut aligns = vec![Align::Left];
@@ -39,17 +39,17 @@ fn model_grid(r: &Results, title: &str, notes: Vec<String>, align: Align, f: imp
             row
         })
         .collect();
-    Table { title: title.into(), notes, header, align: aligns, rows }
+    Table { title: title.into(), notes, header, align: aligns, rows, key_cols: 1, parts: parts.iter().map(|(n, b)| (n.to_string(), *b)).collect() }
 }
 
 /// Test-split cells.
-fn grid(r: &Results, title: &str, notes: Vec<String>, align: Align, f: impl Fn(&Cell) -> String) -> Table {
-    model_grid(r, title, notes, align, |m, me| r.cell(m, me, EVAL_SPLIT).map_or("—".into(), &f))
+fn grid(r: &Results, title: &str, notes: Vec<String>, align: Align, parts: &[(&str, Better)], f: impl Fn(&Cell) -> String) -> Table {
+    model_grid(r, title, notes, align, parts, |m, me| r.cell(m, me, EVAL_SPLIT).map_or("—".into(), &f))
 }
 
 /// Honest-evaluation cells, with the leakage mark.
-fn honest_grid(r: &Results, title: &str, notes: Vec<String>, f: impl Fn(&HonestCell) -> String) -> Table {
-    model_grid(r, title, notes, Align::Right, |m, me| r.honest_cell(m, me).map_or("—".into(), |h| mark(f(h), h.leakage)))
+fn honest_grid(r: &Results, title: &str, notes: Vec<String>, parts: &[(&str, Better)], f: impl Fn(&HonestCell) -> String) -> Table {
+    model_grid(r, title, notes, Align::Right, parts, |m, me| r.honest_cell(m, me).map_or("—".into(), |h| mark(f(h), h.leakage)))
 }
 
 /// All tables, in document order.
@@ -67,6 +67,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
                 ),
             ]),
             Align::Left,
+            &[("FPR95", Better::Lower), ("AUROC", Better::Higher), ("AUPR", Better::Higher), ("F1", Better::Higher)],
             |c| {
                 let pm = |v: Option<f64>, ci: Option<[f64; 2]>| match ci {
                     Some([lo, hi]) if v.is_some() => format!("{}±{:.2}", pct(v, 2), 50.0 * (hi - lo)),
@@ -92,6 +93,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
                 "**Higher is better**. Max F1 over all thresholds of the test split: an *oracle* figure, since the threshold is chosen on the data it is scored on. The honest figures are in the tables below.".into(),
             ]),
             Align::Right,
+            &[("F1", Better::Higher)],
             |c| mark(pct(c.f1, 2), c.leakage),
         ),
         grid(
@@ -99,6 +101,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
             "Optimal Thresholds",
             with(vec!["The score thresholds that maximize F1 on the test split (oracle; `score ≥ t` is anomalous).".into()]),
             Align::Right,
+            &[("threshold", Better::Neither)],
             |c| mark(num(c.threshold, 4), c.leakage),
         ),
     ];
@@ -113,6 +116,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
             r,
             "Honest F1: threshold from validation",
             with(vec![from.clone(), "**Format**: test F1 at the val-F1-optimal threshold (test-optimal oracle F1), in %".into()]),
+            &[("F1 (oracle F1)", Better::Higher)],
             |h| {
                 let p = h.points.iter().find(|p| p.rule == "f1_optimal");
                 format!("{} ({})", pct(p.and_then(|p| p.f1), 2), pct(h.oracle_f1, 2))
@@ -133,7 +137,9 @@ pub fn tables(r: &Results) -> Vec<Table> {
             } else {
                 (format!("FAR @ FRR ≤ {}%", fmt_pct(t)), "**Format**: FAR / achieved FRR on test, in % (threshold from the FRR budget on val)")
             };
-            out.push(honest_grid(r, &title, with(vec![from.clone(), fmt.into()]), |h| {
+            let parts: &[(&str, Better)] =
+                if rule == "far" { &[("FRR", Better::Lower), ("FAR", Better::Neither)] } else { &[("FAR", Better::Lower), ("FRR", Better::Neither)] };
+            out.push(honest_grid(r, &title, with(vec![from.clone(), fmt.into()]), parts, |h| {
                 let p = h.points.iter().find(|p| p.rule == rule && p.target == Some(t));
                 match p {
                     Some(p) if rule == "far" => format!("{} / {}", pct(p.frr, 2), pct(p.far, 3)),
@@ -149,6 +155,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
                 from,
                 "**Format**: block % / review % of test pixels. Hard threshold (block, no review) = the first FAR budget; soft threshold (review queue) = the first FRR budget; pixels between the two go to review.".into(),
             ]),
+            &[("block", Better::Neither), ("review", Better::Neither)],
             |h| format!("{} / {}", pct(h.block_fraction, 2), pct(h.review_fraction, 2)),
         ));
     }
@@ -160,6 +167,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
             r.conventions.image_score
         )]),
         Align::Left,
+        &[("image AUROC", Better::Higher), ("image AUPR", Better::Higher)],
         |c| mark(format!("{} / {}", pct(c.image_auroc, 2), pct(c.image_aupr, 2)), c.leakage),
     );
     out.push(image);
@@ -173,6 +181,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
                 d0.reference, d0.split
             )],
             Align::Right,
+            &[("Δmean", Better::Neither), ("Δp95", Better::Neither), ("KL", Better::Neither), ("MMD²", Better::Neither)],
             |m, me| {
                 r.drift.iter().find(|d| d.model == m && d.method == me).map_or("—".into(), |d| {
                     format!("{} / {} / {} / {}", sig(d.mean_shift), sig(d.p95_shift), sig(d.kl), sig(d.mmd2))
@@ -189,6 +198,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
                 "**Format**: AUPRO (FPR ≤ 30 %, normalised; MVTec AD) / sIoU / PPV / mean F1 (SegmentMeIfYouCan, `{track}` size filters, 8-connected components, score map binarised at the val-F1-optimal threshold), in %."
             )],
             Align::Right,
+            &[("AUPRO", Better::Higher), ("sIoU", Better::Higher), ("PPV", Better::Higher), ("mean F1", Better::Higher)],
             |c| {
                 let k = c.components.as_ref();
                 mark(
@@ -239,6 +249,8 @@ pub fn tables(r: &Results) -> Vec<Table> {
             header,
             align,
             rows,
+            key_cols: 2,
+            parts: vec![("AUROC".into(), Better::Higher), ("FPR95".into(), Better::Lower), ("recall".into(), Better::Higher)],
         });
     }
     if !r.warnings.is_empty() {
@@ -248,6 +260,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
             header: vec!["Warning".into()],
             align: vec![Align::Left],
             rows: r.warnings.iter().map(|w| vec![w.clone()]).collect(),
+            ..Default::default()
         });
     }
     // footnote wherever a cell carries the leakage mark
@@ -275,11 +288,55 @@ fn fmt_pct(x: f64) -> String {
     if r.len() < s.len() { r } else { s }
 }
 
-/// The whole document in one dialect.
+/// What a best-value mark means, under the first table.
+pub const BOLD_NOTE: &str = "Bold: for each model and metric, the best method — lowest FPR95/FRR/FAR, highest AUROC/AUPR/F1/AUPRO/sIoU/PPV — compared as printed, so ties are all bold.";
+
+/// All tables with the best value of every row marked (see
+/// [`markup::mark_best`](super::markup::mark_best)).
+pub fn tables_marked(r: &Results) -> Vec<Table> {
+    let mut ts = tables(r);
+    for t in &mut ts {
+        super::markup::mark_best(t);
+    }
+    if let Some(t) = ts.first_mut() {
+        t.notes.push(BOLD_NOTE.into());
+    }
+    ts
+}
+
+/// The whole document in one dialect, best values in bold.
 pub fn render(r: &Results, d: &dyn Dialect) -> String {
+    render_with(r, d, true)
+}
+
+/// The whole document in one dialect; `bold: false` is `--no-bold`.
+pub fn render_with(r: &Results, d: &dyn Dialect, bold: bool) -> String {
     let mut s = d.preamble(&format!("{}: model × method comparison", r.name));
-    for t in tables(r) {
+    for t in if bold { tables_marked(r) } else { tables(r) } {
         s += &d.table(&t);
+    }
+    s
+}
+
+/// `tables.md` of one dataset: the tables, then links to its plots.
+pub fn markdown(r: &Results, bold: bool) -> String {
+    render_with(r, &super::markup::Markdown, bold) + &super::curves::markdown_plots(r)
+}
+
+/// `tables.md` of a results folder, as `bench run` writes it and `bench
+/// table` prints it: one dataset's [`markdown`], or for a `[[datasets]]`
+/// sweep every dataset's under its name (name order), plot links pointing
+/// into the dataset folders.
+pub fn markdown_sets(sets: &[(Option<String>, Results)], bold: bool) -> String {
+    let mut s = String::new();
+    for (tag, r) in sets {
+        match tag {
+            None => s += &markdown(r, bold),
+            Some(t) => {
+                let md = markdown(r, bold).replace("](plots/", &format!("]({t}/plots/"));
+                s += &format!("# Dataset `{t}` ({})\n\n{md}\n", r.dataset);
+            }
+        }
     }
     s
 }
