@@ -58,6 +58,13 @@ impl From<BErr> for PyErr {
                 }
             }
         }
+        // the main crate sometimes formats an io::Error into its message
+        if msg.contains("(os error 2)") {
+            return PyFileNotFoundError::new_err(msg);
+        }
+        if msg.contains("(os error 13)") {
+            return PyPermissionError::new_err(msg);
+        }
         match kind {
             Kind::Value => PyValueError::new_err(msg),
             Kind::Runtime => PyRuntimeError::new_err(msg),
@@ -319,6 +326,7 @@ fn eval_json(c: &Counts, void: u64, images: u64, rule: Fpr95Rule) -> String {
 
 struct Pair<'a> {
     what: String,
+    lwhat: String,
     shape: Vec<usize>,
     s: Sc<'a>,
     l: Lb<'a>,
@@ -333,9 +341,8 @@ fn metrics_pairs(pairs: &[Pair], labels: &Labels, rule: Fpr95Rule, images: u64) 
         let n = p.s.len();
         for start in (0..n).step_by(CHUNK) {
             let end = (start + CHUNK).min(n);
-            let chk = Some((p.what.as_str(), &p.shape[..]));
-            let s = scores_f32(&p.s, start, end, &mut buf, chk)?;
-            labels.codes(&p.l, start, end, &mut codes, chk)?;
+            let s = scores_f32(&p.s, start, end, &mut buf, Some((p.what.as_str(), &p.shape[..])))?;
+            labels.codes(&p.l, start, end, &mut codes, Some((p.lwhat.as_str(), &p.shape[..])))?;
             void += codes.iter().filter(|&&l| l == label::VOID).count() as u64;
             pc.add(s, &codes, None);
         }
@@ -359,7 +366,7 @@ fn metrics_pairs(pairs: &[Pair], labels: &Labels, rule: Fpr95Rule, images: u64) 
 fn borrow_pairs<'py>(
     scores: &[Bound<'py, PyAny>],
     labels: &[Bound<'py, PyAny>],
-) -> PyResult<Vec<(String, ScoreArr<'py>, LabelArr<'py>)>> {
+) -> PyResult<Vec<(String, String, ScoreArr<'py>, LabelArr<'py>)>> {
     if scores.len() != labels.len() {
         return Err(value_err(format!("{} score arrays but {} label arrays", scores.len(), labels.len())));
     }
@@ -372,7 +379,7 @@ fn borrow_pairs<'py>(
         if sa.shape() != la.shape() {
             return Err(value_err(format!("{ws}: shape {:?} but {wl} has shape {:?}", sa.shape(), la.shape())));
         }
-        out.push((ws, sa, la));
+        out.push((ws, wl, sa, la));
     }
     Ok(out)
 }
@@ -394,8 +401,8 @@ fn metrics_json(
     let rule = rule_of(fpr95).map_err(BErr::from)?;
     let arrs = borrow_pairs(&scores, &labels)?;
     let mut pairs = Vec::with_capacity(arrs.len());
-    for (w, s, l) in &arrs {
-        pairs.push(Pair { what: w.clone(), shape: s.shape(), s: s.slice(w)?, l: l.slice(w)? });
+    for (w, wl, s, l) in &arrs {
+        pairs.push(Pair { what: w.clone(), lwhat: wl.clone(), shape: s.shape(), s: s.slice(w)?, l: l.slice(wl)? });
     }
     let out = py.detach(|| metrics_pairs(&pairs, &lm, rule, images));
     Ok(out.map_err(BErr::from)?)
@@ -657,9 +664,9 @@ impl NativeEvaluator {
     /// Add one batch of precomputed scores for `method` (any name).
     fn update_scores(&mut self, py: Python<'_>, method: &str, scores: Bound<'_, PyAny>, labels: Bound<'_, PyAny>, images: u64) -> PyResult<()> {
         let arrs = borrow_pairs(std::slice::from_ref(&scores), std::slice::from_ref(&labels))?;
-        let (w, sa, la) = &arrs[0];
+        let (w, wl, sa, la) = &arrs[0];
         let shape = sa.shape();
-        let (s, l) = (sa.slice(w)?, la.slice(w)?);
+        let (s, l) = (sa.slice(w)?, la.slice(wl)?);
         let i = self.acc(method);
         let lm = &self.labels;
         let lim = &self.lim;
