@@ -2,6 +2,7 @@
 byte in JSON), with and without spilling; logits equal `bench run`."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -152,3 +153,40 @@ def write_dataset_mem(seed=4, c=5, h=9, w=13, b=3):
     z = rng.normal(size=(b, c, h, w)).astype(np.float32)
     l = rng.choice(np.array([0, 0, 1, 255], dtype=np.uint8), (b, h, w))
     return z, l
+
+
+def has_adapter():
+    if ab.adapters():
+        return True
+    if os.environ.get("BENCH_REQUIRE_GPU") == "1":
+        pytest.fail("BENCH_REQUIRE_GPU=1 but wgpu sees no adapter")
+    return False
+
+
+def test_logits_on_the_gpu_equal_bench_run_gpu(tmp_path, bench):
+    if not has_adapter():
+        pytest.skip("no wgpu adapter (install mesa-vulkan-drivers for lavapipe)")
+    data = write_dataset(tmp_path / "d", c=19, h=20, w=36, seed=33)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'name = "t"\ndataset = "d"\noutput = "out"\n'
+        f"methods = {json.dumps(METHODS)}\n"
+        '[[models]]\nid = "m"\nname = "M"\n'
+    )
+    bench("run", cfg, "--device", "gpu", cwd=tmp_path)
+    res = ab.load(tmp_path / "out" / "t")
+    assert res.data["device"] == "gpu"
+    Z, L = data["test"]
+    ev = ab.Evaluator(METHODS, device="gpu")
+    ev.update(Z, L)
+    assert not ev.device.startswith("cpu")
+    got = ev.compute()
+    cpu = ab.Evaluator(METHODS, device="cpu")
+    cpu.update(Z, L)
+    cpu = cpu.compute()
+    for m in METHODS:
+        cell = res.cell("m", m, "test")
+        for k in ("auroc", "aupr", "fpr95", "f1", "threshold", "positives", "negatives", "void", "images"):
+            assert got[m][k] == cell[k], (m, k, got[m][k], cell[k])
+        # the WGSL pass agrees with the CPU reference to float tolerance
+        assert abs(got[m]["auroc"] - cpu[m]["auroc"]) < 1e-3
