@@ -256,8 +256,8 @@ class Evaluator:
         (any adapter, including a software one; RuntimeError if none).
     calibration, model:
         SML / HEAT need statistics fitted on a calibration split: pass the
-        ``calibration.json`` that ``bench run`` wrote and the model id in it.
-        Without them, asking for ``sml`` / ``heat`` on logits is a ValueError
+        ``calibration.json`` that ``bench run`` wrote and the model id in it,
+        or call :meth:`calibrate` with calibration logits. Without them, asking for ``sml`` / ``heat`` on logits is a ValueError
         (never a made-up number). HEAT fitted on features is not supported here.
     buffer_bytes:
         RAM per method for normal-pixel keys before spilling (default 64 MiB).
@@ -328,6 +328,30 @@ class Evaluator:
             f"scores: shape {tuple(x.shape)} matches neither labels {tuple(lab.shape)} (scores) "
             "nor [B, C, H, W] logits with [B, H, W] labels"
         )
+
+    def calibrate(self, logits, labels) -> None:
+        """Fit the SML / HEAT statistics on calibration data, as ``bench run``
+        fits them on its ``calibration`` split (in-distribution pixels only).
+
+        ``logits``: ``[N, C, H, W]`` (or ``[C, H, W]``, or a list of such
+        arrays) with ``labels`` ``[N, H, W]`` (``[H, W]``, list). All of it is
+        read twice when HEAT is requested (its energies are standardised in a
+        second pass), so pass arrays, not a generator. Must come before the
+        first logits update; replaces ``calibration=`` / ``model=``.
+        Never use the split you evaluate on (leakage).
+        """
+        zs = list(logits) if isinstance(logits, (list, tuple)) else [logits]
+        ls = list(labels) if isinstance(labels, (list, tuple)) else [labels]
+        Z, L = [], []
+        for i, (z, l) in enumerate(zip(zs, ls)):
+            z, l = _as_array(z, f"logits[{i}]"), _labels(l, f"labels[{i}]")
+            if l.ndim == 2 and z.ndim == 3:
+                z, l = z[None], l[None]
+            Z.append(z)
+            L.append(l)
+        if len(zs) != len(ls):
+            raise ValueError(f"calibrate: {len(zs)} logits arrays but {len(ls)} label arrays")
+        self._native.calibrate(Z, L)
 
     def compute_json(self) -> str:
         """``{"method": <bench eval --json object>, ...}`` as text, in method order."""

@@ -700,16 +700,10 @@ impl NativeEvaluator {
             value_err(format!("logits: must be float32 or float16 (got {dt})"))
         })?;
         let (ls, lshape) = (lg.shape(), la.shape());
-        if ls.len() != 4 || lshape.len() != 3 || ls[0] != lshape[0] || ls[2..] != lshape[1..] {
-            return Err(value_err(format!("logits: shape {ls:?} must be [B, C, H, W] with labels [B, H, W] (labels have shape {lshape:?})")));
-        }
-        if ls[1] == 0 {
-            return Err(value_err("logits: zero classes".into()));
-        }
+        let (b, c, h, w) = logit_dims(&ls, &lshape, "logits")?;
         if self.plan.methods.is_empty() {
             return Err(value_err("update with logits needs methods=[...] (built-in: max_logit, msp, energy, entropy, sml, heat)".into()));
         }
-        let (b, c, h, w) = (ls[0], ls[1], ls[2], ls[3]);
         let s = lg.slice("logits")?;
         let l = la.slice("labels")?;
         self.ensure_calibration(c).map_err(BErr::from)?;
@@ -717,40 +711,17 @@ impl NativeEvaluator {
         self.scorer()?;
         let this = &mut *self;
         let out: Result<()> = py.detach(|| {
-            let (chw, hw) = (c * h * w, h * w);
+            let hw = h * w;
             let mut codes = Vec::new();
             // validate first: a bad batch leaves the state untouched
             for start in (0..l.len()).step_by(CHUNK) {
                 this.labels.codes(&l, start, (start + CHUNK).min(l.len()), &mut codes, Some(("labels", &lshape)))?;
             }
-            let bad = match &s {
-                Sc::F32(v) => v.par_chunks(CHUNK).position_first(|ch| ch.iter().any(|x| !x.is_finite())).map(|k| {
-                    let j = k * CHUNK + v[k * CHUNK..].iter().position(|x| !x.is_finite()).unwrap();
-                    (j, nonfinite_kind(v[j]))
-                }),
-                Sc::F16(v) => v.par_chunks(CHUNK).position_first(|ch| ch.iter().any(|x| !x.is_finite())).map(|k| {
-                    let j = k * CHUNK + v[k * CHUNK..].iter().position(|x| !x.is_finite()).unwrap();
-                    (j, nonfinite_kind(v[j].to_f32()))
-                }),
-            };
-            if let Some((j, kind)) = bad {
-                let r = j % chw;
-                bail!(
-                    "logits: non-finite logit ({kind}) at image {}, class {}, y {}, x {} (flat index {j}); logits must be finite",
-                    j / chw,
-                    r / hw,
-                    (r % hw) / w,
-                    r % w
-                );
-            }
+            check_logits(&s, "logits", c, h, w)?;
             let idx: Vec<usize> = this.plan.methods.clone().iter().map(|m| this.acc(m.id())).collect();
             let scorer = this.scorer.as_mut().unwrap().get_mut().unwrap_or_else(|e| e.into_inner()).get();
             for i in 0..b {
-                let data = match &s {
-                    Sc::F32(v) => LogitData::F32(v[i * chw..(i + 1) * chw].to_vec()),
-                    Sc::F16(v) => LogitData::F16(v[i * chw..(i + 1) * chw].to_vec()),
-                };
-                let maps = scorer.score(&Logits { c, h, w, data }, &this.plan)?;
+                let maps = scorer.score(&image_logits(&s, i, c, h, w), &this.plan)?;
                 this.labels.codes(&l, i * hw, (i + 1) * hw, &mut codes, None)?;
                 let lim = &this.lim;
                 let codes = &codes;
@@ -772,6 +743,57 @@ impl NativeEvaluator {
             Ok(())
         });
         Ok(out.map_err(BErr::from)?)
+    }
+
+    /// Fit SML / HEAT statistics on calibration logits (arrays `[B, C, H, W]`
+    /// with labels `[B, H, W]`), exactly as `bench run` fits them on its
+    /// calibration split (`Calibration::fit`; in-distribution pixels only).
+    fn calibrate(&mut self, py: Python<'_>, logits: Vec<Bound<'_, PyAny>>, labels: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+        if logits.len() != labels.len() || logits.is_empty() {
+            return Err(value_err(format!("calibrate: {} logits arrays but {} label arrays", logits.len(), labels.len())));
+        }
+        if self.plan.methods.iter().any(|m| m.needs_calibration() && self.accs.iter().any(|a| a.name == m.id())) {
+            return Err(value_err("calibrate() must come before the first update with logits".into()));
+        }
+        let mut arrs = vec![];
+        for (i, (z, l)) in logits.iter().zip(&labels).enumerate() {
+            let what = if logits.len() > 1 { format!("logits[{i}]") } else { "logits".into() };
+            let lwhat = if logits.len() > 1 { format!("labels[{i}]") } else { "labels".into() };
+            let za = ScoreArr::extract(z, &what).map_err(|_| value_err(format!("{what}: must be float32 or float16")))?;
+            let la = LabelArr::extract(l, &lwhat)?;
+            let dims = logit_dims(&za.shape(), &la.shape(), &what)?;
+            arrs.push((what, lwhat, za, la, dims));
+        }
+        let mut views = vec![];
+        for (what, lwhat, za, la, dims) in &arrs {
+            views.push((what.as_str(), lwhat.as_str(), za.slice(what)?, la.slice(lwhat)?, *dims, la.shape()));
+        }
+        let heat = self.plan.methods.contains(&Method::Heat);
+        let labels = self.labels.clone();
+        let out: Result<bench::scores::Calibration> = py.detach(|| {
+            let mut codes = Vec::new();
+            for (what, lwhat, s, l, (_, c, h, w), lshape) in &views {
+                check_logits(s, what, *c, *h, *w)?;
+                for start in (0..l.len()).step_by(CHUNK) {
+                    labels.codes(l, start, (start + CHUNK).min(l.len()), &mut codes, Some((lwhat, lshape)))?;
+                }
+            }
+            let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| -> Result<()> {
+                let mut codes = Vec::new();
+                for (_, _, s, l, (b, c, h, w), _) in &views {
+                    let hw = h * w;
+                    for i in 0..*b {
+                        labels.codes(l, i * hw, (i + 1) * hw, &mut codes, None)?;
+                        f(&image_logits(s, i, *c, *h, *w), &codes)?;
+                    }
+                }
+                Ok(())
+            };
+            bench::scores::Calibration::fit("calibrate", false, heat, &mut visit)
+        });
+        self.plan.calibration = Some(out.map_err(BErr::from)?);
+        self.calibration = None;
+        Ok(())
     }
 
     /// `{method: bench-eval-json, ...}` in method order, as text.
@@ -811,6 +833,53 @@ impl NativeEvaluator {
             *a = Acc::new(a.name.clone());
         }
     }
+}
+
+/// Reject NaN/±inf logits of a `[B, C, H, W]` array, naming the first one.
+fn check_logits(s: &Sc, what: &str, c: usize, h: usize, w: usize) -> Result<()> {
+    let (chw, hw) = (c * h * w, h * w);
+    let bad = match s {
+        Sc::F32(v) => v.par_chunks(CHUNK).position_first(|ch| ch.iter().any(|x| !x.is_finite())).map(|k| {
+            let j = k * CHUNK + v[k * CHUNK..].iter().position(|x| !x.is_finite()).unwrap_or(0);
+            (j, nonfinite_kind(v[j]))
+        }),
+        Sc::F16(v) => v.par_chunks(CHUNK).position_first(|ch| ch.iter().any(|x| !x.is_finite())).map(|k| {
+            let j = k * CHUNK + v[k * CHUNK..].iter().position(|x| !x.is_finite()).unwrap_or(0);
+            (j, nonfinite_kind(v[j].to_f32()))
+        }),
+    };
+    if let Some((j, kind)) = bad {
+        let r = j % chw;
+        bail!(
+            "{what}: non-finite logit ({kind}) at image {}, class {}, y {}, x {} (flat index {j}); logits must be finite",
+            j / chw,
+            r / hw,
+            (r % hw) / w,
+            r % w
+        );
+    }
+    Ok(())
+}
+
+/// Image `i` of a `[B, C, H, W]` array as bench's `Logits` (one copy).
+fn image_logits(s: &Sc, i: usize, c: usize, h: usize, w: usize) -> Logits {
+    let chw = c * h * w;
+    let data = match s {
+        Sc::F32(v) => LogitData::F32(v[i * chw..(i + 1) * chw].to_vec()),
+        Sc::F16(v) => LogitData::F16(v[i * chw..(i + 1) * chw].to_vec()),
+    };
+    Logits { c, h, w, data }
+}
+
+/// Check a logits / labels pair of shapes `[B, C, H, W]` / `[B, H, W]`.
+fn logit_dims(ls: &[usize], lshape: &[usize], what: &str) -> PyResult<(usize, usize, usize, usize)> {
+    if ls.len() != 4 || lshape.len() != 3 || ls[0] != lshape[0] || ls[2..] != lshape[1..] {
+        return Err(value_err(format!("{what}: shape {ls:?} must be [B, C, H, W] with labels [B, H, W] (labels have shape {lshape:?})")));
+    }
+    if ls[1] == 0 {
+        return Err(value_err(format!("{what}: zero classes")));
+    }
+    Ok((ls[0], ls[1], ls[2], ls[3]))
 }
 
 // ---------------------------------------------------------------- results

@@ -84,11 +84,12 @@ def test_to_frame():
         assert list(f.index) == ["score"] and f.loc["score", "auroc"] == ev.compute()["score"]["auroc"]
 
 
-def write_dataset(root, seed=21, c=19, h=24, w=40, f16_test=False):
-    """A SPEC §3 dataset from numpy: val/ and test/ with .npy labels and logits."""
+def write_dataset(root, seed=21, c=19, h=24, w=40, f16_test=False, calibration=False):
+    """A SPEC §3 dataset from numpy: val/ and test/ (and calibration/) with .npy labels and logits."""
     rng = np.random.default_rng(seed)
     data = {}
-    for split, n in (("val", 2), ("test", 3)):
+    splits = (("calibration", 2),) if calibration else ()
+    for split, n in splits + (("val", 2), ("test", 3)):
         (root / split / "labels").mkdir(parents=True)
         (root / split / "logits" / "m").mkdir(parents=True)
         L, Z = [], []
@@ -190,3 +191,30 @@ def test_logits_on_the_gpu_equal_bench_run_gpu(tmp_path, bench):
             assert got[m][k] == cell[k], (m, k, got[m][k], cell[k])
         # the WGSL pass agrees with the CPU reference to float tolerance
         assert abs(got[m]["auroc"] - cpu[m]["auroc"]) < 1e-3
+
+
+def test_calibrate_then_sml_heat_equal_bench_run(tmp_path, bench):
+    data = write_dataset(tmp_path / "d", c=6, h=20, w=30, seed=8, calibration=True)
+    methods = ["sml", "heat", "max_logit"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'name = "t"\ndataset = "d"\noutput = "out"\n'
+        f"methods = {json.dumps(methods)}\n"
+        '[[models]]\nid = "m"\nname = "M"\n'
+    )
+    bench("run", cfg, "--device", "cpu", cwd=tmp_path)
+    res = ab.load(tmp_path / "out" / "t")
+    Zc, Lc = data["calibration"]
+    fitted = ab.Evaluator(methods, device="cpu")
+    fitted.calibrate([Zc[:1], Zc[1:]], [Lc[:1], Lc[1:]])
+    reused = ab.Evaluator(methods, device="cpu", calibration=tmp_path / "out" / "t" / "calibration.json", model="m")
+    for ev in (fitted, reused):
+        Z, L = data["test"]
+        ev.update(Z, L)
+        got = ev.compute()
+        for m in methods:
+            cell = res.cell("m", m, "test")
+            for k in ("auroc", "aupr", "fpr95", "f1", "threshold", "positives", "negatives"):
+                assert got[m][k] == cell[k], (m, k, got[m][k], cell[k])
+    with pytest.raises(ValueError, match="calibrate\\(\\) must come before the first update"):
+        fitted.calibrate(Zc, Lc)
