@@ -125,3 +125,27 @@ def test_undefined_metrics_are_none_with_a_warning():
     with pytest.warns(RuntimeWarning, match="undefined"):
         d = ab.metrics(s, np.zeros(10, np.uint8))
     assert d["auroc"] is None and d["fpr95"] is None and d["negatives"] == 10
+
+
+def test_gil_is_released_during_the_work():
+    import threading
+
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal(8 << 20, dtype=np.float32)
+    l = (rng.random(8 << 20, dtype=np.float32) < 0.05).astype(np.uint8)
+    started, done = threading.Event(), threading.Event()
+
+    def work():
+        started.set()
+        for _ in range(3):
+            ab.metrics_json(s, l)
+        done.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    spins = 0
+    while not done.is_set():
+        spins += 1
+    t.join()
+    assert spins > 1000  # this thread ran while the other was inside the Rust call
