@@ -320,6 +320,11 @@ class Evaluator:
         if x.ndim == lab.ndim + 1 and lab.ndim in (2, 3):
             if lab.ndim == 2:
                 x, lab = x[None], lab[None]
+            if x.shape[1] == 1:
+                raise ValueError(
+                    f"scores: shape {tuple(x.shape)} reads as logits with one class; for score maps "
+                    f"pass the shape of the labels {tuple(lab.shape)} (squeeze the channel dimension)"
+                )
             if x.dtype not in (np.float32, np.float16):
                 raise ValueError(f"logits: must be float32 or float16 (got {x.dtype})")
             self._native.update_logits(x, lab)

@@ -73,6 +73,8 @@ def test_evaluator_errors_leave_state_unchanged():
         ev.update(bad, ok_l)
     with pytest.raises(ValueError, match="matches neither"):
         ev.update(ok_s, ok_l[:2])
+    with pytest.raises(ValueError, match="reads as logits with one class"):
+        ev.update(ok_s[None, None], ok_l[None])
     z = np.zeros((1, 3, 4, 5), np.float32)
     z[0, 2, 1, 4] = np.inf
     with pytest.raises(ValueError, match=r"logits: non-finite logit \(\+inf\) at image 0, class 2, y 1, x 4"):
