@@ -454,17 +454,19 @@ def _sets(pairs):
     return {name: Results(text, name) for name, text in pairs}
 
 
-def run(config_path, device: str = "auto"):
-    """Run the sweep of a config in-process (``bench run CONFIG --device DEVICE``).
+def run(config_path, device: str = "auto", *, write: bool = True):
+    """Run the sweep of a config in-process, as ``bench run CONFIG --device DEVICE``.
 
-    Returns :class:`Results` (a ``{dataset: Results}`` dict for a config with
-    ``[[datasets]]``) equal to the ``results.json`` ``bench run`` writes. It
-    writes nothing: run the CLI to produce the ``results/<name>/`` folder.
-    Errors: FileNotFoundError (missing config / data), ValueError (bad config
-    or data; the CLI's one-line message), RuntimeError (``device="gpu"``
-    without an adapter).
+    Writes ``results/<name>/`` exactly as the CLI does (atomically; every
+    file identical to the CLI's but ``manifest.json``, which records
+    timings), unless ``write=False``. Returns :class:`Results` (a
+    ``{dataset: Results}`` dict for a config with ``[[datasets]]``).
+    Relative paths in the config resolve against the working directory, as
+    in the CLI. Errors: FileNotFoundError (missing config / data),
+    ValueError (bad config or data; the CLI's one-line message),
+    RuntimeError (``device="gpu"`` without an adapter).
     """
-    return _sets(_native.run_json(os.fspath(config_path), device))
+    return _sets(_native.run_json(os.fspath(config_path), device, bool(write)))
 
 
 def load(results_dir):

@@ -135,7 +135,7 @@ def test_logits_equal_bench_run(tmp_path, bench, f16, monkeypatch):
     # the in-process sweep gives the same results.json text (relative paths
     # resolve against the working directory, as in the CLI)
     monkeypatch.chdir(tmp_path)
-    assert ab.run(cfg, device="cpu").json == res.json
+    assert ab.run(cfg, device="cpu", write=False).json == res.json
 
 
 def test_single_image_logits_and_scores_mix():

@@ -48,10 +48,25 @@ def test_load_and_tables_equal_cli(sweep, bench):
         r.cell("m", "msp")
 
 
+def same_folders(a, b):
+    """Every file of two results folders equal byte for byte, but manifest.json (timings)."""
+    fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert fa == fb
+    for f in fa:
+        if f.name != "manifest.json":
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    return len(fa)
+
+
 def test_run_in_process_equals_cli(sweep):
     root, cfg = sweep
-    r = ab.run(cfg, device="cpu")
+    cfg2 = root / "c2.toml"
+    cfg2.write_text(cfg.read_text().replace('output = "out"', 'output = "out2"'))
+    r = ab.run(cfg2, device="cpu")
     assert r.json == (root / "out" / "t" / "results.json").read_text()
+    assert same_folders(root / "out" / "t", root / "out2" / "t") > 5
+    assert ab.run(cfg, device="cpu", write=False).json == r.json
 
 
 def test_datasets_sweep_returns_a_dict(tmp_path, bench, monkeypatch):
@@ -66,7 +81,10 @@ def test_datasets_sweep_returns_a_dict(tmp_path, bench, monkeypatch):
     bench("run", cfg, "--device", "cpu", cwd=tmp_path)
     monkeypatch.chdir(tmp_path)
     loaded = ab.load("out/multi")
-    ran = ab.run(cfg, device="cpu")
+    cfg2 = tmp_path / "c2.toml"
+    cfg2.write_text(cfg.read_text().replace('output = "out"', 'output = "out2"'))
+    ran = ab.run(cfg2, device="cpu")
+    same_folders(tmp_path / "out" / "multi", tmp_path / "out2" / "multi")
     assert sorted(loaded) == sorted(ran) == ["a", "b"]
     for k in loaded:
         assert loaded[k].json == ran[k].json and loaded[k].dataset == k
