@@ -19,13 +19,15 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 # A virtual environment that still sees system packages (no PEP 668 trouble
 # on Debian, and preinstalled numpy / scikit-learn are reused).
 VENV=${ANOSEG_CI_VENV:-$CARGO_TARGET_DIR/py-ci-venv}
-if [ ! -x "$VENV/bin/python" ]; then
-    if ! "$PY" -m venv --system-site-packages "$VENV" 2>/dev/null; then
-        echo "python/ci.sh: '$PY -m venv' failed (Debian: apt-get install python3-venv)" >&2
-        exit 2
-    fi
+if [ -x "$VENV/bin/python" ] || "$PY" -m venv --system-site-packages "$VENV" 2>/dev/null; then
+    VPY=$VENV/bin/python
+else
+    # no venv module (Debian without python3-venv): the system interpreter
+    echo "python/ci.sh: notice: '$PY -m venv' unavailable; installing into $PY's site-packages" >&2
+    rm -rf "$VENV"
+    VPY=$PY
+    export PIP_BREAK_SYSTEM_PACKAGES=1
 fi
-VPY=$VENV/bin/python
 "$VPY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 "$VPY" -m pip install -q "$ROOT/python[test]"
 

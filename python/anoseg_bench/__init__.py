@@ -85,6 +85,8 @@ def _as_array(x, what: str) -> np.ndarray:
                 x = np.asarray(x)
         else:
             x = np.asarray(x)
+    if not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     return x

@@ -149,3 +149,14 @@ def test_gil_is_released_during_the_work():
         spins += 1
     t.join()
     assert spins > 1000  # this thread ran while the other was inside the Rust call
+
+
+def test_byte_order_empty_and_scalar_inputs():
+    rng = np.random.default_rng(9)
+    s = rng.normal(size=(30, 30)).astype(np.float32)
+    l = (rng.random((30, 30)) < 0.2).astype(np.uint8)
+    assert ab.metrics(s.astype(">f4"), l.astype(">i4")) == ab.metrics(s, l)
+    assert ab.metrics(s.T, l.T) == ab.metrics(np.ascontiguousarray(s.T), np.ascontiguousarray(l.T))
+    with pytest.warns(RuntimeWarning, match="undefined"):
+        d = ab.metrics(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.uint8))
+    assert d["positives"] == d["negatives"] == 0 and d["auroc"] is None
