@@ -239,8 +239,10 @@ class Evaluator:
       exact 65 536-bin histogram of their bit patterns (512 KiB per method);
     * void pixels: nothing.
 
-    ``compute()`` needs transiently about 12 bytes per distinct anomaly
-    score plus fixed chunk buffers. ``footprint`` reports (RAM, disk) bytes.
+    ``compute()`` needs transiently a copy of the anomaly keys (4 bytes per
+    anomaly pixel), ~28 bytes per distinct anomaly score, at most 16 MiB of
+    lookup tables and ~10 MiB of chunk buffers. ``footprint`` reports the
+    kept (RAM, disk) bytes.
 
     Parameters
     ----------

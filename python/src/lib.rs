@@ -667,6 +667,7 @@ impl NativeEvaluator {
         let (w, wl, sa, la) = &arrs[0];
         let shape = sa.shape();
         let (s, l) = (sa.slice(w)?, la.slice(wl)?);
+        let fresh = !self.accs.iter().any(|a| a.name == method);
         let i = self.acc(method);
         let lm = &self.labels;
         let lim = &self.lim;
@@ -688,6 +689,9 @@ impl NativeEvaluator {
             acc.images += images;
             Ok(())
         });
+        if out.is_err() && fresh {
+            self.accs.remove(i); // a rejected first batch adds no method
+        }
         Ok(out.map_err(BErr::from)?)
     }
 

@@ -82,6 +82,9 @@ def test_evaluator_errors_leave_state_unchanged():
     with pytest.raises(ValueError, match="logits: must be float32 or float16"):
         ev.update(z.astype(np.float64), ok_l[None])
     assert ev.compute_json() == before
+    with pytest.raises(ValueError, match="non-finite score"):
+        ev.update(bad, ok_l, method="other")
+    assert ev.compute_json() == before
 
 
 def test_evaluator_config_errors():
