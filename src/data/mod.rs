@@ -10,6 +10,7 @@
 pub mod checksum;
 pub mod dataset;
 pub mod h5;
+pub mod input;
 pub mod mask;
 pub mod npy;
 pub mod npz;

@@ -15,9 +15,11 @@
 //! positives' scores, pass 2 ranks every negative among them (parallel,
 //! radix-indexed binary search, u64 counts).
 
+pub mod bootstrap;
 pub mod drift;
 pub mod engine;
 pub mod region;
+pub mod split;
 
 pub use engine::{PositiveCollector, Ranker, ThresholdCounter, counts_of};
 use serde::Serialize;

@@ -128,17 +128,8 @@ pub struct Cell {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Bootstrap {
-    pub samples: u32,
-    pub seed: u64,
-    /// Replicates in which the metric was defined (both classes drawn).
-    pub defined: u32,
-    pub auroc: Option<[f64; 2]>,
-    pub aupr: Option<[f64; 2]>,
-    pub fpr95: Option<[f64; 2]>,
-}
+/// 95 % bootstrap intervals of a cell (defined where they are computed).
+pub use crate::metrics::bootstrap::Bootstrap;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,122 @@
+//! Reading one image: its mask and logits (and HEAT's per-pixel features),
+//! checked to describe the same pixels, with a reader thread decoding the
+//! next image while the current one is scored.
+//!
+//! Why in `data`: every pass of a sweep (calibration, val, test, both
+//! metric passes) reads images the same way; the wiring above only says
+//! which images and what to do with them.
+
+use super::checksum::Checksums;
+use super::npy::{read_logits_into, read_logits_key};
+use super::resize::{Resize, resize_logits};
+use super::{LabelMap, Logits, Split, read_logits, read_mask};
+use anyhow::{Context, Result, bail};
+use std::ops::Range;
+
+/// How input files are read: label convention, resizing, layout, the
+/// `.npz` array, and the checksums of everything read.
+pub struct Reader {
+    pub labels: LabelMap,
+    pub resize: Resize,
+    /// Logits stored `[H, W, C]`.
+    pub hwc: bool,
+    /// Array of each logits `.npz` to read (`None`: the only one).
+    pub npz_key: Option<String>,
+    pub sums: Checksums,
+}
+
+/// Read one image's mask and logits (into `buf`'s allocation when given) and
+/// check they describe the same pixels.
+pub(crate) fn load(split: &Split, model: &str, i: usize, inp: &Reader, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
+    let (lm, sums, rs) = (&inp.labels, &inp.sums, inp.resize);
+    let mask = read_mask(&split.labels[i])?;
+    lm.check(&mask, &split.labels[i])?;
+    let lp = split.logits_path(model, &split.stems[i])?;
+    sums.add(&split.labels[i])?;
+    sums.add(&lp)?;
+    let lg = match buf {
+        Some(mut b) => {
+            read_logits_into(&lp, inp.npz_key.as_deref(), &mut b)?;
+            b
+        }
+        None => read_logits_key(&lp, inp.npz_key.as_deref())?,
+    };
+    let lg = if inp.hwc { lg.from_hwc() } else { lg };
+    if (lg.h, lg.w) != (mask.h, mask.w) && rs != Resize::None {
+        let up = resize_logits(&lg, mask.h, mask.w, rs).with_context(|| lp.display().to_string())?;
+        return Ok((up, lm.apply(&mask)));
+    }
+    if (lg.h, lg.w) != (mask.h, mask.w) {
+        bail!(
+            "{}: logits are {}×{} but the mask {} is {}×{} (set `resize = \"nearest\"` or `\"bilinear\"` to upsample)",
+            lp.display(),
+            lg.h,
+            lg.w,
+            split.labels[i].display(),
+            mask.h,
+            mask.w
+        );
+    }
+    Ok((lg, lm.apply(&mask)))
+}
+
+/// Visit every image of a split in order, decoding the next one on a reader
+/// thread while `f` works on the current one. Logit buffers travel back to
+/// the reader for reuse (fresh allocations cost more than the decoding).
+pub(crate) fn for_each_image(
+    split: &Split,
+    model: &str,
+    inp: &Reader,
+    images: Range<usize>,
+    mut f: impl FnMut(usize, &Logits, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let first = images.start;
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Logits>();
+        s.spawn(move || {
+            for i in images {
+                let r = load(split, model, i, inp, free_rx.try_recv().ok());
+                let failed = r.is_err();
+                if tx.send(r).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        for (i, item) in rx.into_iter().enumerate() {
+            let (lg, lab) = item?;
+            f(first + i, &lg, lab)?;
+            let _ = free_tx.send(lg);
+        }
+        Ok(())
+    })
+}
+
+/// `<split>/features/<model>/`: per-pixel features for HEAT (SPEC §4.1).
+pub(crate) fn features_dir(split: &Split, model: &str) -> std::path::PathBuf {
+    split.dir.join("features").join(model)
+}
+
+/// The features `[D, H, W]` (f32/f16) of image `i`, same H×W as the mask
+/// (= the logits after any resize); errors name the file.
+pub(crate) fn load_features(split: &Split, model: &str, i: usize, lg: &Logits, inp: &Reader) -> Result<Logits> {
+    let stem = &split.stems[i];
+    let p = features_dir(split, model).join(format!("{stem}.npy"));
+    if !p.is_file() {
+        bail!("{}: missing features file for image `{stem}` of model `{model}`", p.display());
+    }
+    inp.sums.add(&p)?;
+    let f = read_logits(&p)?;
+    if (f.h, f.w) != (lg.h, lg.w) {
+        bail!("{}: features are {}×{} but the mask is {}×{} (features are not resized)", p.display(), f.h, f.w, lg.h, lg.w);
+    }
+    Ok(f)
+}
+
+/// Class count of `model`'s logits (from the first test image), to check a
+/// reused calibration against before scoring.
+pub(crate) fn classes_of(test: &Split, model: &str, inp: &Reader) -> Result<usize> {
+    let Some(stem) = test.stems.first() else { bail!("the test split has no images") };
+    let lg = read_logits(&test.logits_path(model, stem)?)?;
+    Ok(if inp.hwc { lg.w } else { lg.c })
+}

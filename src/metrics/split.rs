@@ -1,0 +1,247 @@
+//! The per-split accumulators of the two streaming metric passes.
+//!
+//! Why here: [`Pass1`] (positives, probe thresholds, image scores, region
+//! and component sums, normal-score moments) and [`Pass2`] (every negative
+//! ranked among pass 1's positives, percentile refinement) are the metrics
+//! room's mechanism; every field merges exactly over consecutive image
+//! ranges (`absorb`), which is what makes sharded runs equal single ones.
+//! The wiring decides only which images feed them.
+
+use crate::data::label;
+use crate::metrics::drift::{NormalStats, Refiner};
+use crate::metrics::engine::{Ranker, Tally};
+use crate::metrics::region::{ComponentConfig, ComponentStats, region_weights};
+use crate::metrics::{PositiveCollector, ThresholdCounter};
+use crate::scores::ScoreMaps;
+use anyhow::{Result, ensure};
+use serde::{Deserialize, Serialize};
+
+/// Score maps of a split are kept between the two passes when they fit in
+/// this many bytes; otherwise the split is scored twice.
+pub const SCORE_CACHE_BYTES: usize = 256 << 20;
+
+/// Pass 1 over a split: positives, probe thresholds, image scores. Every
+/// field merges exactly over consecutive image ranges ([`Pass1::absorb`]),
+/// which is what makes sharded runs equal single ones.
+#[derive(Serialize, Deserialize)]
+pub struct Pass1 {
+    pub pos: Vec<PositiveCollector>,
+    pub tpos: Vec<Vec<PositiveCollector>>,
+    pub normal: Vec<NormalStats>,
+    pub regions: u64,
+    pub comps: Vec<Option<ComponentStats>>,
+    pub probes: Vec<ThresholdCounter>,
+    pub image_scores: Vec<Vec<f32>>,
+    pub image_labels: Vec<u8>,
+    pub void: u64,
+    /// Logit dtype of the last image seen.
+    pub dtype: Option<String>,
+    /// The score maps, while they fit [`SCORE_CACHE_BYTES`].
+    pub cache: Option<Vec<(ScoreMaps, Vec<u8>)>>,
+    pub cached_bytes: u64,
+}
+
+impl Pass1 {
+    pub fn new(nm: usize, nt: usize, opts: &SplitOpts, probes: Vec<Vec<f32>>) -> Self {
+        Pass1 {
+            pos: (0..nm).map(|_| PositiveCollector::new()).collect(),
+            tpos: (0..nm).map(|_| (0..nt).map(|_| PositiveCollector::new()).collect()).collect(),
+            normal: (0..nm).map(|_| NormalStats::new()).collect(),
+            regions: 0,
+            comps: opts.components.iter().map(|c| c.as_ref().map(|c| ComponentStats::new(&c.deltas))).collect(),
+            probes: probes.into_iter().map(ThresholdCounter::new).collect(),
+            image_scores: vec![Vec::new(); nm],
+            image_labels: vec![],
+            void: 0,
+            dtype: None,
+            cache: Some(vec![]),
+            cached_bytes: 0,
+        }
+    }
+
+    pub fn add(&mut self, maps: ScoreMaps, lab: Vec<u8>, dtype: &str, opts: &SplitOpts) -> Result<()> {
+        self.dtype = Some(dtype.into());
+        self.void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
+        let valid = lab.iter().any(|&l| l != label::VOID);
+        let rw = if opts.regions {
+            let rw = region_weights(&lab, maps.h, maps.w)?;
+            self.regions += rw.regions as u64;
+            Some(rw)
+        } else {
+            None
+        };
+        if valid {
+            self.image_labels.push(lab.iter().any(|&l| label::is_anomaly(l)) as u8);
+        }
+        for (m, s) in maps.maps.iter().enumerate() {
+            match &rw {
+                Some(rw) => self.pos[m].add_weighted(s, &lab, &rw.weights),
+                None => self.pos[m].add(s, &lab, None),
+            }
+            if let (Some(cfg), Some(acc)) = (&opts.components[m], self.comps[m].as_mut()) {
+                crate::metrics::region::component_metrics(s, &lab, maps.h, maps.w, cfg, acc)?;
+            }
+            for (t, c) in self.tpos[m].iter_mut().enumerate() {
+                c.add(s, &lab, Some(t as u8 + 1));
+            }
+            self.normal[m].add(s, &lab);
+            self.probes[m].add(s, &lab);
+            if valid {
+                self.image_scores[m].push(image_score(s, &lab, opts.topk));
+            }
+        }
+        self.cached_bytes += (maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len()) as u64;
+        if self.cached_bytes > SCORE_CACHE_BYTES as u64 {
+            self.cache = None;
+        }
+        if let Some(c) = self.cache.as_mut() {
+            c.push((maps, lab));
+        }
+        Ok(())
+    }
+
+    /// What a shard writes: everything, the score maps only when `maps`
+    /// (without them the merged state has none: pass 2 re-scores, exactly).
+    pub fn shipped(&self, maps: bool) -> Pass1 {
+        Pass1 {
+            pos: self.pos.clone(),
+            tpos: self.tpos.clone(),
+            normal: self.normal.clone(),
+            regions: self.regions,
+            comps: self.comps.clone(),
+            probes: self.probes.clone(),
+            image_scores: self.image_scores.clone(),
+            image_labels: self.image_labels.clone(),
+            void: self.void,
+            dtype: self.dtype.clone(),
+            cache: if maps { self.cache.clone() } else { None },
+            cached_bytes: self.cached_bytes,
+        }
+    }
+
+    /// Fold in the state of the images that follow this one's.
+    pub fn absorb(&mut self, o: Pass1) -> Result<()> {
+        ensure!(
+            o.pos.len() == self.pos.len() && o.tpos.len() == self.tpos.len() && o.normal.len() == self.normal.len() && o.image_scores.len() == self.image_scores.len(),
+            "merging pass states of a different method list"
+        );
+        for (a, b) in self.pos.iter_mut().zip(o.pos) {
+            a.absorb(b)?;
+        }
+        for (a, b) in self.tpos.iter_mut().zip(o.tpos) {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.absorb(y)?;
+            }
+        }
+        for (a, b) in self.normal.iter_mut().zip(o.normal) {
+            a.absorb(b);
+        }
+        self.regions += o.regions;
+        for (a, b) in self.comps.iter_mut().zip(&o.comps) {
+            if let (Some(a), Some(b)) = (a.as_mut(), b.as_ref()) {
+                a.merge(b)?;
+            }
+        }
+        for (a, b) in self.probes.iter_mut().zip(&o.probes) {
+            a.absorb(b)?;
+        }
+        for (a, b) in self.image_scores.iter_mut().zip(o.image_scores) {
+            a.extend(b);
+        }
+        self.image_labels.extend(o.image_labels);
+        self.void += o.void;
+        if o.dtype.is_some() {
+            self.dtype = o.dtype;
+        }
+        self.cached_bytes += o.cached_bytes;
+        self.cache = match (self.cache.take(), o.cache) {
+            (Some(mut a), Some(b)) if self.cached_bytes <= SCORE_CACHE_BYTES as u64 => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        Ok(())
+    }
+}
+
+/// Pass 2 over a split: ranks of the negatives among pass 1's positives,
+/// and the refinement of the normal-score percentiles.
+pub struct Pass2 {
+    pub rankers: Vec<Ranker>,
+    pub trankers: Vec<Vec<Ranker>>,
+    pub refiners: Vec<Refiner>,
+}
+
+/// What a shard ships of [`Pass2`]: integer counts only.
+#[derive(Serialize, Deserialize)]
+pub struct Pass2Tally {
+    pub rankers: Vec<Tally>,
+    pub trankers: Vec<Vec<Tally>>,
+    pub refiners: Vec<Vec<Vec<u64>>>,
+}
+
+impl Pass2 {
+    pub fn add(&mut self, maps: &ScoreMaps, lab: &[u8]) {
+        for (m, s) in maps.maps.iter().enumerate() {
+            self.rankers[m].add(s, lab);
+            for r in self.trankers[m].iter_mut() {
+                r.add(s, lab);
+            }
+            self.refiners[m].add(s, lab);
+        }
+    }
+
+    pub fn tally(&self) -> Pass2Tally {
+        Pass2Tally {
+            rankers: self.rankers.iter().map(|r| r.tally()).collect(),
+            trankers: self.trankers.iter().map(|v| v.iter().map(|r| r.tally()).collect()).collect(),
+            refiners: self.refiners.iter().map(|r| r.tally()).collect(),
+        }
+    }
+
+    pub fn absorb(&mut self, t: Pass2Tally) -> Result<()> {
+        for (a, b) in self.rankers.iter_mut().zip(&t.rankers) {
+            a.absorb(b)?;
+        }
+        for (a, b) in self.trankers.iter_mut().zip(&t.trankers) {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.absorb(y)?;
+            }
+        }
+        for (a, b) in self.refiners.iter_mut().zip(&t.refiners) {
+            a.absorb(b)?;
+        }
+        Ok(())
+    }
+}
+
+/// Per-split options of the evaluation.
+pub struct SplitOpts {
+    /// AUPRO: weight positives by 1/|region|.
+    pub regions: bool,
+    /// Per method: component-metric configuration (threshold from val).
+    pub components: Vec<Option<ComponentConfig>>,
+    /// Number of anomaly types (values in the `anomaly` list).
+    pub types: usize,
+    /// Image score: mean of the top-k non-void pixel scores (k ≤ 1: max).
+    pub topk: usize,
+    /// Shards ship their score maps with the pass-1 state (the bootstrap
+    /// needs them; elsewhere they only spare a re-scoring, not worth a file).
+    pub ship_maps: bool,
+}
+
+/// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.
+pub fn image_score(s: &[f32], lab: &[u8], k: usize) -> f32 {
+    let valid = s.iter().zip(lab).filter(|p| *p.1 != label::VOID).map(|p| *p.0);
+    if k <= 1 {
+        return valid.fold(f32::NEG_INFINITY, f32::max);
+    }
+    let mut v: Vec<f32> = valid.collect();
+    let k = k.min(v.len());
+    let n = v.len();
+    v.select_nth_unstable_by(n - k, |a, b| a.total_cmp(b));
+    let mut top = v[n - k..].to_vec();
+    top.sort_unstable_by(|a, b| a.total_cmp(b)); // fixed summation order
+    (top.iter().map(|&x| x as f64).sum::<f64>() / k as f64) as f32
+}

@@ -1,0 +1,95 @@
+//! The SML / HEAT fit on the calibration split: per-image sums (pass 1),
+//! then for HEAT the energy moments (pass 2), each a collective.
+
+use super::*;
+
+/// Fit SML / HEAT statistics for one model on `split`: pass 1 (per-image
+/// sums), then for HEAT pass 2 (energy moments), each a collective.
+pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, features: bool, model: &str) -> Result<Calibration> {
+    use crate::scores::calib::{EnergyMoments, Sums, first_normal_features, image_sums_features};
+    // HEAT on per-pixel features: this image's features, else None.
+    let feat_of = |i: usize, lg: &Logits| -> Result<Option<Logits>> {
+        if features { Ok(Some(load_features(split, model, i, lg, cx.inp)?)) } else { Ok(None) }
+    };
+    let (inp, bar, n) = (cx.inp, cx.progress, split.stems.len());
+    let label = |step: usize| format!("[{}] calibrate ({}) pass {step}/{}", cx.who(model), split.name, 1 + heat as usize);
+    let pass = |step: &str| format!("{}{model}.{}.{step}", cx.tag, split.name);
+    let ctx = |i: usize| format!("{}/{} [{model}]", split.name, split.stems[i]);
+    // (shift of the HEAT sums, per-image sums)
+    type Cal1 = (Option<Vec<f64>>, Vec<Sums>);
+    let mut st: Cal1 = (None, vec![]);
+    cx.collective(
+        label(1),
+        &pass("cal1"),
+        n,
+        &mut st,
+        |st, images| {
+            // The shift: the split's first in-distribution pixel, whichever
+            // images this process visits (the scan stops at the first image
+            // that has one).
+            if heat {
+                for_each_image(split, model, inp, 0..n, |i, lg, lab| {
+                    st.0 = first_normal_features(lg, feat_of(i, lg)?.as_ref(), &lab);
+                    if st.0.is_some() { Err(FoundShift.into()) } else { Ok(()) }
+                })
+                .or_else(|e| if e.is::<FoundShift>() { Ok(()) } else { Err(e) })?;
+            }
+            let shift = st.0.clone().unwrap_or_default();
+            for_each_image(split, model, inp, images, |i, lg, lab| {
+                if let Some(f) = st.1.first().map(|s| s.classes())
+                    && f != lg.c
+                {
+                    bail!("{}: {} classes, but earlier calibration images have {f}", ctx(i), lg.c);
+                }
+                st.1.push(image_sums_features(lg, feat_of(i, lg)?.as_ref(), &lab, heat, &shift));
+                bar.inc();
+                Ok(())
+            })
+        },
+        |st| st.clone(),
+        |st, d: Cal1| {
+            if d.0.is_some() {
+                st.0 = d.0;
+            }
+            st.1.extend(d.1);
+            Ok(())
+        },
+    )?;
+    let mut cal = Calibration::from_sums(&split.name, leakage, heat, &st.1, st.0.as_deref().unwrap_or(&[]))
+        .with_context(|| format!("model {model}"))?;
+    if heat {
+        let mut em: Vec<EnergyMoments> = vec![];
+        cx.collective(
+            label(2),
+            &pass("cal2"),
+            n,
+            &mut em,
+            |em, images| {
+                for_each_image(split, model, inp, images, |i, lg, lab| {
+                    em.push(cal.energy_moments_features(lg, feat_of(i, lg)?.as_ref(), &lab));
+                    bar.inc();
+                    Ok(())
+                })
+            },
+            |em| em.clone(),
+            |em, d: Vec<EnergyMoments>| {
+                em.extend(d);
+                Ok(())
+            },
+        )?;
+        cal.standardise(&em);
+    }
+    Ok(cal)
+}
+
+/// Stops the scan for the HEAT shift at the first image that has one.
+#[derive(Debug)]
+pub(crate) struct FoundShift;
+
+impl std::fmt::Display for FoundShift {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("found")
+    }
+}
+
+impl std::error::Error for FoundShift {}

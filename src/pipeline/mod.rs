@@ -1,0 +1,302 @@
+//! `bench run`: wires the rooms together for one sweep.
+//!
+//! Why it is separate from the rooms: the order of work (calibration, then
+//! val, then test with the val thresholds) is policy, not mechanism. Each
+//! split is visited in two streaming passes (positives, then ranks of the
+//! negatives; see `metrics::engine` and `metrics::split`); small splits keep
+//! their score maps between the passes, large ones are re-scored, so memory
+//! never grows with the pixel count. `data::input` reads the images, a
+//! reader thread decoding the next one while the current one is scored.
+//!
+//! Files: `mod.rs` the sweep (`run_exec`: resolve, check, every model, the
+//! results) and `rounds()`; `check.rs` the pre-flight check; `model.rs` one
+//! model's stages; `calibrate.rs` the SML/HEAT fit passes; `passes.rs` one
+//! split's two metric passes as collectives (local, shard or merge: see
+//! `shard`); `rows.rs` the result rows built from the accumulated statistics.
+
+mod calibrate;
+mod check;
+mod model;
+mod passes;
+mod rows;
+
+use crate::config::{Config, Device};
+use crate::data::checksum::{Checksums, sha256_hex};
+use crate::data::input::{Reader, classes_of, features_dir, for_each_image, load_features};
+use crate::data::resize::Resize;
+use crate::data::{Dataset, LabelMap, Logits, Split};
+use crate::external::{External, MethodRef};
+use crate::metrics::bootstrap::bootstrap;
+use crate::metrics::drift::{DriftStats, kl, mmd2};
+use crate::metrics::region::{ComponentConfig, ComponentStats, aupro};
+use crate::metrics::split::{Pass1, Pass2, SCORE_CACHE_BYTES, SplitOpts};
+use crate::metrics::{Counts, OperatingPoint, ThresholdCounter, counts_of};
+use crate::progress::{Mode, Progress};
+use crate::report::results::*;
+use crate::scores::calib::{CalibrationFile, ModelCalibration};
+use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
+use crate::shard::{Exec, is_pending};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::ops::Range;
+use std::time::Instant;
+#[allow(unused_imports)]
+use {calibrate::*, check::*, model::*, passes::*, rows::*};
+
+/// What every pass reads: the image reader, plus the outside methods'
+/// precomputed maps.
+pub struct Inputs {
+    pub reader: Reader,
+    /// Outside methods' precomputed maps, appended after the computed ones.
+    pub external: Vec<External>,
+    /// Array of each external score-map `.npz` to read.
+    pub npz_score_key: Option<String>,
+}
+
+impl std::ops::Deref for Inputs {
+    type Target = Reader;
+    fn deref(&self) -> &Reader {
+        &self.reader
+    }
+}
+
+pub struct RunOptions {
+    /// Overrides the config's `device`.
+    pub device: Option<Device>,
+    pub progress: bool,
+}
+
+pub struct RunOutput {
+    pub results: Results,
+    pub manifest: serde_json::Value,
+    /// Test-split statistic per (model, method), with the thresholds of the
+    /// honest evaluation, for curves and plots.
+    pub curves: Vec<(String, MethodRef, Counts, Vec<f64>)>,
+    /// `drift.json`: per (model, method, split) normal-score histograms, the
+    /// input of `bench drift a b`.
+    pub drift: serde_json::Value,
+    /// `calibration.json` (when SML or HEAT ran): the full fitted statistics
+    /// per model, reusable with the `calibration` config key.
+    pub calibration: Option<String>,
+}
+
+/// The scorer for a device choice, and `cpu` / `gpu`.
+pub fn make_scorer(device: Device) -> Result<(Box<dyn Scorer>, &'static str)> {
+    use crate::scores::cpu::CpuScorer;
+    use crate::scores::gpu::GpuScorer;
+    match device {
+        Device::Cpu => Ok((Box::new(CpuScorer), "cpu")),
+        Device::Gpu => {
+            let g = GpuScorer::new(true).context("--device gpu")?;
+            eprintln!("device: {}", g.device());
+            Ok((Box::new(g), "gpu"))
+        }
+        Device::Auto => match GpuScorer::new(false) {
+            Ok(g) => {
+                eprintln!("device: {}", g.device());
+                Ok((Box::new(g), "gpu"))
+            }
+            Err(e) => {
+                eprintln!("notice: no hardware GPU adapter ({e:#}); scoring on the CPU (use --device gpu to accept a software adapter)");
+                Ok((Box::new(CpuScorer), "cpu"))
+            }
+        },
+    }
+}
+
+/// What `run_exec` produced: the results, or (shards, merges before the
+/// last round) the models still waiting for another round.
+pub enum RunStatus {
+    Done(Box<RunOutput>),
+    Waiting { models: Vec<String> },
+}
+
+/// The splits and methods of a sweep, resolved once.
+pub(crate) struct Sweep<'a> {
+    pub(crate) test: &'a Split,
+    pub(crate) val: Option<&'a Split>,
+    pub(crate) calib: Option<&'a Split>,
+    pub(crate) methods: Vec<Method>,
+    /// Table columns: the built-in methods, then the outside ones.
+    pub(crate) cols: Vec<MethodRef>,
+    pub(crate) need_cal: bool,
+    pub(crate) need_heat: bool,
+    /// `calibration = "..."`: saved statistics reused instead of fitting.
+    pub(crate) reuse: Option<(std::path::PathBuf, CalibrationFile)>,
+}
+
+/// Number of rounds a sharded run of `cfg` takes: one per streaming pass of
+/// a model (calibration 1–2, val 2, test 2).
+pub fn rounds(cfg: &Config) -> Result<usize> {
+    let mut r = 0;
+    for c in cfg.expand()? {
+        ensure_synthetic(&c)?;
+        let ds = Dataset::open(&c.dataset)?;
+        let methods = c.parsed_methods()?;
+        // a reused calibration (`calibration = "..."`) takes no rounds
+        let need_cal = methods.iter().any(|m| m.needs_calibration()) && c.calibration.is_none();
+        let need_heat = methods.contains(&Method::Heat);
+        r = r.max(2 + 2 * ds.split("val").is_some() as usize + need_cal as usize * (1 + need_heat as usize));
+    }
+    Ok(r)
+}
+
+/// Generate the synthetic dataset of a `synthetic = "demo"` config when its
+/// folder is missing.
+pub(crate) fn ensure_synthetic(cfg: &Config) -> Result<()> {
+    if let Some(kind) = &cfg.synthetic
+        && !cfg.dataset.exists()
+    {
+        eprintln!(
+            "notice: {} does not exist; generating the deterministic synthetic '{kind}' dataset there",
+            cfg.dataset.display()
+        );
+        crate::synth::generate(&cfg.dataset, &crate::synth::SynthSpec::demo())?;
+    }
+    Ok(())
+}
+
+pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutput> {
+    match run_exec(cfg, cfg_bytes, opts, &Exec::Local)? {
+        RunStatus::Done(out) => Ok(*out),
+        RunStatus::Waiting { .. } => bail!("internal error: a local run waited for shards"),
+    }
+}
+
+/// [`run`] as a normal run, one shard's round, or a merge (see `shard`).
+pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) -> Result<RunStatus> {
+    let t0 = Instant::now();
+    let mut inp = Inputs {
+        reader: Reader {
+            labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
+            resize: Resize::parse(cfg.resize.as_deref())?,
+            hwc: cfg.layout.as_deref() == Some("hwc"),
+            npz_key: cfg.npz_key.clone(),
+            sums: Checksums::default(),
+        },
+        external: vec![],
+        npz_score_key: cfg.npz_score_key.clone(),
+    };
+    ensure_synthetic(cfg)?;
+    let ds = Dataset::open(&cfg.dataset)?;
+    let test = ds.split("test").with_context(|| format!("{}: no `test` split", cfg.dataset.display()))?;
+    let methods = cfg.parsed_methods()?;
+    let model_ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
+    let read_splits: Vec<&Split> = [Some(test), ds.split("val")].into_iter().flatten().collect();
+    inp.external = crate::external::resolve(&cfg.external, &read_splits, &model_ids)?;
+    let inp = inp;
+    let sw = Sweep {
+        test,
+        val: ds.split("val"),
+        calib: ds.split("calibration"),
+        need_cal: methods.iter().any(|m| m.needs_calibration()),
+        need_heat: methods.contains(&Method::Heat),
+        cols: methods.iter().map(|&m| MethodRef::Builtin(m)).chain(inp.external.iter().map(|e| e.column())).collect(),
+        reuse: match (&cfg.calibration, methods.iter().any(|m| m.needs_calibration())) {
+            (Some(p), true) => Some((p.clone(), CalibrationFile::load(p).context("`calibration`")?)),
+            _ => None,
+        },
+        methods,
+    };
+    let fit_cal = sw.need_cal && sw.reuse.is_none();
+
+    // Fail fast: every input's header, before any long work.
+    let read: Vec<&Split> = [Some(test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten().collect();
+    let mut run_warnings = preflight(cfg, &inp, &sw, &read)?;
+
+    let (mut scorer, device_kind): (Box<dyn Scorer>, &'static str) = match exec {
+        // a merge scores nothing
+        Exec::Merge(_) => (Box::new(crate::scores::cpu::CpuScorer), "cpu"),
+        _ => make_scorer(opts.device.or(cfg.device).unwrap_or_default())?,
+    };
+    // merges score nothing; shards show progress like a local run
+    let progress = Progress::new(if matches!(exec, Exec::Merge(_)) { Mode::Off } else { Mode::detect(opts.progress) });
+    let tag = cfg.tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default();
+    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag };
+
+    let mut outs = Vec::new();
+    let mut waiting = Vec::new();
+    let mut timings = serde_json::Map::new();
+    for mc in &cfg.models {
+        let tm = Instant::now();
+        match run_model(&cx, cfg, &sw, scorer.as_mut(), mc) {
+            Ok(o) => outs.push(o),
+            Err(e) if is_pending(&e) => waiting.push(mc.id.clone()),
+            Err(e) => return Err(e),
+        }
+        timings.insert(mc.id.clone(), serde_json::json!(tm.elapsed().as_secs_f64()));
+    }
+    progress.clear();
+    if !waiting.is_empty() {
+        return Ok(RunStatus::Waiting { models: waiting });
+    }
+
+    let mut warnings = std::mem::take(&mut run_warnings);
+    let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
+    let (mut drift_rows, mut drift_hists, mut failure_rows, mut curves) = (vec![], vec![], vec![], vec![]);
+    let (mut cal_file, mut feat_models) = (vec![], vec![]);
+    for m in outs {
+        cal_file.extend(m.cal_file);
+        if m.features {
+            feat_models.extend(m.model.as_ref().map(|r| r.id.clone()));
+        }
+        warnings.extend(m.warnings);
+        cells.extend(m.cells);
+        honest_cells.extend(m.honest);
+        cal_rows.extend(m.calibration);
+        model_rows.extend(m.model);
+        drift_rows.extend(m.drift_rows);
+        drift_hists.extend(m.drift_hists);
+        failure_rows.extend(m.failure_rows);
+        curves.extend(m.curves);
+    }
+    let device = exec.device_kind(device_kind);
+    let results = Results {
+        format: FORMAT.into(),
+        name: cfg.name.clone(),
+        dataset: cfg.dataset.display().to_string(),
+        device: device.clone(),
+        conventions: conventions(cfg, &feat_models)?,
+        models: model_rows,
+        methods: sw
+            .cols
+            .iter()
+            .map(|m| MethodRow {
+                id: m.id().into(),
+                name: m.display().into(),
+                external: inp.external.iter().find(|e| e.id == m.id() && matches!(m, MethodRef::External { .. })).map(|e| e.layout.as_str().into()),
+            })
+            .collect(),
+        cells,
+        honest: honest_cells,
+        calibration: cal_rows,
+        drift: drift_rows,
+        failure_modes: failure_rows,
+        warnings: warnings.clone(),
+    };
+    let (adapter, inputs, shards) = match exec {
+        Exec::Merge(sh) => (format!("merged from {} shards ({device})", sh.count), serde_json::to_value(&*sh.inputs.lock().unwrap())?, Some(sh.count)),
+        _ => (scorer.device(), inp.sums.to_json(), None),
+    };
+    let manifest = serde_json::json!({
+        "tool": "bench",
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_revision": option_env!("BENCH_GIT_REVISION"),
+        "config_sha256": sha256_hex(cfg_bytes),
+        "dataset": cfg.dataset.display().to_string(),
+        "device": adapter,
+        "shards": shards,
+        "threads": rayon::current_num_threads(),
+        "timings_s": { "total": t0.elapsed().as_secs_f64(), "per_model": timings },
+        "warnings": warnings,
+        "inputs_sha256": inputs,
+        "calibration": match &sw.reuse {
+            Some((p, _)) => serde_json::json!(p.display().to_string()),
+            None if sw.need_cal => serde_json::json!("fitted"),
+            None => serde_json::Value::Null,
+        },
+    });
+    let drift = serde_json::json!({ "format": "bench-drift/1", "cells": drift_hists });
+    let calibration = if sw.need_cal { Some(CalibrationFile::new(cal_file).to_json()?) } else { None };
+    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration })))
+}

@@ -1,0 +1,207 @@
+//! One model's sweep: calibration, val, then test with val's thresholds,
+//! and every row the model contributes.
+
+use super::*;
+
+/// One model's sweep: calibration, val, then test with val's thresholds.
+pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg) -> Result<ModelOut> {
+    let (methods, cols, test, val, calib, need_cal) = (&sw.methods, &sw.cols, sw.test, sw.val, sw.calib, sw.need_cal);
+    let mut o = ModelOut::default();
+    let calibration = if need_cal {
+        let (split, leakage) = match calib {
+            Some(c) => (c, false),
+            None => (test, true),
+        };
+        let cal = match &sw.reuse {
+            Some((path, file)) => file.model(path, &mc.id, classes_of(test, &mc.id, cx.inp)?, sw.need_heat)?,
+            None => {
+                let feat = sw.need_heat && features_dir(split, &mc.id).is_dir();
+                calibrate(cx, split, leakage, sw.need_heat, feat, &mc.id)?
+            }
+        };
+        o.cal_file = Some(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });
+        for w in &cal.warnings {
+            warn(cx, &mut o.warnings, format!("{}: {w}", mc.id));
+        }
+        o.calibration = Some(calibration_row(&mc.id, &cal, sw.need_heat));
+        Some(cal)
+    } else {
+        None
+    };
+    let cal_split = calibration.as_ref().map(|c| c.split.clone());
+    // HEAT on features: every evaluated split must have them.
+    let use_feat = sw.need_heat && calibration.as_ref().is_some_and(|c| c.heat.features());
+    for s in [Some(test), val].into_iter().flatten() {
+        let dir = features_dir(s, &mc.id);
+        if use_feat && !dir.is_dir() {
+            bail!("{}: missing: HEAT of model {} was fitted on per-pixel features, so every split needs them", dir.display(), mc.id);
+        }
+        if sw.need_heat && !use_feat && dir.is_dir() {
+            warn(cx, &mut o.warnings, format!("{}: features ignored: HEAT of model {} was fitted on logits (no features in its calibration)", dir.display(), mc.id));
+        }
+    }
+    o.features = use_feat;
+    let plan = ScorePlan {
+        methods: methods.clone(),
+        msp_temperature: cfg.method.msp.temperature,
+        energy_temperature: cfg.method.energy.temperature,
+        calibration,
+        sml_post: cfg.method.sml,
+        heat_post: cfg.method.heat,
+    };
+    let leak = |m: &MethodRef, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
+
+    // val first: its thresholds are probes on test
+    let track = |t: f32| match cfg.metrics.component_track.as_str() {
+        "obstacle" => ComponentConfig::obstacle_track(t),
+        _ => ComponentConfig::anomaly_track(t),
+    };
+    let mut sopts = SplitOpts {
+        regions: cfg.metrics.regions,
+        components: vec![None; cols.len()],
+        types: cfg.anomaly.len(),
+        topk: cfg.metrics.image_topk as usize,
+        ship_maps: false,
+    };
+    let val_eval = match val {
+        Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
+        None => None,
+    };
+    let chosen: Vec<_> = match &val_eval {
+        Some(ve) => ve.counts.iter().map(|c| choose_thresholds(c, cfg)).collect(),
+        None => vec![vec![]; cols.len()],
+    };
+    let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| ch.iter().filter_map(|x| x.2.map(|o| o.threshold as f32)).collect()).collect();
+    if cfg.metrics.regions {
+        // components at the val-F1-optimal threshold (never a test-chosen one)
+        sopts.components = chosen.iter().map(|ch| ch.first().and_then(|x| x.2).map(|o| track(o.threshold as f32))).collect();
+    }
+    sopts.ship_maps = cfg.metrics.bootstrap > 0;
+    let te = eval_split(cx, test, &mc.id, scorer, &plan, probes, &sopts)?;
+    let boots = match (&te.cache, cfg.metrics.bootstrap) {
+        (_, 0) => None,
+        (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
+        (None, _) => {
+            let w = format!(
+                "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",
+                mc.id,
+                SCORE_CACHE_BYTES >> 20
+            );
+            warn(cx, &mut o.warnings, w);
+            None
+        }
+    };
+    o.model = Some(ModelRow { id: mc.id.clone(), name: mc.name.clone(), dtype: te.dtype.clone() });
+
+    if let Some(ve) = &val_eval {
+        for (mi, m) in cols.iter().enumerate() {
+            o.cells.push(cell(&mc.id, m, "val", ve, mi, cfg, leak(m, "val")));
+            let (a, b) = (&ve.drift[mi], &te.drift[mi]);
+            let shift = |x: Option<f64>, y: Option<f64>| Some(y? - x?);
+            o.drift_rows.push(DriftRow {
+                model: mc.id.clone(),
+                method: m.id().into(),
+                reference: "val".into(),
+                split: "test".into(),
+                mean_shift: shift(a.mean, b.mean),
+                p95_shift: shift(a.quantile(0.95), b.quantile(0.95)),
+                kl: kl(b, a),
+                mmd2: mmd2(b, a),
+            });
+            o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "val", "stats": a}));
+        }
+    }
+    for (mi, m) in cols.iter().enumerate() {
+        o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &te.drift[mi]}));
+    }
+    for (mi, m) in cols.iter().enumerate() {
+        let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
+        c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
+        if let (Some(acc), Some(cc)) = (&te.components[mi], &sopts.components[mi]) {
+            let s = acc.summary();
+            c.components = Some(Components {
+                threshold: cc.threshold as f64,
+                threshold_split: "val".into(),
+                track: cfg.metrics.component_track.clone(),
+                siou: s.siou_gt,
+                ppv: s.ppv,
+                mean_f1: s.mean_f1,
+                gt_components: s.gt_components,
+                pred_components: s.pred_components,
+            });
+        }
+        o.cells.push(c);
+        for (t, tc) in te.type_counts[mi].iter().enumerate() {
+            let s = tc.summary(cfg.metrics.fpr95);
+            let vt = chosen[mi].first().and_then(|x| x.2).map(|o| o.threshold as f32);
+            o.failure_rows.push(FailureRow {
+                model: mc.id.clone(),
+                method: m.id().into(),
+                split: "test".into(),
+                anomaly_value: cfg.anomaly[t],
+                positives: tc.positives,
+                auroc: s.auroc,
+                aupr: s.aupr,
+                fpr95: s.fpr95,
+                recall_at_val_threshold: vt.and_then(|t| {
+                    let i = tc.thresholds.iter().rposition(|&x| x >= t)?;
+                    Some(tc.tp[i] as f64 / tc.positives as f64)
+                }),
+            });
+        }
+        let tc = &te.counts[mi];
+        let (src, ops): (&str, Vec<(String, Option<f64>, Option<OperatingPoint>)>) = match &val_eval {
+            Some(_) => {
+                let mut k = 0;
+                let ops = chosen[mi]
+                    .iter()
+                    .map(|(rule, target, op)| {
+                        let on_test = op.map(|_| {
+                            k += 1;
+                            te.probes[mi].point(k - 1)
+                        });
+                        (rule.clone(), *target, on_test)
+                    })
+                    .collect();
+                ("val", ops)
+            }
+            // No val split: thresholds come from test itself (leakage);
+            // they are test positive scores, so test counts are exact there.
+            None => ("test", choose_thresholds(tc, cfg)),
+        };
+        let pts: Vec<Point> = ops.iter().map(|(r, t, op)| point(r, *t, *op)).collect();
+        let mut h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), pts, tc);
+        let hard_op = ops.iter().find(|o| o.0 == "far").and_then(|o| o.2);
+        let soft_op = ops.iter().find(|o| o.0 == "frr").and_then(|o| o.2);
+        if let Some(hop) = hard_op {
+            h.block_fraction = Some(frac_at(&hop));
+            h.review_fraction = soft_op.map(|sop| (frac_at(&sop) - frac_at(&hop)).max(0.0));
+        }
+        let keep = h.points.iter().filter_map(|p| p.threshold).collect();
+        o.honest.push(h);
+        o.curves.push((mc.id.clone(), m.clone(), te.counts[mi].clone(), keep));
+    }
+    if val_eval.is_none() {
+        let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
+        warn(cx, &mut o.warnings, w);
+    }
+    Ok(o)
+}
+
+/// Everything one model contributes to the results.
+#[derive(Default)]
+pub(crate) struct ModelOut {
+    pub(crate) cells: Vec<Cell>,
+    pub(crate) honest: Vec<HonestCell>,
+    pub(crate) calibration: Option<CalibrationRow>,
+    pub(crate) model: Option<ModelRow>,
+    pub(crate) drift_rows: Vec<DriftRow>,
+    pub(crate) drift_hists: Vec<serde_json::Value>,
+    pub(crate) failure_rows: Vec<FailureRow>,
+    pub(crate) curves: Vec<(String, MethodRef, Counts, Vec<f64>)>,
+    pub(crate) warnings: Vec<String>,
+    /// This model's entry of calibration.json.
+    pub(crate) cal_file: Option<ModelCalibration>,
+    /// HEAT read per-pixel features.
+    pub(crate) features: bool,
+}

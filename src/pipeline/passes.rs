@@ -1,0 +1,191 @@
+//! One split's two streaming metric passes for one model, each run as a
+//! collective (all images here, one shard's range, or a merge).
+
+use super::*;
+
+/// Score maps of image `i`: the built-in methods computed from its logits,
+/// then the outside methods' precomputed maps read at the mask's size.
+pub(crate) fn score_image(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inputs, split: &Split, model: &str, i: usize) -> Result<ScoreMaps> {
+    // HEAT fitted on per-pixel features reads this image's features.
+    let uses_features = plan.methods.contains(&Method::Heat) && plan.heat().is_some_and(|h| h.features());
+    let feat = if uses_features { Some(load_features(split, model, i, lg, inp)?) } else { None };
+    let mut maps = if plan.methods.is_empty() {
+        ScoreMaps { h: lg.h, w: lg.w, maps: vec![] }
+    } else {
+        scorer.score_features(lg, feat.as_ref(), plan)?
+    };
+    for e in &inp.external {
+        let (p, v) = e.read(split, model, i, inp.npz_score_key.as_deref(), inp.resize, maps.h, maps.w)?;
+        inp.sums.add(&p)?;
+        maps.maps.push(v);
+    }
+    Ok(maps)
+}
+
+/// What one split yields for one model: per method, the exact statistic,
+/// the counts at the probe thresholds and the image-level scores.
+pub(crate) struct SplitEval {
+    pub(crate) counts: Vec<Counts>,
+    /// Per method: AUPRO (when `regions`), and the region count.
+    pub(crate) aupro: Vec<Option<f64>>,
+    pub(crate) regions: u64,
+    pub(crate) components: Vec<Option<ComponentStats>>,
+    /// Per method, per anomaly type (only when there are several types).
+    pub(crate) type_counts: Vec<Vec<Counts>>,
+    /// Score maps kept in memory (small splits), for the bootstrap.
+    pub(crate) cache: Option<Vec<(ScoreMaps, Vec<u8>)>>,
+    pub(crate) drift: Vec<DriftStats>,
+    pub(crate) probes: Vec<ThresholdCounter>,
+    pub(crate) image_scores: Vec<Vec<f32>>,
+    pub(crate) image_labels: Vec<u8>,
+    pub(crate) void: u64,
+    pub(crate) images: u64,
+    pub(crate) dtype: String,
+}
+
+/// What every pass of a run shares: inputs, the execution mode (local,
+/// shard, merge), progress.
+pub(crate) struct Ctx<'a> {
+    pub(crate) inp: &'a Inputs,
+    pub(crate) exec: &'a Exec,
+    pub(crate) progress: &'a Progress,
+    pub(crate) device: &'static str,
+    /// Prefix of the pass ids: `<dataset>.` in a `[[datasets]]` sweep.
+    pub(crate) tag: String,
+}
+
+impl Ctx<'_> {
+    /// `[<dataset>/]<model>`, as progress lines name it.
+    pub(crate) fn who(&self, model: &str) -> String {
+        match self.tag.strip_suffix('.') {
+            Some(t) => format!("{t}/{model}"),
+            None => model.to_string(),
+        }
+    }
+
+    /// [`Exec::collective`] with this run's device and input checksums;
+    /// `label` names the pass in the progress bar / line.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn collective<S, D: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        label: String,
+        pass: &str,
+        images: usize,
+        state: &mut S,
+        run: impl FnOnce(&mut S, Range<usize>) -> Result<()>,
+        export: impl Fn(&S) -> D,
+        absorb: impl FnMut(&mut S, D) -> Result<()>,
+    ) -> Result<()> {
+        let inputs = || self.inp.sums.snapshot();
+        let run = |st: &mut S, r: Range<usize>| {
+            self.progress.start(label, r.len());
+            let out = run(st, r);
+            if out.is_ok() {
+                self.progress.finish();
+            }
+            out
+        };
+        self.exec.collective(pass, images, self.device, &inputs, state, run, export, absorb)
+    }
+}
+
+pub(crate) fn eval_split(
+    cx: &Ctx,
+    split: &Split,
+    model: &str,
+    scorer: &mut dyn Scorer,
+    plan: &ScorePlan,
+    probes: Vec<Vec<f32>>,
+    opts: &SplitOpts,
+) -> Result<SplitEval> {
+    let (inp, bar) = (cx.inp, cx.progress);
+    let nm = plan.methods.len() + inp.external.len();
+    let nt = if opts.types > 1 { opts.types } else { 0 };
+    let n = split.stems.len();
+    let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
+    let pass = |step: u32| format!("{}{model}.{}.{step}", cx.tag, split.name);
+
+    // pass 1: positives, probe thresholds, image scores
+    let mut p1 = Pass1::new(nm, nt, opts, probes);
+    let label = |step: u32| format!("[{}] {} pass {step}/2", cx.who(model), split.name);
+    cx.collective(
+        label(1),
+        &pass(1),
+        n,
+        &mut p1,
+        |st, images| {
+            for_each_image(split, model, inp, images, |i, lg, lab| {
+                let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
+                st.add(maps, lab, lg.dtype(), opts).with_context(|| ctx(i))?;
+                bar.inc();
+                Ok(())
+            })
+        },
+        |st| st.shipped(opts.ship_maps),
+        |st, d| st.absorb(d),
+    )?;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, .. } = p1;
+
+    // pass 2: rank every negative among the positives
+    let mut p2 = Pass2 {
+        rankers: pos.into_iter().map(|p| p.finish()).collect(),
+        trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
+        refiners: normal.into_iter().map(|n| n.refine()).collect(),
+    };
+    cx.collective(
+        label(2),
+        &pass(2),
+        n,
+        &mut p2,
+        |st, images| match &cache {
+            Some(c) => {
+                for (maps, lab) in &c[images] {
+                    st.add(maps, lab);
+                    bar.inc();
+                }
+                Ok(())
+            }
+            None => for_each_image(split, model, inp, images, |i, lg, lab| {
+                st.add(&score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?, &lab);
+                bar.inc();
+                Ok(())
+            }),
+        },
+        |st| st.tally(),
+        |st, t| st.absorb(t),
+    )?;
+    let Pass2 { rankers, trankers, refiners } = p2;
+    let drift = refiners.into_iter().map(|r| r.finish()).collect();
+    let type_counts = trankers
+        .into_iter()
+        .map(|v| v.into_iter().map(|r| r.finish()).collect::<Result<Vec<_>>>())
+        .collect::<Result<Vec<_>>>()?;
+    let weighted = rankers
+        .into_iter()
+        .map(|r| r.finish_weighted().with_context(|| format!("split {} [{model}]", split.name)))
+        .collect::<Result<Vec<_>>>()?;
+    let aupro_v = weighted.iter().map(|w| if opts.regions { aupro(&w.counts, &w.tp_weight, regions, 0.3) } else { None }).collect();
+    let counts = weighted.into_iter().map(|w| w.counts).collect();
+    Ok(SplitEval {
+        counts,
+        aupro: aupro_v,
+        regions,
+        components: comps,
+        type_counts,
+        cache,
+        drift,
+        probes,
+        image_scores,
+        image_labels,
+        void,
+        images: n as u64,
+        dtype: dtype.unwrap_or_else(|| "float32".into()),
+    })
+}
+
+/// A run-level warning: shown on stderr now (above the progress bar),
+/// recorded in results.json.
+pub(crate) fn warn(cx: &Ctx, warnings: &mut Vec<String>, w: String) {
+    cx.progress.println(&format!("warning: {w}"));
+    warnings.push(w);
+}
