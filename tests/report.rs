@@ -78,9 +78,9 @@ fn sample() -> Results {
             eval_split: "test".into(),
             leakage: false,
             points: vec![
-                Point { rule: "f1_optimal".into(), target: None, threshold: Some(-1.5), far: Some(0.1), frr: Some(0.2), precision: Some(0.3), recall: Some(0.8), f1: Some(0.4363) },
-                Point { rule: "far".into(), target: Some(0.001), threshold: Some(-0.5), far: Some(0.0012), frr: Some(0.6), precision: None, recall: None, f1: None },
-                Point { rule: "frr".into(), target: Some(0.02), threshold: Some(-3.0), far: Some(0.5), frr: Some(0.019), precision: None, recall: None, f1: None },
+                Point { rule: bench::metrics::PointRule::F1Optimal, target: None, threshold: Some(-1.5), far: Some(0.1), frr: Some(0.2), precision: Some(0.3), recall: Some(0.8), f1: Some(0.4363) },
+                Point { rule: bench::metrics::PointRule::Far, target: Some(0.001), threshold: Some(-0.5), far: Some(0.0012), frr: Some(0.6), precision: None, recall: None, f1: None },
+                Point { rule: bench::metrics::PointRule::Frr, target: Some(0.02), threshold: Some(-3.0), far: Some(0.5), frr: Some(0.019), precision: None, recall: None, f1: None },
             ],
             oracle_f1: Some(0.45),
             hard_threshold: Some(-0.5),

@@ -70,6 +70,18 @@ pub(crate) fn for_each_image(
     images: Range<usize>,
     mut f: impl FnMut(usize, &Logits, Vec<u8>) -> Result<()>,
 ) -> Result<()> {
+    find_image(split, model, inp, images, |i, lg, lab| f(i, lg, lab).map(|()| None::<()>)).map(|_| ())
+}
+
+/// [`for_each_image`] that stops at the first image for which `f` returns
+/// `Some`, and returns that value (the reader stops decoding too).
+pub(crate) fn find_image<T>(
+    split: &Split,
+    model: &str,
+    inp: &Reader,
+    images: Range<usize>,
+    mut f: impl FnMut(usize, &Logits, Vec<u8>) -> Result<Option<T>>,
+) -> Result<Option<T>> {
     let first = images.start;
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -85,10 +97,12 @@ pub(crate) fn for_each_image(
         });
         for (i, item) in rx.into_iter().enumerate() {
             let (lg, lab) = item?;
-            f(first + i, &lg, lab)?;
+            if let Some(v) = f(first + i, &lg, lab)? {
+                return Ok(Some(v));
+            }
             let _ = free_tx.send(lg);
         }
-        Ok(())
+        Ok(None)
     })
 }
 

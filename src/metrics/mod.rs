@@ -78,6 +78,19 @@ pub struct Summary {
     pub threshold: Option<f64>,
 }
 
+/// How an operating point's threshold was chosen (on one split, to be
+/// applied to another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointRule {
+    /// The F1-optimal threshold.
+    F1Optimal,
+    /// The threshold meeting a false-accept-rate budget.
+    Far,
+    /// The threshold meeting a false-reject-rate budget.
+    Frr,
+}
+
 /// Confusion counts at one threshold `score ≥ t`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct OperatingPoint {

@@ -28,11 +28,7 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
             // images this process visits (the scan stops at the first image
             // that has one).
             if heat {
-                for_each_image(split, model, inp, 0..n, |i, lg, lab| {
-                    st.0 = first_normal_features(lg, feat_of(i, lg)?.as_ref(), &lab);
-                    if st.0.is_some() { Err(FoundShift.into()) } else { Ok(()) }
-                })
-                .or_else(|e| if e.is::<FoundShift>() { Ok(()) } else { Err(e) })?;
+                st.0 = find_image(split, model, inp, 0..n, |i, lg, lab| Ok(first_normal_features(lg, feat_of(i, lg)?.as_ref(), &lab)))?;
             }
             let shift = st.0.clone().unwrap_or_default();
             for_each_image(split, model, inp, images, |i, lg, lab| {
@@ -81,15 +77,3 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
     }
     Ok(cal)
 }
-
-/// Stops the scan for the HEAT shift at the first image that has one.
-#[derive(Debug)]
-pub(crate) struct FoundShift;
-
-impl std::fmt::Display for FoundShift {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("found")
-    }
-}
-
-impl std::error::Error for FoundShift {}

@@ -22,7 +22,7 @@ mod rows;
 
 use crate::config::{Config, Device};
 use crate::data::checksum::{Checksums, sha256_hex};
-use crate::data::input::{Reader, classes_of, features_dir, for_each_image, load_features};
+use crate::data::input::{Reader, classes_of, features_dir, find_image, for_each_image, load_features};
 use crate::data::resize::Resize;
 use crate::data::{Dataset, LabelMap, Logits, Split};
 use crate::external::{External, MethodRef};
@@ -30,7 +30,7 @@ use crate::metrics::bootstrap::bootstrap;
 use crate::metrics::drift::{DriftStats, kl, mmd2};
 use crate::metrics::region::{ComponentConfig, ComponentStats, aupro};
 use crate::metrics::split::{Pass1, Pass2, SCORE_CACHE_BYTES, SplitOpts};
-use crate::metrics::{Counts, OperatingPoint, ThresholdCounter, counts_of};
+use crate::metrics::{Counts, OperatingPoint, PointRule, ThresholdCounter, counts_of};
 use crate::progress::{Mode, Progress};
 use crate::report::results::*;
 use crate::scores::calib::{CalibrationFile, ModelCalibration};

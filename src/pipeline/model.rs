@@ -5,33 +5,65 @@ use super::*;
 
 /// One model's sweep: calibration, val, then test with val's thresholds.
 pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg) -> Result<ModelOut> {
-    let (methods, cols, test, val, calib, need_cal) = (&sw.methods, &sw.cols, sw.test, sw.val, sw.calib, sw.need_cal);
     let mut o = ModelOut::default();
-    let calibration = if need_cal {
-        let (split, leakage) = match calib {
-            Some(c) => (c, false),
-            None => (test, true),
-        };
-        let cal = match &sw.reuse {
-            Some((path, file)) => file.model(path, &mc.id, classes_of(test, &mc.id, cx.inp)?, sw.need_heat)?,
-            None => {
-                let feat = sw.need_heat && features_dir(split, &mc.id).is_dir();
-                calibrate(cx, split, leakage, sw.need_heat, feat, &mc.id)?
-            }
-        };
-        o.cal_file = Some(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });
-        for w in &cal.warnings {
-            warn(cx, &mut o.warnings, format!("{}: {w}", mc.id));
-        }
-        o.calibration = Some(calibration_row(&mc.id, &cal, sw.need_heat));
-        Some(cal)
-    } else {
-        None
-    };
+    let calibration = if sw.need_cal { Some(fit_or_reuse(cx, sw, mc, &mut o)?) } else { None };
     let cal_split = calibration.as_ref().map(|c| c.split.clone());
     // HEAT on features: every evaluated split must have them.
     let use_feat = sw.need_heat && calibration.as_ref().is_some_and(|c| c.heat.features());
-    for s in [Some(test), val].into_iter().flatten() {
+    check_features(cx, sw, mc, use_feat, &mut o)?;
+    let plan = ScorePlan {
+        methods: sw.methods.clone(),
+        msp_temperature: cfg.method.msp.temperature,
+        energy_temperature: cfg.method.energy.temperature,
+        calibration,
+        sml_post: cfg.method.sml,
+        heat_post: cfg.method.heat,
+    };
+    let leak = |m: &MethodRef, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
+    let ev = evaluate(cx, cfg, sw, scorer, mc, &plan, &mut o)?;
+    o.model = Some(ModelRow { id: mc.id.clone(), name: mc.name.clone(), dtype: ev.test.dtype.clone() });
+    if let Some(ve) = &ev.val {
+        val_rows(cfg, &sw.cols, mc, ve, &ev.test, &leak, &mut o);
+    }
+    for (mi, m) in sw.cols.iter().enumerate() {
+        o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &ev.test.drift[mi]}));
+    }
+    for (mi, m) in sw.cols.iter().enumerate() {
+        test_rows(cfg, mc, m, mi, &ev, &leak, &mut o);
+    }
+    if ev.val.is_none() {
+        let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
+        warn(cx, &mut o.warnings, w);
+    }
+    Ok(o)
+}
+
+/// The model's SML/HEAT statistics: fitted on the calibration split (else
+/// on test: leakage), or reused from `calibration = "..."`; recorded in `o`.
+fn fit_or_reuse(cx: &Ctx, sw: &Sweep, mc: &crate::config::ModelCfg, o: &mut ModelOut) -> Result<Calibration> {
+    let (split, leakage) = match sw.calib {
+        Some(c) => (c, false),
+        None => (sw.test, true),
+    };
+    let cal = match &sw.reuse {
+        Some((path, file)) => file.model(path, &mc.id, classes_of(sw.test, &mc.id, cx.inp)?, sw.need_heat)?,
+        None => {
+            let feat = sw.need_heat && features_dir(split, &mc.id).is_dir();
+            calibrate(cx, split, leakage, sw.need_heat, feat, &mc.id)?
+        }
+    };
+    o.cal_file = Some(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });
+    for w in &cal.warnings {
+        warn(cx, &mut o.warnings, format!("{}: {w}", mc.id));
+    }
+    o.calibration = Some(calibration_row(&mc.id, &cal, sw.need_heat));
+    Ok(cal)
+}
+
+/// HEAT fitted on features needs them in every evaluated split; features
+/// beside a logits-only fit are ignored, with a warning.
+fn check_features(cx: &Ctx, sw: &Sweep, mc: &crate::config::ModelCfg, use_feat: bool, o: &mut ModelOut) -> Result<()> {
+    for s in [Some(sw.test), sw.val].into_iter().flatten() {
         let dir = features_dir(s, &mc.id);
         if use_feat && !dir.is_dir() {
             bail!("{}: missing: HEAT of model {} was fitted on per-pixel features, so every split needs them", dir.display(), mc.id);
@@ -41,17 +73,23 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
         }
     }
     o.features = use_feat;
-    let plan = ScorePlan {
-        methods: methods.clone(),
-        msp_temperature: cfg.method.msp.temperature,
-        energy_temperature: cfg.method.energy.temperature,
-        calibration,
-        sml_post: cfg.method.sml,
-        heat_post: cfg.method.heat,
-    };
-    let leak = |m: &MethodRef, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
+    Ok(())
+}
 
-    // val first: its thresholds are probes on test
+/// What the two evaluated splits yield for one model.
+pub(crate) struct Evaluated {
+    val: Option<SplitEval>,
+    test: SplitEval,
+    /// Per column: the thresholds chosen on val (f1_optimal, far, frr).
+    chosen: Vec<Vec<Chosen>>,
+    sopts: SplitOpts,
+    boots: Option<Vec<Bootstrap>>,
+}
+
+/// Val first (its thresholds are probes on test), then test, then the
+/// bootstrap over test's cached maps.
+fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg, plan: &ScorePlan, o: &mut ModelOut) -> Result<Evaluated> {
+    let (cols, test, val) = (&sw.cols, sw.test, sw.val);
     let track = |t: f32| match cfg.metrics.component_track.as_str() {
         "obstacle" => ComponentConfig::obstacle_track(t),
         _ => ComponentConfig::anomaly_track(t),
@@ -91,9 +129,11 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
             None
         }
     };
-    o.model = Some(ModelRow { id: mc.id.clone(), name: mc.name.clone(), dtype: te.dtype.clone() });
+    Ok(Evaluated { val: val_eval, test: te, chosen, sopts, boots })
+}
 
-    if let Some(ve) = &val_eval {
+/// The val cells and the val → test drift rows.
+fn val_rows(cfg: &Config, cols: &[MethodRef], mc: &crate::config::ModelCfg, ve: &SplitEval, te: &SplitEval, leak: &dyn Fn(&MethodRef, &str) -> bool, o: &mut ModelOut) {
         for (mi, m) in cols.iter().enumerate() {
             o.cells.push(cell(&mc.id, m, "val", ve, mi, cfg, leak(m, "val")));
             let (a, b) = (&ve.drift[mi], &te.drift[mi]);
@@ -110,82 +150,77 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
             });
             o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "val", "stats": a}));
         }
+}
+
+/// Column `mi`'s test cell (with bootstrap and components), its failure
+/// rows, its honest operating points and its curve.
+fn test_rows(cfg: &Config, mc: &crate::config::ModelCfg, m: &MethodRef, mi: usize, ev: &Evaluated, leak: &dyn Fn(&MethodRef, &str) -> bool, o: &mut ModelOut) {
+    let (te, chosen, sopts, boots, val_eval) = (&ev.test, &ev.chosen, &ev.sopts, &ev.boots, &ev.val);
+    let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
+    c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
+    if let (Some(acc), Some(cc)) = (&te.components[mi], &sopts.components[mi]) {
+        let s = acc.summary();
+        c.components = Some(Components {
+            threshold: cc.threshold as f64,
+            threshold_split: "val".into(),
+            track: cfg.metrics.component_track.clone(),
+            siou: s.siou_gt,
+            ppv: s.ppv,
+            mean_f1: s.mean_f1,
+            gt_components: s.gt_components,
+            pred_components: s.pred_components,
+        });
     }
-    for (mi, m) in cols.iter().enumerate() {
-        o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &te.drift[mi]}));
+    o.cells.push(c);
+    for (t, tc) in te.type_counts[mi].iter().enumerate() {
+        let s = tc.summary(cfg.metrics.fpr95);
+        let vt = chosen[mi].first().and_then(|x| x.2).map(|o| o.threshold as f32);
+        o.failure_rows.push(FailureRow {
+            model: mc.id.clone(),
+            method: m.id().into(),
+            split: "test".into(),
+            anomaly_value: cfg.anomaly[t],
+            positives: tc.positives,
+            auroc: s.auroc,
+            aupr: s.aupr,
+            fpr95: s.fpr95,
+            recall_at_val_threshold: vt.and_then(|t| {
+                let i = tc.thresholds.iter().rposition(|&x| x >= t)?;
+                Some(tc.tp[i] as f64 / tc.positives as f64)
+            }),
+        });
     }
-    for (mi, m) in cols.iter().enumerate() {
-        let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
-        c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
-        if let (Some(acc), Some(cc)) = (&te.components[mi], &sopts.components[mi]) {
-            let s = acc.summary();
-            c.components = Some(Components {
-                threshold: cc.threshold as f64,
-                threshold_split: "val".into(),
-                track: cfg.metrics.component_track.clone(),
-                siou: s.siou_gt,
-                ppv: s.ppv,
-                mean_f1: s.mean_f1,
-                gt_components: s.gt_components,
-                pred_components: s.pred_components,
-            });
+    let tc = &te.counts[mi];
+    let (src, ops): (&str, Vec<Chosen>) = match &val_eval {
+        Some(_) => {
+            let mut k = 0;
+            let ops = chosen[mi]
+                .iter()
+                .map(|(rule, target, op)| {
+                    let on_test = op.map(|_| {
+                        k += 1;
+                        te.probes[mi].point(k - 1)
+                    });
+                    (*rule, *target, on_test)
+                })
+                .collect();
+            ("val", ops)
         }
-        o.cells.push(c);
-        for (t, tc) in te.type_counts[mi].iter().enumerate() {
-            let s = tc.summary(cfg.metrics.fpr95);
-            let vt = chosen[mi].first().and_then(|x| x.2).map(|o| o.threshold as f32);
-            o.failure_rows.push(FailureRow {
-                model: mc.id.clone(),
-                method: m.id().into(),
-                split: "test".into(),
-                anomaly_value: cfg.anomaly[t],
-                positives: tc.positives,
-                auroc: s.auroc,
-                aupr: s.aupr,
-                fpr95: s.fpr95,
-                recall_at_val_threshold: vt.and_then(|t| {
-                    let i = tc.thresholds.iter().rposition(|&x| x >= t)?;
-                    Some(tc.tp[i] as f64 / tc.positives as f64)
-                }),
-            });
-        }
-        let tc = &te.counts[mi];
-        let (src, ops): (&str, Vec<(String, Option<f64>, Option<OperatingPoint>)>) = match &val_eval {
-            Some(_) => {
-                let mut k = 0;
-                let ops = chosen[mi]
-                    .iter()
-                    .map(|(rule, target, op)| {
-                        let on_test = op.map(|_| {
-                            k += 1;
-                            te.probes[mi].point(k - 1)
-                        });
-                        (rule.clone(), *target, on_test)
-                    })
-                    .collect();
-                ("val", ops)
-            }
-            // No val split: thresholds come from test itself (leakage);
-            // they are test positive scores, so test counts are exact there.
-            None => ("test", choose_thresholds(tc, cfg)),
-        };
-        let pts: Vec<Point> = ops.iter().map(|(r, t, op)| point(r, *t, *op)).collect();
-        let mut h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), pts, tc);
-        let hard_op = ops.iter().find(|o| o.0 == "far").and_then(|o| o.2);
-        let soft_op = ops.iter().find(|o| o.0 == "frr").and_then(|o| o.2);
-        if let Some(hop) = hard_op {
-            h.block_fraction = Some(frac_at(&hop));
-            h.review_fraction = soft_op.map(|sop| (frac_at(&sop) - frac_at(&hop)).max(0.0));
-        }
-        let keep = h.points.iter().filter_map(|p| p.threshold).collect();
-        o.honest.push(h);
-        o.curves.push((mc.id.clone(), m.clone(), te.counts[mi].clone(), keep));
+        // No val split: thresholds come from test itself (leakage);
+        // they are test positive scores, so test counts are exact there.
+        None => ("test", choose_thresholds(tc, cfg)),
+    };
+    let pts: Vec<Point> = ops.iter().map(|(r, t, op)| point(*r, *t, *op)).collect();
+    let mut h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), pts, tc);
+    let hard_op = ops.iter().find(|o| o.0 == PointRule::Far).and_then(|o| o.2);
+    let soft_op = ops.iter().find(|o| o.0 == PointRule::Frr).and_then(|o| o.2);
+    if let Some(hop) = hard_op {
+        h.block_fraction = Some(frac_at(&hop));
+        h.review_fraction = soft_op.map(|sop| (frac_at(&sop) - frac_at(&hop)).max(0.0));
     }
-    if val_eval.is_none() {
-        let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
-        warn(cx, &mut o.warnings, w);
-    }
-    Ok(o)
+    let keep = h.points.iter().filter_map(|p| p.threshold).collect();
+    o.honest.push(h);
+    o.curves.push((mc.id.clone(), m.clone(), te.counts[mi].clone(), keep));
 }
 
 /// Everything one model contributes to the results.

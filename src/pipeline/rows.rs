@@ -3,9 +3,13 @@
 
 use super::*;
 
-pub(crate) fn point(rule: &str, target: Option<f64>, op: Option<OperatingPoint>) -> Point {
+/// A threshold chosen on one split: its rule, the budget (`far`/`frr`) and
+/// the operating point there (None where undefined).
+pub(crate) type Chosen = (PointRule, Option<f64>, Option<OperatingPoint>);
+
+pub(crate) fn point(rule: PointRule, target: Option<f64>, op: Option<OperatingPoint>) -> Point {
     Point {
-        rule: rule.into(),
+        rule,
         target,
         threshold: op.map(|o| o.threshold),
         far: op.and_then(|o| o.far()),
@@ -18,17 +22,17 @@ pub(crate) fn point(rule: &str, target: Option<f64>, op: Option<OperatingPoint>)
 
 /// Thresholds chosen on `c` for the honest evaluation, in the order
 /// f1_optimal, far budgets, frr budgets (None where undefined).
-pub(crate) fn choose_thresholds(c: &Counts, cfg: &Config) -> Vec<(String, Option<f64>, Option<OperatingPoint>)> {
+pub(crate) fn choose_thresholds(c: &Counts, cfg: &Config) -> Vec<Chosen> {
     let mut v = vec![(
-        "f1_optimal".to_string(),
+        PointRule::F1Optimal,
         None,
         c.best_f1().and_then(|(_, t)| c.thresholds.iter().position(|&x| x == t)).map(|i| c.at_index(i)),
     )];
     for &t in &cfg.metrics.far {
-        v.push(("far".into(), Some(t), c.threshold_at_far(t)));
+        v.push((PointRule::Far, Some(t), c.threshold_at_far(t)));
     }
     for &t in &cfg.metrics.frr {
-        v.push(("frr".into(), Some(t), c.threshold_at_frr(t)));
+        v.push((PointRule::Frr, Some(t), c.threshold_at_frr(t)));
     }
     v
 }
@@ -76,8 +80,8 @@ pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: u
 }
 
 pub(crate) fn honest(model: &str, m: &MethodRef, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
-    let hard = pts.iter().find(|p| p.rule == "far").and_then(|p| p.threshold);
-    let soft = pts.iter().find(|p| p.rule == "frr").and_then(|p| p.threshold);
+    let hard = pts.iter().find(|p| p.rule == PointRule::Far).and_then(|p| p.threshold);
+    let soft = pts.iter().find(|p| p.rule == PointRule::Frr).and_then(|p| p.threshold);
     HonestCell {
         model: model.into(),
         method: m.id().into(),

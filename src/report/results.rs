@@ -167,7 +167,7 @@ pub struct FailureRow {
 #[serde(deny_unknown_fields)]
 pub struct Point {
     /// `f1_optimal`, `far` or `frr`.
-    pub rule: String,
+    pub rule: crate::metrics::PointRule,
     /// The budget for `far` / `frr` rules.
     pub target: Option<f64>,
     /// Chosen on `threshold_split`.

@@ -2,6 +2,7 @@
 //! evaluation, built from `results.json` alone so `bench table` and CI can
 //! re-render them without the dataset.
 
+use crate::metrics::PointRule;
 use super::markup::{Align, Better, Dialect, Table};
 use super::results::{Cell, HonestCell, Results};
 
@@ -118,18 +119,18 @@ pub fn tables(r: &Results) -> Vec<Table> {
             with(vec![from.clone(), "**Format**: test F1 at the val-F1-optimal threshold (test-optimal oracle F1), in %".into()]),
             &[("F1 (oracle F1)", Better::Higher)],
             |h| {
-                let p = h.points.iter().find(|p| p.rule == "f1_optimal");
+                let p = h.points.iter().find(|p| p.rule == PointRule::F1Optimal);
                 format!("{} ({})", pct(p.and_then(|p| p.f1), 2), pct(h.oracle_f1, 2))
             },
         ));
-        let targets: Vec<(String, f64)> = r.honest[0]
+        let targets: Vec<(PointRule, f64)> = r.honest[0]
             .points
             .iter()
-            .filter(|p| p.rule != "f1_optimal")
-            .filter_map(|p| p.target.map(|t| (p.rule.clone(), t)))
+            .filter(|p| p.rule != PointRule::F1Optimal)
+            .filter_map(|p| p.target.map(|t| (p.rule, t)))
             .collect();
         for (rule, t) in targets {
-            let (title, fmt) = if rule == "far" {
+            let (title, fmt) = if rule == PointRule::Far {
                 (
                     format!("FRR @ FAR ≤ {}%", fmt_pct(t)),
                     "**Format**: FRR / achieved FAR on test, in % (threshold from the FAR budget on val). n/a: no threshold that catches any anomaly meets the budget on val (FRR 100 %).",
@@ -138,11 +139,11 @@ pub fn tables(r: &Results) -> Vec<Table> {
                 (format!("FAR @ FRR ≤ {}%", fmt_pct(t)), "**Format**: FAR / achieved FRR on test, in % (threshold from the FRR budget on val)")
             };
             let parts: &[(&str, Better)] =
-                if rule == "far" { &[("FRR", Better::Lower), ("FAR", Better::Neither)] } else { &[("FAR", Better::Lower), ("FRR", Better::Neither)] };
+                if rule == PointRule::Far { &[("FRR", Better::Lower), ("FAR", Better::Neither)] } else { &[("FAR", Better::Lower), ("FRR", Better::Neither)] };
             out.push(honest_grid(r, &title, with(vec![from.clone(), fmt.into()]), parts, |h| {
                 let p = h.points.iter().find(|p| p.rule == rule && p.target == Some(t));
                 match p {
-                    Some(p) if rule == "far" => format!("{} / {}", pct(p.frr, 2), pct(p.far, 3)),
+                    Some(p) if rule == PointRule::Far => format!("{} / {}", pct(p.frr, 2), pct(p.far, 3)),
                     Some(p) => format!("{} / {}", pct(p.far, 2), pct(p.frr, 2)),
                     None => "n/a".into(),
                 }
