@@ -380,32 +380,6 @@ fn cmd_merge(results: &Path) -> Result<i32> {
     write_results(&cfg, outs, false, 0.0)
 }
 
-/// The files of one dataset's results folder.
-fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
-    let curves: Vec<report::curves::Curve> = out
-        .curves
-        .iter()
-        .map(|(model, m, counts, keep)| report::curves::Curve {
-            model,
-            method: m.id(),
-            method_name: m.display(),
-            counts,
-            keep: keep.clone(),
-        })
-        .collect();
-    let mut files = vec![
-        ("results.json".to_string(), out.results.to_json().into_bytes()),
-        ("tables.md".to_string(), markdown(&out.results).into_bytes()),
-        ("manifest.json".to_string(), (serde_json::to_string_pretty(&out.manifest)? + "\n").into_bytes()),
-        ("drift.json".to_string(), (serde_json::to_string(&out.drift)? + "\n").into_bytes()),
-    ];
-    files.extend(report::curves::files(&out.results, &curves));
-    if let Some(c) = &out.calibration {
-        files.push(("calibration.json".to_string(), c.clone().into_bytes()));
-    }
-    Ok(files)
-}
-
 fn markdown(r: &Results) -> String {
     tables::markdown(r, true)
 }
@@ -439,25 +413,7 @@ fn write_results(cfg: &Config, outs: Vec<(RunOutput, Config)>, check: bool, tol:
         }
         return Ok(code);
     }
-    let mut files = vec![];
-    let mut sets = vec![];
-    for (out, c) in &outs {
-        match &c.tag {
-            None => files.extend(result_files(out)?),
-            Some(t) => {
-                files.extend(result_files(out)?.into_iter().map(|(f, b)| (format!("{t}/{f}"), b)));
-                sets.push((Some(t.clone()), out.results.clone()));
-            }
-        }
-    }
-    if !sets.is_empty() {
-        // name order, as `bench table` lists the folder: one code path for both
-        sets.sort_by(|a, b| a.0.cmp(&b.0));
-        files.push(("tables.md".into(), tables::markdown_sets(&sets, true).into_bytes()));
-    }
-    // checked again right before the swap: the folder may have changed during the run
-    report::check_replaceable(&dir, &dataset_names(cfg), "`output`/`name`")?;
-    report::write_dir_atomic(&dir, &files)?;
+    bench::pipeline::output::write(cfg, &outs)?;
     for (out, c) in &outs {
         // print the main table
         if let Some(t) = &c.tag {

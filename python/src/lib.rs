@@ -897,29 +897,6 @@ fn device_of(s: &str) -> Result<Device> {
     })
 }
 
-/// The files of one dataset's results folder, as `bench run` writes them
-/// (the CLI's `result_files`; the test suite compares the two folders).
-fn result_files(out: &bench::pipeline::RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
-    use bench::report::{curves, markup, tables};
-    let cs: Vec<curves::Curve> = out
-        .curves
-        .iter()
-        .map(|(model, m, counts, keep)| curves::Curve { model, method: m.id(), method_name: m.display(), counts, keep: keep.clone() })
-        .collect();
-    let md = tables::render(&out.results, &markup::Markdown) + &curves::markdown_plots(&out.results);
-    let mut files = vec![
-        ("results.json".to_string(), out.results.to_json().into_bytes()),
-        ("tables.md".to_string(), md.into_bytes()),
-        ("manifest.json".to_string(), (serde_json::to_string_pretty(&out.manifest)? + "\n").into_bytes()),
-        ("drift.json".to_string(), (serde_json::to_string(&out.drift)? + "\n").into_bytes()),
-    ];
-    files.extend(curves::files(&out.results, &cs));
-    if let Some(c) = &out.calibration {
-        files.push(("calibration.json".to_string(), c.clone().into_bytes()));
-    }
-    Ok(files)
-}
-
 /// `bench run <config> --device D` in-process: `[(dataset name or None,
 /// results.json text)]`; with `write`, the results folder is written
 /// atomically exactly as the CLI writes it.
@@ -933,23 +910,7 @@ fn run_json(py: Python<'_>, config: PathBuf, device: &str, write: bool) -> PyRes
         let opts = bench::pipeline::RunOptions { device: Some(dev), progress: false };
         let outs = cfg.expand()?.into_iter().map(|c| Ok((bench::pipeline::run(&c, &bytes, &opts)?, c))).collect::<Result<Vec<_>>>()?;
         if write {
-            let (mut files, mut index) = (vec![], String::new());
-            for (out, c) in &outs {
-                match &c.tag {
-                    None => files.extend(result_files(out)?),
-                    Some(t) => {
-                        files.extend(result_files(out)?.into_iter().map(|(f, b)| (format!("{t}/{f}"), b)));
-                        let md = bench::report::tables::render(&out.results, &bench::report::markup::Markdown)
-                            + &bench::report::curves::markdown_plots(&out.results);
-                        let md = md.replace("](plots/", &format!("]({t}/plots/"));
-                        index += &format!("# Dataset `{t}` ({})\n\n{md}\n", c.dataset.display());
-                    }
-                }
-            }
-            if !index.is_empty() {
-                files.push(("tables.md".into(), index.into_bytes()));
-            }
-            bench::report::write_dir_atomic(&cfg.output_dir(), &files)?;
+            bench::pipeline::output::write(&cfg, &outs)?;
         }
         Ok(outs.into_iter().map(|(o, c)| (c.tag.clone(), o.results.to_json())).collect())
     });

@@ -43,12 +43,13 @@ impl Default for NormalStats {
 /// Summary of one split's normal-pixel scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftStats {
-    pub n: u64,
-    pub mean: Option<f64>,
-    /// (q, value) for [`QUANTILES`].
-    pub quantiles: Vec<(f64, f64)>,
+    // Fields in name order: drift.json lists them so.
     /// Sparse coarse histogram: (bucket = top 16 key bits, count).
     pub hist: Vec<(u16, u64)>,
+    pub mean: Option<f64>,
+    pub n: u64,
+    /// (q, value) for [`QUANTILES`].
+    pub quantiles: Vec<(f64, f64)>,
 }
 
 impl DriftStats {

@@ -17,6 +17,7 @@
 mod calibrate;
 mod check;
 mod model;
+pub mod output;
 mod passes;
 mod rows;
 
@@ -32,6 +33,8 @@ use crate::metrics::region::{ComponentConfig, ComponentStats, aupro};
 use crate::metrics::split::{Pass1, Pass2, SCORE_CACHE_BYTES, SplitOpts};
 use crate::metrics::{Counts, OperatingPoint, PointRule, ThresholdCounter, counts_of};
 use crate::progress::{Mode, Progress};
+use crate::report::drift::{DriftCell, DriftFile};
+use crate::report::manifest::{Manifest, Timings};
 use crate::report::results::*;
 use crate::scores::calib::{CalibrationFile, ModelCalibration};
 use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
@@ -66,15 +69,19 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
+/// Test-split statistic of one (model, method) with the thresholds of the
+/// honest evaluation: what the curves and plots are drawn from.
+pub type Curve = (String, MethodRef, Counts, Vec<f64>);
+
 pub struct RunOutput {
     pub results: Results,
-    pub manifest: serde_json::Value,
+    pub manifest: Manifest,
     /// Test-split statistic per (model, method), with the thresholds of the
     /// honest evaluation, for curves and plots.
-    pub curves: Vec<(String, MethodRef, Counts, Vec<f64>)>,
+    pub curves: Vec<Curve>,
     /// `drift.json`: per (model, method, split) normal-score histograms, the
     /// input of `bench drift a b`.
-    pub drift: serde_json::Value,
+    pub drift: DriftFile,
     /// `calibration.json` (when SML or HEAT ran): the full fitted statistics
     /// per model, reusable with the `calibration` config key.
     pub calibration: Option<String>,
@@ -166,43 +173,14 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
 /// [`run`] as a normal run, one shard's round, or a merge (see `shard`).
 pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) -> Result<RunStatus> {
     let t0 = Instant::now();
-    let mut inp = Inputs {
-        reader: Reader {
-            labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
-            resize: Resize::parse(cfg.resize.as_deref())?,
-            hwc: cfg.layout.as_deref() == Some("hwc"),
-            npz_key: cfg.npz_key.clone(),
-            sums: Checksums::default(),
-        },
-        external: vec![],
-        npz_score_key: cfg.npz_score_key.clone(),
-    };
     ensure_synthetic(cfg)?;
     let ds = Dataset::open(&cfg.dataset)?;
-    let test = ds.split("test").with_context(|| format!("{}: no `test` split", cfg.dataset.display()))?;
-    let methods = cfg.parsed_methods()?;
-    let model_ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
-    let read_splits: Vec<&Split> = [Some(test), ds.split("val")].into_iter().flatten().collect();
-    inp.external = crate::external::resolve(&cfg.external, &read_splits, &model_ids)?;
-    let inp = inp;
-    let sw = Sweep {
-        test,
-        val: ds.split("val"),
-        calib: ds.split("calibration"),
-        need_cal: methods.iter().any(|m| m.needs_calibration()),
-        need_heat: methods.contains(&Method::Heat),
-        cols: methods.iter().map(|&m| MethodRef::Builtin(m)).chain(inp.external.iter().map(|e| e.column())).collect(),
-        reuse: match (&cfg.calibration, methods.iter().any(|m| m.needs_calibration())) {
-            (Some(p), true) => Some((p.clone(), CalibrationFile::load(p).context("`calibration`")?)),
-            _ => None,
-        },
-        methods,
-    };
+    let (inp, sw) = resolve(cfg, &ds)?;
     let fit_cal = sw.need_cal && sw.reuse.is_none();
 
     // Fail fast: every input's header, before any long work.
-    let read: Vec<&Split> = [Some(test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten().collect();
-    let mut run_warnings = preflight(cfg, &inp, &sw, &read)?;
+    let read: Vec<&Split> = [Some(sw.test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten().collect();
+    let run_warnings = preflight(cfg, &inp, &sw, &read)?;
 
     let (mut scorer, device_kind): (Box<dyn Scorer>, &'static str) = match exec {
         // a merge scores nothing
@@ -216,7 +194,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
 
     let mut outs = Vec::new();
     let mut waiting = Vec::new();
-    let mut timings = serde_json::Map::new();
+    let mut per_model = std::collections::BTreeMap::new();
     for mc in &cfg.models {
         let tm = Instant::now();
         match run_model(&cx, cfg, &sw, scorer.as_mut(), mc) {
@@ -224,14 +202,79 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
             Err(e) if is_pending(&e) => waiting.push(mc.id.clone()),
             Err(e) => return Err(e),
         }
-        timings.insert(mc.id.clone(), serde_json::json!(tm.elapsed().as_secs_f64()));
+        per_model.insert(mc.id.clone(), tm.elapsed().as_secs_f64());
     }
     progress.clear();
     if !waiting.is_empty() {
         return Ok(RunStatus::Waiting { models: waiting });
     }
+    let device = exec.device_kind(device_kind);
+    let (results, curves, drift, cal_file) = assemble(cfg, &inp, &sw, &device, run_warnings, outs)?;
+    let (adapter, inputs, shards) = match exec {
+        Exec::Merge(sh) => (format!("merged from {} shards ({device})", sh.count), sh.inputs.lock().unwrap().clone(), Some(sh.count)),
+        _ => (scorer.device(), inp.sums.snapshot(), None),
+    };
+    let manifest = Manifest {
+        calibration: match &sw.reuse {
+            Some((p, _)) => Some(p.display().to_string()),
+            None if sw.need_cal => Some("fitted".into()),
+            None => None,
+        },
+        config_sha256: sha256_hex(cfg_bytes),
+        dataset: cfg.dataset.display().to_string(),
+        device: adapter,
+        git_revision: option_env!("BENCH_GIT_REVISION").map(String::from),
+        inputs_sha256: inputs,
+        shards,
+        threads: rayon::current_num_threads(),
+        timings_s: Timings { per_model, total: t0.elapsed().as_secs_f64() },
+        tool: "bench".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        warnings: results.warnings.clone(),
+    };
+    let calibration = if sw.need_cal { Some(CalibrationFile::new(cal_file).to_json()?) } else { None };
+    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration })))
+}
 
-    let mut warnings = std::mem::take(&mut run_warnings);
+/// The input reader and the sweep's splits and columns, resolved once.
+fn resolve<'a>(cfg: &Config, ds: &'a Dataset) -> Result<(Inputs, Sweep<'a>)> {
+    let test = ds.split("test").with_context(|| format!("{}: no `test` split", cfg.dataset.display()))?;
+    let methods = cfg.parsed_methods()?;
+    let model_ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
+    let read_splits: Vec<&Split> = [Some(test), ds.split("val")].into_iter().flatten().collect();
+    let inp = Inputs {
+        reader: Reader {
+            labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
+            resize: Resize::parse(cfg.resize.as_deref())?,
+            hwc: cfg.layout.as_deref() == Some("hwc"),
+            npz_key: cfg.npz_key.clone(),
+            sums: Checksums::default(),
+        },
+        external: crate::external::resolve(&cfg.external, &read_splits, &model_ids)?,
+        npz_score_key: cfg.npz_score_key.clone(),
+    };
+    let need_cal = methods.iter().any(|m| m.needs_calibration());
+    let sw = Sweep {
+        test,
+        val: ds.split("val"),
+        calib: ds.split("calibration"),
+        need_cal,
+        need_heat: methods.contains(&Method::Heat),
+        cols: methods.iter().map(|&m| MethodRef::Builtin(m)).chain(inp.external.iter().map(|e| e.column())).collect(),
+        reuse: match (&cfg.calibration, need_cal) {
+            (Some(p), true) => Some((p.clone(), CalibrationFile::load(p).context("`calibration`")?)),
+            _ => None,
+        },
+        methods,
+    };
+    Ok((inp, sw))
+}
+
+/// Every model's rows into one results.json, the curves, drift.json's
+/// cells and calibration.json's entries (models in config order).
+#[allow(clippy::type_complexity)]
+fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: &str, run_warnings: Vec<String>, outs: Vec<ModelOut>) -> Result<(Results, Vec<Curve>, DriftFile, Vec<ModelCalibration>)> {
+    let mut warnings = run_warnings;
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let (mut drift_rows, mut drift_hists, mut failure_rows, mut curves) = (vec![], vec![], vec![], vec![]);
     let (mut cal_file, mut feat_models) = (vec![], vec![]);
@@ -250,12 +293,11 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         failure_rows.extend(m.failure_rows);
         curves.extend(m.curves);
     }
-    let device = exec.device_kind(device_kind);
     let results = Results {
         format: FORMAT.into(),
         name: cfg.name.clone(),
         dataset: cfg.dataset.display().to_string(),
-        device: device.clone(),
+        device: device.to_string(),
         conventions: conventions(cfg, &feat_models)?,
         models: model_rows,
         methods: sw
@@ -272,31 +314,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         calibration: cal_rows,
         drift: drift_rows,
         failure_modes: failure_rows,
-        warnings: warnings.clone(),
+        warnings,
     };
-    let (adapter, inputs, shards) = match exec {
-        Exec::Merge(sh) => (format!("merged from {} shards ({device})", sh.count), serde_json::to_value(&*sh.inputs.lock().unwrap())?, Some(sh.count)),
-        _ => (scorer.device(), inp.sums.to_json(), None),
-    };
-    let manifest = serde_json::json!({
-        "tool": "bench",
-        "version": env!("CARGO_PKG_VERSION"),
-        "git_revision": option_env!("BENCH_GIT_REVISION"),
-        "config_sha256": sha256_hex(cfg_bytes),
-        "dataset": cfg.dataset.display().to_string(),
-        "device": adapter,
-        "shards": shards,
-        "threads": rayon::current_num_threads(),
-        "timings_s": { "total": t0.elapsed().as_secs_f64(), "per_model": timings },
-        "warnings": warnings,
-        "inputs_sha256": inputs,
-        "calibration": match &sw.reuse {
-            Some((p, _)) => serde_json::json!(p.display().to_string()),
-            None if sw.need_cal => serde_json::json!("fitted"),
-            None => serde_json::Value::Null,
-        },
-    });
-    let drift = serde_json::json!({ "format": "bench-drift/1", "cells": drift_hists });
-    let calibration = if sw.need_cal { Some(CalibrationFile::new(cal_file).to_json()?) } else { None };
-    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration })))
+    Ok((results, curves, DriftFile::new(drift_hists), cal_file))
 }

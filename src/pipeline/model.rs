@@ -26,7 +26,7 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
         val_rows(cfg, &sw.cols, mc, ve, &ev.test, &leak, &mut o);
     }
     for (mi, m) in sw.cols.iter().enumerate() {
-        o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "test", "stats": &ev.test.drift[mi]}));
+        o.drift_hists.push(DriftCell { method: m.id().into(), model: mc.id.clone(), split: "test".into(), stats: ev.test.drift[mi].clone() });
     }
     for (mi, m) in sw.cols.iter().enumerate() {
         test_rows(cfg, mc, m, mi, &ev, &leak, &mut o);
@@ -148,7 +148,7 @@ fn val_rows(cfg: &Config, cols: &[MethodRef], mc: &crate::config::ModelCfg, ve: 
                 kl: kl(b, a),
                 mmd2: mmd2(b, a),
             });
-            o.drift_hists.push(serde_json::json!({"model": mc.id, "method": m.id(), "split": "val", "stats": a}));
+            o.drift_hists.push(DriftCell { method: m.id().into(), model: mc.id.clone(), split: "val".into(), stats: a.clone() });
         }
 }
 
@@ -231,9 +231,9 @@ pub(crate) struct ModelOut {
     pub(crate) calibration: Option<CalibrationRow>,
     pub(crate) model: Option<ModelRow>,
     pub(crate) drift_rows: Vec<DriftRow>,
-    pub(crate) drift_hists: Vec<serde_json::Value>,
+    pub(crate) drift_hists: Vec<DriftCell>,
     pub(crate) failure_rows: Vec<FailureRow>,
-    pub(crate) curves: Vec<(String, MethodRef, Counts, Vec<f64>)>,
+    pub(crate) curves: Vec<Curve>,
     pub(crate) warnings: Vec<String>,
     /// This model's entry of calibration.json.
     pub(crate) cal_file: Option<ModelCalibration>,

@@ -7,28 +7,40 @@
 use super::markup::{Align, Table};
 use crate::metrics::drift::{DriftStats, kl, mmd2};
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Deserialize)]
-struct DriftFile {
-    format: String,
-    cells: Vec<DriftCell>,
+/// Format tag of `drift.json`.
+pub const DRIFT_FORMAT: &str = "bench-drift/1";
+
+/// `drift.json`: every (model, method, split)'s normal-pixel score
+/// statistics, written by `bench run` and read by `bench drift` (fields in
+/// name order, as the file lists them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DriftFile {
+    pub cells: Vec<DriftCell>,
+    pub format: String,
 }
 
-#[derive(Deserialize)]
-struct DriftCell {
-    model: String,
-    method: String,
-    split: String,
-    stats: DriftStats,
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DriftCell {
+    pub method: String,
+    pub model: String,
+    pub split: String,
+    pub stats: DriftStats,
+}
+
+impl DriftFile {
+    pub fn new(cells: Vec<DriftCell>) -> DriftFile {
+        DriftFile { cells, format: DRIFT_FORMAT.into() }
+    }
 }
 
 fn load(dir: &Path) -> Result<DriftFile> {
     let p = dir.join("drift.json");
     let text = std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
     let f: DriftFile = serde_json::from_str(&text).with_context(|| format!("{}", p.display()))?;
-    anyhow::ensure!(f.format == "bench-drift/1", "{}: unsupported format {:?}", p.display(), f.format);
+    anyhow::ensure!(f.format == DRIFT_FORMAT, "{}: unsupported format {:?}", p.display(), f.format);
     let mut seen = std::collections::BTreeSet::new();
     for c in &f.cells {
         anyhow::ensure!(
