@@ -9,6 +9,7 @@
 //! TOML forbids a key that is both an array and a table. Options therefore
 //! live under `[method.<id>]`.
 
+use crate::data::resize::Resize;
 use crate::metrics::Fpr95Rule;
 use crate::scores::Method;
 use anyhow::{Context, Result, bail};
@@ -35,7 +36,7 @@ pub struct Config {
     /// Label convention by name (see [`PRESETS`]); explicit `anomaly` /
     /// `ignore` override it.
     #[serde(default)]
-    pub preset: Option<String>,
+    pub preset: Option<Preset>,
     #[serde(rename = "anomaly", default)]
     anomaly_cfg: Option<Vec<u16>>,
     #[serde(rename = "ignore", default)]
@@ -65,7 +66,7 @@ pub struct Config {
     /// `"demo"`: the dataset is `bench synth`'s deterministic demo; it is
     /// generated on first use when the folder is missing.
     #[serde(default)]
-    pub synthetic: Option<String>,
+    pub synthetic: Option<Synthetic>,
     /// Parent folder of the results (default `results`).
     #[serde(default)]
     pub output: Option<PathBuf>,
@@ -73,10 +74,10 @@ pub struct Config {
     /// error), `"nearest"` or `"bilinear"` (upsample the logits to the mask,
     /// as `F.interpolate(..., align_corners=False)`).
     #[serde(default)]
-    pub resize: Option<String>,
+    pub resize: Option<Resize>,
     /// Logits layout on disk: `"chw"` (default, `[C,H,W]`) or `"hwc"`.
     #[serde(default)]
-    pub layout: Option<String>,
+    pub layout: Option<Layout>,
     /// Array to read from each logits `.npz` (`np.savez(f, logits=...)` →
     /// `"logits"`); unset: the archive must hold exactly one array.
     #[serde(default)]
@@ -100,13 +101,66 @@ pub const MAX_BOOTSTRAP: u32 = 100_000;
 /// Largest `image_topk` (2^24 pixels: a 4096×4096 image).
 pub const MAX_TOPK: u32 = 1 << 24;
 
-/// Label conventions of the public benchmarks: (name, anomaly, ignore, source).
-pub const PRESETS: [(&str, &[u16], &[u16], &str); 4] = [
-    ("streethazards", &[13], &[], "Hendrycks et al. 2022, CAOS StreetHazards: anomaly class 13, no void"),
-    ("smiyc", &[1], &[255], "Chan et al. 2021, SegmentMeIfYouCan: 0 normal, 1 anomaly, 255 void"),
-    ("fishyscapes", &[1], &[255], "Blum et al. 2021, Fishyscapes: 0 normal, 1 anomaly, 255 void"),
-    ("lostandfound", &[1], &[255], "Pinggera et al. 2016 as packaged by Fishyscapes: 0 normal, 1 anomaly, 255 void"),
+/// A benchmark's label convention (`preset = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Streethazards,
+    Smiyc,
+    Fishyscapes,
+    Lostandfound,
+}
+
+/// Label conventions of the public benchmarks: (preset, anomaly, ignore, source).
+pub const PRESETS: [(Preset, &[u16], &[u16], &str); 4] = [
+    (Preset::Streethazards, &[13], &[], "Hendrycks et al. 2022, CAOS StreetHazards: anomaly class 13, no void"),
+    (Preset::Smiyc, &[1], &[255], "Chan et al. 2021, SegmentMeIfYouCan: 0 normal, 1 anomaly, 255 void"),
+    (Preset::Fishyscapes, &[1], &[255], "Blum et al. 2021, Fishyscapes: 0 normal, 1 anomaly, 255 void"),
+    (Preset::Lostandfound, &[1], &[255], "Pinggera et al. 2016 as packaged by Fishyscapes: 0 normal, 1 anomaly, 255 void"),
 ];
+
+impl Preset {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Streethazards => "streethazards",
+            Preset::Smiyc => "smiyc",
+            Preset::Fishyscapes => "fishyscapes",
+            Preset::Lostandfound => "lostandfound",
+        }
+    }
+    /// (anomaly values, void values).
+    pub fn labels(self) -> (&'static [u16], &'static [u16]) {
+        let p = PRESETS.iter().find(|p| p.0 == self).expect("every preset is listed");
+        (p.1, p.2)
+    }
+}
+
+/// How logits are laid out on disk (`layout = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `[C, H, W]`, class-major (PyTorch).
+    #[default]
+    Chw,
+    /// `[H, W, C]`, channel-last (TensorFlow, a `permute` before saving).
+    Hwc,
+}
+
+/// A dataset bench generates when its folder is missing (`synthetic = "demo"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synthetic {
+    Demo,
+}
+
+impl Synthetic {
+    pub fn name(self) -> &'static str {
+        match self {
+            Synthetic::Demo => "demo",
+        }
+    }
+}
 
 /// One entry of `[[datasets]]`: a dataset folder and the input conventions
 /// that differ per dataset (each falls back to the top-level key).
@@ -118,17 +172,17 @@ pub struct DatasetCfg {
     /// Dataset folder (SPEC §3).
     pub path: PathBuf,
     #[serde(default)]
-    pub preset: Option<String>,
+    pub preset: Option<Preset>,
     #[serde(default)]
     pub anomaly: Option<Vec<u16>>,
     #[serde(default)]
     pub ignore: Option<Vec<u16>>,
     #[serde(default)]
-    pub resize: Option<String>,
+    pub resize: Option<Resize>,
     #[serde(default)]
-    pub layout: Option<String>,
+    pub layout: Option<Layout>,
     #[serde(default)]
-    pub synthetic: Option<String>,
+    pub synthetic: Option<Synthetic>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -287,8 +341,15 @@ impl Config {
             let msg = e.message().lines().next().unwrap_or("invalid TOML").to_string();
             match e.span() {
                 Some(sp) => {
-                    let line = text[..sp.start.min(text.len())].lines().count().max(1);
-                    anyhow::anyhow!("line {line}: {msg}")
+                    let start = sp.start.min(text.len());
+                    let line = text[..start].lines().count().max(1);
+                    // the key whose value is wrong, when the error points at a value
+                    let at = &text[text[..start].rfind('\n').map_or(0, |i| i + 1)..];
+                    let key = at.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.contains(['[', ']', '"', ' ']) && !msg.contains(&format!("`{k}`")));
+                    match key {
+                        Some(k) => anyhow::anyhow!("line {line}: `{k}`: {msg}"),
+                        None => anyhow::anyhow!("line {line}: {msg}"),
+                    }
                 }
                 None => anyhow::anyhow!("{msg}"),
             }
@@ -317,14 +378,9 @@ impl Config {
     /// `anomaly` / `ignore` from the explicit keys, else the preset, else
     /// the SPEC defaults.
     fn resolve_labels(&mut self) -> Result<()> {
-        let preset = match &self.preset {
-            None => None,
-            Some(p) => Some(PRESETS.iter().find(|x| x.0 == p).ok_or_else(|| {
-                anyhow::anyhow!("`preset`: unknown {p:?} (known: {})", PRESETS.map(|x| x.0).join(", "))
-            })?),
-        };
-        self.anomaly = self.anomaly_cfg.clone().or(preset.map(|p| p.1.to_vec())).unwrap_or_else(|| vec![1]);
-        self.ignore = self.ignore_cfg.clone().or(preset.map(|p| p.2.to_vec())).unwrap_or_else(|| vec![255]);
+        let preset = self.preset.map(Preset::labels);
+        self.anomaly = self.anomaly_cfg.clone().or(preset.map(|p| p.0.to_vec())).unwrap_or_else(|| vec![1]);
+        self.ignore = self.ignore_cfg.clone().or(preset.map(|p| p.1.to_vec())).unwrap_or_else(|| vec![255]);
         Ok(())
     }
 
@@ -344,13 +400,13 @@ impl Config {
                 c.tag = Some(d.name.clone());
                 if d.preset.is_some() {
                     // a dataset's preset replaces the top-level label keys
-                    (c.preset, c.anomaly_cfg, c.ignore_cfg) = (d.preset.clone(), None, None);
+                    (c.preset, c.anomaly_cfg, c.ignore_cfg) = (d.preset, None, None);
                 }
                 c.anomaly_cfg = d.anomaly.clone().or(c.anomaly_cfg);
                 c.ignore_cfg = d.ignore.clone().or(c.ignore_cfg);
-                c.resize = d.resize.clone().or(c.resize);
-                c.layout = d.layout.clone().or(c.layout);
-                c.synthetic = d.synthetic.clone().or(c.synthetic);
+                c.resize = d.resize.or(c.resize);
+                c.layout = d.layout.or(c.layout);
+                c.synthetic = d.synthetic.or(c.synthetic);
                 c.resolve_labels().with_context(ctx)?;
                 c.validate().with_context(ctx)?;
                 Ok(c)
@@ -420,22 +476,10 @@ impl Config {
                 bail!("`{k}` values are rates in [0, 1], got {v}");
             }
         }
-        crate::data::resize::Resize::parse(self.resize.as_deref())?;
-        if let Some(l) = &self.layout
-            && l != "chw"
-            && l != "hwc"
-        {
-            bail!("`layout` must be \"chw\" or \"hwc\", got {l:?}");
-        }
         self.method.sml.validate()?;
         self.method.heat.validate()?;
         if !["anomaly", "obstacle"].contains(&self.metrics.component_track.as_str()) {
             bail!("`metrics.component_track` must be \"anomaly\" or \"obstacle\", got {:?}", self.metrics.component_track);
-        }
-        if let Some(s) = &self.synthetic
-            && s != "demo"
-        {
-            bail!("`synthetic` must be \"demo\", got {s:?}");
         }
         crate::data::LabelMap::new(self.anomaly.clone(), self.ignore.clone())?;
         Ok(())

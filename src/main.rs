@@ -180,19 +180,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             cmd_eval(&scores, npz_key.as_deref(), &labels, LabelMap::new(anomaly, ignore)?, rule, json)
         }
         Cmd::Table { results, format, no_bold } => {
-            let d = markup::dialect(&format)?;
-            let sets = Results::load_sets(&results)?;
-            if matches!(format.as_str(), "md" | "markdown") {
-                // the same code path as the tables.md that `bench run` writes
-                print!("{}", tables::markdown_sets(&sets, !no_bold));
-                return Ok(0);
-            }
-            for (name, r) in sets {
-                if let Some(n) = name {
-                    print!("{}", d.section(&format!("Dataset `{n}`")));
-                }
-                print!("{}", tables::render_with(&r, d.as_ref(), !no_bold));
-            }
+            print!("{}", tables::render_sets(&Results::load_sets(&results)?, &format, !no_bold)?);
             Ok(0)
         }
         Cmd::Diff { a, b, tol, metric, json } => {

@@ -928,8 +928,7 @@ fn load_json(dir: PathBuf) -> PyResult<Vec<(Option<String>, String)>> {
 #[pyfunction]
 fn table(results_json: &str, format: &str) -> PyResult<String> {
     let r = bench::report::Results::from_json(results_json).map_err(BErr::from)?;
-    let d = bench::report::markup::dialect(format).map_err(BErr::from)?;
-    Ok(bench::report::tables::render(&r, d.as_ref()))
+    Ok(bench::report::tables::render_sets(&[(None, r)], format, true).map_err(BErr::from)?)
 }
 
 /// Whether a wgpu adapter exists (hardware only unless `software`).

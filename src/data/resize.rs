@@ -14,21 +14,25 @@ use super::{LogitData, Logits};
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `resize` in the config: logits whose H×W differ from the mask are an
+/// error (`none`) or upsampled to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Resize {
+    #[default]
     None,
     Nearest,
     Bilinear,
 }
 
 impl Resize {
-    pub fn parse(s: Option<&str>) -> Result<Resize> {
-        Ok(match s {
-            None | Some("none") => Resize::None,
-            Some("nearest") => Resize::Nearest,
-            Some("bilinear") => Resize::Bilinear,
-            Some(o) => bail!("`resize` must be \"none\", \"nearest\" or \"bilinear\", got {o:?}"),
-        })
+    /// The config spelling (`none`, `nearest`, `bilinear`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Resize::None => "none",
+            Resize::Nearest => "nearest",
+            Resize::Bilinear => "bilinear",
+        }
     }
 }
 

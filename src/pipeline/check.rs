@@ -48,7 +48,7 @@ pub(crate) fn preflight(cfg: &Config, inp: &Inputs, sw: &Sweep, read: &[&Split])
         }
     }
     let mut warnings = pf.finish()?;
-    let presets: Vec<(&str, &[u16], &[u16])> = crate::config::PRESETS.iter().map(|p| (p.0, p.1, p.2)).collect();
+    let presets: Vec<(&str, &[u16], &[u16])> = crate::config::PRESETS.iter().map(|p| (p.0.name(), p.1, p.2)).collect();
     for s in read {
         let hist = label_values(s, &inp.labels)?;
         let mut w = label_warnings(&s.name, &hist, &inp.labels, classes, &presets);

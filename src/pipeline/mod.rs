@@ -155,8 +155,9 @@ pub(crate) fn ensure_synthetic(cfg: &Config) -> Result<()> {
         && !cfg.dataset.exists()
     {
         eprintln!(
-            "notice: {} does not exist; generating the deterministic synthetic '{kind}' dataset there",
-            cfg.dataset.display()
+            "notice: {} does not exist; generating the deterministic synthetic '{}' dataset there",
+            cfg.dataset.display(),
+            kind.name()
         );
         crate::synth::generate(&cfg.dataset, &crate::synth::SynthSpec::demo())?;
     }
@@ -245,8 +246,8 @@ fn resolve<'a>(cfg: &Config, ds: &'a Dataset) -> Result<(Inputs, Sweep<'a>)> {
     let inp = Inputs {
         reader: Reader {
             labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
-            resize: Resize::parse(cfg.resize.as_deref())?,
-            hwc: cfg.layout.as_deref() == Some("hwc"),
+            resize: cfg.resize.unwrap_or_default(),
+            hwc: cfg.layout == Some(crate::config::Layout::Hwc),
             npz_key: cfg.npz_key.clone(),
             sums: Checksums::default(),
         },

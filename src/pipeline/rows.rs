@@ -145,7 +145,7 @@ pub(crate) fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conven
                 feat_models.join(", ")
             )
         }) + &cfg.method.heat.variant(),
-        resize: cfg.resize.clone().unwrap_or_else(|| "none".into()),
+        resize: cfg.resize.unwrap_or_default().name().into(),
         image_score: if cfg.metrics.image_topk > 1 {
             format!("mean of the top {} non-void pixel scores", cfg.metrics.image_topk)
         } else {

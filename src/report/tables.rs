@@ -324,6 +324,24 @@ pub fn markdown(r: &Results, bold: bool) -> String {
     render_with(r, &super::markup::Markdown, bold) + &super::curves::markdown_plots(r)
 }
 
+/// `bench table --format F` of a results folder's sets: Markdown exactly as
+/// the `tables.md` that `bench run` writes, other formats section by section.
+/// (One code path for the CLI and the Python package.)
+pub fn render_sets(sets: &[(Option<String>, Results)], format: &str, bold: bool) -> anyhow::Result<String> {
+    let d = super::markup::dialect(format)?;
+    if matches!(format, "md" | "markdown") {
+        return Ok(markdown_sets(sets, bold));
+    }
+    let mut s = String::new();
+    for (name, r) in sets {
+        if let Some(n) = name {
+            s += &d.section(&format!("Dataset `{n}`"));
+        }
+        s += &render_with(r, d.as_ref(), bold);
+    }
+    Ok(s)
+}
+
 /// `tables.md` of a results folder, as `bench run` writes it and `bench
 /// table` prints it: one dataset's [`markdown`], or for a `[[datasets]]`
 /// sweep every dataset's under its name (name order), plot links pointing
