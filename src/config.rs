@@ -347,7 +347,7 @@ impl Config {
                     let at = &text[text[..start].rfind('\n').map_or(0, |i| i + 1)..];
                     let key = at.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.contains(['[', ']', '"', ' ']) && !msg.contains(&format!("`{k}`")));
                     match key {
-                        Some(k) => anyhow::anyhow!("line {line}: `{k}`: {msg}"),
+                        Some(k) => anyhow::anyhow!("line {line}: {}: {msg}", key_path(text, start, k)),
                         None => anyhow::anyhow!("line {line}: {msg}"),
                     }
                 }
@@ -529,6 +529,33 @@ impl Config {
 
     pub fn output_dir(&self) -> PathBuf {
         self.output.clone().unwrap_or_else(|| PathBuf::from("results")).join(&self.name)
+    }
+}
+
+/// How an error names `key` at byte `at` of the config: `` `key` `` at
+/// the top level, `` `table.key` `` in a `[table]`, and
+/// `` [[datasets]] 'name' `key` `` in an array-of-tables entry.
+fn key_path(text: &str, at: usize, key: &str) -> String {
+    let before = &text[..at];
+    let header = before.lines().rev().map(str::trim).find(|l| l.starts_with('['));
+    match header {
+        Some(h) if h.starts_with("[[") => {
+            let table = h.trim_matches(|c| c == '[' || c == ']').trim();
+            // the entry's `name`, before or after the error within the entry
+            let start = before.rfind(h).unwrap_or(0);
+            let entry = &text[start..];
+            let end = entry[h.len()..].find("\n[").map_or(entry.len(), |i| i + h.len());
+            let name = entry[..end].lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == "name").then(|| v.trim().trim_matches('"').to_string())
+            });
+            match name {
+                Some(n) => format!("[[{table}]] '{n}' `{key}`"),
+                None => format!("[[{table}]] `{key}`"),
+            }
+        }
+        Some(h) => format!("`{}.{key}`", h.trim_matches(|c| c == '[' || c == ']').trim()),
+        None => format!("`{key}`"),
     }
 }
 
