@@ -9,7 +9,8 @@
 //! TOML forbids a key that is both an array and a table. Options therefore
 //! live under `[method.<id>]`.
 
-use crate::metrics::Fpr95Rule;
+use crate::metrics::conventions::{Average, ConvOverrides, MetricConv, Positive, ScorePrecision};
+use crate::metrics::{AuprRule, Fpr95Rule};
 use crate::scores::Method;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -185,9 +186,31 @@ pub type HeatOpt = crate::scores::HeatPost;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsCfg {
-    /// `first` (SMIYC / Fishyscapes) or `interp` (SML paper).
+    /// A named convention (`sklearn`, `smiyc`, `streethazards`, …; see
+    /// [`crate::metrics::conventions::PRESETS`]); the keys below override it.
     #[serde(default)]
+    pub convention: Option<String>,
+    /// `first` (SMIYC / Fishyscapes), `strict`, `interp`, `nearest`, `thinned`.
+    #[serde(rename = "fpr95", default)]
+    fpr95_cfg: Option<Fpr95Rule>,
+    /// `ap` (step sum, default), `trapezoid`, `trapezoid_reorder`.
+    #[serde(default)]
+    aupr: Option<AuprRule>,
+    /// `pixels` (default) or `images`.
+    #[serde(default)]
+    average: Option<Average>,
+    /// `anomaly` (default) or `normal` (extra AUPR-In / FPR95-In keys).
+    #[serde(default)]
+    positive: Option<Positive>,
+    /// `f32` (default), `f16` or `u16`: scores rounded before every metric.
+    #[serde(default)]
+    score_precision: Option<ScorePrecision>,
+    /// Resolved FPR95 rule (convention, then explicit key).
+    #[serde(skip)]
     pub fpr95: Fpr95Rule,
+    /// Every resolved switch.
+    #[serde(skip)]
+    pub conv: MetricConv,
     /// False-accept-rate budgets; thresholds picked on val, reported on test.
     #[serde(default = "default_far")]
     pub far: Vec<f64>,
@@ -218,7 +241,55 @@ fn default_track() -> String {
 }
 impl Default for MetricsCfg {
     fn default() -> Self {
-        MetricsCfg { fpr95: Fpr95Rule::First, far: default_far(), frr: default_frr(), bootstrap: 0, bootstrap_seed: 0, image_topk: 0, regions: false, component_track: default_track() }
+        MetricsCfg {
+            convention: None,
+            fpr95_cfg: None,
+            aupr: None,
+            average: None,
+            positive: None,
+            score_precision: None,
+            fpr95: Fpr95Rule::First,
+            conv: MetricConv::default(),
+            far: default_far(),
+            frr: default_frr(),
+            bootstrap: 0,
+            bootstrap_seed: 0,
+            image_topk: 0,
+            regions: false,
+            component_track: default_track(),
+        }
+    }
+}
+
+impl MetricsCfg {
+    /// The switches as written (convention name and explicit keys).
+    pub fn overrides(&self) -> ConvOverrides {
+        ConvOverrides {
+            convention: self.convention.clone(),
+            fpr95: self.fpr95_cfg,
+            aupr: self.aupr,
+            average: self.average,
+            positive: self.positive,
+            score_precision: self.score_precision,
+        }
+    }
+
+    /// Resolve convention + keys into `conv` / `fpr95`. Switches that
+    /// `bench run` does not compute yet are errors naming the key.
+    fn resolve(&mut self) -> Result<()> {
+        self.conv = self.overrides().resolve().context("`metrics.convention`")?;
+        self.fpr95 = self.conv.fpr95;
+        let from = |k: &str| match &self.convention {
+            Some(c) => format!("`metrics.{k}` (from convention \"{c}\")"),
+            None => format!("`metrics.{k}`"),
+        };
+        if self.conv.average == Average::Images {
+            bail!("{} = \"images\" is not implemented in `bench run` yet: evaluate saved score maps with `bench eval --average images`, or set `average = \"pixels\"`", from("average"));
+        }
+        if self.conv.positive == Positive::Normal {
+            bail!("{} = \"normal\" is not implemented in `bench run` yet: use `bench eval --positive normal`, or set `positive = \"anomaly\"`", from("positive"));
+        }
+        Ok(())
     }
 }
 fn default_far() -> Vec<f64> {
@@ -255,6 +326,7 @@ impl Config {
             (false, false) => bail!("`dataset` and [[datasets]] cannot both be given"),
             _ => {}
         }
+        cfg.metrics.resolve()?;
         cfg.resolve_labels()?;
         cfg.validate()?;
         let names: Vec<&str> = cfg.datasets.iter().map(|d| d.name.as_str()).collect();

@@ -113,6 +113,8 @@ pub struct Inputs {
     /// Array of each external score-map `.npz` to read.
     pub npz_score_key: Option<String>,
     pub sums: Checksums,
+    /// Rounding of every score map before the metrics (`metrics.score_precision`).
+    pub precision: crate::metrics::conventions::ScorePrecision,
 }
 
 fn load(split: &Split, model: &str, i: usize, inp: &Inputs, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
@@ -195,6 +197,11 @@ fn score_image(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inp
         let (p, v) = e.read(split, model, i, inp.npz_score_key.as_deref(), inp.resize, maps.h, maps.w)?;
         inp.sums.add(&p)?;
         maps.maps.push(v);
+    }
+    if inp.precision != crate::metrics::conventions::ScorePrecision::F32 {
+        for (k, m) in maps.maps.iter_mut().enumerate() {
+            inp.precision.apply(m).with_context(|| format!("`metrics.score_precision`, score map {} of image {i}", k + 1))?;
+        }
     }
     Ok(maps)
 }
@@ -567,7 +574,7 @@ fn image_score(s: &[f32], lab: &[u8], k: usize) -> f32 {
 /// 95 % percentile-bootstrap intervals over resampled images, per method:
 /// replicate r draws n images with replacement from a ChaCha8 stream seeded
 /// by (seed, r); all methods see the same draws (paired).
-fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: u64, rule: crate::metrics::Fpr95Rule) -> Vec<Bootstrap> {
+fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: u64, rule: (crate::metrics::Fpr95Rule, crate::metrics::AuprRule)) -> Vec<Bootstrap> {
     use rand::{RngExt, SeedableRng};
     use rayon::prelude::*;
     let n = cache.len();
@@ -587,7 +594,7 @@ fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: u64,
                         rk.add(&cache[i].0.maps[m], &cache[i].1);
                     }
                     let c = rk.finish().ok()?;
-                    let s = c.summary(rule);
+                    let s = c.summary_with(rule.0, rule.1);
                     Some((s.auroc?, s.aupr?, s.fpr95?))
                 })
                 .collect()
@@ -638,7 +645,7 @@ fn choose_thresholds(c: &Counts, cfg: &Config) -> Vec<(String, Option<f64>, Opti
 
 fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
     let c = &e.counts[mi];
-    let s = c.summary(cfg.metrics.fpr95);
+    let s = cfg.metrics.conv.summary(c);
     let mut warnings = vec![];
     if c.positives == 0 {
         warnings.push(format!("split '{split}' has no anomaly pixels: pixel metrics are undefined"));
@@ -846,6 +853,10 @@ fn classes_of(test: &Split, model: &str, inp: &Inputs) -> Result<usize> {
 fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conventions> {
     Ok(Conventions {
         fpr95: serde_json::to_value(cfg.metrics.fpr95)?.as_str().unwrap_or_default().to_string(),
+        convention: cfg.metrics.convention.clone(),
+        aupr: (cfg.metrics.conv.aupr != crate::metrics::AuprRule::Ap).then(|| cfg.metrics.conv.aupr.name().to_string()),
+        score_precision: (cfg.metrics.conv.score_precision != crate::metrics::conventions::ScorePrecision::F32)
+            .then(|| cfg.metrics.conv.score_precision.name().to_string()),
         positive_when: "score >= threshold".into(),
         pooling: "all non-void pixels of the split pooled; exact (no subsampling, no binning)".into(),
         anomaly_values: cfg.anomaly.clone(),
@@ -951,7 +962,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
     let te = eval_split(cx, test, &mc.id, scorer, &plan, probes, &sopts)?;
     let boots = match (&te.cache, cfg.metrics.bootstrap) {
         (_, 0) => None,
-        (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
+        (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr))),
         (None, _) => {
             let w = format!(
                 "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",
@@ -1003,7 +1014,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
         }
         o.cells.push(c);
         for (t, tc) in te.type_counts[mi].iter().enumerate() {
-            let s = tc.summary(cfg.metrics.fpr95);
+            let s = cfg.metrics.conv.summary(tc);
             let vt = chosen[mi].first().and_then(|x| x.2).map(|o| o.threshold as f32);
             o.failure_rows.push(FailureRow {
                 model: mc.id.clone(),
@@ -1147,6 +1158,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         external: vec![],
         npz_score_key: cfg.npz_score_key.clone(),
         sums: Checksums::default(),
+        precision: cfg.metrics.conv.score_precision,
     };
     ensure_synthetic(cfg)?;
     let ds = Dataset::open(&cfg.dataset)?;

@@ -45,6 +45,9 @@ fn sample() -> Results {
         device: "cpu".into(),
         conventions: Conventions {
             fpr95: "first".into(),
+            convention: None,
+            aupr: None,
+            score_precision: None,
             positive_when: "score >= threshold".into(),
             pooling: "p".into(),
             anomaly_values: vec![1],

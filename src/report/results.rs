@@ -51,8 +51,17 @@ pub struct DriftRow {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Conventions {
-    /// `first` or `interp`.
+    /// `first`, `strict`, `interp`, `nearest` or `thinned`.
     pub fpr95: String,
+    /// The `metrics.convention` preset, when one was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convention: Option<String>,
+    /// `trapezoid` or `trapezoid_reorder`; absent = `ap` (step sum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aupr: Option<String>,
+    /// `f16` or `u16` (scores rounded before every metric); absent = `f32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_precision: Option<String>,
     /// Always `score >= threshold`.
     pub positive_when: String,
     /// Pixels pooled over the whole split; void excluded; no subsampling.
