@@ -115,12 +115,21 @@ pub struct Inputs {
     pub sums: Checksums,
     /// Rounding of every score map before the metrics (`metrics.score_precision`).
     pub precision: crate::metrics::conventions::ScorePrecision,
+    /// Whether any built-in method needs the logits. A sweep of external
+    /// score maps only (`methods = []`) never opens a logits file.
+    pub logits: bool,
 }
 
 fn load(split: &Split, model: &str, i: usize, inp: &Inputs, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
     let (lm, sums, rs) = (&inp.labels, &inp.sums, inp.resize);
     let mask = read_mask(&split.labels[i])?;
     lm.check(&mask, &split.labels[i])?;
+    if !inp.logits {
+        // external maps only: an empty stand-in of the mask's size
+        sums.add(&split.labels[i])?;
+        let none = Logits { c: 0, h: mask.h, w: mask.w, data: crate::data::LogitData::F32(vec![]) };
+        return Ok((none, lm.apply(&mask)));
+    }
     let lp = split.logits_path(model, &split.stems[i])?;
     sums.add(&split.labels[i])?;
     sums.add(&lp)?;
@@ -475,7 +484,7 @@ fn eval_split(
         |st, images| {
             for_each_image(split, model, inp, images, |i, lg, lab| {
                 let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
-                st.add(maps, lab, lg.dtype(), opts).with_context(|| ctx(i))?;
+                st.add(maps, lab, if inp.logits { lg.dtype() } else { "none" }, opts).with_context(|| ctx(i))?;
                 bar.inc(1);
                 Ok(())
             })
@@ -1159,6 +1168,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         npz_score_key: cfg.npz_score_key.clone(),
         sums: Checksums::default(),
         precision: cfg.metrics.conv.score_precision,
+        logits: !cfg.methods.is_empty(),
     };
     ensure_synthetic(cfg)?;
     let ds = Dataset::open(&cfg.dataset)?;
@@ -1184,7 +1194,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     let fit_cal = sw.need_cal && sw.reuse.is_none();
 
     // Fail fast on missing files before any long work.
-    for mc in &cfg.models {
+    for mc in cfg.models.iter().filter(|_| inp.logits) {
         for s in [Some(test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten() {
             s.check_model(&mc.id)?;
         }

@@ -1,0 +1,142 @@
+//! `[metrics]` convention keys in `bench run`, and sweeps of external score
+//! maps only (no logits anywhere).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bench(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bench")).args(args).current_dir(cwd).env("CI", "true").output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const CONFIG: &str = r#"
+name = "demo"
+dataset = "datasets/demo"
+methods = ["max_logit", "msp"]
+device = "cpu"
+
+[[models]]
+id = "deeplab_r50"
+name = "DeepLabV3+ R50"
+"#;
+
+struct Ws {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Ws {
+    fn new() -> Ws {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        let o = bench(&["synth", "--out", "datasets/demo", "--images", "6", "--models", "deeplab_r50:f32:0.6"], &root);
+        assert!(o.status.success(), "{}", stderr(&o));
+        Ws { _t: t, root }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+    fn run(&self, cfg: &str) -> Output {
+        std::fs::write(self.p("sweep.toml"), cfg).unwrap();
+        bench(&["run", "sweep.toml"], &self.root)
+    }
+    fn results(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.p("results/demo/results.json")).unwrap()).unwrap()
+    }
+}
+
+fn with_metrics(extra: &str) -> String {
+    format!("{CONFIG}\n[metrics]\n{extra}\n")
+}
+
+#[test]
+fn metric_switches_reach_the_cells_and_are_recorded() {
+    let ws = Ws::new();
+    let o = ws.run(CONFIG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base = ws.results();
+    assert!(base["conventions"].get("aupr").is_none() && base["conventions"].get("convention").is_none(), "defaults add no keys");
+
+    let o = ws.run(&with_metrics("aupr = \"trapezoid\"\nfpr95 = \"nearest\""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    assert_eq!(r["conventions"]["aupr"], "trapezoid");
+    assert_eq!(r["conventions"]["fpr95"], "nearest");
+    let (a, b) = (&base["cells"][0], &r["cells"][0]);
+    assert_eq!(a["auroc"], b["auroc"]);
+    assert_ne!(a["aupr"], b["aupr"], "trapezoid differs from the step sum");
+    let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(tables.contains("FPR95 rule `nearest`, AUPR `trapezoid`"), "{tables}");
+
+    // a preset, with an explicit key over it
+    let o = ws.run(&with_metrics("convention = \"smiyc\"\nfpr95 = \"interp\""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    assert_eq!(r["conventions"]["convention"], "smiyc");
+    assert_eq!(r["conventions"]["score_precision"], "f16");
+    assert_eq!(r["conventions"]["fpr95"], "interp");
+    let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(tables.contains("scores rounded to `f16`") && tables.contains("(convention `smiyc`)"), "{tables}");
+}
+
+#[test]
+fn switches_bench_run_cannot_compute_are_errors_naming_the_key() {
+    let ws = Ws::new();
+    for (m, needle) in [
+        ("average = \"images\"", "`metrics.average`"),
+        ("convention = \"streethazards\"", "convention \"streethazards\""),
+        ("positive = \"normal\"", "`metrics.positive`"),
+        ("convention = \"nope\"", "nope"),
+        ("fpr95 = \"median\"", "median"),
+    ] {
+        let o = ws.run(&with_metrics(m));
+        assert_eq!(o.status.code(), Some(2), "{m}");
+        let e = stderr(&o);
+        assert!(e.contains(needle) && e.lines().count() == 1, "{m}: {e}");
+    }
+    // u16 on scores outside [0, 1] (max_logit is not a probability)
+    let o = ws.run(&with_metrics("score_precision = \"u16\""));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("score_precision") && stderr(&o).contains("[0, 1]"), "{}", stderr(&o));
+}
+
+#[test]
+fn external_maps_only_need_no_logits() {
+    use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
+    let ws = Ws::new();
+    let o = ws.run(CONFIG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let with_logits = ws.results();
+    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default() };
+    for split in ["calibration", "val", "test"] {
+        let ldir = ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"));
+        if !ldir.is_dir() {
+            continue;
+        }
+        let out = ws.p(&format!("datasets/demo/{split}/scores/ext_ml"));
+        std::fs::create_dir_all(&out).unwrap();
+        for e in std::fs::read_dir(&ldir).unwrap() {
+            let p = e.unwrap().path();
+            let maps = CpuScorer.score(&bench::data::read_logits(&p).unwrap(), &plan).unwrap();
+            bench::data::npy::write_npy_f32(&out.join(p.file_name().unwrap()), &[maps.h as u64, maps.w as u64], &maps.maps[0]).unwrap();
+        }
+        std::fs::remove_dir_all(ws.p(&format!("datasets/demo/{split}/logits"))).unwrap();
+    }
+    let cfg = CONFIG.replace("methods = [\"max_logit\", \"msp\"]", "methods = []\nexternal = [\"ext_ml\"]");
+    let o = ws.run(&cfg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("method");
+        v
+    };
+    let ml: Vec<_> = with_logits["cells"].as_array().unwrap().iter().filter(|c| c["method"] == "max_logit").map(strip).collect();
+    let ext: Vec<_> = r["cells"].as_array().unwrap().iter().map(strip).collect();
+    assert!(!ml.is_empty());
+    assert_eq!(ml, ext, "external max-logit maps without logits give the built-in cells");
+    assert_eq!(r["models"][0]["dtype"], "none");
+}
