@@ -283,8 +283,8 @@ impl MetricsCfg {
             Some(c) => format!("`metrics.{k}` (from convention \"{c}\")"),
             None => format!("`metrics.{k}`"),
         };
-        if self.conv.average == Average::Images {
-            bail!("{} = \"images\" is not implemented in `bench run` yet: evaluate saved score maps with `bench eval --average images`, or set `average = \"pixels\"`", from("average"));
+        if self.conv.average == Average::Images && self.bootstrap > 0 {
+            bail!("{} = \"images\" with `metrics.bootstrap` is not implemented (the intervals are of pooled pixels)", from("average"));
         }
         if self.conv.positive == Positive::Normal {
             bail!("{} = \"normal\" is not implemented in `bench run` yet: use `bench eval --positive normal`, or set `positive = \"anomaly\"`", from("positive"));

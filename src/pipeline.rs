@@ -234,6 +234,9 @@ struct SplitEval {
     void: u64,
     images: u64,
     dtype: String,
+    /// Per method (`average = "images"`): mean AUROC / AUPR / FPR95 / F1
+    /// over images with both classes, images averaged, images skipped.
+    image_means: Vec<Option<([Option<f64>; 4], u64, u64)>>,
 }
 
 /// Pass 1 over a split: positives, probe thresholds, image scores. Every
@@ -255,6 +258,13 @@ struct Pass1 {
     /// The score maps, while they fit [`SCORE_CACHE_BYTES`].
     cache: Option<Vec<(ScoreMaps, Vec<u8>)>>,
     cached_bytes: u64,
+    /// `average = "images"`: per method, each image's AUROC / AUPR /
+    /// FPR95 / F1 (images with both classes), in image order, and the
+    /// number of images skipped. Four numbers per image: bounded.
+    #[serde(default)]
+    per_image: Vec<Vec<[Option<f64>; 4]>>,
+    #[serde(default)]
+    per_image_skipped: Vec<u64>,
 }
 
 impl Pass1 {
@@ -272,6 +282,8 @@ impl Pass1 {
             dtype: None,
             cache: Some(vec![]),
             cached_bytes: 0,
+            per_image: if opts.per_image.is_some() { vec![vec![]; nm] } else { vec![] },
+            per_image_skipped: if opts.per_image.is_some() { vec![0; nm] } else { vec![] },
         }
     }
 
@@ -302,6 +314,16 @@ impl Pass1 {
             }
             self.normal[m].add(s, &lab);
             self.probes[m].add(s, &lab);
+            if let Some(conv) = &opts.per_image {
+                // one image's exact statistic, summarised and dropped
+                let c = counts_of(s, &lab);
+                if c.defined() {
+                    let sm = conv.summary(&c);
+                    self.per_image[m].push([sm.auroc, sm.aupr, sm.fpr95, sm.f1]);
+                } else {
+                    self.per_image_skipped[m] += 1;
+                }
+            }
             if valid {
                 self.image_scores[m].push(image_score(s, &lab, opts.topk));
             }
@@ -332,6 +354,8 @@ impl Pass1 {
             dtype: self.dtype.clone(),
             cache: if maps { self.cache.clone() } else { None },
             cached_bytes: self.cached_bytes,
+            per_image: self.per_image.clone(),
+            per_image_skipped: self.per_image_skipped.clone(),
         }
     }
 
@@ -365,6 +389,13 @@ impl Pass1 {
             a.extend(b);
         }
         self.image_labels.extend(o.image_labels);
+        ensure!(o.per_image.len() == self.per_image.len(), "merging pass states with and without per-image metrics");
+        for (a, b) in self.per_image.iter_mut().zip(o.per_image) {
+            a.extend(b);
+        }
+        for (a, b) in self.per_image_skipped.iter_mut().zip(o.per_image_skipped) {
+            *a += b;
+        }
         self.void += o.void;
         if o.dtype.is_some() {
             self.dtype = o.dtype;
@@ -492,7 +523,19 @@ fn eval_split(
         |st| st.shipped(opts.ship_maps),
         |st, d| st.absorb(d),
     )?;
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, per_image, per_image_skipped, .. } = p1;
+    let image_means = (0..nm)
+        .map(|m| {
+            opts.per_image.as_ref()?;
+            let v = &per_image[m];
+            let mut out = [None; 4];
+            for (k, o) in out.iter_mut().enumerate() {
+                let col: Option<Vec<f64>> = v.iter().map(|x| x[k]).collect();
+                *o = col.filter(|c| !c.is_empty()).map(|c| crate::metrics::conventions::np_mean(&c));
+            }
+            Some((out, v.len() as u64, per_image_skipped[m]))
+        })
+        .collect();
 
     // pass 2: rank every negative among the positives
     let mut p2 = Pass2 {
@@ -547,6 +590,7 @@ fn eval_split(
         void,
         images: n as u64,
         dtype: dtype.unwrap_or_else(|| "float32".into()),
+        image_means,
     })
 }
 
@@ -563,6 +607,8 @@ struct SplitOpts {
     /// Shards ship their score maps with the pass-1 state (the bootstrap
     /// needs them; elsewhere they only spare a re-scoring, not worth a file).
     ship_maps: bool,
+    /// `average = "images"`: the rules of the per-image metrics.
+    per_image: Option<crate::metrics::conventions::MetricConv>,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.
@@ -663,6 +709,17 @@ fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: 
         warnings.push(format!("split '{split}' has no in-distribution pixels: pixel metrics are undefined"));
     }
     let img = counts_of(&e.image_scores[mi], &e.image_labels);
+    let mut s = s;
+    let mut per_image = None;
+    if let Some(([auroc, aupr, fpr95, f1], n, skipped)) = e.image_means[mi] {
+        // average = "images": the headline numbers are image means; no
+        // single threshold attains a mean F1
+        s = crate::metrics::Summary { auroc, aupr, fpr95, f1, threshold: None };
+        per_image = Some(crate::report::results::ImageAverage { averaged: n, skipped });
+        if skipped > 0 {
+            warnings.push(format!("average = images: {skipped} image(s) of split '{split}' without both classes skipped, {n} averaged"));
+        }
+    }
     Cell {
         model: model.into(),
         method: m.id().into(),
@@ -690,6 +747,7 @@ fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: 
         regions: e.regions,
         components: None,
         bootstrap: None,
+        per_image,
         warnings,
     }
 }
@@ -866,6 +924,7 @@ fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conventions> {
         aupr: (cfg.metrics.conv.aupr != crate::metrics::AuprRule::Ap).then(|| cfg.metrics.conv.aupr.name().to_string()),
         score_precision: (cfg.metrics.conv.score_precision != crate::metrics::conventions::ScorePrecision::F32)
             .then(|| cfg.metrics.conv.score_precision.name().to_string()),
+        average: (cfg.metrics.conv.average == crate::metrics::conventions::Average::Images).then(|| "images".to_string()),
         positive_when: "score >= threshold".into(),
         pooling: "all non-void pixels of the split pooled; exact (no subsampling, no binning)".into(),
         anomaly_values: cfg.anomaly.clone(),
@@ -953,6 +1012,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
         types: cfg.anomaly.len(),
         topk: cfg.metrics.image_topk as usize,
         ship_maps: false,
+        per_image: (cfg.metrics.conv.average == crate::metrics::conventions::Average::Images).then_some(cfg.metrics.conv),
     };
     let val_eval = match val {
         Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),

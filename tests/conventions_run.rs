@@ -86,8 +86,8 @@ fn metric_switches_reach_the_cells_and_are_recorded() {
 fn switches_bench_run_cannot_compute_are_errors_naming_the_key() {
     let ws = Ws::new();
     for (m, needle) in [
-        ("average = \"images\"", "`metrics.average`"),
-        ("convention = \"streethazards\"", "convention \"streethazards\""),
+        ("average = \"images\"\nbootstrap = 10", "`metrics.average`"),
+        ("convention = \"pytorch-ood\"", "convention \"pytorch-ood\""),
         ("positive = \"normal\"", "`metrics.positive`"),
         ("convention = \"nope\"", "nope"),
         ("fpr95 = \"median\"", "median"),
@@ -139,4 +139,50 @@ fn external_maps_only_need_no_logits() {
     assert!(!ml.is_empty());
     assert_eq!(ml, ext, "external max-logit maps without logits give the built-in cells");
     assert_eq!(r["models"][0]["dtype"], "none");
+}
+
+/// Write `<split>/scores/<dir>/<stem>.npy` = the CPU max-logit maps.
+fn dump_max_logit(ws: &Ws, split: &str, dir: &str) -> PathBuf {
+    use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
+    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default() };
+    let out = ws.p(&format!("datasets/demo/{split}/scores/{dir}"));
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"))).unwrap() {
+        let p = e.unwrap().path();
+        let maps = CpuScorer.score(&bench::data::read_logits(&p).unwrap(), &plan).unwrap();
+        bench::data::npy::write_npy_f32(&out.join(p.file_name().unwrap()), &[maps.h as u64, maps.w as u64], &maps.maps[0]).unwrap();
+    }
+    out
+}
+
+#[test]
+fn per_image_average_in_run_equals_eval() {
+    let ws = Ws::new();
+    let o = ws.run(&with_metrics("convention = \"streethazards\""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    assert_eq!(r["conventions"]["average"], "images");
+    assert_eq!(r["conventions"]["fpr95"], "nearest");
+    let cell = r["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone();
+    assert!(cell["threshold"].is_null(), "no single threshold attains a mean F1");
+    let scores = dump_max_logit(&ws, "test", "ml_dump");
+    let o = bench(
+        &["eval", "--convention", "streethazards", "--json", "--scores", scores.to_str().unwrap(), "--labels", ws.p("datasets/demo/test/labels").to_str().unwrap()],
+        &ws.root,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["auroc", "aupr", "fpr95", "f1"] {
+        assert_eq!(cell[k], e[k], "{k}: bench run and bench eval disagree");
+    }
+    assert_eq!(cell["per_image"]["averaged"], e["images_averaged"]);
+    assert_eq!(cell["per_image"]["skipped"], e["images_skipped"]);
+    let pooled = {
+        let o = ws.run(CONFIG);
+        assert!(o.status.success());
+        ws.results()["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone()
+    };
+    assert_ne!(pooled["aupr"], cell["aupr"], "per-image means differ from pooled pixels");
+    let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(!tables.contains("per-image"), "default footer unchanged");
 }

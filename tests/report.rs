@@ -33,6 +33,7 @@ fn cell(model: &str, method: &str, split: &str, auroc: Option<f64>, leakage: boo
         regions: 0,
         components: None,
         bootstrap: None,
+        per_image: None,
         warnings: vec![],
     }
 }
@@ -48,6 +49,7 @@ fn sample() -> Results {
             convention: None,
             aupr: None,
             score_precision: None,
+            average: None,
             positive_when: "score >= threshold".into(),
             pooling: "p".into(),
             anomaly_values: vec![1],

@@ -62,6 +62,9 @@ pub struct Conventions {
     /// `f16` or `u16` (scores rounded before every metric); absent = `f32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_precision: Option<String>,
+    /// `images` (per-image metrics averaged); absent = pooled pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average: Option<String>,
     /// Always `score >= threshold`.
     pub positive_when: String,
     /// Pixels pooled over the whole split; void excluded; no subsampling.
@@ -134,7 +137,20 @@ pub struct Cell {
     pub components: Option<Components>,
     /// 95 % percentile-bootstrap intervals (resampling images), when enabled.
     pub bootstrap: Option<Bootstrap>,
+    /// `metrics.average = "images"`: auroc / aupr / fpr95 / f1 above are
+    /// means over `averaged` images; absent when pixels are pooled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_image: Option<ImageAverage>,
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageAverage {
+    /// Images with both classes, averaged.
+    pub averaged: u64,
+    /// Images without both classes, left out.
+    pub skipped: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -62,6 +62,9 @@ fn switches_note(c: &super::results::Conventions) -> String {
     if let Some(p) = &c.score_precision {
         s += &format!(", scores rounded to `{p}` before the metrics");
     }
+    if c.average.is_some() {
+        s += ", mean of per-image metrics over images with both classes";
+    }
     if let Some(n) = &c.convention {
         s += &format!(" (convention `{n}`)");
     }
