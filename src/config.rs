@@ -235,6 +235,10 @@ pub struct MetricsCfg {
     /// "obstacle" (50 / 10).
     #[serde(default = "default_track")]
     pub component_track: String,
+    /// Also write `conventions.md`: the test cells under every convention
+    /// preset (two extra passes over the test split).
+    #[serde(default)]
+    pub all_conventions: bool,
 }
 fn default_track() -> String {
     "anomaly".into()
@@ -257,6 +261,7 @@ impl Default for MetricsCfg {
             image_topk: 0,
             regions: false,
             component_track: default_track(),
+            all_conventions: false,
         }
     }
 }

@@ -418,6 +418,9 @@ fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
     if let Some(c) = &out.calibration {
         files.push(("calibration.json".to_string(), c.clone().into_bytes()));
     }
+    if let Some(c) = &out.conventions_md {
+        files.push(("conventions.md".to_string(), c.clone().into_bytes()));
+    }
     Ok(files)
 }
 
@@ -762,13 +765,23 @@ fn cmd_eval_all(ev: &EvalInputs, json: bool) -> Result<i32> {
     use bench::metrics::conventions::PRESETS;
     let mut rows = vec![];
     for p in PRESETS {
-        rows.push((p, evaluate(ev, &p.conv).with_context(|| format!("convention `{}`", p.name))?));
+        // a u16 row on scores outside [0, 1] is left empty, with the reason
+        let (o, note) = match evaluate(ev, &p.conv) {
+            Ok(o) => (o, String::new()),
+            Err(e) if p.conv.score_precision == ScorePrecision::U16 && format!("{e:#}").contains("needs scores in [0, 1]") => {
+                let o = EvalOut { main: [None; 4], threshold: None, normal: None, positives: 0, negatives: 0, void: 0, per_image: None };
+                (o, format!("{e:#}"))
+            }
+            Err(e) => return Err(e.context(format!("convention `{}`", p.name))),
+        };
+        rows.push((p, o, note));
     }
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(p, o)| {
+            .map(|(p, o, note)| {
                 serde_json::json!({
+                    "note": note,
                     "convention": p.name, "auroc": o.main[0], "aupr": o.main[1], "fpr95": o.main[2], "f1": o.main[3],
                     "aupr_in": o.normal.map(|n| n[0]), "fpr95_in": o.normal.map(|n| n[1]),
                     "images_skipped": o.per_image.map(|x| x.1), "switches": conv_json(&p.conv, Some(p.name)),
@@ -778,22 +791,22 @@ fn cmd_eval_all(ev: &EvalInputs, json: bool) -> Result<i32> {
         println!("{}", serde_json::Value::Array(v));
         return Ok(0);
     }
-    print!("{}", conventions_md(&rows.iter().map(|(p, o)| (*p, o.main, o.normal, o.per_image)).collect::<Vec<_>>()));
+    print!("{}", conventions_md(&rows.iter().map(|(p, o, n)| (*p, o.main, o.normal, o.per_image, n.clone())).collect::<Vec<_>>()));
     Ok(0)
 }
 
-type Row<'a> = (&'a bench::metrics::conventions::Preset, [Option<f64>; 4], Option<[Option<f64>; 2]>, Option<(u64, u64)>);
+type Row<'a> = (&'a bench::metrics::conventions::Preset, [Option<f64>; 4], Option<[Option<f64>; 2]>, Option<(u64, u64)>, String);
 
 /// The side-by-side table of `--all-conventions`.
 fn conventions_md(rows: &[Row]) -> String {
     let p = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{:.5}", 100.0 * x));
     let mut s = String::from(
-        "| convention | AUROC | AUPR | FPR95 | F1 | AUPR-In | FPR95-In | fpr95 | aupr | average | score_precision |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| convention | AUROC | AUPR | FPR95 | F1 | AUPR-In | FPR95-In | fpr95 | aupr | average | score_precision | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (pr, m, n, pi) in rows {
+    for (pr, m, n, pi, note) in rows {
         let c = &pr.conv;
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             pr.name,
             p(m[0]),
             p(m[1]),
@@ -807,7 +820,8 @@ fn conventions_md(rows: &[Row]) -> String {
                 Some((k, sk)) => format!("images ({k} averaged, {sk} skipped)"),
                 None => "pixels".into(),
             },
-            c.score_precision.name()
+            c.score_precision.name(),
+            note
         );
     }
     s += "\nAll numbers in %. Same scores, same pixels; only the metric convention of each code differs (see README, Metric conventions). ";

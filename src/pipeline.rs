@@ -51,6 +51,8 @@ pub struct RunOutput {
     /// `calibration.json` (when SML or HEAT ran): the full fitted statistics
     /// per model, reusable with the `calibration` config key.
     pub calibration: Option<String>,
+    /// `conventions.md` (`metrics.all_conventions`).
+    pub conventions_md: Option<String>,
 }
 
 /// The scorer for a device choice, and `cpu` / `gpu`.
@@ -194,6 +196,17 @@ fn for_each_image(
 /// Score maps of image `i`: the built-in methods computed from its logits,
 /// then the outside methods' precomputed maps read at the mask's size.
 fn score_image(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inputs, split: &Split, model: &str, i: usize) -> Result<ScoreMaps> {
+    let mut maps = score_image_raw(scorer, lg, plan, inp, split, model, i)?;
+    if inp.precision != crate::metrics::conventions::ScorePrecision::F32 {
+        for (k, m) in maps.maps.iter_mut().enumerate() {
+            inp.precision.apply(m).with_context(|| format!("`metrics.score_precision`, score map {} of image {i}", k + 1))?;
+        }
+    }
+    Ok(maps)
+}
+
+/// [`score_image`] before `metrics.score_precision` rounding.
+fn score_image_raw(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inputs, split: &Split, model: &str, i: usize) -> Result<ScoreMaps> {
     // HEAT fitted on per-pixel features reads this image's features.
     let uses_features = plan.methods.contains(&Method::Heat) && plan.heat().is_some_and(|h| h.features());
     let feat = if uses_features { Some(load_features(split, model, i, lg, inp)?) } else { None };
@@ -207,12 +220,115 @@ fn score_image(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inp
         inp.sums.add(&p)?;
         maps.maps.push(v);
     }
-    if inp.precision != crate::metrics::conventions::ScorePrecision::F32 {
-        for (k, m) in maps.maps.iter_mut().enumerate() {
-            inp.precision.apply(m).with_context(|| format!("`metrics.score_precision`, score map {} of image {i}", k + 1))?;
+    Ok(maps)
+}
+
+/// One row of `conventions.md`: AUROC, AUPR, FPR95, F1 and a note.
+type ConvRow = ([Option<f64>; 4], String);
+
+/// `metrics.all_conventions`: per method, the split's metrics under every
+/// preset of [`crate::metrics::conventions::PRESETS`], from the raw scores
+/// (two extra passes; the pooled statistic once per score precision, the
+/// per-image presets one image at a time). Anomaly-positive numbers only.
+fn convention_rows(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &ScorePlan, nm: usize) -> Result<Vec<Vec<ConvRow>>> {
+    use crate::metrics::conventions::{Average, ImageMean, PRESETS, ScorePrecision};
+    if !matches!(cx.exec, Exec::Local) {
+        bail!("`metrics.all_conventions` is not implemented for sharded runs yet (run without --shard, or use `bench eval --all-conventions` on saved score maps)");
+    }
+    let precs = [ScorePrecision::F32, ScorePrecision::F16, ScorePrecision::U16];
+    let pi = |p: ScorePrecision| precs.iter().position(|&q| q == p).unwrap_or(0);
+    let inp = cx.inp;
+    let ctx = |i: usize| format!("{}/{} [{}] (all_conventions)", split.name, split.stems[i], model);
+    let mut pcs: Vec<Vec<PositiveCollector>> = (0..3).map(|_| (0..nm).map(|_| PositiveCollector::new()).collect()).collect();
+    // u16 needs scores in [0, 1]: a method outside it gets no bravo row
+    let mut bad: Vec<Vec<Option<String>>> = vec![vec![None; nm]; 3];
+    let mut means: Vec<Vec<ImageMean>> = PRESETS.iter().map(|_| (0..nm).map(|_| ImageMean::default()).collect()).collect();
+    let round = |p: ScorePrecision, s: &[f32]| -> Result<Vec<f32>> {
+        let mut v = s.to_vec();
+        p.apply(&mut v)?;
+        Ok(v)
+    };
+    for_each_image(split, model, inp, 0..split.stems.len(), |i, lg, lab| {
+        let maps = score_image_raw(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
+        for (m, s) in maps.maps.iter().enumerate() {
+            for (k, &p) in precs.iter().enumerate() {
+                if bad[k][m].is_some() {
+                    continue;
+                }
+                match round(p, s) {
+                    Ok(v) => pcs[k][m].add(&v, &lab, None),
+                    Err(e) => bad[k][m] = Some(e.to_string()),
+                }
+            }
+            for (j, pr) in PRESETS.iter().enumerate() {
+                if pr.conv.average == Average::Images && bad[pi(pr.conv.score_precision)][m].is_none() {
+                    let v = round(pr.conv.score_precision, s)?;
+                    means[j][m].add(&counts_of(&v, &lab), &pr.conv);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let mut rankers: Vec<Vec<Ranker>> = pcs.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect();
+    for_each_image(split, model, inp, 0..split.stems.len(), |i, lg, lab| {
+        let maps = score_image_raw(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
+        for (m, s) in maps.maps.iter().enumerate() {
+            for (k, &p) in precs.iter().enumerate() {
+                if bad[k][m].is_none() {
+                    rankers[k][m].add(&round(p, s)?, &lab);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let mut counts: Vec<Vec<Counts>> = vec![];
+    for v in rankers {
+        counts.push(v.into_iter().map(|r| r.finish()).collect::<Result<Vec<_>>>()?);
+    }
+    let mut out = vec![vec![]; nm];
+    for (m, rows) in out.iter_mut().enumerate() {
+        for (j, pr) in PRESETS.iter().enumerate() {
+            let k = pi(pr.conv.score_precision);
+            rows.push(if let Some(e) = &bad[k][m] {
+                ([None; 4], e.clone())
+            } else if pr.conv.average == Average::Images {
+                let im = &means[j][m];
+                (im.mean(), format!("mean over {} images ({} skipped)", im.images(), im.skipped))
+            } else {
+                let s = pr.conv.summary(&counts[k][m]);
+                ([s.auroc, s.aupr, s.fpr95, s.f1], String::new())
+            });
         }
     }
-    Ok(maps)
+    Ok(out)
+}
+
+/// `conventions.md`: per (model, method), one row per preset.
+fn conventions_markdown(cfg: &Config, rows: &[(String, String, Vec<ConvRow>)]) -> String {
+    use crate::metrics::conventions::PRESETS;
+    let p = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{:.4}", 100.0 * x));
+    let mut s = format!(
+        "# Metric conventions: `{}`, split `test`\n\nThe same scores and pixels under each code's metric convention (README, Metric conventions): AUROC / AUPR / FPR95 / F1 in %, anomaly positive (AUPR-In / FPR95-In: `bench eval --positive normal`). Exact curves; SMIYC's 768-bin approximation is not reproduced.\n",
+        cfg.name
+    );
+    for (model, method, r) in rows {
+        s += &format!("\n## {model} — {method}\n\n| convention | AUROC | AUPR | FPR95 | F1 | fpr95 | aupr | precision | note |\n|---|---|---|---|---|---|---|---|---|\n");
+        for (pr, (v, note)) in PRESETS.iter().zip(r) {
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                pr.name,
+                p(v[0]),
+                p(v[1]),
+                p(v[2]),
+                p(v[3]),
+                pr.conv.fpr95.name(),
+                pr.conv.aupr.name(),
+                pr.conv.score_precision.name(),
+                note
+            );
+        }
+    }
+    s
 }
 
 /// What one split yields for one model: per method, the exact statistic,
@@ -1029,6 +1145,12 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
     }
     sopts.ship_maps = cfg.metrics.bootstrap > 0;
     let te = eval_split(cx, test, &mc.id, scorer, &plan, probes, &sopts)?;
+    if cfg.metrics.all_conventions {
+        let rows = convention_rows(cx, test, &mc.id, scorer, &plan, cols.len())?;
+        for (m, r) in cols.iter().zip(rows) {
+            o.conv_rows.push((mc.name.clone(), m.display().to_string(), r));
+        }
+    }
     let boots = match (&te.cache, cfg.metrics.bootstrap) {
         (_, 0) => None,
         (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr))),
@@ -1155,6 +1277,8 @@ struct ModelOut {
     cal_file: Option<ModelCalibration>,
     /// HEAT read per-pixel features.
     features: bool,
+    /// `metrics.all_conventions`: (model, method display name, rows).
+    conv_rows: Vec<(String, String, Vec<ConvRow>)>,
 }
 
 /// What `run_exec` produced: the results, or (shards, merges before the
@@ -1305,7 +1429,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     let mut warnings = Vec::new();
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let (mut drift_rows, mut drift_hists, mut failure_rows, mut curves) = (vec![], vec![], vec![], vec![]);
-    let (mut cal_file, mut feat_models) = (vec![], vec![]);
+    let (mut cal_file, mut feat_models, mut conv_rows) = (vec![], vec![], vec![]);
     for m in outs {
         cal_file.extend(m.cal_file);
         if m.features {
@@ -1320,6 +1444,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         drift_hists.extend(m.drift_hists);
         failure_rows.extend(m.failure_rows);
         curves.extend(m.curves);
+        conv_rows.extend(m.conv_rows);
     }
     let device = exec.device_kind(device_kind);
     let results = Results {
@@ -1369,7 +1494,8 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     });
     let drift = serde_json::json!({ "format": "bench-drift/1", "cells": drift_hists });
     let calibration = if sw.need_cal { Some(CalibrationFile::new(cal_file).to_json()?) } else { None };
-    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration })))
+    let conventions_md = cfg.metrics.all_conventions.then(|| conventions_markdown(cfg, &conv_rows));
+    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration, conventions_md })))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -186,3 +186,49 @@ fn per_image_average_in_run_equals_eval() {
     let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
     assert!(!tables.contains("per-image"), "default footer unchanged");
 }
+
+#[test]
+fn all_conventions_writes_a_stable_conventions_md_equal_to_eval() {
+    let ws = Ws::new();
+    let o = ws.run(CONFIG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!ws.p("results/demo/conventions.md").exists(), "off by default");
+    let cfg = with_metrics("all_conventions = true");
+    std::fs::write(ws.p("sweep.toml"), &cfg).unwrap();
+    let run = |threads: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_bench")).args(["run", "sweep.toml"]).current_dir(&ws.root).env("RAYON_NUM_THREADS", threads).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(ws.p("results/demo/conventions.md")).unwrap()
+    };
+    let (a, b) = (run("1"), run("2"));
+    assert_eq!(a, b, "conventions.md is byte-stable");
+    let r = ws.results();
+    let cell = r["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone();
+    let sec = a.split("\n## ").find(|s| s.starts_with("DeepLabV3+ R50 — Simple Max Logits")).unwrap_or_else(|| panic!("{a}"));
+    let row = |name: &str| sec.lines().find(|l| l.starts_with(&format!("| {name} |"))).unwrap_or_else(|| panic!("{name}: {sec}")).to_string();
+    let cols = |l: &str| l.split('|').map(|x| x.trim().to_string()).collect::<Vec<_>>();
+    let sk = cols(&row("sklearn"));
+    assert_eq!(sk[2], format!("{:.4}", 100.0 * cell["auroc"].as_f64().unwrap()));
+    assert_eq!(sk[3], format!("{:.4}", 100.0 * cell["aupr"].as_f64().unwrap()));
+    assert!(row("bravo").contains("[0, 1]"), "max_logit is no probability: {}", row("bravo"));
+    // the same rows as bench eval --all-conventions on the dumped maps
+    let scores = dump_max_logit(&ws, "test", "ml_dump");
+    let o = bench(
+        &["eval", "--all-conventions", "--json", "--scores", scores.to_str().unwrap(), "--labels", ws.p("datasets/demo/test/labels").to_str().unwrap()],
+        &ws.root,
+    );
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+    let mut compared = 0;
+    for x in e.as_array().unwrap() {
+        let name = x["convention"].as_str().unwrap();
+        if name == "bravo" {
+            continue;
+        }
+        let c = cols(&row(name));
+        for (k, key) in ["auroc", "aupr", "fpr95", "f1"].iter().enumerate() {
+            assert_eq!(c[2 + k], format!("{:.4}", 100.0 * x[key].as_f64().unwrap()), "{name} {key}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 36);
+}
