@@ -521,14 +521,14 @@ name = "A"
         assert!(e.contains("duplicate model id 'a'"), "{e}");
         let e = Config::parse(&format!("{MIN}\n[method.msp]\ntemperature = 0\n")).unwrap_err().to_string();
         assert!(e.contains("method.msp.temperature"), "{e}");
-        let e = Config::parse(&format!("external = [\"rba\", \"rba\"]\n{MIN}")).unwrap_err().to_string();
+        let e = Config::parse(&format!("external = [\"rba_m2f\", \"rba_m2f\"]\n{MIN}")).unwrap_err().to_string();
         assert!(e.contains("`external`") && e.contains("twice"), "{e}");
         let e = Config::parse(&format!("external = [\"msp\"]\n{MIN}")).unwrap_err().to_string();
         assert!(e.contains("built-in"), "{e}");
         let e = Config::parse(&format!("external = [\"../x\"]\n{MIN}")).unwrap_err().to_string();
         assert!(e.contains("../x"), "{e}");
-        let c = Config::parse(&format!("external = [\"rba\"]\n{}", MIN.replace("methods = [\"max_logit\", \"msp\"]", "methods = []"))).unwrap();
-        assert_eq!(c.external, ["rba"]);
+        let c = Config::parse(&format!("external = [\"rba_m2f\"]\n{}", MIN.replace("methods = [\"max_logit\", \"msp\"]", "methods = []"))).unwrap();
+        assert_eq!(c.external, ["rba_m2f"]);
         let e = Config::parse(&MIN.replace("dataset = \"datasets/demo\"", "dataset = 3")).unwrap_err().to_string();
         assert!(e.contains("line 3"), "{e}");
     }

@@ -48,7 +48,7 @@ pub const MAX_LOGIT_ARRAY: usize = 256;
 /// Back-compat name of [`MAX_LOGIT_ARRAY`].
 pub const MAX_HEAT_CLASSES: usize = MAX_LOGIT_ARRAY;
 /// Method slots the `Params` tables hold (`array<vec4<u32>, 2>`).
-const MAX_SLOTS: usize = 8;
+const MAX_SLOTS: usize = 12;
 const _: () = assert!(Method::ALL.len() <= MAX_SLOTS);
 
 /// The per-method dispatch of `main`, generated from the [`Method`] table:
@@ -57,7 +57,10 @@ const _: () = assert!(Method::ALL.len() <= MAX_SLOTS);
 /// invocations only.
 fn dispatch_wgsl() -> String {
     let mut out = String::new();
-    for &m in Method::ALL {
+    // HEAT overwrites the private logit array with W z: it runs last, after
+    // every other method that reads the logits.
+    let order = Method::ALL.iter().filter(|&&m| m != Method::Heat).chain(Method::ALL.iter().filter(|&&m| m == Method::Heat));
+    for &m in order {
         let sp = m.spec();
         let slot = m.slot();
         let gate = if sp.needs.logits {
@@ -496,7 +499,7 @@ impl GpuContext {
 // Scorer
 // ---------------------------------------------------------------------------
 
-/// Uniform block of `scores.wgsl` (`struct Params`, 176 bytes).
+/// Uniform block of `scores.wgsl` (`struct Params`, 224 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -527,7 +530,7 @@ struct Params {
     feat_dim: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Params>() == 176);
+const _: () = assert!(std::mem::size_of::<Params>() == 224);
 
 fn split(x: f64) -> (f32, f32) {
     let hi = x as f32;
