@@ -1284,13 +1284,18 @@ mod tests {
             assert_eq!(src.matches(&call).count(), 1, "{}", m.id());
             assert!(src.contains(&format!("scores[out_row({}u) * n + i]", m.slot())));
         }
-        // WGSL layout of Params: 8 u32, three array<vec4, 2>, one vec4, 8 scalars
+        // WGSL layout of Params: 8 u32, three array<vec4, 3>, one vec4, 8 scalars
         assert_eq!(std::mem::offset_of!(Params, rows), 32);
-        assert_eq!(std::mem::offset_of!(Params, ti), 64);
-        assert_eq!(std::mem::offset_of!(Params, t), 96);
-        assert_eq!(std::mem::offset_of!(Params, inv_t), 128);
-        assert_eq!(std::mem::offset_of!(Params, el_mean_hi), 144);
-        assert_eq!(std::mem::size_of::<Params>(), 176);
+        assert_eq!(std::mem::offset_of!(Params, ti), 80);
+        assert_eq!(std::mem::offset_of!(Params, t), 128);
+        assert_eq!(std::mem::offset_of!(Params, inv_t), 176);
+        assert_eq!(std::mem::offset_of!(Params, el_mean_hi), 192);
+        assert_eq!(std::mem::size_of::<Params>(), 224);
+        // HEAT overwrites the logit array: its block comes after every other
+        let heat = src.find("let v_heat").unwrap();
+        for id in ["margin", "gen", "rba"] {
+            assert!(src.find(&format!("let v_{id}")).unwrap() < heat, "{id} after heat");
+        }
     }
 
     #[test]
