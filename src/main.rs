@@ -90,9 +90,18 @@ enum Cmd {
         /// SMIYC's binned pixel metric (`smiyc`): not implemented yet.
         #[arg(long)]
         binning: Option<String>,
-        /// Component metrics and AUPRO: not implemented in `bench eval` yet (use `bench run` with `metrics.regions`).
+        /// Also AUPRO and SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1).
         #[arg(long)]
         regions: bool,
+        /// AUPRO's FPR limit (with --regions).
+        #[arg(long, default_value_t = 0.3)]
+        aupro_fpr: f64,
+        /// Component binarisation threshold `score ≥ t` (e.g. chosen on val). Default: the evaluated split's own best-F1 threshold, flagged as leakage. `smiyc` (its binned best-F1, `>`) is not implemented.
+        #[arg(long, allow_hyphen_values = true)]
+        component_threshold: Option<String>,
+        /// SMIYC size filters: anomaly (500 / 100 px) or obstacle (50 / 10 px).
+        #[arg(long, default_value = "anomaly")]
+        component_track: String,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -206,20 +215,42 @@ fn real_main(cli: Cli) -> Result<i32> {
             allow_missing,
             binning,
             regions,
+            aupro_fpr,
+            component_threshold,
+            component_track,
             json,
         } => {
             if let Some(b) = binning {
                 bail!("--binning {b:?}: SMIYC's binned pixel metric is not implemented yet (bench computes the exact curve only)");
             }
-            if regions {
-                bail!("--regions: component metrics and AUPRO are not implemented in `bench eval` yet (use `bench run` with `[metrics] regions = true`)");
-            }
+            let regions = if regions {
+                ensure!(aupro_fpr > 0.0 && aupro_fpr <= 1.0, "--aupro-fpr must be in (0, 1], got {aupro_fpr}");
+                ensure!(
+                    ["anomaly", "obstacle"].contains(&component_track.as_str()),
+                    "--component-track must be `anomaly` or `obstacle`, got {component_track:?}"
+                );
+                let t = match component_threshold.as_deref() {
+                    None => None,
+                    Some("smiyc") => bail!("--component-threshold smiyc: SMIYC's binned best-F1 threshold is not implemented (SMIYC binning is not); pass a number"),
+                    Some(x) => Some(x.parse::<f32>().ok().filter(|t| t.is_finite()).with_context(|| format!("--component-threshold: {x:?} is not a finite number"))?),
+                };
+                Some(RegionArgs { fpr: aupro_fpr, threshold: t, obstacle: component_track == "obstacle" })
+            } else {
+                ensure!(component_threshold.is_none(), "--component-threshold needs --regions");
+                None
+            };
             let ignore = parse_ignore(&ignore)?;
             let ov = ConvOverrides { convention, fpr95, aupr, average, positive, score_precision };
             let conv = ov.resolve().context("--convention")?;
             let lm = LabelMap::new(anomaly, ignore)?;
             let ev = EvalInputs::new(&scores, npz_key.as_deref(), &labels, lm, allow_missing)?;
-            if all_conventions { cmd_eval_all(&ev, json) } else { cmd_eval(&ev, &conv, ov.convention.as_deref(), json) }
+            if all_conventions {
+                ensure!(regions.is_none(), "--regions cannot be combined with --all-conventions");
+                cmd_eval_all(&ev, json)
+            } else {
+                ensure!(regions.is_none() || conv.average == Average::Pixels, "--regions with average = images is not implemented");
+                cmd_eval(&ev, &conv, ov.convention.as_deref(), regions.as_ref(), json)
+            }
         }
         Cmd::Table { results, format } => {
             let d = markup::dialect(&format)?;
@@ -570,7 +601,11 @@ impl<'a> EvalInputs<'a> {
         Ok(EvalInputs { pairs, npz_key, lm, missing })
     }
 
-    fn load(&self, (sp, lp): &(PathBuf, PathBuf), precision: ScorePrecision) -> Result<(Vec<f32>, Vec<u8>)> {
+    fn load(&self, pair: &(PathBuf, PathBuf), precision: ScorePrecision) -> Result<(Vec<f32>, Vec<u8>)> {
+        self.load_hw(pair, precision).map(|x| (x.2, x.3))
+    }
+
+    fn load_hw(&self, (sp, lp): &(PathBuf, PathBuf), precision: ScorePrecision) -> Result<(usize, usize, Vec<f32>, Vec<u8>)> {
         let (s, m) = rayon::join(|| read_score_map_key(sp, self.npz_key), || read_mask(lp));
         let ((h, w, mut sc), m) = (s?, m?);
         if (h, w) != (m.h, m.w) {
@@ -578,8 +613,61 @@ impl<'a> EvalInputs<'a> {
         }
         self.lm.check(&m, lp)?;
         precision.apply(&mut sc).with_context(|| format!("{}", sp.display()))?;
-        Ok((sc, self.lm.apply(&m)))
+        Ok((h, w, sc, self.lm.apply(&m)))
     }
+}
+
+/// `bench eval --regions`.
+struct RegionArgs {
+    fpr: f64,
+    threshold: Option<f32>,
+    obstacle: bool,
+}
+
+/// AUPRO (exact, the weighted two-pass engine) and SMIYC component metrics
+/// at a given threshold or at the split's own best-F1 threshold (leakage).
+fn eval_regions(ev: &EvalInputs, conv: &MetricConv, ra: &RegionArgs, best_f1_threshold: Option<f64>) -> Result<serde_json::Value> {
+    use bench::metrics::region::{ComponentConfig, ComponentStats, aupro, component_metrics, region_weights};
+    let prec = conv.score_precision;
+    let mut pc = PositiveCollector::new();
+    let mut regions = 0u64;
+    for p in &ev.pairs {
+        let (h, w, sc, lab) = ev.load_hw(p, prec)?;
+        let rw = region_weights(&lab, h, w).with_context(|| format!("{}", p.1.display()))?;
+        regions += rw.regions as u64;
+        pc.add_weighted(&sc, &lab, &rw.weights);
+    }
+    let mut r = pc.finish();
+    for p in &ev.pairs {
+        let (sc, lab) = ev.load(p, prec)?;
+        r.add(&sc, &lab);
+    }
+    let wc = r.finish_weighted()?;
+    let au = aupro(&wc.counts, &wc.tp_weight, regions, ra.fpr);
+    let (t, source) = match (ra.threshold, best_f1_threshold) {
+        (Some(t), _) => (Some(t), "given"),
+        (None, Some(t)) => (Some(t as f32), "best_f1_on_evaluated_split"),
+        (None, None) => (None, "none"),
+    };
+    let comps = match t {
+        Some(t) => {
+            let cfg = if ra.obstacle { ComponentConfig::obstacle_track(t) } else { ComponentConfig::anomaly_track(t) };
+            let mut acc = ComponentStats::new(&cfg.deltas);
+            for p in &ev.pairs {
+                let (h, w, sc, lab) = ev.load_hw(p, prec)?;
+                component_metrics(&sc, &lab, h, w, &cfg, &mut acc).with_context(|| format!("{}", p.0.display()))?;
+            }
+            let s = acc.summary();
+            serde_json::json!({
+                "threshold": t, "threshold_source": source, "leakage": ra.threshold.is_none(),
+                "track": if ra.obstacle { "obstacle" } else { "anomaly" }, "positive_when": "score >= threshold",
+                "siou": s.siou_gt, "ppv": s.ppv, "mean_f1": s.mean_f1,
+                "gt_components": s.gt_components, "pred_components": s.pred_components,
+            })
+        }
+        None => serde_json::Value::Null,
+    };
+    Ok(serde_json::json!({ "aupro": au, "aupro_fpr_limit": ra.fpr, "regions": regions, "components": comps }))
 }
 
 /// In-distribution pixels as the positives, scored by the negated score.
@@ -700,8 +788,12 @@ fn conv_json(conv: &MetricConv, name: Option<&str>) -> serde_json::Value {
     })
 }
 
-fn cmd_eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, json: bool) -> Result<i32> {
+fn cmd_eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, regions: Option<&RegionArgs>, json: bool) -> Result<i32> {
     let o = evaluate(ev, conv)?;
+    let reg = match regions {
+        Some(ra) => Some(eval_regions(ev, conv, ra, o.threshold)?),
+        None => None,
+    };
     if o.positives == 0 || o.negatives == 0 {
         eprintln!("warning: no anomaly or no in-distribution pixels: metrics are undefined (null)");
     }
@@ -731,6 +823,14 @@ fn cmd_eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, json: bool) 
     if ev.missing > 0 {
         m.insert("missing_score_maps".into(), ev.missing.into());
     }
+    if let Some(r) = &reg {
+        for (k, v) in r.as_object().expect("object") {
+            m.insert(k.clone(), v.clone());
+        }
+        if r["components"]["leakage"] == true {
+            eprintln!("warning: --regions: components binarised at the evaluated split's own best-F1 threshold (leakage); pass --component-threshold from another split");
+        }
+    }
     if json {
         println!("{obj}");
     } else {
@@ -751,6 +851,21 @@ fn cmd_eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, json: bool) 
         }
         if let Some((n, skipped)) = o.per_image {
             println!("average = images: mean over {n} images with both classes ({skipped} skipped)");
+        }
+        if let Some(r) = &reg {
+            let c = &r["components"];
+            println!(
+                "AUPRO (FPR ≤ {}) {} | {} regions | sIoU {} | PPV {} | mean F1 {} (%) at threshold {} ({}{})",
+                r["aupro_fpr_limit"],
+                p(r["aupro"].as_f64()),
+                r["regions"],
+                p(c["siou"].as_f64()),
+                p(c["ppv"].as_f64()),
+                p(c["mean_f1"].as_f64()),
+                c["threshold"],
+                c["threshold_source"].as_str().unwrap_or("none"),
+                if c["leakage"] == true { ", leakage" } else { "" }
+            );
         }
         if *conv != MetricConv::default() || name.is_some() {
             println!("conventions: {}{}", name.map_or(String::new(), |n| format!("`{n}`: ")), conv.describe());

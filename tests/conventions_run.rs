@@ -232,3 +232,39 @@ fn all_conventions_writes_a_stable_conventions_md_equal_to_eval() {
     }
     assert_eq!(compared, 36);
 }
+
+#[test]
+fn eval_regions_equal_the_run_cells() {
+    let ws = Ws::new();
+    let o = ws.run(&with_metrics("regions = true\ncomponent_track = \"obstacle\""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    let cell = r["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone();
+    assert!(cell["aupro"].is_number(), "{cell}");
+    let scores = dump_max_logit(&ws, "test", "ml_dump");
+    let labels = ws.p("datasets/demo/test/labels");
+    let eval = |extra: &[&str]| {
+        let mut a = vec!["eval", "--json", "--regions", "--component-track", "obstacle", "--scores", scores.to_str().unwrap(), "--labels", labels.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        let o = bench(&a, &ws.root);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(), stderr(&o))
+    };
+    // the val threshold of bench run, given explicitly: no leakage
+    let t = cell["components"]["threshold"].as_f64().unwrap();
+    let (e, err) = eval(&["--component-threshold", &format!("{}", t as f32)]);
+    assert_eq!(e["aupro"], cell["aupro"]);
+    assert_eq!(e["regions"], cell["regions"]);
+    for k in ["siou", "ppv", "mean_f1"] {
+        assert_eq!(e["components"][k], cell["components"][k], "{k}");
+    }
+    assert_eq!(e["components"]["leakage"], false);
+    assert!(!err.contains("leakage"), "{err}");
+    // default threshold: the split's own best F1, flagged
+    let (e, err) = eval(&[]);
+    assert_eq!(e["components"]["leakage"], true);
+    assert_eq!(e["components"]["threshold"].as_f64(), e["threshold"].as_f64());
+    assert!(err.contains("leakage"), "{err}");
+    let (e, _) = eval(&["--aupro-fpr", "1.0"]);
+    assert_ne!(e["aupro"], cell["aupro"], "the FPR limit is a parameter");
+}
