@@ -186,6 +186,9 @@ impl Method {
                 return Ok(m);
             }
         }
+        if id == "kl_matching" {
+            bail!("method 'kl_matching' (KL matching, Hendrycks et al. 2022) is not implemented yet");
+        }
         bail!(
             "unknown method '{id}' (known: {})",
             Method::ALL.iter().map(|m| m.id()).collect::<Vec<_>>().join(", ")
