@@ -291,9 +291,6 @@ impl MetricsCfg {
         if self.conv.average == Average::Images && self.bootstrap > 0 {
             bail!("{} = \"images\" with `metrics.bootstrap` is not implemented (the intervals are of pooled pixels)", from("average"));
         }
-        if self.conv.positive == Positive::Normal {
-            bail!("{} = \"normal\" is not implemented in `bench run` yet: use `bench eval --positive normal`, or set `positive = \"anomaly\"`", from("positive"));
-        }
         Ok(())
     }
 }

@@ -670,19 +670,7 @@ fn eval_regions(ev: &EvalInputs, conv: &MetricConv, ra: &RegionArgs, best_f1_thr
     Ok(serde_json::json!({ "aupro": au, "aupro_fpr_limit": ra.fpr, "regions": regions, "components": comps }))
 }
 
-/// In-distribution pixels as the positives, scored by the negated score.
-fn swap_classes(sc: &[f32], lab: &[u8]) -> (Vec<f32>, Vec<u8>) {
-    let s = sc.iter().map(|&x| -x).collect();
-    let l = lab
-        .iter()
-        .map(|&l| match l {
-            label::VOID => label::VOID,
-            label::NORMAL => 1,
-            _ => label::NORMAL,
-        })
-        .collect();
-    (s, l)
-}
+use bench::metrics::conventions::swap_classes;
 
 /// What `bench eval` reports under one convention.
 struct EvalOut {

@@ -352,7 +352,10 @@ struct SplitEval {
     dtype: String,
     /// Per method (`average = "images"`): mean AUROC / AUPR / FPR95 / F1
     /// over images with both classes, images averaged, images skipped.
-    image_means: Vec<Option<([Option<f64>; 4], u64, u64)>>,
+    image_means: Vec<Option<([Option<f64>; 6], u64, u64)>>,
+    /// Per method (`positive = "normal"`): the statistic with normal pixels
+    /// positive and the score negated.
+    counts_in: Vec<Option<Counts>>,
 }
 
 /// Pass 1 over a split: positives, probe thresholds, image scores. Every
@@ -378,9 +381,13 @@ struct Pass1 {
     /// FPR95 / F1 (images with both classes), in image order, and the
     /// number of images skipped. Four numbers per image: bounded.
     #[serde(default)]
-    per_image: Vec<Vec<[Option<f64>; 4]>>,
+    per_image: Vec<Vec<[Option<f64>; 6]>>,
     #[serde(default)]
     per_image_skipped: Vec<u64>,
+    /// `positive = "normal"`: per method, the normal pixels' keys (the
+    /// positives of the swapped statistic). Empty otherwise.
+    #[serde(default)]
+    pos_in: Vec<PositiveCollector>,
 }
 
 impl Pass1 {
@@ -400,6 +407,7 @@ impl Pass1 {
             cached_bytes: 0,
             per_image: if opts.per_image.is_some() { vec![vec![]; nm] } else { vec![] },
             per_image_skipped: if opts.per_image.is_some() { vec![0; nm] } else { vec![] },
+            pos_in: if opts.normal_positive { (0..nm).map(|_| PositiveCollector::new()).collect() } else { vec![] },
         }
     }
 
@@ -430,12 +438,23 @@ impl Pass1 {
             }
             self.normal[m].add(s, &lab);
             self.probes[m].add(s, &lab);
+            let swapped = opts.normal_positive.then(|| crate::metrics::conventions::swap_classes(s, &lab));
+            if let Some((s2, l2)) = &swapped {
+                self.pos_in[m].add(s2, l2, None);
+            }
             if let Some(conv) = &opts.per_image {
                 // one image's exact statistic, summarised and dropped
                 let c = counts_of(s, &lab);
                 if c.defined() {
                     let sm = conv.summary(&c);
-                    self.per_image[m].push([sm.auroc, sm.aupr, sm.fpr95, sm.f1]);
+                    let (ai, fi) = match &swapped {
+                        Some((s2, l2)) => {
+                            let ci = counts_of(s2, l2);
+                            (ci.aupr(conv.aupr), ci.fpr_at_tpr(0.95, conv.fpr95))
+                        }
+                        None => (None, None),
+                    };
+                    self.per_image[m].push([sm.auroc, sm.aupr, sm.fpr95, sm.f1, ai, fi]);
                 } else {
                     self.per_image_skipped[m] += 1;
                 }
@@ -472,6 +491,7 @@ impl Pass1 {
             cached_bytes: self.cached_bytes,
             per_image: self.per_image.clone(),
             per_image_skipped: self.per_image_skipped.clone(),
+            pos_in: self.pos_in.clone(),
         }
     }
 
@@ -512,6 +532,10 @@ impl Pass1 {
         for (a, b) in self.per_image_skipped.iter_mut().zip(o.per_image_skipped) {
             *a += b;
         }
+        ensure!(o.pos_in.len() == self.pos_in.len(), "merging pass states with and without normal-positive statistics");
+        for (a, b) in self.pos_in.iter_mut().zip(o.pos_in) {
+            a.absorb(b)?;
+        }
         self.void += o.void;
         if o.dtype.is_some() {
             self.dtype = o.dtype;
@@ -534,6 +558,8 @@ struct Pass2 {
     rankers: Vec<Ranker>,
     trankers: Vec<Vec<Ranker>>,
     refiners: Vec<Refiner>,
+    /// `positive = "normal"`: the swapped statistic (empty otherwise).
+    rankers_in: Vec<Ranker>,
 }
 
 /// What a shard ships of [`Pass2`]: integer counts only.
@@ -542,6 +568,8 @@ struct Pass2Tally {
     rankers: Vec<Tally>,
     trankers: Vec<Vec<Tally>>,
     refiners: Vec<Vec<Vec<u64>>>,
+    #[serde(default)]
+    rankers_in: Vec<Tally>,
 }
 
 impl Pass2 {
@@ -552,6 +580,10 @@ impl Pass2 {
                 r.add(s, lab);
             }
             self.refiners[m].add(s, lab);
+            if let Some(r) = self.rankers_in.get_mut(m) {
+                let (s2, l2) = crate::metrics::conventions::swap_classes(s, lab);
+                r.add(&s2, &l2);
+            }
         }
     }
 
@@ -560,6 +592,7 @@ impl Pass2 {
             rankers: self.rankers.iter().map(|r| r.tally()).collect(),
             trankers: self.trankers.iter().map(|v| v.iter().map(|r| r.tally()).collect()).collect(),
             refiners: self.refiners.iter().map(|r| r.tally()).collect(),
+            rankers_in: self.rankers_in.iter().map(|r| r.tally()).collect(),
         }
     }
 
@@ -573,6 +606,10 @@ impl Pass2 {
             }
         }
         for (a, b) in self.refiners.iter_mut().zip(&t.refiners) {
+            a.absorb(b)?;
+        }
+        ensure!(t.rankers_in.len() == self.rankers_in.len(), "merging rank counts with and without normal-positive statistics");
+        for (a, b) in self.rankers_in.iter_mut().zip(&t.rankers_in) {
             a.absorb(b)?;
         }
         Ok(())
@@ -639,12 +676,12 @@ fn eval_split(
         |st| st.shipped(opts.ship_maps),
         |st, d| st.absorb(d),
     )?;
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, per_image, per_image_skipped, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, per_image, per_image_skipped, pos_in, .. } = p1;
     let image_means = (0..nm)
         .map(|m| {
             opts.per_image.as_ref()?;
             let v = &per_image[m];
-            let mut out = [None; 4];
+            let mut out = [None; 6];
             for (k, o) in out.iter_mut().enumerate() {
                 let col: Option<Vec<f64>> = v.iter().map(|x| x[k]).collect();
                 *o = col.filter(|c| !c.is_empty()).map(|c| crate::metrics::conventions::np_mean(&c));
@@ -658,6 +695,7 @@ fn eval_split(
         rankers: pos.into_iter().map(|p| p.finish()).collect(),
         trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
         refiners: normal.into_iter().map(|n| n.refine()).collect(),
+        rankers_in: pos_in.into_iter().map(|p| p.finish()).collect(),
     };
     cx.collective(
         &pass(2),
@@ -680,7 +718,12 @@ fn eval_split(
         |st| st.tally(),
         |st, t| st.absorb(t),
     )?;
-    let Pass2 { rankers, trankers, refiners } = p2;
+    let Pass2 { rankers, trankers, refiners, rankers_in } = p2;
+    let counts_in: Vec<Option<Counts>> = if rankers_in.is_empty() {
+        vec![None; nm]
+    } else {
+        rankers_in.into_iter().map(|r| r.finish().map(Some)).collect::<Result<Vec<_>>>()?
+    };
     let drift = refiners.into_iter().map(|r| r.finish()).collect();
     let type_counts = trankers
         .into_iter()
@@ -707,6 +750,7 @@ fn eval_split(
         images: n as u64,
         dtype: dtype.unwrap_or_else(|| "float32".into()),
         image_means,
+        counts_in,
     })
 }
 
@@ -725,6 +769,8 @@ struct SplitOpts {
     ship_maps: bool,
     /// `average = "images"`: the rules of the per-image metrics.
     per_image: Option<crate::metrics::conventions::MetricConv>,
+    /// `positive = "normal"`: also the swapped statistic.
+    normal_positive: bool,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.
@@ -827,7 +873,14 @@ fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: 
     let img = counts_of(&e.image_scores[mi], &e.image_labels);
     let mut s = s;
     let mut per_image = None;
-    if let Some(([auroc, aupr, fpr95, f1], n, skipped)) = e.image_means[mi] {
+    let (mut aupr_in, mut fpr95_in) = match &e.counts_in[mi] {
+        Some(ci) => (ci.aupr(cfg.metrics.conv.aupr), ci.fpr_at_tpr(0.95, cfg.metrics.conv.fpr95)),
+        None => (None, None),
+    };
+    if let Some(([auroc, aupr, fpr95, f1, ai, fi], n, skipped)) = e.image_means[mi] {
+        if e.counts_in[mi].is_some() {
+            (aupr_in, fpr95_in) = (ai, fi);
+        }
         // average = "images": the headline numbers are image means; no
         // single threshold attains a mean F1
         s = crate::metrics::Summary { auroc, aupr, fpr95, f1, threshold: None };
@@ -864,6 +917,8 @@ fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: 
         components: None,
         bootstrap: None,
         per_image,
+        aupr_in,
+        fpr95_in,
         warnings,
     }
 }
@@ -1041,6 +1096,7 @@ fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conventions> {
         score_precision: (cfg.metrics.conv.score_precision != crate::metrics::conventions::ScorePrecision::F32)
             .then(|| cfg.metrics.conv.score_precision.name().to_string()),
         average: (cfg.metrics.conv.average == crate::metrics::conventions::Average::Images).then(|| "images".to_string()),
+        positive: (cfg.metrics.conv.positive == crate::metrics::conventions::Positive::Normal).then(|| "normal".to_string()),
         positive_when: "score >= threshold".into(),
         pooling: "all non-void pixels of the split pooled; exact (no subsampling, no binning)".into(),
         anomaly_values: cfg.anomaly.clone(),
@@ -1129,6 +1185,7 @@ fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &c
         topk: cfg.metrics.image_topk as usize,
         ship_maps: false,
         per_image: (cfg.metrics.conv.average == crate::metrics::conventions::Average::Images).then_some(cfg.metrics.conv),
+        normal_positive: cfg.metrics.conv.positive == crate::metrics::conventions::Positive::Normal,
     };
     let val_eval = match val {
         Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
@@ -1343,6 +1400,9 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
 /// [`run`] as a normal run, one shard's round, or a merge (see `shard`).
 pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) -> Result<RunStatus> {
     let t0 = Instant::now();
+    if cfg.metrics.all_conventions && !matches!(exec, Exec::Local) {
+        bail!("`metrics.all_conventions` is not implemented for sharded runs yet (run without --shard, or use `bench eval --all-conventions` on saved score maps)");
+    }
     let mut inp = Inputs {
         labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
         resize: Resize::parse(cfg.resize.as_deref())?,

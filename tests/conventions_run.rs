@@ -87,8 +87,8 @@ fn switches_bench_run_cannot_compute_are_errors_naming_the_key() {
     let ws = Ws::new();
     for (m, needle) in [
         ("average = \"images\"\nbootstrap = 10", "`metrics.average`"),
-        ("convention = \"pytorch-ood\"", "convention \"pytorch-ood\""),
-        ("positive = \"normal\"", "`metrics.positive`"),
+        ("convention = \"streethazards\"\nbootstrap = 5", "convention \"streethazards\""),
+        ("positive = \"both\"", "both"),
         ("convention = \"nope\"", "nope"),
         ("fpr95 = \"median\"", "median"),
     ] {
@@ -267,4 +267,67 @@ fn eval_regions_equal_the_run_cells() {
     assert!(err.contains("leakage"), "{err}");
     let (e, _) = eval(&["--aupro-fpr", "1.0"]);
     assert_ne!(e["aupro"], cell["aupro"], "the FPR limit is a parameter");
+}
+
+#[test]
+fn normal_positive_presets_in_run_equal_eval() {
+    let ws = Ws::new();
+    let scores = dump_max_logit(&ws, "test", "ml_dump");
+    for preset in ["ood-metrics", "openood", "pytorch-ood-seg"] {
+        let o = ws.run(&with_metrics(&format!("convention = \"{preset}\"")));
+        assert!(o.status.success(), "{preset}: {}", stderr(&o));
+        let r = ws.results();
+        assert_eq!(r["conventions"]["positive"], "normal");
+        let cell = r["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone();
+        let o = bench(
+            &["eval", "--convention", preset, "--json", "--scores", scores.to_str().unwrap(), "--labels", ws.p("datasets/demo/test/labels").to_str().unwrap()],
+            &ws.root,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for k in ["auroc", "aupr", "fpr95", "f1", "aupr_in", "fpr95_in"] {
+            assert!(cell[k].is_number(), "{preset} {k}: {cell}");
+            assert_eq!(cell[k], e[k], "{preset} {k}: bench run and bench eval disagree");
+        }
+    }
+}
+
+#[test]
+fn sharded_convention_runs_equal_the_single_run() {
+    // per-image means and the normal-positive statistic merge exactly
+    let ws = Ws::new();
+    let cfg = with_metrics("convention = \"pytorch-ood-seg\"");
+    let o = ws.run(&cfg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let single = std::fs::read(ws.p("results/demo/results.json")).unwrap();
+    let tables = std::fs::read(ws.p("results/demo/tables.md")).unwrap();
+    let sharded = cfg.replacen("name = \"demo\"", "name = \"demo\"\noutput = \"out2\"", 1);
+    std::fs::write(ws.p("s2.toml"), &sharded).unwrap();
+    let o = bench(&["run", "s2.toml", "--rounds"], &ws.root);
+    let rounds: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    for _ in 0..rounds {
+        for i in 0..2 {
+            let o = bench(&["run", "s2.toml", "--shard", &format!("{i}/2")], &ws.root);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let o = bench(&["merge", "out2/demo"], &ws.root);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(std::fs::read(ws.p("out2/demo/results.json")).unwrap(), single);
+    assert_eq!(std::fs::read(ws.p("out2/demo/tables.md")).unwrap(), tables);
+    // all_conventions is refused when sharded, with a one-line error
+    let s3 = with_metrics("all_conventions = true").replacen("name = \"demo\"", "name = \"demo\"\noutput = \"out3\"", 1);
+    std::fs::write(ws.p("s3.toml"), s3).unwrap();
+    let mut failed = false;
+    for _ in 0..rounds {
+        let o = bench(&["run", "s3.toml", "--shard", "0/2"], &ws.root);
+        if !o.status.success() {
+            assert!(stderr(&o).contains("all_conventions") && stderr(&o).contains("not implemented"), "{}", stderr(&o));
+            failed = true;
+            break;
+        }
+        let _ = bench(&["run", "s3.toml", "--shard", "1/2"], &ws.root);
+        let _ = bench(&["merge", "out3/demo"], &ws.root);
+    }
+    assert!(failed, "a sharded all_conventions run must fail");
 }

@@ -34,6 +34,8 @@ fn cell(model: &str, method: &str, split: &str, auroc: Option<f64>, leakage: boo
         components: None,
         bootstrap: None,
         per_image: None,
+        aupr_in: None,
+        fpr95_in: None,
         warnings: vec![],
     }
 }
@@ -50,6 +52,7 @@ fn sample() -> Results {
             aupr: None,
             score_precision: None,
             average: None,
+            positive: None,
             positive_when: "score >= threshold".into(),
             pooling: "p".into(),
             anomaly_values: vec![1],

@@ -253,6 +253,24 @@ impl ConvOverrides {
     }
 }
 
+/// `positive = "normal"`: in-distribution pixels as the positives (label
+/// 1), anomalies as the negatives (label 0), void kept, scored by the
+/// negated score. Its statistic is exact like the anomaly one, but its
+/// pass 1 keeps a key per normal pixel.
+pub fn swap_classes(scores: &[f32], labels: &[u8]) -> (Vec<f32>, Vec<u8>) {
+    use crate::data::label;
+    let s = scores.iter().map(|&x| -x).collect();
+    let l = labels
+        .iter()
+        .map(|&l| match l {
+            label::VOID => label::VOID,
+            label::NORMAL => 1,
+            _ => label::NORMAL,
+        })
+        .collect();
+    (s, l)
+}
+
 /// Per-image metrics averaged over the images that have both classes
 /// (`np.mean` of the per-image values). Memory: four numbers per image.
 #[derive(Debug, Clone, Default)]

@@ -65,6 +65,9 @@ pub struct Conventions {
     /// `images` (per-image metrics averaged); absent = pooled pixels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average: Option<String>,
+    /// `normal`: cells carry `aupr_in` / `fpr95_in`; absent = anomaly only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive: Option<String>,
     /// Always `score >= threshold`.
     pub positive_when: String,
     /// Pixels pooled over the whole split; void excluded; no subsampling.
@@ -141,6 +144,12 @@ pub struct Cell {
     /// means over `averaged` images; absent when pixels are pooled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_image: Option<ImageAverage>,
+    /// `metrics.positive = "normal"`: AUPR and FPR95 with in-distribution
+    /// pixels positive (negated score); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aupr_in: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpr95_in: Option<f64>,
     pub warnings: Vec<String>,
 }
 
