@@ -154,6 +154,14 @@ pub struct MethodOptions {
     pub heat: HeatOpt,
     #[serde(default)]
     pub max_logit: EmptyOpt,
+    /// `[method.gen]` / `[method.margin]`: parameters are not implemented
+    /// yet (γ = 0.1 over all classes; the logit margin). Accepted only to
+    /// say so (see [`Config::validate`]).
+    #[serde(default)]
+    #[serde(rename = "gen")]
+    pub gen_opt: Option<toml::Table>,
+    #[serde(default)]
+    pub margin: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -235,6 +243,10 @@ pub struct MetricsCfg {
     /// "obstacle" (50 / 10).
     #[serde(default = "default_track")]
     pub component_track: String,
+    /// `"smiyc"` (SMIYC's 768-bin approximation): not implemented, an
+    /// error; bench computes the exact curve.
+    #[serde(default)]
+    binning: Option<String>,
     /// Also write `conventions.md`: the test cells under every convention
     /// preset (two extra passes over the test split).
     #[serde(default)]
@@ -261,6 +273,7 @@ impl Default for MetricsCfg {
             image_topk: 0,
             regions: false,
             component_track: default_track(),
+            binning: None,
             all_conventions: false,
         }
     }
@@ -288,6 +301,9 @@ impl MetricsCfg {
             Some(c) => format!("`metrics.{k}` (from convention \"{c}\")"),
             None => format!("`metrics.{k}`"),
         };
+        if let Some(b) = &self.binning {
+            bail!("`metrics.binning = {b:?}`: SMIYC's binned pixel metric is not implemented (bench computes the exact curve; the `smiyc` convention uses it too)");
+        }
         if self.conv.average == Average::Images && self.bootstrap > 0 {
             bail!("{} = \"images\" with `metrics.bootstrap` is not implemented (the intervals are of pooled pixels)", from("average"));
         }
@@ -447,6 +463,13 @@ impl Config {
             && l != "hwc"
         {
             bail!("`layout` must be \"chw\" or \"hwc\", got {l:?}");
+        }
+        for (k, t) in [("gen", &self.method.gen_opt), ("margin", &self.method.margin)] {
+            if let Some(t) = t
+                && let Some(key) = t.keys().next()
+            {
+                bail!("`method.{k}.{key}`: parameters of `{k}` are not implemented yet (gen: γ = 0.1 over all classes; margin: on logits)");
+            }
         }
         self.method.sml.validate()?;
         self.method.heat.validate()?;

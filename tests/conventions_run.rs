@@ -89,6 +89,7 @@ fn switches_bench_run_cannot_compute_are_errors_naming_the_key() {
         ("average = \"images\"\nbootstrap = 10", "`metrics.average`"),
         ("convention = \"streethazards\"\nbootstrap = 5", "convention \"streethazards\""),
         ("positive = \"both\"", "both"),
+        ("binning = \"smiyc\"", "not implemented"),
         ("convention = \"nope\"", "nope"),
         ("fpr95 = \"median\"", "median"),
     ] {
@@ -97,6 +98,9 @@ fn switches_bench_run_cannot_compute_are_errors_naming_the_key() {
         let e = stderr(&o);
         assert!(e.contains(needle) && e.lines().count() == 1, "{m}: {e}");
     }
+    let o = ws.run(&format!("{CONFIG}\n[method.gen]\ngamma = 0.5\n"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("method.gen.gamma") && stderr(&o).contains("not implemented"), "{}", stderr(&o));
     // u16 on scores outside [0, 1] (max_logit is not a probability)
     let o = ws.run(&with_metrics("score_precision = \"u16\""));
     assert_eq!(o.status.code(), Some(2));
