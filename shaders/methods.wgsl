@@ -91,3 +91,67 @@ fn score_entropy(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
     let s1 = px.s[px.ti];
     return log(s1) - px.xs / s1;
 }
+
+// Margin: −(top-1 − top-2 logit), the second largest counted with
+// multiplicity (a tied maximum gives 0); one class gives 0.
+fn score_margin(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    let nc = select(P.c, NCLS, NCLS > 0u);
+    var second = px.m;
+    var found = false;
+    for (var c = 0u; c < nc; c++) {
+        let v = (*z)[c];
+        if (c != px.arg) {
+            second = select(max(second, v), v, !found);
+            found = true;
+        }
+    }
+    return -(px.m - second);
+}
+
+// Generalized entropy (Liu et al. 2023), γ = 0.1 over all classes:
+// Σ_c p^γ (1 − p)^γ with p = softmax(z) (T = 1). Higher = more anomalous.
+// In log space, so that neither a vanishing p nor the predicted class's
+// 1 − p (= rest / S, rest = Σ of the other classes' exp(z − max)) rounds
+// to 0 before the power: p^γ = exp(γ(z − max − log S)),
+// log rest = (m2 − max) + log Σ_{c≠ĉ} exp(z_c − m2), m2 = the runner-up.
+fn score_gen(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    let nc = select(P.c, NCLS, NCLS > 0u);
+    if (nc < 2u) {
+        return 0.0;
+    }
+    var m2 = px.m;
+    var found = false;
+    for (var c = 0u; c < nc; c++) {
+        if (c != px.arg) {
+            m2 = select(max(m2, (*z)[c]), (*z)[c], !found);
+            found = true;
+        }
+    }
+    var r2 = 0.0;
+    for (var c = 0u; c < nc; c++) {
+        if (c != px.arg) {
+            r2 += exp((*z)[c] - m2);
+        }
+    }
+    let log_rest = (m2 - px.m) + log(r2);
+    let log_s = log(1.0 + exp(log_rest));
+    let g = 0.1;
+    var acc = exp(g * (log_rest - 2.0 * log_s));
+    for (var c = 0u; c < nc; c++) {
+        if (c != px.arg) {
+            let lp = (*z)[c] - px.m - log_s;
+            acc += exp(g * lp) * pow(max(1.0 - exp(lp), 0.0), g);
+        }
+    }
+    return acc;
+}
+
+// Rejected by All (Nayal et al. 2023): −Σ_k tanh(z_k).
+fn score_rba(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    let nc = select(P.c, NCLS, NCLS > 0u);
+    var acc = 0.0;
+    for (var c = 0u; c < nc; c++) {
+        acc += tanh((*z)[c]);
+    }
+    return -acc;
+}

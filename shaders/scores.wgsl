@@ -70,9 +70,9 @@ struct Params {
     off_w: u32,
     off_ctr: u32,
     t1i: u32,      // entry of `s` holding T = 1 (for XS)
-    rows: array<vec4<u32>, 2>,  // output row per method slot
-    ti: array<vec4<u32>, 2>,    // entry of `s` per method slot
-    t: array<vec4<f32>, 2>,     // temperature per method slot
+    rows: array<vec4<u32>, 3>,  // output row per method slot
+    ti: array<vec4<u32>, 3>,    // entry of `s` per method slot
+    t: array<vec4<f32>, 3>,     // temperature per method slot
     inv_t: vec4<f32>,           // 1/T of the distinct temperatures (3 used)
     el_mean_hi: f32,
     el_mean_lo: f32,

@@ -10,7 +10,8 @@
 //! live under `[method.<id>]`.
 
 use crate::data::resize::Resize;
-use crate::metrics::Fpr95Rule;
+use crate::metrics::conventions::{Average, ConvOverrides, MetricConv, Positive, ScorePrecision};
+use crate::metrics::{AuprRule, Fpr95Rule};
 use crate::scores::Method;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -216,6 +217,14 @@ pub struct MethodOptions {
     pub heat: HeatOpt,
     #[serde(default)]
     pub max_logit: EmptyOpt,
+    /// `[method.gen]` / `[method.margin]`: parameters are not implemented
+    /// yet (γ = 0.1 over all classes; the logit margin). Accepted only to
+    /// say so (see [`Config::validate`]).
+    #[serde(default)]
+    #[serde(rename = "gen")]
+    pub gen_opt: Option<toml::Table>,
+    #[serde(default)]
+    pub margin: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -248,9 +257,31 @@ pub type HeatOpt = crate::scores::HeatPost;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsCfg {
-    /// `first` (SMIYC / Fishyscapes) or `interp` (SML paper).
+    /// A named convention (`sklearn`, `smiyc`, `streethazards`, …; see
+    /// [`crate::metrics::conventions::PRESETS`]); the keys below override it.
     #[serde(default)]
+    pub convention: Option<String>,
+    /// `first` (SMIYC / Fishyscapes), `strict`, `interp`, `nearest`, `thinned`.
+    #[serde(rename = "fpr95", default)]
+    fpr95_cfg: Option<Fpr95Rule>,
+    /// `ap` (step sum, default), `trapezoid`, `trapezoid_reorder`.
+    #[serde(default)]
+    aupr: Option<AuprRule>,
+    /// `pixels` (default) or `images`.
+    #[serde(default)]
+    average: Option<Average>,
+    /// `anomaly` (default) or `normal` (extra AUPR-In / FPR95-In keys).
+    #[serde(default)]
+    positive: Option<Positive>,
+    /// `f32` (default), `f16` or `u16`: scores rounded before every metric.
+    #[serde(default)]
+    score_precision: Option<ScorePrecision>,
+    /// Resolved FPR95 rule (convention, then explicit key).
+    #[serde(skip)]
     pub fpr95: Fpr95Rule,
+    /// Every resolved switch.
+    #[serde(skip)]
+    pub conv: MetricConv,
     /// False-accept-rate budgets; thresholds picked on val, reported on test.
     #[serde(default = "default_far")]
     pub far: Vec<f64>,
@@ -275,13 +306,71 @@ pub struct MetricsCfg {
     /// "obstacle" (50 / 10).
     #[serde(default = "default_track")]
     pub component_track: String,
+    /// `"smiyc"` (SMIYC's 768-bin approximation): not implemented, an
+    /// error; bench computes the exact curve.
+    #[serde(default)]
+    binning: Option<String>,
+    /// Also write `conventions.md`: the test cells under every convention
+    /// preset (two extra passes over the test split).
+    #[serde(default)]
+    pub all_conventions: bool,
 }
 fn default_track() -> String {
     "anomaly".into()
 }
 impl Default for MetricsCfg {
     fn default() -> Self {
-        MetricsCfg { fpr95: Fpr95Rule::First, far: default_far(), frr: default_frr(), bootstrap: 0, bootstrap_seed: 0, image_topk: 0, regions: false, component_track: default_track() }
+        MetricsCfg {
+            convention: None,
+            fpr95_cfg: None,
+            aupr: None,
+            average: None,
+            positive: None,
+            score_precision: None,
+            fpr95: Fpr95Rule::First,
+            conv: MetricConv::default(),
+            far: default_far(),
+            frr: default_frr(),
+            bootstrap: 0,
+            bootstrap_seed: 0,
+            image_topk: 0,
+            regions: false,
+            component_track: default_track(),
+            binning: None,
+            all_conventions: false,
+        }
+    }
+}
+
+impl MetricsCfg {
+    /// The switches as written (convention name and explicit keys).
+    pub fn overrides(&self) -> ConvOverrides {
+        ConvOverrides {
+            convention: self.convention.clone(),
+            fpr95: self.fpr95_cfg,
+            aupr: self.aupr,
+            average: self.average,
+            positive: self.positive,
+            score_precision: self.score_precision,
+        }
+    }
+
+    /// Resolve convention + keys into `conv` / `fpr95`. Switches that
+    /// `bench run` does not compute yet are errors naming the key.
+    fn resolve(&mut self) -> Result<()> {
+        self.conv = self.overrides().resolve().context("`metrics.convention`")?;
+        self.fpr95 = self.conv.fpr95;
+        let from = |k: &str| match &self.convention {
+            Some(c) => format!("`metrics.{k}` (from convention \"{c}\")"),
+            None => format!("`metrics.{k}`"),
+        };
+        if let Some(b) = &self.binning {
+            bail!("`metrics.binning = {b:?}`: SMIYC's binned pixel metric is not implemented (bench computes the exact curve; the `smiyc` convention uses it too)");
+        }
+        if self.conv.average == Average::Images && self.bootstrap > 0 {
+            bail!("{} = \"images\" with `metrics.bootstrap` is not implemented (the intervals are of pooled pixels)", from("average"));
+        }
+        Ok(())
     }
 }
 fn default_far() -> Vec<f64> {
@@ -360,6 +449,7 @@ impl Config {
             (false, false) => bail!("`dataset` and [[datasets]] cannot both be given"),
             _ => {}
         }
+        cfg.metrics.resolve()?;
         cfg.resolve_labels()?;
         cfg.validate()?;
         let names: Vec<&str> = cfg.datasets.iter().map(|d| d.name.as_str()).collect();
@@ -474,6 +564,13 @@ impl Config {
         for (k, v) in self.metrics.far.iter().map(|v| ("metrics.far", v)).chain(self.metrics.frr.iter().map(|v| ("metrics.frr", v))) {
             if !(0.0..=1.0).contains(v) {
                 bail!("`{k}` values are rates in [0, 1], got {v}");
+            }
+        }
+        for (k, t) in [("gen", &self.method.gen_opt), ("margin", &self.method.margin)] {
+            if let Some(t) = t
+                && let Some(key) = t.keys().next()
+            {
+                bail!("`method.{k}.{key}`: parameters of `{k}` are not implemented yet (gen: γ = 0.1 over all classes; margin: on logits)");
             }
         }
         self.method.sml.validate()?;
@@ -626,14 +723,14 @@ name = "A"
         assert!(e.contains("duplicate model id 'a'"), "{e}");
         let e = Config::parse(&format!("{MIN}\n[method.msp]\ntemperature = 0\n")).unwrap_err().to_string();
         assert!(e.contains("method.msp.temperature"), "{e}");
-        let e = Config::parse(&format!("external = [\"rba\", \"rba\"]\n{MIN}")).unwrap_err().to_string();
+        let e = Config::parse(&format!("external = [\"rba_m2f\", \"rba_m2f\"]\n{MIN}")).unwrap_err().to_string();
         assert!(e.contains("`external`") && e.contains("twice"), "{e}");
         let e = Config::parse(&format!("external = [\"msp\"]\n{MIN}")).unwrap_err().to_string();
         assert!(e.contains("built-in"), "{e}");
         let e = Config::parse(&format!("external = [\"../x\"]\n{MIN}")).unwrap_err().to_string();
         assert!(e.contains("../x"), "{e}");
-        let c = Config::parse(&format!("external = [\"rba\"]\n{}", MIN.replace("methods = [\"max_logit\", \"msp\"]", "methods = []"))).unwrap();
-        assert_eq!(c.external, ["rba"]);
+        let c = Config::parse(&format!("external = [\"rba_m2f\"]\n{}", MIN.replace("methods = [\"max_logit\", \"msp\"]", "methods = []"))).unwrap();
+        assert_eq!(c.external, ["rba_m2f"]);
         let e = Config::parse(&MIN.replace("dataset = \"datasets/demo\"", "dataset = 3")).unwrap_err().to_string();
         assert!(e.contains("line 3"), "{e}");
     }

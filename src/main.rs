@@ -3,8 +3,9 @@
 use anyhow::{Context, Result, bail, ensure};
 use bench::config::{Config, Device};
 use bench::data::{LabelMap, label, read_mask, read_score_map_key};
-use bench::metrics::{Fpr95Rule, PositiveCollector};
 use bench::data::checksum::sha256_hex;
+use bench::metrics::conventions::{Average, ConvOverrides, MetricConv, Positive, ScorePrecision};
+use bench::metrics::{AuprRule, Fpr95Rule, PositiveCollector};
 use bench::pipeline::{RunOptions, RunOutput, RunStatus, run, run_exec};
 use bench::shard;
 use bench::report::{self, Results, diff, markup, tables};
@@ -60,10 +61,48 @@ enum Cmd {
         labels: PathBuf,
         #[arg(long, value_delimiter = ',', default_value = "1")]
         anomaly: Vec<u16>,
+        /// Void mask values, comma-separated; `none` = no void value.
         #[arg(long, value_delimiter = ',', default_value = "255")]
-        ignore: Vec<u16>,
-        #[arg(long, value_enum, default_value = "first")]
-        fpr95: Fpr95Arg,
+        ignore: Vec<String>,
+        /// A named metric convention (sklearn, smiyc, fishyscapes, streethazards, openood, pytorch-ood, pytorch-ood-seg, ood-metrics, anomalib, bravo); the flags below override it.
+        #[arg(long)]
+        convention: Option<String>,
+        /// How FPR at 95 % TPR is read off the ROC (default: first).
+        #[arg(long, value_enum)]
+        fpr95: Option<Fpr95Rule>,
+        /// AUPR as the step sum (ap, default) or trapezoids.
+        #[arg(long, value_enum)]
+        aupr: Option<AuprRule>,
+        /// Pool pixels (default) or average per-image metrics over images with both classes.
+        #[arg(long, value_enum)]
+        average: Option<Average>,
+        /// `normal` adds AUPR-In and FPR95-In (in-distribution positive) as extra keys.
+        #[arg(long, value_enum)]
+        positive: Option<Positive>,
+        /// Round scores before the metrics: f32 (none), f16, u16 (scores in [0, 1]).
+        #[arg(long, value_enum)]
+        score_precision: Option<ScorePrecision>,
+        /// The same scores under every convention preset, one row each.
+        #[arg(long, conflicts_with_all = ["convention", "fpr95", "aupr", "average", "positive", "score_precision"])]
+        all_conventions: bool,
+        /// Evaluate without masks that have no score map (a warning counts them) instead of failing.
+        #[arg(long)]
+        allow_missing: bool,
+        /// SMIYC's binned pixel metric (`smiyc`): not implemented yet.
+        #[arg(long)]
+        binning: Option<String>,
+        /// Also AUPRO and SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1).
+        #[arg(long)]
+        regions: bool,
+        /// AUPRO's FPR limit (with --regions).
+        #[arg(long, default_value_t = 0.3)]
+        aupro_fpr: f64,
+        /// Component binarisation threshold `score ≥ t` (e.g. chosen on val). Default: the evaluated split's own best-F1 threshold, flagged as leakage. `smiyc` (its binned best-F1, `>`) is not implemented.
+        #[arg(long, allow_hyphen_values = true)]
+        component_threshold: Option<String>,
+        /// SMIYC size filters: anomaly (500 / 100 px) or obstacle (50 / 10 px).
+        #[arg(long, default_value = "anomaly")]
+        component_track: String,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -119,12 +158,6 @@ enum Cmd {
     Devices,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Fpr95Arg {
-    First,
-    Interp,
-}
-
 fn main() {
     // Mesa's implicit Vulkan "device select" layer probes Wayland/X11 to pick
     // a default GPU and prints "error: XDG_RUNTIME_DIR is invalid" on
@@ -172,12 +205,58 @@ fn real_main(cli: Cli) -> Result<i32> {
             cmd_run(&config, device, check, tol, shard)
         }
         Cmd::Merge { results } => cmd_merge(&results),
-        Cmd::Eval { scores, npz_key, labels, anomaly, ignore, fpr95, json } => {
-            let rule = match fpr95 {
-                Fpr95Arg::First => Fpr95Rule::First,
-                Fpr95Arg::Interp => Fpr95Rule::Interp,
+        Cmd::Eval {
+            scores,
+            npz_key,
+            labels,
+            anomaly,
+            ignore,
+            convention,
+            fpr95,
+            aupr,
+            average,
+            positive,
+            score_precision,
+            all_conventions,
+            allow_missing,
+            binning,
+            regions,
+            aupro_fpr,
+            component_threshold,
+            component_track,
+            json,
+        } => {
+            if let Some(b) = binning {
+                bail!("--binning {b:?}: SMIYC's binned pixel metric is not implemented yet (bench computes the exact curve only)");
+            }
+            let regions = if regions {
+                ensure!(aupro_fpr > 0.0 && aupro_fpr <= 1.0, "--aupro-fpr must be in (0, 1], got {aupro_fpr}");
+                ensure!(
+                    ["anomaly", "obstacle"].contains(&component_track.as_str()),
+                    "--component-track must be `anomaly` or `obstacle`, got {component_track:?}"
+                );
+                let t = match component_threshold.as_deref() {
+                    None => None,
+                    Some("smiyc") => bail!("--component-threshold smiyc: SMIYC's binned best-F1 threshold is not implemented (SMIYC binning is not); pass a number"),
+                    Some(x) => Some(x.parse::<f32>().ok().filter(|t| t.is_finite()).with_context(|| format!("--component-threshold: {x:?} is not a finite number"))?),
+                };
+                Some(RegionArgs { fpr: aupro_fpr, threshold: t, obstacle: component_track == "obstacle" })
+            } else {
+                ensure!(component_threshold.is_none(), "--component-threshold needs --regions");
+                None
             };
-            cmd_eval(&scores, npz_key.as_deref(), &labels, LabelMap::new(anomaly, ignore)?, rule, json)
+            let ignore = parse_ignore(&ignore)?;
+            let ov = ConvOverrides { convention, fpr95, aupr, average, positive, score_precision };
+            let conv = ov.resolve().context("--convention")?;
+            let lm = LabelMap::new(anomaly, ignore)?;
+            let ev = EvalInputs::new(&scores, npz_key.as_deref(), &labels, lm, allow_missing)?;
+            if all_conventions {
+                ensure!(regions.is_none(), "--regions cannot be combined with --all-conventions");
+                cmd_eval_all(&ev, json)
+            } else {
+                ensure!(regions.is_none() || conv.average == Average::Pixels, "--regions with average = images is not implemented");
+                cmd_eval(&ev, &conv, ov.convention.as_deref(), regions.as_ref(), json)
+            }
         }
         Cmd::Table { results, format, no_bold } => {
             print!("{}", tables::render_sets(&Results::load_sets(&results)?, &format, !no_bold)?);
@@ -440,79 +519,392 @@ fn list(p: &Path, exts: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     Ok(v)
 }
 
-fn cmd_eval(scores: &Path, npz_key: Option<&str>, labels: &Path, lm: LabelMap, rule: Fpr95Rule, json: bool) -> Result<i32> {
-    let s = list(scores, bench::data::dataset::SCORE_EXTS)?;
-    let pairs: Vec<(PathBuf, PathBuf)> = if scores.is_file() && labels.is_file() {
-        vec![(s[0].1.clone(), labels.to_path_buf())]
-    } else {
-        let l = list(labels, &["png", "npy"])?;
-        let mut pairs = Vec::new();
-        for (stem, sp) in &s {
-            let lp = l
-                .iter()
-                .find(|x| &x.0 == stem)
-                .with_context(|| format!("{}: no mask with stem '{stem}' in {}", sp.display(), labels.display()))?;
-            pairs.push((sp.clone(), lp.1.clone()));
-        }
-        pairs
-    };
-    let load = |(sp, lp): &(PathBuf, PathBuf)| -> Result<(Vec<f32>, Vec<u8>)> {
-        let (s, m) = rayon::join(|| read_score_map_key(sp, npz_key), || read_mask(lp));
-        let ((h, w, sc), m) = (s?, m?);
+/// `--ignore`: mask values, or `none` (also an empty string) for no void value.
+fn parse_ignore(v: &[String]) -> Result<Vec<u16>> {
+    if v.iter().all(|x| x.trim().is_empty() || x.trim().eq_ignore_ascii_case("none")) {
+        return Ok(vec![]);
+    }
+    v.iter()
+        .map(|x| x.trim().parse::<u16>().map_err(|_| anyhow::anyhow!("--ignore: {x:?} is not a mask value (0..=65535) or `none`")))
+        .collect()
+}
+
+/// The (score map, mask) pairs of `bench eval` and how to read them.
+struct EvalInputs<'a> {
+    pairs: Vec<(PathBuf, PathBuf)>,
+    npz_key: Option<&'a str>,
+    lm: LabelMap,
+    /// Masks without a score map, skipped under `--allow-missing`.
+    missing: usize,
+}
+
+impl<'a> EvalInputs<'a> {
+    fn new(scores: &Path, npz_key: Option<&'a str>, labels: &Path, lm: LabelMap, allow_missing: bool) -> Result<Self> {
+        let s = list(scores, bench::data::dataset::SCORE_EXTS)?;
+        let (pairs, missing) = if scores.is_file() && labels.is_file() {
+            (vec![(s[0].1.clone(), labels.to_path_buf())], 0)
+        } else {
+            let l = list(labels, &["png", "npy"])?;
+            let mut pairs = Vec::new();
+            for (stem, sp) in &s {
+                let lp = l
+                    .iter()
+                    .find(|x| &x.0 == stem)
+                    .with_context(|| format!("{}: no mask with stem '{stem}' in {}", sp.display(), labels.display()))?;
+                pairs.push((sp.clone(), lp.1.clone()));
+            }
+            let unscored: Vec<&(String, PathBuf)> = l.iter().filter(|(stem, _)| !s.iter().any(|x| &x.0 == stem)).collect();
+            if let Some((_, first)) = unscored.first() {
+                if !allow_missing {
+                    bail!(
+                        "{}: no score map in {} for {} of {} masks (first: {}); pass --allow-missing to evaluate without them",
+                        labels.display(),
+                        scores.display(),
+                        unscored.len(),
+                        l.len(),
+                        first.display()
+                    );
+                }
+                eprintln!(
+                    "warning: --allow-missing: {} of {} masks have no score map in {} and are not evaluated (first: {})",
+                    unscored.len(),
+                    l.len(),
+                    scores.display(),
+                    first.display()
+                );
+            }
+            (pairs, unscored.len())
+        };
+        Ok(EvalInputs { pairs, npz_key, lm, missing })
+    }
+
+    fn load(&self, pair: &(PathBuf, PathBuf), precision: ScorePrecision) -> Result<(Vec<f32>, Vec<u8>)> {
+        self.load_hw(pair, precision).map(|x| (x.2, x.3))
+    }
+
+    fn load_hw(&self, (sp, lp): &(PathBuf, PathBuf), precision: ScorePrecision) -> Result<(usize, usize, Vec<f32>, Vec<u8>)> {
+        let (s, m) = rayon::join(|| read_score_map_key(sp, self.npz_key), || read_mask(lp));
+        let ((h, w, mut sc), m) = (s?, m?);
         if (h, w) != (m.h, m.w) {
             bail!("{}: score map is {h}×{w} but the mask {} is {}×{}", sp.display(), lp.display(), m.h, m.w);
         }
-        lm.check(&m, lp)?;
-        Ok((sc, lm.apply(&m)))
+        self.lm.check(&m, lp)?;
+        precision.apply(&mut sc).with_context(|| format!("{}", sp.display()))?;
+        Ok((h, w, sc, self.lm.apply(&m)))
+    }
+}
+
+/// `bench eval --regions`.
+struct RegionArgs {
+    fpr: f64,
+    threshold: Option<f32>,
+    obstacle: bool,
+}
+
+/// AUPRO (exact, the weighted two-pass engine) and SMIYC component metrics
+/// at a given threshold or at the split's own best-F1 threshold (leakage).
+fn eval_regions(ev: &EvalInputs, conv: &MetricConv, ra: &RegionArgs, best_f1_threshold: Option<f64>) -> Result<serde_json::Value> {
+    use bench::metrics::region::{ComponentConfig, ComponentStats, aupro, component_metrics, region_weights};
+    let prec = conv.score_precision;
+    let mut pc = PositiveCollector::new();
+    let mut regions = 0u64;
+    for p in &ev.pairs {
+        let (h, w, sc, lab) = ev.load_hw(p, prec)?;
+        let rw = region_weights(&lab, h, w).with_context(|| format!("{}", p.1.display()))?;
+        regions += rw.regions as u64;
+        pc.add_weighted(&sc, &lab, &rw.weights);
+    }
+    let mut r = pc.finish();
+    for p in &ev.pairs {
+        let (sc, lab) = ev.load(p, prec)?;
+        r.add(&sc, &lab);
+    }
+    let wc = r.finish_weighted()?;
+    let au = aupro(&wc.counts, &wc.tp_weight, regions, ra.fpr);
+    let (t, source) = match (ra.threshold, best_f1_threshold) {
+        (Some(t), _) => (Some(t), "given"),
+        (None, Some(t)) => (Some(t as f32), "best_f1_on_evaluated_split"),
+        (None, None) => (None, "none"),
     };
-    // Two passes (positives, then ranks of the negatives): one image is
-    // kept in memory between them, several are streamed twice.
-    let single = if pairs.len() == 1 { Some(load(&pairs[0])?) } else { None };
+    let comps = match t {
+        Some(t) => {
+            let cfg = if ra.obstacle { ComponentConfig::obstacle_track(t) } else { ComponentConfig::anomaly_track(t) };
+            let mut acc = ComponentStats::new(&cfg.deltas);
+            for p in &ev.pairs {
+                let (h, w, sc, lab) = ev.load_hw(p, prec)?;
+                component_metrics(&sc, &lab, h, w, &cfg, &mut acc).with_context(|| format!("{}", p.0.display()))?;
+            }
+            let s = acc.summary();
+            serde_json::json!({
+                "threshold": t, "threshold_source": source, "leakage": ra.threshold.is_none(),
+                "track": if ra.obstacle { "obstacle" } else { "anomaly" }, "positive_when": "score >= threshold",
+                "siou": s.siou_gt, "ppv": s.ppv, "mean_f1": s.mean_f1,
+                "gt_components": s.gt_components, "pred_components": s.pred_components,
+            })
+        }
+        None => serde_json::Value::Null,
+    };
+    Ok(serde_json::json!({ "aupro": au, "aupro_fpr_limit": ra.fpr, "regions": regions, "components": comps }))
+}
+
+use bench::metrics::conventions::swap_classes;
+
+/// What `bench eval` reports under one convention.
+struct EvalOut {
+    /// AUROC, AUPR, FPR95, F1: pooled or image means.
+    main: [Option<f64>; 4],
+    threshold: Option<f64>,
+    /// AUPR-In, FPR95-In (positive = normal).
+    normal: Option<[Option<f64>; 2]>,
+    positives: u64,
+    negatives: u64,
+    void: u64,
+    /// average = images: images averaged, images skipped (one class only).
+    per_image: Option<(u64, u64)>,
+}
+
+/// Metrics of the pairs under `conv`. Pooled: two streaming passes (one
+/// image kept in memory between them when there is only one). Per image:
+/// one pass, one image's statistic at a time.
+fn evaluate(ev: &EvalInputs, conv: &MetricConv) -> Result<EvalOut> {
+    use bench::metrics::conventions::ImageMean;
+    let normal = conv.positive == Positive::Normal;
+    let prec = conv.score_precision;
+    let single = if ev.pairs.len() == 1 { Some(ev.load(&ev.pairs[0], prec)?) } else { None };
     let each = |f: &mut dyn FnMut(&[f32], &[u8])| -> Result<()> {
         match &single {
             Some((sc, lab)) => f(sc, lab),
             None => {
-                for p in &pairs {
-                    let (sc, lab) = load(p)?;
+                for p in &ev.pairs {
+                    let (sc, lab) = ev.load(p, prec)?;
                     f(&sc, &lab);
                 }
             }
         }
         Ok(())
     };
-    let mut pc = PositiveCollector::new();
-    let mut void = 0u64;
+    let (mut void, mut positives, mut negatives) = (0u64, 0u64, 0u64);
+    if conv.average == Average::Images {
+        let (mut out_m, mut in_m) = (ImageMean::default(), ImageMean::default());
+        each(&mut |sc, lab| {
+            void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
+            let c = bench::metrics::counts_of(sc, lab);
+            positives += c.positives;
+            negatives += c.negatives;
+            out_m.add(&c, conv);
+            if normal {
+                let (s2, l2) = swap_classes(sc, lab);
+                in_m.add(&bench::metrics::counts_of(&s2, &l2), conv);
+            }
+        })?;
+        let n = in_m.mean();
+        return Ok(EvalOut {
+            main: out_m.mean(),
+            threshold: None,
+            normal: normal.then_some([n[1], n[2]]),
+            positives,
+            negatives,
+            void,
+            per_image: Some((out_m.images(), out_m.skipped)),
+        });
+    }
+    let (mut pc, mut pc_in) = (PositiveCollector::new(), PositiveCollector::new());
     each(&mut |sc, lab| {
         void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
         pc.add(sc, lab, None);
+        if normal {
+            let (s2, l2) = swap_classes(sc, lab);
+            pc_in.add(&s2, &l2, None);
+        }
     })?;
-    let mut r = pc.finish();
-    each(&mut |sc, lab| r.add(sc, lab))?;
+    let (mut r, mut r_in) = (pc.finish(), normal.then(|| pc_in.finish()));
+    each(&mut |sc, lab| {
+        r.add(sc, lab);
+        if let Some(r_in) = r_in.as_mut() {
+            let (s2, l2) = swap_classes(sc, lab);
+            r_in.add(&s2, &l2);
+        }
+    })?;
     let counts = r.finish()?;
-    let sm = counts.summary(rule);
-    if !counts.defined() {
+    let sm = conv.summary(&counts);
+    let normal = match r_in {
+        Some(r_in) => {
+            let c = r_in.finish()?;
+            Some([c.aupr(conv.aupr), c.fpr_at_tpr(0.95, conv.fpr95)])
+        }
+        None => None,
+    };
+    Ok(EvalOut {
+        main: [sm.auroc, sm.aupr, sm.fpr95, sm.f1],
+        threshold: sm.threshold,
+        normal,
+        positives: counts.positives,
+        negatives: counts.negatives,
+        void,
+        per_image: None,
+    })
+}
+
+fn conv_json(conv: &MetricConv, name: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "convention": name,
+        "fpr95": conv.fpr95, "aupr": conv.aupr, "average": conv.average,
+        "positive": conv.positive, "score_precision": conv.score_precision,
+    })
+}
+
+fn cmd_eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, regions: Option<&RegionArgs>, json: bool) -> Result<i32> {
+    let o = evaluate(ev, conv)?;
+    let reg = match regions {
+        Some(ra) => Some(eval_regions(ev, conv, ra, o.threshold)?),
+        None => None,
+    };
+    if o.positives == 0 || o.negatives == 0 {
         eprintln!("warning: no anomaly or no in-distribution pixels: metrics are undefined (null)");
     }
-    let obj = serde_json::json!({
-        "auroc": sm.auroc, "aupr": sm.aupr, "fpr95": sm.fpr95, "f1": sm.f1, "threshold": sm.threshold,
-        "positives": counts.positives, "negatives": counts.negatives, "void": void,
-        "images": pairs.len(), "fpr95_rule": serde_json::to_value(rule)?,
+    if let Some((n, skipped)) = o.per_image
+        && skipped > 0
+    {
+        eprintln!("warning: average = images: {skipped} image(s) without both classes skipped, {n} averaged");
+    }
+    let [auroc, aupr, fpr95, f1] = o.main;
+    let mut obj = serde_json::json!({
+        "auroc": auroc, "aupr": aupr, "fpr95": fpr95, "f1": f1, "threshold": o.threshold,
+        "positives": o.positives, "negatives": o.negatives, "void": o.void,
+        "images": ev.pairs.len(), "fpr95_rule": conv.fpr95,
     });
+    let m = obj.as_object_mut().expect("object");
+    if name.is_some() || *conv != MetricConv::default() {
+        m.insert("conventions".into(), conv_json(conv, name));
+    }
+    if let Some([ai, fi]) = o.normal {
+        m.insert("aupr_in".into(), serde_json::json!(ai));
+        m.insert("fpr95_in".into(), serde_json::json!(fi));
+    }
+    if let Some((n, skipped)) = o.per_image {
+        m.insert("images_averaged".into(), n.into());
+        m.insert("images_skipped".into(), skipped.into());
+    }
+    if ev.missing > 0 {
+        m.insert("missing_score_maps".into(), ev.missing.into());
+    }
+    if let Some(r) = &reg {
+        for (k, v) in r.as_object().expect("object") {
+            m.insert(k.clone(), v.clone());
+        }
+        if r["components"]["leakage"] == true {
+            eprintln!("warning: --regions: components binarised at the evaluated split's own best-F1 threshold (leakage); pass --component-threshold from another split");
+        }
+    }
     if json {
         println!("{obj}");
     } else {
         let p = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{:.4}", 100.0 * x));
         println!(
             "FPR95 {} | AUROC {} | AUPR {} | F1 {} (%) | threshold {} | {} anomaly / {} normal pixels, {} void",
-            p(sm.fpr95),
-            p(sm.auroc),
-            p(sm.aupr),
-            p(sm.f1),
-            sm.threshold.map_or("n/a".into(), |t| format!("{t}")),
-            counts.positives,
-            counts.negatives,
-            void
+            p(fpr95),
+            p(auroc),
+            p(aupr),
+            p(f1),
+            o.threshold.map_or("n/a".into(), |t| format!("{t}")),
+            o.positives,
+            o.negatives,
+            o.void
         );
+        if let Some([ai, fi]) = o.normal {
+            println!("positive = normal: AUPR-In {} | FPR95-In {} (%)", p(ai), p(fi));
+        }
+        if let Some((n, skipped)) = o.per_image {
+            println!("average = images: mean over {n} images with both classes ({skipped} skipped)");
+        }
+        if let Some(r) = &reg {
+            let c = &r["components"];
+            println!(
+                "AUPRO (FPR ≤ {}) {} | {} regions | sIoU {} | PPV {} | mean F1 {} (%) at threshold {} ({}{})",
+                r["aupro_fpr_limit"],
+                p(r["aupro"].as_f64()),
+                r["regions"],
+                p(c["siou"].as_f64()),
+                p(c["ppv"].as_f64()),
+                p(c["mean_f1"].as_f64()),
+                c["threshold"],
+                c["threshold_source"].as_str().unwrap_or("none"),
+                if c["leakage"] == true { ", leakage" } else { "" }
+            );
+        }
+        if *conv != MetricConv::default() || name.is_some() {
+            println!("conventions: {}{}", name.map_or(String::new(), |n| format!("`{n}`: ")), conv.describe());
+        }
     }
     Ok(0)
+}
+
+/// `--all-conventions`: one row per preset, in preset order. Fixed decimal
+/// formatting and preset order make the output byte-stable.
+fn cmd_eval_all(ev: &EvalInputs, json: bool) -> Result<i32> {
+    use bench::metrics::conventions::PRESETS;
+    let mut rows = vec![];
+    for p in PRESETS {
+        // a u16 row on scores outside [0, 1] is left empty, with the reason
+        let (o, note) = match evaluate(ev, &p.conv) {
+            Ok(o) => (o, String::new()),
+            Err(e) if p.conv.score_precision == ScorePrecision::U16 && format!("{e:#}").contains("needs scores in [0, 1]") => {
+                let o = EvalOut { main: [None; 4], threshold: None, normal: None, positives: 0, negatives: 0, void: 0, per_image: None };
+                (o, format!("{e:#}"))
+            }
+            Err(e) => return Err(e.context(format!("convention `{}`", p.name))),
+        };
+        rows.push((p, o, note));
+    }
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(p, o, note)| {
+                serde_json::json!({
+                    "note": note,
+                    "convention": p.name, "auroc": o.main[0], "aupr": o.main[1], "fpr95": o.main[2], "f1": o.main[3],
+                    "aupr_in": o.normal.map(|n| n[0]), "fpr95_in": o.normal.map(|n| n[1]),
+                    "images_skipped": o.per_image.map(|x| x.1), "switches": conv_json(&p.conv, Some(p.name)),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(0);
+    }
+    print!("{}", conventions_md(&rows.iter().map(|(p, o, n)| (*p, o.main, o.normal, o.per_image, n.clone())).collect::<Vec<_>>()));
+    Ok(0)
+}
+
+type Row<'a> = (&'a bench::metrics::conventions::Preset, [Option<f64>; 4], Option<[Option<f64>; 2]>, Option<(u64, u64)>, String);
+
+/// The side-by-side table of `--all-conventions`.
+fn conventions_md(rows: &[Row]) -> String {
+    let p = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{:.5}", 100.0 * x));
+    let mut s = String::from(
+        "| convention | AUROC | AUPR | FPR95 | F1 | AUPR-In | FPR95-In | fpr95 | aupr | average | score_precision | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (pr, m, n, pi, note) in rows {
+        let c = &pr.conv;
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            pr.name,
+            p(m[0]),
+            p(m[1]),
+            p(m[2]),
+            p(m[3]),
+            n.map_or("".into(), |n| p(n[0])),
+            n.map_or("".into(), |n| p(n[1])),
+            c.fpr95.name(),
+            c.aupr.name(),
+            match pi {
+                Some((k, sk)) => format!("images ({k} averaged, {sk} skipped)"),
+                None => "pixels".into(),
+            },
+            c.score_precision.name(),
+            note
+        );
+    }
+    s += "\nAll numbers in %. Same scores, same pixels; only the metric convention of each code differs (see README, Metric conventions). ";
+    s += "Exact curves everywhere: SMIYC's 768-bin approximation is not reproduced.\n";
+    s
 }

@@ -122,7 +122,7 @@ fn plan(methods: &[Method], cal: &Calibration, t_msp: f64, t_en: f64) -> ScorePl
     }
 }
 
-const ALL: [Method; 6] = [Method::MaxLogit, Method::Msp, Method::Energy, Method::Sml, Method::Heat, Method::Entropy];
+const ALL: [Method; 9] = [Method::MaxLogit, Method::Msp, Method::Energy, Method::Sml, Method::Heat, Method::Entropy, Method::Margin, Method::Gen, Method::Rba];
 
 /// Relative tolerance per method, |gpu − cpu| ≤ tol · max(1, |cpu|): the
 /// brief's 1e-5 for every method, 0 (bit-exact) for max_logit.
@@ -151,6 +151,12 @@ fn tol(m: Method) -> f64 {
         Method::Energy => 1e-5,
         Method::Sml => 1e-5,
         Method::Heat => 1e-5,
+        // a difference of two f32 inputs, one rounding
+        Method::Margin => 1e-6,
+        // C terms of exp / pow in log space (absolute on values ≤ C)
+        Method::Gen => 1e-5,
+        // C f32 tanh terms summed
+        Method::Rba => 1e-5,
     }
 }
 

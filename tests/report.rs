@@ -33,6 +33,9 @@ fn cell(model: &str, method: &str, split: &str, auroc: Option<f64>, leakage: boo
         regions: 0,
         components: None,
         bootstrap: None,
+        per_image: None,
+        aupr_in: None,
+        fpr95_in: None,
         warnings: vec![],
     }
 }
@@ -45,6 +48,11 @@ fn sample() -> Results {
         device: "cpu".into(),
         conventions: Conventions {
             fpr95: "first".into(),
+            convention: None,
+            aupr: None,
+            score_precision: None,
+            average: None,
+            positive: None,
             positive_when: "score >= threshold".into(),
             pooling: "p".into(),
             anomaly_values: vec![1],

@@ -23,6 +23,9 @@ pub struct Reader {
     /// Array of each logits `.npz` to read (`None`: the only one).
     pub npz_key: Option<String>,
     pub sums: Checksums,
+    /// Whether any built-in method needs the logits. A sweep of external
+    /// score maps only (`methods = []`) never opens a logits file.
+    pub logits: bool,
 }
 
 /// Read one image's mask and logits (into `buf`'s allocation when given) and
@@ -31,6 +34,12 @@ pub(crate) fn load(split: &Split, model: &str, i: usize, inp: &Reader, buf: Opti
     let (lm, sums, rs) = (&inp.labels, &inp.sums, inp.resize);
     let mask = read_mask(&split.labels[i])?;
     lm.check(&mask, &split.labels[i])?;
+    if !inp.logits {
+        // external maps only: an empty stand-in of the mask's size
+        sums.add(&split.labels[i])?;
+        let none = Logits { c: 0, h: mask.h, w: mask.w, data: super::LogitData::F32(vec![]) };
+        return Ok((none, lm.apply(&mask)));
+    }
     let lp = split.logits_path(model, &split.stems[i])?;
     sums.add(&split.labels[i])?;
     sums.add(&lp)?;

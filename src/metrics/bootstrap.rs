@@ -25,7 +25,7 @@ pub struct Bootstrap {
 /// 95 % percentile-bootstrap intervals over resampled images, per method:
 /// replicate r draws n images with replacement from a ChaCha8 stream seeded
 /// by (seed, r); all methods see the same draws (paired).
-pub fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: u64, rule: Fpr95Rule) -> Vec<Bootstrap> {
+pub fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: u64, rule: (Fpr95Rule, crate::metrics::AuprRule)) -> Vec<Bootstrap> {
     use rand::{RngExt, SeedableRng};
     use rayon::prelude::*;
     let n = cache.len();
@@ -45,7 +45,7 @@ pub fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: 
                         rk.add(&cache[i].0.maps[m], &cache[i].1);
                     }
                     let c = rk.finish().ok()?;
-                    let s = c.summary(rule);
+                    let s = c.summary_with(rule.0, rule.1);
                     Some((s.auroc?, s.aupr?, s.fpr95?))
                 })
                 .collect()

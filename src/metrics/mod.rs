@@ -16,6 +16,7 @@
 //! radix-indexed binary search, u64 counts).
 
 pub mod bootstrap;
+pub mod conventions;
 pub mod drift;
 pub mod engine;
 pub mod region;
@@ -55,16 +56,66 @@ pub struct Counts {
     pub fp_gt: Vec<u64>,
 }
 
-/// How FPR at 95 % TPR is read off the ROC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+/// How FPR at 95 % TPR is read off the ROC (see `conventions` for which
+/// code uses which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Fpr95Rule {
     /// FPR at the first threshold (descending) where TPR ≥ 0.95
-    /// (SegmentMeIfYouCan / Fishyscapes).
+    /// (SegmentMeIfYouCan, Fishyscapes, BRAVO, pytorch-ood).
     #[default]
     First,
-    /// `np.interp(0.95, tpr, fpr)` over sklearn's ROC (SML paper).
+    /// First point with TPR > 0.95 on scikit-learn's default
+    /// (`drop_intermediate=True`) ROC, as RbA's `support.py`.
+    Strict,
+    /// `np.interp(0.95, tpr, fpr)` over sklearn's ROC (SML paper, ood-metrics).
     Interp,
+    /// The ROC point whose TPR is nearest 0.95 (`np.argmin(|recall − 0.95|)`,
+    /// lowest threshold on ties), as `hendrycks/anomaly-seg` `anom_utils.py`.
+    Nearest,
+    /// First TPR ≥ 0.95 on scikit-learn's default (`drop_intermediate=True`)
+    /// ROC, as OpenOOD's `metrics.py`.
+    Thinned,
+}
+
+impl Fpr95Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fpr95Rule::First => "first",
+            Fpr95Rule::Strict => "strict",
+            Fpr95Rule::Interp => "interp",
+            Fpr95Rule::Nearest => "nearest",
+            Fpr95Rule::Thinned => "thinned",
+        }
+    }
+}
+
+/// How the area under the precision-recall curve is summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AuprRule {
+    /// Average precision, the step sum `Σ (R_n − R_{n−1}) P_n`
+    /// (`sklearn.metrics.average_precision_score`).
+    #[default]
+    Ap,
+    /// `sklearn.metrics.auc(recall, precision)` over
+    /// `precision_recall_curve` (OpenOOD, ood-metrics, pytorch-ood).
+    Trapezoid,
+    /// torchmetrics `auc(recall, precision, reorder=True)` (anomalib): the
+    /// stable sort by recall reverses the order of equal-recall points, so
+    /// each trapezoid meets a recall level at its other end.
+    #[value(name = "trapezoid_reorder")]
+    TrapezoidReorder,
+}
+
+impl AuprRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuprRule::Ap => "ap",
+            AuprRule::Trapezoid => "trapezoid",
+            AuprRule::TrapezoidReorder => "trapezoid_reorder",
+        }
+    }
 }
 
 /// The headline figures of one cell. `None` = undefined (no positive or
@@ -190,16 +241,114 @@ impl Counts {
         Some(ap)
     }
 
+    /// Area under the PR curve under `rule`.
+    pub fn aupr(&self, rule: AuprRule) -> Option<f64> {
+        match rule {
+            AuprRule::Ap => self.average_precision(),
+            AuprRule::Trapezoid => self.pr_trapezoid(false),
+            AuprRule::TrapezoidReorder => self.pr_trapezoid(true),
+        }
+    }
+
+    /// Trapezoidal area under the PR curve of all distinct thresholds.
+    /// Negative-only thresholds share the recall of the positive threshold
+    /// above them, so each recall level is a vertical run whose two ends are
+    /// known: the positive threshold itself (precision `tp/(tp+fp)`) and the
+    /// lowest negative-only threshold before the next positive one
+    /// (`tp/(tp+fp_gt[next])`). scikit-learn's curve (descending
+    /// thresholds, cut at full recall, `(R=0, P=1)` appended) meets each run
+    /// at the positive-threshold end from below and leaves it at the lowest
+    /// end; torchmetrics' `reorder=True` (stable sort of the reversed curve)
+    /// enters at the lowest end and leaves at the positive threshold, and
+    /// keeps the points past full recall.
+    fn pr_trapezoid(&self, reorder: bool) -> Option<f64> {
+        if !self.defined() {
+            return None;
+        }
+        let (p, n, m) = (self.positives as f64, self.negatives, self.tp.len());
+        let prec = |tp: u64, fp: u64| tp as f64 / (tp + fp) as f64;
+        // (recall, precision entering the level, precision leaving it)
+        let mut levels: Vec<(f64, f64, f64)> = Vec::with_capacity(m + 1);
+        // recall 0: the appended (0, 1), plus precision-0 points when
+        // negatives score above every positive
+        let top0 = if self.fp_gt[0] > 0 { 0.0 } else { 1.0 };
+        levels.push(if reorder { (0.0, 0.0, 1.0) } else { (0.0, 1.0, top0) });
+        for i in 0..m {
+            let at = prec(self.tp[i], self.fp[i]);
+            let below = if i + 1 < m { self.fp_gt[i + 1] } else { n };
+            let low = prec(self.tp[i], below);
+            let r = self.tp[i] as f64 / p;
+            levels.push(if reorder {
+                (r, low, at)
+            } else if i + 1 == m {
+                (r, at, at) // sklearn stops at full recall
+            } else {
+                (r, at, low)
+            });
+        }
+        let mut area = 0.0;
+        for w in levels.windows(2) {
+            area += (w[1].0 - w[0].0) * (w[1].1 + w[0].2) / 2.0;
+        }
+        Some(area)
+    }
+
+    /// Whether scikit-learn's `roc_curve(drop_intermediate=True)` keeps the
+    /// point of positive threshold `i`. It drops a point when both second
+    /// differences of (fps, tps) vanish there. The neighbours on the full
+    /// curve are known from the statistic: before it, the lowest
+    /// negative-only threshold above (fps = `fp_gt[i]`, tps = `tp[i-1]`) or
+    /// threshold `i-1` itself (same counts); after it, a negative-only
+    /// threshold (same tps: the point is a corner, kept) or threshold `i+1`.
+    fn thinned_keeps(&self, i: usize) -> bool {
+        let m = self.tp.len();
+        if i == 0 && self.fp_gt[0] == 0 {
+            return true; // first point of the curve
+        }
+        let (pf, pt) = if i == 0 { (self.fp_gt[0], 0) } else { (self.fp_gt[i], self.tp[i - 1]) };
+        if i + 1 == m || self.fp_gt[i + 1] > self.fp[i] {
+            return true; // last point, or followed by a negative-only threshold
+        }
+        let (nf, nt) = (self.fp[i + 1], self.tp[i + 1]);
+        let d2 = |a: u64, b: u64, c: u64| a as i128 - 2 * b as i128 + c as i128;
+        d2(pf, self.fp[i], nf) != 0 || d2(pt, self.tp[i], nt) != 0
+    }
+
     /// FPR at 95 % TPR under `rule`.
     pub fn fpr_at_tpr(&self, target: f64, rule: Fpr95Rule) -> Option<f64> {
         if !self.defined() {
             return None;
         }
         let (p, n) = (self.positives as f64, self.negatives as f64);
+        let m = self.tp.len();
         match rule {
             Fpr95Rule::First => {
                 let i = self.tp.iter().position(|&t| t as f64 / p >= target)?;
                 Some(self.fp[i] as f64 / n)
+            }
+            Fpr95Rule::Thinned | Fpr95Rule::Strict => {
+                let hit = |t: u64| if rule == Fpr95Rule::Strict { t as f64 / p > target } else { t as f64 / p >= target };
+                let mut i = self.tp.iter().position(|&t| hit(t))?;
+                // a dropped point is followed by threshold i+1 (see thinned_keeps)
+                while !self.thinned_keeps(i) {
+                    i += 1;
+                }
+                Some(self.fp[i] as f64 / n)
+            }
+            Fpr95Rule::Nearest => {
+                // anom_utils walks the curve from full recall up to the top
+                // threshold and takes the first minimum of |recall − 0.95|;
+                // the first point of each recall level is its lowest
+                // threshold: fps = fp_gt of the next positive threshold.
+                let mut best: Option<(f64, u64)> = None;
+                for i in (0..m).rev() {
+                    let fps = if i + 1 == m { self.fp[i] } else { self.fp_gt[i + 1] };
+                    let d = (self.tp[i] as f64 / p - target).abs();
+                    if best.is_none_or(|(b, _)| d < b) {
+                        best = Some((d, fps));
+                    }
+                }
+                best.map(|(_, f)| f as f64 / n)
             }
             Fpr95Rule::Interp => {
                 let pts = self.roc_points();
@@ -231,10 +380,15 @@ impl Counts {
     }
 
     pub fn summary(&self, rule: Fpr95Rule) -> Summary {
+        self.summary_with(rule, AuprRule::Ap)
+    }
+
+    /// The headline figures under an FPR95 rule and an AUPR rule.
+    pub fn summary_with(&self, rule: Fpr95Rule, aupr: AuprRule) -> Summary {
         let f1 = self.best_f1();
         Summary {
             auroc: self.auroc(),
-            aupr: self.average_precision(),
+            aupr: self.aupr(aupr),
             fpr95: self.fpr_at_tpr(0.95, rule),
             f1: f1.map(|x| x.0),
             threshold: f1.map(|x| x.1 as f64),

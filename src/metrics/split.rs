@@ -11,7 +11,7 @@ use crate::data::label;
 use crate::metrics::drift::{NormalStats, Refiner};
 use crate::metrics::engine::{Ranker, Tally};
 use crate::metrics::region::{ComponentConfig, ComponentStats, region_weights};
-use crate::metrics::{PositiveCollector, ThresholdCounter};
+use crate::metrics::{PositiveCollector, ThresholdCounter, counts_of};
 use crate::scores::ScoreMaps;
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,17 @@ pub struct Pass1 {
     /// The score maps, while they fit [`SCORE_CACHE_BYTES`].
     pub cache: Option<Vec<(ScoreMaps, Vec<u8>)>>,
     pub cached_bytes: u64,
+    /// `average = "images"`: per method, each image's AUROC / AUPR /
+    /// FPR95 / F1 (images with both classes), in image order, and the
+    /// number of images skipped. Four numbers per image: bounded.
+    #[serde(default)]
+    pub per_image: Vec<Vec<[Option<f64>; 6]>>,
+    #[serde(default)]
+    pub per_image_skipped: Vec<u64>,
+    /// `positive = "normal"`: per method, the normal pixels' keys (the
+    /// positives of the swapped statistic). Empty otherwise.
+    #[serde(default)]
+    pub pos_in: Vec<PositiveCollector>,
 }
 
 impl Pass1 {
@@ -56,6 +67,9 @@ impl Pass1 {
             dtype: None,
             cache: Some(vec![]),
             cached_bytes: 0,
+            per_image: if opts.per_image.is_some() { vec![vec![]; nm] } else { vec![] },
+            per_image_skipped: if opts.per_image.is_some() { vec![0; nm] } else { vec![] },
+            pos_in: if opts.normal_positive { (0..nm).map(|_| PositiveCollector::new()).collect() } else { vec![] },
         }
     }
 
@@ -86,6 +100,27 @@ impl Pass1 {
             }
             self.normal[m].add(s, &lab);
             self.probes[m].add(s, &lab);
+            let swapped = opts.normal_positive.then(|| crate::metrics::conventions::swap_classes(s, &lab));
+            if let Some((s2, l2)) = &swapped {
+                self.pos_in[m].add(s2, l2, None);
+            }
+            if let Some(conv) = &opts.per_image {
+                // one image's exact statistic, summarised and dropped
+                let c = counts_of(s, &lab);
+                if c.defined() {
+                    let sm = conv.summary(&c);
+                    let (ai, fi) = match &swapped {
+                        Some((s2, l2)) => {
+                            let ci = counts_of(s2, l2);
+                            (ci.aupr(conv.aupr), ci.fpr_at_tpr(0.95, conv.fpr95))
+                        }
+                        None => (None, None),
+                    };
+                    self.per_image[m].push([sm.auroc, sm.aupr, sm.fpr95, sm.f1, ai, fi]);
+                } else {
+                    self.per_image_skipped[m] += 1;
+                }
+            }
             if valid {
                 self.image_scores[m].push(image_score(s, &lab, opts.topk));
             }
@@ -116,6 +151,9 @@ impl Pass1 {
             dtype: self.dtype.clone(),
             cache: if maps { self.cache.clone() } else { None },
             cached_bytes: self.cached_bytes,
+            per_image: self.per_image.clone(),
+            per_image_skipped: self.per_image_skipped.clone(),
+            pos_in: self.pos_in.clone(),
         }
     }
 
@@ -149,6 +187,17 @@ impl Pass1 {
             a.extend(b);
         }
         self.image_labels.extend(o.image_labels);
+        ensure!(o.per_image.len() == self.per_image.len(), "merging pass states with and without per-image metrics");
+        for (a, b) in self.per_image.iter_mut().zip(o.per_image) {
+            a.extend(b);
+        }
+        for (a, b) in self.per_image_skipped.iter_mut().zip(o.per_image_skipped) {
+            *a += b;
+        }
+        ensure!(o.pos_in.len() == self.pos_in.len(), "merging pass states with and without normal-positive statistics");
+        for (a, b) in self.pos_in.iter_mut().zip(o.pos_in) {
+            a.absorb(b)?;
+        }
         self.void += o.void;
         if o.dtype.is_some() {
             self.dtype = o.dtype;
@@ -171,6 +220,8 @@ pub struct Pass2 {
     pub rankers: Vec<Ranker>,
     pub trankers: Vec<Vec<Ranker>>,
     pub refiners: Vec<Refiner>,
+    /// `positive = "normal"`: the swapped statistic (empty otherwise).
+    pub rankers_in: Vec<Ranker>,
 }
 
 /// What a shard ships of [`Pass2`]: integer counts only.
@@ -179,6 +230,8 @@ pub struct Pass2Tally {
     pub rankers: Vec<Tally>,
     pub trankers: Vec<Vec<Tally>>,
     pub refiners: Vec<Vec<Vec<u64>>>,
+    #[serde(default)]
+    pub rankers_in: Vec<Tally>,
 }
 
 impl Pass2 {
@@ -189,6 +242,10 @@ impl Pass2 {
                 r.add(s, lab);
             }
             self.refiners[m].add(s, lab);
+            if let Some(r) = self.rankers_in.get_mut(m) {
+                let (s2, l2) = crate::metrics::conventions::swap_classes(s, lab);
+                r.add(&s2, &l2);
+            }
         }
     }
 
@@ -197,6 +254,7 @@ impl Pass2 {
             rankers: self.rankers.iter().map(|r| r.tally()).collect(),
             trankers: self.trankers.iter().map(|v| v.iter().map(|r| r.tally()).collect()).collect(),
             refiners: self.refiners.iter().map(|r| r.tally()).collect(),
+            rankers_in: self.rankers_in.iter().map(|r| r.tally()).collect(),
         }
     }
 
@@ -210,6 +268,10 @@ impl Pass2 {
             }
         }
         for (a, b) in self.refiners.iter_mut().zip(&t.refiners) {
+            a.absorb(b)?;
+        }
+        ensure!(t.rankers_in.len() == self.rankers_in.len(), "merging rank counts with and without normal-positive statistics");
+        for (a, b) in self.rankers_in.iter_mut().zip(&t.rankers_in) {
             a.absorb(b)?;
         }
         Ok(())
@@ -229,6 +291,10 @@ pub struct SplitOpts {
     /// Shards ship their score maps with the pass-1 state (the bootstrap
     /// needs them; elsewhere they only spare a re-scoring, not worth a file).
     pub ship_maps: bool,
+    /// `average = "images"`: the rules of the per-image metrics.
+    pub per_image: Option<crate::metrics::conventions::MetricConv>,
+    /// `positive = "normal"`: also the swapped statistic.
+    pub normal_positive: bool,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.

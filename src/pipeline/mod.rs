@@ -16,6 +16,7 @@
 
 mod calibrate;
 mod check;
+mod conventions;
 mod model;
 pub mod output;
 mod passes;
@@ -44,7 +45,7 @@ use serde::Serialize;
 use std::ops::Range;
 use std::time::Instant;
 #[allow(unused_imports)]
-use {calibrate::*, check::*, model::*, passes::*, rows::*};
+use {calibrate::*, check::*, conventions::*, model::*, passes::*, rows::*};
 
 /// What every pass reads: the image reader, plus the outside methods'
 /// precomputed maps.
@@ -54,6 +55,8 @@ pub struct Inputs {
     pub external: Vec<External>,
     /// Array of each external score-map `.npz` to read.
     pub npz_score_key: Option<String>,
+    /// Rounding of every score map before the metrics (`metrics.score_precision`).
+    pub precision: crate::metrics::conventions::ScorePrecision,
 }
 
 impl std::ops::Deref for Inputs {
@@ -85,6 +88,8 @@ pub struct RunOutput {
     /// `calibration.json` (when SML or HEAT ran): the full fitted statistics
     /// per model, reusable with the `calibration` config key.
     pub calibration: Option<String>,
+    /// `conventions.md` (`metrics.all_conventions`).
+    pub conventions_md: Option<String>,
 }
 
 /// The scorer for a device choice, and `cpu` / `gpu`.
@@ -174,6 +179,9 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
 /// [`run`] as a normal run, one shard's round, or a merge (see `shard`).
 pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) -> Result<RunStatus> {
     let t0 = Instant::now();
+    if cfg.metrics.all_conventions && !matches!(exec, Exec::Local) {
+        bail!("`metrics.all_conventions` is not implemented for sharded runs yet (run without --shard, or use `bench eval --all-conventions` on saved score maps)");
+    }
     ensure_synthetic(cfg)?;
     let ds = Dataset::open(&cfg.dataset)?;
     let (inp, sw) = resolve(cfg, &ds)?;
@@ -193,7 +201,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     let tag = cfg.tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default();
     let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag };
 
-    let mut outs = Vec::new();
+    let mut outs: Vec<ModelOut> = Vec::new();
     let mut waiting = Vec::new();
     let mut per_model = std::collections::BTreeMap::new();
     for mc in &cfg.models {
@@ -210,6 +218,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         return Ok(RunStatus::Waiting { models: waiting });
     }
     let device = exec.device_kind(device_kind);
+    let conv_rows: Vec<(String, String, Vec<ConvRow>)> = outs.iter_mut().flat_map(|m| std::mem::take(&mut m.conv_rows)).collect();
     let (results, curves, drift, cal_file) = assemble(cfg, &inp, &sw, &device, run_warnings, outs)?;
     let (adapter, inputs, shards) = match exec {
         Exec::Merge(sh) => (format!("merged from {} shards ({device})", sh.count), sh.inputs.lock().unwrap().clone(), Some(sh.count)),
@@ -234,7 +243,8 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         warnings: results.warnings.clone(),
     };
     let calibration = if sw.need_cal { Some(CalibrationFile::new(cal_file).to_json()?) } else { None };
-    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration })))
+    let conventions_md = cfg.metrics.all_conventions.then(|| conventions_markdown(cfg, &conv_rows));
+    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration, conventions_md })))
 }
 
 /// The input reader and the sweep's splits and columns, resolved once.
@@ -250,9 +260,11 @@ fn resolve<'a>(cfg: &Config, ds: &'a Dataset) -> Result<(Inputs, Sweep<'a>)> {
             hwc: cfg.layout == Some(crate::config::Layout::Hwc),
             npz_key: cfg.npz_key.clone(),
             sums: Checksums::default(),
+            logits: !cfg.methods.is_empty(),
         },
         external: crate::external::resolve(&cfg.external, &read_splits, &model_ids)?,
         npz_score_key: cfg.npz_score_key.clone(),
+        precision: cfg.metrics.conv.score_precision,
     };
     let need_cal = methods.iter().any(|m| m.needs_calibration());
     let sw = Sweep {

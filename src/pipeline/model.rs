@@ -100,6 +100,8 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
         types: cfg.anomaly.len(),
         topk: cfg.metrics.image_topk as usize,
         ship_maps: false,
+        per_image: (cfg.metrics.conv.average == crate::metrics::conventions::Average::Images).then_some(cfg.metrics.conv),
+        normal_positive: cfg.metrics.conv.positive == crate::metrics::conventions::Positive::Normal,
     };
     let val_eval = match val {
         Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
@@ -115,10 +117,16 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
         sopts.components = chosen.iter().map(|ch| ch.first().and_then(|x| x.2).map(|o| track(o.threshold as f32))).collect();
     }
     sopts.ship_maps = cfg.metrics.bootstrap > 0;
-    let te = eval_split(cx, test, &mc.id, scorer, &plan, probes, &sopts)?;
+    let te = eval_split(cx, test, &mc.id, scorer, plan, probes, &sopts)?;
+    if cfg.metrics.all_conventions {
+        let rows = convention_rows(cx, test, &mc.id, scorer, plan, cols.len())?;
+        for (m, r) in cols.iter().zip(rows) {
+            o.conv_rows.push((mc.name.clone(), m.display().to_string(), r));
+        }
+    }
     let boots = match (&te.cache, cfg.metrics.bootstrap) {
         (_, 0) => None,
-        (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, cfg.metrics.fpr95)),
+        (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr))),
         (None, _) => {
             let w = format!(
                 "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",
@@ -173,7 +181,7 @@ fn test_rows(cfg: &Config, mc: &crate::config::ModelCfg, m: &MethodRef, mi: usiz
     }
     o.cells.push(c);
     for (t, tc) in te.type_counts[mi].iter().enumerate() {
-        let s = tc.summary(cfg.metrics.fpr95);
+        let s = cfg.metrics.conv.summary(tc);
         let vt = chosen[mi].first().and_then(|x| x.2).map(|o| o.threshold as f32);
         o.failure_rows.push(FailureRow {
             model: mc.id.clone(),
@@ -239,4 +247,6 @@ pub(crate) struct ModelOut {
     pub(crate) cal_file: Option<ModelCalibration>,
     /// HEAT read per-pixel features.
     pub(crate) features: bool,
+    /// `metrics.all_conventions`: (model, method display name, rows).
+    pub(crate) conv_rows: Vec<(String, String, Vec<ConvRow>)>,
 }

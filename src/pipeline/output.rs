@@ -21,6 +21,9 @@ pub fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
     if let Some(c) = &out.calibration {
         files.push(("calibration.json".to_string(), c.clone().into_bytes()));
     }
+    if let Some(c) = &out.conventions_md {
+        files.push(("conventions.md".to_string(), c.clone().into_bytes()));
+    }
     Ok(files)
 }
 

@@ -6,6 +6,17 @@ use super::*;
 /// Score maps of image `i`: the built-in methods computed from its logits,
 /// then the outside methods' precomputed maps read at the mask's size.
 pub(crate) fn score_image(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inputs, split: &Split, model: &str, i: usize) -> Result<ScoreMaps> {
+    let mut maps = score_image_raw(scorer, lg, plan, inp, split, model, i)?;
+    if inp.precision != crate::metrics::conventions::ScorePrecision::F32 {
+        for (k, m) in maps.maps.iter_mut().enumerate() {
+            inp.precision.apply(m).with_context(|| format!("`metrics.score_precision`, score map {} of image {i}", k + 1))?;
+        }
+    }
+    Ok(maps)
+}
+
+/// [`score_image`] before `metrics.score_precision` rounding.
+pub(crate) fn score_image_raw(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inputs, split: &Split, model: &str, i: usize) -> Result<ScoreMaps> {
     // HEAT fitted on per-pixel features reads this image's features.
     let uses_features = plan.methods.contains(&Method::Heat) && plan.heat().is_some_and(|h| h.features());
     let feat = if uses_features { Some(load_features(split, model, i, lg, inp)?) } else { None };
@@ -41,6 +52,12 @@ pub(crate) struct SplitEval {
     pub(crate) void: u64,
     pub(crate) images: u64,
     pub(crate) dtype: String,
+    /// Per method (`average = "images"`): mean AUROC / AUPR / FPR95 / F1
+    /// over images with both classes, images averaged, images skipped.
+    pub(crate) image_means: Vec<Option<([Option<f64>; 6], u64, u64)>>,
+    /// Per method (`positive = "normal"`): the statistic with normal pixels
+    /// positive and the score negated.
+    pub(crate) counts_in: Vec<Option<Counts>>,
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -116,7 +133,7 @@ pub(crate) fn eval_split(
         |st, images| {
             for_each_image(split, model, inp, images, |i, lg, lab| {
                 let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
-                st.add(maps, lab, lg.dtype(), opts).with_context(|| ctx(i))?;
+                st.add(maps, lab, if inp.logits { lg.dtype() } else { "none" }, opts).with_context(|| ctx(i))?;
                 bar.inc();
                 Ok(())
             })
@@ -124,13 +141,26 @@ pub(crate) fn eval_split(
         |st| st.shipped(opts.ship_maps),
         |st, d| st.absorb(d),
     )?;
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, per_image, per_image_skipped, pos_in, .. } = p1;
+    let image_means = (0..nm)
+        .map(|m| {
+            opts.per_image.as_ref()?;
+            let v = &per_image[m];
+            let mut out = [None; 6];
+            for (k, o) in out.iter_mut().enumerate() {
+                let col: Option<Vec<f64>> = v.iter().map(|x| x[k]).collect();
+                *o = col.filter(|c| !c.is_empty()).map(|c| crate::metrics::conventions::np_mean(&c));
+            }
+            Some((out, v.len() as u64, per_image_skipped[m]))
+        })
+        .collect();
 
     // pass 2: rank every negative among the positives
     let mut p2 = Pass2 {
         rankers: pos.into_iter().map(|p| p.finish()).collect(),
         trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
         refiners: normal.into_iter().map(|n| n.refine()).collect(),
+        rankers_in: pos_in.into_iter().map(|p| p.finish()).collect(),
     };
     cx.collective(
         label(2),
@@ -154,7 +184,12 @@ pub(crate) fn eval_split(
         |st| st.tally(),
         |st, t| st.absorb(t),
     )?;
-    let Pass2 { rankers, trankers, refiners } = p2;
+    let Pass2 { rankers, trankers, refiners, rankers_in } = p2;
+    let counts_in: Vec<Option<Counts>> = if rankers_in.is_empty() {
+        vec![None; nm]
+    } else {
+        rankers_in.into_iter().map(|r| r.finish().map(Some)).collect::<Result<Vec<_>>>()?
+    };
     let drift = refiners.into_iter().map(|r| r.finish()).collect();
     let type_counts = trankers
         .into_iter()
@@ -180,6 +215,8 @@ pub(crate) fn eval_split(
         void,
         images: n as u64,
         dtype: dtype.unwrap_or_else(|| "float32".into()),
+        image_means,
+        counts_in,
     })
 }
 

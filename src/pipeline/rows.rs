@@ -39,7 +39,7 @@ pub(crate) fn choose_thresholds(c: &Counts, cfg: &Config) -> Vec<Chosen> {
 
 pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
     let c = &e.counts[mi];
-    let s = c.summary(cfg.metrics.fpr95);
+    let s = cfg.metrics.conv.summary(c);
     let mut warnings = vec![];
     if c.positives == 0 {
         warnings.push(format!("split '{split}' has no anomaly pixels: pixel metrics are undefined"));
@@ -48,6 +48,24 @@ pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: u
         warnings.push(format!("split '{split}' has no in-distribution pixels: pixel metrics are undefined"));
     }
     let img = counts_of(&e.image_scores[mi], &e.image_labels);
+    let mut s = s;
+    let mut per_image = None;
+    let (mut aupr_in, mut fpr95_in) = match &e.counts_in[mi] {
+        Some(ci) => (ci.aupr(cfg.metrics.conv.aupr), ci.fpr_at_tpr(0.95, cfg.metrics.conv.fpr95)),
+        None => (None, None),
+    };
+    if let Some(([auroc, aupr, fpr95, f1, ai, fi], n, skipped)) = e.image_means[mi] {
+        if e.counts_in[mi].is_some() {
+            (aupr_in, fpr95_in) = (ai, fi);
+        }
+        // average = "images": the headline numbers are image means; no
+        // single threshold attains a mean F1
+        s = crate::metrics::Summary { auroc, aupr, fpr95, f1, threshold: None };
+        per_image = Some(crate::report::results::ImageAverage { averaged: n, skipped });
+        if skipped > 0 {
+            warnings.push(format!("average = images: {skipped} image(s) of split '{split}' without both classes skipped, {n} averaged"));
+        }
+    }
     Cell {
         model: model.into(),
         method: m.id().into(),
@@ -75,6 +93,9 @@ pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: u
         regions: e.regions,
         components: None,
         bootstrap: None,
+        per_image,
+        aupr_in,
+        fpr95_in,
         warnings,
     }
 }
@@ -126,6 +147,12 @@ pub(crate) fn calibration_row(model: &str, cal: &Calibration, heat: bool) -> Cal
 pub(crate) fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conventions> {
     Ok(Conventions {
         fpr95: serde_json::to_value(cfg.metrics.fpr95)?.as_str().unwrap_or_default().to_string(),
+        convention: cfg.metrics.convention.clone(),
+        aupr: (cfg.metrics.conv.aupr != crate::metrics::AuprRule::Ap).then(|| cfg.metrics.conv.aupr.name().to_string()),
+        score_precision: (cfg.metrics.conv.score_precision != crate::metrics::conventions::ScorePrecision::F32)
+            .then(|| cfg.metrics.conv.score_precision.name().to_string()),
+        average: (cfg.metrics.conv.average == crate::metrics::conventions::Average::Images).then(|| "images".to_string()),
+        positive: (cfg.metrics.conv.positive == crate::metrics::conventions::Positive::Normal).then(|| "normal".to_string()),
         positive_when: "score >= threshold".into(),
         pooling: "all non-void pixels of the split pooled; exact (no subsampling, no binning)".into(),
         anomaly_values: cfg.anomaly.clone(),

@@ -51,8 +51,23 @@ pub struct DriftRow {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Conventions {
-    /// `first` or `interp`.
+    /// `first`, `strict`, `interp`, `nearest` or `thinned`.
     pub fpr95: String,
+    /// The `metrics.convention` preset, when one was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convention: Option<String>,
+    /// `trapezoid` or `trapezoid_reorder`; absent = `ap` (step sum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aupr: Option<String>,
+    /// `f16` or `u16` (scores rounded before every metric); absent = `f32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_precision: Option<String>,
+    /// `images` (per-image metrics averaged); absent = pooled pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average: Option<String>,
+    /// `normal`: cells carry `aupr_in` / `fpr95_in`; absent = anomaly only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive: Option<String>,
     /// Always `score >= threshold`.
     pub positive_when: String,
     /// Pixels pooled over the whole split; void excluded; no subsampling.
@@ -125,7 +140,26 @@ pub struct Cell {
     pub components: Option<Components>,
     /// 95 % percentile-bootstrap intervals (resampling images), when enabled.
     pub bootstrap: Option<Bootstrap>,
+    /// `metrics.average = "images"`: auroc / aupr / fpr95 / f1 above are
+    /// means over `averaged` images; absent when pixels are pooled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_image: Option<ImageAverage>,
+    /// `metrics.positive = "normal"`: AUPR and FPR95 with in-distribution
+    /// pixels positive (negated score); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aupr_in: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpr95_in: Option<f64>,
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageAverage {
+    /// Images with both classes, averaged.
+    pub averaged: u64,
+    /// Images without both classes, left out.
+    pub skipped: u64,
 }
 
 /// 95 % bootstrap intervals of a cell (defined where they are computed).

@@ -53,6 +53,25 @@ fn honest_grid(r: &Results, title: &str, notes: Vec<String>, parts: &[(&str, Bet
     model_grid(r, title, notes, Align::Right, parts, |m, me| r.honest_cell(m, me).map_or("—".into(), |h| mark(f(h), h.leakage)))
 }
 
+/// The non-default metric switches of results.json, for the footer
+/// (empty under the defaults, so default tables do not change).
+fn switches_note(c: &super::results::Conventions) -> String {
+    let mut s = String::new();
+    if let Some(a) = &c.aupr {
+        s += &format!(", AUPR `{a}`");
+    }
+    if let Some(p) = &c.score_precision {
+        s += &format!(", scores rounded to `{p}` before the metrics");
+    }
+    if c.average.is_some() {
+        s += ", mean of per-image metrics over images with both classes";
+    }
+    if let Some(n) = &c.convention {
+        s += &format!(" (convention `{n}`)");
+    }
+    s
+}
+
 /// All tables, in document order.
 pub fn tables(r: &Results) -> Vec<Table> {
     let with = |v: Vec<String>| v;
@@ -63,8 +82,9 @@ pub fn tables(r: &Results) -> Vec<Table> {
             with(vec![
                 "**Format**: FPR95 / AUROC / AUPR / F1 (all in %)".into(),
                 format!(
-                    "**Lower FPR95 is better**, **Higher AUROC/AUPR/F1 is better**. Split `{EVAL_SPLIT}`, every non-void pixel (exact, no subsampling); FPR95 rule `{}`.",
-                    r.conventions.fpr95
+                    "**Lower FPR95 is better**, **Higher AUROC/AUPR/F1 is better**. Split `{EVAL_SPLIT}`, every non-void pixel (exact, no subsampling); FPR95 rule `{}`{}.",
+                    r.conventions.fpr95,
+                    switches_note(&r.conventions)
                 ),
             ]),
             Align::Left,

@@ -99,6 +99,61 @@ impl<'a> Pixel<'a> {
 /// method needs (calibration), as [`CpuScorer::score`] checks up front.
 pub type CpuFn = fn(&mut Pixel, &ScorePlan) -> f64;
 
+/// Margin: `−(top-1 − top-2 logit)`, the second largest counted with
+/// multiplicity (a tied maximum gives 0); one class gives 0.
+pub fn margin(z: &[f64]) -> f64 {
+    let (m, a) = max_argmax(z);
+    let second = z.iter().enumerate().filter(|&(c, _)| c != a).map(|(_, &v)| v).fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))));
+    -(m - second.unwrap_or(m))
+}
+
+/// `margin`: see [`margin`].
+pub fn margin_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
+    margin(px.z)
+}
+
+/// Generalized entropy (Liu et al., CVPR 2023) with γ = 0.1 over all
+/// classes: `Σ_c p_c^γ (1 − p_c)^γ`, `p = softmax(z)`. The official code
+/// (`XixiLiu95/GEN` `benchmark.py` `generalized_entropy`) returns its
+/// negation as a confidence; bench's sign is higher = more anomalous.
+/// Computed in log space (as the shader): `p^γ = exp(γ(z − max − log S))`,
+/// and the predicted class's `1 − p = rest / S` with `log rest` from the
+/// runner-up, so that nothing rounds to 0 before the power.
+pub fn gen_entropy(z: &[f64]) -> f64 {
+    const G: f64 = 0.1;
+    if z.len() < 2 {
+        return 0.0;
+    }
+    let (m, a) = max_argmax(z);
+    let others = || z.iter().enumerate().filter(move |&(c, _)| c != a).map(|(_, &v)| v);
+    let m2 = others().fold(f64::NEG_INFINITY, f64::max);
+    let r2: f64 = others().map(|v| (v - m2).exp()).sum();
+    let log_rest = (m2 - m) + r2.ln();
+    let log_s = (1.0 + log_rest.exp()).ln();
+    let mut acc = (G * (log_rest - 2.0 * log_s)).exp();
+    for v in others() {
+        let lp = v - m - log_s;
+        acc += (G * lp).exp() * (1.0 - lp.exp()).max(0.0).powf(G);
+    }
+    acc
+}
+
+/// `gen`: see [`gen_entropy`].
+pub fn gen_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
+    gen_entropy(px.z)
+}
+
+/// Rejected by All (Nayal et al., ICCV 2023): `−Σ_k tanh(l_k)` (RbA
+/// `evaluate_ood.py` `get_RbA`: `-logits.tanh().sum(dim=0)`).
+pub fn rba(z: &[f64]) -> f64 {
+    -z.iter().map(|&v| v.tanh()).sum::<f64>()
+}
+
+/// `rba`: see [`rba`].
+pub fn rba_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
+    rba(px.z)
+}
+
 /// `max_logit`: `−max z`.
 pub fn max_logit_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
     -px.max

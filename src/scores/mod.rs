@@ -130,6 +130,21 @@ methods! {
         id: "entropy", display: "Softmax Entropy", wgsl: "score_entropy", cpu: cpu::entropy_px,
         needs_calibration: false, temperature: Temp::One, needs: Needs { logits: false, xlogx: true },
     },
+    /// `−(top-1 − top-2 logit)`.
+    Margin => MethodSpec {
+        id: "margin", display: "Logit Margin", wgsl: "score_margin", cpu: cpu::margin_px,
+        needs_calibration: false, temperature: Temp::None, needs: Needs { logits: true, xlogx: false },
+    },
+    /// Liu et al. 2023: `Σ_c p_c^γ (1 − p_c)^γ`, γ = 0.1, all classes.
+    Gen => MethodSpec {
+        id: "gen", display: "Generalized Entropy", wgsl: "score_gen", cpu: cpu::gen_px,
+        needs_calibration: false, temperature: Temp::None, needs: Needs { logits: true, xlogx: false },
+    },
+    /// Nayal et al. 2023: `−Σ_k tanh(l_k)`.
+    Rba => MethodSpec {
+        id: "rba", display: "Rejected by All", wgsl: "score_rba", cpu: cpu::rba_px,
+        needs_calibration: false, temperature: Temp::None, needs: Needs { logits: true, xlogx: false },
+    },
 }
 
 impl Method {
@@ -169,6 +184,9 @@ impl Method {
             if m.id() == id {
                 return Ok(m);
             }
+        }
+        if id == "kl_matching" {
+            bail!("method 'kl_matching' (KL matching, Hendrycks et al. 2022) is not implemented yet");
         }
         bail!(
             "unknown method '{id}' (known: {})",

@@ -45,7 +45,7 @@ const MAX_C_LINE: &str = "const MAX_C: u32 = 256u;";
 /// e.g. HEAT) supports on the GPU (size of the per-invocation array).
 pub const MAX_LOGIT_ARRAY: usize = 256;
 /// Method slots the `Params` tables hold (`array<vec4<u32>, 2>`).
-const MAX_SLOTS: usize = 8;
+const MAX_SLOTS: usize = 12;
 const _: () = assert!(Method::ALL.len() <= MAX_SLOTS);
 
 /// The per-method dispatch of `main`, generated from the [`Method`] table:
@@ -54,7 +54,10 @@ const _: () = assert!(Method::ALL.len() <= MAX_SLOTS);
 /// invocations only.
 fn dispatch_wgsl() -> String {
     let mut out = String::new();
-    for &m in Method::ALL {
+    // HEAT overwrites the private logit array with W z: it runs last, after
+    // every other method that reads the logits.
+    let order = Method::ALL.iter().filter(|&&m| m != Method::Heat).chain(Method::ALL.iter().filter(|&&m| m == Method::Heat));
+    for &m in order {
         let sp = m.spec();
         let slot = m.slot();
         let gate = if sp.needs.logits {
@@ -233,7 +236,7 @@ impl FusedPass {
 }
 
 
-/// Uniform block of `scores.wgsl` (`struct Params`, 176 bytes).
+/// Uniform block of `scores.wgsl` (`struct Params`, 224 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -264,7 +267,7 @@ struct Params {
     feat_dim: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Params>() == 176);
+const _: () = assert!(std::mem::size_of::<Params>() == 224);
 
 fn split(x: f64) -> (f32, f32) {
     let hi = x as f32;
@@ -1031,13 +1034,18 @@ mod tests {
             assert_eq!(src.matches(&call).count(), 1, "{}", m.id());
             assert!(src.contains(&format!("scores[out_row({}u) * n + i]", m.slot())));
         }
-        // WGSL layout of Params: 8 u32, three array<vec4, 2>, one vec4, 8 scalars
+        // WGSL layout of Params: 8 u32, three array<vec4, 3>, one vec4, 8 scalars
         assert_eq!(std::mem::offset_of!(Params, rows), 32);
-        assert_eq!(std::mem::offset_of!(Params, ti), 64);
-        assert_eq!(std::mem::offset_of!(Params, t), 96);
-        assert_eq!(std::mem::offset_of!(Params, inv_t), 128);
-        assert_eq!(std::mem::offset_of!(Params, el_mean_hi), 144);
-        assert_eq!(std::mem::size_of::<Params>(), 176);
+        assert_eq!(std::mem::offset_of!(Params, ti), 80);
+        assert_eq!(std::mem::offset_of!(Params, t), 128);
+        assert_eq!(std::mem::offset_of!(Params, inv_t), 176);
+        assert_eq!(std::mem::offset_of!(Params, el_mean_hi), 192);
+        assert_eq!(std::mem::size_of::<Params>(), 224);
+        // HEAT overwrites the logit array: its block comes after every other
+        let heat = src.find("let v_heat").unwrap();
+        for id in ["margin", "gen", "rba"] {
+            assert!(src.find(&format!("let v_{id}")).unwrap() < heat, "{id} after heat");
+        }
     }
 
     #[test]

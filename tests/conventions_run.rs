@@ -1,0 +1,337 @@
+//! `[metrics]` convention keys in `bench run`, and sweeps of external score
+//! maps only (no logits anywhere).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bench(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bench")).args(args).current_dir(cwd).env("CI", "true").output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const CONFIG: &str = r#"
+name = "demo"
+dataset = "datasets/demo"
+methods = ["max_logit", "msp"]
+device = "cpu"
+
+[[models]]
+id = "deeplab_r50"
+name = "DeepLabV3+ R50"
+"#;
+
+struct Ws {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Ws {
+    fn new() -> Ws {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        let o = bench(&["synth", "--out", "datasets/demo", "--images", "6", "--models", "deeplab_r50:f32:0.6"], &root);
+        assert!(o.status.success(), "{}", stderr(&o));
+        Ws { _t: t, root }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+    fn run(&self, cfg: &str) -> Output {
+        std::fs::write(self.p("sweep.toml"), cfg).unwrap();
+        bench(&["run", "sweep.toml"], &self.root)
+    }
+    fn results(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.p("results/demo/results.json")).unwrap()).unwrap()
+    }
+}
+
+fn with_metrics(extra: &str) -> String {
+    format!("{CONFIG}\n[metrics]\n{extra}\n")
+}
+
+#[test]
+fn metric_switches_reach_the_cells_and_are_recorded() {
+    let ws = Ws::new();
+    let o = ws.run(CONFIG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base = ws.results();
+    assert!(base["conventions"].get("aupr").is_none() && base["conventions"].get("convention").is_none(), "defaults add no keys");
+
+    let o = ws.run(&with_metrics("aupr = \"trapezoid\"\nfpr95 = \"nearest\""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    assert_eq!(r["conventions"]["aupr"], "trapezoid");
+    assert_eq!(r["conventions"]["fpr95"], "nearest");
+    let (a, b) = (&base["cells"][0], &r["cells"][0]);
+    assert_eq!(a["auroc"], b["auroc"]);
+    assert_ne!(a["aupr"], b["aupr"], "trapezoid differs from the step sum");
+    let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(tables.contains("FPR95 rule `nearest`, AUPR `trapezoid`"), "{tables}");
+
+    // a preset, with an explicit key over it
+    let o = ws.run(&with_metrics("convention = \"smiyc\"\nfpr95 = \"interp\""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    assert_eq!(r["conventions"]["convention"], "smiyc");
+    assert_eq!(r["conventions"]["score_precision"], "f16");
+    assert_eq!(r["conventions"]["fpr95"], "interp");
+    let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(tables.contains("scores rounded to `f16`") && tables.contains("(convention `smiyc`)"), "{tables}");
+}
+
+#[test]
+fn switches_bench_run_cannot_compute_are_errors_naming_the_key() {
+    let ws = Ws::new();
+    for (m, needle) in [
+        ("average = \"images\"\nbootstrap = 10", "`metrics.average`"),
+        ("convention = \"streethazards\"\nbootstrap = 5", "convention \"streethazards\""),
+        ("positive = \"both\"", "both"),
+        ("binning = \"smiyc\"", "not implemented"),
+        ("convention = \"nope\"", "nope"),
+        ("fpr95 = \"median\"", "median"),
+    ] {
+        let o = ws.run(&with_metrics(m));
+        assert_eq!(o.status.code(), Some(2), "{m}");
+        let e = stderr(&o);
+        assert!(e.contains(needle) && e.lines().count() == 1, "{m}: {e}");
+    }
+    let o = ws.run(&format!("{CONFIG}\n[method.gen]\ngamma = 0.5\n"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("method.gen.gamma") && stderr(&o).contains("not implemented"), "{}", stderr(&o));
+    // u16 on scores outside [0, 1] (max_logit is not a probability)
+    let o = ws.run(&with_metrics("score_precision = \"u16\""));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("score_precision") && stderr(&o).contains("[0, 1]"), "{}", stderr(&o));
+}
+
+#[test]
+fn external_maps_only_need_no_logits() {
+    use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
+    let ws = Ws::new();
+    let o = ws.run(CONFIG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let with_logits = ws.results();
+    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default() };
+    for split in ["calibration", "val", "test"] {
+        let ldir = ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"));
+        if !ldir.is_dir() {
+            continue;
+        }
+        let out = ws.p(&format!("datasets/demo/{split}/scores/ext_ml"));
+        std::fs::create_dir_all(&out).unwrap();
+        for e in std::fs::read_dir(&ldir).unwrap() {
+            let p = e.unwrap().path();
+            let maps = CpuScorer.score(&bench::data::read_logits(&p).unwrap(), &plan).unwrap();
+            bench::data::npy::write_npy_f32(&out.join(p.file_name().unwrap()), &[maps.h as u64, maps.w as u64], &maps.maps[0]).unwrap();
+        }
+        std::fs::remove_dir_all(ws.p(&format!("datasets/demo/{split}/logits"))).unwrap();
+    }
+    let cfg = CONFIG.replace("methods = [\"max_logit\", \"msp\"]", "methods = []\nexternal = [\"ext_ml\"]");
+    let o = ws.run(&cfg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("method");
+        v
+    };
+    let ml: Vec<_> = with_logits["cells"].as_array().unwrap().iter().filter(|c| c["method"] == "max_logit").map(strip).collect();
+    let ext: Vec<_> = r["cells"].as_array().unwrap().iter().map(strip).collect();
+    assert!(!ml.is_empty());
+    assert_eq!(ml, ext, "external max-logit maps without logits give the built-in cells");
+    assert_eq!(r["models"][0]["dtype"], "none");
+}
+
+/// Write `<split>/scores/<dir>/<stem>.npy` = the CPU max-logit maps.
+fn dump_max_logit(ws: &Ws, split: &str, dir: &str) -> PathBuf {
+    use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
+    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default() };
+    let out = ws.p(&format!("datasets/demo/{split}/scores/{dir}"));
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"))).unwrap() {
+        let p = e.unwrap().path();
+        let maps = CpuScorer.score(&bench::data::read_logits(&p).unwrap(), &plan).unwrap();
+        bench::data::npy::write_npy_f32(&out.join(p.file_name().unwrap()), &[maps.h as u64, maps.w as u64], &maps.maps[0]).unwrap();
+    }
+    out
+}
+
+#[test]
+fn per_image_average_in_run_equals_eval() {
+    let ws = Ws::new();
+    let o = ws.run(&with_metrics("convention = \"streethazards\""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    assert_eq!(r["conventions"]["average"], "images");
+    assert_eq!(r["conventions"]["fpr95"], "nearest");
+    let cell = r["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone();
+    assert!(cell["threshold"].is_null(), "no single threshold attains a mean F1");
+    let scores = dump_max_logit(&ws, "test", "ml_dump");
+    let o = bench(
+        &["eval", "--convention", "streethazards", "--json", "--scores", scores.to_str().unwrap(), "--labels", ws.p("datasets/demo/test/labels").to_str().unwrap()],
+        &ws.root,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["auroc", "aupr", "fpr95", "f1"] {
+        assert_eq!(cell[k], e[k], "{k}: bench run and bench eval disagree");
+    }
+    assert_eq!(cell["per_image"]["averaged"], e["images_averaged"]);
+    assert_eq!(cell["per_image"]["skipped"], e["images_skipped"]);
+    let pooled = {
+        let o = ws.run(CONFIG);
+        assert!(o.status.success());
+        ws.results()["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone()
+    };
+    assert_ne!(pooled["aupr"], cell["aupr"], "per-image means differ from pooled pixels");
+    let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(!tables.contains("per-image"), "default footer unchanged");
+}
+
+#[test]
+fn all_conventions_writes_a_stable_conventions_md_equal_to_eval() {
+    let ws = Ws::new();
+    let o = ws.run(CONFIG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!ws.p("results/demo/conventions.md").exists(), "off by default");
+    let cfg = with_metrics("all_conventions = true");
+    std::fs::write(ws.p("sweep.toml"), &cfg).unwrap();
+    let run = |threads: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_bench")).args(["run", "sweep.toml"]).current_dir(&ws.root).env("RAYON_NUM_THREADS", threads).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(ws.p("results/demo/conventions.md")).unwrap()
+    };
+    let (a, b) = (run("1"), run("2"));
+    assert_eq!(a, b, "conventions.md is byte-stable");
+    let r = ws.results();
+    let cell = r["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone();
+    let sec = a.split("\n## ").find(|s| s.starts_with("DeepLabV3+ R50 — Simple Max Logits")).unwrap_or_else(|| panic!("{a}"));
+    let row = |name: &str| sec.lines().find(|l| l.starts_with(&format!("| {name} |"))).unwrap_or_else(|| panic!("{name}: {sec}")).to_string();
+    let cols = |l: &str| l.split('|').map(|x| x.trim().to_string()).collect::<Vec<_>>();
+    let sk = cols(&row("sklearn"));
+    assert_eq!(sk[2], format!("{:.4}", 100.0 * cell["auroc"].as_f64().unwrap()));
+    assert_eq!(sk[3], format!("{:.4}", 100.0 * cell["aupr"].as_f64().unwrap()));
+    assert!(row("bravo").contains("[0, 1]"), "max_logit is no probability: {}", row("bravo"));
+    // the same rows as bench eval --all-conventions on the dumped maps
+    let scores = dump_max_logit(&ws, "test", "ml_dump");
+    let o = bench(
+        &["eval", "--all-conventions", "--json", "--scores", scores.to_str().unwrap(), "--labels", ws.p("datasets/demo/test/labels").to_str().unwrap()],
+        &ws.root,
+    );
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+    let mut compared = 0;
+    for x in e.as_array().unwrap() {
+        let name = x["convention"].as_str().unwrap();
+        if name == "bravo" {
+            continue;
+        }
+        let c = cols(&row(name));
+        for (k, key) in ["auroc", "aupr", "fpr95", "f1"].iter().enumerate() {
+            assert_eq!(c[2 + k], format!("{:.4}", 100.0 * x[key].as_f64().unwrap()), "{name} {key}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 36);
+}
+
+#[test]
+fn eval_regions_equal_the_run_cells() {
+    let ws = Ws::new();
+    let o = ws.run(&with_metrics("regions = true\ncomponent_track = \"obstacle\""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    let cell = r["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone();
+    assert!(cell["aupro"].is_number(), "{cell}");
+    let scores = dump_max_logit(&ws, "test", "ml_dump");
+    let labels = ws.p("datasets/demo/test/labels");
+    let eval = |extra: &[&str]| {
+        let mut a = vec!["eval", "--json", "--regions", "--component-track", "obstacle", "--scores", scores.to_str().unwrap(), "--labels", labels.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        let o = bench(&a, &ws.root);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(), stderr(&o))
+    };
+    // the val threshold of bench run, given explicitly: no leakage
+    let t = cell["components"]["threshold"].as_f64().unwrap();
+    let (e, err) = eval(&["--component-threshold", &format!("{}", t as f32)]);
+    assert_eq!(e["aupro"], cell["aupro"]);
+    assert_eq!(e["regions"], cell["regions"]);
+    for k in ["siou", "ppv", "mean_f1"] {
+        assert_eq!(e["components"][k], cell["components"][k], "{k}");
+    }
+    assert_eq!(e["components"]["leakage"], false);
+    assert!(!err.contains("leakage"), "{err}");
+    // default threshold: the split's own best F1, flagged
+    let (e, err) = eval(&[]);
+    assert_eq!(e["components"]["leakage"], true);
+    assert_eq!(e["components"]["threshold"].as_f64(), e["threshold"].as_f64());
+    assert!(err.contains("leakage"), "{err}");
+    let (e, _) = eval(&["--aupro-fpr", "1.0"]);
+    assert_ne!(e["aupro"], cell["aupro"], "the FPR limit is a parameter");
+}
+
+#[test]
+fn normal_positive_presets_in_run_equal_eval() {
+    let ws = Ws::new();
+    let scores = dump_max_logit(&ws, "test", "ml_dump");
+    for preset in ["ood-metrics", "openood", "pytorch-ood-seg"] {
+        let o = ws.run(&with_metrics(&format!("convention = \"{preset}\"")));
+        assert!(o.status.success(), "{preset}: {}", stderr(&o));
+        let r = ws.results();
+        assert_eq!(r["conventions"]["positive"], "normal");
+        let cell = r["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone();
+        let o = bench(
+            &["eval", "--convention", preset, "--json", "--scores", scores.to_str().unwrap(), "--labels", ws.p("datasets/demo/test/labels").to_str().unwrap()],
+            &ws.root,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for k in ["auroc", "aupr", "fpr95", "f1", "aupr_in", "fpr95_in"] {
+            assert!(cell[k].is_number(), "{preset} {k}: {cell}");
+            assert_eq!(cell[k], e[k], "{preset} {k}: bench run and bench eval disagree");
+        }
+    }
+}
+
+#[test]
+fn sharded_convention_runs_equal_the_single_run() {
+    // per-image means and the normal-positive statistic merge exactly
+    let ws = Ws::new();
+    let cfg = with_metrics("convention = \"pytorch-ood-seg\"");
+    let o = ws.run(&cfg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let single = std::fs::read(ws.p("results/demo/results.json")).unwrap();
+    let tables = std::fs::read(ws.p("results/demo/tables.md")).unwrap();
+    let sharded = cfg.replacen("name = \"demo\"", "name = \"demo\"\noutput = \"out2\"", 1);
+    std::fs::write(ws.p("s2.toml"), &sharded).unwrap();
+    let o = bench(&["run", "s2.toml", "--rounds"], &ws.root);
+    let rounds: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    for _ in 0..rounds {
+        for i in 0..2 {
+            let o = bench(&["run", "s2.toml", "--shard", &format!("{i}/2")], &ws.root);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let o = bench(&["merge", "out2/demo"], &ws.root);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(std::fs::read(ws.p("out2/demo/results.json")).unwrap(), single);
+    assert_eq!(std::fs::read(ws.p("out2/demo/tables.md")).unwrap(), tables);
+    // all_conventions is refused when sharded, with a one-line error
+    let s3 = with_metrics("all_conventions = true").replacen("name = \"demo\"", "name = \"demo\"\noutput = \"out3\"", 1);
+    std::fs::write(ws.p("s3.toml"), s3).unwrap();
+    let mut failed = false;
+    for _ in 0..rounds {
+        let o = bench(&["run", "s3.toml", "--shard", "0/2"], &ws.root);
+        if !o.status.success() {
+            assert!(stderr(&o).contains("all_conventions") && stderr(&o).contains("not implemented"), "{}", stderr(&o));
+            failed = true;
+            break;
+        }
+        let _ = bench(&["run", "s3.toml", "--shard", "1/2"], &ws.root);
+        let _ = bench(&["merge", "out3/demo"], &ws.root);
+    }
+    assert!(failed, "a sharded all_conventions run must fail");
+}
