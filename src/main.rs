@@ -745,14 +745,6 @@ fn evaluate(ev: &EvalInputs, conv: &MetricConv) -> Result<EvalOut> {
     })
 }
 
-fn conv_json(conv: &MetricConv, name: Option<&str>) -> serde_json::Value {
-    serde_json::json!({
-        "convention": name,
-        "fpr95": conv.fpr95, "aupr": conv.aupr, "average": conv.average,
-        "positive": conv.positive, "score_precision": conv.score_precision,
-    })
-}
-
 fn cmd_eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, regions: Option<&RegionArgs>, json: bool) -> Result<i32> {
     let o = evaluate(ev, conv)?;
     let reg = match regions {
@@ -768,15 +760,19 @@ fn cmd_eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, regions: Opt
         eprintln!("warning: average = images: {skipped} image(s) without both classes skipped, {n} averaged");
     }
     let [auroc, aupr, fpr95, f1] = o.main;
-    let mut obj = serde_json::json!({
-        "auroc": auroc, "aupr": aupr, "fpr95": fpr95, "f1": f1, "threshold": o.threshold,
-        "positives": o.positives, "negatives": o.negatives, "void": o.void,
-        "images": ev.pairs.len(), "fpr95_rule": conv.fpr95,
-    });
+    let figures = report::eval::EvalFigures {
+        auroc,
+        aupr,
+        fpr95,
+        f1,
+        threshold: o.threshold,
+        positives: o.positives,
+        negatives: o.negatives,
+        void: o.void,
+        images: ev.pairs.len() as u64,
+    };
+    let mut obj = serde_json::Value::Object(report::eval::eval_object(&figures, conv, name));
     let m = obj.as_object_mut().expect("object");
-    if name.is_some() || *conv != MetricConv::default() {
-        m.insert("conventions".into(), conv_json(conv, name));
-    }
     if let Some([ai, fi]) = o.normal {
         m.insert("aupr_in".into(), serde_json::json!(ai));
         m.insert("fpr95_in".into(), serde_json::json!(fi));
@@ -864,7 +860,7 @@ fn cmd_eval_all(ev: &EvalInputs, json: bool) -> Result<i32> {
                     "note": note,
                     "convention": p.name, "auroc": o.main[0], "aupr": o.main[1], "fpr95": o.main[2], "f1": o.main[3],
                     "aupr_in": o.normal.map(|n| n[0]), "fpr95_in": o.normal.map(|n| n[1]),
-                    "images_skipped": o.per_image.map(|x| x.1), "switches": conv_json(&p.conv, Some(p.name)),
+                    "images_skipped": o.per_image.map(|x| x.1), "switches": report::eval::conv_json(&p.conv, Some(p.name)),
                 })
             })
             .collect();

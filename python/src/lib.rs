@@ -315,13 +315,20 @@ fn scores_f32<'a>(sc: &'a Sc, start: usize, end: usize, buf: &'a mut Vec<f32>, c
 /// The object `bench eval --json` prints (same keys, same serde_json
 /// rendering: shortest round-trip floats, `null` when undefined).
 fn eval_json(c: &Counts, void: u64, images: u64, rule: Fpr95Rule) -> String {
-    let sm = c.summary(rule);
-    serde_json::json!({
-        "auroc": sm.auroc, "aupr": sm.aupr, "fpr95": sm.fpr95, "f1": sm.f1, "threshold": sm.threshold,
-        "positives": c.positives, "negatives": c.negatives, "void": void,
-        "images": images, "fpr95_rule": serde_json::to_value(rule).expect("rule"),
-    })
-    .to_string()
+    let conv = bench::metrics::conventions::MetricConv { fpr95: rule, ..Default::default() };
+    let sm = conv.summary(c);
+    let f = bench::report::eval::EvalFigures {
+        auroc: sm.auroc,
+        aupr: sm.aupr,
+        fpr95: sm.fpr95,
+        f1: sm.f1,
+        threshold: sm.threshold,
+        positives: c.positives,
+        negatives: c.negatives,
+        void,
+        images,
+    };
+    serde_json::Value::Object(bench::report::eval::eval_object(&f, &conv, None)).to_string()
 }
 
 struct Pair<'a> {
