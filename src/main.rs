@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use bench::config::{Config, Device};
-use bench::data::{LabelMap, label, read_mask, read_score_map_key};
+use bench::data::{LabelMap, read_mask, read_score_map_key};
 use bench::data::checksum::sha256_hex;
-use bench::metrics::conventions::{Average, ConvOverrides, MetricConv, Positive, ScorePrecision};
+use bench::metrics::conventions::{Average, ConvOverrides, EvalOut, MetricConv, Positive, ScorePrecision};
 use bench::metrics::{AuprRule, Fpr95Rule, PositiveCollector};
 use bench::pipeline::{RunOptions, RunOutput, RunStatus, run, run_exec};
 use bench::shard;
@@ -647,31 +647,17 @@ fn eval_regions(ev: &EvalInputs, conv: &MetricConv, ra: &RegionArgs, best_f1_thr
     Ok(serde_json::json!({ "aupro": au, "aupro_fpr_limit": ra.fpr, "regions": regions, "components": comps }))
 }
 
-use bench::metrics::conventions::swap_classes;
 
-/// What `bench eval` reports under one convention.
-struct EvalOut {
-    /// AUROC, AUPR, FPR95, F1: pooled or image means.
-    main: [Option<f64>; 4],
-    threshold: Option<f64>,
-    /// AUPR-In, FPR95-In (positive = normal).
-    normal: Option<[Option<f64>; 2]>,
-    positives: u64,
-    negatives: u64,
-    void: u64,
-    /// average = images: images averaged, images skipped (one class only).
-    per_image: Option<(u64, u64)>,
-}
 
 /// Metrics of the pairs under `conv`. Pooled: two streaming passes (one
 /// image kept in memory between them when there is only one). Per image:
 /// one pass, one image's statistic at a time.
+/// Both passes of `bench eval` over the file pairs (one image kept in
+/// memory between them, several streamed twice), under `conv`.
 fn evaluate(ev: &EvalInputs, conv: &MetricConv) -> Result<EvalOut> {
-    use bench::metrics::conventions::ImageMean;
-    let normal = conv.positive == Positive::Normal;
     let prec = conv.score_precision;
     let single = if ev.pairs.len() == 1 { Some(ev.load(&ev.pairs[0], prec)?) } else { None };
-    let each = |f: &mut dyn FnMut(&[f32], &[u8])| -> Result<()> {
+    let mut each = |f: &mut dyn FnMut(&[f32], &[u8])| -> Result<()> {
         match &single {
             Some((sc, lab)) => f(sc, lab),
             None => {
@@ -683,66 +669,7 @@ fn evaluate(ev: &EvalInputs, conv: &MetricConv) -> Result<EvalOut> {
         }
         Ok(())
     };
-    let (mut void, mut positives, mut negatives) = (0u64, 0u64, 0u64);
-    if conv.average == Average::Images {
-        let (mut out_m, mut in_m) = (ImageMean::default(), ImageMean::default());
-        each(&mut |sc, lab| {
-            void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
-            let c = bench::metrics::counts_of(sc, lab);
-            positives += c.positives;
-            negatives += c.negatives;
-            out_m.add(&c, conv);
-            if normal {
-                let (s2, l2) = swap_classes(sc, lab);
-                in_m.add(&bench::metrics::counts_of(&s2, &l2), conv);
-            }
-        })?;
-        let n = in_m.mean();
-        return Ok(EvalOut {
-            main: out_m.mean(),
-            threshold: None,
-            normal: normal.then_some([n[1], n[2]]),
-            positives,
-            negatives,
-            void,
-            per_image: Some((out_m.images(), out_m.skipped)),
-        });
-    }
-    let (mut pc, mut pc_in) = (PositiveCollector::new(), PositiveCollector::new());
-    each(&mut |sc, lab| {
-        void += lab.iter().filter(|&&l| l == label::VOID).count() as u64;
-        pc.add(sc, lab, None);
-        if normal {
-            let (s2, l2) = swap_classes(sc, lab);
-            pc_in.add(&s2, &l2, None);
-        }
-    })?;
-    let (mut r, mut r_in) = (pc.finish(), normal.then(|| pc_in.finish()));
-    each(&mut |sc, lab| {
-        r.add(sc, lab);
-        if let Some(r_in) = r_in.as_mut() {
-            let (s2, l2) = swap_classes(sc, lab);
-            r_in.add(&s2, &l2);
-        }
-    })?;
-    let counts = r.finish()?;
-    let sm = conv.summary(&counts);
-    let normal = match r_in {
-        Some(r_in) => {
-            let c = r_in.finish()?;
-            Some([c.aupr(conv.aupr), c.fpr_at_tpr(0.95, conv.fpr95)])
-        }
-        None => None,
-    };
-    Ok(EvalOut {
-        main: [sm.auroc, sm.aupr, sm.fpr95, sm.f1],
-        threshold: sm.threshold,
-        normal,
-        positives: counts.positives,
-        negatives: counts.negatives,
-        void,
-        per_image: None,
-    })
+    bench::metrics::conventions::evaluate(&mut each, conv)
 }
 
 fn cmd_eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, regions: Option<&RegionArgs>, json: bool) -> Result<i32> {
@@ -760,27 +687,8 @@ fn cmd_eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, regions: Opt
         eprintln!("warning: average = images: {skipped} image(s) without both classes skipped, {n} averaged");
     }
     let [auroc, aupr, fpr95, f1] = o.main;
-    let figures = report::eval::EvalFigures {
-        auroc,
-        aupr,
-        fpr95,
-        f1,
-        threshold: o.threshold,
-        positives: o.positives,
-        negatives: o.negatives,
-        void: o.void,
-        images: ev.pairs.len() as u64,
-    };
-    let mut obj = serde_json::Value::Object(report::eval::eval_object(&figures, conv, name));
+    let mut obj = serde_json::Value::Object(report::eval::eval_object(&o, ev.pairs.len() as u64, conv, name));
     let m = obj.as_object_mut().expect("object");
-    if let Some([ai, fi]) = o.normal {
-        m.insert("aupr_in".into(), serde_json::json!(ai));
-        m.insert("fpr95_in".into(), serde_json::json!(fi));
-    }
-    if let Some((n, skipped)) = o.per_image {
-        m.insert("images_averaged".into(), n.into());
-        m.insert("images_skipped".into(), skipped.into());
-    }
     if ev.missing > 0 {
         m.insert("missing_score_maps".into(), ev.missing.into());
     }

@@ -152,14 +152,17 @@ def _warn_undefined(d: dict) -> None:
 # ----------------------------------------------------------------- metrics
 
 
-def metrics_json(scores, labels, *, anomaly=(1,), ignore=(255,), fpr95: str = "first") -> str:
+def metrics_json(scores, labels, *, anomaly=(1,), ignore=(255,), convention=None, fpr95=None, aupr=None, average=None, positive=None, score_precision=None) -> str:
     """:func:`metrics` as the exact text ``bench eval --json`` prints (without the newline)."""
     s, l = _pairs(scores, labels)
     images = sum(_images(a) for a in s)
-    return _native.metrics_json(s, l, _values(anomaly, "anomaly"), _values(ignore, "ignore"), fpr95, images)
+    return _native.metrics_json(
+        s, l, _values(anomaly, "anomaly"), _values(ignore, "ignore"), images,
+        convention, fpr95, aupr, average, positive, score_precision,
+    )
 
 
-def metrics(scores, labels, *, anomaly=(1,), ignore=(255,), fpr95: str = "first") -> dict:
+def metrics(scores, labels, *, anomaly=(1,), ignore=(255,), convention=None, fpr95=None, aupr=None, average=None, positive=None, score_precision=None) -> dict:
     """Exact pixel metrics of anomaly scores against label masks.
 
     Higher score = more anomalous; a pixel is flagged when ``score >= t``.
@@ -180,9 +183,30 @@ def metrics(scores, labels, *, anomaly=(1,), ignore=(255,), fpr95: str = "first"
         mask values that are void, excluded from every count (``--ignore``;
         default ``(255,)``). Every other value is in-distribution; values
         above 255 must be listed in one of the two (as in the CLI).
+    convention:
+        a preset that sets every switch below exactly as that code does
+        (``"sklearn"`` -- the default --, ``"smiyc"``, ``"fishyscapes"``,
+        ``"streethazards"``, ``"openood"``, ``"pytorch-ood"``,
+        ``"pytorch-ood-seg"``, ``"ood-metrics"``, ``"anomalib"``,
+        ``"bravo"``; README "Metric conventions"); explicit switches override it.
     fpr95:
         ``"first"`` (FPR at the first threshold reaching TPR >= 0.95,
-        SegmentMeIfYouCan) or ``"interp"`` (``np.interp`` over sklearn's ROC).
+        SegmentMeIfYouCan; default), ``"strict"``, ``"interp"``
+        (``np.interp`` over sklearn's ROC), ``"nearest"`` or ``"thinned"``.
+    aupr:
+        ``"ap"`` (sklearn's step sum; default), ``"trapezoid"`` or
+        ``"trapezoid_reorder"``.
+    average:
+        ``"pixels"`` (pooled; default) or ``"images"`` (mean of per-image
+        metrics over images with both classes; a batch array ``[B, ...]``
+        holds B images).
+    positive:
+        ``"anomaly"`` (default) or ``"normal"`` (adds ``aupr_in`` /
+        ``fpr95_in`` with in-distribution as the positive class).
+    score_precision:
+        ``"f32"`` (default), ``"f16"`` (scores cast to float16 first, as
+        SMIYC) or ``"u16"`` (BRAVO's ``min(floor(s*65536), 65535)`` on scores
+        in [0, 1]).
 
     Returns
     -------
@@ -206,7 +230,12 @@ def metrics(scores, labels, *, anomaly=(1,), ignore=(255,), fpr95: str = "first"
     ``precision_recall_curve`` on the same float32 scores. Memory: 4 bytes per
     anomaly pixel plus fixed chunk buffers; the GIL is released during the work.
     """
-    d = json.loads(metrics_json(scores, labels, anomaly=anomaly, ignore=ignore, fpr95=fpr95))
+    d = json.loads(
+        metrics_json(
+            scores, labels, anomaly=anomaly, ignore=ignore, convention=convention, fpr95=fpr95,
+            aupr=aupr, average=average, positive=positive, score_precision=score_precision,
+        )
+    )
     _warn_undefined(d)
     return d
 

@@ -36,7 +36,12 @@ def metrics(
     *,
     anomaly: LabelValues = (1,),
     ignore: LabelValues = (255,),
-    fpr95: Fpr95 = "first",
+    convention: str | None = None,
+    fpr95: str | None = None,
+    aupr: str | None = None,
+    average: str | None = None,
+    positive: str | None = None,
+    score_precision: str | None = None,
 ) -> Metrics:
     """Exact FPR95 / AUROC / AUPR / F1 of float32/float16 scores (higher = more anomalous)."""
 
@@ -46,7 +51,12 @@ def metrics_json(
     *,
     anomaly: LabelValues = (1,),
     ignore: LabelValues = (255,),
-    fpr95: Fpr95 = "first",
+    convention: str | None = None,
+    fpr95: str | None = None,
+    aupr: str | None = None,
+    average: str | None = None,
+    positive: str | None = None,
+    score_precision: str | None = None,
 ) -> str:
     """`metrics` as the exact text of `bench eval --json` (no newline)."""
 

@@ -10,6 +10,7 @@
 //!
 //! Sign convention everywhere: higher score = more anomalous.
 
+use bench::metrics::conventions::MetricConv;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bench::config::{Config, Device};
 use bench::data::{LabelMap, LogitData, Logits, Mask, label};
@@ -280,6 +281,13 @@ impl Labels {
     }
 }
 
+/// A convention switch given by name (`"first"`, `"trapezoid"`, `"f16"`,
+/// ...), spelled as in the config and the CLI.
+fn switch<T: serde::de::DeserializeOwned>(key: &str, v: Option<&str>) -> Result<Option<T>> {
+    v.map(|s| serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| anyhow::anyhow!("`{key}`: {e}")))
+        .transpose()
+}
+
 fn rule_of(s: &str) -> Result<Fpr95Rule> {
     match s {
         "first" => Ok(Fpr95Rule::First),
@@ -315,20 +323,18 @@ fn scores_f32<'a>(sc: &'a Sc, start: usize, end: usize, buf: &'a mut Vec<f32>, c
 /// The object `bench eval --json` prints (same keys, same serde_json
 /// rendering: shortest round-trip floats, `null` when undefined).
 fn eval_json(c: &Counts, void: u64, images: u64, rule: Fpr95Rule) -> String {
-    let conv = bench::metrics::conventions::MetricConv { fpr95: rule, ..Default::default() };
+    let conv = MetricConv { fpr95: rule, ..Default::default() };
     let sm = conv.summary(c);
-    let f = bench::report::eval::EvalFigures {
-        auroc: sm.auroc,
-        aupr: sm.aupr,
-        fpr95: sm.fpr95,
-        f1: sm.f1,
+    let o = bench::metrics::conventions::EvalOut {
+        main: [sm.auroc, sm.aupr, sm.fpr95, sm.f1],
         threshold: sm.threshold,
+        normal: None,
         positives: c.positives,
         negatives: c.negatives,
         void,
-        images,
+        per_image: None,
     };
-    serde_json::Value::Object(bench::report::eval::eval_object(&f, &conv, None)).to_string()
+    serde_json::Value::Object(bench::report::eval::eval_object(&o, images, &conv, None)).to_string()
 }
 
 struct Pair<'a> {
@@ -340,34 +346,34 @@ struct Pair<'a> {
 }
 
 /// Both passes of `bench eval` over in-memory arrays.
-fn metrics_pairs(pairs: &[Pair], labels: &Labels, rule: Fpr95Rule, images: u64) -> Result<String> {
-    let mut pc = PositiveCollector::new();
-    let mut void = 0u64;
-    let (mut codes, mut buf) = (Vec::with_capacity(CHUNK), Vec::new());
-    for p in pairs {
-        let n = p.s.len();
-        for start in (0..n).step_by(CHUNK) {
-            let end = (start + CHUNK).min(n);
-            let s = scores_f32(&p.s, start, end, &mut buf, Some((p.what.as_str(), &p.shape[..])))?;
-            labels.codes(&p.l, start, end, &mut codes, Some((p.lwhat.as_str(), &p.shape[..])))?;
-            void += codes.iter().filter(|&&l| l == label::VOID).count() as u64;
-            pc.add(s, &codes, None);
+fn metrics_pairs(pairs: &[Pair], labels: &Labels, conv: &MetricConv, name: Option<&str>, images: u64) -> Result<String> {
+    use bench::metrics::conventions::ScorePrecision;
+    let prec = conv.score_precision;
+    let (mut codes, mut buf) = (Vec::new(), Vec::new());
+    // One image at a time (a batch array [B, ...] holds B images), as
+    // `bench eval` visits its files: per-image averaging needs the bounds.
+    let mut each = |f: &mut dyn FnMut(&[f32], &[u8])| -> Result<()> {
+        for p in pairs {
+            let n = p.s.len();
+            let k = if p.shape.len() >= 3 { p.shape[0].max(1) } else { 1 };
+            let hw = (n / k).max(1);
+            for start in (0..n).step_by(hw) {
+                let end = (start + hw).min(n);
+                let s = scores_f32(&p.s, start, end, &mut buf, Some((p.what.as_str(), &p.shape[..])))?;
+                labels.codes(&p.l, start, end, &mut codes, Some((p.lwhat.as_str(), &p.shape[..])))?;
+                if prec == ScorePrecision::F32 {
+                    f(s, &codes);
+                } else {
+                    let mut v = s.to_vec();
+                    prec.apply(&mut v).with_context(|| format!("{}: score_precision", p.what))?;
+                    f(&v, &codes);
+                }
+            }
         }
-    }
-    let mut r = pc.finish();
-    // Pass 2 in bigger steps: the ranker parallelises inside a call.
-    let step = CHUNK * 4;
-    for p in pairs {
-        let n = p.s.len();
-        for start in (0..n).step_by(step) {
-            let end = (start + step).min(n);
-            let s = scores_f32(&p.s, start, end, &mut buf, None)?;
-            labels.codes(&p.l, start, end, &mut codes, None)?;
-            r.add(s, &codes);
-        }
-    }
-    let counts = r.finish()?;
-    Ok(eval_json(&counts, void, images, rule))
+        Ok(())
+    };
+    let o = bench::metrics::conventions::evaluate(&mut each, conv)?;
+    Ok(serde_json::Value::Object(bench::report::eval::eval_object(&o, images, conv, name)).to_string())
 }
 
 fn borrow_pairs<'py>(
@@ -394,24 +400,41 @@ fn borrow_pairs<'py>(
 /// Exact pixel metrics of score arrays against label arrays (the body of
 /// `anoseg_bench.metrics`). Returns the `bench eval --json` object as text.
 #[pyfunction]
-#[pyo3(signature = (scores, labels, anomaly, ignore, fpr95, images))]
+#[pyo3(signature = (scores, labels, anomaly, ignore, images, convention=None, fpr95=None, aupr=None, average=None, positive=None, score_precision=None))]
 fn metrics_json(
     py: Python<'_>,
     scores: Vec<Bound<'_, PyAny>>,
     labels: Vec<Bound<'_, PyAny>>,
     anomaly: Vec<i64>,
     ignore: Vec<i64>,
-    fpr95: &str,
     images: u64,
+    convention: Option<String>,
+    fpr95: Option<&str>,
+    aupr: Option<&str>,
+    average: Option<&str>,
+    positive: Option<&str>,
+    score_precision: Option<&str>,
 ) -> PyResult<String> {
     let lm = Labels::new(anomaly, ignore).map_err(BErr::from)?;
-    let rule = rule_of(fpr95).map_err(BErr::from)?;
+    let name = convention.clone();
+    let conv = (|| -> Result<MetricConv> {
+        bench::metrics::conventions::ConvOverrides {
+            convention,
+            fpr95: switch("fpr95", fpr95)?,
+            aupr: switch("aupr", aupr)?,
+            average: switch("average", average)?,
+            positive: switch("positive", positive)?,
+            score_precision: switch("score_precision", score_precision)?,
+        }
+        .resolve()
+    })()
+    .map_err(BErr::from)?;
     let arrs = borrow_pairs(&scores, &labels)?;
     let mut pairs = Vec::with_capacity(arrs.len());
     for (w, wl, s, l) in &arrs {
         pairs.push(Pair { what: w.clone(), lwhat: wl.clone(), shape: s.shape(), s: s.slice(w)?, l: l.slice(wl)? });
     }
-    let out = py.detach(|| metrics_pairs(&pairs, &lm, rule, images));
+    let out = py.detach(|| metrics_pairs(&pairs, &lm, &conv, name.as_deref(), images));
     Ok(out.map_err(BErr::from)?)
 }
 

@@ -23,7 +23,7 @@ def one_line(e):
         (S.astype(np.int32), L, {}, r"must be float32 or float16"),
         (S, L.astype(np.float32), {}, r"labels: must be an integer array"),
         (S, L[:3], {}, r"scores: shape \[4, 5\] but labels has shape \[3, 5\]"),
-        (S, L, {"fpr95": "middle"}, r'fpr95 must be "first" or "interp"'),
+        (S, L, {"fpr95": "middle"}, r'`fpr95`: unknown variant `middle`, expected one of `first`, `strict`, `interp`'),
         (S, L, {"anomaly": (1,), "ignore": (1, 255)}, r"label value 1 is listed both in `anomaly` and in `ignore`"),
         (S, L, {"anomaly": ()}, r"`anomaly` must list at least one label value"),
         (S, L, {"anomaly": (70000,)}, r"outside 0..=65535"),

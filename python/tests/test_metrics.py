@@ -120,6 +120,49 @@ def test_equals_bench_eval_json_byte_for_byte(tmp_path, bench, rule):
     assert ab.metrics(S, L, fpr95=rule) == json.loads(cli)
 
 
+SWITCHES = [
+    {"fpr95": "strict"},
+    {"fpr95": "nearest"},
+    {"fpr95": "thinned"},
+    {"aupr": "trapezoid"},
+    {"aupr": "trapezoid_reorder"},
+    {"average": "images"},
+    {"positive": "normal"},
+    {"score_precision": "f16"},
+    {"convention": "smiyc"},
+    {"convention": "streethazards"},
+    {"convention": "openood"},
+    {"convention": "pytorch-ood-seg"},
+    {"convention": "ood-metrics", "fpr95": "first"},
+]
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_every_convention_switch_equals_bench_eval_json(tmp_path, bench, switches):
+    S, L = write_folder(tmp_path)
+    flags = [x for k, v in switches.items() for x in (f"--{k.replace('_', '-')}", v)]
+    cli = bench("eval", "--scores", tmp_path / "scores", "--labels", tmp_path / "labels", *flags, "--json")
+    assert ab.metrics_json(S, L, **switches) + "\n" == cli
+    assert ab.metrics(S, L, **switches) == json.loads(cli)
+
+
+def test_u16_precision_on_unit_scores_equals_bench_eval(tmp_path, bench):
+    S, L = write_folder(tmp_path)
+    S = [(1 / (1 + np.exp(-s.astype(np.float64)))).astype(s.dtype) for s in S]
+    for i, s in enumerate(S):
+        np.save(tmp_path / "scores" / f"im{i}.npy", s)
+    cli = bench("eval", "--scores", tmp_path / "scores", "--labels", tmp_path / "labels", "--convention", "bravo", "--json")
+    assert ab.metrics_json(S, L, convention="bravo") + "\n" == cli
+
+
+def test_a_bad_switch_is_a_value_error_naming_it():
+    s, l = np.zeros(4, np.float32), np.array([0, 1, 0, 1], np.uint8)
+    with pytest.raises(ValueError, match="`aupr`"):
+        ab.metrics(s, l, aupr="area")
+    with pytest.raises(ValueError, match="unknown convention"):
+        ab.metrics(s, l, convention="mine")
+
+
 def test_undefined_metrics_are_none_with_a_warning():
     s = np.zeros(10, np.float32)
     with pytest.warns(RuntimeWarning, match="undefined"):

@@ -377,3 +377,89 @@ mod tests {
         assert_eq!(np_mean(&[0.5]), 0.5);
     }
 }
+
+/// What `bench eval` (and the Python package's `metrics()`) computes over
+/// a set of score maps under one convention.
+/// What `bench eval` reports under one convention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOut {
+    /// AUROC, AUPR, FPR95, F1: pooled or image means.
+    pub main: [Option<f64>; 4],
+    pub threshold: Option<f64>,
+    /// AUPR-In, FPR95-In (positive = normal).
+    pub normal: Option<[Option<f64>; 2]>,
+    pub positives: u64,
+    pub negatives: u64,
+    pub void: u64,
+    /// average = images: images averaged, images skipped (one class only).
+    pub per_image: Option<(u64, u64)>,
+}
+
+/// Both streaming passes over the images `each` visits (it is called once
+/// for `average = "images"`, twice otherwise: positives, then the ranks of
+/// the negatives), under `conv`: pooled or per-image metrics, and with
+/// `positive = "normal"` the swapped statistic too. `each` applies
+/// `conv.score_precision` itself (it owns the score buffers).
+pub fn evaluate(each: &mut dyn FnMut(&mut dyn FnMut(&[f32], &[u8])) -> Result<()>, conv: &MetricConv) -> Result<EvalOut> {
+    let normal = conv.positive == Positive::Normal;
+    let (mut void, mut positives, mut negatives) = (0u64, 0u64, 0u64);
+    if conv.average == Average::Images {
+        let (mut out_m, mut in_m) = (ImageMean::default(), ImageMean::default());
+        each(&mut |sc, lab| {
+            void += lab.iter().filter(|&&l| l == crate::data::label::VOID).count() as u64;
+            let c = super::counts_of(sc, lab);
+            positives += c.positives;
+            negatives += c.negatives;
+            out_m.add(&c, conv);
+            if normal {
+                let (s2, l2) = swap_classes(sc, lab);
+                in_m.add(&super::counts_of(&s2, &l2), conv);
+            }
+        })?;
+        let n = in_m.mean();
+        return Ok(EvalOut {
+            main: out_m.mean(),
+            threshold: None,
+            normal: normal.then_some([n[1], n[2]]),
+            positives,
+            negatives,
+            void,
+            per_image: Some((out_m.images(), out_m.skipped)),
+        });
+    }
+    let (mut pc, mut pc_in) = (super::PositiveCollector::new(), super::PositiveCollector::new());
+    each(&mut |sc, lab| {
+        void += lab.iter().filter(|&&l| l == crate::data::label::VOID).count() as u64;
+        pc.add(sc, lab, None);
+        if normal {
+            let (s2, l2) = swap_classes(sc, lab);
+            pc_in.add(&s2, &l2, None);
+        }
+    })?;
+    let (mut r, mut r_in) = (pc.finish(), normal.then(|| pc_in.finish()));
+    each(&mut |sc, lab| {
+        r.add(sc, lab);
+        if let Some(r_in) = r_in.as_mut() {
+            let (s2, l2) = swap_classes(sc, lab);
+            r_in.add(&s2, &l2);
+        }
+    })?;
+    let counts = r.finish()?;
+    let sm = conv.summary(&counts);
+    let normal = match r_in {
+        Some(r_in) => {
+            let c = r_in.finish()?;
+            Some([c.aupr(conv.aupr), c.fpr_at_tpr(0.95, conv.fpr95)])
+        }
+        None => None,
+    };
+    Ok(EvalOut {
+        main: [sm.auroc, sm.aupr, sm.fpr95, sm.f1],
+        threshold: sm.threshold,
+        normal,
+        positives: counts.positives,
+        negatives: counts.negatives,
+        void,
+        per_image: None,
+    })
+}
