@@ -304,8 +304,8 @@ pub struct MetricsCfg {
     pub regions: bool,
     /// SMIYC size filters: "anomaly" (pred ≥ 500 px, GT ≥ 100 px) or
     /// "obstacle" (50 / 10).
-    #[serde(default = "default_track")]
-    pub component_track: String,
+    #[serde(default)]
+    pub component_track: crate::metrics::region::Track,
     /// `"smiyc"` (SMIYC's 768-bin approximation): not implemented, an
     /// error; bench computes the exact curve.
     #[serde(default)]
@@ -314,9 +314,6 @@ pub struct MetricsCfg {
     /// preset (two extra passes over the test split).
     #[serde(default)]
     pub all_conventions: bool,
-}
-fn default_track() -> String {
-    "anomaly".into()
 }
 impl Default for MetricsCfg {
     fn default() -> Self {
@@ -335,7 +332,7 @@ impl Default for MetricsCfg {
             bootstrap_seed: 0,
             image_topk: 0,
             regions: false,
-            component_track: default_track(),
+            component_track: Default::default(),
             binning: None,
             all_conventions: false,
         }
@@ -575,9 +572,6 @@ impl Config {
         }
         self.method.sml.validate()?;
         self.method.heat.validate()?;
-        if !["anomaly", "obstacle"].contains(&self.metrics.component_track.as_str()) {
-            bail!("`metrics.component_track` must be \"anomaly\" or \"obstacle\", got {:?}", self.metrics.component_track);
-        }
         crate::data::LabelMap::new(self.anomaly.clone(), self.ignore.clone())?;
         Ok(())
     }

@@ -101,8 +101,8 @@ enum Cmd {
         #[arg(long, allow_hyphen_values = true)]
         component_threshold: Option<String>,
         /// SMIYC size filters: anomaly (500 / 100 px) or obstacle (50 / 10 px).
-        #[arg(long, default_value = "anomaly")]
-        component_track: String,
+        #[arg(long, value_enum, default_value = "anomaly")]
+        component_track: bench::metrics::region::Track,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -231,16 +231,12 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
             let regions = if regions {
                 ensure!(aupro_fpr > 0.0 && aupro_fpr <= 1.0, "--aupro-fpr must be in (0, 1], got {aupro_fpr}");
-                ensure!(
-                    ["anomaly", "obstacle"].contains(&component_track.as_str()),
-                    "--component-track must be `anomaly` or `obstacle`, got {component_track:?}"
-                );
                 let t = match component_threshold.as_deref() {
                     None => None,
                     Some("smiyc") => bail!("--component-threshold smiyc: SMIYC's binned best-F1 threshold is not implemented (SMIYC binning is not); pass a number"),
                     Some(x) => Some(x.parse::<f32>().ok().filter(|t| t.is_finite()).with_context(|| format!("--component-threshold: {x:?} is not a finite number"))?),
                 };
-                Some(RegionArgs { fpr: aupro_fpr, threshold: t, obstacle: component_track == "obstacle" })
+                Some(RegionArgs { fpr: aupro_fpr, threshold: t, track: component_track })
             } else {
                 ensure!(component_threshold.is_none(), "--component-threshold needs --regions");
                 None
@@ -598,7 +594,7 @@ impl<'a> EvalInputs<'a> {
 struct RegionArgs {
     fpr: f64,
     threshold: Option<f32>,
-    obstacle: bool,
+    track: bench::metrics::region::Track,
 }
 
 /// AUPRO (exact, the weighted two-pass engine) and SMIYC component metrics
@@ -628,7 +624,7 @@ fn eval_regions(ev: &EvalInputs, conv: &MetricConv, ra: &RegionArgs, best_f1_thr
     };
     let comps = match t {
         Some(t) => {
-            let cfg = if ra.obstacle { ComponentConfig::obstacle_track(t) } else { ComponentConfig::anomaly_track(t) };
+            let cfg = ComponentConfig::track(ra.track, t);
             let mut acc = ComponentStats::new(&cfg.deltas);
             for p in &ev.pairs {
                 let (h, w, sc, lab) = ev.load_hw(p, prec)?;
@@ -637,7 +633,7 @@ fn eval_regions(ev: &EvalInputs, conv: &MetricConv, ra: &RegionArgs, best_f1_thr
             let s = acc.summary();
             serde_json::json!({
                 "threshold": t, "threshold_source": source, "leakage": ra.threshold.is_none(),
-                "track": if ra.obstacle { "obstacle" } else { "anomaly" }, "positive_when": "score >= threshold",
+                "track": ra.track, "positive_when": "score >= threshold",
                 "siou": s.siou_gt, "ppv": s.ppv, "mean_f1": s.mean_f1,
                 "gt_components": s.gt_components, "pred_components": s.pred_components,
             })

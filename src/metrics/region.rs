@@ -316,7 +316,36 @@ pub struct ComponentConfig {
     pub deltas: Vec<f64>,
 }
 
+/// SegmentMeIfYouCan's size filters (`component_track`, `--component-track`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Track {
+    /// RoadAnomaly21: predicted components < 500 px dropped, GT < 100 px voided.
+    #[default]
+    Anomaly,
+    /// RoadObstacle21: 50 / 10 px.
+    Obstacle,
+}
+
+impl Track {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Track::Anomaly => "anomaly",
+            Track::Obstacle => "obstacle",
+        }
+    }
+}
+
 impl ComponentConfig {
+    /// The size filters of a SegmentMeIfYouCan track, at threshold `t`.
+    pub fn track(track: Track, threshold: f32) -> Self {
+        match track {
+            Track::Anomaly => Self::anomaly_track(threshold),
+            Track::Obstacle => Self::obstacle_track(threshold),
+        }
+    }
+
     /// Official RoadAnomaly21 settings (`SegEval-AnomalyTrack`): predicted
     /// components < 500 px dropped, GT components < 100 px voided; `≥ t`.
     pub fn anomaly_track(threshold: f32) -> Self {

@@ -90,10 +90,7 @@ pub(crate) struct Evaluated {
 /// bootstrap over test's cached maps.
 fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg, plan: &ScorePlan, o: &mut ModelOut) -> Result<Evaluated> {
     let (cols, test, val) = (&sw.cols, sw.test, sw.val);
-    let track = |t: f32| match cfg.metrics.component_track.as_str() {
-        "obstacle" => ComponentConfig::obstacle_track(t),
-        _ => ComponentConfig::anomaly_track(t),
-    };
+    let track = |t: f32| ComponentConfig::track(cfg.metrics.component_track, t);
     let mut sopts = SplitOpts {
         regions: cfg.metrics.regions,
         components: vec![None; cols.len()],
@@ -171,7 +168,7 @@ fn test_rows(cfg: &Config, mc: &crate::config::ModelCfg, m: &MethodRef, mi: usiz
         c.components = Some(Components {
             threshold: cc.threshold as f64,
             threshold_split: "val".into(),
-            track: cfg.metrics.component_track.clone(),
+            track: cfg.metrics.component_track,
             siou: s.siou_gt,
             ppv: s.ppv,
             mean_f1: s.mean_f1,

@@ -172,7 +172,7 @@ pub struct Components {
     pub threshold: f64,
     pub threshold_split: String,
     /// `anomaly` or `obstacle` size filters.
-    pub track: String,
+    pub track: crate::metrics::region::Track,
     pub siou: Option<f64>,
     pub ppv: Option<f64>,
     pub mean_f1: Option<f64>,

@@ -211,7 +211,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
         ));
     }
     if r.cells.iter().any(|c| c.split == EVAL_SPLIT && (c.aupro.is_some() || c.components.is_some())) {
-        let track = r.cells.iter().find_map(|c| c.components.as_ref()).map_or("anomaly".to_string(), |c| c.track.clone());
+        let track = r.cells.iter().find_map(|c| c.components.as_ref()).map_or("anomaly".to_string(), |c| c.track.name().to_string());
         out.push(grid(
             r,
             "Region metrics",
