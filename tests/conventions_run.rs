@@ -1,16 +1,14 @@
 //! `[metrics]` convention keys in `bench run`, and sweeps of external score
 //! maps only (no logits anywhere).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+#[allow(unused_imports)]
+use common::*;
 
-fn bench(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench")).args(args).current_dir(cwd).env("CI", "true").output().unwrap()
-}
+use std::path::PathBuf;
+use std::process::Output;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+
 
 const CONFIG: &str = r#"
 name = "demo"
@@ -200,7 +198,7 @@ fn all_conventions_writes_a_stable_conventions_md_equal_to_eval() {
     let cfg = with_metrics("all_conventions = true");
     std::fs::write(ws.p("sweep.toml"), &cfg).unwrap();
     let run = |threads: &str| {
-        let o = Command::new(env!("CARGO_BIN_EXE_bench")).args(["run", "sweep.toml"]).current_dir(&ws.root).env("RAYON_NUM_THREADS", threads).output().unwrap();
+        let o = cmd(&["run", "sweep.toml"], &ws.root).env("RAYON_NUM_THREADS", threads).output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read_to_string(ws.p("results/demo/conventions.md")).unwrap()
     };
