@@ -65,7 +65,7 @@ fn calibration() -> Calibration {
         data: LogitData::F32(values(C, h, w, 7)),
     };
     let lab = vec![label::NORMAL; h * w];
-    let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| -> Result<()> { f(&lg, &lab) };
+    let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| -> Result<()> { f(&lg, None, &lab) };
     Calibration::fit("calibration", false, true, &mut visit).expect("fit")
 }
 

@@ -261,7 +261,7 @@ fn logits(c: usize, n: usize, v: &[f64]) -> Logits {
 fn fit(case: &ScoreCase) -> Calibration {
     let lg = logits(case.c, case.calibration.n, &case.calibration.logits);
     let labels = &case.calibration.labels;
-    let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> anyhow::Result<()>| -> anyhow::Result<()> { f(&lg, labels) };
+    let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> anyhow::Result<()>| -> anyhow::Result<()> { f(&lg, None, labels) };
     Calibration::fit("calibration", false, true, &mut visit).expect("calibration fit")
 }
 

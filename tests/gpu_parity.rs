@@ -102,9 +102,9 @@ fn calibration(c: usize, seed: u64) -> Calibration {
             (logits(c, h, w, &vals, false), lab)
         })
         .collect();
-    let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| -> Result<()> {
+    let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| -> Result<()> {
         for (l, lab) in &imgs {
-            f(l, lab)?;
+            f(l, None, lab)?;
         }
         Ok(())
     };

@@ -163,7 +163,7 @@ fn gpu_matches_cpu_on_features() {
         }
         Ok(())
     };
-    let cal = Calibration::fit_features("calibration", false, true, &mut visit).unwrap();
+    let cal = Calibration::fit("calibration", false, true, &mut visit).unwrap();
     assert_eq!((cal.heat.feat_dim, cal.heat.dim(), cal.heat.c), (D, D, C));
     let plan = ScorePlan {
         methods: vec![Method::Heat, Method::Energy, Method::Sml],

@@ -150,7 +150,7 @@ fn calibration(c: usize) -> Calibration {
     let (h, w) = (20, 30);
     let lg = Logits { c, h, w, data: LogitData::F32(band_logits(c, h, w, 99)) };
     let lab = vec![0u8; h * w];
-    let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> anyhow::Result<()>| f(&lg, &lab);
+    let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> anyhow::Result<()>| f(&lg, None, &lab);
     Calibration::fit("calibration", false, true, &mut visit).unwrap()
 }
 

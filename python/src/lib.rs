@@ -812,13 +812,13 @@ impl NativeEvaluator {
                     labels.codes(l, start, (start + CHUNK).min(l.len()), &mut codes, Some((lwhat, lshape)))?;
                 }
             }
-            let mut visit = |f: &mut dyn FnMut(&Logits, &[u8]) -> Result<()>| -> Result<()> {
+            let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| -> Result<()> {
                 let mut codes = Vec::new();
                 for (_, _, s, l, (b, c, h, w), _) in &views {
                     let hw = h * w;
                     for i in 0..*b {
                         labels.codes(l, i * hw, (i + 1) * hw, &mut codes, None)?;
-                        f(&image_logits(s, i, *c, *h, *w), &codes)?;
+                        f(&image_logits(s, i, *c, *h, *w), None, &codes)?;
                     }
                 }
                 Ok(())

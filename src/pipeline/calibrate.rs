@@ -6,7 +6,7 @@ use super::*;
 /// Fit SML / HEAT statistics for one model on `split`: pass 1 (per-image
 /// sums), then for HEAT pass 2 (energy moments), each a collective.
 pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, features: bool, model: &str) -> Result<Calibration> {
-    use crate::scores::calib::{EnergyMoments, Sums, first_normal_features, image_sums_features};
+    use crate::scores::calib::{EnergyMoments, Sums, first_normal, image_sums};
     // HEAT on per-pixel features: this image's features, else None.
     let feat_of = |i: usize, lg: &Logits| -> Result<Option<Logits>> {
         if features { Ok(Some(load_features(split, model, i, lg, cx.inp)?)) } else { Ok(None) }
@@ -28,7 +28,7 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
             // images this process visits (the scan stops at the first image
             // that has one).
             if heat {
-                st.0 = find_image(split, model, inp, 0..n, |i, lg, lab| Ok(first_normal_features(lg, feat_of(i, lg)?.as_ref(), &lab)))?;
+                st.0 = find_image(split, model, inp, 0..n, |i, lg, lab| Ok(first_normal(lg, feat_of(i, lg)?.as_ref(), &lab)))?;
             }
             let shift = st.0.clone().unwrap_or_default();
             for_each_image(split, model, inp, images, |i, lg, lab| {
@@ -37,7 +37,7 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
                 {
                     bail!("{}: {} classes, but earlier calibration images have {f}", ctx(i), lg.c);
                 }
-                st.1.push(image_sums_features(lg, feat_of(i, lg)?.as_ref(), &lab, heat, &shift));
+                st.1.push(image_sums(lg, feat_of(i, lg)?.as_ref(), &lab, heat, &shift));
                 bar.inc();
                 Ok(())
             })
@@ -62,7 +62,7 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
             &mut em,
             |em, images| {
                 for_each_image(split, model, inp, images, |i, lg, lab| {
-                    em.push(cal.energy_moments_features(lg, feat_of(i, lg)?.as_ref(), &lab));
+                    em.push(cal.energy_moments(lg, feat_of(i, lg)?.as_ref(), &lab));
                     bar.inc();
                     Ok(())
                 })

@@ -7,7 +7,7 @@
 //!
 //! 1. **Only bench's own folders are replaced.** [`check_replaceable`]
 //!    refuses a folder that does not look like bench wrote it (a
-//!    `results.json` of bench's format or a sharded run's `shards/meta.json`,
+//!    `results.json` of bench's format or a sharded run's `shards/`,
 //!    and nothing at its top level that bench does not write).
 //! 2. **The swap is atomic.** Files go to a sibling temp folder
 //!    `.<name>.tmp-<pid>-<random>`, which then trades places with the old
@@ -188,13 +188,15 @@ pub fn recover(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// Whether `dir` holds a results folder bench wrote: `results.json` of
-/// bench's format, or a sharded run's `shards/meta.json`.
+/// bench's format, or a sharded run's `shards/` folder.
 fn has_marker(dir: &Path) -> bool {
     let results = std::fs::read_to_string(dir.join("results.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .is_some_and(|v| v.get("format").and_then(|f| f.as_str()).is_some_and(|f| f.starts_with("bench-results/")));
-    results || dir.join("shards").join("meta.json").is_file()
+    // `shards/` alone counts: concurrent shard processes may see the folder
+    // before the first of them has written `meta.json` into it.
+    results || dir.join("shards").is_dir()
 }
 
 /// Refuse to replace `dir` unless bench wrote it. `subfolders` are the

@@ -176,32 +176,23 @@ impl Sums {
     }
 }
 
-/// The logits of the first in-distribution pixel of an image, if any: the
-/// shift of the HEAT sums (the first such pixel of the split, in image
-/// order), so a large common offset does not cancel in Σxxᵀ − nμμᵀ.
-pub fn first_normal(lg: &Logits, lab: &[u8]) -> Option<Vec<f64>> {
+/// The first in-distribution pixel's vector of an image, if any — of the
+/// features when given (HEAT on features), else of the logits: the shift of
+/// the HEAT sums (the first such pixel of the split, in image order), so a
+/// large common offset does not cancel in Σxxᵀ − nμμᵀ.
+pub fn first_normal(lg: &Logits, feat: Option<&Logits>, lab: &[u8]) -> Option<Vec<f64>> {
+    let x = feat.unwrap_or(lg);
     let p = lab.iter().position(|&l| l == label::NORMAL)?;
-    let mut z = vec![0.0; lg.c];
-    lg.pixel(p, &mut z);
+    let mut z = vec![0.0; x.c];
+    x.pixel(p, &mut z);
     Some(z)
 }
 
-/// [`first_normal`] of the vectors HEAT's Gaussians live in: the features
-/// when given (HEAT on features), else the logits.
-pub fn first_normal_features(lg: &Logits, feat: Option<&Logits>, lab: &[u8]) -> Option<Vec<f64>> {
-    first_normal(feat.unwrap_or(lg), lab)
-}
-
 /// Pass 1 over one image: SML moments per predicted class and, when `heat`,
-/// the logit sums around `shift` (fixed chunks, reduced in order).
-pub fn image_sums(lg: &Logits, lab: &[u8], heat: bool, shift: &[f64]) -> Sums {
-    image_sums_features(lg, None, lab, heat, shift)
-}
-
-/// [`image_sums`] where, when `feat` is given (same H×W, checked by the
-/// caller), HEAT's sums are over the per-pixel features instead of the
-/// logits; classes still come from the logits' argmax.
-pub fn image_sums_features(lg: &Logits, feat: Option<&Logits>, lab: &[u8], heat: bool, shift: &[f64]) -> Sums {
+/// the sums around `shift` (fixed chunks, reduced in order) — over the
+/// per-pixel features when `feat` is given (same H×W, checked by the
+/// caller), else over the logits; classes always come from the logits' argmax.
+pub fn image_sums(lg: &Logits, feat: Option<&Logits>, lab: &[u8], heat: bool, shift: &[f64]) -> Sums {
     let c = lg.c;
     let on_feat = heat && feat.is_some();
     let d = match feat {
@@ -252,14 +243,11 @@ pub fn image_sums_features(lg: &Logits, feat: Option<&Logits>, lab: &[u8], heat:
 /// Pass 2 of HEAT over one image: moments of the two energies.
 pub type EnergyMoments = [Moments; 2];
 
-/// Visits every image of the calibration split: calls `f(logits, labels)`.
-/// Called twice when HEAT needs its standardisation pass.
-pub type Visitor<'a> = dyn FnMut(&mut dyn FnMut(&Logits, &[u8]) -> Result<()>) -> Result<()> + 'a;
-
-/// Like [`Visitor`], with each image's per-pixel features (`[D, H, W]`,
-/// same H×W) when the dataset has them for this model.
-pub type FeatureVisitor<'a> =
-    dyn FnMut(&mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>) -> Result<()> + 'a;
+/// Visits every image of the calibration split: calls `f(logits, features,
+/// labels)`, with the image's per-pixel features (`[D, H, W]`, same H×W)
+/// when HEAT lives in a feature space, else `None`. Called twice when HEAT
+/// needs its standardisation pass.
+pub type Visitor<'a> = dyn FnMut(&mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>) -> Result<()> + 'a;
 
 /// Features must cover the logits' pixels.
 pub fn check_features(lg: &Logits, feat: Option<&Logits>) -> Result<()> {
@@ -274,39 +262,31 @@ pub fn check_features(lg: &Logits, feat: Option<&Logits>) -> Result<()> {
 impl Calibration {
     /// Fit SML statistics and (when `heat`) the HEAT Gaussian and the
     /// standardisation of both energies, over the in-distribution pixels the
-    /// visitor yields. Deterministic: fixed chunks, reduced in order. The
-    /// pipeline runs the same steps ([`image_sums`], [`from_sums`],
+    /// visitor yields (the Gaussians in the space of the per-pixel features
+    /// when it yields them — all images or none —, classes from the logits'
+    /// argmax, `E_el` from the logits). Deterministic: fixed chunks, reduced
+    /// in order. The pipeline runs the same steps ([`image_sums`], [`from_sums`],
     /// [`energy_moments`], [`standardise`]) as separate, shardable passes.
     ///
     /// [`from_sums`]: Self::from_sums
     /// [`energy_moments`]: Self::energy_moments
     /// [`standardise`]: Self::standardise
     pub fn fit(split: &str, leakage: bool, heat: bool, visit: &mut Visitor) -> Result<Calibration> {
-        Self::fit_features(split, leakage, heat, &mut |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| {
-            visit(&mut |lg: &Logits, lab: &[u8]| f(lg, None, lab))
-        })
-    }
-
-    /// [`Calibration::fit`] where the HEAT Gaussians live in the space of
-    /// per-pixel features when the visitor yields them (all images or
-    /// none); classes still come from the logits' argmax, and `E_el` from
-    /// the logits.
-    pub fn fit_features(split: &str, leakage: bool, heat: bool, visit: &mut FeatureVisitor) -> Result<Calibration> {
         let mut shift: Option<Vec<f64>> = None;
         let mut images = Vec::new();
         visit(&mut |lg: &Logits, feat: Option<&Logits>, lab: &[u8]| {
             check_features(lg, feat)?;
             if shift.is_none() {
-                shift = first_normal_features(lg, feat.filter(|_| heat), lab);
+                shift = first_normal(lg, feat.filter(|_| heat), lab);
             }
-            images.push(image_sums_features(lg, feat, lab, heat, shift.as_deref().unwrap_or(&[])));
+            images.push(image_sums(lg, feat, lab, heat, shift.as_deref().unwrap_or(&[])));
             Ok(())
         })?;
         let mut cal = Calibration::from_sums(split, leakage, heat, &images, shift.as_deref().unwrap_or(&[]))?;
         if heat {
             let mut parts = Vec::new();
             visit(&mut |lg: &Logits, feat: Option<&Logits>, lab: &[u8]| {
-                parts.push(cal.energy_moments_features(lg, feat, lab));
+                parts.push(cal.energy_moments(lg, feat, lab));
                 Ok(())
             })?;
             cal.standardise(&parts);
@@ -315,14 +295,9 @@ impl Calibration {
     }
 
     /// Pass 2 of HEAT over one image, with the Gaussian fitted by
-    /// [`from_sums`](Self::from_sums).
-    pub fn energy_moments(&self, lg: &Logits, lab: &[u8]) -> EnergyMoments {
-        self.energy_moments_features(lg, None, lab)
-    }
-
-    /// [`energy_moments`](Self::energy_moments) with the image's features
-    /// (read when the Gaussians were fitted on features).
-    pub fn energy_moments_features(&self, lg: &Logits, feat: Option<&Logits>, lab: &[u8]) -> EnergyMoments {
+    /// [`from_sums`](Self::from_sums) (reading the image's features when it
+    /// was fitted on features).
+    pub fn energy_moments(&self, lg: &Logits, feat: Option<&Logits>, lab: &[u8]) -> EnergyMoments {
         let (c, hp) = (lg.c, &self.heat);
         let d = hp.dim();
         let feat = feat.filter(|_| hp.features());
