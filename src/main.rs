@@ -489,31 +489,6 @@ fn write_results(cfg: &Config, outs: Vec<(RunOutput, Config)>, check: bool, tol:
     Ok(0)
 }
 
-/// `(stem, path)` of the .npy/.png files in a folder, or of one file.
-fn list(p: &Path, exts: &[&str]) -> Result<Vec<(String, PathBuf)>> {
-    let stem = |q: &Path| q.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    if p.is_file() {
-        return Ok(vec![(stem(p), p.to_path_buf())]);
-    }
-    let rd = std::fs::read_dir(p).with_context(|| format!("{}: cannot read", p.display()))?;
-    let mut v = Vec::new();
-    for e in rd {
-        let q = e?.path();
-        if q.is_file() && q.extension().is_some_and(|x| exts.iter().any(|e| x == *e)) {
-            v.push((stem(&q), q));
-        }
-    }
-    v.sort();
-    for w in v.windows(2) {
-        if w[0].0 == w[1].0 {
-            bail!("{} and {}: two files with the same stem", w[0].1.display(), w[1].1.display());
-        }
-    }
-    if v.is_empty() {
-        bail!("{}: no {} files", p.display(), exts.join("/"));
-    }
-    Ok(v)
-}
 
 /// `--ignore`: mask values, or `none` (also an empty string) for no void value.
 fn parse_ignore(v: &[String]) -> Result<Vec<u16>> {
@@ -536,11 +511,11 @@ struct EvalInputs<'a> {
 
 impl<'a> EvalInputs<'a> {
     fn new(scores: &Path, npz_key: Option<&'a str>, labels: &Path, lm: LabelMap, allow_missing: bool) -> Result<Self> {
-        let s = list(scores, bench::data::dataset::SCORE_EXTS)?;
+        let s = bench::data::dataset::files_by_stem(scores, bench::data::dataset::SCORE_EXTS)?;
         let (pairs, missing) = if scores.is_file() && labels.is_file() {
             (vec![(s[0].1.clone(), labels.to_path_buf())], 0)
         } else {
-            let l = list(labels, &["png", "npy"])?;
+            let l = bench::data::dataset::files_by_stem(labels, &["png", "npy"])?;
             let mut pairs = Vec::new();
             for (stem, sp) in &s {
                 let lp = l

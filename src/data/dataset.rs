@@ -72,6 +72,35 @@ pub fn ext_lower(p: &Path) -> String {
     p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
 }
 
+/// `(stem, path)` of the files in a folder with one of `exts` (exact
+/// suffixes; hidden files skipped), sorted by stem — or of `p` itself when
+/// it is a file. Two files with one stem, or none at all, are errors naming
+/// the folder. (`bench eval`'s inputs: a folder of maps or masks.)
+pub fn files_by_stem(p: &Path, exts: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    let stem = |q: &Path| q.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    if p.is_file() {
+        return Ok(vec![(stem(p), p.to_path_buf())]);
+    }
+    let mut v: Vec<(String, PathBuf)> = list_dir(p)?
+        .into_iter()
+        .filter(|(name, _, is_dir)| !is_dir && !name.starts_with('.'))
+        .filter_map(|(name, path, _)| {
+            let (s, ext) = name.rsplit_once('.')?;
+            (!s.is_empty() && exts.contains(&ext)).then(|| (s.to_string(), path))
+        })
+        .collect();
+    v.sort();
+    for w in v.windows(2) {
+        if w[0].0 == w[1].0 {
+            bail!("{} and {}: two files with the same stem", w[0].1.display(), w[1].1.display());
+        }
+    }
+    if v.is_empty() {
+        bail!("{}: no {} files", p.display(), exts.join("/"));
+    }
+    Ok(v)
+}
+
 /// (stem, lower-cased extension) of a file name, if it has an extension.
 fn stem_ext(name: &str) -> Option<(&str, String)> {
     let (stem, ext) = name.rsplit_once('.')?;

@@ -157,6 +157,24 @@ impl Pass1 {
         }
     }
 
+    /// `average = "images"`: per method, the mean of each per-image figure
+    /// (AUROC, AUPR, FPR95, F1, AUPR-In, FPR95-In) over the images that had
+    /// both classes, how many were averaged and how many skipped.
+    pub fn image_means(&self, opts: &SplitOpts) -> Vec<Option<([Option<f64>; 6], u64, u64)>> {
+        (0..self.pos.len())
+            .map(|m| {
+                opts.per_image.as_ref()?;
+                let v = &self.per_image[m];
+                let mut out = [None; 6];
+                for (k, o) in out.iter_mut().enumerate() {
+                    let col: Option<Vec<f64>> = v.iter().map(|x| x[k]).collect();
+                    *o = col.filter(|c| !c.is_empty()).map(|c| crate::metrics::conventions::np_mean(&c));
+                }
+                Some((out, v.len() as u64, self.per_image_skipped[m]))
+            })
+            .collect()
+    }
+
     /// Fold in the state of the images that follow this one's.
     pub fn absorb(&mut self, o: Pass1) -> Result<()> {
         ensure!(

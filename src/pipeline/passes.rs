@@ -106,6 +106,7 @@ impl Ctx<'_> {
     }
 }
 
+/// One split for one model: pass 1, pass 2, and the statistics they yield.
 pub(crate) fn eval_split(
     cx: &Ctx,
     split: &Split,
@@ -115,76 +116,17 @@ pub(crate) fn eval_split(
     probes: Vec<Vec<f32>>,
     opts: &SplitOpts,
 ) -> Result<SplitEval> {
-    let (inp, bar) = (cx.inp, cx.progress);
-    let nm = plan.methods.len() + inp.external.len();
-    let nt = if opts.types > 1 { opts.types } else { 0 };
-    let n = split.stems.len();
-    let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
-    let pass = |step: u32| format!("{}{model}.{}.{step}", cx.tag, split.name);
-
-    // pass 1: positives, probe thresholds, image scores
-    let mut p1 = Pass1::new(nm, nt, opts, probes);
-    let label = |step: u32| format!("[{}] {} pass {step}/2", cx.who(model), split.name);
-    cx.collective(
-        label(1),
-        &pass(1),
-        n,
-        &mut p1,
-        |st, images| {
-            for_each_image(split, model, inp, images, |i, lg, lab| {
-                let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
-                st.add(maps, lab, if inp.logits { lg.dtype() } else { "none" }, opts).with_context(|| ctx(i))?;
-                bar.inc();
-                Ok(())
-            })
-        },
-        |st| st.shipped(opts.ship_maps),
-        |st, d| st.absorb(d),
-    )?;
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, per_image, per_image_skipped, pos_in, .. } = p1;
-    let image_means = (0..nm)
-        .map(|m| {
-            opts.per_image.as_ref()?;
-            let v = &per_image[m];
-            let mut out = [None; 6];
-            for (k, o) in out.iter_mut().enumerate() {
-                let col: Option<Vec<f64>> = v.iter().map(|x| x[k]).collect();
-                *o = col.filter(|c| !c.is_empty()).map(|c| crate::metrics::conventions::np_mean(&c));
-            }
-            Some((out, v.len() as u64, per_image_skipped[m]))
-        })
-        .collect();
-
-    // pass 2: rank every negative among the positives
-    let mut p2 = Pass2 {
+    let nm = plan.methods.len() + cx.inp.external.len();
+    let p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
+    let image_means = p1.image_means(opts);
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, .. } = p1;
+    let p2 = Pass2 {
         rankers: pos.into_iter().map(|p| p.finish()).collect(),
         trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
         refiners: normal.into_iter().map(|n| n.refine()).collect(),
         rankers_in: pos_in.into_iter().map(|p| p.finish()).collect(),
     };
-    cx.collective(
-        label(2),
-        &pass(2),
-        n,
-        &mut p2,
-        |st, images| match &cache {
-            Some(c) => {
-                for (maps, lab) in &c[images] {
-                    st.add(maps, lab);
-                    bar.inc();
-                }
-                Ok(())
-            }
-            None => for_each_image(split, model, inp, images, |i, lg, lab| {
-                st.add(&score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?, &lab);
-                bar.inc();
-                Ok(())
-            }),
-        },
-        |st| st.tally(),
-        |st, t| st.absorb(t),
-    )?;
-    let Pass2 { rankers, trankers, refiners, rankers_in } = p2;
+    let Pass2 { rankers, trankers, refiners, rankers_in } = pass2(cx, split, model, scorer, plan, &cache, p2)?;
     let counts_in: Vec<Option<Counts>> = if rankers_in.is_empty() {
         vec![None; nm]
     } else {
@@ -213,11 +155,77 @@ pub(crate) fn eval_split(
         image_scores,
         image_labels,
         void,
-        images: n as u64,
+        images: split.stems.len() as u64,
         dtype: dtype.unwrap_or_else(|| "float32".into()),
         image_means,
         counts_in,
     })
+}
+
+/// `[<dataset>/]<model>`'s pass `step` of `split`: its progress label and
+/// its collective id.
+fn pass_names(cx: &Ctx, split: &Split, model: &str, step: u32) -> (String, String) {
+    (format!("[{}] {} pass {step}/2", cx.who(model), split.name), format!("{}{model}.{}.{step}", cx.tag, split.name))
+}
+
+/// Pass 1: positives, probe thresholds, image scores (and the score maps
+/// while they fit the cache).
+fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &ScorePlan, probes: Vec<Vec<f32>>, opts: &SplitOpts) -> Result<Pass1> {
+    let (inp, bar) = (cx.inp, cx.progress);
+    let nm = plan.methods.len() + inp.external.len();
+    let nt = if opts.types > 1 { opts.types } else { 0 };
+    let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
+    let (label, id) = pass_names(cx, split, model, 1);
+    let mut p1 = Pass1::new(nm, nt, opts, probes);
+    cx.collective(
+        label,
+        &id,
+        split.stems.len(),
+        &mut p1,
+        |st, images| {
+            for_each_image(split, model, inp, images, |i, lg, lab| {
+                let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
+                st.add(maps, lab, if inp.logits { lg.dtype() } else { "none" }, opts).with_context(|| ctx(i))?;
+                bar.inc();
+                Ok(())
+            })
+        },
+        |st| st.shipped(opts.ship_maps),
+        |st, d| st.absorb(d),
+    )?;
+    Ok(p1)
+}
+
+/// Pass 2: rank every negative among pass 1's positives, from the cached
+/// score maps or by scoring the images again.
+#[allow(clippy::too_many_arguments)]
+fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &ScorePlan, cache: &Option<Vec<(ScoreMaps, Vec<u8>)>>, mut p2: Pass2) -> Result<Pass2> {
+    let (inp, bar) = (cx.inp, cx.progress);
+    let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
+    let (label, id) = pass_names(cx, split, model, 2);
+    cx.collective(
+        label,
+        &id,
+        split.stems.len(),
+        &mut p2,
+        |st, images| match cache {
+            Some(c) => {
+                for (maps, lab) in &c[images] {
+                    st.add(maps, lab);
+                    bar.inc();
+                }
+                Ok(())
+            }
+            None => for_each_image(split, model, inp, images, |i, lg, lab| {
+                st.add(&score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?, &lab);
+                bar.inc();
+                Ok(())
+            }),
+        },
+        |st| st.tally(),
+        |st, t| st.absorb(t),
+    )?;
+    Ok(p2)
 }
 
 /// A run-level warning: shown on stderr now (above the progress bar),
