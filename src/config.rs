@@ -618,6 +618,12 @@ impl Config {
         Ok(())
     }
 
+    /// The `[[datasets]]` names: the subfolders a sweep writes into its
+    /// results folder.
+    pub fn dataset_names(&self) -> Vec<String> {
+        self.datasets.iter().map(|d| d.name.clone()).collect()
+    }
+
     pub fn output_dir(&self) -> PathBuf {
         self.output.clone().unwrap_or_else(|| PathBuf::from("results")).join(&self.name)
     }

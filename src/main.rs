@@ -401,13 +401,9 @@ fn guard_output(cfg: &Config, check: bool) -> Result<()> {
     }
     if !check {
         cfg.check_output_location()?;
-        report::check_replaceable(&dir, &dataset_names(cfg), "`output`/`name`")?;
+        report::check_replaceable(&dir, &cfg.dataset_names(), "`output`/`name`")?;
     }
     Ok(())
-}
-
-fn dataset_names(cfg: &Config) -> Vec<String> {
-    cfg.datasets.iter().map(|d| d.name.clone()).collect()
 }
 
 /// Model ids as messages name them: `<dataset>/<model>` in a `[[datasets]]` sweep.

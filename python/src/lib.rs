@@ -205,13 +205,7 @@ fn unravel(mut i: usize, shape: &[usize]) -> String {
 }
 
 fn nonfinite_kind(x: f32) -> &'static str {
-    if x.is_nan() {
-        "NaN"
-    } else if x > 0.0 {
-        "+inf"
-    } else {
-        "-inf"
-    }
+    bench::data::npy::kind_of(x as f64)
 }
 
 // ---------------------------------------------------------------- labels

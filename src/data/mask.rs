@@ -13,17 +13,10 @@ fn ferr(path: &Path, msg: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("{}: {}", path.display(), msg)
 }
 
-/// Lower-cased file extension.
-fn ext(path: &Path) -> String {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase()
-}
 
 /// Read a mask from .png (8/16-bit gray or palette index) or .npy.
 pub fn read_mask(path: &Path) -> Result<Mask> {
-    match ext(path).as_str() {
+    match super::dataset::ext_lower(path).as_str() {
         "png" => read_mask_png(path),
         "npy" => super::npy::read_mask_npy(path),
         _ => bail!("{}: unsupported mask file type (expected .png or .npy)", path.display()),
@@ -34,7 +27,7 @@ pub fn read_mask(path: &Path) -> Result<Mask> {
 /// the checks that need no pixel data: the pre-flight check runs it on
 /// every mask in milliseconds.
 pub fn mask_size(path: &Path) -> Result<(usize, usize)> {
-    match ext(path).as_str() {
+    match super::dataset::ext_lower(path).as_str() {
         "png" => {
             let f = std::fs::File::open(path).map_err(|e| ferr(path, format!("cannot read: {e}")))?;
             let dec = png::Decoder::new(std::io::BufReader::new(f));

@@ -391,7 +391,8 @@ fn first_nonfinite_f16(v: &[f16]) -> Option<(usize, &'static str)> {
         .map(|i| (i, kind_of(v[i].to_f64())))
 }
 
-fn kind_of(x: f64) -> &'static str {
+/// How a non-finite value is named in errors: `NaN`, `+inf` or `-inf`.
+pub fn kind_of(x: f64) -> &'static str {
     if x.is_nan() {
         "NaN"
     } else if x > 0.0 {
@@ -401,17 +402,13 @@ fn kind_of(x: f64) -> &'static str {
     }
 }
 
-/// Lower-cased extension of `path`.
-fn ext_of(path: &Path) -> String {
-    path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
-}
 
 /// Run `f` on the .npy bytes behind `path`: the file itself, or for an
 /// `.npz` the member selected by `key` (the only array when `key` is
 /// `None`). Errors about an npz member name it as `file.npz[member]`, so
 /// the user knows which array of which file is wrong.
 fn with_npy<R>(path: &Path, key: Option<&str>, f: impl FnOnce(&Path, Src, u64) -> Result<R>) -> Result<R> {
-    if ext_of(path) == "npz" {
+    if super::dataset::ext_lower(path) == "npz" {
         let (name, bytes) = super::npz::member(path, key)?;
         let label = std::path::PathBuf::from(format!("{}[{name}]", path.display()));
         f(&label, Src::Mem(&bytes), bytes.len() as u64)
@@ -440,7 +437,7 @@ pub fn float_header(path: &Path, key: Option<&str>, ndim: usize, what: &str) -> 
         let kind = float_kind(label, &h.ty, if ndim == 3 { "logits" } else { "score maps" })?;
         Ok(ArrayInfo { shape: h.shape, dtype: if kind == Float::F32 { "float32" } else { "float16" } })
     };
-    if ext_of(path) == "npz" {
+    if super::dataset::ext_lower(path) == "npz" {
         // a v1/v2 header is at most 12 + 2^16 bytes in practice
         let (name, bytes, size) = super::npz::member_prefix(path, key, 12 + (1 << 16))?;
         let label = std::path::PathBuf::from(format!("{}[{name}]", path.display()));
@@ -548,7 +545,7 @@ pub fn read_score_map(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
 /// [`read_score_map`] with the array `key` of an `.npz` (ignored for other
 /// formats).
 pub fn read_score_map_key(path: &Path, key: Option<&str>) -> Result<(usize, usize, Vec<f32>)> {
-    if matches!(ext_of(path).as_str(), "h5" | "hdf5") {
+    if matches!(super::dataset::ext_lower(path).as_str(), "h5" | "hdf5") {
         let (h, w, v) = super::h5::read_score_map_h5(path)?;
         check_scores_finite(path, w, &v)?;
         return Ok((h, w, v));

@@ -54,7 +54,6 @@ pub fn sweep_files(outs: &[(RunOutput, Config)]) -> Result<Vec<(String, Vec<u8>)
 pub fn write(cfg: &Config, outs: &[(RunOutput, Config)]) -> Result<()> {
     let files = sweep_files(outs)?;
     let dir = cfg.output_dir();
-    let subs: Vec<String> = cfg.datasets.iter().map(|d| d.name.clone()).collect();
-    crate::report::check_replaceable(&dir, &subs, "`output`/`name`")?;
+    crate::report::check_replaceable(&dir, &cfg.dataset_names(), "`output`/`name`")?;
     crate::report::write_dir_atomic(&dir, &files)
 }
