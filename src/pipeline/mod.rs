@@ -18,6 +18,7 @@ mod calibrate;
 mod check;
 mod conventions;
 mod model;
+pub mod eval;
 pub mod output;
 mod passes;
 mod rows;
