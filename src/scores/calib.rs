@@ -54,6 +54,29 @@ pub struct HeatParams {
     pub gmm_std: f64,
 }
 
+/// SML's [`super::Fit::check`]: per-class moments for exactly `c` classes.
+pub fn check_sml(cal: &Calibration, c: usize) -> Result<()> {
+    anyhow::ensure!(
+        cal.sml.mean.len() == c && cal.sml.std.len() == c,
+        "calibration has {} classes but logits have {c}",
+        cal.sml.mean.len()
+    );
+    Ok(())
+}
+
+/// HEAT's [`super::Fit::check`]: the class moments and fitted Gaussians for `c` classes.
+pub fn check_heat(cal: &Calibration, c: usize) -> Result<()> {
+    check_sml(cal, c)?;
+    let h = &cal.heat;
+    anyhow::ensure!(h.c == c, "HEAT parameters have {} classes but logits have {c}", h.c);
+    let d = h.dim();
+    anyhow::ensure!(
+        h.k >= 1 && h.whiten.len() == d * d && h.centers.len() == h.k * d,
+        "HEAT requested but the calibration has no fitted Gaussians (was it fitted with heat = false?)"
+    );
+    Ok(())
+}
+
 impl HeatParams {
     /// Dimension of the Gaussians' space: the features' D, else C.
     pub fn dim(&self) -> usize {

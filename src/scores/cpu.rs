@@ -5,7 +5,7 @@
 //! pixel's logits so the formulas can be read next to SPEC §4.
 
 use super::{HeatParams, Logits, Method, ScoreMaps, ScorePlan, Scorer};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 /// Pixels per parallel work item; fixed so results never depend on scheduling.
@@ -252,26 +252,7 @@ impl Scorer for CpuScorer {
 
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
         let features = super::heat_features(logits, features, plan)?;
-        if plan.methods.iter().any(|m| m.needs_calibration()) {
-            let cal = plan
-                .calibration
-                .as_ref()
-                .context("SML/HEAT requested without calibration statistics")?;
-            anyhow::ensure!(
-                cal.sml.mean.len() == logits.c,
-                "calibration has {} classes but logits have {}",
-                cal.sml.mean.len(),
-                logits.c
-            );
-            if plan.methods.contains(&Method::Heat) {
-                let h = &cal.heat;
-                anyhow::ensure!(
-                    h.c == logits.c && h.k >= 1 && h.whiten.len() == h.dim() * h.dim() && h.centers.len() == h.k * h.dim(),
-                    "HEAT requested but the calibration has no fitted Gaussian for {} classes",
-                    logits.c
-                );
-            }
-        }
+        plan.check_fits(logits.c)?;
         let n = logits.pixels();
         let nm = plan.methods.len();
         if nm == 0 {
@@ -303,27 +284,24 @@ impl Scorer for CpuScorer {
                 map.push(v);
             }
         }
-        if plan.sml_post_active() {
-            plan.sml_post.validate()?;
-            let pred = predictions(logits);
-            for (map, m) in maps.iter_mut().zip(&plan.methods) {
-                if *m == Method::Sml {
-                    *map = super::post::apply_cpu(map, &pred, logits.h, logits.w, &plan.sml_post);
-                }
-            }
-        }
-        if plan.heat_post_active() {
-            plan.heat_post.validate()?;
-            for (map, m) in maps.iter_mut().zip(&plan.methods) {
-                if *m == Method::Heat {
-                    *map = super::post::apply_heat_cpu(map, logits.h, logits.w, &plan.heat_post);
-                }
-            }
-        }
+        post_process(logits, plan, &mut maps)?;
         Ok(ScoreMaps {
             h: logits.h,
             w: logits.w,
             maps,
         })
     }
+}
+
+/// Every active whole-image post-processing hook of the plan (see
+/// [`super::Post`]), on the assembled maps.
+fn post_process(logits: &Logits, plan: &ScorePlan, maps: &mut [Vec<f32>]) -> Result<()> {
+    if plan.posts().next().is_none() {
+        return Ok(());
+    }
+    let pred = if plan.needs_pred() { predictions(logits) } else { vec![0; logits.pixels()] };
+    for (i, post) in plan.posts() {
+        maps[i] = (post.cpu)(&maps[i], &pred, logits.h, logits.w, plan)?;
+    }
+    Ok(())
 }
