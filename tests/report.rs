@@ -45,7 +45,7 @@ fn sample() -> Results {
         format: FORMAT.into(),
         name: "t".into(),
         dataset: "d".into(),
-        device: "cpu".into(),
+        device: bench::report::results::DeviceKind::Cpu,
         conventions: Conventions {
             fpr95: "first".into(),
             convention: None,
@@ -170,7 +170,7 @@ fn diff_reports_changes_and_tolerance() {
     b.cells[0].auroc = Some(0.91);
     b.cells[0].fpr95 = Some(0.2); // worse (was 0.095)
     b.cells.pop(); // only in a
-    b.device = "gpu".into();
+    b.device = bench::report::results::DeviceKind::Gpu;
     let d = diff(&a, &b, 1e-6, &[]).unwrap();
     assert!(!d.within_tolerance());
     assert_eq!(d.only_in_a, vec!["a/max_logit/val".to_string()]);
@@ -180,7 +180,7 @@ fn diff_reports_changes_and_tolerance() {
     assert_eq!(fp.verdict, "worse");
     assert!(d.notes.iter().any(|c| c.contains("device")), "device is a note, not a failure");
     let mut g = sample();
-    g.device = "gpu".into();
+    g.device = bench::report::results::DeviceKind::Gpu;
     assert!(diff(&a, &g, 1e-6, &[]).unwrap().within_tolerance());
     let text = render(&d);
     assert!(text.contains("▲ better") && text.contains("▼ worse") && text.contains("only in a: a/max_logit/val"), "{text}");

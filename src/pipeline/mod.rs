@@ -94,24 +94,24 @@ pub struct RunOutput {
 }
 
 /// The scorer for a device choice, and `cpu` / `gpu`.
-pub fn make_scorer(device: Device) -> Result<(Box<dyn Scorer>, &'static str)> {
+pub fn make_scorer(device: Device) -> Result<(Box<dyn Scorer>, DeviceKind)> {
     use crate::scores::cpu::CpuScorer;
     use crate::scores::gpu::GpuScorer;
     match device {
-        Device::Cpu => Ok((Box::new(CpuScorer), "cpu")),
+        Device::Cpu => Ok((Box::new(CpuScorer), DeviceKind::Cpu)),
         Device::Gpu => {
             let g = GpuScorer::new(true).context("--device gpu")?;
             eprintln!("device: {}", g.device());
-            Ok((Box::new(g), "gpu"))
+            Ok((Box::new(g), DeviceKind::Gpu))
         }
         Device::Auto => match GpuScorer::new(false) {
             Ok(g) => {
                 eprintln!("device: {}", g.device());
-                Ok((Box::new(g), "gpu"))
+                Ok((Box::new(g), DeviceKind::Gpu))
             }
             Err(e) => {
                 eprintln!("notice: no hardware GPU adapter ({e:#}); scoring on the CPU (use --device gpu to accept a software adapter)");
-                Ok((Box::new(CpuScorer), "cpu"))
+                Ok((Box::new(CpuScorer), DeviceKind::Cpu))
             }
         },
     }
@@ -192,9 +192,9 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     let read: Vec<&Split> = [Some(sw.test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten().collect();
     let run_warnings = preflight(cfg, &inp, &sw, &read)?;
 
-    let (mut scorer, device_kind): (Box<dyn Scorer>, &'static str) = match exec {
+    let (mut scorer, device_kind): (Box<dyn Scorer>, DeviceKind) = match exec {
         // a merge scores nothing
-        Exec::Merge(_) => (Box::new(crate::scores::cpu::CpuScorer), "cpu"),
+        Exec::Merge(_) => (Box::new(crate::scores::cpu::CpuScorer), DeviceKind::Cpu),
         _ => make_scorer(opts.device.or(cfg.device).unwrap_or_default())?,
     };
     // merges score nothing; shards show progress like a local run
@@ -220,7 +220,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     }
     let device = exec.device_kind(device_kind);
     let conv_rows: Vec<(String, String, Vec<ConvRow>)> = outs.iter_mut().flat_map(|m| std::mem::take(&mut m.conv_rows)).collect();
-    let (results, curves, drift, cal_file) = assemble(cfg, &inp, &sw, &device, run_warnings, outs)?;
+    let (results, curves, drift, cal_file) = assemble(cfg, &inp, &sw, device, run_warnings, outs)?;
     let (adapter, inputs, shards) = match exec {
         Exec::Merge(sh) => (format!("merged from {} shards ({device})", sh.count), sh.inputs.lock().unwrap().clone(), Some(sh.count)),
         _ => (scorer.device(), inp.sums.snapshot(), None),
@@ -287,7 +287,7 @@ fn resolve<'a>(cfg: &Config, ds: &'a Dataset) -> Result<(Inputs, Sweep<'a>)> {
 /// Every model's rows into one results.json, the curves, drift.json's
 /// cells and calibration.json's entries (models in config order).
 #[allow(clippy::type_complexity)]
-fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: &str, run_warnings: Vec<String>, outs: Vec<ModelOut>) -> Result<(Results, Vec<Curve>, DriftFile, Vec<ModelCalibration>)> {
+fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: DeviceKind, run_warnings: Vec<String>, outs: Vec<ModelOut>) -> Result<(Results, Vec<Curve>, DriftFile, Vec<ModelCalibration>)> {
     let mut warnings = run_warnings;
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let (mut drift_rows, mut drift_hists, mut failure_rows, mut curves) = (vec![], vec![], vec![], vec![]);
@@ -311,7 +311,7 @@ fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: &str, run_warnings: 
         format: FORMAT.into(),
         name: cfg.name.clone(),
         dataset: cfg.dataset.display().to_string(),
-        device: device.to_string(),
+        device,
         conventions: conventions(cfg, &feat_models)?,
         models: model_rows,
         methods: sw

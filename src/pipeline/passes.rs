@@ -66,7 +66,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) inp: &'a Inputs,
     pub(crate) exec: &'a Exec,
     pub(crate) progress: &'a Progress,
-    pub(crate) device: &'static str,
+    pub(crate) device: DeviceKind,
     /// Prefix of the pass ids: `<dataset>.` in a `[[datasets]]` sweep.
     pub(crate) tag: String,
 }

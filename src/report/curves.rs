@@ -401,7 +401,7 @@ pub fn files(r: &Results, curves: &[Curve]) -> Vec<(String, Vec<u8>)> {
     }
     let title = format!("{}: model × method comparison", r.name);
     let mut html = format!("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>\n{CSS}</style></head><body>\n", html_escape(&title));
-    html += &format!("<header><h1>{}</h1>\n<p class=\"meta\">dataset <code>{}</code> · device <code>{}</code> · {} models × {} methods · tables on the <code>{}</code> split</p></header>\n", html_escape(&title), html_escape(&r.dataset), html_escape(&r.device), r.models.len(), r.methods.len(), tables::EVAL_SPLIT);
+    html += &format!("<header><h1>{}</h1>\n<p class=\"meta\">dataset <code>{}</code> · device <code>{}</code> · {} models × {} methods · tables on the <code>{}</code> split</p></header>\n", html_escape(&title), html_escape(&r.dataset), r.device, r.models.len(), r.methods.len(), tables::EVAL_SPLIT);
     if !r.warnings.is_empty() {
         html += "<section class=\"box warn\"><h2>Warnings</h2>\n<ul>\n";
         for w in &r.warnings {

@@ -10,14 +10,44 @@ use serde::{Deserialize, Serialize};
 
 pub const FORMAT: &str = "bench-results/1";
 
+/// What scored a run's maps, as results.json records it (the adapter's
+/// name is in manifest.json): `cpu`, `gpu`, or `mixed` for a sharded run
+/// whose shards scored on different kinds; `merged` only labels a merge's
+/// own shard-state files, which score nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+    Mixed,
+    Merged,
+}
+
+impl DeviceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Mixed => "mixed",
+            DeviceKind::Merged => "merged",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Results {
     pub format: String,
     pub name: String,
     pub dataset: String,
-    /// `cpu` or `gpu` (the adapter is in manifest.json).
-    pub device: String,
+    /// What scored the maps (the adapter is in manifest.json).
+    pub device: DeviceKind,
     pub conventions: Conventions,
     pub models: Vec<ModelRow>,
     pub methods: Vec<MethodRow>,
