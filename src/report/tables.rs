@@ -213,6 +213,14 @@ fn cap(level: Level) -> &'static str {
     }
 }
 
+/// `A pixel` / `An image`.
+fn article(level: Level) -> &'static str {
+    match level {
+        Level::Pixel => "A pixel",
+        Level::Image => "An image",
+    }
+}
+
 /// Distinct reasons of the undefined cells, as notes.
 fn reasons<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut v: Vec<String> = it.map(|s| format!("n/a: {s}.")).collect();
@@ -228,8 +236,8 @@ fn point_table(r: &Results, from: &str, level: Level, rule: PointRule, b: f64) -
         (
             format!("{} FRR @ FAR ≤ {}% (good rejected when ≤ {}% of defects are accepted)", cap(level), fmt_pct(b), fmt_pct(b)),
             format!(
-                "**Format**: good rejected (FRR) / defects accepted (FAR) on test, in % of normal / anomalous {u}. A {} is rejected when its score ≥ t; t = the highest score with at most {}% of val's anomalous {u} accepted (score < t).",
-                &u[..u.len() - 1],
+                "**Format**: good rejected (FRR) / defects accepted (FAR) on test, in % of normal / anomalous {u}. {} is rejected when its score ≥ t; t = the highest score with at most {}% of val's anomalous {u} accepted (score < t).",
+                article(level),
                 fmt_pct(b)
             ),
             &[("FRR", Better::Lower), ("FAR", Better::Neither)],
@@ -238,8 +246,8 @@ fn point_table(r: &Results, from: &str, level: Level, rule: PointRule, b: f64) -
         (
             format!("{} FAR @ FRR ≤ {}% (defects accepted when ≤ {}% of good {u} are rejected)", cap(level), fmt_pct(b), fmt_pct(b)),
             format!(
-                "**Format**: defects accepted (FAR) / good rejected (FRR) on test, in % of anomalous / normal {u}. A {} is rejected when its score ≥ t; t = the lowest val score with at most {}% of val's normal {u} rejected (score ≥ t).",
-                &u[..u.len() - 1],
+                "**Format**: defects accepted (FAR) / good rejected (FRR) on test, in % of anomalous / normal {u}. {} is rejected when its score ≥ t; t = the lowest val score with at most {}% of val's normal {u} rejected (score ≥ t).",
+                article(level),
                 fmt_pct(b)
             ),
             &[("FAR", Better::Lower), ("FRR", Better::Neither)],
