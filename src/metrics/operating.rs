@@ -510,6 +510,30 @@ mod tests {
     }
 
     #[test]
+    fn empty_and_one_class_splits_say_why() {
+        let none = ImageScores { scores: &[], labels: &[] };
+        assert!(none.frr_at_far(0.1).unwrap_err().contains("no anomalous images"));
+        assert!(none.far_at_frr(0.1).unwrap_err().contains("no normal images"));
+        let c = counts_of(&[], &[]);
+        assert!(c.frr_at_far(0.1, Level::Pixel).unwrap_err().contains("no anomalous pixels"));
+        let pick = RankHist::default().refine(&[0.1]).finish()[0];
+        assert!(c.far_at_frr(&pick, 0.1).unwrap_err().contains("no normal pixels"));
+        // only normal pixels: far_at_frr is still set (a line needs no defects)
+        let (s, l) = ([0.1f32, 0.2, 0.3, 0.4], [0u8; 4]);
+        let c = counts_of(&s, &l);
+        let mut h = RankHist::default();
+        h.add(&s, &l);
+        let mut r = h.refine(&[0.25]);
+        r.add(&s, &l);
+        let o = c.far_at_frr(&r.finish()[0], 0.25).unwrap();
+        assert_eq!((o.threshold as f32, o.fp, o.frr(), o.far()), (0.4, 1, Some(0.25), None));
+        // ties at the top: no val score rejects at most 25 % of the normals
+        let (s, l) = ([0.5f32, 0.5, 0.1, 0.2], [0u8; 4]);
+        let img = ImageScores { scores: &s, labels: &l };
+        assert!(img.far_at_frr(0.25).unwrap_err().contains("highest-scoring images are normal"));
+    }
+
+    #[test]
     fn band_and_incompatible() {
         let op = |t: f64, tp, fp| OperatingPoint { threshold: t, tp, fp, positives: 10, negatives: 90 };
         let b = band(&op(2.0, 5, 1), &op(1.0, 9, 20)).unwrap();
