@@ -58,6 +58,9 @@ pub(crate) struct SplitEval {
     /// Per method (`positive = "normal"`): the statistic with normal pixels
     /// positive and the score negated.
     pub(crate) counts_in: Vec<Option<Counts>>,
+    /// Per method, per FRR budget of [`SplitOpts::frr_budgets`]: the normal
+    /// order statistic of pixel-level `far_at_frr` (empty when none).
+    pub(crate) rank_picks: Vec<Vec<crate::metrics::operating::RankPick>>,
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -119,19 +122,21 @@ pub(crate) fn eval_split(
     let nm = plan.methods.len() + cx.inp.external.len();
     let p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
     let image_means = p1.image_means(opts);
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, .. } = p1;
     let p2 = Pass2 {
         rankers: pos.into_iter().map(|p| p.finish()).collect(),
         trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
         refiners: normal.into_iter().map(|n| n.refine()).collect(),
         rankers_in: pos_in.into_iter().map(|p| p.finish()).collect(),
+        ranks: ranks.into_iter().map(|r| r.refine(&opts.frr_budgets)).collect(),
     };
-    let Pass2 { rankers, trankers, refiners, rankers_in } = pass2(cx, split, model, scorer, plan, &cache, p2)?;
+    let Pass2 { rankers, trankers, refiners, rankers_in, ranks } = pass2(cx, split, model, scorer, plan, &cache, p2)?;
     let counts_in: Vec<Option<Counts>> = if rankers_in.is_empty() {
         vec![None; nm]
     } else {
         rankers_in.into_iter().map(|r| r.finish().map(Some)).collect::<Result<Vec<_>>>()?
     };
+    let rank_picks = ranks.into_iter().map(|r| r.finish()).collect();
     let drift = refiners.into_iter().map(|r| r.finish()).collect();
     let type_counts = trankers
         .into_iter()
@@ -159,6 +164,7 @@ pub(crate) fn eval_split(
         dtype: dtype.unwrap_or_else(|| "float32".into()),
         image_means,
         counts_in,
+        rank_picks,
     })
 }
 
