@@ -138,18 +138,47 @@ pub(crate) struct Sweep<'a> {
     pub(crate) reuse: Option<(std::path::PathBuf, CalibrationFile)>,
 }
 
-/// Number of rounds a sharded run of `cfg` takes: one per streaming pass of
-/// a model (calibration 1–2, val 2, test 2).
+/// One streaming pass over a split, as a sharded run schedules it: each
+/// is one round (shards visit their images, then a merge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKind {
+    /// Calibration fit: per-image sums, then (HEAT) the energy moments.
+    Calibrate(u8),
+    /// A metric pass (1: positives, 2: ranks of the negatives) over val.
+    Val(u8),
+    /// The same over test.
+    Test(u8),
+}
+
+impl Sweep<'_> {
+    /// Every model's passes, in the order `run_model` runs them: the plan
+    /// that `--rounds`, the local run and the sharded run all follow.
+    pub(crate) fn passes(&self) -> Vec<PassKind> {
+        let fit = self.need_cal && self.reuse.is_none();
+        let mut p = vec![];
+        if fit {
+            p.push(PassKind::Calibrate(1));
+            if self.need_heat {
+                p.push(PassKind::Calibrate(2));
+            }
+        }
+        if self.val.is_some() {
+            p.extend([PassKind::Val(1), PassKind::Val(2)]);
+        }
+        p.extend([PassKind::Test(1), PassKind::Test(2)]);
+        p
+    }
+}
+
+/// Number of rounds a sharded run of `cfg` takes: the longest pass plan of
+/// its datasets (see [`Sweep::passes`]).
 pub fn rounds(cfg: &Config) -> Result<usize> {
     let mut r = 0;
     for c in cfg.expand()? {
         ensure_synthetic(&c)?;
         let ds = Dataset::open(&c.dataset)?;
-        let methods = c.parsed_methods()?;
-        // a reused calibration (`calibration = "..."`) takes no rounds
-        let need_cal = methods.iter().any(|m| m.needs_calibration()) && c.calibration.is_none();
-        let need_heat = methods.contains(&Method::Heat);
-        r = r.max(2 + 2 * ds.split("val").is_some() as usize + need_cal as usize * (1 + need_heat as usize));
+        let (_, sw) = resolve(&c, &ds)?;
+        r = r.max(sw.passes().len());
     }
     Ok(r)
 }
@@ -200,7 +229,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     // merges score nothing; shards show progress like a local run
     let progress = Progress::new(if matches!(exec, Exec::Merge(_)) { Mode::Off } else { Mode::detect(opts.progress) });
     let tag = cfg.tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default();
-    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag };
+    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag, plan: sw.passes(), next: Default::default() };
 
     let mut outs: Vec<ModelOut> = Vec::new();
     let mut waiting = Vec::new();

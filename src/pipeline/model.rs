@@ -6,6 +6,7 @@ use super::*;
 /// One model's sweep: calibration, val, then test with val's thresholds.
 pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg) -> Result<ModelOut> {
     let mut o = ModelOut::default();
+    cx.next.set(0);
     let calibration = if sw.need_cal { Some(fit_or_reuse(cx, sw, mc, &mut o)?) } else { None };
     let cal_split = calibration.as_ref().map(|c| c.split.clone());
     // HEAT on features: every evaluated split must have them.
@@ -35,6 +36,7 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
         let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
         warn(cx, &mut o.warnings, w);
     }
+    anyhow::ensure!(cx.next.get() == cx.plan.len(), "internal error: model {} ran {} of the {} planned passes", mc.id, cx.next.get(), cx.plan.len());
     Ok(o)
 }
 

@@ -72,6 +72,12 @@ pub(crate) struct Ctx<'a> {
     pub(crate) device: DeviceKind,
     /// Prefix of the pass ids: `<dataset>.` in a `[[datasets]]` sweep.
     pub(crate) tag: String,
+    /// Every model's passes in order ([`super::Sweep::passes`]); each
+    /// collective checks it is the next one, so the plan `--rounds` counts
+    /// is the one that runs.
+    pub(crate) plan: Vec<super::PassKind>,
+    /// Index into `plan` of the current model's next pass.
+    pub(crate) next: std::cell::Cell<usize>,
 }
 
 impl Ctx<'_> {
@@ -88,6 +94,7 @@ impl Ctx<'_> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn collective<S, D: Serialize + serde::de::DeserializeOwned>(
         &self,
+        kind: super::PassKind,
         label: String,
         pass: &str,
         images: usize,
@@ -96,6 +103,11 @@ impl Ctx<'_> {
         export: impl Fn(&S) -> D,
         absorb: impl FnMut(&mut S, D) -> Result<()>,
     ) -> Result<()> {
+        let i = self.next.get();
+        if self.plan.get(i) != Some(&kind) {
+            bail!("internal error: pass {kind:?} ran as step {i} of the plan {:?}", self.plan);
+        }
+        self.next.set(i + 1);
         let inputs = || self.inp.sums.snapshot();
         let run = |st: &mut S, r: Range<usize>| {
             self.progress.start(label, r.len());
@@ -168,6 +180,11 @@ pub(crate) fn eval_split(
     })
 }
 
+/// Pass `step` of `split` in the plan: test's, else val's.
+fn split_pass(split: &Split, step: u8) -> super::PassKind {
+    if split.name == "test" { super::PassKind::Test(step) } else { super::PassKind::Val(step) }
+}
+
 /// `[<dataset>/]<model>`'s pass `step` of `split`: its progress label and
 /// its collective id.
 fn pass_names(cx: &Ctx, split: &Split, model: &str, step: u32) -> (String, String) {
@@ -184,6 +201,7 @@ fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
     let (label, id) = pass_names(cx, split, model, 1);
     let mut p1 = Pass1::new(nm, nt, opts, probes);
     cx.collective(
+        split_pass(split, 1),
         label,
         &id,
         split.stems.len(),
@@ -210,6 +228,7 @@ fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
     let (label, id) = pass_names(cx, split, model, 2);
     cx.collective(
+        split_pass(split, 2),
         label,
         &id,
         split.stems.len(),
