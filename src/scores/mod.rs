@@ -11,7 +11,10 @@
 //! reference function in `cpu.rs`, one entry in the `methods!` list below
 //! (enum arm + metadata), one line in README. The fused shader's per-method
 //! dispatch and stores are generated from that list (`gpu/fused.rs`), and the CPU
-//! scorer dispatches through the same list.
+//! scorer dispatches through the same list. A method with fitted statistics
+//! or whole-image post-processing also points at its own hooks from its row
+//! ([`Fit`]: check + GPU packer; [`Post`]: CPU and GPU passes), so neither
+//! scorer names a method.
 
 pub mod calib;
 pub mod cpu;
