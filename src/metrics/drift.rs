@@ -13,11 +13,11 @@
 //! fingerprint: two runs or splits share its bucket grid, so KL and MMD need
 //! no common binning decided in advance.
 
+use super::keyhist::{COARSE, KeyHist};
 use super::{key, np_lerp as lerp, unkey};
 use crate::data::label;
 use serde::{Deserialize, Serialize};
 
-const COARSE: usize = 1 << 16;
 
 /// Quantiles reported for normal pixels.
 pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
@@ -27,17 +27,10 @@ pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
 /// The f64 sum is kept per [`add`](Self::add) call (per image) and folded
 /// in order at the end, so accumulators of consecutive image ranges merge
 /// ([`absorb`](Self::absorb)) to exactly the single-pass value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NormalStats {
-    coarse: Vec<u64>,
+    hist: KeyHist,
     sums: Vec<f64>,
-    n: u64,
-}
-
-impl Default for NormalStats {
-    fn default() -> Self {
-        NormalStats { coarse: vec![0; COARSE], sums: vec![], n: 0 }
-    }
 }
 
 /// Summary of one split's normal-pixel scores.
@@ -65,53 +58,31 @@ impl NormalStats {
     }
 
     pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
-        let mut sum = 0.0;
-        for (&s, &l) in scores.iter().zip(labels) {
-            if l == label::NORMAL {
-                self.coarse[(key(s) >> 16) as usize] += 1;
-                sum += s as f64;
-                self.n += 1;
-            }
-        }
+        let sum = self.hist.add_normals(scores, labels);
         self.sums.push(sum);
     }
 
     /// Add the pixels another accumulator saw after this one's (shard merge).
     pub fn absorb(&mut self, o: NormalStats) {
-        for (a, b) in self.coarse.iter_mut().zip(&o.coarse) {
-            *a += b;
-        }
+        self.hist.absorb(&o.hist);
         self.sums.extend(o.sums);
-        self.n += o.n;
     }
 
     fn sum(&self) -> f64 {
         self.sums.iter().fold(0.0, |a, b| a + b)
     }
 
-    /// Bucket and rank-within-bucket of the ascending order statistic `k`.
-    fn locate(&self, k: u64) -> (usize, u64) {
-        let mut acc = 0u64;
-        for (b, &c) in self.coarse.iter().enumerate() {
-            if acc + c > k {
-                return (b, k - acc);
-            }
-            acc += c;
-        }
-        unreachable!("rank {k} beyond {} pixels", self.n)
-    }
-
     /// Start pass 2: refine the buckets holding the needed order statistics.
     pub fn refine(self) -> Refiner {
         let mut ranks = Vec::new();
-        if self.n > 0 {
+        if self.hist.n > 0 {
             for q in QUANTILES {
-                let pos = (self.n - 1) as f64 * q;
+                let pos = (self.hist.n - 1) as f64 * q;
                 ranks.push(pos.floor() as u64);
                 ranks.push(pos.ceil() as u64);
             }
         }
-        let mut buckets: Vec<usize> = ranks.iter().map(|&k| self.locate(k).0).collect();
+        let mut buckets: Vec<usize> = ranks.iter().map(|&k| self.hist.locate(k).0).collect();
         buckets.sort_unstable();
         buckets.dedup();
         let fine = buckets.iter().map(|_| vec![0u64; COARSE]).collect();
@@ -160,7 +131,7 @@ impl Refiner {
     }
 
     fn order_stat(&self, k: u64) -> f64 {
-        let (b, mut r) = self.stats.locate(k);
+        let (b, mut r) = self.stats.hist.locate(k);
         let i = self.buckets.binary_search(&b).expect("bucket refined in pass 2");
         for (lo, &c) in self.fine[i].iter().enumerate() {
             if r < c {
@@ -173,23 +144,23 @@ impl Refiner {
 
     pub fn finish(self) -> DriftStats {
         let s = &self.stats;
-        let quantiles = if s.n == 0 {
+        let quantiles = if s.hist.n == 0 {
             vec![]
         } else {
             QUANTILES
                 .iter()
                 .map(|&q| {
-                    let pos = (s.n - 1) as f64 * q;
+                    let pos = (s.hist.n - 1) as f64 * q;
                     let (lo, hi) = (pos.floor() as u64, pos.ceil() as u64);
                     (q, lerp(self.order_stat(lo), self.order_stat(hi), pos - pos.floor()))
                 })
                 .collect()
         };
         DriftStats {
-            n: s.n,
-            mean: (s.n > 0).then(|| s.sum() / s.n as f64),
+            n: s.hist.n,
+            mean: (s.hist.n > 0).then(|| s.sum() / s.hist.n as f64),
             quantiles,
-            hist: s.coarse.iter().enumerate().filter(|p| *p.1 > 0).map(|(b, &c)| (b as u16, c)).collect(),
+            hist: s.hist.coarse.iter().enumerate().filter(|p| *p.1 > 0).map(|(b, &c)| (b as u16, c)).collect(),
         }
     }
 }

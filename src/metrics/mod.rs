@@ -19,6 +19,7 @@ pub mod bootstrap;
 pub mod conventions;
 pub mod drift;
 pub mod engine;
+pub mod keyhist;
 pub mod operating;
 pub mod region;
 pub mod split;

@@ -27,11 +27,11 @@
 //! [`RankRefiner`] (pass 2: the low 16 bits inside the one bucket that holds
 //! it, plus the smallest normal key above that bucket).
 
+use super::keyhist::{COARSE, KeyHist};
 use super::{Counts, OperatingPoint, key, unkey};
 use crate::data::label;
 use serde::{Deserialize, Serialize};
 
-const COARSE: usize = 1 << 16;
 
 /// Pixel or image level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,17 +219,9 @@ impl ImageScores<'_> {
 
 /// Pass 1 of the pixel-level `far_at_frr`: normal pixels' key histogram
 /// over the top 16 bits. Merges exactly over image ranges.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RankHist {
-    /// Sparse on disk would be smaller; shard states are transient.
-    coarse: Vec<u64>,
-    n: u64,
-}
-
-impl Default for RankHist {
-    fn default() -> Self {
-        RankHist { coarse: vec![0; COARSE], n: 0 }
-    }
+    hist: KeyHist,
 }
 
 /// The ascending rank of the normal order statistic one budget needs.
@@ -241,46 +233,27 @@ struct Target {
 
 impl RankHist {
     pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
-        for (&s, &l) in scores.iter().zip(labels) {
-            if l == label::NORMAL {
-                self.coarse[(key(s) >> 16) as usize] += 1;
-                self.n += 1;
-            }
-        }
+        self.hist.add_normals(scores, labels);
     }
 
     pub fn absorb(&mut self, o: &RankHist) {
-        for (a, b) in self.coarse.iter_mut().zip(&o.coarse) {
-            *a += b;
-        }
-        self.n += o.n;
-    }
-
-    fn locate(&self, k: u64) -> (usize, u64) {
-        let mut acc = 0u64;
-        for (b, &c) in self.coarse.iter().enumerate() {
-            if acc + c > k {
-                return (b, k - acc);
-            }
-            acc += c;
-        }
-        unreachable!("rank {k} beyond {} pixels", self.n)
+        self.hist.absorb(&o.hist);
     }
 
     /// Start pass 2 for the FRR budgets `budgets`.
     pub fn refine(self, budgets: &[f64]) -> RankRefiner {
-        let targets: Vec<Target> = if self.n == 0 {
+        let targets: Vec<Target> = if self.hist.n == 0 {
             vec![]
         } else {
             budgets
                 .iter()
                 .map(|&b| {
-                    let k = max_count_within(b, self.n);
-                    if k >= self.n { Target { rank: 0, inclusive: true } } else { Target { rank: self.n - 1 - k, inclusive: false } }
+                    let k = max_count_within(b, self.hist.n);
+                    if k >= self.hist.n { Target { rank: 0, inclusive: true } } else { Target { rank: self.hist.n - 1 - k, inclusive: false } }
                 })
                 .collect()
         };
-        let mut buckets: Vec<usize> = targets.iter().map(|t| self.locate(t.rank).0).collect();
+        let mut buckets: Vec<usize> = targets.iter().map(|t| self.hist.locate(t.rank).0).collect();
         buckets.sort_unstable();
         buckets.dedup();
         let fine = buckets.iter().map(|_| vec![0u64; COARSE]).collect();
@@ -372,13 +345,13 @@ impl RankRefiner {
     /// Per budget, the order statistic (None without normal pixels: every
     /// pick then has `n = 0`).
     pub fn finish(self) -> Vec<RankPick> {
-        if self.hist.n == 0 {
+        if self.hist.hist.n == 0 {
             return vec![RankPick { n: 0, v: f32::NAN, inclusive: false, next_normal: None, le_v: 0 }; self.budgets];
         }
         self.targets
             .iter()
             .map(|t| {
-                let (b, mut r) = self.hist.locate(t.rank);
+                let (b, mut r) = self.hist.hist.locate(t.rank);
                 let i = self.buckets.binary_search(&b).expect("bucket refined in pass 2");
                 let fine = &self.fine[i];
                 let mut lo = 0usize;
@@ -387,9 +360,9 @@ impl RankRefiner {
                     lo += 1;
                 }
                 let k = ((b as u32) << 16) | lo as u32;
-                let le_v = self.hist.coarse[..b].iter().sum::<u64>() + fine[..=lo].iter().sum::<u64>();
+                let le_v = self.hist.hist.coarse[..b].iter().sum::<u64>() + fine[..=lo].iter().sum::<u64>();
                 let next = fine[lo + 1..].iter().position(|&c| c > 0).map(|d| ((b as u32) << 16) | (lo + 1 + d) as u32).or(self.above[i]);
-                RankPick { n: self.hist.n, v: unkey(k), inclusive: t.inclusive, next_normal: next.map(unkey), le_v }
+                RankPick { n: self.hist.hist.n, v: unkey(k), inclusive: t.inclusive, next_normal: next.map(unkey), le_v }
             })
             .collect()
     }
