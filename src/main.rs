@@ -44,6 +44,9 @@ enum Cmd {
         /// Print how many shard rounds (shards, then a merge) the config needs.
         #[arg(long)]
         rounds: bool,
+        /// Print each model's phase timings (calibrate, read, score, rank); manifest.json always has them.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Merge the shards' states of a sharded run; writes the results after the last round.
     Merge {
@@ -196,7 +199,7 @@ fn main() {
 
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Run { config, device, check, tol, shard, no_shard, rounds } => {
+        Cmd::Run { config, device, check, tol, shard, no_shard, rounds, verbose } => {
             if rounds {
                 println!("{}", bench::pipeline::rounds(&Config::load(&config)?)?);
                 return Ok(0);
@@ -211,7 +214,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             if check && shard.is_some() {
                 bail!("--check cannot be combined with --shard");
             }
-            cmd_run(&config, device, check, tol, shard)
+            cmd_run(&config, device, check, tol, shard, verbose)
         }
         Cmd::Merge { results } => cmd_merge(&results),
         Cmd::Eval(e) => e.run(),
@@ -240,11 +243,11 @@ fn real_main(cli: Cli) -> Result<i32> {
     }
 }
 
-fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64, shard: Option<(usize, usize)>) -> Result<i32> {
+fn cmd_run(config: &Path, device: Option<Device>, check: bool, tol: f64, shard: Option<(usize, usize)>, verbose: bool) -> Result<i32> {
     let bytes = std::fs::read(config).with_context(|| format!("{}: cannot read config", config.display()))?;
     let cfg = Config::load(config)?;
     guard_output(&cfg, check)?;
-    let opts = RunOptions { device, progress: !check };
+    let opts = RunOptions { device, progress: !check, verbose };
     let Some((i, n)) = shard else {
         let outs = cfg.expand()?.into_iter().map(|c| Ok((run(&c, &bytes, &opts)?, c))).collect::<Result<Vec<_>>>()?;
         return write_results(&cfg, outs, check, tol);
@@ -308,7 +311,7 @@ fn cmd_merge(results: &Path) -> Result<i32> {
     let exec = shard::Exec::Merge(shards);
     let (mut outs, mut waiting) = (vec![], vec![]);
     for c in cfg.expand()? {
-        match run_exec(&c, &bytes, &RunOptions { device: None, progress: false }, &exec)? {
+        match run_exec(&c, &bytes, &RunOptions { device: None, progress: false, verbose: false }, &exec)? {
             RunStatus::Waiting { models } => waiting.extend(labelled(&c, models)),
             RunStatus::Done(out) => outs.push((*out, c)),
         }

@@ -931,7 +931,7 @@ fn run_json(py: Python<'_>, config: PathBuf, device: &str, write: bool) -> PyRes
     let out: Result<Vec<(Option<String>, String)>> = py.detach(|| {
         let bytes = std::fs::read(&config).with_context(|| format!("{}: cannot read config", config.display()))?;
         let cfg = Config::load(&config)?;
-        let opts = bench::pipeline::RunOptions { device: Some(dev), progress: false };
+        let opts = bench::pipeline::RunOptions { device: Some(dev), progress: false, verbose: false };
         let outs = cfg.expand()?.into_iter().map(|c| Ok((bench::pipeline::run(&c, &bytes, &opts)?, c))).collect::<Result<Vec<_>>>()?;
         if write {
             bench::pipeline::output::write(&cfg, &outs)?;

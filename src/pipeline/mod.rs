@@ -36,7 +36,7 @@ use crate::metrics::split::{Pass1, Pass2, SCORE_CACHE_BYTES, SplitOpts};
 use crate::metrics::{Counts, OperatingPoint, PointRule, ThresholdCounter, counts_of};
 use crate::progress::{Mode, Progress};
 use crate::report::drift::{DriftCell, DriftFile};
-use crate::report::manifest::{Manifest, Timings};
+use crate::report::manifest::{Manifest, Phases, Timings};
 use crate::report::results::*;
 use crate::scores::calib::{CalibrationFile, ModelCalibration};
 use crate::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
@@ -71,6 +71,8 @@ pub struct RunOptions {
     /// Overrides the config's `device`.
     pub device: Option<Device>,
     pub progress: bool,
+    /// Print each model's phase timings (`bench run -v`).
+    pub verbose: bool,
 }
 
 /// Test-split statistic of one (model, method) with the thresholds of the
@@ -229,11 +231,12 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     // merges score nothing; shards show progress like a local run
     let progress = Progress::new(if matches!(exec, Exec::Merge(_)) { Mode::Off } else { Mode::detect(opts.progress) });
     let tag = cfg.tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default();
-    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag, plan: sw.passes(), next: Default::default() };
+    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag, plan: sw.passes(), next: Default::default(), phases: Default::default() };
 
     let mut outs: Vec<ModelOut> = Vec::new();
     let mut waiting = Vec::new();
     let mut per_model = std::collections::BTreeMap::new();
+    let mut phases = std::collections::BTreeMap::new();
     for mc in &cfg.models {
         let tm = Instant::now();
         match run_model(&cx, cfg, &sw, scorer.as_mut(), mc) {
@@ -242,11 +245,16 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
             Err(e) => return Err(e),
         }
         per_model.insert(mc.id.clone(), tm.elapsed().as_secs_f64());
+        phases.insert(mc.id.clone(), cx.phases.get());
+        if opts.verbose {
+            progress.println(&format!("[{}] {}", cx.who(&mc.id), cx.phases.get().describe()));
+        }
     }
     progress.clear();
     if !waiting.is_empty() {
         return Ok(RunStatus::Waiting { models: waiting });
     }
+    let t_report = Instant::now();
     let device = exec.device_kind(device_kind);
     let conv_rows: Vec<(String, String, Vec<ConvRow>)> = outs.iter_mut().flat_map(|m| std::mem::take(&mut m.conv_rows)).collect();
     let (results, curves, drift, cal_file) = assemble(cfg, &inp, &sw, device, run_warnings, outs)?;
@@ -267,7 +275,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
         inputs_sha256: inputs,
         shards,
         threads: rayon::current_num_threads(),
-        timings_s: Timings { per_model, total: t0.elapsed().as_secs_f64() },
+        timings_s: Timings { per_model, phases, report: t_report.elapsed().as_secs_f64(), total: t0.elapsed().as_secs_f64() },
         tool: "bench".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         warnings: results.warnings.clone(),

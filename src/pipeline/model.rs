@@ -7,6 +7,7 @@ use super::*;
 pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg) -> Result<ModelOut> {
     let mut o = ModelOut::default();
     cx.next.set(0);
+    cx.phases.set(Phases::default());
     let calibration = if sw.need_cal { Some(fit_or_reuse(cx, sw, mc, &mut o)?) } else { None };
     let cal_split = calibration.as_ref().map(|c| c.split.clone());
     // HEAT on features: every evaluated split must have them.
@@ -51,7 +52,7 @@ fn fit_or_reuse(cx: &Ctx, sw: &Sweep, mc: &crate::config::ModelCfg, o: &mut Mode
         Some((path, file)) => file.model(path, &mc.id, classes_of(sw.test, &mc.id, cx.inp)?, sw.need_heat)?,
         None => {
             let feat = sw.need_heat && features_dir(split, &mc.id).is_dir();
-            calibrate(cx, split, leakage, sw.need_heat, feat, &mc.id)?
+            cx.timed(|p| &mut p.calibrate, || calibrate(cx, split, leakage, sw.need_heat, feat, &mc.id))?
         }
     };
     o.cal_file = Some(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });
@@ -123,14 +124,14 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
     sopts.ship_maps = cfg.metrics.bootstrap > 0;
     let te = eval_split(cx, test, &mc.id, scorer, plan, probes, &sopts)?;
     if cfg.metrics.all_conventions {
-        let rows = convention_rows(cx, test, &mc.id, scorer, plan, cols.len())?;
+        let rows = cx.timed(|p| &mut p.conventions, || convention_rows(cx, test, &mc.id, scorer, plan, cols.len()))?;
         for (m, r) in cols.iter().zip(rows) {
             o.conv_rows.push((mc.name.clone(), m.display().to_string(), r));
         }
     }
     let boots = match (&te.cache, cfg.metrics.bootstrap) {
         (_, 0) => None,
-        (Some(c), b) => Some(bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr))),
+        (Some(c), b) => Some(cx.timed(|p| &mut p.bootstrap, || bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr)))),
         (None, _) => {
             let w = format!(
                 "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",

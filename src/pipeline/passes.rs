@@ -78,6 +78,29 @@ pub(crate) struct Ctx<'a> {
     pub(crate) plan: Vec<super::PassKind>,
     /// Index into `plan` of the current model's next pass.
     pub(crate) next: std::cell::Cell<usize>,
+    /// The current model's phase timings.
+    pub(crate) phases: std::cell::Cell<Phases>,
+}
+
+impl Ctx<'_> {
+    /// Charge a streaming loop's time since `t` that scoring and ranking
+    /// did not take (phases as they were at `t`: `before`) to `read`.
+    pub(crate) fn charge_read(&self, t: Instant, before: Phases) {
+        let mut p = self.phases.get();
+        let busy = (p.score - before.score) + (p.rank - before.rank);
+        p.read += (t.elapsed().as_secs_f64() - busy).max(0.0);
+        self.phases.set(p);
+    }
+
+    /// Run `f`, adding its wall time to one phase of the current model.
+    pub(crate) fn timed<T>(&self, phase: fn(&mut Phases) -> &mut f64, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        let mut p = self.phases.get();
+        *phase(&mut p) += t.elapsed().as_secs_f64();
+        self.phases.set(p);
+        out
+    }
 }
 
 impl Ctx<'_> {
@@ -207,12 +230,16 @@ fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
         split.stems.len(),
         &mut p1,
         |st, images| {
-            for_each_image(split, model, inp, images, |i, lg, lab| {
-                let maps = score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?;
-                st.add(maps, lab, if inp.logits { lg.dtype() } else { "none" }, opts).with_context(|| ctx(i))?;
+            let t = Instant::now();
+            let before = cx.phases.get();
+            let out = for_each_image(split, model, inp, images, |i, lg, lab| {
+                let maps = cx.timed(|p| &mut p.score, || score_image(scorer, lg, plan, inp, split, model, i)).with_context(|| ctx(i))?;
+                cx.timed(|p| &mut p.rank, || st.add(maps, lab, if inp.logits { lg.dtype() } else { "none" }, opts)).with_context(|| ctx(i))?;
                 bar.inc();
                 Ok(())
-            })
+            });
+            cx.charge_read(t, before);
+            out
         },
         |st| st.shipped(opts.ship_maps),
         |st, d| st.absorb(d),
@@ -236,16 +263,23 @@ fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
         |st, images| match cache {
             Some(c) => {
                 for (maps, lab) in &c[images] {
-                    st.add(maps, lab);
+                    cx.timed(|p| &mut p.rank, || st.add(maps, lab));
                     bar.inc();
                 }
                 Ok(())
             }
-            None => for_each_image(split, model, inp, images, |i, lg, lab| {
-                st.add(&score_image(scorer, lg, plan, inp, split, model, i).with_context(|| ctx(i))?, &lab);
-                bar.inc();
-                Ok(())
-            }),
+            None => {
+                let t = Instant::now();
+                let before = cx.phases.get();
+                let out = for_each_image(split, model, inp, images, |i, lg, lab| {
+                    let maps = cx.timed(|p| &mut p.score, || score_image(scorer, lg, plan, inp, split, model, i)).with_context(|| ctx(i))?;
+                    cx.timed(|p| &mut p.rank, || st.add(&maps, &lab));
+                    bar.inc();
+                    Ok(())
+                });
+                cx.charge_read(t, before);
+                out
+            }
         },
         |st| st.tally(),
         |st, t| st.absorb(t),

@@ -32,7 +32,41 @@ pub struct Manifest {
 pub struct Timings {
     /// Seconds per model.
     pub per_model: BTreeMap<String, f64>,
+    /// Seconds per model and phase (see [`Phases`]).
+    pub phases: BTreeMap<String, Phases>,
+    /// Seconds building the results (rows, tables, curves) after the last model.
+    pub report: f64,
     pub total: f64,
+}
+
+/// Where one model's time went, in seconds on the driving thread (the
+/// reader thread decodes the next image meanwhile, so `read` is only the
+/// time spent waiting for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// The calibration passes (reading, scoring and fitting together).
+    pub calibrate: f64,
+    /// Metric passes: waiting for the next image's logits and mask.
+    pub read: f64,
+    /// Metric passes: the scorer (fused pass or CPU scorer, post-processing, outside maps).
+    pub score: f64,
+    /// Metric passes: the metric accumulators (positives, ranks, image
+    /// scores, region labelling).
+    pub rank: f64,
+    /// Bootstrap replicates over the cached test maps.
+    pub bootstrap: f64,
+    /// `all_conventions`: the extra passes over test.
+    pub conventions: f64,
+}
+
+impl Phases {
+    /// One line for `bench run -v`.
+    pub fn describe(&self) -> String {
+        format!(
+            "calibrate {:.3} s · read {:.3} s · score {:.3} s · rank {:.3} s · bootstrap {:.3} s · conventions {:.3} s",
+            self.calibrate, self.read, self.score, self.rank, self.bootstrap, self.conventions
+        )
+    }
 }
 
 impl Manifest {
