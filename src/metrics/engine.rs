@@ -5,10 +5,12 @@
 //! positive pixel's score (positives are ~1 % of pixels) and counts the
 //! negatives. Pass 2 ([`Ranker`]) visits the same pixels again and files every
 //! negative into one of 2m+1 slots: strictly between two consecutive
-//! distinct positive scores, or equal to one. A 65 536-entry radix table on
-//! the key's top 16 bits narrows each binary search to a few steps; pixels
-//! are processed in fixed blocks in parallel (rayon), and the slot counts are
-//! u64 and order-independent, so the result is exact and deterministic.
+//! distinct positive scores, or equal to one. A fixed-size two-level table
+//! ([`RankTable`]) on the key's bits resolves most negatives with no search
+//! (a bucket without positive keys names the slot directly) and leaves a
+//! scan of one or two keys for the rest; pixels are processed in fixed
+//! blocks in parallel (rayon), and the slot counts are u64 and
+//! order-independent, so the result is exact and deterministic.
 //!
 //! Why two passes: a negative seen before the positives are known cannot be
 //! ranked against them without keeping it (that is the 50 bytes/pixel other
@@ -22,10 +24,142 @@ use rayon::prelude::*;
 const BLOCK: usize = 1 << 16;
 /// Score-range parts of the radix partitioning in [`Ranker::add`].
 const PARTS: usize = 256;
-/// Radix table width: enough buckets that a bucket holds a handful of
-/// distinct positive keys, capped so the table stays in cache.
-fn lut_bits(m: usize) -> u32 {
-    ((usize::BITS - m.leading_zeros()) + 1).clamp(12, 22)
+
+/// Largest pixels per parallel work item of the histogram path (at least 16
+/// pixels per slot, so zeroing and summing the chunk's histogram stays
+/// small; the split depends on the sizes only, never on threads, and integer
+/// sums are exact in any split anyway).
+const CHUNK: usize = 1 << 20;
+/// Distinct positive keys above which [`Ranker::rank_block`] partitions a
+/// block by score range before the lookups (below, everything the lookups
+/// touch stays in L2).
+const PARTITION_ABOVE: usize = 1 << 15;
+
+/// The keys of a block's negatives (label [`label::NORMAL`]), in pixel
+/// order, into `out` (cleared first). Branch-free compaction.
+#[inline]
+fn negative_keys(s: &[f32], l: &[u8], out: &mut Vec<u32>) {
+    out.clear();
+    out.resize(s.len(), 0);
+    let mut j = 0usize;
+    for (&x, &l) in s.iter().zip(l) {
+        out[j] = key(x);
+        j += (l == label::NORMAL) as usize;
+    }
+    out.truncate(j);
+}
+
+/// First-level buckets: the key's top `L1_BITS` bits.
+const L1_BITS: u32 = 16;
+/// Second-level entries, all buckets together: the table's fixed bound
+/// (4 MiB; with the first level's 512 KiB, at most 4.5 MiB per ranker).
+const L2_BUDGET: usize = 1 << 20;
+/// A first-level bucket with more distinct positive keys than this gets a
+/// second-level table (fewer are scanned directly).
+const L2_ABOVE: u32 = 4;
+
+/// The slot lookup of pass 2, exact: for a negative's key `x`, the index
+/// `i` of the first distinct positive key `≥ x` and whether it equals `x`
+/// (slot `2i + 1`) or not (slot `2i`).
+///
+/// Level 1: `start[b]` is the first key index whose top 16 bits are `≥ b`
+/// (2^16 + 1 entries, 256 KiB). A bucket with no positive key
+/// (`start[b] == start[b + 1]`, the common case away from the positives)
+/// names the slot `2 start[b]` with no search. Level 2: a bucket holding
+/// more than [`L2_ABOVE`] keys has its own table on the next `s` bits
+/// (`s ≤ 16`, about two sub-buckets per key; `desc[b] = offset << 5 | s`),
+/// again of start indices, so a lookup ends with a scan of the (usually
+/// zero to two) keys of one sub-bucket. The second level holds at most
+/// [`L2_BUDGET`] entries whatever the number of positives: when the wanted
+/// tables do not fit, every `s` is lowered alike until they do (the scans
+/// get longer, the answer stays exact).
+#[derive(Debug, Clone)]
+struct RankTable {
+    start: Vec<u32>,
+    desc: Vec<u32>,
+    sub: Vec<u32>,
+}
+
+impl RankTable {
+    fn new(keys: &[u32]) -> RankTable {
+        Self::with_budget(keys, L2_BUDGET)
+    }
+
+    /// [`new`](Self::new) with another second-level bound (tests).
+    fn with_budget(keys: &[u32], budget: usize) -> RankTable {
+        let nb = 1usize << L1_BITS;
+        let mut start = vec![0u32; nb + 1];
+        let mut i = 0usize;
+        for (b, slot) in start.iter_mut().enumerate() {
+            while i < keys.len() && ((keys[i] >> (32 - L1_BITS)) as usize) < b {
+                i += 1;
+            }
+            *slot = i as u32;
+        }
+        // wanted second-level bits per bucket: 2^s ≥ 2 × keys in it
+        let want = |cnt: u32| -> u32 {
+            if cnt <= L2_ABOVE { 0 } else { (u32::BITS - (cnt - 1).leading_zeros() + 1).min(32 - L1_BITS) }
+        };
+        let cost = |d: u32| -> usize {
+            (0..nb)
+                .map(|b| {
+                    let s = want(start[b + 1] - start[b]);
+                    if s > d { (1usize << (s - d)) + 1 } else { 0 }
+                })
+                .sum()
+        };
+        let mut d = 0;
+        while cost(d) > budget {
+            d += 1;
+        }
+        let mut desc = vec![0u32; nb];
+        let mut sub = Vec::new();
+        for b in 0..nb {
+            let (lo, hi) = (start[b] as usize, start[b + 1] as usize);
+            let s = want((hi - lo) as u32);
+            if s <= d {
+                continue;
+            }
+            let s = s - d;
+            desc[b] = ((sub.len() as u32) << 5) | s;
+            let shift = 32 - L1_BITS - s;
+            let low = (1u32 << (32 - L1_BITS)) - 1;
+            let mut i = lo;
+            for j in 0..=(1usize << s) {
+                while i < hi && (((keys[i] & low) >> shift) as usize) < j {
+                    i += 1;
+                }
+                sub.push(i as u32);
+            }
+        }
+        RankTable { start, desc, sub }
+    }
+
+    #[inline(always)]
+    fn slot(&self, keys: &[u32], x: u32) -> u32 {
+        let b = (x >> (32 - L1_BITS)) as usize;
+        let (mut lo, mut hi) = (self.start[b], self.start[b + 1]);
+        if lo == hi {
+            return 2 * lo;
+        }
+        let d = self.desc[b];
+        if d != 0 {
+            let s = d & 31;
+            let j = ((x << L1_BITS) >> (32 - s)) as usize + (d >> 5) as usize;
+            (lo, hi) = (self.sub[j], self.sub[j + 1]);
+            if lo == hi {
+                return 2 * lo;
+            }
+        }
+        let (lo, hi) = (lo as usize, hi as usize);
+        let i = if hi - lo <= 8 {
+            // sorted: the first key ≥ x is after every key < x
+            lo + keys[lo..hi].iter().filter(|&&k| k < x).count()
+        } else {
+            lo + keys[lo..hi].partition_point(|&k| k < x)
+        };
+        2 * i as u32 + (i < keys.len() && keys[i] == x) as u32
+    }
 }
 
 /// Pass 1: the positives' score keys, and the number of negatives.
@@ -166,27 +300,17 @@ impl PositiveCollector {
                 }
             }
         }
-        let bits = lut_bits(keys.len());
-        // lut[b] = first index whose key's top `bits` bits are ≥ b
-        let mut lut = vec![0u32; (1 << bits) + 1];
-        let mut i = 0usize;
-        for (b, slot) in lut.iter_mut().enumerate() {
-            while i < keys.len() && ((keys[i] as u64) >> (32 - bits)) < b as u64 {
-                i += 1;
-            }
-            *slot = i as u32;
-        }
         let slots = vec![0; 2 * keys.len() + 1];
         let m = keys.len();
         let part = (0..1u64 << 16)
             .map(|b| (keys.partition_point(|&k| ((k as u64) >> 16) < b) * PARTS / (m + 1)) as u8)
             .collect();
+        let table = RankTable::new(&keys);
         Ranker {
             keys,
             pos,
             wsum,
-            lut,
-            shift: 32 - bits,
+            table,
             part,
             slots,
             expected_negatives: self.negatives,
@@ -211,8 +335,8 @@ pub struct Ranker {
     pos: Vec<u64>,
     /// Summed positive weight per distinct key (empty when unweighted).
     wsum: Vec<f64>,
-    lut: Vec<u32>,
-    shift: u32,
+    /// The slot lookup table over `keys`.
+    table: RankTable,
     /// Score-range part (0..PARTS) of each top-16-bit key bucket.
     part: Vec<u8>,
     /// slots[2i] = negatives strictly between keys[i-1] and keys[i];
@@ -223,21 +347,23 @@ pub struct Ranker {
 }
 
 impl Ranker {
-    /// Slot of a negative with key `x`.
-    #[inline]
+    /// Slot of a negative with key `x`: the table's answer.
+    #[inline(always)]
     fn slot(&self, x: u32) -> u32 {
-        let b = (x >> self.shift) as usize;
-        let (lo, hi) = (self.lut[b] as usize, self.lut[b + 1] as usize);
-        if lo == hi {
-            // no positive shares the bucket: strictly between keys[lo-1] and keys[lo]
-            return (2 * lo) as u32;
-        }
-        let i = lo + self.keys[lo..hi].partition_point(|&k| k < x);
-        if i < self.keys.len() && self.keys[i] == x {
-            (2 * i + 1) as u32
-        } else {
-            (2 * i) as u32
-        }
+        self.table.slot(&self.keys, x)
+    }
+
+    /// Slot of a negative with key `x` by a plain binary search over all
+    /// distinct positive keys: the definition [`slot`](Self::slot) is
+    /// tested against.
+    pub fn slot_reference(&self, x: u32) -> u32 {
+        let i = self.keys.partition_point(|&k| k < x);
+        (2 * i + (i < self.keys.len() && self.keys[i] == x) as usize) as u32
+    }
+
+    /// The distinct positive keys, ascending (what a GPU ranker uploads).
+    pub fn keys(&self) -> &[u32] {
+        &self.keys
     }
 
     /// Add one image's negatives (same pixels as pass 1, any image order).
@@ -246,34 +372,23 @@ impl Ranker {
         let this = &*self;
         let nslots = self.slots.len();
         if nslots <= scores.len() / 8 {
-            // Few slots, many pixels: dense per-block histograms, summed.
+            // Few slots, many pixels: dense per-chunk histograms, summed.
+            // Chunks are fixed in size (integer sums: any split is exact).
+            let chunk = (nslots * 16).next_power_of_two().clamp(BLOCK, CHUNK);
             let hists: Vec<(Vec<u32>, u64)> = scores
-                .par_chunks(BLOCK * 16)
-                .zip(labels.par_chunks(BLOCK * 16))
+                .par_chunks(chunk)
+                .zip(labels.par_chunks(chunk))
                 .map(|(s, l)| {
-                    // Radix-partition the block's negatives by score range
-                    // (≈ equal numbers of positive keys per part) so the
-                    // slot lookups of one part stay within a cache-sized
-                    // slice of the keys, table and histogram.
-                    let ks: Vec<u32> = s.iter().zip(l).filter(|p| *p.1 == label::NORMAL).map(|p| key(*p.0)).collect();
-                    let mut off = [0usize; PARTS + 1];
-                    for &k in &ks {
-                        off[this.part[(k >> 16) as usize] as usize + 1] += 1;
-                    }
-                    for i in 0..PARTS {
-                        off[i + 1] += off[i];
-                    }
-                    let mut buf = vec![0u32; ks.len()];
-                    for &k in &ks {
-                        let p = &mut off[this.part[(k >> 16) as usize] as usize];
-                        buf[*p] = k;
-                        *p += 1;
-                    }
                     let mut h = vec![0u32; nslots];
-                    for &k in &buf {
-                        h[this.slot(k) as usize] += 1;
+                    let mut ks = Vec::new();
+                    let mut buf = Vec::new();
+                    let mut n = 0u64;
+                    for (s, l) in s.chunks(BLOCK).zip(l.chunks(BLOCK)) {
+                        negative_keys(s, l, &mut ks);
+                        n += ks.len() as u64;
+                        this.rank_block(&ks, &mut buf, &mut h);
                     }
-                    (h, ks.len() as u64)
+                    (h, n)
                 })
                 .collect();
             for (h, n) in hists {
@@ -288,17 +403,62 @@ impl Ranker {
             .par_chunks(BLOCK)
             .zip(labels.par_chunks(BLOCK))
             .map(|(s, l)| {
-                s.iter()
-                    .zip(l)
-                    .filter(|&(_, &l)| l == label::NORMAL)
-                    .map(|(&s, _)| this.slot(key(s)))
-                    .collect()
+                let mut ks = Vec::new();
+                negative_keys(s, l, &mut ks);
+                for k in ks.iter_mut() {
+                    *k = this.slot(*k);
+                }
+                ks
             })
             .collect();
         for block in filed {
             self.negatives += block.len() as u64;
             for s in block {
                 self.slots[s as usize] += 1;
+            }
+        }
+    }
+
+    /// File a block of negative keys into the histogram `h` (one u32 per
+    /// slot): radix-partitioned by score range first (≈ equal numbers of
+    /// positive keys per part) when the positives' table, keys and slots
+    /// outgrow the cache, so the lookups of one part stay within a
+    /// cache-sized slice of them.
+    fn rank_block(&self, ks: &[u32], buf: &mut Vec<u32>, h: &mut [u32]) {
+        if self.keys.len() < PARTITION_ABOVE {
+            for &k in ks {
+                h[self.slot(k) as usize] += 1;
+            }
+            return;
+        }
+        let mut off = [0usize; PARTS + 1];
+        for &k in ks {
+            off[self.part[(k >> 16) as usize] as usize + 1] += 1;
+        }
+        for i in 0..PARTS {
+            off[i + 1] += off[i];
+        }
+        buf.clear();
+        buf.resize(ks.len(), 0);
+        for &k in ks {
+            let p = &mut off[self.part[(k >> 16) as usize] as usize];
+            buf[*p] = k;
+            *p += 1;
+        }
+        for &k in buf.iter() {
+            h[self.slot(k) as usize] += 1;
+        }
+    }
+
+    /// [`add`](Self::add) the old way: every negative by
+    /// [`slot_reference`](Self::slot_reference), serially. The reference
+    /// the fast path is tested against (and benchmarked).
+    pub fn add_reference(&mut self, scores: &[f32], labels: &[u8]) {
+        for (&s, &l) in scores.iter().zip(labels) {
+            if l == label::NORMAL {
+                self.negatives += 1;
+                let i = self.slot_reference(key(s)) as usize;
+                self.slots[i] += 1;
             }
         }
     }
@@ -574,5 +734,187 @@ mod tests {
         let c = counts_of(&[-0.0, 0.0, 1.0], &[1, 0, 0]);
         assert_eq!(c.thresholds, vec![0.0]);
         assert_eq!((c.tp[0], c.fp[0], c.fp_gt[0]), (1, 2, 1));
+    }
+}
+
+#[cfg(test)]
+mod fast_rank_tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed)
+    }
+
+    /// Both ways of pass 2 over the same pixels: the fast path (whole
+    /// slices, and image-sized pieces, which take the other branch of
+    /// `add`) and the reference binary search, slot for slot.
+    fn check(scores: &[f32], labels: &[u8], what: &str) {
+        let mut pc = PositiveCollector::new();
+        pc.add(scores, labels, None);
+        let r0 = pc.finish();
+        let mut reference = r0.clone();
+        reference.add_reference(scores, labels);
+        let mut fast = r0.clone();
+        fast.add(scores, labels);
+        assert_eq!(fast.tally(), reference.tally(), "{what}: whole slice");
+        let mut pieces = r0.clone();
+        for (s, l) in scores.chunks(777).zip(labels.chunks(777)) {
+            pieces.add(s, l);
+        }
+        assert_eq!(pieces.tally(), reference.tally(), "{what}: pieces");
+        // every key the scores produce, and its neighbours, slot for slot
+        for &x in scores {
+            let k = key(x);
+            for q in [k.wrapping_sub(1), k, k.wrapping_add(1)] {
+                assert_eq!(r0.slot(q), r0.slot_reference(q), "{what}: key {q:#x}");
+            }
+        }
+    }
+
+    fn labels_at(r: &mut rand_chacha::ChaCha8Rng, n: usize, pos: f64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                let u: f64 = r.random();
+                if u < pos { 1 + (u * 100.0) as u8 % 3 } else if u < pos + 0.02 { label::VOID } else { 0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_rank_equals_reference_random() {
+        let mut r = rng(1);
+        for (n, pos) in [(1usize, 0.5), (100, 0.3), (5000, 0.01), (200_000, 0.01), (300_000, 0.2)] {
+            let scores: Vec<f32> = (0..n).map(|_| (r.random::<f64>() * 8.0 - 3.0) as f32).collect();
+            let labels = labels_at(&mut r, n, pos);
+            check(&scores, &labels, &format!("random n={n} pos={pos}"));
+        }
+        // wide exponent range: scores from 1e-30 to 1e30, both signs
+        let n = 100_000;
+        let scores: Vec<f32> = (0..n)
+            .map(|_| {
+                let e: f64 = r.random::<f64>() * 60.0 - 30.0;
+                let s = if r.random::<bool>() { 1.0 } else { -1.0 };
+                (s * 10f64.powf(e)) as f32
+            })
+            .collect();
+        let labels = labels_at(&mut r, n, 0.05);
+        check(&scores, &labels, "wide exponents");
+    }
+
+    #[test]
+    fn fast_rank_equals_reference_ties_and_extremes() {
+        let mut r = rng(2);
+        let n = 150_000;
+        // heavily tied: 256 values
+        let scores: Vec<f32> = (0..n).map(|_| (r.random_range(0..256u32) as f32) / 32.0 - 4.0).collect();
+        check(&scores, &labels_at(&mut r, n, 0.01), "tied256");
+        // all tied
+        let scores = vec![0.25f32; n];
+        check(&scores, &labels_at(&mut r, n, 0.01), "all tied");
+        // a single positive among continuous negatives, at, below, above
+        let mut scores: Vec<f32> = (0..n).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
+        let mut labels = vec![0u8; n];
+        labels[n / 2] = 1;
+        scores[n / 3] = scores[n / 2];
+        check(&scores, &labels, "single positive");
+        // no positive at all
+        check(&scores, &vec![0u8; n], "no positive");
+        // extremes (±inf-free), subnormals, signed zeros, neighbours of positives
+        let ext = [
+            f32::MIN,
+            f32::MAX,
+            -f32::MIN_POSITIVE,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            -f32::from_bits(1),
+            0.0,
+            -0.0,
+            1.0,
+            f32::from_bits(1.0f32.to_bits() + 1),
+            f32::from_bits(1.0f32.to_bits() - 1),
+            -1.0,
+            f32::MAX / 2.0,
+            f32::MIN / 2.0,
+        ];
+        let scores: Vec<f32> = (0..n).map(|_| ext[r.random_range(0..ext.len())]).collect();
+        check(&scores, &labels_at(&mut r, n, 0.1), "extremes");
+        // -0.0 positives, +0.0 negatives (and the reverse): one key
+        let scores: Vec<f32> = (0..1000).map(|i| if i % 2 == 0 { -0.0 } else { 0.0 }).collect();
+        let labels: Vec<u8> = (0..1000).map(|i| (i % 4 == 0) as u8).collect();
+        check(&scores, &labels, "signed zeros");
+        let c = counts_of(&scores, &labels);
+        assert_eq!((c.thresholds.len(), c.fp[0]), (1, 750));
+    }
+
+    #[test]
+    fn fast_rank_partitioned_and_dense_buckets() {
+        // enough distinct positives to partition (> PARTITION_ABOVE), packed
+        // into a few first-level buckets (second-level tables)
+        let mut r = rng(3);
+        let n = 1 << 20;
+        let scores: Vec<f32> = (0..n).map(|_| 1.0 + r.random::<f32>() * 0.05).collect();
+        let labels = labels_at(&mut r, n, 0.1);
+        check(&scores, &labels, "dense, partitioned");
+    }
+
+    #[test]
+    fn table_exact_under_any_budget() {
+        let mut r = rng(4);
+        let mut keys: Vec<u32> = (0..20_000)
+            .map(|i| match i % 3 {
+                0 => key(1.0 + r.random::<f32>() * 1e-3),
+                1 => key(r.random::<f32>() * 10.0 - 5.0),
+                _ => r.random::<u32>(),
+            })
+            .collect();
+        keys.extend([0, 1, u32::MAX, u32::MAX - 1, 0x8000_0000, 0x7fff_ffff]);
+        keys.sort_unstable();
+        keys.dedup();
+        let reference = |x: u32| {
+            let i = keys.partition_point(|&k| k < x);
+            (2 * i + (i < keys.len() && keys[i] == x) as usize) as u32
+        };
+        for budget in [0usize, 100, 5000, L2_BUDGET] {
+            let t = RankTable::with_budget(&keys, budget);
+            assert!(t.sub.len() <= budget, "budget {budget}: {}", t.sub.len());
+            for &k in &keys {
+                for q in [k.wrapping_sub(1), k, k.wrapping_add(1)] {
+                    assert_eq!(t.slot(&keys, q), reference(q), "budget {budget} key {q:#x}");
+                }
+            }
+            for _ in 0..50_000 {
+                let q = r.random::<u32>();
+                assert_eq!(t.slot(&keys, q), reference(q), "budget {budget} key {q:#x}");
+            }
+        }
+        // no keys at all: every negative in slot 0
+        let t = RankTable::new(&[]);
+        assert_eq!(t.slot(&[], 12345), 0);
+    }
+
+    #[test]
+    fn fast_rank_same_counts_on_any_thread_count() {
+        let mut r = rng(5);
+        let n = 3 << 20;
+        let scores: Vec<f32> = (0..n).map(|_| (r.random::<f64>() * 6.0 - 3.0) as f32).collect();
+        let labels = labels_at(&mut r, n, 0.01);
+        let mut pc = PositiveCollector::new();
+        pc.add(&scores, &labels, None);
+        let r0 = pc.finish();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut a = r0.clone();
+                a.add(&scores, &labels);
+                a.tally()
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(5));
+        let mut reference = r0.clone();
+        reference.add_reference(&scores, &labels);
+        assert_eq!(one, reference.tally());
     }
 }
