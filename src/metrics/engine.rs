@@ -51,33 +51,40 @@ fn negative_keys(s: &[f32], l: &[u8], out: &mut Vec<u32>) {
 
 /// First-level buckets: the key's top `L1_BITS` bits.
 const L1_BITS: u32 = 16;
-/// Second-level entries, all buckets together: the table's fixed bound
-/// (4 MiB; with the first level's 512 KiB, at most 4.5 MiB per ranker).
+/// Second-level entries, all buckets together, beyond one per bucket: the
+/// table's fixed bound (with the first level, at most (2^16 + 2^16 + 2^20)
+/// × 4 bytes = 4.5 MiB per ranker, whatever the number of positives).
 const L2_BUDGET: usize = 1 << 20;
-/// A first-level bucket with more distinct positive keys than this gets a
-/// second-level table (fewer are scanned directly).
-const L2_ABOVE: u32 = 4;
+/// Keys a lookup compares branch-free at its end: a (sub-)bucket holding
+/// more takes a binary search (rare: only when the budget is exhausted or
+/// the keys crowd one sub-bucket).
+const WINDOW: usize = 4;
 
 /// The slot lookup of pass 2, exact: for a negative's key `x`, the index
 /// `i` of the first distinct positive key `≥ x` and whether it equals `x`
 /// (slot `2i + 1`) or not (slot `2i`).
 ///
-/// Level 1: `start[b]` is the first key index whose top 16 bits are `≥ b`
-/// (2^16 + 1 entries, 256 KiB). A bucket with no positive key
-/// (`start[b] == start[b + 1]`, the common case away from the positives)
-/// names the slot `2 start[b]` with no search. Level 2: a bucket holding
-/// more than [`L2_ABOVE`] keys has its own table on the next `s` bits
-/// (`s ≤ 16`, about two sub-buckets per key; `desc[b] = offset << 5 | s`),
-/// again of start indices, so a lookup ends with a scan of the (usually
-/// zero to two) keys of one sub-bucket. The second level holds at most
-/// [`L2_BUDGET`] entries whatever the number of positives: when the wanted
-/// tables do not fit, every `s` is lowered alike until they do (the scans
-/// get longer, the answer stays exact).
+/// Level 1 is the key's top 16 bits, `b`; `desc[b] = off << 5 | s` gives
+/// bucket `b` a run of `2^s` sub-buckets on the key's next `s` bits (`s = 0`
+/// for a bucket with at most [`WINDOW`] positive keys, else about two
+/// sub-buckets per key, `s ≤ 16`). `bounds[off + j]` is the index of the
+/// first positive key at or above sub-bucket `j`; the runs are laid end to
+/// end, so `bounds[off + j + 1]` closes every sub-bucket, the last one's
+/// included. A lookup is three dependent loads (`desc`, `bounds`, `keys`)
+/// and a branch-free count of the keys `< x` among the sub-bucket's (at
+/// most [`WINDOW`]) keys; a (sub-)bucket with no positive key (the common
+/// case away from the positives) is the same code, counting none. The
+/// second level holds at most [`L2_BUDGET`] entries beyond one per bucket:
+/// when the wanted runs do not fit, every `s` is lowered alike until they
+/// do (more sub-buckets overflow the window into a binary search; the
+/// answer stays exact).
 #[derive(Debug, Clone)]
 struct RankTable {
-    start: Vec<u32>,
     desc: Vec<u32>,
-    sub: Vec<u32>,
+    bounds: Vec<u32>,
+    /// The positive keys, followed by [`WINDOW`] `u32::MAX` pads so the
+    /// window never reads past the end.
+    keys: Vec<u32>,
 }
 
 impl RankTable {
@@ -98,67 +105,60 @@ impl RankTable {
         }
         // wanted second-level bits per bucket: 2^s ≥ 2 × keys in it
         let want = |cnt: u32| -> u32 {
-            if cnt <= L2_ABOVE { 0 } else { (u32::BITS - (cnt - 1).leading_zeros() + 1).min(32 - L1_BITS) }
+            if cnt as usize <= WINDOW { 0 } else { (u32::BITS - (cnt - 1).leading_zeros() + 1).min(32 - L1_BITS) }
         };
-        let cost = |d: u32| -> usize {
+        let extra = |d: u32| -> usize {
             (0..nb)
                 .map(|b| {
                     let s = want(start[b + 1] - start[b]);
-                    if s > d { (1usize << (s - d)) + 1 } else { 0 }
+                    if s > d { (1usize << (s - d)) - 1 } else { 0 }
                 })
                 .sum()
         };
         let mut d = 0;
-        while cost(d) > budget {
+        while extra(d) > budget {
             d += 1;
         }
         let mut desc = vec![0u32; nb];
-        let mut sub = Vec::new();
+        let mut bounds = Vec::with_capacity(nb + 1 + extra(d));
         for b in 0..nb {
             let (lo, hi) = (start[b] as usize, start[b + 1] as usize);
-            let s = want((hi - lo) as u32);
-            if s <= d {
-                continue;
-            }
-            let s = s - d;
-            desc[b] = ((sub.len() as u32) << 5) | s;
+            let s = want((hi - lo) as u32).saturating_sub(d);
+            desc[b] = ((bounds.len() as u32) << 5) | s;
             let shift = 32 - L1_BITS - s;
             let low = (1u32 << (32 - L1_BITS)) - 1;
             let mut i = lo;
-            for j in 0..=(1usize << s) {
+            for j in 0..(1usize << s) {
                 while i < hi && (((keys[i] & low) >> shift) as usize) < j {
                     i += 1;
                 }
-                sub.push(i as u32);
+                bounds.push(i as u32);
             }
         }
-        RankTable { start, desc, sub }
+        bounds.push(keys.len() as u32);
+        let mut padded = Vec::with_capacity(keys.len() + WINDOW);
+        padded.extend_from_slice(keys);
+        padded.resize(keys.len() + WINDOW, u32::MAX);
+        RankTable { desc, bounds, keys: padded }
     }
 
     #[inline(always)]
-    fn slot(&self, keys: &[u32], x: u32) -> u32 {
-        let b = (x >> (32 - L1_BITS)) as usize;
-        let (mut lo, mut hi) = (self.start[b], self.start[b + 1]);
-        if lo == hi {
-            return 2 * lo;
-        }
-        let d = self.desc[b];
-        if d != 0 {
-            let s = d & 31;
-            let j = ((x << L1_BITS) >> (32 - s)) as usize + (d >> 5) as usize;
-            (lo, hi) = (self.sub[j], self.sub[j + 1]);
-            if lo == hi {
-                return 2 * lo;
-            }
-        }
-        let (lo, hi) = (lo as usize, hi as usize);
-        let i = if hi - lo <= 8 {
-            // sorted: the first key ≥ x is after every key < x
-            lo + keys[lo..hi].iter().filter(|&&k| k < x).count()
+    fn slot(&self, x: u32) -> u32 {
+        let d = self.desc[(x >> (32 - L1_BITS)) as usize];
+        let s = d & 31;
+        let j = (d >> 5) as usize + (((x << L1_BITS) as u64) >> (32 - s)) as usize;
+        let (lo, hi) = (self.bounds[j] as usize, self.bounds[j + 1] as usize);
+        let m = self.keys.len() - WINDOW;
+        let i = if hi - lo <= WINDOW {
+            // Sorted keys: the first key ≥ x follows every key < x. Keys past
+            // the sub-bucket are > x (later sub-buckets) or pads, so the
+            // window counts only the sub-bucket's own.
+            let w = &self.keys[lo..lo + WINDOW];
+            lo + w.iter().map(|&k| (k < x) as usize).sum::<usize>()
         } else {
-            lo + keys[lo..hi].partition_point(|&k| k < x)
+            lo + self.keys[lo..hi].partition_point(|&k| k < x)
         };
-        2 * i as u32 + (i < keys.len() && keys[i] == x) as u32
+        2 * i as u32 + (i < m && self.keys[i] == x) as u32
     }
 }
 
@@ -307,7 +307,6 @@ impl PositiveCollector {
             .collect();
         let table = RankTable::new(&keys);
         Ranker {
-            keys,
             pos,
             wsum,
             table,
@@ -329,8 +328,6 @@ pub struct Tally {
 /// Pass 2: counts of negatives between and at the distinct positive scores.
 #[derive(Debug, Clone)]
 pub struct Ranker {
-    /// Distinct positive keys, ascending.
-    keys: Vec<u32>,
     /// Positives per distinct key.
     pos: Vec<u64>,
     /// Summed positive weight per distinct key (empty when unweighted).
@@ -350,20 +347,21 @@ impl Ranker {
     /// Slot of a negative with key `x`: the table's answer.
     #[inline(always)]
     fn slot(&self, x: u32) -> u32 {
-        self.table.slot(&self.keys, x)
+        self.table.slot(x)
     }
 
     /// Slot of a negative with key `x` by a plain binary search over all
     /// distinct positive keys: the definition [`slot`](Self::slot) is
     /// tested against.
     pub fn slot_reference(&self, x: u32) -> u32 {
-        let i = self.keys.partition_point(|&k| k < x);
-        (2 * i + (i < self.keys.len() && self.keys[i] == x) as usize) as u32
+        let keys = self.keys();
+        let i = keys.partition_point(|&k| k < x);
+        (2 * i + (i < keys.len() && keys[i] == x) as usize) as u32
     }
 
     /// The distinct positive keys, ascending (what a GPU ranker uploads).
     pub fn keys(&self) -> &[u32] {
-        &self.keys
+        &self.table.keys[..self.table.keys.len() - WINDOW]
     }
 
     /// Add one image's negatives (same pixels as pass 1, any image order).
@@ -425,7 +423,7 @@ impl Ranker {
     /// outgrow the cache, so the lookups of one part stay within a
     /// cache-sized slice of them.
     fn rank_block(&self, ks: &[u32], buf: &mut Vec<u32>, h: &mut [u32]) {
-        if self.keys.len() < PARTITION_ABOVE {
+        if self.keys().len() < PARTITION_ABOVE {
             for &k in ks {
                 h[self.slot(k) as usize] += 1;
             }
@@ -492,7 +490,7 @@ impl Ranker {
             self.expected_negatives,
             self.negatives
         );
-        let m = self.keys.len();
+        let m = self.keys().len();
         let mut c = Counts {
             positives: self.pos.iter().sum(),
             negatives: self.negatives,
@@ -506,7 +504,7 @@ impl Ranker {
             let fp_gt = fp;
             fp += self.slots[2 * i + 1];
             tp += self.pos[i];
-            c.thresholds.push(unkey(self.keys[i]));
+            c.thresholds.push(unkey(self.keys()[i]));
             c.tp.push(tp);
             c.fp.push(fp);
             c.fp_gt.push(fp_gt);
@@ -877,20 +875,20 @@ mod fast_rank_tests {
         };
         for budget in [0usize, 100, 5000, L2_BUDGET] {
             let t = RankTable::with_budget(&keys, budget);
-            assert!(t.sub.len() <= budget, "budget {budget}: {}", t.sub.len());
+            assert!(t.bounds.len() <= budget + (1 << 16) + 1, "budget {budget}: {}", t.bounds.len());
             for &k in &keys {
                 for q in [k.wrapping_sub(1), k, k.wrapping_add(1)] {
-                    assert_eq!(t.slot(&keys, q), reference(q), "budget {budget} key {q:#x}");
+                    assert_eq!(t.slot(q), reference(q), "budget {budget} key {q:#x}");
                 }
             }
             for _ in 0..50_000 {
                 let q = r.random::<u32>();
-                assert_eq!(t.slot(&keys, q), reference(q), "budget {budget} key {q:#x}");
+                assert_eq!(t.slot(q), reference(q), "budget {budget} key {q:#x}");
             }
         }
         // no keys at all: every negative in slot 0
         let t = RankTable::new(&[]);
-        assert_eq!(t.slot(&[], 12345), 0);
+        assert_eq!((t.slot(12345), t.slot(0), t.slot(u32::MAX)), (0, 0, 0));
     }
 
     #[test]
