@@ -384,7 +384,7 @@ impl Ranker {
                     for (s, l) in s.chunks(BLOCK).zip(l.chunks(BLOCK)) {
                         negative_keys(s, l, &mut ks);
                         n += ks.len() as u64;
-                        this.rank_block(&ks, &mut buf, &mut h);
+                        this.rank_block(&mut ks, &mut buf, &mut h);
                     }
                     (h, n)
                 })
@@ -401,8 +401,11 @@ impl Ranker {
             .par_chunks(BLOCK)
             .zip(labels.par_chunks(BLOCK))
             .map(|(s, l)| {
-                let mut ks = Vec::new();
+                let (mut ks, mut buf) = (Vec::new(), Vec::new());
                 negative_keys(s, l, &mut ks);
+                // in score-range order, so the increments below walk the
+                // slots part by part
+                this.order_block(&mut ks, &mut buf);
                 for k in ks.iter_mut() {
                     *k = this.slot(*k);
                 }
@@ -417,20 +420,17 @@ impl Ranker {
         }
     }
 
-    /// File a block of negative keys into the histogram `h` (one u32 per
-    /// slot): radix-partitioned by score range first (≈ equal numbers of
-    /// positive keys per part) when the positives' table, keys and slots
-    /// outgrow the cache, so the lookups of one part stay within a
-    /// cache-sized slice of them.
-    fn rank_block(&self, ks: &[u32], buf: &mut Vec<u32>, h: &mut [u32]) {
+    /// Put a block of negative keys in score-range order (radix partition
+    /// into [`PARTS`] ranges holding ≈ equal numbers of positive keys) when
+    /// the positives' table, keys and slots outgrow the cache, so the
+    /// lookups and slot increments of one range stay within a cache-sized
+    /// slice of them. `buf` is scratch; the block ends up in `ks`.
+    fn order_block(&self, ks: &mut Vec<u32>, buf: &mut Vec<u32>) {
         if self.keys().len() < PARTITION_ABOVE {
-            for &k in ks {
-                h[self.slot(k) as usize] += 1;
-            }
             return;
         }
         let mut off = [0usize; PARTS + 1];
-        for &k in ks {
+        for &k in ks.iter() {
             off[self.part[(k >> 16) as usize] as usize + 1] += 1;
         }
         for i in 0..PARTS {
@@ -438,12 +438,19 @@ impl Ranker {
         }
         buf.clear();
         buf.resize(ks.len(), 0);
-        for &k in ks {
+        for &k in ks.iter() {
             let p = &mut off[self.part[(k >> 16) as usize] as usize];
             buf[*p] = k;
             *p += 1;
         }
-        for &k in buf.iter() {
+        std::mem::swap(ks, buf);
+    }
+
+    /// File a block of negative keys into the histogram `h` (one u32 per
+    /// slot).
+    fn rank_block(&self, ks: &mut Vec<u32>, buf: &mut Vec<u32>, h: &mut [u32]) {
+        self.order_block(ks, buf);
+        for &k in ks.iter() {
             h[self.slot(k) as usize] += 1;
         }
     }
