@@ -58,7 +58,7 @@ const L2_BUDGET: usize = 1 << 20;
 /// Keys a lookup compares branch-free at its end: a (sub-)bucket holding
 /// more takes a binary search (rare: only when the budget is exhausted or
 /// the keys crowd one sub-bucket).
-const WINDOW: usize = 4;
+pub const WINDOW: usize = 4;
 
 /// The slot lookup of pass 2, exact: for a negative's key `x`, the index
 /// `i` of the first distinct positive key `≥ x` and whether it equals `x`
@@ -78,8 +78,11 @@ const WINDOW: usize = 4;
 /// when the wanted runs do not fit, every `s` is lowered alike until they
 /// do (more sub-buckets overflow the window into a binary search; the
 /// answer stays exact).
+///
+/// The GPU ranker (`scores::gpu::rank`) uploads these same three arrays and
+/// runs the same lookup in WGSL.
 #[derive(Debug, Clone)]
-struct RankTable {
+pub struct RankTable {
     desc: Vec<u32>,
     bounds: Vec<u32>,
     /// The positive keys, followed by [`WINDOW`] `u32::MAX` pads so the
@@ -88,12 +91,15 @@ struct RankTable {
 }
 
 impl RankTable {
-    fn new(keys: &[u32]) -> RankTable {
+    /// The table over `keys`: distinct, ascending (as [`Ranker::keys`]).
+    pub fn new(keys: &[u32]) -> RankTable {
+        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "rank keys must be distinct and ascending");
         Self::with_budget(keys, L2_BUDGET)
     }
 
-    /// [`new`](Self::new) with another second-level bound (tests).
-    fn with_budget(keys: &[u32], budget: usize) -> RankTable {
+    /// [`new`](Self::new) with another second-level bound (tests: a small
+    /// budget forces the binary-search fallback).
+    pub fn with_budget(keys: &[u32], budget: usize) -> RankTable {
         let nb = 1usize << L1_BITS;
         let mut start = vec![0u32; nb + 1];
         let mut i = 0usize;
@@ -142,8 +148,23 @@ impl RankTable {
         RankTable { desc, bounds, keys: padded }
     }
 
+    /// Level 1: 2^16 descriptors, `offset into bounds << 5 | s`.
+    pub fn desc(&self) -> &[u32] {
+        &self.desc
+    }
+    /// Level 2: first key index per sub-bucket, runs end to end, plus the
+    /// closing `m`.
+    pub fn bounds(&self) -> &[u32] {
+        &self.bounds
+    }
+    /// The keys followed by [`WINDOW`] `u32::MAX` pads.
+    pub fn padded_keys(&self) -> &[u32] {
+        &self.keys
+    }
+
+    /// The slot (0..=2m) of a negative with key `x`.
     #[inline(always)]
-    fn slot(&self, x: u32) -> u32 {
+    pub fn slot(&self, x: u32) -> u32 {
         let d = self.desc[(x >> (32 - L1_BITS)) as usize];
         let s = d & 31;
         let j = (d >> 5) as usize + (((x << L1_BITS) as u64) >> (32 - s)) as usize;
@@ -359,7 +380,12 @@ impl Ranker {
         (2 * i + (i < keys.len() && keys[i] == x) as usize) as u32
     }
 
-    /// The distinct positive keys, ascending (what a GPU ranker uploads).
+    /// The slot lookup table (what a GPU ranker uploads).
+    pub fn table(&self) -> &RankTable {
+        &self.table
+    }
+
+    /// The distinct positive keys, ascending.
     pub fn keys(&self) -> &[u32] {
         &self.table.keys[..self.table.keys.len() - WINDOW]
     }

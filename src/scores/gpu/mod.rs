@@ -15,6 +15,7 @@
 pub mod context;
 pub mod fused;
 pub mod post;
+pub mod rank;
 
 pub use context::{AdapterSummary, GpuContext, list_adapters};
 pub use fused::{DEFAULT_TILE_BYTES, GpuScorer, MAX_LOGIT_ARRAY, shader_source};
