@@ -220,7 +220,7 @@ impl GpuRanker {
     /// `label_offset` of `labels` (see the module docs for the layouts).
     /// Records and submits the dispatches; flushes as the rule says.
     pub fn add_buffers(&mut self, ctx: &GpuContext, scores: &wgpu::Buffer, score_offset: u64, labels: &wgpu::Buffer, label_offset: u64, n: u64) -> Result<()> {
-        ensure!(score_offset % 4 == 0, "rank: score offset {score_offset} is not a multiple of 4");
+        ensure!(score_offset.is_multiple_of(4), "rank: score offset {score_offset} is not a multiple of 4");
         ensure!(score_offset + 4 * n <= scores.size(), "rank: {n} scores from byte {score_offset} overrun a {}-byte buffer", scores.size());
         ensure!(label_offset + n <= labels.size(), "rank: {n} labels from byte {label_offset} overrun a {}-byte buffer", labels.size());
         let align = ctx.limits.min_storage_buffer_offset_alignment.max(4) as u64;
@@ -249,7 +249,7 @@ impl GpuRanker {
         let s_size = (s_off - s_at + 4 * k).min(scores.size() - s_at);
         let l_at = l_off / align * align;
         let l_size = ((l_off - l_at + k).div_ceil(4) * 4).min(labels.size() - l_at);
-        ensure!(l_size % 4 == 0, "rank: the label buffer's size must be a multiple of 4 bytes");
+        ensure!(l_size.is_multiple_of(4), "rank: the label buffer's size must be a multiple of 4 bytes");
         let groups = (k.div_ceil(WG as u64) as u32).clamp(1, MAX_GROUPS.min(ctx.limits.max_compute_workgroups_per_dimension));
         let params = Params {
             n: k as u32,
