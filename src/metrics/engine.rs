@@ -205,11 +205,33 @@ impl PositiveCollector {
     /// `select` picks which anomaly codes count as positive (None = all).
     pub fn add(&mut self, scores: &[f32], labels: &[u8], select: Option<u8>) {
         debug_assert_eq!(scores.len(), labels.len());
-        for (&s, &l) in scores.iter().zip(labels) {
-            if l == label::NORMAL {
-                self.negatives += 1;
-            } else if l != label::VOID && select.is_none_or(|t| t == l) {
-                self.keys.push(key(s));
+        let one = |s: &[f32], l: &[u8], keys: &mut Vec<u32>| {
+            let mut negatives = 0u64;
+            for (&s, &l) in s.iter().zip(l) {
+                if l == label::NORMAL {
+                    negatives += 1;
+                } else if l != label::VOID && select.is_none_or(|t| t == l) {
+                    keys.push(key(s));
+                }
+            }
+            negatives
+        };
+        if scores.len() <= BLOCK {
+            self.negatives += one(scores, labels, &mut self.keys);
+        } else {
+            // blocks in parallel, their positives appended in pixel order
+            let parts: Vec<(Vec<u32>, u64)> = scores
+                .par_chunks(BLOCK)
+                .zip(labels.par_chunks(BLOCK))
+                .map(|(s, l)| {
+                    let mut keys = Vec::new();
+                    let n = one(s, l, &mut keys);
+                    (keys, n)
+                })
+                .collect();
+            for (k, n) in parts {
+                self.keys.extend_from_slice(&k);
+                self.negatives += n;
             }
         }
         self.pad_weights();
