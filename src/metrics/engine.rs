@@ -66,7 +66,7 @@ pub const WINDOW: usize = 4;
 ///
 /// Level 1 is the key's top 16 bits, `b`; `desc[b] = off << 5 | s` gives
 /// bucket `b` a run of `2^s` sub-buckets on the key's next `s` bits (`s = 0`
-/// for a bucket with at most [`WINDOW`] positive keys, else about two
+/// for a bucket with at most [`WINDOW`] positive keys, else one to two
 /// sub-buckets per key, `s ≤ 16`). `bounds[off + j]` is the index of the
 /// first positive key at or above sub-bucket `j`; the runs are laid end to
 /// end, so `bounds[off + j + 1]` closes every sub-bucket, the last one's
@@ -109,9 +109,9 @@ impl RankTable {
             }
             *slot = i as u32;
         }
-        // wanted second-level bits per bucket: 2^s ≥ 2 × keys in it
+        // wanted second-level bits per bucket: 2^s ≥ keys in it (about one key per sub-bucket)
         let want = |cnt: u32| -> u32 {
-            if cnt as usize <= WINDOW { 0 } else { (u32::BITS - (cnt - 1).leading_zeros() + 1).min(32 - L1_BITS) }
+            if cnt as usize <= WINDOW { 0 } else { (u32::BITS - (cnt - 1).leading_zeros()).min(32 - L1_BITS) }
         };
         let extra = |d: u32| -> usize {
             (0..nb)
