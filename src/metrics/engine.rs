@@ -113,14 +113,8 @@ impl RankTable {
         let want = |cnt: u32| -> u32 {
             if cnt as usize <= WINDOW { 0 } else { (u32::BITS - (cnt - 1).leading_zeros()).min(32 - L1_BITS) }
         };
-        let extra = |d: u32| -> usize {
-            (0..nb)
-                .map(|b| {
-                    let s = want(start[b + 1] - start[b]);
-                    if s > d { (1usize << (s - d)) - 1 } else { 0 }
-                })
-                .sum()
-        };
+        let wanted: Vec<u32> = (0..nb).map(|b| want(start[b + 1] - start[b])).collect();
+        let extra = |d: u32| -> usize { wanted.iter().map(|&s| if s > d { (1usize << (s - d)) - 1 } else { 0 }).sum() };
         let mut d = 0;
         while extra(d) > budget {
             d += 1;
@@ -129,7 +123,7 @@ impl RankTable {
         let mut bounds = Vec::with_capacity(nb + 1 + extra(d));
         for b in 0..nb {
             let (lo, hi) = (start[b] as usize, start[b + 1] as usize);
-            let s = want((hi - lo) as u32).saturating_sub(d);
+            let s = wanted[b].saturating_sub(d);
             desc[b] = ((bounds.len() as u32) << 5) | s;
             let shift = 32 - L1_BITS - s;
             let low = (1u32 << (32 - L1_BITS)) - 1;
@@ -345,10 +339,10 @@ impl PositiveCollector {
         }
         let slots = vec![0; 2 * keys.len() + 1];
         let m = keys.len();
-        let part = (0..1u64 << 16)
-            .map(|b| (keys.partition_point(|&k| ((k as u64) >> 16) < b) * PARTS / (m + 1)) as u8)
-            .collect();
         let table = RankTable::new(&keys);
+        drop(keys);
+        // a bucket's first key index is the first bound of its run
+        let part = table.desc.iter().map(|&d| (table.bounds[(d >> 5) as usize] as usize * PARTS / (m + 1)) as u8).collect();
         Ranker {
             pos,
             wsum,
