@@ -5,10 +5,12 @@
 //! positive pixel's score (positives are ~1 % of pixels) and counts the
 //! negatives. Pass 2 ([`Ranker`]) visits the same pixels again and files every
 //! negative into one of 2m+1 slots: strictly between two consecutive
-//! distinct positive scores, or equal to one. A 65 536-entry radix table on
-//! the key's top 16 bits narrows each binary search to a few steps; pixels
-//! are processed in fixed blocks in parallel (rayon), and the slot counts are
-//! u64 and order-independent, so the result is exact and deterministic.
+//! distinct positive scores, or equal to one. A fixed-size two-level table
+//! ([`RankTable`]) on the key's bits resolves most negatives with no search
+//! (a bucket without positive keys names the slot directly) and leaves a
+//! scan of one or two keys for the rest; pixels are processed in fixed
+//! blocks in parallel (rayon), and the slot counts are u64 and
+//! order-independent, so the result is exact and deterministic.
 //!
 //! Why two passes: a negative seen before the positives are known cannot be
 //! ranked against them without keeping it (that is the 50 bytes/pixel other
@@ -22,10 +24,157 @@ use rayon::prelude::*;
 const BLOCK: usize = 1 << 16;
 /// Score-range parts of the radix partitioning in [`Ranker::add`].
 const PARTS: usize = 256;
-/// Radix table width: enough buckets that a bucket holds a handful of
-/// distinct positive keys, capped so the table stays in cache.
-fn lut_bits(m: usize) -> u32 {
-    ((usize::BITS - m.leading_zeros()) + 1).clamp(12, 22)
+
+/// Largest pixels per parallel work item of the histogram path (at least 16
+/// pixels per slot, so zeroing and summing the chunk's histogram stays
+/// small; the split depends on the sizes only, never on threads, and integer
+/// sums are exact in any split anyway).
+const CHUNK: usize = 1 << 20;
+/// Distinct positive keys above which [`Ranker::rank_block`] partitions a
+/// block by score range before the lookups (below, everything the lookups
+/// touch stays in L2).
+const PARTITION_ABOVE: usize = 1 << 15;
+
+/// The keys of a block's negatives (label [`label::NORMAL`]), in pixel
+/// order, into `out` (cleared first). Branch-free compaction.
+#[inline]
+fn negative_keys(s: &[f32], l: &[u8], out: &mut Vec<u32>) {
+    out.clear();
+    out.resize(s.len(), 0);
+    let mut j = 0usize;
+    for (&x, &l) in s.iter().zip(l) {
+        out[j] = key(x);
+        j += (l == label::NORMAL) as usize;
+    }
+    out.truncate(j);
+}
+
+/// First-level buckets: the key's top `L1_BITS` bits.
+const L1_BITS: u32 = 16;
+/// Second-level entries, all buckets together, beyond one per bucket: the
+/// table's fixed bound (with the first level, at most (2^16 + 2^16 + 2^20)
+/// × 4 bytes = 4.5 MiB per ranker, whatever the number of positives).
+const L2_BUDGET: usize = 1 << 20;
+/// Keys a lookup compares branch-free at its end: a (sub-)bucket holding
+/// more takes a binary search (rare: only when the budget is exhausted or
+/// the keys crowd one sub-bucket).
+pub const WINDOW: usize = 4;
+
+/// The slot lookup of pass 2, exact: for a negative's key `x`, the index
+/// `i` of the first distinct positive key `≥ x` and whether it equals `x`
+/// (slot `2i + 1`) or not (slot `2i`).
+///
+/// Level 1 is the key's top 16 bits, `b`; `desc[b] = off << 5 | s` gives
+/// bucket `b` a run of `2^s` sub-buckets on the key's next `s` bits (`s = 0`
+/// for a bucket with at most [`WINDOW`] positive keys, else one to two
+/// sub-buckets per key, `s ≤ 16`). `bounds[off + j]` is the index of the
+/// first positive key at or above sub-bucket `j`; the runs are laid end to
+/// end, so `bounds[off + j + 1]` closes every sub-bucket, the last one's
+/// included. A lookup is three dependent loads (`desc`, `bounds`, `keys`)
+/// and a branch-free count of the keys `< x` among the sub-bucket's (at
+/// most [`WINDOW`]) keys; a (sub-)bucket with no positive key (the common
+/// case away from the positives) is the same code, counting none. The
+/// second level holds at most [`L2_BUDGET`] entries beyond one per bucket:
+/// when the wanted runs do not fit, every `s` is lowered alike until they
+/// do (more sub-buckets overflow the window into a binary search; the
+/// answer stays exact).
+///
+/// The GPU ranker (`scores::gpu::rank`) uploads these same three arrays and
+/// runs the same lookup in WGSL.
+#[derive(Debug, Clone)]
+pub struct RankTable {
+    desc: Vec<u32>,
+    bounds: Vec<u32>,
+    /// The positive keys, followed by [`WINDOW`] `u32::MAX` pads so the
+    /// window never reads past the end.
+    keys: Vec<u32>,
+}
+
+impl RankTable {
+    /// The table over `keys`: distinct, ascending (as [`Ranker::keys`]).
+    pub fn new(keys: &[u32]) -> RankTable {
+        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "rank keys must be distinct and ascending");
+        Self::with_budget(keys, L2_BUDGET)
+    }
+
+    /// [`new`](Self::new) with another second-level bound (tests: a small
+    /// budget forces the binary-search fallback).
+    pub fn with_budget(keys: &[u32], budget: usize) -> RankTable {
+        let nb = 1usize << L1_BITS;
+        let mut start = vec![0u32; nb + 1];
+        let mut i = 0usize;
+        for (b, slot) in start.iter_mut().enumerate() {
+            while i < keys.len() && ((keys[i] >> (32 - L1_BITS)) as usize) < b {
+                i += 1;
+            }
+            *slot = i as u32;
+        }
+        // wanted second-level bits per bucket: 2^s ≥ keys in it (about one key per sub-bucket)
+        let want = |cnt: u32| -> u32 {
+            if cnt as usize <= WINDOW { 0 } else { (u32::BITS - (cnt - 1).leading_zeros()).min(32 - L1_BITS) }
+        };
+        let wanted: Vec<u32> = (0..nb).map(|b| want(start[b + 1] - start[b])).collect();
+        let extra = |d: u32| -> usize { wanted.iter().map(|&s| if s > d { (1usize << (s - d)) - 1 } else { 0 }).sum() };
+        let mut d = 0;
+        while extra(d) > budget {
+            d += 1;
+        }
+        let mut desc = vec![0u32; nb];
+        let mut bounds = Vec::with_capacity(nb + 1 + extra(d));
+        for b in 0..nb {
+            let (lo, hi) = (start[b] as usize, start[b + 1] as usize);
+            let s = wanted[b].saturating_sub(d);
+            desc[b] = ((bounds.len() as u32) << 5) | s;
+            let shift = 32 - L1_BITS - s;
+            let low = (1u32 << (32 - L1_BITS)) - 1;
+            let mut i = lo;
+            for j in 0..(1usize << s) {
+                while i < hi && (((keys[i] & low) >> shift) as usize) < j {
+                    i += 1;
+                }
+                bounds.push(i as u32);
+            }
+        }
+        bounds.push(keys.len() as u32);
+        let mut padded = Vec::with_capacity(keys.len() + WINDOW);
+        padded.extend_from_slice(keys);
+        padded.resize(keys.len() + WINDOW, u32::MAX);
+        RankTable { desc, bounds, keys: padded }
+    }
+
+    /// Level 1: 2^16 descriptors, `offset into bounds << 5 | s`.
+    pub fn desc(&self) -> &[u32] {
+        &self.desc
+    }
+    /// Level 2: first key index per sub-bucket, runs end to end, plus the
+    /// closing `m`.
+    pub fn bounds(&self) -> &[u32] {
+        &self.bounds
+    }
+    /// The keys followed by [`WINDOW`] `u32::MAX` pads.
+    pub fn padded_keys(&self) -> &[u32] {
+        &self.keys
+    }
+
+    /// The slot (0..=2m) of a negative with key `x`.
+    #[inline(always)]
+    pub fn slot(&self, x: u32) -> u32 {
+        let d = self.desc[(x >> (32 - L1_BITS)) as usize];
+        let s = d & 31;
+        let j = (d >> 5) as usize + (((x << L1_BITS) as u64) >> (32 - s)) as usize;
+        let (lo, hi) = (self.bounds[j] as usize, self.bounds[j + 1] as usize);
+        let m = self.keys.len() - WINDOW;
+        let i = if hi - lo <= WINDOW {
+            // Sorted keys: the first key ≥ x follows every key < x. Keys past
+            // the sub-bucket are > x (later sub-buckets) or pads, so the
+            // window counts only the sub-bucket's own.
+            let w = &self.keys[lo..lo + WINDOW];
+            lo + w.iter().map(|&k| (k < x) as usize).sum::<usize>()
+        } else {
+            lo + self.keys[lo..hi].partition_point(|&k| k < x)
+        };
+        2 * i as u32 + (i < m && self.keys[i] == x) as u32
+    }
 }
 
 /// Pass 1: the positives' score keys, and the number of negatives.
@@ -50,11 +199,33 @@ impl PositiveCollector {
     /// `select` picks which anomaly codes count as positive (None = all).
     pub fn add(&mut self, scores: &[f32], labels: &[u8], select: Option<u8>) {
         debug_assert_eq!(scores.len(), labels.len());
-        for (&s, &l) in scores.iter().zip(labels) {
-            if l == label::NORMAL {
-                self.negatives += 1;
-            } else if l != label::VOID && select.is_none_or(|t| t == l) {
-                self.keys.push(key(s));
+        let one = |s: &[f32], l: &[u8], keys: &mut Vec<u32>| {
+            let mut negatives = 0u64;
+            for (&s, &l) in s.iter().zip(l) {
+                if l == label::NORMAL {
+                    negatives += 1;
+                } else if l != label::VOID && select.is_none_or(|t| t == l) {
+                    keys.push(key(s));
+                }
+            }
+            negatives
+        };
+        if scores.len() <= BLOCK {
+            self.negatives += one(scores, labels, &mut self.keys);
+        } else {
+            // blocks in parallel, their positives appended in pixel order
+            let parts: Vec<(Vec<u32>, u64)> = scores
+                .par_chunks(BLOCK)
+                .zip(labels.par_chunks(BLOCK))
+                .map(|(s, l)| {
+                    let mut keys = Vec::new();
+                    let n = one(s, l, &mut keys);
+                    (keys, n)
+                })
+                .collect();
+            for (k, n) in parts {
+                self.keys.extend_from_slice(&k);
+                self.negatives += n;
             }
         }
         self.pad_weights();
@@ -166,27 +337,16 @@ impl PositiveCollector {
                 }
             }
         }
-        let bits = lut_bits(keys.len());
-        // lut[b] = first index whose key's top `bits` bits are ≥ b
-        let mut lut = vec![0u32; (1 << bits) + 1];
-        let mut i = 0usize;
-        for (b, slot) in lut.iter_mut().enumerate() {
-            while i < keys.len() && ((keys[i] as u64) >> (32 - bits)) < b as u64 {
-                i += 1;
-            }
-            *slot = i as u32;
-        }
         let slots = vec![0; 2 * keys.len() + 1];
         let m = keys.len();
-        let part = (0..1u64 << 16)
-            .map(|b| (keys.partition_point(|&k| ((k as u64) >> 16) < b) * PARTS / (m + 1)) as u8)
-            .collect();
+        let table = RankTable::new(&keys);
+        drop(keys);
+        // a bucket's first key index is the first bound of its run
+        let part = table.desc.iter().map(|&d| (table.bounds[(d >> 5) as usize] as usize * PARTS / (m + 1)) as u8).collect();
         Ranker {
-            keys,
             pos,
             wsum,
-            lut,
-            shift: 32 - bits,
+            table,
             part,
             slots,
             expected_negatives: self.negatives,
@@ -205,14 +365,12 @@ pub struct Tally {
 /// Pass 2: counts of negatives between and at the distinct positive scores.
 #[derive(Debug, Clone)]
 pub struct Ranker {
-    /// Distinct positive keys, ascending.
-    keys: Vec<u32>,
     /// Positives per distinct key.
     pos: Vec<u64>,
     /// Summed positive weight per distinct key (empty when unweighted).
     wsum: Vec<f64>,
-    lut: Vec<u32>,
-    shift: u32,
+    /// The slot lookup table over `keys`.
+    table: RankTable,
     /// Score-range part (0..PARTS) of each top-16-bit key bucket.
     part: Vec<u8>,
     /// slots[2i] = negatives strictly between keys[i-1] and keys[i];
@@ -223,21 +381,29 @@ pub struct Ranker {
 }
 
 impl Ranker {
-    /// Slot of a negative with key `x`.
-    #[inline]
+    /// Slot of a negative with key `x`: the table's answer.
+    #[inline(always)]
     fn slot(&self, x: u32) -> u32 {
-        let b = (x >> self.shift) as usize;
-        let (lo, hi) = (self.lut[b] as usize, self.lut[b + 1] as usize);
-        if lo == hi {
-            // no positive shares the bucket: strictly between keys[lo-1] and keys[lo]
-            return (2 * lo) as u32;
-        }
-        let i = lo + self.keys[lo..hi].partition_point(|&k| k < x);
-        if i < self.keys.len() && self.keys[i] == x {
-            (2 * i + 1) as u32
-        } else {
-            (2 * i) as u32
-        }
+        self.table.slot(x)
+    }
+
+    /// Slot of a negative with key `x` by a plain binary search over all
+    /// distinct positive keys: the definition [`slot`](Self::slot) is
+    /// tested against.
+    pub fn slot_reference(&self, x: u32) -> u32 {
+        let keys = self.keys();
+        let i = keys.partition_point(|&k| k < x);
+        (2 * i + (i < keys.len() && keys[i] == x) as usize) as u32
+    }
+
+    /// The slot lookup table (what a GPU ranker uploads).
+    pub fn table(&self) -> &RankTable {
+        &self.table
+    }
+
+    /// The distinct positive keys, ascending.
+    pub fn keys(&self) -> &[u32] {
+        &self.table.keys[..self.table.keys.len() - WINDOW]
     }
 
     /// Add one image's negatives (same pixels as pass 1, any image order).
@@ -246,34 +412,23 @@ impl Ranker {
         let this = &*self;
         let nslots = self.slots.len();
         if nslots <= scores.len() / 8 {
-            // Few slots, many pixels: dense per-block histograms, summed.
+            // Few slots, many pixels: dense per-chunk histograms, summed.
+            // Chunks are fixed in size (integer sums: any split is exact).
+            let chunk = (nslots * 16).next_power_of_two().clamp(BLOCK, CHUNK);
             let hists: Vec<(Vec<u32>, u64)> = scores
-                .par_chunks(BLOCK * 16)
-                .zip(labels.par_chunks(BLOCK * 16))
+                .par_chunks(chunk)
+                .zip(labels.par_chunks(chunk))
                 .map(|(s, l)| {
-                    // Radix-partition the block's negatives by score range
-                    // (≈ equal numbers of positive keys per part) so the
-                    // slot lookups of one part stay within a cache-sized
-                    // slice of the keys, table and histogram.
-                    let ks: Vec<u32> = s.iter().zip(l).filter(|p| *p.1 == label::NORMAL).map(|p| key(*p.0)).collect();
-                    let mut off = [0usize; PARTS + 1];
-                    for &k in &ks {
-                        off[this.part[(k >> 16) as usize] as usize + 1] += 1;
-                    }
-                    for i in 0..PARTS {
-                        off[i + 1] += off[i];
-                    }
-                    let mut buf = vec![0u32; ks.len()];
-                    for &k in &ks {
-                        let p = &mut off[this.part[(k >> 16) as usize] as usize];
-                        buf[*p] = k;
-                        *p += 1;
-                    }
                     let mut h = vec![0u32; nslots];
-                    for &k in &buf {
-                        h[this.slot(k) as usize] += 1;
+                    let mut ks = Vec::new();
+                    let mut buf = Vec::new();
+                    let mut n = 0u64;
+                    for (s, l) in s.chunks(BLOCK).zip(l.chunks(BLOCK)) {
+                        negative_keys(s, l, &mut ks);
+                        n += ks.len() as u64;
+                        this.rank_block(&mut ks, &mut buf, &mut h);
                     }
-                    (h, ks.len() as u64)
+                    (h, n)
                 })
                 .collect();
             for (h, n) in hists {
@@ -288,17 +443,69 @@ impl Ranker {
             .par_chunks(BLOCK)
             .zip(labels.par_chunks(BLOCK))
             .map(|(s, l)| {
-                s.iter()
-                    .zip(l)
-                    .filter(|&(_, &l)| l == label::NORMAL)
-                    .map(|(&s, _)| this.slot(key(s)))
-                    .collect()
+                let (mut ks, mut buf) = (Vec::new(), Vec::new());
+                negative_keys(s, l, &mut ks);
+                // in score-range order, so the increments below walk the
+                // slots part by part
+                this.order_block(&mut ks, &mut buf);
+                for k in ks.iter_mut() {
+                    *k = this.slot(*k);
+                }
+                ks
             })
             .collect();
         for block in filed {
             self.negatives += block.len() as u64;
             for s in block {
                 self.slots[s as usize] += 1;
+            }
+        }
+    }
+
+    /// Put a block of negative keys in score-range order (radix partition
+    /// into [`PARTS`] ranges holding ≈ equal numbers of positive keys) when
+    /// the positives' table, keys and slots outgrow the cache, so the
+    /// lookups and slot increments of one range stay within a cache-sized
+    /// slice of them. `buf` is scratch; the block ends up in `ks`.
+    fn order_block(&self, ks: &mut Vec<u32>, buf: &mut Vec<u32>) {
+        if self.keys().len() < PARTITION_ABOVE {
+            return;
+        }
+        let mut off = [0usize; PARTS + 1];
+        for &k in ks.iter() {
+            off[self.part[(k >> 16) as usize] as usize + 1] += 1;
+        }
+        for i in 0..PARTS {
+            off[i + 1] += off[i];
+        }
+        buf.clear();
+        buf.resize(ks.len(), 0);
+        for &k in ks.iter() {
+            let p = &mut off[self.part[(k >> 16) as usize] as usize];
+            buf[*p] = k;
+            *p += 1;
+        }
+        std::mem::swap(ks, buf);
+    }
+
+    /// File a block of negative keys into the histogram `h` (one u32 per
+    /// slot).
+    fn rank_block(&self, ks: &mut Vec<u32>, buf: &mut Vec<u32>, h: &mut [u32]) {
+        self.order_block(ks, buf);
+        for &k in ks.iter() {
+            h[self.slot(k) as usize] += 1;
+        }
+    }
+
+    /// [`add`](Self::add) the old way: every negative by
+    /// [`slot_reference`](Self::slot_reference), serially. The reference
+    /// the fast path is tested against (and benchmarked).
+    pub fn add_reference(&mut self, scores: &[f32], labels: &[u8]) {
+        for (&s, &l) in scores.iter().zip(labels) {
+            if l == label::NORMAL {
+                self.negatives += 1;
+                let i = self.slot_reference(key(s)) as usize;
+                self.slots[i] += 1;
             }
         }
     }
@@ -332,7 +539,7 @@ impl Ranker {
             self.expected_negatives,
             self.negatives
         );
-        let m = self.keys.len();
+        let m = self.keys().len();
         let mut c = Counts {
             positives: self.pos.iter().sum(),
             negatives: self.negatives,
@@ -346,7 +553,7 @@ impl Ranker {
             let fp_gt = fp;
             fp += self.slots[2 * i + 1];
             tp += self.pos[i];
-            c.thresholds.push(unkey(self.keys[i]));
+            c.thresholds.push(unkey(self.keys()[i]));
             c.tp.push(tp);
             c.fp.push(fp);
             c.fp_gt.push(fp_gt);
@@ -574,5 +781,187 @@ mod tests {
         let c = counts_of(&[-0.0, 0.0, 1.0], &[1, 0, 0]);
         assert_eq!(c.thresholds, vec![0.0]);
         assert_eq!((c.tp[0], c.fp[0], c.fp_gt[0]), (1, 2, 1));
+    }
+}
+
+#[cfg(test)]
+mod fast_rank_tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed)
+    }
+
+    /// Both ways of pass 2 over the same pixels: the fast path (whole
+    /// slices, and image-sized pieces, which take the other branch of
+    /// `add`) and the reference binary search, slot for slot.
+    fn check(scores: &[f32], labels: &[u8], what: &str) {
+        let mut pc = PositiveCollector::new();
+        pc.add(scores, labels, None);
+        let r0 = pc.finish();
+        let mut reference = r0.clone();
+        reference.add_reference(scores, labels);
+        let mut fast = r0.clone();
+        fast.add(scores, labels);
+        assert_eq!(fast.tally(), reference.tally(), "{what}: whole slice");
+        let mut pieces = r0.clone();
+        for (s, l) in scores.chunks(777).zip(labels.chunks(777)) {
+            pieces.add(s, l);
+        }
+        assert_eq!(pieces.tally(), reference.tally(), "{what}: pieces");
+        // every key the scores produce, and its neighbours, slot for slot
+        for &x in scores {
+            let k = key(x);
+            for q in [k.wrapping_sub(1), k, k.wrapping_add(1)] {
+                assert_eq!(r0.slot(q), r0.slot_reference(q), "{what}: key {q:#x}");
+            }
+        }
+    }
+
+    fn labels_at(r: &mut rand_chacha::ChaCha8Rng, n: usize, pos: f64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                let u: f64 = r.random();
+                if u < pos { 1 + (u * 100.0) as u8 % 3 } else if u < pos + 0.02 { label::VOID } else { 0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_rank_equals_reference_random() {
+        let mut r = rng(1);
+        for (n, pos) in [(1usize, 0.5), (100, 0.3), (5000, 0.01), (200_000, 0.01), (300_000, 0.2)] {
+            let scores: Vec<f32> = (0..n).map(|_| (r.random::<f64>() * 8.0 - 3.0) as f32).collect();
+            let labels = labels_at(&mut r, n, pos);
+            check(&scores, &labels, &format!("random n={n} pos={pos}"));
+        }
+        // wide exponent range: scores from 1e-30 to 1e30, both signs
+        let n = 100_000;
+        let scores: Vec<f32> = (0..n)
+            .map(|_| {
+                let e: f64 = r.random::<f64>() * 60.0 - 30.0;
+                let s = if r.random::<bool>() { 1.0 } else { -1.0 };
+                (s * 10f64.powf(e)) as f32
+            })
+            .collect();
+        let labels = labels_at(&mut r, n, 0.05);
+        check(&scores, &labels, "wide exponents");
+    }
+
+    #[test]
+    fn fast_rank_equals_reference_ties_and_extremes() {
+        let mut r = rng(2);
+        let n = 150_000;
+        // heavily tied: 256 values
+        let scores: Vec<f32> = (0..n).map(|_| (r.random_range(0..256u32) as f32) / 32.0 - 4.0).collect();
+        check(&scores, &labels_at(&mut r, n, 0.01), "tied256");
+        // all tied
+        let scores = vec![0.25f32; n];
+        check(&scores, &labels_at(&mut r, n, 0.01), "all tied");
+        // a single positive among continuous negatives, at, below, above
+        let mut scores: Vec<f32> = (0..n).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
+        let mut labels = vec![0u8; n];
+        labels[n / 2] = 1;
+        scores[n / 3] = scores[n / 2];
+        check(&scores, &labels, "single positive");
+        // no positive at all
+        check(&scores, &vec![0u8; n], "no positive");
+        // extremes (±inf-free), subnormals, signed zeros, neighbours of positives
+        let ext = [
+            f32::MIN,
+            f32::MAX,
+            -f32::MIN_POSITIVE,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            -f32::from_bits(1),
+            0.0,
+            -0.0,
+            1.0,
+            f32::from_bits(1.0f32.to_bits() + 1),
+            f32::from_bits(1.0f32.to_bits() - 1),
+            -1.0,
+            f32::MAX / 2.0,
+            f32::MIN / 2.0,
+        ];
+        let scores: Vec<f32> = (0..n).map(|_| ext[r.random_range(0..ext.len())]).collect();
+        check(&scores, &labels_at(&mut r, n, 0.1), "extremes");
+        // -0.0 positives, +0.0 negatives (and the reverse): one key
+        let scores: Vec<f32> = (0..1000).map(|i| if i % 2 == 0 { -0.0 } else { 0.0 }).collect();
+        let labels: Vec<u8> = (0..1000).map(|i| (i % 4 == 0) as u8).collect();
+        check(&scores, &labels, "signed zeros");
+        let c = counts_of(&scores, &labels);
+        assert_eq!((c.thresholds.len(), c.fp[0]), (1, 750));
+    }
+
+    #[test]
+    fn fast_rank_partitioned_and_dense_buckets() {
+        // enough distinct positives to partition (> PARTITION_ABOVE), packed
+        // into a few first-level buckets (second-level tables)
+        let mut r = rng(3);
+        let n = 1 << 20;
+        let scores: Vec<f32> = (0..n).map(|_| 1.0 + r.random::<f32>() * 0.05).collect();
+        let labels = labels_at(&mut r, n, 0.1);
+        check(&scores, &labels, "dense, partitioned");
+    }
+
+    #[test]
+    fn table_exact_under_any_budget() {
+        let mut r = rng(4);
+        let mut keys: Vec<u32> = (0..20_000)
+            .map(|i| match i % 3 {
+                0 => key(1.0 + r.random::<f32>() * 1e-3),
+                1 => key(r.random::<f32>() * 10.0 - 5.0),
+                _ => r.random::<u32>(),
+            })
+            .collect();
+        keys.extend([0, 1, u32::MAX, u32::MAX - 1, 0x8000_0000, 0x7fff_ffff]);
+        keys.sort_unstable();
+        keys.dedup();
+        let reference = |x: u32| {
+            let i = keys.partition_point(|&k| k < x);
+            (2 * i + (i < keys.len() && keys[i] == x) as usize) as u32
+        };
+        for budget in [0usize, 100, 5000, L2_BUDGET] {
+            let t = RankTable::with_budget(&keys, budget);
+            assert!(t.bounds.len() <= budget + (1 << 16) + 1, "budget {budget}: {}", t.bounds.len());
+            for &k in &keys {
+                for q in [k.wrapping_sub(1), k, k.wrapping_add(1)] {
+                    assert_eq!(t.slot(q), reference(q), "budget {budget} key {q:#x}");
+                }
+            }
+            for _ in 0..50_000 {
+                let q = r.random::<u32>();
+                assert_eq!(t.slot(q), reference(q), "budget {budget} key {q:#x}");
+            }
+        }
+        // no keys at all: every negative in slot 0
+        let t = RankTable::new(&[]);
+        assert_eq!((t.slot(12345), t.slot(0), t.slot(u32::MAX)), (0, 0, 0));
+    }
+
+    #[test]
+    fn fast_rank_same_counts_on_any_thread_count() {
+        let mut r = rng(5);
+        let n = 3 << 20;
+        let scores: Vec<f32> = (0..n).map(|_| (r.random::<f64>() * 6.0 - 3.0) as f32).collect();
+        let labels = labels_at(&mut r, n, 0.01);
+        let mut pc = PositiveCollector::new();
+        pc.add(&scores, &labels, None);
+        let r0 = pc.finish();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut a = r0.clone();
+                a.add(&scores, &labels);
+                a.tally()
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(5));
+        let mut reference = r0.clone();
+        reference.add_reference(&scores, &labels);
+        assert_eq!(one, reference.tally());
     }
 }

@@ -20,6 +20,7 @@ pub mod context;
 pub mod fused;
 pub mod pack;
 pub mod post;
+pub mod rank;
 
 pub use context::{AdapterSummary, GpuContext, list_adapters};
 pub use fused::{DEFAULT_TILE_BYTES, GpuScorer, shader_source};
