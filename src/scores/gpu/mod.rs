@@ -1,6 +1,6 @@
 //! The WGSL path, tested against [`super::cpu`].
 //!
-//! Why three files with one-way arrows:
+//! Why separate files with one-way arrows:
 //! - `context.rs` chooses and opens the adapter: device, queue, limits and
 //!   the error sink every pass shares. It knows no pass.
 //! - `fused.rs` is the fused scoring pass (`shaders/scores.wgsl`): every
@@ -11,8 +11,13 @@
 //! - `post.rs` holds the whole-image passes that need neighbours across
 //!   tile borders (SML boundary suppression and smoothing, HEAT's spatial
 //!   term), each owning its own pipelines.
+//! - `rank.rs` is the exact ranking of negatives on the device
+//!   (`shaders/rank.wgsl`): the CPU engine's own lookup table uploaded once
+//!   per split and method, u32 counters flushed into the engine's u64 tally.
+//!   Tested against the CPU ranker; not yet wired into the sweep.
 //!
-//! `fused` → `pack`, `fused` → `post` → `context`, `fused` → `context`:
+//! `fused` → `pack`, `fused` → `post` → `context`, `fused` → `context`,
+//! `rank` → `context` (and the metrics engine's table):
 //! nothing points back, and `fused` names no method (the table in
 //! `scores/mod.rs` points at each method's packer and post-processing).
 

@@ -3,31 +3,12 @@
 //! disturbs less than wall time. One rayon thread, process CPU time
 //! (getrusage), median of 5.
 //!
-//!     cargo test --release --test rank_speed -- --ignored --nocapture
+//!     cargo bench --bench rank_cpu_time
 
 use bench::metrics::engine::PositiveCollector;
 
-fn data(n: usize, pos_rate: f64, tied: bool) -> (Vec<f32>, Vec<u8>) {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (n as u64) ^ ((pos_rate * 1e6) as u64) << 20;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let unit = |v: u64| (v >> 11) as f64 / (1u64 << 53) as f64;
-    let mut scores = Vec::with_capacity(n);
-    let mut labels = Vec::with_capacity(n);
-    for _ in 0..n {
-        let pos = unit(next()) < pos_rate;
-        let g = (0..4).map(|_| unit(next())).sum::<f64>() - 2.0;
-        let s = g / (1.0f64 / 3.0).sqrt() + if pos { 1.5 } else { 0.0 };
-        let s = if tied { ((s + 4.0) * 32.0).floor().clamp(0.0, 255.0) / 32.0 - 4.0 } else { s };
-        scores.push(s as f32);
-        labels.push(if pos { 1 } else { 0 });
-    }
-    (scores, labels)
-}
+mod common;
+use common::data;
 
 fn cpu_ns() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -41,9 +22,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[test]
-#[ignore]
-fn rank_cpu_time() {
+fn main() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| {
         for (n, size) in [(1usize << 20, "1M"), (1usize << 24, "16M")] {
