@@ -3,12 +3,14 @@
 //! Why this room exists: every method in the sweep is a pure per-pixel
 //! function of the C logits (plus statistics fitted once on a calibration
 //! split). Keeping the definitions here, once, lets the WGSL pass
-//! (`gpu/`, `shaders/scores.wgsl`) and its CPU twin (`cpu.rs`) be tested
+//! (`gpu/`, `shaders/scores.wgsl`), the fast CPU block scorer
+//! (`cpu/fast.rs`) and the f64 reference (`cpu/reference.rs`) be tested
 //! against each other, and lets the metrics room stay ignorant of how a
 //! score was made.
 //!
 //! Adding a method = one WGSL function in `shaders/methods.wgsl`, one CPU
-//! reference function in `cpu.rs`, one entry in the `methods!` list below
+//! reference function in `cpu/reference.rs` and its block finalizer in
+//! `cpu/fast.rs`, one entry in the `methods!` list below
 //! (enum arm + metadata), one line in README. The fused shader's per-method
 //! dispatch and stores are generated from that list (`gpu/fused.rs`), and the CPU
 //! scorer dispatches through the same list.
@@ -63,8 +65,11 @@ pub struct MethodSpec {
     /// Name of `fn NAME(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32`
     /// in `shaders/methods.wgsl`.
     pub wgsl: &'static str,
-    /// The f64 reference at one pixel.
+    /// The f64 reference at one pixel (`cpu/reference.rs`).
     pub cpu: cpu::CpuFn,
+    /// The fast scorer's finalizer over one block of pixels
+    /// (`cpu/fast.rs`, [`cpu::BlockFn`]), tested against `cpu`.
+    pub block: cpu::BlockFn,
     pub needs_calibration: bool,
     pub temperature: Temp,
     pub needs: Needs,
@@ -102,47 +107,47 @@ macro_rules! methods {
 methods! {
     /// Hendrycks et al. 2022: `−max_c z_c`.
     MaxLogit => MethodSpec {
-        id: "max_logit", display: "Simple Max Logits", wgsl: "score_max_logit", cpu: cpu::max_logit_px,
+        id: "max_logit", display: "Simple Max Logits", wgsl: "score_max_logit", cpu: cpu::max_logit_px, block: cpu::fast::max_logit_blk,
         needs_calibration: false, temperature: Temp::None, needs: Needs { logits: false, xlogx: false },
     },
     /// Hendrycks & Gimpel 2017: `−max_c softmax(z/T)_c`.
     Msp => MethodSpec {
-        id: "msp", display: "Maximum Softmax Probability", wgsl: "score_msp", cpu: cpu::msp_px,
+        id: "msp", display: "Maximum Softmax Probability", wgsl: "score_msp", cpu: cpu::msp_px, block: cpu::fast::msp_blk,
         needs_calibration: false, temperature: Temp::Msp, needs: Needs { logits: false, xlogx: false },
     },
     /// Liu et al. 2020: `−T·logsumexp(z/T)`.
     Energy => MethodSpec {
-        id: "energy", display: "Energy Score", wgsl: "score_energy", cpu: cpu::energy_px,
+        id: "energy", display: "Energy Score", wgsl: "score_energy", cpu: cpu::energy_px, block: cpu::fast::energy_blk,
         needs_calibration: false, temperature: Temp::Energy, needs: Needs { logits: false, xlogx: false },
     },
     /// Jung et al. 2021: `−(max z − μ_ĉ)/σ_ĉ`.
     Sml => MethodSpec {
-        id: "sml", display: "Standardized Max Logits", wgsl: "score_sml", cpu: cpu::sml_px,
+        id: "sml", display: "Standardized Max Logits", wgsl: "score_sml", cpu: cpu::sml_px, block: cpu::fast::sml_blk,
         needs_calibration: true, temperature: Temp::None, needs: Needs { logits: false, xlogx: false },
     },
     /// SPEC §4.1: soft-min of z-scored logit energy and class-Gaussian energy.
     Heat => MethodSpec {
-        id: "heat", display: "HEAT", wgsl: "score_heat", cpu: cpu::heat_px,
+        id: "heat", display: "HEAT", wgsl: "score_heat", cpu: cpu::heat_px, block: cpu::fast::heat_blk,
         needs_calibration: true, temperature: Temp::One, needs: Needs { logits: true, xlogx: false },
     },
     /// Softmax entropy at T = 1: `−Σ_c p_c log p_c`, `p = softmax(z)`.
     Entropy => MethodSpec {
-        id: "entropy", display: "Softmax Entropy", wgsl: "score_entropy", cpu: cpu::entropy_px,
+        id: "entropy", display: "Softmax Entropy", wgsl: "score_entropy", cpu: cpu::entropy_px, block: cpu::fast::entropy_blk,
         needs_calibration: false, temperature: Temp::One, needs: Needs { logits: false, xlogx: true },
     },
     /// `−(top-1 − top-2 logit)`.
     Margin => MethodSpec {
-        id: "margin", display: "Logit Margin", wgsl: "score_margin", cpu: cpu::margin_px,
+        id: "margin", display: "Logit Margin", wgsl: "score_margin", cpu: cpu::margin_px, block: cpu::fast::margin_blk,
         needs_calibration: false, temperature: Temp::None, needs: Needs { logits: true, xlogx: false },
     },
     /// Liu et al. 2023: `Σ_c p_c^γ (1 − p_c)^γ`, γ = 0.1, all classes.
     Gen => MethodSpec {
-        id: "gen", display: "Generalized Entropy", wgsl: "score_gen", cpu: cpu::gen_px,
+        id: "gen", display: "Generalized Entropy", wgsl: "score_gen", cpu: cpu::gen_px, block: cpu::fast::gen_blk,
         needs_calibration: false, temperature: Temp::None, needs: Needs { logits: true, xlogx: false },
     },
     /// Nayal et al. 2023: `−Σ_k tanh(l_k)`.
     Rba => MethodSpec {
-        id: "rba", display: "Rejected by All", wgsl: "score_rba", cpu: cpu::rba_px,
+        id: "rba", display: "Rejected by All", wgsl: "score_rba", cpu: cpu::rba_px, block: cpu::fast::rba_blk,
         needs_calibration: false, temperature: Temp::None, needs: Needs { logits: true, xlogx: false },
     },
 }

@@ -1,11 +1,12 @@
 //! The CPU reference of every score, in f64.
 //!
-//! Why: this is the definition the WGSL pass is tested against and the path
-//! that runs when no adapter exists. Each method is one small function of a
-//! pixel's logits so the formulas can be read next to SPEC §4.
+//! Why: this is the definition the WGSL pass and the fast f32 block scorer
+//! (`fast.rs`, the default [`super::CpuScorer`]) are tested against. Each
+//! method is one small function of a pixel's logits so the formulas can be
+//! read next to SPEC §4.
 
-use super::{HeatParams, Logits, Method, ScoreMaps, ScorePlan, Scorer};
-use anyhow::{Context, Result};
+use crate::scores::{HeatParams, Logits, Method, ScoreMaps, ScorePlan, Scorer};
+use anyhow::Result;
 use rayon::prelude::*;
 
 /// Pixels per parallel work item; fixed so results never depend on scheduling.
@@ -241,37 +242,21 @@ pub fn predictions(logits: &Logits) -> Vec<u32> {
     pred
 }
 
-/// The CPU scorer: rayon over fixed pixel chunks, f64 inside, f32 out.
+/// The f64 reference scorer: rayon over fixed pixel chunks, one pixel at a
+/// time through the `cpu` functions of the method table, f64 inside, f32
+/// out. Slow (f64 `exp`/`log` per class); what the fast
+/// [`super::CpuScorer`] is tested against.
 #[derive(Debug, Default)]
-pub struct CpuScorer;
+pub struct ReferenceScorer;
 
-impl Scorer for CpuScorer {
+impl Scorer for ReferenceScorer {
     fn device(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!("cpu reference ({} threads)", rayon::current_num_threads())
     }
 
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
-        let features = super::heat_features(logits, features, plan)?;
-        if plan.methods.iter().any(|m| m.needs_calibration()) {
-            let cal = plan
-                .calibration
-                .as_ref()
-                .context("SML/HEAT requested without calibration statistics")?;
-            anyhow::ensure!(
-                cal.sml.mean.len() == logits.c,
-                "calibration has {} classes but logits have {}",
-                cal.sml.mean.len(),
-                logits.c
-            );
-            if plan.methods.contains(&Method::Heat) {
-                let h = &cal.heat;
-                anyhow::ensure!(
-                    h.c == logits.c && h.k >= 1 && h.whiten.len() == h.dim() * h.dim() && h.centers.len() == h.k * h.dim(),
-                    "HEAT requested but the calibration has no fitted Gaussian for {} classes",
-                    logits.c
-                );
-            }
-        }
+        let features = crate::scores::heat_features(logits, features, plan)?;
+        super::validate(logits, plan)?;
         let n = logits.pixels();
         let nm = plan.methods.len();
         if nm == 0 {
@@ -303,27 +288,6 @@ impl Scorer for CpuScorer {
                 map.push(v);
             }
         }
-        if plan.sml_post_active() {
-            plan.sml_post.validate()?;
-            let pred = predictions(logits);
-            for (map, m) in maps.iter_mut().zip(&plan.methods) {
-                if *m == Method::Sml {
-                    *map = super::post::apply_cpu(map, &pred, logits.h, logits.w, &plan.sml_post);
-                }
-            }
-        }
-        if plan.heat_post_active() {
-            plan.heat_post.validate()?;
-            for (map, m) in maps.iter_mut().zip(&plan.methods) {
-                if *m == Method::Heat {
-                    *map = super::post::apply_heat_cpu(map, logits.h, logits.w, &plan.heat_post);
-                }
-            }
-        }
-        Ok(ScoreMaps {
-            h: logits.h,
-            w: logits.w,
-            maps,
-        })
+        super::finish(maps, logits, plan, predictions)
     }
 }
