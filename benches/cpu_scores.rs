@@ -89,5 +89,10 @@ fn bench(cr: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    // no plots: plotters needs system fonts some machines lack
+    config = Criterion::default().without_plots();
+    targets = bench
+}
 criterion_main!(benches);

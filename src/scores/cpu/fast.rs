@@ -84,10 +84,11 @@ fn detect() -> u8 {
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512dq")
             && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("f16c")
         {
             return 2;
         }
-        if is_x86_feature_detected!("avx2") {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") {
             return 1;
         }
     }
@@ -249,9 +250,40 @@ fn lanes_mut<T>(v: &mut [T], i: usize) -> &mut [T; BLOCK] {
 fn load_row(src: &LogitData, off: usize, n: usize, dst: &mut [f32; BLOCK]) {
     match src {
         LogitData::F32(v) => dst[..n].copy_from_slice(&v[off..off + n]),
-        LogitData::F16(v) => half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[off..off + n], &mut dst[..n]),
+        LogitData::F16(v) => f16_to_f32(&v[off..off + n], &mut dst[..n]),
     }
     dst[n..].fill(0.0);
+}
+
+/// Bulk f16 → f32: `vcvtph2ps` 8 at a time where the CPU has F16C (every
+/// AVX2 level), else `half`'s own slice conversion. Exact either way.
+fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() >= 1 {
+        // SAFETY: level ≥ 1 implies AVX2 and F16C (see `detect`).
+        unsafe { f16_to_f32_f16c(src, dst) };
+        return;
+    }
+    half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn f16_to_f32_f16c(src: &[half::f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n ≤ both lengths; unaligned loads/stores.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+        i += 8;
+    }
+    for j in i..n {
+        dst[j] = src[j].to_f32();
+    }
 }
 
 simd_fn! {
@@ -557,21 +589,40 @@ simd_fn! {
     /// `u = W x` (lower-triangular `W`, D×D) and `dk[k] = ‖u − v_k‖²` over
     /// the block's lanes, f64, summed in the reference's order.
     fn gmm_dist_lanes(x: &[f64], whiten: &[f64], centers: &[f64], dim: usize, k: usize, u: &mut [f64], dk: &mut [f64]) {
-        for i in 0..dim {
-            let ui = lanes_mut(u, i);
-            ui.fill(0.0);
-            for j in 0..=i {
-                let w = whiten[i * dim + j];
-                let xj = lanes(x, j);
-                for l in 0..BLOCK {
-                    ui[l] += w * xj[l];
+        const TL: usize = 16;
+        const KB: usize = 4;
+        // whitening: lane tiles of TL, two rows at a time, accumulators in
+        // registers
+        let mut i = 0;
+        while i < dim {
+            let two = i + 1 < dim;
+            for t0 in (0..BLOCK).step_by(TL) {
+                let mut a0 = [0f64; TL];
+                let mut a1 = [0f64; TL];
+                for j in 0..=i {
+                    let xj: &[f64; TL] = x[j * BLOCK + t0..j * BLOCK + t0 + TL].try_into().unwrap();
+                    let w0 = whiten[i * dim + j];
+                    let w1 = if two { whiten[(i + 1) * dim + j] } else { 0.0 };
+                    for l in 0..TL {
+                        a0[l] += w0 * xj[l];
+                        a1[l] += w1 * xj[l];
+                    }
+                }
+                u[i * BLOCK + t0..i * BLOCK + t0 + TL].copy_from_slice(&a0);
+                if two {
+                    // row i+1's last term, j = i+1
+                    let xj: &[f64; TL] = x[(i + 1) * BLOCK + t0..(i + 1) * BLOCK + t0 + TL].try_into().unwrap();
+                    let w1 = whiten[(i + 1) * dim + i + 1];
+                    for l in 0..TL {
+                        a1[l] += w1 * xj[l];
+                    }
+                    u[(i + 1) * BLOCK + t0..(i + 1) * BLOCK + t0 + TL].copy_from_slice(&a1);
                 }
             }
+            i += 2;
         }
         // distances: lane tiles of TL and KB centres at a time, the
         // accumulators in registers (one load of u per KB·3 flops)
-        const TL: usize = 16;
-        const KB: usize = 4;
         let mut kk = 0;
         while kk + KB <= k {
             for t0 in (0..BLOCK).step_by(TL) {
