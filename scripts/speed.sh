@@ -40,9 +40,9 @@ files=("$ds"/*/logits/m/*)
 cat "${files[@]}" > /dev/null
 t0=$(date +%s.%N); cat "${files[@]}" > /dev/null; t1=$(date +%s.%N)
 cat_s=$(echo "$t1 - $t0" | bc)
-/usr/bin/time -f "%e %M" -o "$DIR/time.txt" "$BENCH" run "$DIR/$tag.toml" --device "$DEVICE" >/dev/null 2>"$DIR/$tag.log" \
+/usr/bin/time -f "%e %M %U %S" -o "$DIR/time.txt" "$BENCH" run "$DIR/$tag.toml" --device "$DEVICE" >/dev/null 2>"$DIR/$tag.log" \
   || { cat "$DIR/$tag.log"; exit 1; }
-read -r wall rss < "$DIR/time.txt"
+read -r wall rss usr sys < "$DIR/time.txt"
 bytes=$(du -cb "${files[@]}" | tail -1 | cut -f1)
 printf 'case %s, %s, %d logits files, %d MB\n' "$tag" "$DEVICE" "${#files[@]}" "$((bytes / 1000000))"
-printf 'bench run %s s (peak RSS %d MB), cat %s s, ratio %.1fx\n' "$wall" "$((rss / 1024))" "$cat_s" "$(echo "$wall / $cat_s" | bc -l)"
+printf 'bench run %s s wall, %s s CPU (peak RSS %d MB); cat %s s; ratio %.1fx\n' "$wall" "$(echo "$usr + $sys" | bc)" "$((rss / 1024))" "$cat_s" "$(echo "$wall / $cat_s" | bc -l)"
