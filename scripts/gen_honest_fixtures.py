@@ -96,8 +96,10 @@ def main(root):
             "per_type": per_type,
             "val_f1_threshold": vt,
             "test_f1_at_val_threshold": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
-            "test_far_at_val_threshold": fp / int((y == 0).sum()),
-            "test_frr_at_val_threshold": 1 - rec,
+            # a pixel is rejected when score >= t: FRR = good rejected,
+            # FAR = defects accepted (seed 000's words)
+            "test_frr_at_val_threshold": fp / int((y == 0).sum()),
+            "test_far_at_val_threshold": 1 - rec,
         })
     json.dump({"numpy": np.__version__, "sklearn": sklearn.__version__, "cases": cases}, sys.stdout, indent=1, sort_keys=True)
     print()

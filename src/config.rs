@@ -282,10 +282,15 @@ pub struct MetricsCfg {
     /// Every resolved switch.
     #[serde(skip)]
     pub conv: MetricConv,
-    /// False-accept-rate budgets; thresholds picked on val, reported on test.
+    /// FAR budgets (share of anomalous pixels/images *accepted*, score <
+    /// t: defects that slip through), each giving an `frr_at_far` point;
+    /// the first is the soft threshold. Chosen on val, reported on test.
+    /// (Before results format 2 this key was a budget on the FPR.)
     #[serde(default = "default_far")]
     pub far: Vec<f64>,
-    /// False-reject-rate budgets; thresholds picked on val, reported on test.
+    /// FRR budgets (share of normal pixels/images *rejected*, score ≥ t:
+    /// good parts thrown out), each giving a `far_at_frr` point; the first
+    /// is the hard threshold. (Before format 2: a budget on the miss rate.)
     #[serde(default = "default_frr")]
     pub frr: Vec<f64>,
     /// Bootstrap replicates (resampling test images) for 95 % confidence
@@ -562,6 +567,9 @@ impl Config {
             if !(0.0..=1.0).contains(v) {
                 bail!("`{k}` values are rates in [0, 1], got {v}");
             }
+        }
+        if let Some(v) = self.metrics.far.iter().find(|&&v| v >= 1.0) {
+            bail!("`metrics.far` budgets (share of defects accepted) must be below 1, got {v}: accepting every defect has no highest threshold");
         }
         for (k, t) in [("gen", &self.method.gen_opt), ("margin", &self.method.margin)] {
             if let Some(t) = t

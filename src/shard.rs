@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use crate::report::results::DeviceKind;
 
 /// Version of the state files; bumped whenever a state's layout changes.
 pub const FORMAT: &str = "bench-shard/1";
@@ -54,7 +55,7 @@ pub struct Shards {
     /// Input checksums reported by the shards' state files (merge only).
     pub inputs: Mutex<BTreeMap<String, String>>,
     /// Device kinds the shards scored on (merge only).
-    pub devices: Mutex<Vec<String>>,
+    pub devices: Mutex<Vec<DeviceKind>>,
 }
 
 /// "This pass waits for other shards or for a merge": unwinds one model's
@@ -93,7 +94,7 @@ struct Header {
     /// None for a merged state.
     shard: Option<usize>,
     shards: usize,
-    device: String,
+    device: DeviceKind,
     inputs: BTreeMap<String, String>,
     bytes: u64,
     sha256: String,
@@ -257,7 +258,7 @@ impl Shards {
         path: &Path,
         pass: &str,
         shard: Option<usize>,
-        device: &str,
+        device: DeviceKind,
         inputs: BTreeMap<String, String>,
         d: &D,
     ) -> Result<()> {
@@ -270,7 +271,7 @@ impl Shards {
             pass: pass.into(),
             shard,
             shards: self.count,
-            device: device.into(),
+            device,
             inputs,
             bytes: payload.len() as u64,
             sha256: crate::data::checksum::sha256_hex(&payload),
@@ -349,7 +350,7 @@ impl Exec {
         &self,
         pass: &str,
         images: usize,
-        device: &str,
+        device: DeviceKind,
         inputs: &dyn Fn() -> BTreeMap<String, String>,
         state: &mut S,
         run: impl FnOnce(&mut S, Range<usize>) -> Result<()>,
@@ -408,7 +409,7 @@ impl Exec {
             &merged,
             pass,
             None,
-            "merged",
+            DeviceKind::Merged,
             BTreeMap::new(),
             &export(state),
         )
@@ -416,17 +417,17 @@ impl Exec {
 
     /// The device kind recorded in results.json for a merge: the shards'
     /// (`mixed` when they differ), or `fallback` in other modes.
-    pub fn device_kind(&self, fallback: &str) -> String {
+    pub fn device_kind(&self, fallback: DeviceKind) -> DeviceKind {
         match self {
             Exec::Merge(sh) => {
                 let d = sh.devices.lock().unwrap();
                 match d.as_slice() {
-                    [one] => one.clone(),
-                    [] => fallback.into(),
-                    _ => "mixed".into(),
+                    [one] => *one,
+                    [] => fallback,
+                    _ => DeviceKind::Mixed,
                 }
             }
-            _ => fallback.into(),
+            _ => fallback,
         }
     }
 }

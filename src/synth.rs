@@ -334,20 +334,32 @@ fn wavy(rng: &mut ChaCha8Rng, w: usize, base: f64, amp: f64) -> Vec<f64> {
 
 impl Layout {
     fn new(spec: &SynthSpec, split: &str, index: usize) -> Layout {
+        let (h, w) = (spec.height, spec.width);
+        // one RNG stream, drawn in this order: scene, anomalies, void
+        let mut rng = rng_for(spec.seed, split, index, "layout");
+        let cls = Self::scene(spec, &mut rng);
+        let (blob, blob_class, types) = Self::anomalies(spec, split, index, &cls, &mut rng);
+        let mask = Self::mask(spec, &blob, &types, &mut rng);
+        let dist = boundary_distance(h, w, &cls, &blob);
+        Layout { h, w, cls, blob, blob_class, dist, mask }
+    }
+
+    /// The class map: sky / building / road / sidewalk bands, then
+    /// rectangles of the remaining classes.
+    fn scene(spec: &SynthSpec, rng: &mut ChaCha8Rng) -> Vec<u8> {
         let (h, w, nc) = (spec.height, spec.width, spec.classes);
         let (hf, wf) = (h as f64, w as f64);
-        let mut rng = rng_for(spec.seed, split, index, "layout");
         let class = |k: usize| (k % nc) as u8;
         let mut cls = vec![0u8; h * w];
 
         // Bands: sky (0) / building (1) / road (2) with sidewalks (3).
-        let sky_base = hf * range(&mut rng, 0.22, 0.34);
-        let sky_end = wavy(&mut rng, w, sky_base, hf * 0.06);
-        let horizon = hf * range(&mut rng, 0.42, 0.52);
-        let road_end = wavy(&mut rng, w, horizon, hf * 0.03);
-        let cx = wf * range(&mut rng, 0.35, 0.65);
-        let top_half = wf * range(&mut rng, 0.04, 0.10);
-        let bottom_half = wf * range(&mut rng, 0.35, 0.55);
+        let sky_base = hf * range(rng, 0.22, 0.34);
+        let sky_end = wavy(rng, w, sky_base, hf * 0.06);
+        let horizon = hf * range(rng, 0.42, 0.52);
+        let road_end = wavy(rng, w, horizon, hf * 0.03);
+        let cx = wf * range(rng, 0.35, 0.65);
+        let top_half = wf * range(rng, 0.04, 0.10);
+        let bottom_half = wf * range(rng, 0.35, 0.55);
         for y in 0..h {
             let yf = y as f64 + 0.5;
             let t = ((yf - horizon) / (hf - horizon)).clamp(0.0, 1.0);
@@ -367,38 +379,43 @@ impl Layout {
             }
         }
         // Objects: rectangles of the remaining classes.
-        let n_obj = int(&mut rng, 2, 6);
+        let n_obj = int(rng, 2, 6);
         for _ in 0..n_obj {
             let k = if nc > 4 {
-                int(&mut rng, 4, nc - 1)
+                int(rng, 4, nc - 1)
             } else {
-                int(&mut rng, 0, nc - 1)
+                int(rng, 0, nc - 1)
             };
-            let rh = (hf * range(&mut rng, 0.06, 0.25)).max(2.0) as usize;
-            let rw = (wf * range(&mut rng, 0.04, 0.20)).max(2.0) as usize;
-            let y0 = int(&mut rng, (h / 4).min(h - rh), h - rh);
-            let x0 = int(&mut rng, 0, w - rw);
+            let rh = (hf * range(rng, 0.06, 0.25)).max(2.0) as usize;
+            let rw = (wf * range(rng, 0.04, 0.20)).max(2.0) as usize;
+            let y0 = int(rng, (h / 4).min(h - rh), h - rh);
+            let x0 = int(rng, 0, w - rw);
             for y in y0..y0 + rh {
                 cls[y * w + x0..y * w + x0 + rw].fill(class(k));
             }
         }
+        cls
+    }
 
-        // Anomalies (not in calibration, and not in every 4th image, so
-        // image-level metrics have normal images): 1–3 ellipses, 1–3 % of
-        // the pixels.
+    /// Anomalies (not in calibration, and not in every 4th image, so
+    /// image-level metrics have normal images): 1–3 ellipses, 1–3 % of the
+    /// pixels, as (blob id map, class the model mistakes each for, type).
+    fn anomalies(spec: &SynthSpec, split: &str, index: usize, cls: &[u8], rng: &mut ChaCha8Rng) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let (h, w) = (spec.height, spec.width);
+        let (hf, wf) = (h as f64, w as f64);
         let mut blob = vec![0u8; h * w];
         let mut blob_class = Vec::new();
         let mut types = Vec::new();
         if split != "calibration" && index % 4 != 3 {
-            let n = int(&mut rng, 1, 3);
-            let frac = range(&mut rng, 0.01, 0.03);
+            let n = int(rng, 1, 3);
+            let frac = range(rng, 0.01, 0.03);
             for b in 0..n {
-                let area = frac * hf * wf / n as f64 * range(&mut rng, 0.7, 1.3);
-                let ratio = range(&mut rng, 0.5, 2.0);
+                let area = frac * hf * wf / n as f64 * range(rng, 0.7, 1.3);
+                let ratio = range(rng, 0.5, 2.0);
                 let a = (area * ratio / std::f64::consts::PI).sqrt().max(1.0);
                 let bb = (area / ratio / std::f64::consts::PI).sqrt().max(1.0);
                 let (ux, uy) = loop {
-                    let (u, v) = (range(&mut rng, -1.0, 1.0), range(&mut rng, -1.0, 1.0));
+                    let (u, v) = (range(rng, -1.0, 1.0), range(rng, -1.0, 1.0));
                     let r2 = u * u + v * v;
                     if r2 > 0.01 && r2 <= 1.0 {
                         let r = r2.sqrt();
@@ -406,8 +423,8 @@ impl Layout {
                     }
                 };
                 let e = Ellipse {
-                    cx: range(&mut rng, 0.1, 0.9) * wf,
-                    cy: range(&mut rng, 0.35, 0.9) * hf,
+                    cx: range(rng, 0.1, 0.9) * wf,
+                    cy: range(rng, 0.35, 0.9) * hf,
                     a,
                     b: bb,
                     ux,
@@ -424,11 +441,16 @@ impl Layout {
                 // The model mistakes the object for the scene around it.
                 let (cyi, cxi) = ((e.cy as usize).min(h - 1), (e.cx as usize).min(w - 1));
                 blob_class.push(cls[cyi * w + cxi]);
-                types.push(int(&mut rng, 1, spec.anomaly_types as usize) as u8);
+                types.push(int(rng, 1, spec.anomaly_types as usize) as u8);
             }
         }
+        (blob, blob_class, types)
+    }
 
-        // Mask: anomalies, void border (2 px) and sometimes a void region.
+    /// The mask: anomaly types, a void border (2 px) and sometimes a void region.
+    fn mask(spec: &SynthSpec, blob: &[u8], types: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
+        let (h, w) = (spec.height, spec.width);
+        let (hf, wf) = (h as f64, w as f64);
         let mut mask: Vec<u8> = blob
             .iter()
             .map(|&b| if b == 0 { 0 } else { types[b as usize - 1] })
@@ -440,35 +462,25 @@ impl Layout {
                 }
             }
         }
-        if unif(&mut rng) < 0.3 {
+        if unif(rng) < 0.3 {
             // Ego-vehicle hood at the bottom, or an unlabelled patch.
-            let (y0, y1, x0, x1) = if unif(&mut rng) < 0.5 {
-                let hh = (hf * range(&mut rng, 0.04, 0.10)) as usize;
-                let ww = (wf * range(&mut rng, 0.3, 0.7)) as usize;
-                let x0 = int(&mut rng, 0, w - ww);
+            let (y0, y1, x0, x1) = if unif(rng) < 0.5 {
+                let hh = (hf * range(rng, 0.04, 0.10)) as usize;
+                let ww = (wf * range(rng, 0.3, 0.7)) as usize;
+                let x0 = int(rng, 0, w - ww);
                 (h - hh, h, x0, x0 + ww)
             } else {
-                let hh = (hf * range(&mut rng, 0.05, 0.15)).max(1.0) as usize;
-                let ww = (wf * range(&mut rng, 0.05, 0.15)).max(1.0) as usize;
-                let y0 = int(&mut rng, 0, h - hh);
-                let x0 = int(&mut rng, 0, w - ww);
+                let hh = (hf * range(rng, 0.05, 0.15)).max(1.0) as usize;
+                let ww = (wf * range(rng, 0.05, 0.15)).max(1.0) as usize;
+                let y0 = int(rng, 0, h - hh);
+                let x0 = int(rng, 0, w - ww);
                 (y0, y0 + hh, x0, x0 + ww)
             };
             for y in y0..y1 {
                 mask[y * w + x0..y * w + x1].fill(VOID);
             }
         }
-
-        let dist = boundary_distance(h, w, &cls, &blob);
-        Layout {
-            h,
-            w,
-            cls,
-            blob,
-            blob_class,
-            dist,
-            mask,
-        }
+        mask
     }
 
     /// Class-major `[C, H, W]` f32 logits of model `m` into `out`.

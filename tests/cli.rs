@@ -63,7 +63,7 @@ fn demo_sweep_writes_the_table_family_deterministically() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("FPR95 / AUROC / AUPR / F1"), "prints the main table");
     let md = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
-    for h in ["## Main Results", "## F1 Scores (%) - For Threshold Selection", "## Optimal Thresholds", "## Honest F1", "## FRR @ FAR", "## Image-level detection", "## Drift"] {
+    for h in ["## Main Results", "## F1 Scores (%) - For Threshold Selection", "## Optimal Thresholds", "## Honest F1", "## Pixel FRR @ FAR", "## Pixel FAR @ FRR", "## Pixel hard and soft thresholds", "## Image FRR @ FAR", "## Image FAR @ FRR", "## Image hard and soft thresholds", "## Image-level detection", "## Drift"] {
         assert!(md.contains(h), "missing {h} in tables.md");
     }
     assert!(!md.contains('†'), "calibration and val splits exist: no leakage");

@@ -40,12 +40,33 @@ fn cell(model: &str, method: &str, split: &str, auroc: Option<f64>, leakage: boo
     }
 }
 
+use bench::metrics::PointRule;
+use bench::metrics::operating::Level;
+
+/// A point with `[far, frr, precision, recall, f1]` on test.
+fn pt(level: Level, rule: PointRule, budget: Option<f64>, threshold: Option<f64>, v: [Option<f64>; 5]) -> Point {
+    Point {
+        level,
+        rule,
+        budget,
+        threshold,
+        far: v[0],
+        frr: v[1],
+        precision: v[2],
+        recall: v[3],
+        f1: v[4],
+        threshold_split_far: v[0],
+        threshold_split_frr: v[1],
+        reason: None,
+    }
+}
+
 fn sample() -> Results {
     Results {
         format: FORMAT.into(),
         name: "t".into(),
         dataset: "d".into(),
-        device: "cpu".into(),
+        device: bench::report::results::DeviceKind::Cpu,
         conventions: Conventions {
             fpr95: "first".into(),
             convention: None,
@@ -86,15 +107,37 @@ fn sample() -> Results {
             eval_split: "test".into(),
             leakage: false,
             points: vec![
-                Point { rule: bench::metrics::PointRule::F1Optimal, target: None, threshold: Some(-1.5), far: Some(0.1), frr: Some(0.2), precision: Some(0.3), recall: Some(0.8), f1: Some(0.4363) },
-                Point { rule: bench::metrics::PointRule::Far, target: Some(0.001), threshold: Some(-0.5), far: Some(0.0012), frr: Some(0.6), precision: None, recall: None, f1: None },
-                Point { rule: bench::metrics::PointRule::Frr, target: Some(0.02), threshold: Some(-3.0), far: Some(0.5), frr: Some(0.019), precision: None, recall: None, f1: None },
+                pt(Level::Pixel, PointRule::F1Optimal, None, Some(-1.5), [Some(0.2), Some(0.1), Some(0.3), Some(0.8), Some(0.4363)]),
+                pt(Level::Pixel, PointRule::FrrAtFar, Some(0.001), Some(-3.0), [Some(0.0012), Some(0.5), None, None, None]),
+                pt(Level::Pixel, PointRule::FarAtFrr, Some(0.02), Some(-0.5), [Some(0.6), Some(0.019), None, None, None]),
+                pt(Level::Image, PointRule::FrrAtFar, Some(0.001), Some(-0.25), [Some(0.0), Some(0.5), None, None, None]),
+                Point { reason: Some("no normal images in the threshold split: FRR, and so `far_at_frr`, is undefined".into()), ..pt(Level::Image, PointRule::FarAtFrr, Some(0.02), None, [None; 5]) },
             ],
             oracle_f1: Some(0.45),
-            hard_threshold: Some(-0.5),
-            soft_threshold: Some(-3.0),
-            block_fraction: Some(0.01),
-            review_fraction: Some(0.4),
+            bands: vec![
+                Band {
+                    level: Level::Pixel,
+                    hard_threshold: Some(-0.5),
+                    soft_threshold: Some(-3.0),
+                    auto_rejected: Some(0.01),
+                    review: Some(0.4),
+                    auto_accepted: Some(0.59),
+                    defects_auto_accepted: Some(0.0012),
+                    good_auto_rejected: Some(0.019),
+                    reason: None,
+                },
+                Band {
+                    level: Level::Image,
+                    hard_threshold: Some(-1.0),
+                    soft_threshold: Some(-0.25),
+                    auto_rejected: None,
+                    review: None,
+                    auto_accepted: None,
+                    defects_auto_accepted: None,
+                    good_auto_rejected: None,
+                    reason: Some(bench::metrics::operating::incompatible(-1.0, -0.25)),
+                },
+            ],
         }],
         calibration: vec![],
         drift: vec![DriftRow {
@@ -154,7 +197,7 @@ fn results_json_round_trips_and_is_stable() {
     let back = Results::from_json(&j).unwrap();
     assert_eq!(back, r);
     assert_eq!(back.to_json(), j);
-    assert!(Results::from_json(&j.replace("bench-results/1", "bench-results/0")).is_err());
+    assert!(Results::from_json(&j.replace("bench-results/2", "bench-results/1")).is_err());
 }
 
 #[test]
@@ -170,7 +213,7 @@ fn diff_reports_changes_and_tolerance() {
     b.cells[0].auroc = Some(0.91);
     b.cells[0].fpr95 = Some(0.2); // worse (was 0.095)
     b.cells.pop(); // only in a
-    b.device = "gpu".into();
+    b.device = bench::report::results::DeviceKind::Gpu;
     let d = diff(&a, &b, 1e-6, &[]).unwrap();
     assert!(!d.within_tolerance());
     assert_eq!(d.only_in_a, vec!["a/max_logit/val".to_string()]);
@@ -180,7 +223,7 @@ fn diff_reports_changes_and_tolerance() {
     assert_eq!(fp.verdict, "worse");
     assert!(d.notes.iter().any(|c| c.contains("device")), "device is a note, not a failure");
     let mut g = sample();
-    g.device = "gpu".into();
+    g.device = bench::report::results::DeviceKind::Gpu;
     assert!(diff(&a, &g, 1e-6, &[]).unwrap().within_tolerance());
     let text = render(&d);
     assert!(text.contains("▲ better") && text.contains("▼ worse") && text.contains("only in a: a/max_logit/val"), "{text}");

@@ -439,7 +439,7 @@ def _frame(rows):
 
 
 class Results:
-    """One dataset's ``results.json`` (format ``bench-results/1``).
+    """One dataset's ``results.json`` (format ``bench-results/2``).
 
     ``data`` is the parsed JSON; ``cells`` (one row per model x method x
     split: ``auroc``, ``aupr``, ``fpr95``, ``f1``, ``threshold`` as a raw

@@ -83,6 +83,28 @@ fn shape_str(shape: &[u64]) -> String {
 /// (parsed by npyz), ndim, no zero-sized dimension, and that the file holds
 /// exactly the number of data bytes the header implies.
 fn read_header(path: &Path, src: Src, file_len: u64, ndim: usize, what: &str) -> Result<Header> {
+    let (prelen, data_offset) = preamble(path, src, file_len)?;
+    let header = parse_dict(path, src, prelen, data_offset)?;
+    let dtype = header.dtype();
+    let ty = match &dtype {
+        DType::Plain(ty) => ty.clone(),
+        other => bail!("{}: unsupported dtype {}", path.display(), describe_dtype(other)),
+    };
+    let shape64 = header.shape().to_vec();
+    let (shape, len) = check_shape(path, &shape64, ndim, what)?;
+    check_data_len(path, &shape64, len, ty.size_field(), file_len - data_offset)?;
+    Ok(Header {
+        shape,
+        fortran: header.order() == Order::Fortran,
+        ty,
+        data_offset,
+        len,
+    })
+}
+
+/// Magic, version and header length: `(preamble length, data offset)`,
+/// the header length bounded by the file size before anything is allocated.
+fn preamble(path: &Path, src: Src, file_len: u64) -> Result<(u64, u64)> {
     // Preamble: magic (6) + version (2) + header length (u16 for v1, u32 for
     // v2/v3). Only read here to bound the header read by the file size; the
     // header itself is parsed by npyz.
@@ -112,10 +134,16 @@ fn read_header(path: &Path, src: Src, file_len: u64, ndim: usize, what: &str) ->
             file_len - prelen.min(file_len)
         );
     }
+    Ok((prelen, data_offset))
+}
+
+/// The header dict, parsed by npyz (its panics and multi-line errors kept
+/// to one line naming the file).
+fn parse_dict(path: &Path, src: Src, prelen: u64, data_offset: u64) -> Result<npyz::NpyHeader> {
     let mut head = vec![0u8; data_offset as usize];
     src.read_at(&mut head, 0).map_err(|e| ferr(path, format!("cannot read header: {e}")))?;
     let parsed = std::panic::catch_unwind(|| npyz::NpyHeader::from_reader(&head[..]));
-    let header = match parsed {
+    Ok(match parsed {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             // npyz's syntax errors are multi-line (pest); keep the first
@@ -130,18 +158,16 @@ fn read_header(path: &Path, src: Src, file_len: u64, ndim: usize, what: &str) ->
             )
         }
         Err(_) => bail!("{}: invalid .npy header (unparsable)", path.display()),
-    };
-    let dtype = header.dtype();
-    let ty = match &dtype {
-        DType::Plain(ty) => ty.clone(),
-        other => bail!("{}: unsupported dtype {}", path.display(), describe_dtype(other)),
-    };
-    let shape64 = header.shape().to_vec();
+    })
+}
+
+/// `ndim` dimensions, none zero, and an element count that fits `usize`.
+fn check_shape(path: &Path, shape64: &[u64], ndim: usize, what: &str) -> Result<(Vec<usize>, usize)> {
     if shape64.len() != ndim {
         bail!(
             "{}: expected a {ndim}-D array {what}, got shape {} ({}-D)",
             path.display(),
-            shape_str(&shape64),
+            shape_str(shape64),
             shape64.len()
         );
     }
@@ -149,45 +175,42 @@ fn read_header(path: &Path, src: Src, file_len: u64, ndim: usize, what: &str) ->
         bail!(
             "{}: zero-sized dimension in shape {} {what}",
             path.display(),
-            shape_str(&shape64)
+            shape_str(shape64)
         );
     }
     let mut len: usize = 1;
     let mut shape = Vec::with_capacity(ndim);
-    for &d in &shape64 {
+    for &d in shape64 {
         let du = usize::try_from(d).ok();
         len = match du.and_then(|du| len.checked_mul(du)) {
             Some(l) => l,
-            None => bail!("{}: shape {} is too large", path.display(), shape_str(&shape64)),
+            None => bail!("{}: shape {} is too large", path.display(), shape_str(shape64)),
         };
         shape.push(d as usize);
     }
-    let item = ty.size_field();
+    Ok((shape, len))
+}
+
+/// The file holds exactly the data bytes the header implies.
+fn check_data_len(path: &Path, shape64: &[u64], len: usize, item: u64, have: u64) -> Result<()> {
     let want = (len as u64).checked_mul(item);
-    let have = file_len - data_offset;
     match want {
         Some(want) if want == have => {}
         Some(want) if want > have => bail!(
             "{}: truncated: header says {want} bytes of data (shape {}, {} bytes per item), file has {have}",
             path.display(),
-            shape_str(&shape64),
+            shape_str(shape64),
             item
         ),
         Some(want) => bail!(
             "{}: {} trailing bytes after the data: header says {want} bytes of data (shape {}), file has {have}",
             path.display(),
             have - want,
-            shape_str(&shape64)
+            shape_str(shape64)
         ),
-        None => bail!("{}: shape {} is too large", path.display(), shape_str(&shape64)),
+        None => bail!("{}: shape {} is too large", path.display(), shape_str(shape64)),
     }
-    Ok(Header {
-        shape,
-        fortran: header.order() == Order::Fortran,
-        ty,
-        data_offset,
-        len,
-    })
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -19,6 +19,7 @@ pub mod bootstrap;
 pub mod conventions;
 pub mod drift;
 pub mod engine;
+pub mod operating;
 pub mod region;
 pub mod split;
 
@@ -130,19 +131,31 @@ pub struct Summary {
 }
 
 /// How an operating point's threshold was chosen (on one split, to be
-/// applied to another).
+/// applied to another). See [`operating`] for the definitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PointRule {
     /// The F1-optimal threshold.
     F1Optimal,
-    /// The threshold meeting a false-accept-rate budget.
-    Far,
-    /// The threshold meeting a false-reject-rate budget.
-    Frr,
+    /// The highest threshold whose FAR (defects accepted) is within the
+    /// budget; the FRR (good rejected) there is the figure of merit.
+    FrrAtFar,
+    /// The lowest threshold whose FRR (good rejected) is within the budget;
+    /// the FAR (defects accepted) there is the figure of merit.
+    FarAtFrr,
 }
 
-/// Confusion counts at one threshold `score ≥ t`.
+impl PointRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            PointRule::F1Optimal => "f1_optimal",
+            PointRule::FrrAtFar => "frr_at_far",
+            PointRule::FarAtFrr => "far_at_frr",
+        }
+    }
+}
+
+/// Confusion counts at one threshold `score ≥ t` (rejected).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct OperatingPoint {
     pub threshold: f64,
@@ -153,13 +166,15 @@ pub struct OperatingPoint {
 }
 
 impl OperatingPoint {
-    /// False accept rate = FPR (normal pixels flagged).
+    /// False accept rate: share of anomalies with score < t (defects
+    /// accepted, 1 − recall).
     pub fn far(&self) -> Option<f64> {
-        ratio(self.fp, self.negatives)
-    }
-    /// False reject rate = 1 − TPR (anomalies missed).
-    pub fn frr(&self) -> Option<f64> {
         ratio(self.positives - self.tp, self.positives)
+    }
+    /// False reject rate: share of normals with score ≥ t (good rejected,
+    /// the FPR).
+    pub fn frr(&self) -> Option<f64> {
+        ratio(self.fp, self.negatives)
     }
     pub fn recall(&self) -> Option<f64> {
         ratio(self.tp, self.positives)
@@ -408,28 +423,6 @@ impl Counts {
             positives: self.positives,
             negatives: self.negatives,
         }
-    }
-
-    /// Lowest positive threshold whose FAR (FPR) is ≤ `far` — the most
-    /// anomalies caught while respecting the false-accept budget.
-    pub fn threshold_at_far(&self, far: f64) -> Option<OperatingPoint> {
-        if !self.defined() {
-            return None;
-        }
-        let n = self.negatives as f64;
-        let i = self.fp.iter().rposition(|&f| f as f64 / n <= far)?;
-        Some(self.at_index(i))
-    }
-
-    /// Highest positive threshold whose FRR (1 − TPR) is ≤ `frr` — the fewest
-    /// false alarms while missing at most that share of anomalies.
-    pub fn threshold_at_frr(&self, frr: f64) -> Option<OperatingPoint> {
-        if !self.defined() {
-            return None;
-        }
-        let p = self.positives as f64;
-        let i = self.tp.iter().position(|&t| 1.0 - t as f64 / p <= frr)?;
-        Some(self.at_index(i))
     }
 }
 

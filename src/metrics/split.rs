@@ -10,6 +10,7 @@
 use crate::data::label;
 use crate::metrics::drift::{NormalStats, Refiner};
 use crate::metrics::engine::{Ranker, Tally};
+use crate::metrics::operating::{RankHist, RankRefiner, RankTally};
 use crate::metrics::region::{ComponentConfig, ComponentStats, region_weights};
 use crate::metrics::{PositiveCollector, ThresholdCounter, counts_of};
 use crate::scores::ScoreMaps;
@@ -50,6 +51,10 @@ pub struct Pass1 {
     /// positives of the swapped statistic). Empty otherwise.
     #[serde(default)]
     pub pos_in: Vec<PositiveCollector>,
+    /// Pixel-level `far_at_frr`: per method, the normal-score histogram of
+    /// the split the thresholds are chosen on (empty elsewhere).
+    #[serde(default)]
+    pub ranks: Vec<RankHist>,
 }
 
 impl Pass1 {
@@ -70,6 +75,7 @@ impl Pass1 {
             per_image: if opts.per_image.is_some() { vec![vec![]; nm] } else { vec![] },
             per_image_skipped: if opts.per_image.is_some() { vec![0; nm] } else { vec![] },
             pos_in: if opts.normal_positive { (0..nm).map(|_| PositiveCollector::new()).collect() } else { vec![] },
+            ranks: if opts.frr_budgets.is_empty() { vec![] } else { vec![RankHist::default(); nm] },
         }
     }
 
@@ -100,6 +106,9 @@ impl Pass1 {
             }
             self.normal[m].add(s, &lab);
             self.probes[m].add(s, &lab);
+            if let Some(r) = self.ranks.get_mut(m) {
+                r.add(s, &lab);
+            }
             let swapped = opts.normal_positive.then(|| crate::metrics::conventions::swap_classes(s, &lab));
             if let Some((s2, l2)) = &swapped {
                 self.pos_in[m].add(s2, l2, None);
@@ -154,6 +163,7 @@ impl Pass1 {
             per_image: self.per_image.clone(),
             per_image_skipped: self.per_image_skipped.clone(),
             pos_in: self.pos_in.clone(),
+            ranks: self.ranks.clone(),
         }
     }
 
@@ -216,6 +226,10 @@ impl Pass1 {
         for (a, b) in self.pos_in.iter_mut().zip(o.pos_in) {
             a.absorb(b)?;
         }
+        ensure!(o.ranks.len() == self.ranks.len(), "merging pass states with and without FRR-budget histograms");
+        for (a, b) in self.ranks.iter_mut().zip(&o.ranks) {
+            a.absorb(b);
+        }
         self.void += o.void;
         if o.dtype.is_some() {
             self.dtype = o.dtype;
@@ -240,6 +254,8 @@ pub struct Pass2 {
     pub refiners: Vec<Refiner>,
     /// `positive = "normal"`: the swapped statistic (empty otherwise).
     pub rankers_in: Vec<Ranker>,
+    /// Pixel-level `far_at_frr` (empty unless the split chooses thresholds).
+    pub ranks: Vec<RankRefiner>,
 }
 
 /// What a shard ships of [`Pass2`]: integer counts only.
@@ -250,6 +266,8 @@ pub struct Pass2Tally {
     pub refiners: Vec<Vec<Vec<u64>>>,
     #[serde(default)]
     pub rankers_in: Vec<Tally>,
+    #[serde(default)]
+    pub ranks: Vec<RankTally>,
 }
 
 impl Pass2 {
@@ -264,6 +282,9 @@ impl Pass2 {
                 let (s2, l2) = crate::metrics::conventions::swap_classes(s, lab);
                 r.add(&s2, &l2);
             }
+            if let Some(r) = self.ranks.get_mut(m) {
+                r.add(s, lab);
+            }
         }
     }
 
@@ -273,6 +294,7 @@ impl Pass2 {
             trankers: self.trankers.iter().map(|v| v.iter().map(|r| r.tally()).collect()).collect(),
             refiners: self.refiners.iter().map(|r| r.tally()).collect(),
             rankers_in: self.rankers_in.iter().map(|r| r.tally()).collect(),
+            ranks: self.ranks.iter().map(|r| r.tally()).collect(),
         }
     }
 
@@ -290,6 +312,10 @@ impl Pass2 {
         }
         ensure!(t.rankers_in.len() == self.rankers_in.len(), "merging rank counts with and without normal-positive statistics");
         for (a, b) in self.rankers_in.iter_mut().zip(&t.rankers_in) {
+            a.absorb(b)?;
+        }
+        ensure!(t.ranks.len() == self.ranks.len(), "merging rank counts with and without FRR-budget refinements");
+        for (a, b) in self.ranks.iter_mut().zip(&t.ranks) {
             a.absorb(b)?;
         }
         Ok(())
@@ -313,6 +339,10 @@ pub struct SplitOpts {
     pub per_image: Option<crate::metrics::conventions::MetricConv>,
     /// `positive = "normal"`: also the swapped statistic.
     pub normal_positive: bool,
+    /// FRR budgets whose pixel-level `far_at_frr` thresholds are chosen on
+    /// this split (the normal-score order statistics they need); empty on a
+    /// split that only applies thresholds.
+    pub frr_budgets: Vec<f64>,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.

@@ -19,6 +19,7 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
     type Cal1 = (Option<Vec<f64>>, Vec<Sums>);
     let mut st: Cal1 = (None, vec![]);
     cx.collective(
+        PassKind::Calibrate(1),
         label(1),
         &pass("cal1"),
         n,
@@ -56,6 +57,7 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
     if heat {
         let mut em: Vec<EnergyMoments> = vec![];
         cx.collective(
+            PassKind::Calibrate(2),
             label(2),
             &pass("cal2"),
             n,

@@ -18,6 +18,7 @@ mod calibrate;
 mod check;
 mod conventions;
 mod model;
+pub mod eval;
 pub mod output;
 mod passes;
 mod rows;
@@ -93,24 +94,24 @@ pub struct RunOutput {
 }
 
 /// The scorer for a device choice, and `cpu` / `gpu`.
-pub fn make_scorer(device: Device) -> Result<(Box<dyn Scorer>, &'static str)> {
+pub fn make_scorer(device: Device) -> Result<(Box<dyn Scorer>, DeviceKind)> {
     use crate::scores::cpu::CpuScorer;
     use crate::scores::gpu::GpuScorer;
     match device {
-        Device::Cpu => Ok((Box::new(CpuScorer), "cpu")),
+        Device::Cpu => Ok((Box::new(CpuScorer), DeviceKind::Cpu)),
         Device::Gpu => {
             let g = GpuScorer::new(true).context("--device gpu")?;
             eprintln!("device: {}", g.device());
-            Ok((Box::new(g), "gpu"))
+            Ok((Box::new(g), DeviceKind::Gpu))
         }
         Device::Auto => match GpuScorer::new(false) {
             Ok(g) => {
                 eprintln!("device: {}", g.device());
-                Ok((Box::new(g), "gpu"))
+                Ok((Box::new(g), DeviceKind::Gpu))
             }
             Err(e) => {
                 eprintln!("notice: no hardware GPU adapter ({e:#}); scoring on the CPU (use --device gpu to accept a software adapter)");
-                Ok((Box::new(CpuScorer), "cpu"))
+                Ok((Box::new(CpuScorer), DeviceKind::Cpu))
             }
         },
     }
@@ -137,18 +138,47 @@ pub(crate) struct Sweep<'a> {
     pub(crate) reuse: Option<(std::path::PathBuf, CalibrationFile)>,
 }
 
-/// Number of rounds a sharded run of `cfg` takes: one per streaming pass of
-/// a model (calibration 1–2, val 2, test 2).
+/// One streaming pass over a split, as a sharded run schedules it: each
+/// is one round (shards visit their images, then a merge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKind {
+    /// Calibration fit: per-image sums, then (HEAT) the energy moments.
+    Calibrate(u8),
+    /// A metric pass (1: positives, 2: ranks of the negatives) over val.
+    Val(u8),
+    /// The same over test.
+    Test(u8),
+}
+
+impl Sweep<'_> {
+    /// Every model's passes, in the order `run_model` runs them: the plan
+    /// that `--rounds`, the local run and the sharded run all follow.
+    pub(crate) fn passes(&self) -> Vec<PassKind> {
+        let fit = self.need_cal && self.reuse.is_none();
+        let mut p = vec![];
+        if fit {
+            p.push(PassKind::Calibrate(1));
+            if self.need_heat {
+                p.push(PassKind::Calibrate(2));
+            }
+        }
+        if self.val.is_some() {
+            p.extend([PassKind::Val(1), PassKind::Val(2)]);
+        }
+        p.extend([PassKind::Test(1), PassKind::Test(2)]);
+        p
+    }
+}
+
+/// Number of rounds a sharded run of `cfg` takes: the longest pass plan of
+/// its datasets (see [`Sweep::passes`]).
 pub fn rounds(cfg: &Config) -> Result<usize> {
     let mut r = 0;
     for c in cfg.expand()? {
         ensure_synthetic(&c)?;
         let ds = Dataset::open(&c.dataset)?;
-        let methods = c.parsed_methods()?;
-        // a reused calibration (`calibration = "..."`) takes no rounds
-        let need_cal = methods.iter().any(|m| m.needs_calibration()) && c.calibration.is_none();
-        let need_heat = methods.contains(&Method::Heat);
-        r = r.max(2 + 2 * ds.split("val").is_some() as usize + need_cal as usize * (1 + need_heat as usize));
+        let (_, sw) = resolve(&c, &ds)?;
+        r = r.max(sw.passes().len());
     }
     Ok(r)
 }
@@ -191,15 +221,15 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     let read: Vec<&Split> = [Some(sw.test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten().collect();
     let run_warnings = preflight(cfg, &inp, &sw, &read)?;
 
-    let (mut scorer, device_kind): (Box<dyn Scorer>, &'static str) = match exec {
+    let (mut scorer, device_kind): (Box<dyn Scorer>, DeviceKind) = match exec {
         // a merge scores nothing
-        Exec::Merge(_) => (Box::new(crate::scores::cpu::CpuScorer), "cpu"),
+        Exec::Merge(_) => (Box::new(crate::scores::cpu::CpuScorer), DeviceKind::Cpu),
         _ => make_scorer(opts.device.or(cfg.device).unwrap_or_default())?,
     };
     // merges score nothing; shards show progress like a local run
     let progress = Progress::new(if matches!(exec, Exec::Merge(_)) { Mode::Off } else { Mode::detect(opts.progress) });
     let tag = cfg.tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default();
-    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag };
+    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag, plan: sw.passes(), next: Default::default() };
 
     let mut outs: Vec<ModelOut> = Vec::new();
     let mut waiting = Vec::new();
@@ -219,7 +249,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     }
     let device = exec.device_kind(device_kind);
     let conv_rows: Vec<(String, String, Vec<ConvRow>)> = outs.iter_mut().flat_map(|m| std::mem::take(&mut m.conv_rows)).collect();
-    let (results, curves, drift, cal_file) = assemble(cfg, &inp, &sw, &device, run_warnings, outs)?;
+    let (results, curves, drift, cal_file) = assemble(cfg, &inp, &sw, device, run_warnings, outs)?;
     let (adapter, inputs, shards) = match exec {
         Exec::Merge(sh) => (format!("merged from {} shards ({device})", sh.count), sh.inputs.lock().unwrap().clone(), Some(sh.count)),
         _ => (scorer.device(), inp.sums.snapshot(), None),
@@ -286,7 +316,7 @@ fn resolve<'a>(cfg: &Config, ds: &'a Dataset) -> Result<(Inputs, Sweep<'a>)> {
 /// Every model's rows into one results.json, the curves, drift.json's
 /// cells and calibration.json's entries (models in config order).
 #[allow(clippy::type_complexity)]
-fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: &str, run_warnings: Vec<String>, outs: Vec<ModelOut>) -> Result<(Results, Vec<Curve>, DriftFile, Vec<ModelCalibration>)> {
+fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: DeviceKind, run_warnings: Vec<String>, outs: Vec<ModelOut>) -> Result<(Results, Vec<Curve>, DriftFile, Vec<ModelCalibration>)> {
     let mut warnings = run_warnings;
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let (mut drift_rows, mut drift_hists, mut failure_rows, mut curves) = (vec![], vec![], vec![], vec![]);
@@ -310,7 +340,7 @@ fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: &str, run_warnings: 
         format: FORMAT.into(),
         name: cfg.name.clone(),
         dataset: cfg.dataset.display().to_string(),
-        device: device.to_string(),
+        device,
         conventions: conventions(cfg, &feat_models)?,
         models: model_rows,
         methods: sw

@@ -6,6 +6,7 @@ use super::*;
 /// One model's sweep: calibration, val, then test with val's thresholds.
 pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg) -> Result<ModelOut> {
     let mut o = ModelOut::default();
+    cx.next.set(0);
     let calibration = if sw.need_cal { Some(fit_or_reuse(cx, sw, mc, &mut o)?) } else { None };
     let cal_split = calibration.as_ref().map(|c| c.split.clone());
     // HEAT on features: every evaluated split must have them.
@@ -35,6 +36,7 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
         let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
         warn(cx, &mut o.warnings, w);
     }
+    anyhow::ensure!(cx.next.get() == cx.plan.len(), "internal error: model {} ran {} of the {} planned passes", mc.id, cx.next.get(), cx.plan.len());
     Ok(o)
 }
 
@@ -99,19 +101,24 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
         ship_maps: false,
         per_image: (cfg.metrics.conv.average == crate::metrics::conventions::Average::Images).then_some(cfg.metrics.conv),
         normal_positive: cfg.metrics.conv.positive == crate::metrics::conventions::Positive::Normal,
+        // the split that chooses thresholds: val, else test itself
+        frr_budgets: cfg.metrics.frr.clone(),
     };
     let val_eval = match val {
         Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
         None => None,
     };
     let chosen: Vec<_> = match &val_eval {
-        Some(ve) => ve.counts.iter().map(|c| choose_thresholds(c, cfg)).collect(),
-        None => vec![vec![]; cols.len()],
+        Some(ve) => (0..cols.len()).map(|mi| choose_thresholds(ve, mi, cfg)).collect(),
+        None => (0..cols.len()).map(|_| vec![]).collect(),
     };
-    let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| ch.iter().filter_map(|x| x.2.map(|o| o.threshold as f32)).collect()).collect();
+    let probes: Vec<Vec<f32>> = chosen.iter().map(|ch| probe_thresholds(ch)).collect();
     if cfg.metrics.regions {
         // components at the val-F1-optimal threshold (never a test-chosen one)
-        sopts.components = chosen.iter().map(|ch| ch.first().and_then(|x| x.2).map(|o| track(o.threshold as f32))).collect();
+        sopts.components = chosen.iter().map(|ch| f1_threshold(ch).map(track)).collect();
+    }
+    if val_eval.is_some() {
+        sopts.frr_budgets = vec![]; // test only applies val's thresholds
     }
     sopts.ship_maps = cfg.metrics.bootstrap > 0;
     let te = eval_split(cx, test, &mc.id, scorer, plan, probes, &sopts)?;
@@ -179,7 +186,7 @@ fn test_rows(cfg: &Config, mc: &crate::config::ModelCfg, m: &MethodRef, mi: usiz
     o.cells.push(c);
     for (t, tc) in te.type_counts[mi].iter().enumerate() {
         let s = cfg.metrics.conv.summary(tc);
-        let vt = chosen[mi].first().and_then(|x| x.2).map(|o| o.threshold as f32);
+        let vt = f1_threshold(&chosen[mi]);
         o.failure_rows.push(FailureRow {
             model: mc.id.clone(),
             method: m.id().into(),
@@ -195,35 +202,17 @@ fn test_rows(cfg: &Config, mc: &crate::config::ModelCfg, m: &MethodRef, mi: usiz
             }),
         });
     }
-    let tc = &te.counts[mi];
-    let (src, ops): (&str, Vec<Chosen>) = match &val_eval {
-        Some(_) => {
-            let mut k = 0;
-            let ops = chosen[mi]
-                .iter()
-                .map(|(rule, target, op)| {
-                    let on_test = op.map(|_| {
-                        k += 1;
-                        te.probes[mi].point(k - 1)
-                    });
-                    (*rule, *target, on_test)
-                })
-                .collect();
-            ("val", ops)
+    let own;
+    let (src, ch): (&str, &[Chosen]) = match &val_eval {
+        Some(_) => ("val", &chosen[mi]),
+        // No val split: thresholds come from test itself (leakage).
+        None => {
+            own = choose_thresholds(te, mi, cfg);
+            ("test", &own)
         }
-        // No val split: thresholds come from test itself (leakage);
-        // they are test positive scores, so test counts are exact there.
-        None => ("test", choose_thresholds(tc, cfg)),
     };
-    let pts: Vec<Point> = ops.iter().map(|(r, t, op)| point(*r, *t, *op)).collect();
-    let mut h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), pts, tc);
-    let hard_op = ops.iter().find(|o| o.0 == PointRule::Far).and_then(|o| o.2);
-    let soft_op = ops.iter().find(|o| o.0 == PointRule::Frr).and_then(|o| o.2);
-    if let Some(hop) = hard_op {
-        h.block_fraction = Some(frac_at(&hop));
-        h.review_fraction = soft_op.map(|sop| (frac_at(&sop) - frac_at(&hop)).max(0.0));
-    }
-    let keep = h.points.iter().filter_map(|p| p.threshold).collect();
+    let h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), ch, te, mi, cfg);
+    let keep = h.points.iter().filter(|p| p.level == crate::metrics::operating::Level::Pixel).filter_map(|p| p.threshold).collect();
     o.honest.push(h);
     o.curves.push((mc.id.clone(), m.clone(), te.counts[mi].clone(), keep));
 }

@@ -58,6 +58,9 @@ pub(crate) struct SplitEval {
     /// Per method (`positive = "normal"`): the statistic with normal pixels
     /// positive and the score negated.
     pub(crate) counts_in: Vec<Option<Counts>>,
+    /// Per method, per FRR budget of [`SplitOpts::frr_budgets`]: the normal
+    /// order statistic of pixel-level `far_at_frr` (empty when none).
+    pub(crate) rank_picks: Vec<Vec<crate::metrics::operating::RankPick>>,
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -66,9 +69,15 @@ pub(crate) struct Ctx<'a> {
     pub(crate) inp: &'a Inputs,
     pub(crate) exec: &'a Exec,
     pub(crate) progress: &'a Progress,
-    pub(crate) device: &'static str,
+    pub(crate) device: DeviceKind,
     /// Prefix of the pass ids: `<dataset>.` in a `[[datasets]]` sweep.
     pub(crate) tag: String,
+    /// Every model's passes in order ([`super::Sweep::passes`]); each
+    /// collective checks it is the next one, so the plan `--rounds` counts
+    /// is the one that runs.
+    pub(crate) plan: Vec<super::PassKind>,
+    /// Index into `plan` of the current model's next pass.
+    pub(crate) next: std::cell::Cell<usize>,
 }
 
 impl Ctx<'_> {
@@ -85,6 +94,7 @@ impl Ctx<'_> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn collective<S, D: Serialize + serde::de::DeserializeOwned>(
         &self,
+        kind: super::PassKind,
         label: String,
         pass: &str,
         images: usize,
@@ -93,6 +103,11 @@ impl Ctx<'_> {
         export: impl Fn(&S) -> D,
         absorb: impl FnMut(&mut S, D) -> Result<()>,
     ) -> Result<()> {
+        let i = self.next.get();
+        if self.plan.get(i) != Some(&kind) {
+            bail!("internal error: pass {kind:?} ran as step {i} of the plan {:?}", self.plan);
+        }
+        self.next.set(i + 1);
         let inputs = || self.inp.sums.snapshot();
         let run = |st: &mut S, r: Range<usize>| {
             self.progress.start(label, r.len());
@@ -119,19 +134,21 @@ pub(crate) fn eval_split(
     let nm = plan.methods.len() + cx.inp.external.len();
     let p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
     let image_means = p1.image_means(opts);
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, .. } = p1;
     let p2 = Pass2 {
         rankers: pos.into_iter().map(|p| p.finish()).collect(),
         trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
         refiners: normal.into_iter().map(|n| n.refine()).collect(),
         rankers_in: pos_in.into_iter().map(|p| p.finish()).collect(),
+        ranks: ranks.into_iter().map(|r| r.refine(&opts.frr_budgets)).collect(),
     };
-    let Pass2 { rankers, trankers, refiners, rankers_in } = pass2(cx, split, model, scorer, plan, &cache, p2)?;
+    let Pass2 { rankers, trankers, refiners, rankers_in, ranks } = pass2(cx, split, model, scorer, plan, &cache, p2)?;
     let counts_in: Vec<Option<Counts>> = if rankers_in.is_empty() {
         vec![None; nm]
     } else {
         rankers_in.into_iter().map(|r| r.finish().map(Some)).collect::<Result<Vec<_>>>()?
     };
+    let rank_picks = ranks.into_iter().map(|r| r.finish()).collect();
     let drift = refiners.into_iter().map(|r| r.finish()).collect();
     let type_counts = trankers
         .into_iter()
@@ -159,7 +176,13 @@ pub(crate) fn eval_split(
         dtype: dtype.unwrap_or_else(|| "float32".into()),
         image_means,
         counts_in,
+        rank_picks,
     })
+}
+
+/// Pass `step` of `split` in the plan: test's, else val's.
+fn split_pass(split: &Split, step: u8) -> super::PassKind {
+    if split.name == "test" { super::PassKind::Test(step) } else { super::PassKind::Val(step) }
 }
 
 /// `[<dataset>/]<model>`'s pass `step` of `split`: its progress label and
@@ -178,6 +201,7 @@ fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
     let (label, id) = pass_names(cx, split, model, 1);
     let mut p1 = Pass1::new(nm, nt, opts, probes);
     cx.collective(
+        split_pass(split, 1),
         label,
         &id,
         split.stems.len(),
@@ -204,6 +228,7 @@ fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
     let (label, id) = pass_names(cx, split, model, 2);
     cx.collective(
+        split_pass(split, 2),
         label,
         &id,
         split.stems.len(),

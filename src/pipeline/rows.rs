@@ -3,38 +3,164 @@
 
 use super::*;
 
-/// A threshold chosen on one split: its rule, the budget (`far`/`frr`) and
-/// the operating point there (None where undefined).
-pub(crate) type Chosen = (PointRule, Option<f64>, Option<OperatingPoint>);
+use crate::metrics::operating::{ImageScores, Level, Pick, band};
 
-pub(crate) fn point(rule: PointRule, target: Option<f64>, op: Option<OperatingPoint>) -> Point {
-    Point {
-        rule,
-        target,
-        threshold: op.map(|o| o.threshold),
-        far: op.and_then(|o| o.far()),
-        frr: op.and_then(|o| o.frr()),
-        precision: op.and_then(|o| o.precision()),
-        recall: op.and_then(|o| o.recall()),
-        f1: op.and_then(|o| o.f1()),
+/// A threshold chosen on one split: its level, rule, budget and the
+/// operating point there (or why there is none).
+pub(crate) struct Chosen {
+    pub(crate) level: Level,
+    pub(crate) rule: PointRule,
+    pub(crate) budget: Option<f64>,
+    pub(crate) pick: Pick,
+}
+
+impl Chosen {
+    pub(crate) fn threshold(&self) -> Option<f64> {
+        self.pick.as_ref().ok().map(|o| o.threshold)
     }
 }
 
-/// Thresholds chosen on `c` for the honest evaluation, in the order
-/// f1_optimal, far budgets, frr budgets (None where undefined).
-pub(crate) fn choose_thresholds(c: &Counts, cfg: &Config) -> Vec<Chosen> {
-    let mut v = vec![(
-        PointRule::F1Optimal,
-        None,
-        c.best_f1().and_then(|(_, t)| c.thresholds.iter().position(|&x| x == t)).map(|i| c.at_index(i)),
-    )];
-    for &t in &cfg.metrics.far {
-        v.push((PointRule::Far, Some(t), c.threshold_at_far(t)));
-    }
-    for &t in &cfg.metrics.frr {
-        v.push((PointRule::Frr, Some(t), c.threshold_at_frr(t)));
+fn images(e: &SplitEval, mi: usize) -> ImageScores<'_> {
+    ImageScores { scores: &e.image_scores[mi], labels: &e.image_labels }
+}
+
+/// Thresholds chosen on split `e` for column `mi`: pixel `f1_optimal`,
+/// then per level `frr_at_far` per FAR budget and `far_at_frr` per FRR
+/// budget. `e` must have been evaluated with `SplitOpts::frr_budgets` =
+/// `metrics.frr`.
+pub(crate) fn choose_thresholds(e: &SplitEval, mi: usize, cfg: &Config) -> Vec<Chosen> {
+    let c = &e.counts[mi];
+    let f1 = c
+        .best_f1()
+        .and_then(|(_, t)| c.thresholds.iter().position(|&x| x == t))
+        .map(|i| c.at_index(i))
+        .ok_or_else(|| "the threshold split lacks anomaly or normal pixels: F1 is undefined".to_string());
+    let mut v = vec![Chosen { level: Level::Pixel, rule: PointRule::F1Optimal, budget: None, pick: f1 }];
+    let img = images(e, mi);
+    for level in [Level::Pixel, Level::Image] {
+        for &b in &cfg.metrics.far {
+            let pick = match level {
+                Level::Pixel => c.frr_at_far(b, level),
+                Level::Image => img.frr_at_far(b),
+            };
+            v.push(Chosen { level, rule: PointRule::FrrAtFar, budget: Some(b), pick });
+        }
+        for (j, &b) in cfg.metrics.frr.iter().enumerate() {
+            let pick = match level {
+                Level::Pixel => match e.rank_picks.get(mi).and_then(|r| r.get(j)) {
+                    Some(r) => c.far_at_frr(r, b),
+                    None => Err("internal: the threshold split was evaluated without the FRR budgets' order statistics".into()),
+                },
+                Level::Image => img.far_at_frr(b),
+            };
+            v.push(Chosen { level, rule: PointRule::FarAtFrr, budget: Some(b), pick });
+        }
     }
     v
+}
+
+/// The pixel thresholds the test split counts at (pass-1 probes), in the
+/// order [`honest`] reads them back.
+pub(crate) fn probe_thresholds(ch: &[Chosen]) -> Vec<f32> {
+    ch.iter().filter(|c| c.level == Level::Pixel).filter_map(|c| c.threshold().map(|t| t as f32)).collect()
+}
+
+/// The val-chosen F1-optimal pixel threshold (components, failure modes).
+pub(crate) fn f1_threshold(ch: &[Chosen]) -> Option<f32> {
+    ch.first().and_then(|c| c.threshold()).map(|t| t as f32)
+}
+
+fn point(ch: &Chosen, test: Option<&OperatingPoint>) -> Point {
+    let reason = ch.pick.as_ref().err().cloned();
+    let on = ch.pick.as_ref().ok();
+    Point {
+        level: ch.level,
+        rule: ch.rule,
+        budget: ch.budget,
+        threshold: ch.threshold(),
+        far: test.and_then(|o| o.far()),
+        frr: test.and_then(|o| o.frr()),
+        precision: test.and_then(|o| o.precision()),
+        recall: test.and_then(|o| o.recall()),
+        f1: test.and_then(|o| o.f1()),
+        threshold_split_far: on.and_then(|o| o.far()),
+        threshold_split_frr: on.and_then(|o| o.frr()),
+        reason,
+    }
+}
+
+/// The honest cell of column `mi`: thresholds `ch` chosen on `src`
+/// (`"val"`, or `"test"` itself: leakage) applied to test `te`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn honest(model: &str, m: &MethodRef, src: &str, leakage: bool, ch: &[Chosen], te: &SplitEval, mi: usize, cfg: &Config) -> HonestCell {
+    let mut k = 0;
+    let img = images(te, mi);
+    let ops: Vec<Option<OperatingPoint>> = ch
+        .iter()
+        .map(|c| {
+            let o = c.pick.as_ref().ok()?;
+            Some(match c.level {
+                // thresholds chosen on test itself are exact there
+                Level::Pixel if src == "test" => *o,
+                Level::Pixel => {
+                    k += 1;
+                    te.probes[mi].point(k - 1)
+                }
+                Level::Image => img.at(o.threshold),
+            })
+        })
+        .collect();
+    let points = ch.iter().zip(&ops).map(|(c, o)| point(c, o.as_ref())).collect();
+    let bands = if cfg.metrics.far.is_empty() || cfg.metrics.frr.is_empty() {
+        vec![]
+    } else {
+        [Level::Pixel, Level::Image].into_iter().map(|l| level_band(l, ch, &ops)).collect()
+    };
+    HonestCell {
+        model: model.into(),
+        method: m.id().into(),
+        threshold_split: src.into(),
+        eval_split: "test".into(),
+        leakage,
+        oracle_f1: te.counts[mi].best_f1().map(|x| x.0),
+        points,
+        bands,
+    }
+}
+
+/// Hard = the level's first `far_at_frr` point, soft = its first
+/// `frr_at_far` point; the shares of test between and around them.
+fn level_band(level: Level, ch: &[Chosen], ops: &[Option<OperatingPoint>]) -> Band {
+    let first = |r: PointRule| ch.iter().zip(ops).find(|(c, _)| c.level == level && c.rule == r);
+    let (h, s) = (first(PointRule::FarAtFrr).expect("an FRR budget"), first(PointRule::FrrAtFar).expect("a FAR budget"));
+    let mut b = Band {
+        level,
+        hard_threshold: h.0.threshold(),
+        soft_threshold: s.0.threshold(),
+        auto_rejected: None,
+        review: None,
+        auto_accepted: None,
+        defects_auto_accepted: None,
+        good_auto_rejected: None,
+        reason: None,
+    };
+    let result = match (&h.0.pick, &s.0.pick, h.1, s.1) {
+        (Err(e), _, _, _) => Err(format!("no hard threshold: {e}")),
+        (_, Err(e), _, _) => Err(format!("no soft threshold: {e}")),
+        (Ok(_), Ok(_), Some(ho), Some(so)) => band(ho, so),
+        _ => Err("the evaluated split has no counts at the thresholds".into()),
+    };
+    match result {
+        Ok(x) => {
+            b.auto_rejected = Some(x.auto_rejected);
+            b.review = Some(x.review);
+            b.auto_accepted = Some(x.auto_accepted);
+            b.defects_auto_accepted = x.defects_auto_accepted;
+            b.good_auto_rejected = x.good_auto_rejected;
+        }
+        Err(e) => b.reason = Some(e),
+    }
+    b
 }
 
 pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
@@ -98,30 +224,6 @@ pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: u
         fpr95_in,
         warnings,
     }
-}
-
-pub(crate) fn honest(model: &str, m: &MethodRef, src: &str, leakage: bool, pts: Vec<Point>, test: &Counts) -> HonestCell {
-    let hard = pts.iter().find(|p| p.rule == PointRule::Far).and_then(|p| p.threshold);
-    let soft = pts.iter().find(|p| p.rule == PointRule::Frr).and_then(|p| p.threshold);
-    HonestCell {
-        model: model.into(),
-        method: m.id().into(),
-        threshold_split: src.into(),
-        eval_split: "test".into(),
-        leakage,
-        oracle_f1: test.best_f1().map(|x| x.0),
-        hard_threshold: hard,
-        soft_threshold: soft,
-        block_fraction: None,
-        review_fraction: None,
-        points: pts,
-    }
-}
-
-/// Fraction of the split's non-void pixels at or above `t` (exact when `t`
-/// is one of the probe thresholds, which it always is here).
-pub(crate) fn frac_at(op: &OperatingPoint) -> f64 {
-    (op.tp + op.fp) as f64 / (op.positives + op.negatives).max(1) as f64
 }
 
 /// The fitted statistics as reported in results.json.

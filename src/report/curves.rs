@@ -45,25 +45,28 @@ fn sample(n: usize, must: &[usize]) -> Vec<usize> {
 pub fn curve_csv(c: &Curve) -> String {
     let k = c.counts;
     let must: Vec<usize> = c.keep.iter().filter_map(|&t| k.thresholds.iter().position(|&x| x as f64 == t)).collect();
-    let mut s = String::from("threshold,tp,fp,tpr,fpr,precision,recall\n");
-    if !k.defined() {
-        return s;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut rows: Vec<[String; 7]> = vec![["threshold", "tp", "fp", "tpr", "fpr", "precision", "recall"].map(String::from)];
+    if k.defined() {
+        let (p, n) = (k.positives as f64, k.negatives as f64);
+        for i in sample(k.thresholds.len(), &must) {
+            let tpr = k.tp[i] as f64 / p;
+            let prec = k.tp[i] as f64 / (k.tp[i] + k.fp[i]) as f64;
+            rows.push([
+                k.thresholds[i].to_string(),
+                k.tp[i].to_string(),
+                k.fp[i].to_string(),
+                tpr.to_string(),
+                (k.fp[i] as f64 / n).to_string(),
+                prec.to_string(),
+                tpr.to_string(),
+            ]);
+        }
     }
-    let (p, n) = (k.positives as f64, k.negatives as f64);
-    for i in sample(k.thresholds.len(), &must) {
-        let tpr = k.tp[i] as f64 / p;
-        s += &format!(
-            "{},{},{},{},{},{},{}\n",
-            k.thresholds[i],
-            k.tp[i],
-            k.fp[i],
-            tpr,
-            k.fp[i] as f64 / n,
-            k.tp[i] as f64 / (k.tp[i] + k.fp[i]) as f64,
-            tpr
-        );
+    for r in &rows {
+        w.write_record(r).expect("writing to memory");
     }
-    s
+    String::from_utf8(w.into_inner().expect("writing to memory")).expect("UTF-8 in, UTF-8 out")
 }
 
 const COLORS: [RGBColor; 8] = [
@@ -401,7 +404,7 @@ pub fn files(r: &Results, curves: &[Curve]) -> Vec<(String, Vec<u8>)> {
     }
     let title = format!("{}: model × method comparison", r.name);
     let mut html = format!("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>\n{CSS}</style></head><body>\n", html_escape(&title));
-    html += &format!("<header><h1>{}</h1>\n<p class=\"meta\">dataset <code>{}</code> · device <code>{}</code> · {} models × {} methods · tables on the <code>{}</code> split</p></header>\n", html_escape(&title), html_escape(&r.dataset), html_escape(&r.device), r.models.len(), r.methods.len(), tables::EVAL_SPLIT);
+    html += &format!("<header><h1>{}</h1>\n<p class=\"meta\">dataset <code>{}</code> · device <code>{}</code> · {} models × {} methods · tables on the <code>{}</code> split</p></header>\n", html_escape(&title), html_escape(&r.dataset), r.device, r.models.len(), r.methods.len(), tables::EVAL_SPLIT);
     if !r.warnings.is_empty() {
         html += "<section class=\"box warn\"><h2>Warnings</h2>\n<ul>\n";
         for w in &r.warnings {

@@ -160,19 +160,15 @@ impl Dialect for Markdown {
     }
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
-}
-
 impl Dialect for Csv {
     fn table(&self, t: &Table) -> String {
-        let mut s = format!("# {}\n", t.title);
+        // the csv crate quotes what needs quoting (commas, quotes, newlines)
+        let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
         for r in std::iter::once(&t.header).chain(&t.rows) {
-            s += &r.iter().map(|c| csv_field(&bold_as(c, "", ""))).collect::<Vec<_>>().join(",");
-            s.push('\n');
+            w.write_record(r.iter().map(|c| bold_as(c, "", ""))).expect("writing to memory");
         }
-        s.push('\n');
-        s
+        let body = String::from_utf8(w.into_inner().expect("writing to memory")).expect("UTF-8 in, UTF-8 out");
+        format!("# {}\n{body}\n", t.title)
     }
 }
 

@@ -8,7 +8,39 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const FORMAT: &str = "bench-results/1";
+/// `/2`: the honest evaluation in the seed's words (FAR = defects accepted,
+/// FRR = good rejected), operating points per level, review bands.
+pub const FORMAT: &str = "bench-results/2";
+
+/// What scored a run's maps, as results.json records it (the adapter's
+/// name is in manifest.json): `cpu`, `gpu`, or `mixed` for a sharded run
+/// whose shards scored on different kinds; `merged` only labels a merge's
+/// own shard-state files, which score nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+    Mixed,
+    Merged,
+}
+
+impl DeviceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Mixed => "mixed",
+            DeviceKind::Merged => "merged",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -16,8 +48,8 @@ pub struct Results {
     pub format: String,
     pub name: String,
     pub dataset: String,
-    /// `cpu` or `gpu` (the adapter is in manifest.json).
-    pub device: String,
+    /// What scored the maps (the adapter is in manifest.json).
+    pub device: DeviceKind,
     pub conventions: Conventions,
     pub models: Vec<ModelRow>,
     pub methods: Vec<MethodRow>,
@@ -196,15 +228,23 @@ pub struct FailureRow {
     pub recall_at_val_threshold: Option<f64>,
 }
 
-/// One operating point of the honest evaluation.
+/// One operating point of the honest evaluation. A pixel or image is
+/// rejected when `score ≥ threshold`. FAR = share of anomalous
+/// pixels/images accepted (score < threshold: defects accepted); FRR =
+/// share of normal pixels/images rejected (good rejected).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Point {
-    /// `f1_optimal`, `far` or `frr`.
+    /// `pixel` or `image` (image score: `conventions.image_score`; an image
+    /// is anomalous when it has any anomaly pixel).
+    pub level: crate::metrics::operating::Level,
+    /// `f1_optimal`, `frr_at_far` (highest threshold with FAR ≤ budget on
+    /// `threshold_split`) or `far_at_frr` (lowest threshold among the
+    /// split's scores with FRR ≤ budget).
     pub rule: crate::metrics::PointRule,
-    /// The budget for `far` / `frr` rules.
-    pub target: Option<f64>,
-    /// Chosen on `threshold_split`.
+    /// The FAR budget (`frr_at_far`) or FRR budget (`far_at_frr`).
+    pub budget: Option<f64>,
+    /// Chosen on `threshold_split`; null with `reason` when undefined.
     pub threshold: Option<f64>,
     /// Achieved on `eval_split`.
     pub far: Option<f64>,
@@ -212,6 +252,35 @@ pub struct Point {
     pub precision: Option<f64>,
     pub recall: Option<f64>,
     pub f1: Option<f64>,
+    /// FAR and FRR on `threshold_split` (the budget is kept there).
+    pub threshold_split_far: Option<f64>,
+    pub threshold_split_frr: Option<f64>,
+    /// Why `threshold` is null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Hard and soft thresholds of one level, as a line runs them: auto-reject
+/// at `score ≥ hard` (hard = `far_at_frr` at the first FRR budget), operator
+/// review in `[soft, hard)`, auto-accept below soft (soft = `frr_at_far` at
+/// the first FAR budget). Shares of `eval_split`'s pixels/images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Band {
+    pub level: crate::metrics::operating::Level,
+    pub hard_threshold: Option<f64>,
+    pub soft_threshold: Option<f64>,
+    pub auto_rejected: Option<f64>,
+    pub review: Option<f64>,
+    pub auto_accepted: Option<f64>,
+    /// Anomalous pixels/images below soft, over all anomalous ones.
+    pub defects_auto_accepted: Option<f64>,
+    /// Normal pixels/images at or above hard, over all normal ones.
+    pub good_auto_rejected: Option<f64>,
+    /// Why there is no band: "incompatible budgets: ..." when soft > hard,
+    /// or a missing threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -223,15 +292,22 @@ pub struct HonestCell {
     pub eval_split: String,
     /// Thresholds (or calibration) came from the evaluated split.
     pub leakage: bool,
+    /// Pixel `f1_optimal`, then per level (pixel, image) `frr_at_far` per
+    /// `metrics.far` budget and `far_at_frr` per `metrics.frr` budget.
     pub points: Vec<Point>,
     /// Test-optimal F1: what a test-set threshold would claim (oracle).
     pub oracle_f1: Option<f64>,
-    /// Hard threshold (block) = first `far` point; soft (review) = first
-    /// `frr` point. Fractions of the evaluated split's non-void pixels.
-    pub hard_threshold: Option<f64>,
-    pub soft_threshold: Option<f64>,
-    pub block_fraction: Option<f64>,
-    pub review_fraction: Option<f64>,
+    /// Per level (pixel, image); empty without both a FAR and an FRR budget.
+    pub bands: Vec<Band>,
+}
+
+impl HonestCell {
+    pub fn point(&self, level: crate::metrics::operating::Level, rule: crate::metrics::PointRule, budget: Option<f64>) -> Option<&Point> {
+        self.points.iter().find(|p| p.level == level && p.rule == rule && p.budget == budget)
+    }
+    pub fn band(&self, level: crate::metrics::operating::Level) -> Option<&Band> {
+        self.bands.iter().find(|b| b.level == level)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -296,6 +372,19 @@ impl Results {
         for h in &self.honest {
             if !seen.insert((&h.model, &h.method)) {
                 bail!("honest cell {}/{} appears twice (a corrupt or hand-edited results.json)", h.model, h.method);
+            }
+            let rates = h.points.iter().flat_map(|p| {
+                [("far", p.far), ("frr", p.frr), ("precision", p.precision), ("recall", p.recall), ("f1", p.f1), ("threshold_split_far", p.threshold_split_far), ("threshold_split_frr", p.threshold_split_frr)]
+            });
+            let shares = h.bands.iter().flat_map(|b| {
+                [("auto_rejected", b.auto_rejected), ("review", b.review), ("auto_accepted", b.auto_accepted), ("defects_auto_accepted", b.defects_auto_accepted), ("good_auto_rejected", b.good_auto_rejected)]
+            });
+            for (k, v) in rates.chain(shares) {
+                if let Some(v) = v
+                    && !(0.0..=1.0).contains(&v)
+                {
+                    bail!("honest cell {}/{}: `{k}` = {v} is not a rate in [0, 1]", h.model, h.method);
+                }
             }
         }
         Ok(())

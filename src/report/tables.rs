@@ -3,6 +3,7 @@
 //! re-render them without the dataset.
 
 use crate::metrics::PointRule;
+use crate::metrics::operating::Level;
 use super::markup::{Align, Better, Dialect, Table};
 use super::results::{Cell, HonestCell, Results};
 
@@ -74,206 +75,20 @@ fn switches_note(c: &super::results::Conventions) -> String {
 
 /// All tables, in document order.
 pub fn tables(r: &Results) -> Vec<Table> {
-    let with = |v: Vec<String>| v;
-    let mut out = vec![
-        grid(
-            r,
-            "Main Results",
-            with(vec![
-                "**Format**: FPR95 / AUROC / AUPR / F1 (all in %)".into(),
-                format!(
-                    "**Lower FPR95 is better**, **Higher AUROC/AUPR/F1 is better**. Split `{EVAL_SPLIT}`, every non-void pixel (exact, no subsampling); FPR95 rule `{}`{}.",
-                    r.conventions.fpr95,
-                    switches_note(&r.conventions)
-                ),
-            ]),
-            Align::Left,
-            &[("FPR95", Better::Lower), ("AUROC", Better::Higher), ("AUPR", Better::Higher), ("F1", Better::Higher)],
-            |c| {
-                let pm = |v: Option<f64>, ci: Option<[f64; 2]>| match ci {
-                    Some([lo, hi]) if v.is_some() => format!("{}±{:.2}", pct(v, 2), 50.0 * (hi - lo)),
-                    _ => pct(v, 2),
-                };
-                let b = c.bootstrap.as_ref();
-                mark(
-                    format!(
-                        "{} / {} / {} / {}",
-                        pm(c.fpr95, b.and_then(|b| b.fpr95)),
-                        pm(c.auroc, b.and_then(|b| b.auroc)),
-                        pm(c.aupr, b.and_then(|b| b.aupr)),
-                        pct(c.f1, 2)
-                    ),
-                    c.leakage,
-                )
-            },
-        ),
-        grid(
-            r,
-            "F1 Scores (%) - For Threshold Selection",
-            with(vec![
-                "**Higher is better**. Max F1 over all thresholds of the test split: an *oracle* figure, since the threshold is chosen on the data it is scored on. The honest figures are in the tables below.".into(),
-            ]),
-            Align::Right,
-            &[("F1", Better::Higher)],
-            |c| mark(pct(c.f1, 2), c.leakage),
-        ),
-        grid(
-            r,
-            "Optimal Thresholds",
-            with(vec!["The score thresholds that maximize F1 on the test split (oracle; `score ≥ t` is anomalous).".into()]),
-            Align::Right,
-            &[("threshold", Better::Neither)],
-            |c| mark(num(c.threshold, 4), c.leakage),
-        ),
-    ];
+    let mut out = seed_tables(r);
     if !r.honest.is_empty() {
-        let src = &r.honest[0].threshold_split;
-        let from = if src == EVAL_SPLIT {
-            format!("**No `val` split: thresholds were chosen on `{EVAL_SPLIT}` itself (leakage, marked {LEAK}).**")
-        } else {
-            format!("Thresholds chosen on `{src}`, applied unchanged to `{EVAL_SPLIT}`.")
-        };
-        out.push(honest_grid(
-            r,
-            "Honest F1: threshold from validation",
-            with(vec![from.clone(), "**Format**: test F1 at the val-F1-optimal threshold (test-optimal oracle F1), in %".into()]),
-            &[("F1 (oracle F1)", Better::Higher)],
-            |h| {
-                let p = h.points.iter().find(|p| p.rule == PointRule::F1Optimal);
-                format!("{} ({})", pct(p.and_then(|p| p.f1), 2), pct(h.oracle_f1, 2))
-            },
-        ));
-        let targets: Vec<(PointRule, f64)> = r.honest[0]
-            .points
-            .iter()
-            .filter(|p| p.rule != PointRule::F1Optimal)
-            .filter_map(|p| p.target.map(|t| (p.rule, t)))
-            .collect();
-        for (rule, t) in targets {
-            let (title, fmt) = if rule == PointRule::Far {
-                (
-                    format!("FRR @ FAR ≤ {}%", fmt_pct(t)),
-                    "**Format**: FRR / achieved FAR on test, in % (threshold from the FAR budget on val). n/a: no threshold that catches any anomaly meets the budget on val (FRR 100 %).",
-                )
-            } else {
-                (format!("FAR @ FRR ≤ {}%", fmt_pct(t)), "**Format**: FAR / achieved FRR on test, in % (threshold from the FRR budget on val)")
-            };
-            let parts: &[(&str, Better)] =
-                if rule == PointRule::Far { &[("FRR", Better::Lower), ("FAR", Better::Neither)] } else { &[("FAR", Better::Lower), ("FRR", Better::Neither)] };
-            out.push(honest_grid(r, &title, with(vec![from.clone(), fmt.into()]), parts, |h| {
-                let p = h.points.iter().find(|p| p.rule == rule && p.target == Some(t));
-                match p {
-                    Some(p) if rule == PointRule::Far => format!("{} / {}", pct(p.frr, 2), pct(p.far, 3)),
-                    Some(p) => format!("{} / {}", pct(p.far, 2), pct(p.frr, 2)),
-                    None => "n/a".into(),
-                }
-            }));
-        }
-        out.push(honest_grid(
-            r,
-            "Hard and soft thresholds",
-            with(vec![
-                from,
-                "**Format**: block % / review % of test pixels. Hard threshold (block, no review) = the first FAR budget; soft threshold (review queue) = the first FRR budget; pixels between the two go to review.".into(),
-            ]),
-            &[("block", Better::Neither), ("review", Better::Neither)],
-            |h| format!("{} / {}", pct(h.block_fraction, 2), pct(h.review_fraction, 2)),
-        ));
+        out.extend(honest_tables(r));
     }
-    let image = grid(
-        r,
-        "Image-level detection",
-        with(vec![format!(
-            "**Format**: image AUROC / image AUPR in %. Image score = {}; an image is anomalous when it has any anomaly pixel.",
-            r.conventions.image_score
-        )]),
-        Align::Left,
-        &[("image AUROC", Better::Higher), ("image AUPR", Better::Higher)],
-        |c| mark(format!("{} / {}", pct(c.image_auroc, 2), pct(c.image_aupr, 2)), c.leakage),
-    );
-    out.push(image);
-    if !r.drift.is_empty() {
-        let d0 = &r.drift[0];
-        out.push(model_grid(
-            r,
-            "Drift of normal-pixel scores",
-            vec![format!(
-                "**Format**: Δmean / Δp95 (raw score units) / KL / MMD², `{}` → `{}`, normal pixels only. KL on the 16-bit score-key histogram (+0.5 smoothing); MMD² with a Gaussian kernel, σ = pooled std. Test-split normal scores: see `normal_mean`, `normal_p95` in results.json.",
-                d0.reference, d0.split
-            )],
-            Align::Right,
-            &[("Δmean", Better::Neither), ("Δp95", Better::Neither), ("KL", Better::Neither), ("MMD²", Better::Neither)],
-            |m, me| {
-                r.drift.iter().find(|d| d.model == m && d.method == me).map_or("—".into(), |d| {
-                    format!("{} / {} / {} / {}", sig(d.mean_shift), sig(d.p95_shift), sig(d.kl), sig(d.mmd2))
-                })
-            },
-        ));
-    }
-    if r.cells.iter().any(|c| c.split == EVAL_SPLIT && (c.aupro.is_some() || c.components.is_some())) {
-        let track = r.cells.iter().find_map(|c| c.components.as_ref()).map_or("anomaly".to_string(), |c| c.track.name().to_string());
-        out.push(grid(
-            r,
-            "Region metrics",
-            vec![format!(
-                "**Format**: AUPRO (FPR ≤ 30 %, normalised; MVTec AD) / sIoU / PPV / mean F1 (SegmentMeIfYouCan, `{track}` size filters, 8-connected components, score map binarised at the val-F1-optimal threshold), in %."
-            )],
-            Align::Right,
-            &[("AUPRO", Better::Higher), ("sIoU", Better::Higher), ("PPV", Better::Higher), ("mean F1", Better::Higher)],
-            |c| {
-                let k = c.components.as_ref();
-                mark(
-                    format!(
-                        "{} / {} / {} / {}",
-                        pct(c.aupro, 2),
-                        pct(k.and_then(|k| k.siou), 2),
-                        pct(k.and_then(|k| k.ppv), 2),
-                        pct(k.and_then(|k| k.mean_f1), 2)
-                    ),
-                    c.leakage,
-                )
-            },
-        ));
-    }
+    out.push(image_table(r));
+    out.extend(drift_table(r));
+    out.extend(region_table(r));
     if let Some(b) = r.cells.iter().find_map(|c| c.bootstrap.as_ref()) {
         out[0].notes.push(format!(
             "± = half-width of the 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}).",
             b.samples, b.seed
         ));
     }
-    if !r.failure_modes.is_empty() {
-        let mut values: Vec<u16> = r.failure_modes.iter().map(|f| f.anomaly_value).collect();
-        values.sort_unstable();
-        values.dedup();
-        let mut header = vec!["Model".to_string(), "Anomaly type".to_string()];
-        header.extend(r.methods.iter().map(|m| m.name.clone()));
-        let mut rows = Vec::new();
-        for m in &r.models {
-            for &v in &values {
-                let mut row = vec![m.name.clone(), format!("label {v}")];
-                for me in &r.methods {
-                    row.push(
-                        r.failure_modes
-                            .iter()
-                            .find(|f| f.model == m.id && f.method == me.id && f.anomaly_value == v)
-                            .map_or("—".into(), |f| format!("{} / {} / {}", pct(f.auroc, 2), pct(f.fpr95, 2), pct(f.recall_at_val_threshold, 2))),
-                    );
-                }
-                rows.push(row);
-            }
-        }
-        let mut align = vec![Align::Left, Align::Left];
-        align.extend(r.methods.iter().map(|_| Align::Right));
-        out.push(Table {
-            title: "Failure modes by anomaly type".into(),
-            notes: vec!["**Format**: AUROC / FPR95 / recall at the val-F1-optimal threshold, in %; each type's pixels against all normal pixels of the test split.".into()],
-            header,
-            align,
-            rows,
-            key_cols: 2,
-            parts: vec![("AUROC".into(), Better::Higher), ("FPR95".into(), Better::Lower), ("recall".into(), Better::Higher)],
-        });
-    }
+    out.extend(failure_table(r));
     if !r.warnings.is_empty() {
         out.push(Table {
             title: "Warnings".into(),
@@ -293,6 +108,286 @@ pub fn tables(r: &Results) -> Vec<Table> {
         }
     }
     out
+}
+
+/// The seed's three tables: main, F1, optimal thresholds.
+fn seed_tables(r: &Results) -> Vec<Table> {
+    let main = grid(
+        r,
+        "Main Results",
+        vec![
+            "**Format**: FPR95 / AUROC / AUPR / F1 (all in %)".into(),
+            format!(
+                "**Lower FPR95 is better**, **Higher AUROC/AUPR/F1 is better**. Split `{EVAL_SPLIT}`, every non-void pixel (exact, no subsampling); FPR95 rule `{}`{}.",
+                r.conventions.fpr95,
+                switches_note(&r.conventions)
+            ),
+        ],
+        Align::Left,
+        &[("FPR95", Better::Lower), ("AUROC", Better::Higher), ("AUPR", Better::Higher), ("F1", Better::Higher)],
+        |c| {
+            let pm = |v: Option<f64>, ci: Option<[f64; 2]>| match ci {
+                Some([lo, hi]) if v.is_some() => format!("{}±{:.2}", pct(v, 2), 50.0 * (hi - lo)),
+                _ => pct(v, 2),
+            };
+            let b = c.bootstrap.as_ref();
+            mark(
+                format!(
+                    "{} / {} / {} / {}",
+                    pm(c.fpr95, b.and_then(|b| b.fpr95)),
+                    pm(c.auroc, b.and_then(|b| b.auroc)),
+                    pm(c.aupr, b.and_then(|b| b.aupr)),
+                    pct(c.f1, 2)
+                ),
+                c.leakage,
+            )
+        },
+    );
+    let f1 = grid(
+        r,
+        "F1 Scores (%) - For Threshold Selection",
+        vec![
+            "**Higher is better**. Max F1 over all thresholds of the test split: an *oracle* figure, since the threshold is chosen on the data it is scored on. The honest figures are in the tables below.".into(),
+        ],
+        Align::Right,
+        &[("F1", Better::Higher)],
+        |c| mark(pct(c.f1, 2), c.leakage),
+    );
+    let thresholds = grid(
+        r,
+        "Optimal Thresholds",
+        vec!["The score thresholds that maximize F1 on the test split (oracle; `score ≥ t` is anomalous).".into()],
+        Align::Right,
+        &[("threshold", Better::Neither)],
+        |c| mark(num(c.threshold, 4), c.leakage),
+    );
+    vec![main, f1, thresholds]
+}
+
+/// Where the honest thresholds came from, for every honest table.
+fn threshold_source(r: &Results) -> String {
+    let src = &r.honest[0].threshold_split;
+    if src == EVAL_SPLIT {
+        format!("**No `val` split: thresholds were chosen on `{EVAL_SPLIT}` itself (leakage, marked {LEAK}).**")
+    } else {
+        format!("Thresholds chosen on `{src}`, applied unchanged to `{EVAL_SPLIT}`.")
+    }
+}
+
+/// The honest evaluation: F1 at the val threshold, then per level the
+/// operating points of every budget and the review band.
+fn honest_tables(r: &Results) -> Vec<Table> {
+    let from = threshold_source(r);
+    let mut out = vec![honest_grid(
+        r,
+        "Honest F1: threshold from validation",
+        vec![from.clone(), "**Format**: test F1 at the val-F1-optimal threshold (test-optimal oracle F1), in %".into()],
+        &[("F1 (oracle F1)", Better::Higher)],
+        |h| {
+            let p = h.point(Level::Pixel, PointRule::F1Optimal, None);
+            format!("{} ({})", pct(p.and_then(|p| p.f1), 2), pct(h.oracle_f1, 2))
+        },
+    )];
+    for level in [Level::Pixel, Level::Image] {
+        let budgets: Vec<(PointRule, f64)> = r.honest[0]
+            .points
+            .iter()
+            .filter(|p| p.level == level && p.rule != PointRule::F1Optimal)
+            .filter_map(|p| p.budget.map(|b| (p.rule, b)))
+            .collect();
+        for (rule, b) in budgets {
+            out.push(point_table(r, &from, level, rule, b));
+        }
+        if r.honest[0].band(level).is_some() {
+            out.push(band_table(r, &from, level));
+        }
+    }
+    out
+}
+
+/// `Pixel` / `Image`.
+fn cap(level: Level) -> &'static str {
+    match level {
+        Level::Pixel => "Pixel",
+        Level::Image => "Image",
+    }
+}
+
+/// `A pixel` / `An image`.
+fn article(level: Level) -> &'static str {
+    match level {
+        Level::Pixel => "A pixel",
+        Level::Image => "An image",
+    }
+}
+
+/// Distinct reasons of the undefined cells, as notes.
+fn reasons<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut v: Vec<String> = it.map(|s| format!("n/a: {s}.")).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// One budget at one level: FRR @ FAR (`frr_at_far`) or FAR @ FRR.
+fn point_table(r: &Results, from: &str, level: Level, rule: PointRule, b: f64) -> Table {
+    let u = level.units();
+    let (title, fmt, parts): (String, String, &[(&str, Better)]) = if rule == PointRule::FrrAtFar {
+        (
+            format!("{} FRR @ FAR ≤ {}% (good rejected when ≤ {}% of defects are accepted)", cap(level), fmt_pct(b), fmt_pct(b)),
+            format!(
+                "**Format**: good rejected (FRR) / defects accepted (FAR) on test, in % of normal / anomalous {u}. {} is rejected when its score ≥ t; t = the highest score with at most {}% of val's anomalous {u} accepted (score < t).",
+                article(level),
+                fmt_pct(b)
+            ),
+            &[("FRR", Better::Lower), ("FAR", Better::Neither)],
+        )
+    } else {
+        (
+            format!("{} FAR @ FRR ≤ {}% (defects accepted when ≤ {}% of good {u} are rejected)", cap(level), fmt_pct(b), fmt_pct(b)),
+            format!(
+                "**Format**: defects accepted (FAR) / good rejected (FRR) on test, in % of anomalous / normal {u}. {} is rejected when its score ≥ t; t = the lowest val score with at most {}% of val's normal {u} rejected (score ≥ t).",
+                article(level),
+                fmt_pct(b)
+            ),
+            &[("FAR", Better::Lower), ("FRR", Better::Neither)],
+        )
+    };
+    let pt = |h: &HonestCell| h.point(level, rule, Some(b)).cloned();
+    let mut notes = vec![from.to_string(), fmt];
+    notes.extend(reasons(r.honest.iter().filter_map(|h| pt(h)?.reason).collect::<Vec<_>>().iter().map(|s| s.as_str())));
+    honest_grid(r, &title, notes, parts, |h| match pt(h) {
+        Some(p) if p.threshold.is_some() && rule == PointRule::FrrAtFar => format!("{} / {}", pct(p.frr, 2), pct(p.far, 3)),
+        Some(p) if p.threshold.is_some() => format!("{} / {}", pct(p.far, 2), pct(p.frr, 3)),
+        _ => "n/a".into(),
+    })
+}
+
+/// The review band of one level.
+fn band_table(r: &Results, from: &str, level: Level) -> Table {
+    let h0 = &r.honest[0];
+    let first = |rule: PointRule| h0.points.iter().find(|p| p.level == level && p.rule == rule).and_then(|p| p.budget);
+    let (frr_b, far_b) = (first(PointRule::FarAtFrr).unwrap_or(f64::NAN), first(PointRule::FrrAtFar).unwrap_or(f64::NAN));
+    let u = level.units();
+    let mut notes = vec![
+        from.to_string(),
+        format!(
+            "**Format**: auto-rejected / sent to review / auto-accepted, in % of test {u}, then defects auto-accepted (% of anomalous {u} below soft). Hard threshold = FAR @ FRR ≤ {}% (score ≥ hard: rejected without review, few good {u} rejected); soft threshold = FRR @ FAR ≤ {}% (score < soft: accepted without review, few defects slip through); review band = [soft, hard).",
+            fmt_pct(frr_b),
+            fmt_pct(far_b)
+        ),
+    ];
+    let bands: Vec<_> = r.honest.iter().filter_map(|h| h.band(level)).collect();
+    if bands.iter().any(|b| b.reason.as_deref().is_some_and(|s| s.starts_with("incompatible budgets"))) {
+        notes.push("**incompatible budgets**: the FAR budget's soft threshold lies above the FRR budget's hard threshold, so no review band exists and no single threshold keeps both budgets; relax one of them (thresholds in results.json `bands`).".into());
+    }
+    notes.extend(reasons(bands.iter().filter_map(|b| b.reason.as_deref()).filter(|s| !s.starts_with("incompatible budgets"))));
+    honest_grid(
+        r,
+        &format!("{} hard and soft thresholds (review band)", cap(level)),
+        notes,
+        &[("auto-rejected", Better::Neither), ("review", Better::Neither), ("auto-accepted", Better::Neither), ("defects auto-accepted", Better::Neither)],
+        |h| match h.band(level) {
+            Some(b) if b.reason.as_deref().is_some_and(|s| s.starts_with("incompatible budgets")) => "incompatible budgets".into(),
+            Some(b) if b.reason.is_none() => {
+                format!("{} / {} / {} / {}", pct(b.auto_rejected, 2), pct(b.review, 2), pct(b.auto_accepted, 2), pct(b.defects_auto_accepted, 3))
+            }
+            _ => "n/a".into(),
+        },
+    )
+}
+
+fn image_table(r: &Results) -> Table {
+    grid(
+        r,
+        "Image-level detection",
+        vec![format!(
+            "**Format**: image AUROC / image AUPR in %. Image score = {}; an image is anomalous when it has any anomaly pixel.",
+            r.conventions.image_score
+        )],
+        Align::Left,
+        &[("image AUROC", Better::Higher), ("image AUPR", Better::Higher)],
+        |c| mark(format!("{} / {}", pct(c.image_auroc, 2), pct(c.image_aupr, 2)), c.leakage),
+    )
+}
+
+fn drift_table(r: &Results) -> Option<Table> {
+    let d0 = r.drift.first()?;
+    Some(model_grid(
+        r,
+        "Drift of normal-pixel scores",
+        vec![format!(
+            "**Format**: Δmean / Δp95 (raw score units) / KL / MMD², `{}` → `{}`, normal pixels only. KL on the 16-bit score-key histogram (+0.5 smoothing); MMD² with a Gaussian kernel, σ = pooled std. Test-split normal scores: see `normal_mean`, `normal_p95` in results.json.",
+            d0.reference, d0.split
+        )],
+        Align::Right,
+        &[("Δmean", Better::Neither), ("Δp95", Better::Neither), ("KL", Better::Neither), ("MMD²", Better::Neither)],
+        |m, me| {
+            r.drift.iter().find(|d| d.model == m && d.method == me).map_or("—".into(), |d| {
+                format!("{} / {} / {} / {}", sig(d.mean_shift), sig(d.p95_shift), sig(d.kl), sig(d.mmd2))
+            })
+        },
+    ))
+}
+
+fn region_table(r: &Results) -> Option<Table> {
+    if !r.cells.iter().any(|c| c.split == EVAL_SPLIT && (c.aupro.is_some() || c.components.is_some())) {
+        return None;
+    }
+    let track = r.cells.iter().find_map(|c| c.components.as_ref()).map_or("anomaly".to_string(), |c| c.track.name().to_string());
+    Some(grid(
+        r,
+        "Region metrics",
+        vec![format!(
+            "**Format**: AUPRO (FPR ≤ 30 %, normalised; MVTec AD) / sIoU / PPV / mean F1 (SegmentMeIfYouCan, `{track}` size filters, 8-connected components, score map binarised at the val-F1-optimal threshold), in %."
+        )],
+        Align::Right,
+        &[("AUPRO", Better::Higher), ("sIoU", Better::Higher), ("PPV", Better::Higher), ("mean F1", Better::Higher)],
+        |c| {
+            let k = c.components.as_ref();
+            mark(
+                format!("{} / {} / {} / {}", pct(c.aupro, 2), pct(k.and_then(|k| k.siou), 2), pct(k.and_then(|k| k.ppv), 2), pct(k.and_then(|k| k.mean_f1), 2)),
+                c.leakage,
+            )
+        },
+    ))
+}
+
+fn failure_table(r: &Results) -> Option<Table> {
+    if r.failure_modes.is_empty() {
+        return None;
+    }
+    let mut values: Vec<u16> = r.failure_modes.iter().map(|f| f.anomaly_value).collect();
+    values.sort_unstable();
+    values.dedup();
+    let mut header = vec!["Model".to_string(), "Anomaly type".to_string()];
+    header.extend(r.methods.iter().map(|m| m.name.clone()));
+    let mut rows = Vec::new();
+    for m in &r.models {
+        for &v in &values {
+            let mut row = vec![m.name.clone(), format!("label {v}")];
+            for me in &r.methods {
+                row.push(
+                    r.failure_modes
+                        .iter()
+                        .find(|f| f.model == m.id && f.method == me.id && f.anomaly_value == v)
+                        .map_or("—".into(), |f| format!("{} / {} / {}", pct(f.auroc, 2), pct(f.fpr95, 2), pct(f.recall_at_val_threshold, 2))),
+                );
+            }
+            rows.push(row);
+        }
+    }
+    let mut align = vec![Align::Left, Align::Left];
+    align.extend(r.methods.iter().map(|_| Align::Right));
+    Some(Table {
+        title: "Failure modes by anomaly type".into(),
+        notes: vec!["**Format**: AUROC / FPR95 / recall at the val-F1-optimal threshold, in %; each type's pixels against all normal pixels of the test split.".into()],
+        header,
+        align,
+        rows,
+        key_cols: 2,
+        parts: vec![("AUROC".into(), Better::Higher), ("FPR95".into(), Better::Lower), ("recall".into(), Better::Higher)],
+    })
 }
 
 /// Signed value with 4 significant decimals, or n/a.

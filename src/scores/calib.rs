@@ -7,7 +7,7 @@
 
 use super::cpu::{Pixel, gmm_energy, logit_energy, max_argmax};
 use crate::data::{Logits, label};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -54,7 +54,47 @@ pub struct HeatParams {
     pub gmm_std: f64,
 }
 
+/// SML's [`super::Fit::check`]: per-class moments for exactly `c` classes.
+pub fn check_sml(cal: &Calibration, c: usize) -> Result<()> {
+    anyhow::ensure!(
+        cal.sml.mean.len() == c && cal.sml.std.len() == c,
+        "calibration has {} classes but logits have {c}",
+        cal.sml.mean.len()
+    );
+    Ok(())
+}
+
+/// HEAT's [`super::Fit::check`]: the class moments and fitted Gaussians for `c` classes.
+pub fn check_heat(cal: &Calibration, c: usize) -> Result<()> {
+    check_sml(cal, c)?;
+    let h = &cal.heat;
+    anyhow::ensure!(h.c == c, "HEAT parameters have {} classes but logits have {c}", h.c);
+    let d = h.dim();
+    anyhow::ensure!(
+        h.k >= 1 && h.whiten.len() == d * d && h.centers.len() == h.k * d,
+        "HEAT requested but the calibration has no fitted Gaussians (was it fitted with heat = false?)"
+    );
+    Ok(())
+}
+
 impl HeatParams {
+    /// No Gaussians (HEAT not requested): the class count, the ridge, and
+    /// the energy standardisation at (0, 1).
+    pub fn unfitted(c: usize) -> HeatParams {
+        HeatParams {
+            c,
+            k: 0,
+            classes: vec![],
+            whiten: vec![],
+            centers: vec![],
+            ridge: RIDGE,
+            feat_dim: 0,
+            el_mean: 0.0,
+            el_std: 1.0,
+            gmm_mean: 0.0,
+            gmm_std: 1.0,
+        }
+    }
     /// Dimension of the Gaussians' space: the features' D, else C.
     pub fn dim(&self) -> usize {
         if self.feat_dim > 0 { self.feat_dim } else { self.c }
@@ -355,120 +395,14 @@ impl Calibration {
     /// were taken around. HEAT's energy standardisation is left at (0, 1)
     /// until [`standardise`](Self::standardise).
     pub fn from_sums(split: &str, leakage: bool, heat: bool, images: &[Sums], shift: &[f64]) -> Result<Calibration> {
-        let mut total: Option<Sums> = None;
-        for im in images {
-            let t = total.get_or_insert_with(|| Sums::new(im.c, im.d, im.feat, heat));
-            if t.c != im.c {
-                bail!("calibration images disagree on the class count ({} vs {})", t.c, im.c);
-            }
-            if (t.d, t.feat) != (im.d, im.feat) {
-                bail!("calibration images disagree on the per-pixel features (dimension {} vs {}, or present in only some images)", t.d, im.d);
-            }
-            t.merge(im);
-        }
-        let Some(s) = total else {
-            bail!("calibration split '{split}' has no images");
-        };
-        let c = s.c;
+        let s = Sums::fold(split, images, heat)?;
         let npix: u64 = s.n.iter().sum();
         if npix < 2 {
             bail!("calibration split '{split}' has fewer than 2 in-distribution pixels");
         }
         let mut warnings = Vec::new();
-
-        // --- SML: per-class mean / population std of the max logit --------
-        let mut pooled = Moments::default();
-        for m in &s.sm {
-            pooled.merge(m);
-        }
-        let (pooled_mean, pooled_std) = (pooled.mean, pooled.std());
-        if pooled_std == 0.0 {
-            bail!("calibration split '{split}': the max logit has zero spread, SML is undefined");
-        }
-        let mut mean = vec![pooled_mean; c];
-        let mut std = vec![pooled_std; c];
-        let mut fallback = Vec::new();
-        for k in 0..c {
-            let sd = s.sm[k].std();
-            if s.n[k] >= 2 && sd > 0.0 {
-                mean[k] = s.sm[k].mean;
-                std[k] = sd;
-            } else {
-                fallback.push(k);
-            }
-        }
-        if !fallback.is_empty() {
-            warnings.push(format!(
-                "SML: classes {:?} have fewer than 2 calibration pixels (or zero spread) and use the pooled statistics",
-                fallback
-            ));
-        }
-        let sml = SmlStats { mean, std, count: s.n.clone(), pooled_fallback: fallback };
-
-        // --- HEAT: tied-covariance class Gaussians + energy standardisation -
-        let mut hp = HeatParams {
-            c,
-            k: 0,
-            classes: vec![],
-            whiten: vec![],
-            centers: vec![],
-            ridge: RIDGE,
-            feat_dim: 0,
-            el_mean: 0.0,
-            el_std: 1.0,
-            gmm_mean: 0.0,
-            gmm_std: 1.0,
-        };
-        if heat {
-            let classes: Vec<usize> = (0..c).filter(|&k| s.n[k] > 0).collect();
-            let (d, on_feat) = (s.d, s.feat);
-            let mut mu = vec![0.0; classes.len() * d];
-            for (ki, &k) in classes.iter().enumerate() {
-                for i in 0..d {
-                    mu[ki * d + i] = s.sx[k * d + i] / s.n[k] as f64;
-                }
-            }
-            // within-class scatter = Σ x xᵀ − Σ_k n_k μ_k μ_kᵀ
-            let mut cov = vec![0.0; d * d];
-            for i in 0..d {
-                for j in 0..=i {
-                    let mut v = s.sxx[i * d + j];
-                    for (ki, &k) in classes.iter().enumerate() {
-                        v -= s.n[k] as f64 * mu[ki * d + i] * mu[ki * d + j];
-                    }
-                    v /= npix as f64;
-                    cov[i * d + j] = v;
-                    cov[j * d + i] = v;
-                }
-            }
-            // back from the shifted frame (the covariance is shift-invariant)
-            for ki in 0..classes.len() {
-                for i in 0..d {
-                    mu[ki * d + i] += shift.get(i).copied().unwrap_or(0.0);
-                }
-            }
-            let mean_var = (0..d).map(|i| cov[i * d + i]).sum::<f64>() / d as f64;
-            let eps = RIDGE * mean_var.max(f64::MIN_POSITIVE);
-            for i in 0..d {
-                cov[i * d + i] += eps;
-            }
-            let what = if on_feat { "feature" } else { "logit" };
-            let l = cholesky(&cov, d).ok_or_else(|| {
-                anyhow::anyhow!("calibration split '{split}': the {what} covariance is not positive definite, HEAT is undefined")
-            })?;
-            let w = invert_lower(&l, d);
-            let mut centers = vec![0.0; classes.len() * d];
-            for ki in 0..classes.len() {
-                for i in 0..d {
-                    centers[ki * d + i] = (0..=i).map(|j| w[i * d + j] * mu[ki * d + j]).sum();
-                }
-            }
-            hp.k = classes.len();
-            hp.classes = classes;
-            hp.whiten = w;
-            hp.centers = centers;
-            hp.feat_dim = if on_feat { d } else { 0 };
-        }
+        let sml = fit_sml(&s, split, &mut warnings)?;
+        let hp = if heat { fit_heat(&s, shift, npix, split)? } else { HeatParams::unfitted(s.c) };
         if leakage {
             warnings.push(format!(
                 "no calibration split: SML/HEAT statistics were fitted on the evaluated split '{split}' (leakage)"
@@ -480,6 +414,118 @@ impl Calibration {
 
 /// `format` of `calibration.json`.
 pub const CALIBRATION_FORMAT: &str = "bench-calibration/1";
+
+impl Sums {
+    /// The per-image sums of pass 1 folded in image order (the fixed
+    /// reduction order that makes the fit device- and shard-independent).
+    fn fold(split: &str, images: &[Sums], heat: bool) -> Result<Sums> {
+        let mut total: Option<Sums> = None;
+        for im in images {
+            let t = total.get_or_insert_with(|| Sums::new(im.c, im.d, im.feat, heat));
+            if t.c != im.c {
+                bail!("calibration images disagree on the class count ({} vs {})", t.c, im.c);
+            }
+            if (t.d, t.feat) != (im.d, im.feat) {
+                bail!("calibration images disagree on the per-pixel features (dimension {} vs {}, or present in only some images)", t.d, im.d);
+            }
+            t.merge(im);
+        }
+        total.with_context(|| format!("calibration split '{split}' has no images"))
+    }
+}
+
+/// SML: per-class mean / population std of the max logit; classes with
+/// fewer than 2 pixels (or zero spread) use the pooled moments, with a warning.
+fn fit_sml(s: &Sums, split: &str, warnings: &mut Vec<String>) -> Result<SmlStats> {
+    let c = s.c;
+    let mut pooled = Moments::default();
+    for m in &s.sm {
+        pooled.merge(m);
+    }
+    let (pooled_mean, pooled_std) = (pooled.mean, pooled.std());
+    if pooled_std == 0.0 {
+        bail!("calibration split '{split}': the max logit has zero spread, SML is undefined");
+    }
+    let mut mean = vec![pooled_mean; c];
+    let mut std = vec![pooled_std; c];
+    let mut fallback = Vec::new();
+    for k in 0..c {
+        let sd = s.sm[k].std();
+        if s.n[k] >= 2 && sd > 0.0 {
+            mean[k] = s.sm[k].mean;
+            std[k] = sd;
+        } else {
+            fallback.push(k);
+        }
+    }
+    if !fallback.is_empty() {
+        warnings.push(format!(
+            "SML: classes {:?} have fewer than 2 calibration pixels (or zero spread) and use the pooled statistics",
+            fallback
+        ));
+    }
+    Ok(SmlStats { mean, std, count: s.n.clone(), pooled_fallback: fallback })
+}
+
+/// HEAT: tied-covariance Gaussians of the classes seen, from the shifted
+/// first and second moments: `μ_k`, the within-class covariance (+ ridge),
+/// its Cholesky factor's inverse `W` and the whitened centres `W μ_k`.
+/// The energy standardisation stays at (0, 1) until pass 2.
+fn fit_heat(s: &Sums, shift: &[f64], npix: u64, split: &str) -> Result<HeatParams> {
+    use ndarray::{Array2, ArrayView2};
+    let (c, d, on_feat) = (s.c, s.d, s.feat);
+    let classes: Vec<usize> = (0..c).filter(|&k| s.n[k] > 0).collect();
+    let sx = ArrayView2::from_shape((c, d), s.sx.get(..c * d).unwrap_or(&[])).context("HEAT sums: Σx has the wrong size")?;
+    let sxx = ArrayView2::from_shape((d, d), s.sxx.get(..d * d).unwrap_or(&[])).context("HEAT sums: Σxxᵀ has the wrong size")?;
+    let mut mu = Array2::<f64>::zeros((classes.len(), d));
+    for (ki, &k) in classes.iter().enumerate() {
+        for i in 0..d {
+            mu[[ki, i]] = sx[[k, i]] / s.n[k] as f64;
+        }
+    }
+    // within-class scatter = Σ x xᵀ − Σ_k n_k μ_k μ_kᵀ
+    let mut cov = Array2::<f64>::zeros((d, d));
+    for i in 0..d {
+        for j in 0..=i {
+            let mut v = sxx[[i, j]];
+            for (ki, &k) in classes.iter().enumerate() {
+                v -= s.n[k] as f64 * mu[[ki, i]] * mu[[ki, j]];
+            }
+            v /= npix as f64;
+            cov[[i, j]] = v;
+            cov[[j, i]] = v;
+        }
+    }
+    // back from the shifted frame (the covariance is shift-invariant)
+    for mut row in mu.rows_mut() {
+        for (i, m) in row.iter_mut().enumerate() {
+            *m += shift.get(i).copied().unwrap_or(0.0);
+        }
+    }
+    let mean_var = cov.diag().iter().sum::<f64>() / d as f64;
+    let eps = RIDGE * mean_var.max(f64::MIN_POSITIVE);
+    cov.diag_mut().mapv_inplace(|v| v + eps);
+    let what = if on_feat { "feature" } else { "logit" };
+    let cov = cov.as_standard_layout();
+    let l = cholesky(cov.as_slice().expect("standard layout"), d)
+        .ok_or_else(|| anyhow::anyhow!("calibration split '{split}': the {what} covariance is not positive definite, HEAT is undefined"))?;
+    let w = invert_lower(&l, d);
+    let wv = ArrayView2::from_shape((d, d), &w[..]).expect("d × d");
+    let mut centers = Array2::<f64>::zeros((classes.len(), d));
+    for ki in 0..classes.len() {
+        for i in 0..d {
+            centers[[ki, i]] = (0..=i).map(|j| wv[[i, j]] * mu[[ki, j]]).sum();
+        }
+    }
+    Ok(HeatParams {
+        k: classes.len(),
+        classes,
+        whiten: w,
+        centers: centers.into_raw_vec_and_offset().0,
+        feat_dim: if on_feat { d } else { 0 },
+        ..HeatParams::unfitted(c)
+    })
+}
 
 /// `calibration.json`: the statistics every model of a run was scored with,
 /// so a reviewer sees them in full and a later run can reuse them

@@ -13,14 +13,17 @@
 //! `cpu/fast.rs`, one entry in the `methods!` list below
 //! (enum arm + metadata), one line in README. The fused shader's per-method
 //! dispatch and stores are generated from that list (`gpu/fused.rs`), and the CPU
-//! scorer dispatches through the same list.
+//! scorer dispatches through the same list. A method with fitted statistics
+//! or whole-image post-processing also points at its own hooks from its row
+//! ([`Fit`]: check + GPU packer; [`Post`]: CPU and GPU passes), so neither
+//! scorer names a method.
 
 pub mod calib;
 pub mod cpu;
 pub mod gpu;
 pub mod post;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 pub use crate::data::{LogitData, Logits};
@@ -47,6 +50,9 @@ pub struct Needs {
     /// The pixel's C logits kept in a private array (`z` in WGSL; at most
     /// [`gpu::MAX_LOGIT_ARRAY`] classes on the GPU).
     pub logits: bool,
+    /// The WGSL function overwrites that private array (HEAT whitens it in
+    /// place), so the fused dispatch runs it after every other method.
+    pub clobbers: bool,
     /// `xs = Σ (z_c − max)·exp(z_c − max)` at T = 1 (entropy), accumulated
     /// online next to the T = 1 Σ exp.
     pub xlogx: bool,
@@ -54,7 +60,7 @@ pub struct Needs {
 
 /// Everything the host knows about one built-in method: its names, its
 /// WGSL function (in `shaders/methods.wgsl`), its CPU reference (in
-/// `cpu.rs`) and what it needs. The fused shader's dispatch and the CPU
+/// `cpu/reference.rs`), its fast block finalizer (`cpu/fast.rs`) and what it needs. The fused shader's dispatch and the CPU
 /// scorer's dispatch are both generated from this table, so a method is
 /// defined exactly once per language.
 #[derive(Clone, Copy)]
@@ -70,9 +76,34 @@ pub struct MethodSpec {
     /// The fast scorer's finalizer over one block of pixels
     /// (`cpu/fast.rs`, [`cpu::BlockFn`]), tested against `cpu`.
     pub block: cpu::BlockFn,
-    pub needs_calibration: bool,
     pub temperature: Temp,
     pub needs: Needs,
+    /// Statistics fitted on a calibration split, for methods that have them.
+    pub fit: Option<Fit>,
+    /// Whole-image post-processing of the method's map, for methods that have it.
+    pub post: Option<Post>,
+}
+
+/// A method's fitted statistics as the scorers see them: a check that the
+/// plan's [`Calibration`] can score C classes (both scorers, before any
+/// pixel) and the packer that uploads them to the fused pass. The
+/// statistics themselves are accumulated by [`calib`]'s one calibration pass.
+#[derive(Clone, Copy)]
+pub struct Fit {
+    pub check: fn(&Calibration, usize) -> Result<()>,
+    pub gpu_pack: gpu::pack::PackFn,
+}
+
+/// A method's whole-image post-processing (needs neighbours across tile
+/// borders, so it runs on the assembled map after the fused pass): whether
+/// a plan turns it on, whether it reads the predicted-class map, and its
+/// CPU reference and GPU pass.
+#[derive(Clone, Copy)]
+pub struct Post {
+    pub active: fn(&ScorePlan) -> bool,
+    pub needs_pred: fn(&ScorePlan) -> bool,
+    pub cpu: post::CpuPostFn,
+    pub gpu: gpu::post::GpuPostFn,
 }
 
 /// Declares [`Method`] and its [`MethodSpec`] table from one list: adding a
@@ -108,47 +139,58 @@ methods! {
     /// Hendrycks et al. 2022: `−max_c z_c`.
     MaxLogit => MethodSpec {
         id: "max_logit", display: "Simple Max Logits", wgsl: "score_max_logit", cpu: cpu::max_logit_px, block: cpu::fast::max_logit_blk,
-        needs_calibration: false, temperature: Temp::None, needs: Needs { logits: false, xlogx: false },
+        temperature: Temp::None, needs: Needs { logits: false, clobbers: false, xlogx: false },
+        fit: None, post: None,
     },
     /// Hendrycks & Gimpel 2017: `−max_c softmax(z/T)_c`.
     Msp => MethodSpec {
         id: "msp", display: "Maximum Softmax Probability", wgsl: "score_msp", cpu: cpu::msp_px, block: cpu::fast::msp_blk,
-        needs_calibration: false, temperature: Temp::Msp, needs: Needs { logits: false, xlogx: false },
+        temperature: Temp::Msp, needs: Needs { logits: false, clobbers: false, xlogx: false },
+        fit: None, post: None,
     },
     /// Liu et al. 2020: `−T·logsumexp(z/T)`.
     Energy => MethodSpec {
         id: "energy", display: "Energy Score", wgsl: "score_energy", cpu: cpu::energy_px, block: cpu::fast::energy_blk,
-        needs_calibration: false, temperature: Temp::Energy, needs: Needs { logits: false, xlogx: false },
+        temperature: Temp::Energy, needs: Needs { logits: false, clobbers: false, xlogx: false },
+        fit: None, post: None,
     },
     /// Jung et al. 2021: `−(max z − μ_ĉ)/σ_ĉ`.
     Sml => MethodSpec {
         id: "sml", display: "Standardized Max Logits", wgsl: "score_sml", cpu: cpu::sml_px, block: cpu::fast::sml_blk,
-        needs_calibration: true, temperature: Temp::None, needs: Needs { logits: false, xlogx: false },
+        temperature: Temp::None, needs: Needs { logits: false, clobbers: false, xlogx: false },
+        fit: Some(Fit { check: calib::check_sml, gpu_pack: gpu::pack::pack_sml }),
+        post: Some(Post { active: ScorePlan::sml_post_active, needs_pred: ScorePlan::sml_needs_pred, cpu: post::sml_cpu, gpu: gpu::post::sml_gpu }),
     },
     /// SPEC §4.1: soft-min of z-scored logit energy and class-Gaussian energy.
     Heat => MethodSpec {
         id: "heat", display: "HEAT", wgsl: "score_heat", cpu: cpu::heat_px, block: cpu::fast::heat_blk,
-        needs_calibration: true, temperature: Temp::One, needs: Needs { logits: true, xlogx: false },
+        temperature: Temp::One, needs: Needs { logits: true, clobbers: true, xlogx: false },
+        fit: Some(Fit { check: calib::check_heat, gpu_pack: gpu::pack::pack_heat }),
+        post: Some(Post { active: ScorePlan::heat_post_active, needs_pred: |_| false, cpu: post::heat_cpu, gpu: gpu::post::heat_gpu }),
     },
     /// Softmax entropy at T = 1: `−Σ_c p_c log p_c`, `p = softmax(z)`.
     Entropy => MethodSpec {
         id: "entropy", display: "Softmax Entropy", wgsl: "score_entropy", cpu: cpu::entropy_px, block: cpu::fast::entropy_blk,
-        needs_calibration: false, temperature: Temp::One, needs: Needs { logits: false, xlogx: true },
+        temperature: Temp::One, needs: Needs { logits: false, clobbers: false, xlogx: true },
+        fit: None, post: None,
     },
     /// `−(top-1 − top-2 logit)`.
     Margin => MethodSpec {
         id: "margin", display: "Logit Margin", wgsl: "score_margin", cpu: cpu::margin_px, block: cpu::fast::margin_blk,
-        needs_calibration: false, temperature: Temp::None, needs: Needs { logits: true, xlogx: false },
+        temperature: Temp::None, needs: Needs { logits: true, clobbers: false, xlogx: false },
+        fit: None, post: None,
     },
     /// Liu et al. 2023: `Σ_c p_c^γ (1 − p_c)^γ`, γ = 0.1, all classes.
     Gen => MethodSpec {
         id: "gen", display: "Generalized Entropy", wgsl: "score_gen", cpu: cpu::gen_px, block: cpu::fast::gen_blk,
-        needs_calibration: false, temperature: Temp::None, needs: Needs { logits: true, xlogx: false },
+        temperature: Temp::None, needs: Needs { logits: true, clobbers: false, xlogx: false },
+        fit: None, post: None,
     },
     /// Nayal et al. 2023: `−Σ_k tanh(l_k)`.
     Rba => MethodSpec {
         id: "rba", display: "Rejected by All", wgsl: "score_rba", cpu: cpu::rba_px, block: cpu::fast::rba_blk,
-        needs_calibration: false, temperature: Temp::None, needs: Needs { logits: true, xlogx: false },
+        temperature: Temp::None, needs: Needs { logits: true, clobbers: false, xlogx: false },
+        fit: None, post: None,
     },
 }
 
@@ -171,7 +213,7 @@ impl Method {
 
     /// Whether the method needs statistics fitted on a calibration split.
     pub fn needs_calibration(self) -> bool {
-        self.spec().needs_calibration
+        self.spec().fit.is_some()
     }
 
     /// The temperature of this method's softmax sum under `plan`, if any.
@@ -226,6 +268,30 @@ impl ScorePlan {
     /// Whether the HEAT maps get the spatial-consistency term.
     pub fn heat_post_active(&self) -> bool {
         self.heat_post.active() && self.methods.contains(&Method::Heat)
+    }
+    /// Whether SML's post-processing reads the predicted-class map.
+    pub fn sml_needs_pred(&self) -> bool {
+        self.sml_post_active() && self.sml_post.boundary_suppression
+    }
+    /// The requested methods whose maps this plan post-processes, with
+    /// their hooks (plan order; a duplicated method appears once per entry).
+    pub fn posts(&self) -> impl Iterator<Item = (usize, Post)> + '_ {
+        self.methods.iter().enumerate().filter_map(|(i, m)| m.spec().post.filter(|p| (p.active)(self)).map(|p| (i, p)))
+    }
+    /// Whether any active post-processing reads the predicted-class map.
+    pub fn needs_pred(&self) -> bool {
+        self.posts().any(|(_, p)| (p.needs_pred)(self))
+    }
+    /// Check, before any pixel, that the calibration can score every
+    /// requested method with fitted statistics on `c` classes.
+    pub fn check_fits(&self, c: usize) -> Result<()> {
+        for m in &self.methods {
+            if let Some(fit) = m.spec().fit {
+                let cal = self.calibration.as_ref().context("SML/HEAT requested without calibration statistics")?;
+                (fit.check)(cal, c)?;
+            }
+        }
+        Ok(())
     }
     pub fn sml(&self) -> Option<&SmlStats> {
         self.calibration.as_ref().map(|c| &c.sml)

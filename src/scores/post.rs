@@ -423,3 +423,20 @@ mod tests {
         assert!(y.iter().all(|&v| (v + 1.25).abs() < 1e-6));
     }
 }
+
+/// A method's CPU post-processing (`scores::Post::cpu`): the map, the
+/// predicted class of every pixel (zeros when the hook does not read it),
+/// the image size, the plan.
+pub type CpuPostFn = fn(&[f32], &[u32], usize, usize, &super::ScorePlan) -> Result<Vec<f32>>;
+
+/// SML's post-processing hook: boundary suppression and/or dilated smoothing.
+pub fn sml_cpu(map: &[f32], pred: &[u32], h: usize, w: usize, plan: &super::ScorePlan) -> Result<Vec<f32>> {
+    plan.sml_post.validate()?;
+    Ok(apply_cpu(map, pred, h, w, &plan.sml_post))
+}
+
+/// HEAT's post-processing hook: the spatial-consistency term.
+pub fn heat_cpu(map: &[f32], _pred: &[u32], h: usize, w: usize, plan: &super::ScorePlan) -> Result<Vec<f32>> {
+    plan.heat_post.validate()?;
+    Ok(apply_heat_cpu(map, h, w, &plan.heat_post))
+}

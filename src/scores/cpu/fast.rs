@@ -752,7 +752,7 @@ impl Scorer for CpuScorer {
 
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
         let features = crate::scores::heat_features(logits, features, plan)?;
-        super::validate(logits, plan)?;
+        plan.check_fits(logits.c)?;
         let n = logits.pixels();
         let nm = plan.methods.len();
         if nm == 0 {

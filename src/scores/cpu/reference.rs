@@ -96,7 +96,7 @@ impl<'a> Pixel<'a> {
 }
 
 /// The CPU reference of one method at one pixel (the `cpu` field of
-/// [`super::MethodSpec`]). Callers guarantee the plan carries what the
+/// [`crate::scores::MethodSpec`]). Callers guarantee the plan carries what the
 /// method needs (calibration), as [`CpuScorer::score`] checks up front.
 pub type CpuFn = fn(&mut Pixel, &ScorePlan) -> f64;
 
@@ -256,7 +256,7 @@ impl Scorer for ReferenceScorer {
 
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
         let features = crate::scores::heat_features(logits, features, plan)?;
-        super::validate(logits, plan)?;
+        plan.check_fits(logits.c)?;
         let n = logits.pixels();
         let nm = plan.methods.len();
         if nm == 0 {

@@ -26,9 +26,11 @@
 //!   too large for HEAT, device errors — all come back as `Err`.
 
 use super::context::{GpuContext, WG, candidates, new_instance, none_found};
-use super::post::{HeatPostGpu, PostGpu};
+use super::pack::{MAX_LOGIT_ARRAY, MAX_SLOTS, Pack, Params};
+use super::post::{Image, PostPasses};
 use crate::scores::{LogitData, Logits, Method, ScoreMaps, ScorePlan, Scorer};
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::mpsc::{Receiver, channel};
@@ -41,11 +43,6 @@ const METHODS_WGSL: &str = include_str!("../../../shaders/methods.wgsl");
 const DISPATCH_LINE: &str = "//@DISPATCH@";
 /// The line of the shader the host rewrites to size the private logit array.
 const MAX_C_LINE: &str = "const MAX_C: u32 = 256u;";
-/// Most classes a method that keeps the pixel's logits (`Needs::logits`,
-/// e.g. HEAT) supports on the GPU (size of the per-invocation array).
-pub const MAX_LOGIT_ARRAY: usize = 256;
-/// Method slots the `Params` tables hold (`array<vec4<u32>, 2>`).
-const MAX_SLOTS: usize = 12;
 const _: () = assert!(Method::ALL.len() <= MAX_SLOTS);
 
 /// The per-method dispatch of `main`, generated from the [`Method`] table:
@@ -54,9 +51,10 @@ const _: () = assert!(Method::ALL.len() <= MAX_SLOTS);
 /// invocations only.
 fn dispatch_wgsl() -> String {
     let mut out = String::new();
-    // HEAT overwrites the private logit array with W z: it runs last, after
-    // every other method that reads the logits.
-    let order = Method::ALL.iter().filter(|&&m| m != Method::Heat).chain(Method::ALL.iter().filter(|&&m| m == Method::Heat));
+    // A method that overwrites the private logit array (HEAT whitens it in
+    // place) runs after every other method that reads the logits.
+    let clobbers = |m: &&Method| m.spec().needs.clobbers;
+    let order = Method::ALL.iter().filter(|m| !clobbers(m)).chain(Method::ALL.iter().filter(clobbers));
     for &m in order {
         let sp = m.spec();
         let slot = m.slot();
@@ -236,44 +234,6 @@ impl FusedPass {
 }
 
 
-/// Uniform block of `scores.wgsl` (`struct Params`, 224 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    k: u32,
-    mask: u32,
-    row_x: u32,
-    off_w: u32,
-    off_ctr: u32,
-    t1i: u32,
-    /// output row per method slot
-    rows: [u32; MAX_SLOTS],
-    /// entry of the shader's `s` per method slot
-    ti: [u32; MAX_SLOTS],
-    /// temperature per method slot
-    t: [f32; MAX_SLOTS],
-    inv_t: [f32; 4],
-    el_mean_hi: f32,
-    el_mean_lo: f32,
-    el_std: f32,
-    gmm_mean_hi: f32,
-    gmm_mean_lo: f32,
-    gmm_std: f32,
-    /// output row of the predicted class, `u32::MAX` = none
-    pred_row: u32,
-    /// HEAT on features: their dimension D (rows C..C+D of the tile), 0 = logits
-    feat_dim: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<Params>() == 224);
-
-fn split(x: f64) -> (f32, f32) {
-    let hi = x as f32;
-    (hi, (x - hi as f64) as f32)
-}
-
 /// Everything derived from a plan and the image's class count.
 #[derive(Debug)]
 struct Prepared {
@@ -289,8 +249,9 @@ struct Prepared {
     rows: usize,
 }
 
-fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
-    ensure!(c >= 1, "logits have no classes");
+/// Output rows of a plan: one per distinct method (duplicates share it),
+/// as `(row per slot or u32::MAX, rows, row per plan entry, slot mask)`.
+fn assign_rows(plan: &ScorePlan) -> ([u32; MAX_SLOTS], usize, Vec<usize>, u32) {
     let mut rows_slot = [u32::MAX; MAX_SLOTS];
     let mut rows = 0usize;
     let mut row_of = Vec::with_capacity(plan.methods.len());
@@ -304,39 +265,26 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
         }
         row_of.push(rows_slot[s] as usize);
     }
-    let wants = |m: Method| mask & (1 << m.slot()) != 0;
-    let mut p = Params {
-        c: c as u32,
-        mask,
-        ..Default::default()
-    };
-    for (s, r) in rows_slot.iter().enumerate() {
-        p.rows[s] = if *r == u32::MAX { 0 } else { *r };
-    }
+    (rows_slot, rows, row_of, mask)
+}
 
-    // Distinct temperatures that need a Σ exp, in slot order.
+/// The distinct softmax temperatures of the wanted methods, in slot order:
+/// each method's entry (`ti`) and temperature (`t`) in `p`, `inv_t` filled;
+/// returns how many there are and whether `xs` (entropy) is accumulated.
+fn temperatures(plan: &ScorePlan, wanted: &[Method], p: &mut Params) -> Result<(u32, bool)> {
     let mut temps: Vec<f64> = Vec::new();
-    let mut temp_index = |t: f64, what: &str| -> Result<u32> {
-        ensure!(
-            t.is_finite() && t > 0.0,
-            "{what} temperature must be finite and > 0 (got {t})"
-        );
-        let inv = (1.0 / t) as f32;
-        ensure!(
-            inv.is_finite() && inv > 0.0 && (t as f32).is_finite(),
-            "{what} temperature {t} is outside the f32 range"
-        );
-        if let Some(i) = temps.iter().position(|&x| x == t) {
-            return Ok(i as u32);
-        }
-        temps.push(t);
-        Ok(temps.len() as u32 - 1)
-    };
-    let (mut key_logits, mut xs) = (0u32, false);
-    for &m in Method::ALL.iter().filter(|&&m| wants(m)) {
+    let mut xs = false;
+    for &m in wanted {
         let sp = m.spec();
         if let Some(t) = m.temperature(plan) {
-            p.ti[m.slot()] = temp_index(t, sp.id)?;
+            ensure!(t.is_finite() && t > 0.0, "{} temperature must be finite and > 0 (got {t})", sp.id);
+            let inv = (1.0 / t) as f32;
+            ensure!(inv.is_finite() && inv > 0.0 && (t as f32).is_finite(), "{} temperature {t} is outside the f32 range", sp.id);
+            let i = temps.iter().position(|&x| x == t).unwrap_or_else(|| {
+                temps.push(t);
+                temps.len() - 1
+            });
+            p.ti[m.slot()] = i as u32;
             p.t[m.slot()] = t as f32;
         }
         if sp.needs.xlogx {
@@ -344,113 +292,57 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
             p.t1i = p.ti[m.slot()];
             xs = true;
         }
-        if sp.needs.logits {
-            ensure!(
-                c <= MAX_LOGIT_ARRAY,
-                "{} on the GPU supports at most {MAX_LOGIT_ARRAY} classes (logits have {c}); use --device cpu",
-                sp.id
-            );
-            key_logits = [32u32, 64, 128, 256]
-                .into_iter()
-                .find(|&cap| c <= cap as usize)
-                .unwrap_or(256);
-        }
     }
     for (i, t) in temps.iter().enumerate() {
         p.inv_t[i] = (1.0 / t) as f32;
     }
-    // SML boundary suppression needs the class map of the whole image.
-    let pred = plan.sml_post_active() && plan.sml_post.boundary_suppression;
-    p.pred_row = u32::MAX;
-    if pred {
-        plan.sml_post.validate()?;
-        ensure!(c <= 1 << 24, "SML boundary suppression on the GPU supports at most 2^24 classes");
-        p.pred_row = rows as u32;
+    Ok((temps.len() as u32, xs))
+}
+
+/// The plan for `c` classes as the shader sees it: rows, temperatures, the
+/// predicted-class row when a post-processing hook reads it, and every
+/// wanted method's fitted statistics packed by its own packer.
+fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
+    ensure!(c >= 1, "logits have no classes");
+    let (rows_slot, mut rows, mut row_of, mask) = assign_rows(plan);
+    let wanted: Vec<Method> = Method::ALL.iter().copied().filter(|m| mask & (1 << m.slot()) != 0).collect();
+    let mut pack = Pack { params: Params { c: c as u32, mask, ..Default::default() }, ..Default::default() };
+    for (s, r) in rows_slot.iter().enumerate() {
+        pack.params.rows[s] = if *r == u32::MAX { 0 } else { *r };
+    }
+    let (nt, xs) = temperatures(plan, &wanted, &mut pack.params)?;
+    for &m in &wanted {
+        if m.spec().needs.logits {
+            ensure!(
+                c <= MAX_LOGIT_ARRAY,
+                "{} on the GPU supports at most {MAX_LOGIT_ARRAY} classes (logits have {c}); use --device cpu",
+                m.id()
+            );
+            pack.private_len = pack.private_len.max(c);
+        }
+    }
+    // Post-processing that reads the class map of the whole image gets an extra row.
+    pack.params.pred_row = u32::MAX;
+    if plan.needs_pred() {
+        ensure!(c <= 1 << 24, "the predicted-class map on the GPU supports at most 2^24 classes");
+        pack.params.pred_row = rows as u32;
         row_of.push(rows);
         rows += 1;
     }
-
-    let mut aux: Vec<f32> = Vec::new();
-    let cal = if wants(Method::Sml) || wants(Method::Heat) {
-        Some(
-            plan.calibration
-                .as_ref()
-                .context("SML/HEAT requested without calibration statistics")?,
-        )
-    } else {
-        None
-    };
-    if wants(Method::Sml) {
-        let s = &cal.unwrap().sml;
-        ensure!(
-            s.mean.len() == c && s.std.len() == c,
-            "calibration has {} classes but logits have {c}",
-            s.mean.len()
-        );
-        for k in 0..c {
-            let (hi, lo) = split(s.mean[k]);
-            let sd = s.std[k] as f32;
-            ensure!(
-                hi.is_finite() && sd.is_finite() && sd > 0.0,
-                "SML statistics of class {k} are not usable in f32 (mean {}, std {})",
-                s.mean[k],
-                s.std[k]
-            );
-            aux.extend([hi, lo, sd, 0.0]);
+    for &m in &wanted {
+        if let Some(fit) = m.spec().fit {
+            let cal = plan.calibration.as_ref().context("SML/HEAT requested without calibration statistics")?;
+            (fit.check)(cal, c)?;
+            (fit.gpu_pack)(cal, c, &mut pack)?;
         }
-    }
-    if wants(Method::Heat) {
-        let h = &cal.unwrap().heat;
-        ensure!(h.c == c, "HEAT parameters have {} classes but logits have {c}", h.c);
-        let d = h.dim();
-        ensure!(
-            h.k >= 1 && h.whiten.len() == d * d && h.centers.len() == h.k * d,
-            "HEAT requested but the calibration has no fitted Gaussians (was it fitted with heat = false?)"
-        );
-        if h.features() {
-            ensure!(
-                d <= MAX_LOGIT_ARRAY,
-                "HEAT on the GPU supports features of at most {MAX_LOGIT_ARRAY} dims (got {d}); use --device cpu"
-            );
-            p.feat_dim = d as u32;
-            key_logits = [32u32, 64, 128, 256]
-                .into_iter()
-                .find(|&cap| c.max(d) <= cap as usize)
-                .unwrap_or(256);
-        }
-        p.k = h.k as u32;
-        // the lower triangle of W packed row by row, then the centers
-        p.off_w = aux.len() as u32;
-        for i in 0..d {
-            aux.extend(h.whiten[i * d..=i * d + i].iter().map(|&v| v as f32));
-        }
-        p.off_ctr = aux.len() as u32;
-        aux.extend(h.centers.iter().map(|&v| v as f32));
-        (p.el_mean_hi, p.el_mean_lo) = split(h.el_mean);
-        (p.gmm_mean_hi, p.gmm_mean_lo) = split(h.gmm_mean);
-        p.el_std = h.el_std as f32;
-        p.gmm_std = h.gmm_std as f32;
-        ensure!(
-            aux.iter().all(|v| v.is_finite())
-                && [p.el_mean_hi, p.el_std, p.gmm_mean_hi, p.gmm_std]
-                    .iter()
-                    .all(|v| v.is_finite())
-                && p.el_std > 0.0
-                && p.gmm_std > 0.0,
-            "HEAT parameters are not finite in f32"
-        );
     }
     // whole vec4s for the uniform view
-    aux.resize(aux.len().div_ceil(4).max(1) * 4, 0.0);
-    Ok(Prepared {
-        params: p,
-        aux,
-        key_logits,
-        xs,
-        nt: temps.len() as u32,
-        row_of,
-        rows,
-    })
+    pack.aux.resize(pack.aux.len().div_ceil(4).max(1) * 4, 0.0);
+    let key_logits = match pack.private_len {
+        0 => 0,
+        n => [32u32, 64, 128, 256].into_iter().find(|&cap| n <= cap as usize).unwrap_or(256),
+    };
+    Ok(Prepared { params: pack.params, aux: pack.aux, key_logits, xs, nt, row_of, rows })
 }
 
 /// One in-flight tile.
@@ -486,10 +378,8 @@ pub struct GpuScorer {
     aux_gen: u64,
     max_binding: u64,
     tile_bytes: u64,
-    /// SML post-processing passes, compiled on first use.
-    post: Option<PostGpu>,
-    /// HEAT spatial-consistency passes, compiled on first use.
-    heat_post: Option<HeatPostGpu>,
+    /// The methods' whole-image post-processing passes, compiled on first use.
+    post: PostPasses,
 }
 
 impl fmt::Debug for GpuScorer {
@@ -529,8 +419,7 @@ impl GpuScorer {
             aux_gen: 0,
             max_binding,
             tile_bytes: DEFAULT_TILE_BYTES,
-            post: None,
-            heat_post: None,
+            post: PostPasses::default(),
         })
     }
 
@@ -692,54 +581,13 @@ impl GpuScorer {
     fn score_inner(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan, maps: &mut [Vec<f32>]) -> Result<()> {
         let c = logits.c;
         let n = logits.pixels();
-        fn raw(d: &LogitData) -> (bool, &[u8]) {
-            match d {
-                LogitData::F32(v) => (false, bytemuck::cast_slice(v)),
-                LogitData::F16(v) => {
-                    use half::slice::HalfFloatSliceExt;
-                    (true, bytemuck::cast_slice(v.reinterpret_cast()))
-                }
-            }
-        }
-        fn to_f32(d: &LogitData) -> Vec<f32> {
-            match d {
-                LogitData::F32(v) => v.clone(),
-                LogitData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            }
-        }
-        // HEAT on features: the D feature rows follow the C logit rows in
-        // every tile, in the logits' dtype (both as f32 when they differ).
-        let fd = features.map_or(0, |f| f.c);
-        let mixed = features.map(|f| (to_f32(&logits.data), to_f32(&f.data))).filter(|_| {
-            features.is_some_and(|f| raw(&f.data).0 != raw(&logits.data).0)
-        });
-        let (f16, bytes, fbytes): (bool, &[u8], &[u8]) = match (&mixed, features) {
-            (Some((l, f)), _) => (false, bytemuck::cast_slice(l), bytemuck::cast_slice(f)),
-            (None, Some(f)) => (raw(&logits.data).0, raw(&logits.data).1, raw(&f.data).1),
-            (None, None) => (raw(&logits.data).0, raw(&logits.data).1, &[]),
-        };
-        let eb = if f16 { 2usize } else { 4 };
-        ensure!(
-            fd.checked_mul(n).and_then(|v| v.checked_mul(eb)) == Some(fbytes.len()),
-            "features hold {} values but D×H×W = {fd}×{}×{}",
-            fbytes.len() / eb,
-            logits.h,
-            logits.w
-        );
-        ensure!(
-            c.checked_mul(n).and_then(|v| v.checked_mul(eb)) == Some(bytes.len()),
-            "logits hold {} values but C×H×W = {c}×{}×{} = {}",
-            bytes.len() / eb,
-            logits.h,
-            logits.w,
-            c as u128 * n as u128
-        );
+        let src = Source::new(logits, features)?;
         let prep = prepare(plan, c)?;
         if n == 0 || prep.rows == 0 {
             return Ok(());
         }
         let key = PipelineKey {
-            f16,
+            f16: src.f16,
             logits_cap: prep.key_logits,
             xs: prep.xs,
             nt: prep.nt,
@@ -751,26 +599,7 @@ impl GpuScorer {
         };
         self.fused.pipeline(&self.ctx, key)?;
         self.upload_aux(&prep.aux);
-
-        // Tile size: logits and scores of a tile each fit one binding.
-        let mb = self.max_binding;
-        let per_px_in = ((c + fd) * eb) as u64;
-        let per_px_out = (prep.rows * 4) as u64;
-        let budget = self.tile_bytes.min(mb);
-        let mut tile = (budget / per_px_in).min(mb / per_px_out).min(n as u64);
-        // f16 tiles round up to whole words
-        while tile > 0 && (tile * per_px_in).next_multiple_of(4) > mb {
-            tile -= 1;
-        }
-        let max_dim = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as u64;
-        tile = tile.min(max_dim * max_dim * WG as u64);
-        ensure!(
-            tile >= 1,
-            "one pixel's {c} logits ({per_px_in} bytes) or {} scores exceed the adapter's largest storage binding ({mb} bytes)",
-            prep.rows
-        );
-        let tile = tile as usize;
-
+        let tile = self.tile_len(&src, prep.rows)?;
         let mut t = 0usize;
         let mut p0 = 0usize;
         while p0 < n {
@@ -779,75 +608,7 @@ impl GpuScorer {
             if s < self.slots.len() {
                 self.harvest(s, &prep.row_of, maps)?;
             }
-            let in_bytes = ((len * (c + fd) * eb) as u64).next_multiple_of(4);
-            let out_bytes = (len * prep.rows * 4) as u64;
-            self.ensure_slot(s, in_bytes, out_bytes);
-            let pipeline = self.fused.pipelines[&key].clone();
-            let sl = &mut self.slots[s];
-
-            // Pack the tile: C rows of `len` values into the mapped staging buffer.
-            {
-                let mut view = sl
-                    .staging
-                    .slice(0..in_bytes)
-                    .get_mapped_range_mut()
-                    .map_err(|e| anyhow!("GPU staging: {e:?}"))?;
-                let row = len * eb;
-                for k in 0..c {
-                    let src = &bytes[(k * n + p0) * eb..(k * n + p0) * eb + row];
-                    view.slice(k * row..(k + 1) * row).copy_from_slice(src);
-                }
-                for k in 0..fd {
-                    let src = &fbytes[(k * n + p0) * eb..(k * n + p0) * eb + row];
-                    view.slice((c + k) * row..(c + k + 1) * row).copy_from_slice(src);
-                }
-            }
-            sl.staging.unmap();
-            sl.staging_mapped = false;
-
-            let wgs = (len as u64).div_ceil(WG as u64);
-            let gx = wgs.min(max_dim) as u32;
-            let gy = wgs.div_ceil(gx as u64) as u32;
-            let mut params = prep.params;
-            params.n = len as u32;
-            params.row_x = gx * WG;
-            self.ctx.queue.write_buffer(&sl.params, 0, bytemuck::bytes_of(&params));
-
-            let mut enc = self
-                .ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("scores") });
-            enc.copy_buffer_to_buffer(&sl.staging, 0, &sl.input, 0, in_bytes);
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("scores"),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &sl.bind, &[]);
-                pass.dispatch_workgroups(gx, gy, 1);
-            }
-            enc.copy_buffer_to_buffer(&sl.output, 0, &sl.readback, 0, out_bytes);
-            let submission = self.ctx.queue.submit([enc.finish()]);
-            let (tx_s, staged) = channel();
-            sl.staging.slice(..).map_async(wgpu::MapMode::Write, move |r| {
-                let _ = tx_s.send(r);
-            });
-            let (tx_r, read) = channel();
-            sl.readback
-                .slice(0..out_bytes)
-                .map_async(wgpu::MapMode::Read, move |r| {
-                    let _ = tx_r.send(r);
-                });
-            sl.pending = Some(Pending {
-                p0,
-                len,
-                out_bytes,
-                submission,
-                staged,
-                read,
-            });
-            self.ctx.take_error()?;
+            self.submit(s, key, &src, &prep, p0, len)?;
             p0 += len;
             t += 1;
         }
@@ -859,6 +620,141 @@ impl GpuScorer {
             }
         }
         Ok(())
+    }
+
+    /// Pixels per tile: a tile's logits (and features) and its scores each
+    /// fit one binding and the tile budget, and its 2-D dispatch the
+    /// adapter's workgroup limits.
+    fn tile_len(&self, src: &Source, rows: usize) -> Result<usize> {
+        let mb = self.max_binding;
+        let per_px_in = ((src.c + src.fd) * src.eb) as u64;
+        let per_px_out = (rows * 4) as u64;
+        let budget = self.tile_bytes.min(mb);
+        let mut tile = (budget / per_px_in).min(mb / per_px_out).min(src.n as u64);
+        // f16 tiles round up to whole words
+        while tile > 0 && (tile * per_px_in).next_multiple_of(4) > mb {
+            tile -= 1;
+        }
+        let max_dim = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as u64;
+        tile = tile.min(max_dim * max_dim * WG as u64);
+        ensure!(
+            tile >= 1,
+            "one pixel's {} logits ({per_px_in} bytes) or {rows} scores exceed the adapter's largest storage binding ({mb} bytes)",
+            src.c
+        );
+        Ok(tile as usize)
+    }
+
+    /// Pack pixels `[p0, p0 + len)` into slot `s`'s staging buffer (C rows,
+    /// then D feature rows), and submit the copy, the dispatch and the
+    /// read-back as one command buffer; the slot's maps are awaited later.
+    fn submit(&mut self, s: usize, key: PipelineKey, src: &Source, prep: &Prepared, p0: usize, len: usize) -> Result<()> {
+        let (c, fd, eb, n) = (src.c, src.fd, src.eb, src.n);
+        let in_bytes = ((len * (c + fd) * eb) as u64).next_multiple_of(4);
+        let out_bytes = (len * prep.rows * 4) as u64;
+        self.ensure_slot(s, in_bytes, out_bytes);
+        let pipeline = self.fused.pipelines[&key].clone();
+        let max_dim = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as u64;
+        let sl = &mut self.slots[s];
+        {
+            let mut view = sl.staging.slice(0..in_bytes).get_mapped_range_mut().map_err(|e| anyhow!("GPU staging: {e:?}"))?;
+            let row = len * eb;
+            for (k, bytes) in (0..c).map(|k| (k, &src.logits[..])).chain((0..fd).map(|k| (c + k, &src.feats[..]))) {
+                let r = if k < c { k } else { k - c };
+                let from = (r * n + p0) * eb;
+                view.slice(k * row..(k + 1) * row).copy_from_slice(&bytes[from..from + row]);
+            }
+        }
+        sl.staging.unmap();
+        sl.staging_mapped = false;
+
+        let wgs = (len as u64).div_ceil(WG as u64);
+        let gx = wgs.min(max_dim) as u32;
+        let gy = wgs.div_ceil(gx as u64) as u32;
+        let mut params = prep.params;
+        params.n = len as u32;
+        params.row_x = gx * WG;
+        self.ctx.queue.write_buffer(&sl.params, 0, bytemuck::bytes_of(&params));
+
+        let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("scores") });
+        enc.copy_buffer_to_buffer(&sl.staging, 0, &sl.input, 0, in_bytes);
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("scores"), timestamp_writes: None });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &sl.bind, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        enc.copy_buffer_to_buffer(&sl.output, 0, &sl.readback, 0, out_bytes);
+        let submission = self.ctx.queue.submit([enc.finish()]);
+        let (tx_s, staged) = channel();
+        sl.staging.slice(..).map_async(wgpu::MapMode::Write, move |r| {
+            let _ = tx_s.send(r);
+        });
+        let (tx_r, read) = channel();
+        sl.readback.slice(0..out_bytes).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx_r.send(r);
+        });
+        sl.pending = Some(Pending { p0, len, out_bytes, submission, staged, read });
+        self.ctx.take_error()
+    }
+}
+
+/// An image's bytes as the fused pass uploads them: raw f16 bits or f32,
+/// logits `[C, N]` and, for HEAT on features, features `[D, N]` in the
+/// same dtype (both widened to f32 when their dtypes differ).
+struct Source<'a> {
+    f16: bool,
+    /// bytes per value
+    eb: usize,
+    c: usize,
+    fd: usize,
+    n: usize,
+    logits: Cow<'a, [u8]>,
+    feats: Cow<'a, [u8]>,
+}
+
+impl<'a> Source<'a> {
+    fn new(logits: &'a Logits, features: Option<&'a Logits>) -> Result<Source<'a>> {
+        fn raw(d: &LogitData) -> (bool, &[u8]) {
+            match d {
+                LogitData::F32(v) => (false, bytemuck::cast_slice(v)),
+                LogitData::F16(v) => {
+                    use half::slice::HalfFloatSliceExt;
+                    (true, bytemuck::cast_slice(v.reinterpret_cast()))
+                }
+            }
+        }
+        fn widened(d: &LogitData) -> Cow<'static, [u8]> {
+            let v: Vec<f32> = match d {
+                LogitData::F32(v) => v.clone(),
+                LogitData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            };
+            Cow::Owned(bytemuck::cast_slice(&v).to_vec())
+        }
+        let (c, n, fd) = (logits.c, logits.pixels(), features.map_or(0, |f| f.c));
+        let (f16, lb) = raw(&logits.data);
+        let (f16, lbytes, fbytes): (bool, Cow<[u8]>, Cow<[u8]>) = match features {
+            Some(f) if raw(&f.data).0 != f16 => (false, widened(&logits.data), widened(&f.data)),
+            Some(f) => (f16, Cow::Borrowed(lb), Cow::Borrowed(raw(&f.data).1)),
+            None => (f16, Cow::Borrowed(lb), Cow::Borrowed(&[][..])),
+        };
+        let eb = if f16 { 2usize } else { 4 };
+        ensure!(
+            fd.checked_mul(n).and_then(|v| v.checked_mul(eb)) == Some(fbytes.len()),
+            "features hold {} values but D×H×W = {fd}×{}×{}",
+            fbytes.len() / eb,
+            logits.h,
+            logits.w
+        );
+        ensure!(
+            c.checked_mul(n).and_then(|v| v.checked_mul(eb)) == Some(lbytes.len()),
+            "logits hold {} values but C×H×W = {c}×{}×{} = {}",
+            lbytes.len() / eb,
+            logits.h,
+            logits.w,
+            c as u128 * n as u128
+        );
+        Ok(Source { f16, eb, c, fd, n, logits: lbytes, feats: fbytes })
     }
 }
 
@@ -904,38 +800,19 @@ fn make_bind(
 }
 
 impl GpuScorer {
-    /// SML boundary suppression / dilated smoothing of every SML map and
-    /// the spatial-consistency term of every HEAT map, on the whole image
-    /// (after all tiles are in): `maps` ends with the predicted-class row
-    /// when SML boundary suppression is on.
+    /// Every active whole-image post-processing hook of the plan (see
+    /// [`crate::scores::Post`]) on the assembled maps, after all tiles are
+    /// in: `maps` ends with the predicted-class row when a hook reads it.
     fn post_process(&mut self, logits: &Logits, plan: &ScorePlan, maps: &mut [Vec<f32>]) -> Result<()> {
         let (h, w) = (logits.h, logits.w);
-        if plan.sml_post_active() {
-            let pred: Vec<u32> = if plan.sml_post.boundary_suppression {
-                maps.last().context("no predicted-class row")?.iter().map(|&v| v as u32).collect()
-            } else {
-                vec![0; h * w]
-            };
-            if self.post.is_none() {
-                self.post = Some(PostGpu::new(&self.ctx)?);
-            }
-            let post = self.post.as_ref().unwrap();
-            for (map, m) in maps.iter_mut().zip(&plan.methods) {
-                if *m == Method::Sml {
-                    post.run(&self.ctx, map, &pred, h, w, &plan.sml_post, self.max_binding)?;
-                }
-            }
-        }
-        if plan.heat_post_active() {
-            if self.heat_post.is_none() {
-                self.heat_post = Some(HeatPostGpu::new(&self.ctx)?);
-            }
-            let post = self.heat_post.as_ref().unwrap();
-            for (map, m) in maps.iter_mut().zip(&plan.methods) {
-                if *m == Method::Heat {
-                    post.run(&self.ctx, map, h, w, &plan.heat_post, self.max_binding)?;
-                }
-            }
+        let pred: Vec<u32> = if plan.needs_pred() {
+            maps.last().context("no predicted-class row")?.iter().map(|&v| v as u32).collect()
+        } else {
+            vec![0; h * w]
+        };
+        let img = Image { pred: &pred, h, w, max_binding: self.max_binding };
+        for (i, post) in plan.posts() {
+            (post.gpu)(&mut self.post, &self.ctx, &mut maps[i], &img, plan)?;
         }
         Ok(())
     }
@@ -949,10 +826,9 @@ impl Scorer for GpuScorer {
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
         let features = crate::scores::heat_features(logits, features, plan)?;
         let n = logits.pixels();
-        let pred = plan.sml_post_active() && plan.sml_post.boundary_suppression;
-        let mut maps = vec![vec![0f32; n]; plan.methods.len() + pred as usize];
+        let mut maps = vec![vec![0f32; n]; plan.methods.len() + plan.needs_pred() as usize];
         let mut res = self.score_inner(logits, features, plan, &mut maps);
-        if res.is_ok() && (plan.sml_post_active() || plan.heat_post_active()) && n > 0 {
+        if res.is_ok() && plan.posts().next().is_some() && n > 0 {
             res = self.post_process(logits, plan, &mut maps);
         }
         if let Err(e) = res {

@@ -6,15 +6,21 @@
 //! - `fused.rs` is the fused scoring pass (`shaders/scores.wgsl`): every
 //!   requested score of a pixel tile in one dispatch, and [`GpuScorer`], the
 //!   [`super::Scorer`] that runs it and then the post-processing passes.
+//! - `pack.rs` is the fused pass's uniform block (`Params`) and the packers
+//!   of fitted statistics the method table points at (SML, HEAT).
 //! - `post.rs` holds the whole-image passes that need neighbours across
 //!   tile borders (SML boundary suppression and smoothing, HEAT's spatial
 //!   term), each owning its own pipelines.
 //!
-//! `fused` → `post` → `context`, `fused` → `context`: nothing points back.
+//! `fused` → `pack`, `fused` → `post` → `context`, `fused` → `context`:
+//! nothing points back, and `fused` names no method (the table in
+//! `scores/mod.rs` points at each method's packer and post-processing).
 
 pub mod context;
 pub mod fused;
+pub mod pack;
 pub mod post;
 
 pub use context::{AdapterSummary, GpuContext, list_adapters};
-pub use fused::{DEFAULT_TILE_BYTES, GpuScorer, MAX_LOGIT_ARRAY, shader_source};
+pub use fused::{DEFAULT_TILE_BYTES, GpuScorer, shader_source};
+pub use pack::MAX_LOGIT_ARRAY;

@@ -13,6 +13,7 @@
 //! `Err`, never panics.
 
 use super::context::GpuContext;
+use crate::scores::ScorePlan;
 use crate::scores::post::{HeatPost, SmlPost};
 use anyhow::{Result, anyhow, ensure};
 use wgpu::util::DeviceExt;
@@ -235,4 +236,40 @@ impl HeatPostGpu {
         enc.copy_buffer_to_buffer(&out, 0, &readback, 0, bytes);
         submit_and_read(ctx, enc, &readback, map, "HEAT spatial consistency")
     }
+}
+
+/// The whole-image passes of one scorer, each compiled on first use.
+#[derive(Default)]
+pub struct PostPasses {
+    sml: Option<PostGpu>,
+    heat: Option<HeatPostGpu>,
+}
+
+/// The image a post-processing pass runs on: its predicted classes (zeros
+/// when no hook reads them), its size, and the largest storage binding the
+/// scorer may create.
+pub struct Image<'a> {
+    pub pred: &'a [u32],
+    pub h: usize,
+    pub w: usize,
+    pub max_binding: u64,
+}
+
+/// A method's GPU post-processing (`scores::Post::gpu`), in place.
+pub type GpuPostFn = fn(&mut PostPasses, &GpuContext, &mut [f32], &Image, &ScorePlan) -> Result<()>;
+
+/// SML's GPU hook (twin of `scores::post::sml_cpu`).
+pub fn sml_gpu(passes: &mut PostPasses, ctx: &GpuContext, map: &mut [f32], img: &Image, plan: &ScorePlan) -> Result<()> {
+    if passes.sml.is_none() {
+        passes.sml = Some(PostGpu::new(ctx)?);
+    }
+    passes.sml.as_ref().expect("compiled").run(ctx, map, img.pred, img.h, img.w, &plan.sml_post, img.max_binding)
+}
+
+/// HEAT's GPU hook (twin of `scores::post::heat_cpu`).
+pub fn heat_gpu(passes: &mut PostPasses, ctx: &GpuContext, map: &mut [f32], img: &Image, plan: &ScorePlan) -> Result<()> {
+    if passes.heat.is_none() {
+        passes.heat = Some(HeatPostGpu::new(ctx)?);
+    }
+    passes.heat.as_ref().expect("compiled").run(ctx, map, img.h, img.w, &plan.heat_post, img.max_binding)
 }
