@@ -1,5 +1,6 @@
 //! Score throughput: the fused WGSL pass (`GpuScorer`, end to end: pack +
-//! upload + dispatch + read-back) against the CPU reference (`CpuScorer`),
+//! upload + dispatch + read-back) against the fast CPU scorer (`CpuScorer`;
+//! per-method CPU figures and the f64 reference: `benches/cpu_scores.rs`),
 //! C = 19 (Cityscapes), f16 and f32 logits, 256×512 and 1024×2048 images,
 //! all five methods and the four calibration-free-or-cheap ones (no HEAT).
 //! `copy/` is a plain device-memory copy (`copy_buffer_to_buffer`) of the

@@ -3,12 +3,14 @@
 //! Why this room exists: every method in the sweep is a pure per-pixel
 //! function of the C logits (plus statistics fitted once on a calibration
 //! split). Keeping the definitions here, once, lets the WGSL pass
-//! (`gpu/`, `shaders/scores.wgsl`) and its CPU twin (`cpu.rs`) be tested
+//! (`gpu/`, `shaders/scores.wgsl`), the fast CPU block scorer
+//! (`cpu/fast.rs`) and the f64 reference (`cpu/reference.rs`) be tested
 //! against each other, and lets the metrics room stay ignorant of how a
 //! score was made.
 //!
 //! Adding a method = one WGSL function in `shaders/methods.wgsl`, one CPU
-//! reference function in `cpu.rs`, one entry in the `methods!` list below
+//! reference function in `cpu/reference.rs` and its block finalizer in
+//! `cpu/fast.rs`, one entry in the `methods!` list below
 //! (enum arm + metadata), one line in README. The fused shader's per-method
 //! dispatch and stores are generated from that list (`gpu/fused.rs`), and the CPU
 //! scorer dispatches through the same list. A method with fitted statistics
@@ -58,7 +60,7 @@ pub struct Needs {
 
 /// Everything the host knows about one built-in method: its names, its
 /// WGSL function (in `shaders/methods.wgsl`), its CPU reference (in
-/// `cpu.rs`) and what it needs. The fused shader's dispatch and the CPU
+/// `cpu/reference.rs`), its fast block finalizer (`cpu/fast.rs`) and what it needs. The fused shader's dispatch and the CPU
 /// scorer's dispatch are both generated from this table, so a method is
 /// defined exactly once per language.
 #[derive(Clone, Copy)]
@@ -69,8 +71,11 @@ pub struct MethodSpec {
     /// Name of `fn NAME(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32`
     /// in `shaders/methods.wgsl`.
     pub wgsl: &'static str,
-    /// The f64 reference at one pixel.
+    /// The f64 reference at one pixel (`cpu/reference.rs`).
     pub cpu: cpu::CpuFn,
+    /// The fast scorer's finalizer over one block of pixels
+    /// (`cpu/fast.rs`, [`cpu::BlockFn`]), tested against `cpu`.
+    pub block: cpu::BlockFn,
     pub temperature: Temp,
     pub needs: Needs,
     /// Statistics fitted on a calibration split, for methods that have them.
@@ -133,57 +138,57 @@ macro_rules! methods {
 methods! {
     /// Hendrycks et al. 2022: `−max_c z_c`.
     MaxLogit => MethodSpec {
-        id: "max_logit", display: "Simple Max Logits", wgsl: "score_max_logit", cpu: cpu::max_logit_px,
+        id: "max_logit", display: "Simple Max Logits", wgsl: "score_max_logit", cpu: cpu::max_logit_px, block: cpu::fast::max_logit_blk,
         temperature: Temp::None, needs: Needs { logits: false, clobbers: false, xlogx: false },
         fit: None, post: None,
     },
     /// Hendrycks & Gimpel 2017: `−max_c softmax(z/T)_c`.
     Msp => MethodSpec {
-        id: "msp", display: "Maximum Softmax Probability", wgsl: "score_msp", cpu: cpu::msp_px,
+        id: "msp", display: "Maximum Softmax Probability", wgsl: "score_msp", cpu: cpu::msp_px, block: cpu::fast::msp_blk,
         temperature: Temp::Msp, needs: Needs { logits: false, clobbers: false, xlogx: false },
         fit: None, post: None,
     },
     /// Liu et al. 2020: `−T·logsumexp(z/T)`.
     Energy => MethodSpec {
-        id: "energy", display: "Energy Score", wgsl: "score_energy", cpu: cpu::energy_px,
+        id: "energy", display: "Energy Score", wgsl: "score_energy", cpu: cpu::energy_px, block: cpu::fast::energy_blk,
         temperature: Temp::Energy, needs: Needs { logits: false, clobbers: false, xlogx: false },
         fit: None, post: None,
     },
     /// Jung et al. 2021: `−(max z − μ_ĉ)/σ_ĉ`.
     Sml => MethodSpec {
-        id: "sml", display: "Standardized Max Logits", wgsl: "score_sml", cpu: cpu::sml_px,
+        id: "sml", display: "Standardized Max Logits", wgsl: "score_sml", cpu: cpu::sml_px, block: cpu::fast::sml_blk,
         temperature: Temp::None, needs: Needs { logits: false, clobbers: false, xlogx: false },
         fit: Some(Fit { check: calib::check_sml, gpu_pack: gpu::pack::pack_sml }),
         post: Some(Post { active: ScorePlan::sml_post_active, needs_pred: ScorePlan::sml_needs_pred, cpu: post::sml_cpu, gpu: gpu::post::sml_gpu }),
     },
     /// SPEC §4.1: soft-min of z-scored logit energy and class-Gaussian energy.
     Heat => MethodSpec {
-        id: "heat", display: "HEAT", wgsl: "score_heat", cpu: cpu::heat_px,
+        id: "heat", display: "HEAT", wgsl: "score_heat", cpu: cpu::heat_px, block: cpu::fast::heat_blk,
         temperature: Temp::One, needs: Needs { logits: true, clobbers: true, xlogx: false },
         fit: Some(Fit { check: calib::check_heat, gpu_pack: gpu::pack::pack_heat }),
         post: Some(Post { active: ScorePlan::heat_post_active, needs_pred: |_| false, cpu: post::heat_cpu, gpu: gpu::post::heat_gpu }),
     },
     /// Softmax entropy at T = 1: `−Σ_c p_c log p_c`, `p = softmax(z)`.
     Entropy => MethodSpec {
-        id: "entropy", display: "Softmax Entropy", wgsl: "score_entropy", cpu: cpu::entropy_px,
+        id: "entropy", display: "Softmax Entropy", wgsl: "score_entropy", cpu: cpu::entropy_px, block: cpu::fast::entropy_blk,
         temperature: Temp::One, needs: Needs { logits: false, clobbers: false, xlogx: true },
         fit: None, post: None,
     },
     /// `−(top-1 − top-2 logit)`.
     Margin => MethodSpec {
-        id: "margin", display: "Logit Margin", wgsl: "score_margin", cpu: cpu::margin_px,
+        id: "margin", display: "Logit Margin", wgsl: "score_margin", cpu: cpu::margin_px, block: cpu::fast::margin_blk,
         temperature: Temp::None, needs: Needs { logits: true, clobbers: false, xlogx: false },
         fit: None, post: None,
     },
     /// Liu et al. 2023: `Σ_c p_c^γ (1 − p_c)^γ`, γ = 0.1, all classes.
     Gen => MethodSpec {
-        id: "gen", display: "Generalized Entropy", wgsl: "score_gen", cpu: cpu::gen_px,
+        id: "gen", display: "Generalized Entropy", wgsl: "score_gen", cpu: cpu::gen_px, block: cpu::fast::gen_blk,
         temperature: Temp::None, needs: Needs { logits: true, clobbers: false, xlogx: false },
         fit: None, post: None,
     },
     /// Nayal et al. 2023: `−Σ_k tanh(l_k)`.
     Rba => MethodSpec {
-        id: "rba", display: "Rejected by All", wgsl: "score_rba", cpu: cpu::rba_px,
+        id: "rba", display: "Rejected by All", wgsl: "score_rba", cpu: cpu::rba_px, block: cpu::fast::rba_blk,
         temperature: Temp::None, needs: Needs { logits: true, clobbers: false, xlogx: false },
         fit: None, post: None,
     },

@@ -1,10 +1,11 @@
 //! The CPU reference of every score, in f64.
 //!
-//! Why: this is the definition the WGSL pass is tested against and the path
-//! that runs when no adapter exists. Each method is one small function of a
-//! pixel's logits so the formulas can be read next to SPEC §4.
+//! Why: this is the definition the WGSL pass and the fast f32 block scorer
+//! (`fast.rs`, the default [`super::CpuScorer`]) are tested against. Each
+//! method is one small function of a pixel's logits so the formulas can be
+//! read next to SPEC §4.
 
-use super::{HeatParams, Logits, Method, ScoreMaps, ScorePlan, Scorer};
+use crate::scores::{HeatParams, Logits, Method, ScoreMaps, ScorePlan, Scorer};
 use anyhow::Result;
 use rayon::prelude::*;
 
@@ -95,7 +96,7 @@ impl<'a> Pixel<'a> {
 }
 
 /// The CPU reference of one method at one pixel (the `cpu` field of
-/// [`super::MethodSpec`]). Callers guarantee the plan carries what the
+/// [`crate::scores::MethodSpec`]). Callers guarantee the plan carries what the
 /// method needs (calibration), as [`CpuScorer::score`] checks up front.
 pub type CpuFn = fn(&mut Pixel, &ScorePlan) -> f64;
 
@@ -241,17 +242,20 @@ pub fn predictions(logits: &Logits) -> Vec<u32> {
     pred
 }
 
-/// The CPU scorer: rayon over fixed pixel chunks, f64 inside, f32 out.
+/// The f64 reference scorer: rayon over fixed pixel chunks, one pixel at a
+/// time through the `cpu` functions of the method table, f64 inside, f32
+/// out. Slow (f64 `exp`/`log` per class); what the fast
+/// [`super::CpuScorer`] is tested against.
 #[derive(Debug, Default)]
-pub struct CpuScorer;
+pub struct ReferenceScorer;
 
-impl Scorer for CpuScorer {
+impl Scorer for ReferenceScorer {
     fn device(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!("cpu reference ({} threads)", rayon::current_num_threads())
     }
 
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
-        let features = super::heat_features(logits, features, plan)?;
+        let features = crate::scores::heat_features(logits, features, plan)?;
         plan.check_fits(logits.c)?;
         let n = logits.pixels();
         let nm = plan.methods.len();
@@ -284,24 +288,6 @@ impl Scorer for CpuScorer {
                 map.push(v);
             }
         }
-        post_process(logits, plan, &mut maps)?;
-        Ok(ScoreMaps {
-            h: logits.h,
-            w: logits.w,
-            maps,
-        })
+        super::finish(maps, logits, plan, predictions)
     }
-}
-
-/// Every active whole-image post-processing hook of the plan (see
-/// [`super::Post`]), on the assembled maps.
-fn post_process(logits: &Logits, plan: &ScorePlan, maps: &mut [Vec<f32>]) -> Result<()> {
-    if plan.posts().next().is_none() {
-        return Ok(());
-    }
-    let pred = if plan.needs_pred() { predictions(logits) } else { vec![0; logits.pixels()] };
-    for (i, post) in plan.posts() {
-        maps[i] = (post.cpu)(&maps[i], &pred, logits.h, logits.w, plan)?;
-    }
-    Ok(())
 }

@@ -1,0 +1,793 @@
+//! The fast CPU scorer: fixed blocks of [`BLOCK`] pixels, f32 lanes.
+//!
+//! Why: the f64 reference (`reference.rs`) spends its time in scalar f64
+//! `exp`/`log` and HEAT's Gaussian energy; this is the scorer `bench run
+//! --device cpu` and the no-adapter fallback use. Design:
+//!
+//! * Logits are class-major `[C, H, W]`, so each class row of a block of
+//!   [`BLOCK`] consecutive pixels is contiguous: it is converted f16 → f32
+//!   in bulk (`half`'s F16C path) into `z[c][lane]`, and every kernel is a
+//!   loop over lanes that the compiler vectorises (SSE2 baseline, AVX2 and
+//!   AVX-512 versions picked at run time, see [`simd_level`]). No fused
+//!   multiply-add is used anywhere, so every SIMD level gives bit-identical
+//!   results, and every pixel is computed independently of its block's
+//!   position and of the rayon schedule: results never depend on the thread
+//!   count or the machine's vector width.
+//! * One pass over the block shared by all methods ([`Block::load`]):
+//!   max and first argmax per lane; then, per distinct temperature of the
+//!   plan, `S_T = Σ_c exp((z_c − max)/T)` with the f32 [`exp_f32`]
+//!   accumulated in **f64** (f32 accumulation over 150 classes can drift by
+//!   ~C·2⁻²⁴ relative, over the 2e-6 budget); with entropy, the T = 1 pass
+//!   also accumulates `xs = Σ (z_c − max)·exp(z_c − max)` in f64.
+//! * Each method's finalizer (the `block` field of its
+//!   [`crate::scores::MethodSpec`]) turns these into scores over the block.
+//!   Per-pixel finalisation is done in f64 ([`ln_f64`], [`exp_f64`]),
+//!   where f32 cannot meet the contract: SML's `(max − μ)/σ` (bit-identical
+//!   to the reference), HEAT (the triangular whitening `W x` and the K
+//!   squared distances as dense f64 kernels over the block's lanes, register
+//!   tiled, in the reference's summation order, so `W x` and the distances
+//!   are bit-identical to the reference; the z-scoring, which cancels, in
+//!   f64; only the terms `exp(−½dₖ + ½d_min) ≤ 1` of the log-sum-exps use
+//!   [`exp_f32`], summed in f64: ≤ 2.4e-7 absolute in each energy), GEN
+//!   and RbA per class (cheap methods, not in the default sweep).
+//!
+//! Accuracy (tested in `tests/fast_scorer.rs`): every score within 2e-6
+//! relative (1e-6 absolute near zero) of [`super::ReferenceScorer`].
+
+// Lane loops index several arrays by the lane on purpose (the vectoriser's
+// shape); the f64 ln 2 split is written to the digits fdlibm uses.
+#![allow(clippy::needless_range_loop, clippy::excessive_precision)]
+
+use crate::data::LogitData;
+use crate::scores::{Logits, Method, ScoreMaps, ScorePlan, Scorer};
+use anyhow::Result;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Pixels per block (the SIMD lanes of one kernel call). Fixed, so a pixel's
+/// result never depends on how the image was cut.
+pub const BLOCK: usize = 128;
+/// Pixels per rayon work item.
+const CHUNK: usize = 32 * BLOCK;
+
+/// The per-method block finalizer (the `block` field of
+/// [`crate::scores::MethodSpec`]): scores lanes `0..BLOCK` of a loaded
+/// block into `out` (lanes `≥ blk.n` are padding, ignored).
+pub type BlockFn = fn(&mut Block, &ScorePlan, &mut [f32; BLOCK]);
+
+// ---------------------------------------------------------------- SIMD level
+
+static LEVEL: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// The vector code path in use: 0 = portable (SSE2 on x86-64), 1 = AVX2,
+/// 2 = AVX-512 (F/BW/DQ/VL). Detected once; `BENCH_CPU_SIMD=0|1|2` lowers
+/// it (benchmarks, tests). All levels give bit-identical scores.
+pub fn simd_level() -> u8 {
+    let l = LEVEL.load(Ordering::Relaxed);
+    if l != u8::MAX {
+        return l;
+    }
+    let l = detect().min(std::env::var("BENCH_CPU_SIMD").ok().and_then(|v| v.parse().ok()).unwrap_or(u8::MAX));
+    LEVEL.store(l, Ordering::Relaxed);
+    l
+}
+
+/// Force the vector code path (clamped to what the CPU has); for tests that
+/// check all levels agree. Returns the level now in use.
+#[doc(hidden)]
+pub fn force_simd_level(level: u8) -> u8 {
+    let l = detect().min(level);
+    LEVEL.store(l, Ordering::Relaxed);
+    l
+}
+
+fn detect() -> u8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("f16c")
+        {
+            return 2;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") {
+            return 1;
+        }
+    }
+    0
+}
+
+/// Declares a kernel once and compiles it three times (portable, AVX2,
+/// AVX-512), dispatching on [`simd_level`]. The body is plain Rust over
+/// fixed-size lane arrays; the compiler vectorises it for each level.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident : $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
+        $(#[$m])* $vis fn $name($($a: $t),*) $(-> $r)? {
+            #[inline(always)]
+            fn imp($($a: $t),*) $(-> $r)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn v2($($a: $t),*) $(-> $r)? { imp($($a),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v1($($a: $t),*) $(-> $r)? { imp($($a),*) }
+                match simd_level() {
+                    // SAFETY: the level was detected on this CPU.
+                    2 => return unsafe { v2($($a),*) },
+                    1 => return unsafe { v1($($a),*) },
+                    _ => {}
+                }
+            }
+            imp($($a),*)
+        }
+    };
+}
+
+// ------------------------------------------------------------- exp and log
+
+/// `e^x` for `x ≤ 0` in f32, branch-free (vectorises). Cody–Waite range
+/// reduction `x = n·ln2 + r`, `|r| ≤ ln2/2`, degree-7 Taylor polynomial
+/// (truncation < 8e-9 relative), Horner without FMA. Error bound: **≤ 2
+/// ulp** (relative ≤ 2.4e-7); measured max 0.85 ulp over 2²² points of
+/// [−87.3, 0] (`exp_and_ln_error_bounds` test). `x < −87.336` (true value below the
+/// smallest normal f32, 1.2e-38) returns 0.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4; // 355/512: n·LN2_HI exact for |n| ≤ 2^15
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2^23: round to nearest integer
+    const LO: f32 = -87.336_55;
+    let xc = if x > LO { x } else { LO };
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let i = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 / 5040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
+    let scale = f32::from_bits(((i + 127) << 23) as u32);
+    if x > LO { p * scale } else { 0.0 }
+}
+
+/// `e^x` in f64 for `x ∈ [−708, 709]`, branch-free: Cody–Waite reduction,
+/// degree-12 Taylor (truncation < 2e-16). Relative error ≤ 4e-16 (a few
+/// ulp); `x < −708.39` returns 0, `x > 709.78` saturates at e^709.78.
+#[inline(always)]
+pub fn exp_f64(x: f64) -> f64 {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5·2^52
+    const LO: f64 = -708.39;
+    const HI: f64 = 709.78;
+    let xc = if x > LO { x } else { LO };
+    let xc = if xc < HI { xc } else { HI };
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let i = (t.to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64);
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 479_001_600.0;
+    for k in [39_916_800.0, 3_628_800.0, 362_880.0, 40_320.0, 5_040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0] {
+        p = p * r + 1.0 / k;
+    }
+    // 2^n as two factors so n = 1024 (x near 709.78) stays finite
+    let h = i >> 1;
+    let s1 = f64::from_bits(((h + 1023) << 52) as u64);
+    let s2 = f64::from_bits(((i - h + 1023) << 52) as u64);
+    if x > LO { p * s1 * s2 } else { 0.0 }
+}
+
+/// Natural log in f64 for normal `x > 0`, branch-free: `x = 2^e·m`,
+/// `m ∈ [√½, √2)`, `ln m = 2·atanh(s)`, `s = (m−1)/(m+1)`, series to s¹⁷
+/// (truncation < 2e-15 relative). Measured error < 1e-14 of max(1, |ln x|)
+/// (`exp_and_ln_error_bounds` test); exact 0 at 1.
+#[inline(always)]
+pub fn ln_f64(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    const SQRT2: f64 = std::f64::consts::SQRT_2;
+    let b = x.to_bits();
+    let m = f64::from_bits((b & 0x000F_FFFF_FFFF_FFFF) | 0x3FF0_0000_0000_0000);
+    // the exponent as f64 without an int→float conversion
+    let e = f64::from_bits(0x4330_0000_0000_0000 | (b >> 52)) - (4_503_599_627_370_496.0 + 1023.0);
+    let big = m > SQRT2;
+    let m = if big { m * 0.5 } else { m };
+    let e = if big { e + 1.0 } else { e };
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let mut p = 1.0 / 17.0;
+    for k in [15.0, 13.0, 11.0, 9.0, 7.0, 5.0, 3.0, 1.0] {
+        p = p * s2 + 1.0 / k;
+    }
+    let lm = 2.0 * s * p;
+    e * LN2_HI + (e * LN2_LO + lm)
+}
+
+// ------------------------------------------------------------------- blocks
+
+/// One block of pixels, loaded: the class rows as f32 and what every
+/// method shares (max, first argmax, the softmax sums per temperature), plus
+/// scratch for the methods' own kernels.
+pub struct Block {
+    /// Classes.
+    pub c: usize,
+    /// Lanes in use (the last block of an image may be partial; padding
+    /// lanes hold zeros).
+    pub n: usize,
+    /// `z[c·BLOCK + lane]`: the logits, class-major.
+    pub z: Vec<f32>,
+    /// Per-lane max logit and its first index.
+    pub max: Box<[f32; BLOCK]>,
+    pub arg: Box<[u32; BLOCK]>,
+    /// Temperatures whose Σ exp was computed, and the sums (`[t][lane]`, f64).
+    temps: Vec<f64>,
+    sums: Vec<f64>,
+    /// `Σ (z − max)·exp(z − max)` at T = 1 (entropy), when the plan needs it.
+    pub xs: Box<[f64; BLOCK]>,
+    /// HEAT's features `feat[d·BLOCK + lane]` (f32), when fitted on features.
+    pub feat: Vec<f32>,
+    /// Feature dimension (0 = none).
+    pub d: usize,
+    /// f64 scratch for HEAT: the Gaussians' input, `W x`, the K distances.
+    x64: Vec<f64>,
+    u64: Vec<f64>,
+    dk: Vec<f64>,
+}
+
+fn lanes<T>(v: &[T], i: usize) -> &[T; BLOCK] {
+    v[i * BLOCK..(i + 1) * BLOCK].try_into().unwrap()
+}
+fn lanes_mut<T>(v: &mut [T], i: usize) -> &mut [T; BLOCK] {
+    (&mut v[i * BLOCK..(i + 1) * BLOCK]).try_into().unwrap()
+}
+
+/// Copy `n` values of `src` starting at `off` into `dst` as f32 (bulk
+/// f16 → f32), zero-padding to `BLOCK`.
+fn load_row(src: &LogitData, off: usize, n: usize, dst: &mut [f32; BLOCK]) {
+    match src {
+        LogitData::F32(v) => dst[..n].copy_from_slice(&v[off..off + n]),
+        LogitData::F16(v) => f16_to_f32(&v[off..off + n], &mut dst[..n]),
+    }
+    dst[n..].fill(0.0);
+}
+
+/// Bulk f16 → f32: `vcvtph2ps` 8 at a time where the CPU has F16C (every
+/// AVX2 level), else `half`'s own slice conversion. Exact either way.
+fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() >= 1 {
+        // SAFETY: level ≥ 1 implies AVX2 and F16C (see `detect`).
+        unsafe { f16_to_f32_f16c(src, dst) };
+        return;
+    }
+    half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn f16_to_f32_f16c(src: &[half::f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n ≤ both lengths; unaligned loads/stores.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+        i += 8;
+    }
+    for j in i..n {
+        dst[j] = src[j].to_f32();
+    }
+}
+
+simd_fn! {
+    /// Per-lane max and first argmax over the class rows (numpy `argmax`).
+    fn max_argmax_block(z: &[f32], c: usize, max: &mut [f32; BLOCK], arg: &mut [u32; BLOCK]) {
+        *max = *lanes(z, 0);
+        arg.fill(0);
+        for k in 1..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                let v = row[l];
+                let gt = v > max[l];
+                max[l] = if gt { v } else { max[l] };
+                arg[l] = if gt { k as u32 } else { arg[l] };
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// `s += Σ_c exp((z_c − max)·inv_t)`, f32 exp, f64 accumulation.
+    fn sum_exp_block(z: &[f32], c: usize, max: &[f32; BLOCK], inv_t: f32, s: &mut [f64; BLOCK]) {
+        s.fill(0.0);
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                s[l] += exp_f32((row[l] - max[l]) * inv_t) as f64;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// The T = 1 sum and entropy's `xs = Σ (z − max)·exp(z − max)` (both f64).
+    fn sum_exp_xlogx_block(z: &[f32], c: usize, max: &[f32; BLOCK], s: &mut [f64; BLOCK], xs: &mut [f64; BLOCK]) {
+        s.fill(0.0);
+        xs.fill(0.0);
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                let d = row[l] - max[l];
+                let e = exp_f32(d);
+                s[l] += e as f64;
+                xs[l] += d as f64 * e as f64;
+            }
+        }
+    }
+}
+
+impl Block {
+    pub fn new(c: usize, d: usize) -> Block {
+        Block {
+            c,
+            n: 0,
+            z: vec![0.0; c * BLOCK],
+            max: Box::new([0.0; BLOCK]),
+            arg: Box::new([0; BLOCK]),
+            temps: vec![],
+            sums: vec![],
+            xs: Box::new([0.0; BLOCK]),
+            feat: vec![0.0; d * BLOCK],
+            d,
+            x64: vec![],
+            u64: vec![],
+            dk: vec![],
+        }
+    }
+
+    /// Load pixels `p0..p0+n` (`n ≤ BLOCK`) of `logits` (and `features`)
+    /// and compute max/argmax and, for each of `temps`, the softmax sum
+    /// (with `xs` at T = 1 when `xlogx`).
+    pub fn load(&mut self, logits: &Logits, features: Option<&Logits>, p0: usize, n: usize, temps: &[f64], xlogx: bool) {
+        debug_assert!(n <= BLOCK && logits.c == self.c);
+        self.n = n;
+        let np = logits.pixels();
+        for k in 0..self.c {
+            load_row(&logits.data, k * np + p0, n, lanes_mut(&mut self.z, k));
+        }
+        if let Some(f) = features {
+            for k in 0..self.d {
+                load_row(&f.data, k * np + p0, n, lanes_mut(&mut self.feat, k));
+            }
+        }
+        max_argmax_block(&self.z, self.c, &mut self.max, &mut self.arg);
+        self.temps.clear();
+        self.temps.extend_from_slice(temps);
+        self.sums.resize(temps.len() * BLOCK, 0.0);
+        for (i, &t) in temps.iter().enumerate() {
+            let s = lanes_mut(&mut self.sums, i);
+            if t == 1.0 && xlogx {
+                sum_exp_xlogx_block(&self.z, self.c, &self.max, s, &mut self.xs);
+            } else {
+                sum_exp_block(&self.z, self.c, &self.max, (1.0 / t) as f32, s);
+            }
+        }
+    }
+
+    /// Load only max/argmax (the predicted classes).
+    fn load_argmax(&mut self, logits: &Logits, p0: usize, n: usize) {
+        self.load(logits, None, p0, n, &[], false);
+    }
+
+    /// `Σ_c exp((z_c − max)/T)` per lane (f64); `t` must be one of the
+    /// temperatures the block was loaded with.
+    pub fn sum(&self, t: f64) -> &[f64; BLOCK] {
+        let i = self.temps.iter().position(|&x| x == t).expect("temperature not loaded");
+        lanes(&self.sums, i)
+    }
+}
+
+/// The distinct temperatures a plan's methods need, and whether entropy's
+/// `xs` is needed (from the method table's `temperature` / `needs`).
+fn plan_sums(plan: &ScorePlan) -> (Vec<f64>, bool) {
+    let mut temps: Vec<f64> = vec![];
+    let mut xlogx = false;
+    for &m in &plan.methods {
+        if m.spec().needs.xlogx {
+            xlogx = true;
+            if !temps.contains(&1.0) {
+                temps.push(1.0);
+            }
+        }
+        if let Some(t) = m.temperature(plan)
+            && !temps.contains(&t)
+        {
+            temps.push(t);
+        }
+    }
+    (temps, xlogx)
+}
+
+// --------------------------------------------------------------- finalizers
+
+/// `max_logit`: `−max` (bit-identical to the reference).
+pub fn max_logit_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
+    for l in 0..BLOCK {
+        out[l] = -b.max[l];
+    }
+}
+
+simd_fn! {
+    fn msp_lanes(s: &[f64; BLOCK], out: &mut [f32; BLOCK]) {
+        for l in 0..BLOCK {
+            out[l] = (-1.0 / s[l]) as f32;
+        }
+    }
+}
+
+/// `msp`: `−1/S_T` (f64).
+pub fn msp_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
+    msp_lanes(b.sum(plan.msp_temperature), out)
+}
+
+simd_fn! {
+    fn energy_lanes(max: &[f32; BLOCK], s: &[f64; BLOCK], t: f64, out: &mut [f32; BLOCK]) {
+        for l in 0..BLOCK {
+            out[l] = (-t * (max[l] as f64 / t + ln_f64(s[l]))) as f32;
+        }
+    }
+}
+
+/// `energy`: `−T·(max/T + ln S_T)` (f64).
+pub fn energy_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
+    let t = plan.energy_temperature;
+    energy_lanes(&b.max, b.sum(t), t, out)
+}
+
+/// `sml` (plain): `−(max − μ_ĉ)/σ_ĉ` in f64, the reference's own
+/// arithmetic (bit-identical).
+pub fn sml_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
+    let st = plan.sml().expect("SML needs calibration");
+    for l in 0..BLOCK {
+        let a = b.arg[l] as usize;
+        out[l] = (-(b.max[l] as f64 - st.mean[a]) / st.std[a]) as f32;
+    }
+}
+
+simd_fn! {
+    fn entropy_lanes(s: &[f64; BLOCK], xs: &[f64; BLOCK], out: &mut [f32; BLOCK]) {
+        for l in 0..BLOCK {
+            out[l] = (ln_f64(s[l]) - xs[l] / s[l]) as f32;
+        }
+    }
+}
+
+/// `entropy`: `ln S − xs/S` at T = 1 (f64; both terms ≥ 0, no cancellation).
+pub fn entropy_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
+    entropy_lanes(b.sum(1.0), &b.xs, out)
+}
+
+simd_fn! {
+    fn margin_lanes(z: &[f32], c: usize, out: &mut [f32; BLOCK]) {
+        let mut m1 = *lanes(z, 0);
+        let mut m2 = [f32::NEG_INFINITY; BLOCK];
+        for k in 1..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                let v = row[l];
+                // the runner-up with multiplicity: a tie with the max lands in m2
+                let lo = if v < m1[l] { v } else { m1[l] };
+                m2[l] = if lo > m2[l] { lo } else { m2[l] };
+                m1[l] = if v > m1[l] { v } else { m1[l] };
+            }
+        }
+        for l in 0..BLOCK {
+            out[l] = (-(m1[l] as f64 - m2[l] as f64)) as f32;
+        }
+    }
+}
+
+/// `margin`: `−(top-1 − top-2)` (exact in f64 from the f32 logits); one
+/// class gives 0.
+pub fn margin_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
+    if b.c < 2 {
+        out.fill(0.0);
+        return;
+    }
+    margin_lanes(&b.z, b.c, out)
+}
+
+simd_fn! {
+    fn rba_lanes(z: &[f32], c: usize, out: &mut [f32; BLOCK]) {
+        let mut acc = [0f64; BLOCK];
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                let x = row[l] as f64;
+                let t = x.abs();
+                let e = exp_f64(-2.0 * t);
+                let big = (1.0 - e) / (1.0 + e);
+                let small = t - t * t * t * (1.0 / 3.0);
+                let th = if t < 1e-4 { small } else { big };
+                acc[l] += if x < 0.0 { -th } else { th };
+            }
+        }
+        for l in 0..BLOCK {
+            out[l] = (-acc[l]) as f32;
+        }
+    }
+}
+
+/// `rba`: `−Σ tanh(z)`, tanh in f64 from [`exp_f64`] (relative error
+/// < 1e-11 per term), summed in the reference's order.
+pub fn rba_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
+    rba_lanes(&b.z, b.c, out)
+}
+
+simd_fn! {
+    fn gen_lanes(z: &[f32], c: usize, max: &[f32; BLOCK], arg: &[u32; BLOCK], out: &mut [f32; BLOCK]) {
+        const G: f64 = 0.1;
+        let mut m2 = [f64::NEG_INFINITY; BLOCK];
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                let v = if arg[l] == k as u32 { f64::NEG_INFINITY } else { row[l] as f64 };
+                m2[l] = if v > m2[l] { v } else { m2[l] };
+            }
+        }
+        let mut r2 = [0f64; BLOCK];
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                let v = if arg[l] == k as u32 { f64::NEG_INFINITY } else { row[l] as f64 };
+                r2[l] += exp_f64(v - m2[l]);
+            }
+        }
+        let mut log_s = [0f64; BLOCK];
+        let mut acc = [0f64; BLOCK];
+        for l in 0..BLOCK {
+            let log_rest = (m2[l] - max[l] as f64) + ln_f64(r2[l]);
+            log_s[l] = ln_f64(1.0 + exp_f64(log_rest));
+            acc[l] = exp_f64(G * (log_rest - 2.0 * log_s[l]));
+        }
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                let lp = row[l] as f64 - max[l] as f64 - log_s[l];
+                let q = 1.0 - exp_f64(lp);
+                let q = if q > 0.0 { q } else { 0.0 };
+                let pw = exp_f64(G * ln_f64(if q > 0.0 { q } else { 1.0 }));
+                let pw = if q > 0.0 { pw } else { 0.0 };
+                let term = exp_f64(G * lp) * pw;
+                acc[l] += if arg[l] == k as u32 { 0.0 } else { term };
+            }
+        }
+        for l in 0..BLOCK {
+            out[l] = acc[l] as f32;
+        }
+    }
+}
+
+/// `gen`: the reference's log-space formula per class, in f64 with
+/// [`exp_f64`] / [`ln_f64`]; fewer than two classes give 0.
+pub fn gen_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
+    if b.c < 2 {
+        out.fill(0.0);
+        return;
+    }
+    gen_lanes(&b.z, b.c, &b.max, &b.arg, out)
+}
+
+simd_fn! {
+    /// `u = W x` (lower-triangular `W`, D×D) and `dk[k] = ‖u − v_k‖²` over
+    /// the block's lanes, f64, summed in the reference's order.
+    fn gmm_dist_lanes(x: &[f64], whiten: &[f64], centers: &[f64], dim: usize, k: usize, u: &mut [f64], dk: &mut [f64]) {
+        const TL: usize = 16;
+        const KB: usize = 4;
+        // whitening: lane tiles of TL, two rows at a time, accumulators in
+        // registers
+        let mut i = 0;
+        while i < dim {
+            let two = i + 1 < dim;
+            for t0 in (0..BLOCK).step_by(TL) {
+                let mut a0 = [0f64; TL];
+                let mut a1 = [0f64; TL];
+                for j in 0..=i {
+                    let xj: &[f64; TL] = x[j * BLOCK + t0..j * BLOCK + t0 + TL].try_into().unwrap();
+                    let w0 = whiten[i * dim + j];
+                    let w1 = if two { whiten[(i + 1) * dim + j] } else { 0.0 };
+                    for l in 0..TL {
+                        a0[l] += w0 * xj[l];
+                        a1[l] += w1 * xj[l];
+                    }
+                }
+                u[i * BLOCK + t0..i * BLOCK + t0 + TL].copy_from_slice(&a0);
+                if two {
+                    // row i+1's last term, j = i+1
+                    let xj: &[f64; TL] = x[(i + 1) * BLOCK + t0..(i + 1) * BLOCK + t0 + TL].try_into().unwrap();
+                    let w1 = whiten[(i + 1) * dim + i + 1];
+                    for l in 0..TL {
+                        a1[l] += w1 * xj[l];
+                    }
+                    u[(i + 1) * BLOCK + t0..(i + 1) * BLOCK + t0 + TL].copy_from_slice(&a1);
+                }
+            }
+            i += 2;
+        }
+        // distances: lane tiles of TL and KB centres at a time, the
+        // accumulators in registers (one load of u per KB·3 flops)
+        let mut kk = 0;
+        while kk + KB <= k {
+            for t0 in (0..BLOCK).step_by(TL) {
+                let mut acc = [[0f64; TL]; KB];
+                for i in 0..dim {
+                    let ui: &[f64; TL] = u[i * BLOCK + t0..i * BLOCK + t0 + TL].try_into().unwrap();
+                    for b in 0..KB {
+                        let v = centers[(kk + b) * dim + i];
+                        for l in 0..TL {
+                            let t = ui[l] - v;
+                            acc[b][l] += t * t;
+                        }
+                    }
+                }
+                for b in 0..KB {
+                    dk[(kk + b) * BLOCK + t0..(kk + b) * BLOCK + t0 + TL].copy_from_slice(&acc[b]);
+                }
+            }
+            kk += KB;
+        }
+        while kk < k {
+            for t0 in (0..BLOCK).step_by(TL) {
+                let mut acc = [0f64; TL];
+                for i in 0..dim {
+                    let ui: &[f64; TL] = u[i * BLOCK + t0..i * BLOCK + t0 + TL].try_into().unwrap();
+                    let v = centers[kk * dim + i];
+                    for l in 0..TL {
+                        let t = ui[l] - v;
+                        acc[l] += t * t;
+                    }
+                }
+                dk[kk * BLOCK + t0..kk * BLOCK + t0 + TL].copy_from_slice(&acc);
+            }
+            kk += 1;
+        }
+    }
+}
+
+simd_fn! {
+    /// HEAT's composition per lane from the K distances, `S_1` and max.
+    #[allow(clippy::too_many_arguments)]
+    fn heat_lanes(dk: &[f64], k: usize, s1: &[f64; BLOCK], max: &[f32; BLOCK], p: &[f64; 4], out: &mut [f32; BLOCK]) {
+        let [el_mean, el_std, gmm_mean, gmm_std] = *p;
+        let mut best = [f64::NEG_INFINITY; BLOCK];
+        for kk in 0..k {
+            let d = lanes(dk, kk);
+            for l in 0..BLOCK {
+                let x = -0.5 * d[l];
+                best[l] = if x > best[l] { x } else { best[l] };
+            }
+        }
+        let mut acc = [0f64; BLOCK];
+        for kk in 0..k {
+            let d = lanes(dk, kk);
+            for l in 0..BLOCK {
+                acc[l] += exp_f32((-0.5 * d[l] - best[l]) as f32) as f64;
+            }
+        }
+        for l in 0..BLOCK {
+            let gmm = -(best[l] + ln_f64(acc[l]));
+            let el = (-(max[l] as f64 + ln_f64(s1[l])) - el_mean) / el_std;
+            let gm = (gmm - gmm_mean) / gmm_std;
+            let (a, b) = (-el, -gm);
+            let mx = if a > b { a } else { b };
+            // one of the two terms is exp(0) = 1; the other ≤ 1 in f32
+            let lo = if a > b { b } else { a };
+            out[l] = (-(mx + ln_f64(1.0 + exp_f32((lo - mx) as f32) as f64))) as f32;
+        }
+    }
+}
+
+simd_fn! {
+    fn widen(src: &[f32], dst: &mut [f64]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s as f64;
+        }
+    }
+}
+
+/// `heat` (SPEC §4.1) in f64: the Gaussians' input (logits or features)
+/// widened exactly, then the triangular whitening and the K squared
+/// distances as dense kernels over the block, `S_1` from the shared pass.
+pub fn heat_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
+    let h = plan.heat().expect("HEAT needs calibration");
+    let dim = h.dim();
+    b.x64.resize(dim * BLOCK, 0.0);
+    b.u64.resize(dim * BLOCK, 0.0);
+    b.dk.resize(h.k * BLOCK, 0.0);
+    let src = if h.features() { &b.feat } else { &b.z };
+    widen(&src[..dim * BLOCK], &mut b.x64);
+    gmm_dist_lanes(&b.x64, &h.whiten, &h.centers, dim, h.k, &mut b.u64, &mut b.dk);
+    let p = [h.el_mean, h.el_std, h.gmm_mean, h.gmm_std];
+    let s1: &[f64; BLOCK] = b.sum(1.0);
+    heat_lanes(&b.dk, h.k, s1, &b.max, &p, out)
+}
+
+// ------------------------------------------------------------------ scorer
+
+/// First argmax of every pixel (the predicted class map), blockwise;
+/// identical to the reference's.
+pub fn predictions(logits: &Logits) -> Vec<u32> {
+    let mut pred = vec![0u32; logits.pixels()];
+    pred.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, out)| {
+        let mut blk = Block::new(logits.c, 0);
+        for (bi, o) in out.chunks_mut(BLOCK).enumerate() {
+            blk.load_argmax(logits, ci * CHUNK + bi * BLOCK, o.len());
+            o.copy_from_slice(&blk.arg[..o.len()]);
+        }
+    });
+    pred
+}
+
+/// The default CPU scorer: rayon over fixed chunks of fixed blocks, f32
+/// SIMD kernels, f64 where the contract needs it (module docs).
+#[derive(Debug, Default)]
+pub struct CpuScorer;
+
+impl Scorer for CpuScorer {
+    fn device(&self) -> String {
+        let simd = ["portable", "avx2", "avx512"][simd_level() as usize];
+        format!("cpu ({} threads, {simd})", rayon::current_num_threads())
+    }
+
+    fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
+        let features = crate::scores::heat_features(logits, features, plan)?;
+        plan.check_fits(logits.c)?;
+        let n = logits.pixels();
+        let nm = plan.methods.len();
+        if nm == 0 {
+            return Ok(ScoreMaps { h: logits.h, w: logits.w, maps: vec![] });
+        }
+        let (temps, xlogx) = plan_sums(plan);
+        if plan.methods.contains(&Method::Heat) && !temps.contains(&1.0) {
+            unreachable!("HEAT's temperature is 1");
+        }
+        let fns: Vec<BlockFn> = plan.methods.iter().map(|m| m.spec().block).collect();
+        let d = features.map_or(0, |f| f.c);
+        // per chunk: method-major [method][chunk pixels]
+        let mut inter = vec![0f32; n * nm];
+        inter.par_chunks_mut(CHUNK * nm).enumerate().for_each_init(
+            || (Block::new(logits.c, d), Box::new([0f32; BLOCK])),
+            |(blk, o), (ci, out)| {
+                let len = out.len() / nm;
+                let p0 = ci * CHUNK;
+                for b0 in (0..len).step_by(BLOCK) {
+                    let nb = BLOCK.min(len - b0);
+                    blk.load(logits, features, p0 + b0, nb, &temps, xlogx);
+                    for (mi, f) in fns.iter().enumerate() {
+                        f(blk, plan, o);
+                        out[mi * len + b0..mi * len + b0 + nb].copy_from_slice(&o[..nb]);
+                    }
+                }
+            },
+        );
+        let mut maps: Vec<Vec<f32>> = (0..nm).map(|_| Vec::with_capacity(n)).collect();
+        for ch in inter.chunks(CHUNK * nm) {
+            let len = ch.len() / nm;
+            for (mi, map) in maps.iter_mut().enumerate() {
+                map.extend_from_slice(&ch[mi * len..(mi + 1) * len]);
+            }
+        }
+        super::finish(maps, logits, plan, predictions)
+    }
+}
