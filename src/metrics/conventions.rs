@@ -273,7 +273,7 @@ pub fn swap_classes(scores: &[f32], labels: &[u8]) -> (Vec<f32>, Vec<u8>) {
 
 /// Per-image metrics averaged over the images that have both classes
 /// (`np.mean` of the per-image values). Memory: four numbers per image.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImageMean {
     vals: Vec<[Option<f64>; 4]>,
     pub skipped: u64,
@@ -292,6 +292,13 @@ impl ImageMean {
 
     pub fn images(&self) -> u64 {
         self.vals.len() as u64
+    }
+
+    /// Append the images another accumulator saw after this one's (shard
+    /// merge in image order: the mean is then the single-pass one).
+    pub fn absorb(&mut self, o: ImageMean) {
+        self.vals.extend(o.vals);
+        self.skipped += o.skipped;
     }
 
     /// Mean AUROC, AUPR, FPR95, F1 (None when no image had both classes).

@@ -138,6 +138,8 @@ pub(crate) struct Sweep<'a> {
     pub(crate) need_heat: bool,
     /// `calibration = "..."`: saved statistics reused instead of fitting.
     pub(crate) reuse: Option<(std::path::PathBuf, CalibrationFile)>,
+    /// `metrics.all_conventions`: two more passes over test.
+    pub(crate) all_conventions: bool,
 }
 
 /// One streaming pass over a split, as a sharded run schedules it: each
@@ -150,6 +152,9 @@ pub enum PassKind {
     Val(u8),
     /// The same over test.
     Test(u8),
+    /// `metrics.all_conventions`: test's metrics under every preset (1:
+    /// positives and per-image means, 2: ranks).
+    Conventions(u8),
 }
 
 impl Sweep<'_> {
@@ -168,6 +173,9 @@ impl Sweep<'_> {
             p.extend([PassKind::Val(1), PassKind::Val(2)]);
         }
         p.extend([PassKind::Test(1), PassKind::Test(2)]);
+        if self.all_conventions {
+            p.extend([PassKind::Conventions(1), PassKind::Conventions(2)]);
+        }
         p
     }
 }
@@ -211,9 +219,6 @@ pub fn run(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions) -> Result<RunOutpu
 /// [`run`] as a normal run, one shard's round, or a merge (see `shard`).
 pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) -> Result<RunStatus> {
     let t0 = Instant::now();
-    if cfg.metrics.all_conventions && !matches!(exec, Exec::Local) {
-        bail!("`metrics.all_conventions` is not implemented for sharded runs yet (run without --shard, or use `bench eval --all-conventions` on saved score maps)");
-    }
     ensure_synthetic(cfg)?;
     let ds = Dataset::open(&cfg.dataset)?;
     let (inp, sw) = resolve(cfg, &ds)?;
@@ -317,6 +322,7 @@ fn resolve<'a>(cfg: &Config, ds: &'a Dataset) -> Result<(Inputs, Sweep<'a>)> {
             _ => None,
         },
         methods,
+        all_conventions: cfg.metrics.all_conventions,
     };
     Ok((inp, sw))
 }
