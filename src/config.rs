@@ -362,15 +362,8 @@ impl MetricsCfg {
     fn resolve(&mut self) -> Result<()> {
         self.conv = self.overrides().resolve().context("`metrics.convention`")?;
         self.fpr95 = self.conv.fpr95;
-        let from = |k: &str| match &self.convention {
-            Some(c) => format!("`metrics.{k}` (from convention \"{c}\")"),
-            None => format!("`metrics.{k}`"),
-        };
         if let Some(b) = &self.binning {
             bail!("`metrics.binning = {b:?}`: SMIYC's binned pixel metric is not implemented (bench computes the exact curve; the `smiyc` convention uses it too)");
-        }
-        if self.conv.average == Average::Images && self.bootstrap > 0 {
-            bail!("{} = \"images\" with `metrics.bootstrap` is not implemented (the intervals are of pooled pixels)", from("average"));
         }
         Ok(())
     }

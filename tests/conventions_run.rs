@@ -84,8 +84,6 @@ fn metric_switches_reach_the_cells_and_are_recorded() {
 fn switches_bench_run_cannot_compute_are_errors_naming_the_key() {
     let ws = Ws::new();
     for (m, needle) in [
-        ("average = \"images\"\nbootstrap = 10", "`metrics.average`"),
-        ("convention = \"streethazards\"\nbootstrap = 5", "convention \"streethazards\""),
         ("positive = \"both\"", "both"),
         ("binning = \"smiyc\"", "not implemented"),
         ("convention = \"nope\"", "nope"),
@@ -298,7 +296,8 @@ fn normal_positive_presets_in_run_equal_eval() {
 fn sharded_convention_runs_equal_the_single_run() {
     // per-image means and the normal-positive statistic merge exactly
     let ws = Ws::new();
-    let cfg = with_metrics("convention = \"pytorch-ood-seg\"");
+    // with the per-image bootstrap, whose draws shards must not change
+    let cfg = with_metrics("convention = \"pytorch-ood-seg\"\nbootstrap = 40");
     let o = ws.run(&cfg);
     assert!(o.status.success(), "{}", stderr(&o));
     let single = std::fs::read(ws.p("results/demo/results.json")).unwrap();
@@ -316,6 +315,18 @@ fn sharded_convention_runs_equal_the_single_run() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
     assert_eq!(std::fs::read(ws.p("out2/demo/results.json")).unwrap(), single);
+    let r: serde_json::Value = serde_json::from_slice(&single).unwrap();
+    let test: Vec<&serde_json::Value> = r["cells"].as_array().unwrap().iter().filter(|c| c["split"] == "test").collect();
+    assert!(!test.is_empty());
+    for c in test {
+        let b = &c["bootstrap"];
+        assert_eq!(b["samples"], 40, "{c}");
+        let [lo, hi] = [b["auroc"][0].as_f64().unwrap(), b["auroc"][1].as_f64().unwrap()];
+        let point = c["auroc"].as_f64().unwrap();
+        assert!(lo <= hi && (0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi), "{b}");
+        // the per-image mean of the full sample is inside its own 95 % interval here
+        assert!(lo - 1e-12 <= point && point <= hi + 1e-12, "auroc {point} outside [{lo}, {hi}]");
+    }
     assert_eq!(std::fs::read(ws.p("out2/demo/tables.md")).unwrap(), tables);
     // all_conventions sharded (two more rounds) gives the single run's files
     let single_cfg = with_metrics("all_conventions = true").replacen("name = \"demo\"", "name = \"demo\"\noutput = \"out4\"", 1);

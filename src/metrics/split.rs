@@ -47,6 +47,10 @@ pub struct Pass1 {
     pub per_image: Vec<Vec<[Option<f64>; 6]>>,
     #[serde(default)]
     pub per_image_skipped: Vec<u64>,
+    /// `average = "images"`: per image (all images, in order), whether it
+    /// has both classes (labels only, so the same for every method).
+    #[serde(default)]
+    pub per_image_defined: Vec<bool>,
     /// `positive = "normal"`: per method, the normal pixels' keys (the
     /// positives of the swapped statistic). Empty otherwise.
     #[serde(default)]
@@ -74,6 +78,7 @@ impl Pass1 {
             cached_bytes: 0,
             per_image: if opts.per_image.is_some() { vec![vec![]; nm] } else { vec![] },
             per_image_skipped: if opts.per_image.is_some() { vec![0; nm] } else { vec![] },
+            per_image_defined: vec![],
             pos_in: if opts.normal_positive { (0..nm).map(|_| PositiveCollector::new()).collect() } else { vec![] },
             ranks: if opts.frr_budgets.is_empty() { vec![] } else { vec![RankHist::default(); nm] },
         }
@@ -92,6 +97,9 @@ impl Pass1 {
         };
         if valid {
             self.image_labels.push(lab.iter().any(|&l| label::is_anomaly(l)) as u8);
+        }
+        if opts.per_image.is_some() {
+            self.per_image_defined.push(lab.iter().any(|&l| label::is_anomaly(l)) && lab.iter().any(|&l| l == label::NORMAL));
         }
         for (m, s) in maps.maps.iter().enumerate() {
             match &rw {
@@ -162,6 +170,7 @@ impl Pass1 {
             cached_bytes: self.cached_bytes,
             per_image: self.per_image.clone(),
             per_image_skipped: self.per_image_skipped.clone(),
+            per_image_defined: self.per_image_defined.clone(),
             pos_in: self.pos_in.clone(),
             ranks: self.ranks.clone(),
         }
@@ -219,6 +228,7 @@ impl Pass1 {
         for (a, b) in self.per_image.iter_mut().zip(o.per_image) {
             a.extend(b);
         }
+        self.per_image_defined.extend(o.per_image_defined);
         for (a, b) in self.per_image_skipped.iter_mut().zip(o.per_image_skipped) {
             *a += b;
         }

@@ -129,8 +129,12 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
             o.conv_rows.push((mc.name.clone(), m.display().to_string(), r));
         }
     }
+    let per_image_avg = cfg.metrics.conv.average == crate::metrics::conventions::Average::Images;
     let boots = match (&te.cache, cfg.metrics.bootstrap) {
         (_, 0) => None,
+        (_, b) if per_image_avg => Some(cx.timed(|p| &mut p.bootstrap, || {
+            crate::metrics::bootstrap::bootstrap_images(&te.per_image.0, &te.per_image.1, b, cfg.metrics.bootstrap_seed)
+        })?),
         (Some(c), b) => Some(cx.timed(|p| &mut p.bootstrap, || bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr)))),
         (None, _) => {
             let w = format!(

@@ -55,6 +55,10 @@ pub(crate) struct SplitEval {
     /// Per method (`average = "images"`): mean AUROC / AUPR / FPR95 / F1
     /// over images with both classes, images averaged, images skipped.
     pub(crate) image_means: Vec<Option<([Option<f64>; 6], u64, u64)>>,
+    /// `average = "images"`: per method the per-image values (images with
+    /// both classes, in order) and per image whether it has both classes,
+    /// for the per-image bootstrap.
+    pub(crate) per_image: (Vec<Vec<[Option<f64>; 6]>>, Vec<bool>),
     /// Per method (`positive = "normal"`): the statistic with normal pixels
     /// positive and the score negated.
     pub(crate) counts_in: Vec<Option<Counts>>,
@@ -155,8 +159,9 @@ pub(crate) fn eval_split(
     opts: &SplitOpts,
 ) -> Result<SplitEval> {
     let nm = plan.methods.len() + cx.inp.external.len();
-    let p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
+    let mut p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
     let image_means = p1.image_means(opts);
+    let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
     let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, .. } = p1;
     let p2 = Pass2 {
         rankers: pos.into_iter().map(|p| p.finish()).collect(),
@@ -198,6 +203,7 @@ pub(crate) fn eval_split(
         images: split.stems.len() as u64,
         dtype: dtype.unwrap_or_else(|| "float32".into()),
         image_means,
+        per_image,
         counts_in,
         rank_picks,
     })
