@@ -367,7 +367,7 @@ impl MetricsCfg {
             None => format!("`metrics.{k}`"),
         };
         if let Some(b) = &self.binning {
-            bail!("`metrics.binning = {b:?}`: SMIYC's binned pixel metric is not implemented (bench computes the exact curve; the `smiyc` convention uses it too)");
+            bail!("`metrics.binning = {b:?}`: SMIYC's binned pixel metric is not implemented in bench run (bench run computes the exact curve; the `smiyc` convention uses it too); `bench eval --binning smiyc` computes it from saved score maps");
         }
         if self.conv.average == Average::Images && self.bootstrap > 0 {
             bail!("{} = \"images\" with `metrics.bootstrap` is not implemented (the intervals are of pooled pixels)", from("average"));
