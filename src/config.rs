@@ -363,7 +363,7 @@ impl MetricsCfg {
         self.conv = self.overrides().resolve().context("`metrics.convention`")?;
         self.fpr95 = self.conv.fpr95;
         if let Some(b) = &self.binning {
-            bail!("`metrics.binning = {b:?}`: SMIYC's binned pixel metric is not implemented (bench computes the exact curve; the `smiyc` convention uses it too)");
+            bail!("`metrics.binning = {b:?}`: SMIYC's binned pixel metric is not implemented in bench run (bench run computes the exact curve; the `smiyc` convention uses it too); `bench eval --binning smiyc` computes it from saved score maps");
         }
         Ok(())
     }

@@ -125,7 +125,7 @@ struct EvalCmd {
     /// Evaluate without masks that have no score map (a warning counts them) instead of failing.
     #[arg(long)]
     allow_missing: bool,
-    /// SMIYC's binned pixel metric (`smiyc`): not implemented yet.
+    /// `smiyc`: SMIYC's binned pixel metric (768 percentile bins per frame, float16 scores; approximate). Alone, not with the convention flags.
     #[arg(long)]
     binning: Option<String>,
     /// Also AUPRO and SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1).
@@ -426,7 +426,22 @@ impl EvalCmd {
     fn run(self) -> Result<i32> {
         use bench::pipeline::eval::{EvalInputs, eval, eval_all, parse_ignore};
         if let Some(b) = &self.binning {
-            bail!("--binning {b:?}: SMIYC's binned pixel metric is not implemented yet (bench computes the exact curve only)");
+            ensure!(b == "smiyc", "--binning {b:?}: unknown binning; the only one is `smiyc` (SMIYC's 768-bin pixel metric)");
+            ensure!(
+                !self.all_conventions
+                    && !self.regions
+                    && self.convention.is_none()
+                    && self.fpr95.is_none()
+                    && self.aupr.is_none()
+                    && self.average.is_none()
+                    && self.positive.is_none()
+                    && self.score_precision.is_none(),
+                "--binning smiyc is SMIYC's own fixed algorithm (float16 scores, 768 bins per frame): it cannot be combined with --convention, --fpr95, --aupr, --average, --positive, --score-precision, --all-conventions or --regions"
+            );
+            let lm = LabelMap::new(self.anomaly, parse_ignore(&self.ignore)?)?;
+            let ev = EvalInputs::new(&self.scores, self.npz_key.as_deref(), &self.labels, lm, self.allow_missing)?;
+            print!("{}", bench::pipeline::eval::eval_binned(&ev, self.json)?);
+            return Ok(0);
         }
         let regions = self.regions()?;
         let ignore = parse_ignore(&self.ignore)?;

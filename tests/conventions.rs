@@ -129,7 +129,7 @@ fn all_conventions_is_byte_stable_and_equals_the_presets() {
 #[test]
 fn unimplemented_and_bad_switches_are_one_line_errors() {
     for (args, needle) in [
-        (vec!["--binning", "smiyc"], "not implemented"),
+        (vec!["--binning", "uniform"], "unknown binning"),
         (vec!["--regions", "--component-threshold", "smiyc"], "not implemented"),
         (vec!["--component-threshold", "0.5"], "needs --regions"),
         (vec!["--regions", "--aupro-fpr", "0"], "--aupro-fpr"),

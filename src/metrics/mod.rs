@@ -15,6 +15,7 @@
 //! positives' scores, pass 2 ranks every negative among them (parallel,
 //! radix-indexed binary search, u64 counts).
 
+pub mod binned;
 pub mod bootstrap;
 pub mod conventions;
 pub mod drift;

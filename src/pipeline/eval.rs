@@ -235,3 +235,58 @@ pub fn eval_all(ev: &EvalInputs, json: bool) -> Result<String> {
     Ok(report::eval::conventions_md(&rows.iter().map(|(p, o, n)| (*p, o.main, o.normal, o.per_image, n.clone())).collect::<Vec<_>>()))
 }
 
+
+/// `bench eval --binning smiyc`: SMIYC's binned (approximate) pixel metric,
+/// [`crate::metrics::binned`], one frame in memory at a time; the JSON
+/// object (`json`) or one text line.
+pub fn eval_binned(ev: &EvalInputs, json: bool) -> Result<String> {
+    use crate::metrics::binned::{BinnedCurve, NUM_BINS};
+    let mut c = BinnedCurve::new();
+    for p in &ev.pairs {
+        let (sc, lab) = ev.load(p, ScorePrecision::F32)?;
+        c.add_frame(&sc, &lab).with_context(|| format!("{}", p.0.display()))?;
+    }
+    if c.empty_frames > 0 {
+        eprintln!("warning: binning = \"smiyc\": {} frame(s) without a non-void pixel skipped (SMIYC's code fails on them)", c.empty_frames);
+    }
+    let m = c.finish();
+    if c.top_frames > 1 {
+        eprintln!(
+            "warning: binning = \"smiyc\": {} frames share the highest threshold; there SMIYC's result depends on numpy's unstable argsort order (hardware dependent); bench follows argsort(kind=\"stable\"), the last such frame first",
+            c.top_frames
+        );
+    }
+    if m.is_none() {
+        eprintln!("warning: no anomaly or no in-distribution pixels: metrics are undefined (null)");
+    }
+    let mut obj = serde_json::json!({
+        "binning": "smiyc",
+        "approximate": true,
+        "bins_per_frame": NUM_BINS,
+        "auroc": m.map(|x| x.auroc),
+        "aupr": m.map(|x| x.ap),
+        "fpr95": m.map(|x| x.fpr95),
+        "curve_points": m.map(|x| x.points),
+        "images": ev.pairs.len(),
+        "positives": c.positives,
+        "negatives": c.negatives,
+        "void": c.void,
+        "top_threshold_frames": c.top_frames,
+    });
+    if ev.missing > 0 {
+        obj.as_object_mut().expect("object").insert("missing_score_maps".into(), ev.missing.into());
+    }
+    if json {
+        return Ok(format!("{obj}\n"));
+    }
+    let f = |x: Option<f64>| x.map_or("null".to_string(), |v| format!("{:.5}", 100.0 * v));
+    Ok(format!(
+        "SMIYC binned (approximate, {NUM_BINS} bins per frame): AUROC {}  AP {}  FPR95 {}  ({} images, {} anomaly / {} normal pixels)\n",
+        f(m.map(|x| x.auroc)),
+        f(m.map(|x| x.ap)),
+        f(m.map(|x| x.fpr95)),
+        ev.pairs.len(),
+        c.positives,
+        c.negatives
+    ))
+}
