@@ -39,7 +39,7 @@
 #![allow(clippy::needless_range_loop, clippy::excessive_precision)]
 
 use crate::data::LogitData;
-use crate::scores::{Logits, Method, ScoreMaps, ScorePlan, Scorer};
+use crate::scores::{Logits, ScoreMaps, ScorePlan, Scorer};
 use anyhow::Result;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -759,9 +759,6 @@ impl Scorer for CpuScorer {
             return Ok(ScoreMaps { h: logits.h, w: logits.w, maps: vec![] });
         }
         let (temps, xlogx) = plan_sums(plan);
-        if plan.methods.contains(&Method::Heat) && !temps.contains(&1.0) {
-            unreachable!("HEAT's temperature is 1");
-        }
         let fns: Vec<BlockFn> = plan.methods.iter().map(|m| m.spec().block).collect();
         let d = features.map_or(0, |f| f.c);
         // per chunk: method-major [method][chunk pixels]
