@@ -174,7 +174,6 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
     if regions {
         header.extend(["PRO (AUPRO)", "AUPRO CI"].map(String::from));
     }
-    header.push("test images (normal / anomalous)".into());
     let mut align = vec![Align::Left, Align::Left];
     align.extend(std::iter::repeat_n(Align::Right, header.len() - 2));
     let mut rows = vec![];
@@ -191,7 +190,6 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
             row.push(mk(pct(cell.aupro)));
             row.push(if cell.bootstrap.is_some() { none } else { no_ci(r, cell) });
         }
-        row.push(format!("{} ({} / {})", cell.images, cell.normal_images, cell.anomalous_images));
         rows.push(row);
     }
     bl.push(Block::Table(header, align, rows));
@@ -566,11 +564,12 @@ impl PageDialect for Markdown {
     }
 }
 
-const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;color:#1d232a;max-width:1200px;margin:1.5em auto;padding:0 1.5em;line-height:1.45}
+const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;color:#1d232a;max-width:1200px;margin:1.2em auto;padding:0 1.2em;line-height:1.45}
 h1{font-size:1.6em;margin:.2em 0}h2{font-size:1.3em;margin:1.6em 0 .4em;border-bottom:1px solid #d8dde3;padding-bottom:.2em}h3{font-size:1.1em;margin:1.2em 0 .3em}
 p{margin:.4em 0 .7em}code{font-size:.92em;background:#f1f3f5;padding:0 .25em;border-radius:3px}ul{margin:.3em 0 .8em;padding-left:1.4em}
-.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.4em 0 1em;font-variant-numeric:tabular-nums;font-size:.9em}
-th,td{border-bottom:1px solid #e3e7eb;padding:3px 9px;white-space:nowrap;text-align:left}th{background:#f1f3f5;font-weight:600}td.r,th.r{text-align:right}tr:nth-child(even) td{background:#fafbfc}
+.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.4em 0 1em;font-variant-numeric:tabular-nums;font-size:.86em}
+th,td{border-bottom:1px solid #e3e7eb;padding:3px 7px;white-space:nowrap;text-align:left;vertical-align:top}th{background:#f1f3f5;font-weight:600;white-space:normal;vertical-align:bottom}td.r,th.r{text-align:right}
+td.k{white-space:normal;min-width:9em;max-width:14em;font-weight:600}tr.grp td{border-top:2px solid #c9d0d7}
 ";
 
 impl PageDialect for Html {
@@ -604,9 +603,20 @@ impl PageDialect for Html {
             s += &format!("<th{}>{}</th>", cls(a), self.text(h));
         }
         s += "</tr>\n";
-        for r in rows {
-            s += "<tr>";
-            for (x, a) in r.iter().zip(align) {
+        for (i, r) in rows.iter().enumerate() {
+            // equal consecutive model names: one cell spanning their rows
+            let first = i == 0 || rows[i - 1].first() != r.first();
+            s += if first && i > 0 { "<tr class=\"grp\">" } else { "<tr>" };
+            for (j, (x, a)) in r.iter().zip(align).enumerate() {
+                if j == 0 {
+                    if !first {
+                        continue;
+                    }
+                    let n = rows[i..].iter().take_while(|q| q.first() == r.first()).count();
+                    let span = if n > 1 { format!(" rowspan=\"{n}\"") } else { String::new() };
+                    s += &format!("<td class=\"k\"{span}>{}</td>", self.text(x));
+                    continue;
+                }
                 s += &format!("<td{}>{}</td>", cls(a), self.text(x));
             }
             s += "</tr>\n";
