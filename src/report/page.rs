@@ -160,11 +160,14 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
         }
         None => {
             let why = r.cells.iter().find(|c| c.split == EVAL_SPLIT).map_or("no CI: bootstrap off".into(), |c| no_ci(r, c));
-            p.push(b(format!("{why}")));
+            p.push(b(why));
             p.push(t(": results.json holds no bootstrap interval, so none is shown ("));
             p.push(c("[metrics] bootstrap = B"));
             p.push(t(" computes them)."));
         }
+    }
+    if r.conventions.average.is_some() {
+        p.push(t(" Pixel AUROC (and its CI) is the mean of per-image AUROCs over images with both classes (`average = images`), not pooled pixels."));
     }
     bl.push(Block::Para(p));
     if !regions {
@@ -198,7 +201,7 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
     }
 }
 
-fn point<'a>(h: &'a HonestCell, level: Level, rule: PointRule, budget: f64) -> Option<&'a Point> {
+fn point(h: &HonestCell, level: Level, rule: PointRule, budget: f64) -> Option<&Point> {
     h.point(level, rule, Some(budget))
 }
 
