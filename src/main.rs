@@ -79,6 +79,13 @@ enum Cmd {
     },
     /// Normal-pixel score drift between two results folders (mean, p95, KL, MMD²).
     Drift { a: PathBuf, b: PathBuf },
+    /// Re-render report.md and report.html (the honest evaluation page) from results.json alone.
+    Report {
+        results: PathBuf,
+        /// Compare with the files on disk instead of writing; exit 1 on a difference.
+        #[arg(long)]
+        check: bool,
+    },
     /// Generate the deterministic synthetic demo dataset.
     Synth(SynthCmd),
     /// List the adapters wgpu sees.
@@ -224,6 +231,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Diff { a, b, tol, metric, json } => cmd_diff(&a, &b, tol, &metric, json),
         Cmd::Drift { a, b } => cmd_drift(&a, &b),
+        Cmd::Report { results, check } => cmd_report(&results, check),
         Cmd::Synth(sy) => {
             let out = sy.out.clone();
             bench::synth::generate(&out, &sy.spec()?)?;
@@ -419,6 +427,28 @@ fn cmd_drift(a: &Path, b: &Path) -> Result<i32> {
         print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &t));
     }
     Ok(0)
+}
+
+/// `bench report DIR [--check]`: report.md and report.html of every
+/// results.json in the folder (one per dataset of a `[[datasets]]` sweep).
+fn cmd_report(dir: &Path, check: bool) -> Result<i32> {
+    let mut code = 0;
+    for (name, r) in Results::load_sets(dir)? {
+        let d = name.as_ref().map_or(dir.to_path_buf(), |n| dir.join(n));
+        for (f, bytes) in report::page::files(&r) {
+            let p = d.join(&f);
+            if check {
+                if std::fs::read(&p).ok().as_deref() != Some(bytes.as_slice()) {
+                    println!("{} differs from the re-rendered report", p.display());
+                    code = 1;
+                }
+            } else {
+                std::fs::write(&p, &bytes).with_context(|| format!("{}: cannot write", p.display()))?;
+                eprintln!("wrote {}", p.display());
+            }
+        }
+    }
+    Ok(code)
 }
 
 impl EvalCmd {

@@ -2,7 +2,7 @@
 //! `bench run`, `bench merge` and the Python package's `run()`.
 
 use super::*;
-use crate::report::{curves, tables};
+use crate::report::{curves, page, tables};
 
 /// The files of one dataset's results folder.
 pub fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
@@ -18,6 +18,7 @@ pub fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
         ("drift.json".to_string(), (serde_json::to_string(&out.drift)? + "\n").into_bytes()),
     ];
     files.extend(curves::files(&out.results, &cs));
+    files.extend(page::files(&out.results));
     if let Some(c) = &out.calibration {
         files.push(("calibration.json".to_string(), c.clone().into_bytes()));
     }

@@ -14,6 +14,7 @@ pub mod drift;
 pub mod eval;
 pub mod manifest;
 pub mod markup;
+pub mod page;
 pub mod results;
 pub mod tables;
 
