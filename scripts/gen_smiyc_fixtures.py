@@ -12,7 +12,11 @@ Reimplements SegmentMeIfYouCan's binned pixel metric (`PixBinaryClass`,
       174-184 process_frame: roi = label < 255, gt = label.astype(bool)
       221-250 aggregate_dynamic_bins
   * road_anomaly_benchmark/metrics/pixel_classification_curves.py
-      52-183  curves_from_cmats (AP l.161, AUROC l.173, FPR95 l.124-131)
+      52-183  curves_from_cmats (AP l.161, AUROC l.173, FPR95 l.124-131,
+              best_f1 / best_f1_threshold l.122, 136, 151-152)
+  * road_anomaly_benchmark/metrics/instance_segmentation.py
+      20-32   default_instancer: components of `anomaly_p > thresh_p`
+      362-374 get_thresh_p_from_curve: thresh_p = the curve's best_f1_threshold
 
 Only the numpy parts are kept (no EasyDict, plotting, files). `np.trapz` is
 `np.trapezoid` on numpy >= 2 (same formula). For every case the script also
@@ -22,7 +26,8 @@ follows the stable order, which differs from the default only when several
 frames share the highest threshold (see src/metrics/binned.rs).
 
 Writes tests/fixtures/smiyc_binned.json: per case the frames (float32 scores
-before the float16 cast, uint8 labels 0 / 1 / 255, shape) and the metrics.
+before the float16 cast, uint8 labels 0 / 1 / 255, shape) and the metrics,
+including SMIYC's component threshold (best_f1_threshold).
 Run: python3 scripts/gen_smiyc_fixtures.py
 """
 
@@ -129,7 +134,17 @@ def curves_from_cmats(cmats, thresholds):
     else:
         fpr_tpr95 = 1.0
     ap = np.sum(np.diff(recalls) * precisions[1:])
-    return dict(auroc=float(trapz(tp_rates, fp_rates)), aupr=float(ap), fpr95=float(fpr_tpr95), curve_points=int(num_steps))
+    # l.122, 136, 151-152: the component threshold (instance_segmentation.py:362-366
+    # reads best_f1_threshold back; default_instancer l.25 binarises `anomaly_p > thresh_p`)
+    f1_scores = (2 * tp) / (2 * tp + fp + fn)
+    ix = np.nanargmax(f1_scores)
+    best_f1_threshold = float(thresholds[ix])
+    best_f1 = float(f1_scores[ix])
+    return dict(auroc=float(trapz(tp_rates, fp_rates)), aupr=float(ap), fpr95=float(fpr_tpr95), curve_points=int(num_steps),
+                best_f1=best_f1, best_f1_threshold=best_f1_threshold)
+
+
+CURVE_KEYS = ("auroc", "aupr", "fpr95", "curve_points")
 
 
 def smiyc(frames, kind=None):
@@ -201,7 +216,9 @@ def main():
             "official": off,
             "stable": st,
             "top_tied": bool(top_tied(frames)),
-            "default_sort_equals_stable": off == st,
+            # the pixel metrics only (as before the component threshold was added)
+            "default_sort_equals_stable": all(off[k] == st[k] for k in CURVE_KEYS),
+            "default_sort_threshold_equals_stable": off["best_f1_threshold"] == st["best_f1_threshold"],
         }
         print(name, "official", off, "stable == official:", off == st, "top tied:", top_tied(frames))
     p = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "smiyc_binned.json")

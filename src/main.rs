@@ -141,7 +141,7 @@ struct EvalCmd {
     /// AUPRO's FPR limit (with --regions).
     #[arg(long, default_value_t = 0.3)]
     aupro_fpr: f64,
-    /// Component binarisation threshold `score ≥ t` (e.g. chosen on val). Default: the evaluated split's own best-F1 threshold, flagged as leakage. `smiyc` (its binned best-F1, `>`) is not implemented.
+    /// Component binarisation threshold `score ≥ t` (e.g. chosen on val). Default: the evaluated split's own best-F1 threshold, flagged as leakage. `smiyc`: SMIYC's own rule (the best-F1 point of its binned pixel curve on the evaluated split, float16 scores, `score > t`), also leakage.
     #[arg(long, allow_hyphen_values = true)]
     component_threshold: Option<String>,
     /// SMIYC size filters: anomaly (500 / 100 px) or obstacle (50 / 10 px).
@@ -506,10 +506,11 @@ impl EvalCmd {
         ensure!(fpr > 0.0 && fpr <= 1.0, "--aupro-fpr must be in (0, 1], got {fpr}");
         let threshold = match self.component_threshold.as_deref() {
             None => None,
-            Some("smiyc") => bail!("--component-threshold smiyc: SMIYC's binned best-F1 threshold is not implemented (SMIYC binning is not); pass a number"),
+            Some("smiyc") => None,
             Some(x) => Some(x.parse::<f32>().ok().filter(|t| t.is_finite()).with_context(|| format!("--component-threshold: {x:?} is not a finite number"))?),
         };
-        Ok(Some(bench::pipeline::eval::RegionArgs { fpr, threshold, track: self.component_track }))
+        let smiyc_threshold = self.component_threshold.as_deref() == Some("smiyc");
+        Ok(Some(bench::pipeline::eval::RegionArgs { fpr, threshold, smiyc_threshold, track: self.component_track }))
     }
 }
 

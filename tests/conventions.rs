@@ -130,7 +130,6 @@ fn all_conventions_is_byte_stable_and_equals_the_presets() {
 fn unimplemented_and_bad_switches_are_one_line_errors() {
     for (args, needle) in [
         (vec!["--binning", "uniform"], "unknown binning"),
-        (vec!["--regions", "--component-threshold", "smiyc"], "not implemented"),
         (vec!["--component-threshold", "0.5"], "needs --regions"),
         (vec!["--regions", "--aupro-fpr", "0"], "--aupro-fpr"),
         (vec!["--convention", "sklaern"], "sklaern"),

@@ -24,6 +24,21 @@
 //!   AUROC = `np.trapz(tpr, fpr)` (l. 173), FPR95 = fpr at
 //!   `searchsorted(tpr, 0.95)` (left), 1.0 when never reached (l. 124-131).
 //!
+//! * component threshold (`bench eval --regions --component-threshold smiyc`):
+//!   `curves_from_cmats` picks `ix = np.nanargmax(2tp / (2tp + fp + fn))`
+//!   over the thinned curve (with its end points) and returns
+//!   `best_f1_threshold = float(thresholds[ix])` (l. 122, 136, 151), where
+//!   the thresholds are thinned like the cmats (the fix of 1c7804e) and the
+//!   prepended / appended end points get `max + 1` / `max - 1` (l. 88, 95);
+//!   `MetricSegment.get_thresh_p_from_curve` (`metrics/instance_segmentation.py:362-374`)
+//!   reads it back from the evaluated dataset's own saved `PixBinaryClass`
+//!   curve (same method, same dataset: chosen on the evaluated split) and
+//!   `default_instancer` (l. 20-32) binarises the float16 score map with
+//!   `anomaly_p > thresh_p`, void pixels off. The threshold is an h5py
+//!   attribute, a `numpy.float64` scalar: under numpy 2.x (NEP 50) the float16
+//!   scores are compared in float64, which bench follows; numpy 1.x's
+//!   value-based casting would compare in float16 instead.
+//!
 //! numpy behaviour followed (numpy 2.x, NEP 50 promotion; checked against
 //! numpy 2.4.6 by `scripts/gen_smiyc_fixtures.py`):
 //! * `vmin`, `vmax`, `eps`, `vmin - eps`, `vmax + eps` are float16 scalars:
@@ -136,6 +151,16 @@ pub struct BinnedMetrics {
     pub fpr95: f64,
     /// Points on the curve (after `curves_from_cmats`).
     pub points: usize,
+    /// `curves_from_cmats`' `best_f1` and `best_f1_threshold`
+    /// (`pixel_classification_curves.py:122,136,151-152`): F1 =
+    /// 2tp / (2tp + fp + fn) at every curve point (after the thinning and the
+    /// end points), `np.nanargmax` (the first maximum, i.e. the highest
+    /// threshold among ties), and that point's threshold: the lower edge of a
+    /// bin (its counts are `score ≥ edge`), or the sentinels `max + 1` /
+    /// `max - 1` of the prepended / appended end points. SMIYC binarises its
+    /// component metrics at `score > best_f1_threshold` (module doc).
+    pub best_f1: f64,
+    pub best_f1_threshold: f64,
 }
 
 impl BinnedCurve {
@@ -245,20 +270,26 @@ impl BinnedCurve {
         // kept cmats: index 0 (first entry alone), then every run end
         let mut tp = vec![top.1 as f64];
         let mut fp = vec![top.2 as f64];
+        let mut thr = vec![top.0];
         let (mut ct, mut cf) = (0f64, 0f64);
-        for &(_, a, b) in &self.entries {
+        for &(t, a, b) in &self.entries {
             ct += a as f64;
             cf += b as f64;
             tp.push(ct);
             fp.push(cf);
+            thr.push(t);
         }
+        // `float(np.max(thresholds)) ± 1` (l. 88, 95)
+        let tmax = |thr: &[f64]| thr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         if tp[0] != 0.0 || fp[0] != 0.0 {
             tp.insert(0, 0.0);
             fp.insert(0, 0.0);
+            thr.insert(0, tmax(&thr) + 1.0);
         }
         if *tp.last().unwrap() != p || *fp.last().unwrap() != n {
             tp.push(p);
             fp.push(n);
+            thr.push(tmax(&thr) - 1.0);
         }
         let k = tp.len();
         let tpr: Vec<f64> = tp.iter().map(|&t| t / (t + (p - t))).collect();
@@ -274,6 +305,15 @@ impl BinnedCurve {
             Some(i) => fpr[i],
             None => 1.0,
         };
-        Some(BinnedMetrics { ap, auroc, fpr95, points: k })
+        // l. 122: f1 = (2 tp) / (2 tp + fp + fn); l. 136: np.nanargmax (first max)
+        let (mut best_f1, mut ix) = (f64::NAN, 0);
+        for i in 0..k {
+            let f1 = (2.0 * tp[i]) / (2.0 * tp[i] + fp[i] + (p - tp[i]));
+            if !f1.is_nan() && (best_f1.is_nan() || f1 > best_f1) {
+                best_f1 = f1;
+                ix = i;
+            }
+        }
+        Some(BinnedMetrics { ap, auroc, fpr95, points: k, best_f1, best_f1_threshold: thr[ix] })
     }
 }

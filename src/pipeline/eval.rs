@@ -96,6 +96,10 @@ pub struct RegionArgs {
     pub fpr: f64,
     /// Component threshold (`score ≥ t`); `None` = the split's best-F1 (leakage).
     pub threshold: Option<f32>,
+    /// `--component-threshold smiyc` (with `threshold = None`): SMIYC's own
+    /// rule, its binned best-F1 threshold on the evaluated split (leakage),
+    /// float16 scores, `score > t` ([`crate::metrics::binned`]).
+    pub smiyc_threshold: bool,
     pub track: Track,
 }
 
@@ -119,6 +123,10 @@ fn eval_regions(ev: &EvalInputs, conv: &MetricConv, ra: &RegionArgs, best_f1_thr
     }
     let wc = r.finish_weighted()?;
     let au = aupro(&wc.counts, &wc.tp_weight, regions, ra.fpr);
+    if ra.smiyc_threshold {
+        let comps = smiyc_components(ev, ra)?;
+        return Ok(serde_json::json!({ "aupro": au, "aupro_fpr_limit": ra.fpr, "regions": regions, "components": comps }));
+    }
     let (t, source) = match (ra.threshold, best_f1_threshold) {
         (Some(t), _) => (Some(t), "given"),
         (None, Some(t)) => (Some(t as f32), "best_f1_on_evaluated_split"),
@@ -143,6 +151,56 @@ fn eval_regions(ev: &EvalInputs, conv: &MetricConv, ra: &RegionArgs, best_f1_thr
         None => serde_json::Value::Null,
     };
     Ok(serde_json::json!({ "aupro": au, "aupro_fpr_limit": ra.fpr, "regions": regions, "components": comps }))
+}
+
+/// `--component-threshold smiyc`: SMIYC's component metrics as its code
+/// computes them (see [`crate::metrics::binned`]'s doc): the threshold is
+/// the best-F1 point of its binned pixel curve on these very frames
+/// (leakage), the scores are the float16 maps SMIYC saves, and a pixel is
+/// anomalous when `score > t` (compared in float64, numpy 2.x). Scores are
+/// read as they are (no `score_precision`), as `--binning smiyc` does.
+fn smiyc_components(ev: &EvalInputs, ra: &RegionArgs) -> Result<serde_json::Value> {
+    use crate::metrics::binned::BinnedCurve;
+    use crate::metrics::region::{ComponentConfig, ComponentStats, component_metrics};
+    let mut c = BinnedCurve::new();
+    for p in &ev.pairs {
+        let (sc, lab) = ev.load(p, ScorePrecision::F32)?;
+        c.add_frame(&sc, &lab).with_context(|| format!("{}", p.0.display()))?;
+    }
+    if c.top_frames > 1 {
+        eprintln!(
+            "warning: --component-threshold smiyc: {} frames share the highest threshold; there SMIYC's binned curve depends on numpy's unstable argsort order; bench follows argsort(kind=\"stable\")",
+            c.top_frames
+        );
+    }
+    let Some(m) = c.finish() else {
+        eprintln!("warning: --component-threshold smiyc: no anomaly or no in-distribution pixels: SMIYC's binned curve (and its threshold) is undefined");
+        return Ok(serde_json::Value::Null);
+    };
+    let t = m.best_f1_threshold;
+    // float16 scores (exactly f32) `> t` ⟺ `> t32`, t32 = t rounded toward -∞ to f32
+    let mut t32 = t as f32;
+    if t32 as f64 > t {
+        t32 = t32.next_down();
+    }
+    let mut cfg = ComponentConfig::track(ra.track, t32);
+    cfg.strict = true;
+    let mut acc = ComponentStats::new(&cfg.deltas);
+    for p in &ev.pairs {
+        let (h, w, mut sc, lab) = ev.load_hw(p, ScorePrecision::F32)?;
+        for x in sc.iter_mut() {
+            *x = half::f16::from_f32(*x).to_f32();
+        }
+        component_metrics(&sc, &lab, h, w, &cfg, &mut acc).with_context(|| format!("{}", p.0.display()))?;
+    }
+    let s = acc.summary();
+    Ok(serde_json::json!({
+        "threshold": t, "threshold_source": "smiyc_binned_best_f1", "leakage": true,
+        "binned_best_f1": m.best_f1, "scores": "float16",
+        "track": ra.track, "positive_when": "score > threshold",
+        "siou": s.siou_gt, "ppv": s.ppv, "mean_f1": s.mean_f1,
+        "gt_components": s.gt_components, "pred_components": s.pred_components,
+    }))
 }
 
 
@@ -195,7 +253,9 @@ pub fn eval(ev: &EvalInputs, conv: &MetricConv, name: Option<&str>, regions: Opt
         for (k, v) in r.as_object().expect("object") {
             m.insert(k.clone(), v.clone());
         }
-        if r["components"]["leakage"] == true {
+        if r["components"]["threshold_source"] == "smiyc_binned_best_f1" {
+            eprintln!("warning: --regions: components binarised at SMIYC's binned best-F1 threshold of the evaluated split itself (leakage, as SMIYC's own code does); pass --component-threshold from another split for an honest number");
+        } else if r["components"]["leakage"] == true {
             eprintln!("warning: --regions: components binarised at the evaluated split's own best-F1 threshold (leakage); pass --component-threshold from another split");
         }
     }
@@ -267,6 +327,8 @@ pub fn eval_binned(ev: &EvalInputs, json: bool) -> Result<String> {
         "aupr": m.map(|x| x.ap),
         "fpr95": m.map(|x| x.fpr95),
         "curve_points": m.map(|x| x.points),
+        "best_f1": m.map(|x| x.best_f1),
+        "best_f1_threshold": m.map(|x| x.best_f1_threshold),
         "images": ev.pairs.len(),
         "positives": c.positives,
         "negatives": c.negatives,
