@@ -358,7 +358,17 @@ fn write_results(cfg: &Config, outs: Vec<(RunOutput, Config)>, check: bool, tol:
             if !tables_same {
                 println!("tables.md differs from the re-rendered tables");
             }
-            if !(dd.within_tolerance() && tables_same) {
+            // the report page, like the tables, when the device kind is the same
+            let mut pages_same = true;
+            if committed.device == out.results.device {
+                for (f, bytes) in report::page::files(&out.results) {
+                    if std::fs::read(d.join(&f)).ok().as_deref() != Some(bytes.as_slice()) {
+                        println!("{f} differs from the re-rendered report");
+                        pages_same = false;
+                    }
+                }
+            }
+            if !(dd.within_tolerance() && tables_same && pages_same) {
                 code = 1;
             }
         }

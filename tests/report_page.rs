@@ -182,3 +182,16 @@ fn datasets_sweep_has_a_report_per_dataset() {
     assert!(!beta.contains("failure-mode breakdown: not computed"));
     ok(bench(&["report", "--check", "results/small"], &s.root));
 }
+
+#[test]
+fn run_check_compares_the_report_page_too() {
+    let s = small("");
+    ok(s.run(&["--check"]));
+    let p = s.p("results/small/report.md");
+    let mut md = read(&p);
+    md.push_str("edited\n");
+    std::fs::write(&p, md).unwrap();
+    let o = s.run(&["--check"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("report.md differs"), "{}", stdout(&o));
+}
