@@ -230,76 +230,82 @@ fn operating(r: &Results, bl: &mut Vec<Block>) {
         bl.push(Block::Para(vec![b(format!("{LEAK} leakage")), t(": results.json flags these cells: thresholds or calibration came from the evaluated split.")]));
     }
     for level in [Level::Pixel, Level::Image] {
-        let budgets: Vec<(PointRule, f64)> =
-            h0.points.iter().filter(|p| p.level == level && p.rule != PointRule::F1Optimal).filter_map(|p| p.budget.map(|b| (p.rule, b))).collect();
-        let u = level.units();
-        let cap = match level {
-            Level::Pixel => "Pixel level",
-            Level::Image => "Image level",
-        };
-        bl.push(Block::Heading(3, format!("{cap} (per {})", &u[..u.len() - 1])));
-        if level == Level::Image {
-            bl.push(Block::Para(vec![t(format!(
-                "Image score = {}; an image is anomalous when it has any anomaly pixel. Each image-level rate rests on the image counts of the last column: with few images, one image moves a rate by a large step.",
-                r.conventions.image_score
-            ))]));
+        operating_level(r, h0, level, bl);
+    }
+}
+
+/// One level's operating-point table (test FRR/FAR at every budget, with
+/// the reasons of undefined points) and its review band.
+fn operating_level(r: &Results, h0: &HonestCell, level: Level, bl: &mut Vec<Block>) {
+    let budgets: Vec<(PointRule, f64)> =
+        h0.points.iter().filter(|p| p.level == level && p.rule != PointRule::F1Optimal).filter_map(|p| p.budget.map(|b| (p.rule, b))).collect();
+    let u = level.units();
+    let cap = match level {
+        Level::Pixel => "Pixel level",
+        Level::Image => "Image level",
+    };
+    bl.push(Block::Heading(3, format!("{cap} (per {})", &u[..u.len() - 1])));
+    if level == Level::Image {
+        bl.push(Block::Para(vec![t(format!(
+            "Image score = {}; an image is anomalous when it has any anomaly pixel. Each image-level rate rests on the image counts of the last column: with few images, one image moves a rate by a large step.",
+            r.conventions.image_score
+        ))]));
+    }
+    if budgets.is_empty() {
+        bl.push(Block::Para(vec![t("No FAR or FRR budget in the config ("), c("[metrics] far = [...]"), t(", "), c("frr = [...]"), t(").")]));
+        return;
+    }
+    let mut header = vec!["Model".to_string(), "Method".to_string()];
+    for (rule, bu) in &budgets {
+        if *rule == PointRule::FrrAtFar {
+            header.push(format!("FRR @ FAR ≤ {} %", budget_pct(*bu)));
+            header.push("achieved FAR".into());
+        } else {
+            header.push(format!("FAR @ FRR ≤ {} %", budget_pct(*bu)));
+            header.push("achieved FRR".into());
         }
-        if budgets.is_empty() {
-            bl.push(Block::Para(vec![t("No FAR or FRR budget in the config ("), c("[metrics] far = [...]"), t(", "), c("frr = [...]"), t(").")]));
-            continue;
-        }
-        let mut header = vec!["Model".to_string(), "Method".to_string()];
+    }
+    header.push(format!("test {u} (normal / anomalous)"));
+    let mut align = vec![Align::Left, Align::Left];
+    align.extend(std::iter::repeat_n(Align::Right, header.len() - 2));
+    let mut rows = vec![];
+    let mut reasons = vec![];
+    for (m, me) in pairs(r) {
+        let Some(h) = r.honest_cell(m, me) else { continue };
+        let mk = |s: String| if h.leakage { format!("{s} {LEAK}") } else { s };
+        let mut row = vec![model_name(r, m).to_string(), method_name(r, me).to_string()];
         for (rule, bu) in &budgets {
-            if *rule == PointRule::FrrAtFar {
-                header.push(format!("FRR @ FAR ≤ {} %", budget_pct(*bu)));
-                header.push("achieved FAR".into());
-            } else {
-                header.push(format!("FAR @ FRR ≤ {} %", budget_pct(*bu)));
-                header.push("achieved FRR".into());
-            }
-        }
-        header.push(format!("test {u} (normal / anomalous)"));
-        let mut align = vec![Align::Left, Align::Left];
-        align.extend(std::iter::repeat_n(Align::Right, header.len() - 2));
-        let mut rows = vec![];
-        let mut reasons = vec![];
-        for (m, me) in pairs(r) {
-            let Some(h) = r.honest_cell(m, me) else { continue };
-            let mk = |s: String| if h.leakage { format!("{s} {LEAK}") } else { s };
-            let mut row = vec![model_name(r, m).to_string(), method_name(r, me).to_string()];
-            for (rule, bu) in &budgets {
-                match point(h, level, *rule, *bu) {
-                    Some(p) if p.threshold.is_some() => {
-                        let (merit, other) = if *rule == PointRule::FrrAtFar { (p.frr, p.far) } else { (p.far, p.frr) };
-                        row.push(mk(pct(merit)));
-                        row.push(pct_d(other, 3));
-                    }
-                    Some(p) => {
-                        reasons.extend(p.reason.clone());
-                        row.push("n/a".into());
-                        row.push("n/a".into());
-                    }
-                    None => {
-                        row.push("—".into());
-                        row.push("—".into());
-                    }
+            match point(h, level, *rule, *bu) {
+                Some(p) if p.threshold.is_some() => {
+                    let (merit, other) = if *rule == PointRule::FrrAtFar { (p.frr, p.far) } else { (p.far, p.frr) };
+                    row.push(mk(pct(merit)));
+                    row.push(pct_d(other, 3));
+                }
+                Some(p) => {
+                    reasons.extend(p.reason.clone());
+                    row.push("n/a".into());
+                    row.push("n/a".into());
+                }
+                None => {
+                    row.push("—".into());
+                    row.push("—".into());
                 }
             }
-            let counts = r.cell(m, me, &h.eval_split).map_or("—".into(), |c| match level {
-                Level::Pixel => format!("{} / {}", c.negatives, c.positives),
-                Level::Image => format!("{} / {}", c.normal_images, c.anomalous_images),
-            });
-            row.push(counts);
-            rows.push(row);
         }
-        bl.push(Block::Table(header, align, rows));
-        reasons.sort();
-        reasons.dedup();
-        if !reasons.is_empty() {
-            bl.push(Block::List(reasons.into_iter().map(|s| vec![t(format!("n/a: {s}."))]).collect()));
-        }
-        band(r, level, bl);
+        let counts = r.cell(m, me, &h.eval_split).map_or("—".into(), |c| match level {
+            Level::Pixel => format!("{} / {}", c.negatives, c.positives),
+            Level::Image => format!("{} / {}", c.normal_images, c.anomalous_images),
+        });
+        row.push(counts);
+        rows.push(row);
     }
+    bl.push(Block::Table(header, align, rows));
+    reasons.sort();
+    reasons.dedup();
+    if !reasons.is_empty() {
+        bl.push(Block::List(reasons.into_iter().map(|s| vec![t(format!("n/a: {s}."))]).collect()));
+    }
+    band(r, level, bl);
 }
 
 /// The hard/soft review band of one level.
