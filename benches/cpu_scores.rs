@@ -10,6 +10,7 @@
 //!
 //! `BENCH_CPU_SIMD=0|1|2` forces the portable / AVX2 / AVX-512 kernels.
 
+mod common;
 use anyhow::Result;
 use bench::data::{LogitData, Logits, label};
 use bench::scores::cpu::{CpuScorer, ReferenceScorer};
@@ -22,29 +23,9 @@ use std::time::Duration;
 const H: usize = 1024;
 const W: usize = 1024;
 
-/// Segmentation-like logits `[C, H, W]`: a winning class plus noise.
-fn values(c: usize, n: usize, seed: u64) -> Vec<f32> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut v = vec![0f32; c * n];
-    for p in 0..n {
-        let win = ((next() * c as f64) as usize).min(c - 1);
-        let off = next() * 4.0 - 2.0;
-        for k in 0..c {
-            let noise = (0..3).map(|_| next()).sum::<f64>() - 1.5;
-            v[k * n + p] = (off + 2.0 * noise + if k == win { 6.0 } else { 0.0 } + k as f64 * 0.1) as f32;
-        }
-    }
-    v
-}
 
 fn logits(c: usize, h: usize, w: usize, half: bool, seed: u64) -> Logits {
-    let v = values(c, h * w, seed);
+    let v = common::logit_values(c, h * w, seed);
     let data = if half { LogitData::F16(v.iter().map(|&x| f16::from_f32(x)).collect()) } else { LogitData::F32(v) };
     Logits { c, h, w, data }
 }

@@ -10,32 +10,14 @@
 //! lavapipe (Mesa's software Vulkan) the shader runs on the CPU cores: those
 //! numbers say nothing about a real GPU.
 
+mod common;
+use common::data;
 use bench::metrics::engine::PositiveCollector;
 use bench::scores::gpu::GpuContext;
 use bench::scores::gpu::rank::{RankPass, upload};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
 
-fn data(n: usize, pos_rate: f64, tied: bool) -> (Vec<f32>, Vec<u8>) {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (n as u64) ^ ((pos_rate * 1e6) as u64) << 20;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let unit = |v: u64| (v >> 11) as f64 / (1u64 << 53) as f64;
-    let (mut scores, mut labels) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for _ in 0..n {
-        let pos = unit(next()) < pos_rate;
-        let g = (0..4).map(|_| unit(next())).sum::<f64>() - 2.0;
-        let s = g / (1.0f64 / 3.0).sqrt() + if pos { 1.5 } else { 0.0 };
-        let s = if tied { ((s + 4.0) * 32.0).floor().clamp(0.0, 255.0) / 32.0 - 4.0 } else { s };
-        scores.push(s as f32);
-        labels.push(pos as u8);
-    }
-    (scores, labels)
-}
 
 fn gpu_rank(c: &mut Criterion) {
     let ctx = match GpuContext::new(true) {

@@ -12,6 +12,7 @@
 //! Runs on whatever adapter wgpu finds (lavapipe on a machine without a
 //! GPU); the GPU groups are skipped with a notice when there is none.
 
+mod common;
 use anyhow::Result;
 use bench::data::{LogitData, Logits, label};
 use bench::scores::cpu::CpuScorer;
@@ -25,30 +26,9 @@ use std::time::Duration;
 const C: usize = 19;
 const SIZES: [(usize, usize); 2] = [(256, 512), (1024, 2048)];
 
-/// Segmentation-like logits `[C, H, W]`: a winning class plus noise.
-fn values(c: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let n = h * w;
-    let mut v = vec![0f32; c * n];
-    for p in 0..n {
-        let win = ((next() * c as f64) as usize).min(c - 1);
-        let off = next() * 4.0 - 2.0;
-        for k in 0..c {
-            let noise = (0..3).map(|_| next()).sum::<f64>() - 1.5;
-            v[k * n + p] = (off + 2.0 * noise + if k == win { 6.0 } else { 0.0 } + k as f64 * 0.1) as f32;
-        }
-    }
-    v
-}
 
 fn logits(h: usize, w: usize, half: bool) -> Logits {
-    let v = values(C, h, w, (h * w) as u64);
+    let v = common::logit_values(C, h * w, (h * w) as u64);
     let data = if half {
         LogitData::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
     } else {
@@ -63,7 +43,7 @@ fn calibration() -> Calibration {
         c: C,
         h,
         w,
-        data: LogitData::F32(values(C, h, w, 7)),
+        data: LogitData::F32(common::logit_values(C, h * w, 7)),
     };
     let lab = vec![label::NORMAL; h * w];
     let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| -> Result<()> { f(&lg, None, &lab) };

@@ -6,13 +6,12 @@
 //! thread count and the SIMD level.
 
 mod common;
-use common::Rng;
+use common::{Rng, logits};
 
 use anyhow::Result;
 use bench::data::label;
 use bench::scores::cpu::{CpuScorer, ReferenceScorer, fast};
-use bench::scores::{Calibration, HeatPost, LogitData, Logits, Method, ScoreMaps, ScorePlan, Scorer, SmlPost};
-use half::f16;
+use bench::scores::{Calibration, HeatPost, Logits, Method, ScoreMaps, ScorePlan, Scorer, SmlPost};
 
 const ALL: [Method; 9] = [Method::MaxLogit, Method::Msp, Method::Energy, Method::Sml, Method::Heat, Method::Entropy, Method::Margin, Method::Gen, Method::Rba];
 
@@ -63,14 +62,6 @@ fn values(kind: Kind, c: usize, n: usize, r: &mut Rng) -> Vec<f32> {
     v
 }
 
-fn logits(c: usize, h: usize, w: usize, v: &[f32], half: bool) -> Logits {
-    let data = if half {
-        LogitData::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
-    } else {
-        LogitData::F32(v.to_vec())
-    };
-    Logits { c, h, w, data }
-}
 
 /// A calibration fitted on realistic logits (optionally with features).
 fn calibration(c: usize, d: usize, seed: u64) -> Calibration {

@@ -75,14 +75,6 @@ fn make_values(c: usize, h: usize, w: usize, seed: u64, kind: Kind) -> Vec<f32> 
     v
 }
 
-fn logits(c: usize, h: usize, w: usize, vals: &[f32], half: bool) -> Logits {
-    let data = if half {
-        LogitData::F16(vals.iter().map(|&x| f16::from_f32(x)).collect())
-    } else {
-        LogitData::F32(vals.to_vec())
-    };
-    Logits { c, h, w, data }
-}
 
 /// Calibration fitted on random segmentation-like logits with some
 /// anomaly / void pixels (which the fit must skip).

@@ -11,7 +11,7 @@ use common::*;
 
 use anyhow::Result;
 use bench::data::npy::{write_npy_f16, write_npy_f32, write_npy_u8};
-use bench::data::{LogitData, Logits};
+use bench::data::Logits;
 use bench::scores::cpu::CpuScorer;
 use bench::scores::gpu::GpuScorer;
 use bench::scores::{Calibration, Method, ScorePlan, Scorer};
@@ -139,18 +139,6 @@ fn features_carry_the_signal_the_logits_lack() {
     assert!(!root.join("results/x").exists());
 }
 
-fn logits(c: usize, h: usize, w: usize, v: &[f32], half: bool) -> Logits {
-    Logits {
-        c,
-        h,
-        w,
-        data: if half {
-            LogitData::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect())
-        } else {
-            LogitData::F32(v.to_vec())
-        },
-    }
-}
 
 #[test]
 fn gpu_matches_cpu_on_features() {

@@ -116,3 +116,10 @@ impl Small {
         bench(&a, &self.root)
     }
 }
+
+/// Class-major `[C, H, W]` logits from f32 values, stored as float16 when `half`.
+pub fn logits(c: usize, h: usize, w: usize, v: &[f32], half: bool) -> bench::data::Logits {
+    use bench::data::LogitData;
+    let data = if half { LogitData::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect()) } else { LogitData::F32(v.to_vec()) };
+    bench::data::Logits { c, h, w, data }
+}
