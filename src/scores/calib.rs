@@ -1,15 +1,25 @@
 //! Calibration statistics for SML and HEAT, fitted on in-distribution pixels.
 //!
 //! Why: SML and HEAT are only as honest as the split their statistics come
-//! from. Fitting happens here, in f64, on the CPU, in a fixed reduction order,
-//! so the fitted numbers are identical whichever device later scores the
-//! test split, and so a fit on the test split is flagged as leakage.
+//! from. Fitting happens here, on the CPU, sums in f64 in a fixed reduction
+//! order, so the fitted numbers are identical whichever device later scores
+//! the test split, and so a fit on the test split is flagged as leakage.
+//!
+//! The per-pixel work runs on the fast scorer's blocks ([`Kernels::Fast`],
+//! the default): pass 1 (max, argmax, the HEAT sums) is bit-identical to
+//! the f64 reference, since it only widens the logits exactly; pass 2 (the
+//! two HEAT energies) uses the fast scorer's own energies, each within
+//! 2.4e-7 absolute of the reference's, so the standardisation moments move
+//! by at most that much (`tests/calib_fast.rs`). [`Kernels::Reference`]
+//! keeps the f64 reference path for the tests that compare the two.
 
+use super::cpu::fast::{BLOCK, Block, heat_energies};
 use super::cpu::{Pixel, gmm_energy, logit_energy, max_argmax};
 use crate::data::{Logits, label};
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::path::Path;
 
 /// Per-predicted-class mean and population std (ddof 0) of the max logit.
@@ -123,7 +133,22 @@ pub struct Calibration {
 /// (common: logits of a softmax classifier are nearly rank C-1) invertible.
 pub const RIDGE: f64 = 1e-6;
 
+/// Pixels per parallel work item of the calibration passes (a multiple of
+/// the fast scorer's [`BLOCK`]); fixed, so the reduction order never
+/// depends on the schedule.
 const CHUNK: usize = 8192;
+
+/// Which per-pixel kernels the calibration passes run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// The fast CPU scorer's blocks (bulk f16 → f32, f32 `exp` in the
+    /// energies, sums in f64): what `bench run` uses.
+    #[default]
+    Fast,
+    /// The f64 reference scorer, one pixel at a time: what the tests
+    /// compare the fast fit with.
+    Reference,
+}
 
 /// Running mean / sum of squared deviations (Welford), merged with Chan's
 /// formula. A constant input gives exactly zero spread, which the naive
@@ -232,43 +257,29 @@ pub fn first_normal(lg: &Logits, feat: Option<&Logits>, lab: &[u8]) -> Option<Ve
 /// the sums around `shift` (fixed chunks, reduced in order) — over the
 /// per-pixel features when `feat` is given (same H×W, checked by the
 /// caller), else over the logits; classes always come from the logits' argmax.
+/// On the fast scorer's blocks; bit-identical to [`image_sums_with`] on the
+/// reference kernels.
 pub fn image_sums(lg: &Logits, feat: Option<&Logits>, lab: &[u8], heat: bool, shift: &[f64]) -> Sums {
+    image_sums_with(Kernels::Fast, lg, feat, lab, heat, shift)
+}
+
+/// [`image_sums`] on the chosen kernels.
+pub fn image_sums_with(kernels: Kernels, lg: &Logits, feat: Option<&Logits>, lab: &[u8], heat: bool, shift: &[f64]) -> Sums {
     let c = lg.c;
     let on_feat = heat && feat.is_some();
     let d = match feat {
         Some(f) if heat => f.c,
         _ => c,
     };
+    let feat = feat.filter(|_| on_feat);
     let parts: Vec<Sums> = (0..lg.pixels().div_ceil(CHUNK))
         .into_par_iter()
         .map(|ci| {
             let mut s = Sums::new(c, d, on_feat, heat);
-            let mut z = vec![0f64; c];
-            let mut x = vec![0f64; d];
-            let end = ((ci + 1) * CHUNK).min(lg.pixels());
-            for p in ci * CHUNK..end {
-                if lab[p] != label::NORMAL {
-                    continue;
-                }
-                lg.pixel(p, &mut z);
-                let (m, k) = max_argmax(&z);
-                s.n[k] += 1;
-                s.sm[k].push(m);
-                if s.full {
-                    match feat {
-                        Some(f) if on_feat => f.pixel(p, &mut x),
-                        _ => x.copy_from_slice(&z),
-                    }
-                    for (xi, sh) in x.iter_mut().zip(shift) {
-                        *xi -= sh;
-                    }
-                    for i in 0..d {
-                        s.sx[k * d + i] += x[i];
-                        for j in 0..=i {
-                            s.sxx[i * d + j] += x[i] * x[j];
-                        }
-                    }
-                }
+            let px = ci * CHUNK..((ci + 1) * CHUNK).min(lg.pixels());
+            match kernels {
+                Kernels::Fast => s.add_blocks(lg, feat, lab, px, shift),
+                Kernels::Reference => s.add_pixels(lg, feat, lab, px, shift),
             }
             s
         })
@@ -280,8 +291,122 @@ pub fn image_sums(lg: &Logits, feat: Option<&Logits>, lab: &[u8], heat: bool, sh
     t
 }
 
+impl Sums {
+    /// One in-distribution pixel of predicted class `k` with max logit `m`
+    /// and (HEAT) vector `x` (shifted in place).
+    #[inline]
+    fn push(&mut self, k: usize, m: f64, x: &mut [f64], shift: &[f64]) {
+        self.n[k] += 1;
+        self.sm[k].push(m);
+        if !self.full {
+            return;
+        }
+        for (xi, sh) in x.iter_mut().zip(shift) {
+            *xi -= sh;
+        }
+        let d = self.d;
+        for i in 0..d {
+            self.sx[k * d + i] += x[i];
+            for j in 0..=i {
+                self.sxx[i * d + j] += x[i] * x[j];
+            }
+        }
+    }
+
+    /// Pixels `px` through the f64 reference's per-pixel reads.
+    fn add_pixels(&mut self, lg: &Logits, feat: Option<&Logits>, lab: &[u8], px: Range<usize>, shift: &[f64]) {
+        let mut z = vec![0f64; lg.c];
+        let mut x = vec![0f64; self.d];
+        for p in px {
+            if lab[p] != label::NORMAL {
+                continue;
+            }
+            lg.pixel(p, &mut z);
+            let (m, k) = max_argmax(&z);
+            if self.full {
+                match feat {
+                    Some(f) => f.pixel(p, &mut x),
+                    None => x.copy_from_slice(&z),
+                }
+            }
+            self.push(k, m, &mut x, shift);
+        }
+    }
+
+    /// Pixels `px` through the fast scorer's blocks (bulk f16 → f32 rows,
+    /// the block max/argmax), pixel by pixel in the same order and with the
+    /// same f64 arithmetic as [`Sums::add_pixels`]: bit-identical.
+    fn add_blocks(&mut self, lg: &Logits, feat: Option<&Logits>, lab: &[u8], px: Range<usize>, shift: &[f64]) {
+        let mut blk = Block::new(lg.c, feat.map_or(0, |f| f.c));
+        let mut x = vec![0f64; self.d];
+        for b0 in px.clone().step_by(BLOCK) {
+            let n = BLOCK.min(px.end - b0);
+            let lb = &lab[b0..b0 + n];
+            if !lb.contains(&label::NORMAL) {
+                continue;
+            }
+            blk.load(lg, feat, b0, n, &[], false);
+            for (l, _) in lb.iter().enumerate().filter(|p| *p.1 == label::NORMAL) {
+                if self.full {
+                    let src = if feat.is_some() { &blk.feat } else { &blk.z };
+                    for (i, xi) in x.iter_mut().enumerate() {
+                        *xi = src[i * BLOCK + l] as f64;
+                    }
+                }
+                self.push(blk.arg[l] as usize, blk.max[l] as f64, &mut x, shift);
+            }
+        }
+    }
+}
+
 /// Pass 2 of HEAT over one image: moments of the two energies.
 pub type EnergyMoments = [Moments; 2];
+
+/// HEAT's energies at pixels `px` through the f64 reference functions.
+fn energy_pixels(hp: &HeatParams, lg: &Logits, feat: Option<&Logits>, lab: &[u8], px: Range<usize>) -> EnergyMoments {
+    let (c, d) = (lg.c, hp.dim());
+    let mut a = [Moments::default(); 2];
+    let mut z = vec![0f64; c];
+    let mut x = vec![0f64; d];
+    let mut u = vec![0f64; c.max(d)];
+    for p in px {
+        if lab[p] != label::NORMAL {
+            continue;
+        }
+        lg.pixel(p, &mut z);
+        a[0].push(logit_energy(&mut Pixel::new(&z, &mut [])));
+        match feat {
+            Some(f) => {
+                f.pixel(p, &mut x);
+                a[1].push(gmm_energy(&x, hp, &mut u));
+            }
+            None => a[1].push(gmm_energy(&z, hp, &mut u)),
+        }
+    }
+    a
+}
+
+/// HEAT's energies at pixels `px` through the fast scorer's blocks (the
+/// energies HEAT's scores are computed from), pushed in pixel order.
+fn energy_blocks(hp: &HeatParams, lg: &Logits, feat: Option<&Logits>, lab: &[u8], px: Range<usize>) -> EnergyMoments {
+    let mut a = [Moments::default(); 2];
+    let mut blk = Block::new(lg.c, feat.map_or(0, |f| f.c));
+    let (mut el, mut gm) = ([0f64; BLOCK], [0f64; BLOCK]);
+    for b0 in px.clone().step_by(BLOCK) {
+        let n = BLOCK.min(px.end - b0);
+        let lb = &lab[b0..b0 + n];
+        if !lb.contains(&label::NORMAL) {
+            continue;
+        }
+        blk.load(lg, feat, b0, n, &[1.0], false);
+        heat_energies(&mut blk, hp, &mut el, &mut gm);
+        for (l, _) in lb.iter().enumerate().filter(|p| *p.1 == label::NORMAL) {
+            a[0].push(el[l]);
+            a[1].push(gm[l]);
+        }
+    }
+    a
+}
 
 /// Visits every image of the calibration split: calls `f(logits, features,
 /// labels)`, with the image's per-pixel features (`[D, H, W]`, same H×W)
@@ -312,6 +437,11 @@ impl Calibration {
     /// [`energy_moments`]: Self::energy_moments
     /// [`standardise`]: Self::standardise
     pub fn fit(split: &str, leakage: bool, heat: bool, visit: &mut Visitor) -> Result<Calibration> {
+        Calibration::fit_with(Kernels::Fast, split, leakage, heat, visit)
+    }
+
+    /// [`fit`](Self::fit) on the chosen kernels.
+    pub fn fit_with(kernels: Kernels, split: &str, leakage: bool, heat: bool, visit: &mut Visitor) -> Result<Calibration> {
         let mut shift: Option<Vec<f64>> = None;
         let mut images = Vec::new();
         visit(&mut |lg: &Logits, feat: Option<&Logits>, lab: &[u8]| {
@@ -319,14 +449,14 @@ impl Calibration {
             if shift.is_none() {
                 shift = first_normal(lg, feat.filter(|_| heat), lab);
             }
-            images.push(image_sums(lg, feat, lab, heat, shift.as_deref().unwrap_or(&[])));
+            images.push(image_sums_with(kernels, lg, feat, lab, heat, shift.as_deref().unwrap_or(&[])));
             Ok(())
         })?;
         let mut cal = Calibration::from_sums(split, leakage, heat, &images, shift.as_deref().unwrap_or(&[]))?;
         if heat {
             let mut parts = Vec::new();
             visit(&mut |lg: &Logits, feat: Option<&Logits>, lab: &[u8]| {
-                parts.push(cal.energy_moments(lg, feat, lab));
+                parts.push(cal.energy_moments_with(kernels, lg, feat, lab));
                 Ok(())
             })?;
             cal.standardise(&parts);
@@ -336,34 +466,22 @@ impl Calibration {
 
     /// Pass 2 of HEAT over one image, with the Gaussian fitted by
     /// [`from_sums`](Self::from_sums) (reading the image's features when it
-    /// was fitted on features).
+    /// was fitted on features), on the fast scorer's energies.
     pub fn energy_moments(&self, lg: &Logits, feat: Option<&Logits>, lab: &[u8]) -> EnergyMoments {
-        let (c, hp) = (lg.c, &self.heat);
-        let d = hp.dim();
-        let feat = feat.filter(|_| hp.features());
-        let parts: Vec<[Moments; 2]> = (0..lg.pixels().div_ceil(CHUNK))
+        self.energy_moments_with(Kernels::Fast, lg, feat, lab)
+    }
+
+    /// [`energy_moments`](Self::energy_moments) on the chosen kernels.
+    pub fn energy_moments_with(&self, kernels: Kernels, lg: &Logits, feat: Option<&Logits>, lab: &[u8]) -> EnergyMoments {
+        let feat = feat.filter(|_| self.heat.features());
+        let parts: Vec<EnergyMoments> = (0..lg.pixels().div_ceil(CHUNK))
             .into_par_iter()
             .map(|ci| {
-                let mut a = [Moments::default(); 2];
-                let mut z = vec![0f64; c];
-                let mut x = vec![0f64; d];
-                let mut u = vec![0f64; c.max(d)];
-                let end = ((ci + 1) * CHUNK).min(lg.pixels());
-                for p in ci * CHUNK..end {
-                    if lab[p] != label::NORMAL {
-                        continue;
-                    }
-                    lg.pixel(p, &mut z);
-                    a[0].push(logit_energy(&mut Pixel::new(&z, &mut [])));
-                    match feat {
-                        Some(f) => {
-                            f.pixel(p, &mut x);
-                            a[1].push(gmm_energy(&x, hp, &mut u));
-                        }
-                        None => a[1].push(gmm_energy(&z, hp, &mut u)),
-                    }
+                let px = ci * CHUNK..((ci + 1) * CHUNK).min(lg.pixels());
+                match kernels {
+                    Kernels::Fast => energy_blocks(&self.heat, lg, feat, lab, px),
+                    Kernels::Reference => energy_pixels(&self.heat, lg, feat, lab, px),
                 }
-                a
             })
             .collect();
         let mut acc = [Moments::default(); 2];

@@ -39,7 +39,7 @@
 #![allow(clippy::needless_range_loop, clippy::excessive_precision)]
 
 use crate::data::LogitData;
-use crate::scores::{Logits, ScoreMaps, ScorePlan, Scorer};
+use crate::scores::{HeatParams, Logits, ScoreMaps, ScorePlan, Scorer};
 use anyhow::Result;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -666,10 +666,9 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// HEAT's composition per lane from the K distances, `S_1` and max.
-    #[allow(clippy::too_many_arguments)]
-    fn heat_lanes(dk: &[f64], k: usize, s1: &[f64; BLOCK], max: &[f32; BLOCK], p: &[f64; 4], out: &mut [f32; BLOCK]) {
-        let [el_mean, el_std, gmm_mean, gmm_std] = *p;
+    /// HEAT's two energies per lane before z-scoring, from the K distances,
+    /// `S_1` and max: `E_el = −(max + ln S_1)` and `E_gmm = −logsumexp_k(−½ d_k)`.
+    fn energies_lanes(dk: &[f64], k: usize, s1: &[f64; BLOCK], max: &[f32; BLOCK], el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
         let mut best = [f64::NEG_INFINITY; BLOCK];
         for kk in 0..k {
             let d = lanes(dk, kk);
@@ -686,10 +685,19 @@ simd_fn! {
             }
         }
         for l in 0..BLOCK {
-            let gmm = -(best[l] + ln_f64(acc[l]));
-            let el = (-(max[l] as f64 + ln_f64(s1[l])) - el_mean) / el_std;
-            let gm = (gmm - gmm_mean) / gmm_std;
-            let (a, b) = (-el, -gm);
+            gm[l] = -(best[l] + ln_f64(acc[l]));
+            el[l] = -(max[l] as f64 + ln_f64(s1[l]));
+        }
+    }
+}
+
+simd_fn! {
+    /// HEAT's composition per lane: the soft-min of the z-scored energies.
+    fn heat_lanes(el: &[f64; BLOCK], gm: &[f64; BLOCK], p: &[f64; 4], out: &mut [f32; BLOCK]) {
+        let [el_mean, el_std, gmm_mean, gmm_std] = *p;
+        for l in 0..BLOCK {
+            let a = -((el[l] - el_mean) / el_std);
+            let b = -((gm[l] - gmm_mean) / gmm_std);
             let mx = if a > b { a } else { b };
             // one of the two terms is exp(0) = 1; the other ≤ 1 in f32
             let lo = if a > b { b } else { a };
@@ -706,11 +714,13 @@ simd_fn! {
     }
 }
 
-/// `heat` (SPEC §4.1) in f64: the Gaussians' input (logits or features)
-/// widened exactly, then the triangular whitening and the K squared
-/// distances as dense kernels over the block, `S_1` from the shared pass.
-pub fn heat_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
-    let h = plan.heat().expect("HEAT needs calibration");
+/// HEAT's raw energies `E_el` and `E_gmm` over a block loaded with the T = 1
+/// sum (features too when `h` was fitted on features), in f64: the
+/// Gaussians' input widened exactly, then the triangular whitening and the
+/// K squared distances as dense kernels over the block. Shared by
+/// [`heat_blk`] and the calibration's standardisation pass
+/// ([`crate::scores::calib`]), so both see the same energies.
+pub fn heat_energies(b: &mut Block, h: &HeatParams, el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
     let dim = h.dim();
     b.x64.resize(dim * BLOCK, 0.0);
     b.u64.resize(dim * BLOCK, 0.0);
@@ -718,9 +728,16 @@ pub fn heat_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     let src = if h.features() { &b.feat } else { &b.z };
     widen(&src[..dim * BLOCK], &mut b.x64);
     gmm_dist_lanes(&b.x64, &h.whiten, &h.centers, dim, h.k, &mut b.u64, &mut b.dk);
-    let p = [h.el_mean, h.el_std, h.gmm_mean, h.gmm_std];
-    let s1: &[f64; BLOCK] = b.sum(1.0);
-    heat_lanes(&b.dk, h.k, s1, &b.max, &p, out)
+    energies_lanes(&b.dk, h.k, b.sum(1.0), &b.max, el, gm)
+}
+
+/// `heat` (SPEC §4.1): [`heat_energies`], z-scored with the calibration's
+/// moments and composed per lane.
+pub fn heat_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
+    let h = plan.heat().expect("HEAT needs calibration");
+    let (mut el, mut gm) = ([0f64; BLOCK], [0f64; BLOCK]);
+    heat_energies(b, h, &mut el, &mut gm);
+    heat_lanes(&el, &gm, &[h.el_mean, h.el_std, h.gmm_mean, h.gmm_std], out)
 }
 
 // ------------------------------------------------------------------ scorer
