@@ -86,7 +86,11 @@ impl NormalStats {
         buckets.sort_unstable();
         buckets.dedup();
         let fine = buckets.iter().map(|_| vec![0u64; COARSE]).collect();
-        Refiner { stats: self, buckets, fine }
+        let mut member = vec![0u64; COARSE / 64];
+        for &b in &buckets {
+            member[b / 64] |= 1 << (b % 64);
+        }
+        Refiner { stats: self, buckets, fine, member }
     }
 }
 
@@ -96,6 +100,10 @@ pub struct Refiner {
     stats: NormalStats,
     buckets: Vec<usize>,
     fine: Vec<Vec<u64>>,
+    /// Bit `b` set iff coarse bucket `b` is refined: an 8 KiB (L1-resident)
+    /// test that lets the many pixels outside the few refined buckets skip
+    /// the search.
+    member: Vec<u64>,
 }
 
 impl Refiner {
@@ -123,7 +131,11 @@ impl Refiner {
         for (&s, &l) in scores.iter().zip(labels) {
             if l == label::NORMAL {
                 let k = key(s);
-                if let Ok(i) = self.buckets.binary_search(&((k >> 16) as usize)) {
+                let b = (k >> 16) as usize;
+                if self.member[b / 64] >> (b % 64) & 1 == 0 {
+                    continue;
+                }
+                if let Ok(i) = self.buckets.binary_search(&b) {
                     self.fine[i][(k & 0xffff) as usize] += 1;
                 }
             }
