@@ -15,6 +15,7 @@ use crate::metrics::region::{ComponentConfig, ComponentStats, region_weights};
 use crate::metrics::{PositiveCollector, ThresholdCounter, counts_of};
 use crate::scores::ScoreMaps;
 use anyhow::{Result, ensure};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Score maps of a split are kept between the two passes when they fit in
@@ -101,47 +102,18 @@ impl Pass1 {
         if opts.per_image.is_some() {
             self.per_image_defined.push(lab.iter().any(|&l| label::is_anomaly(l)) && lab.iter().any(|&l| l == label::NORMAL));
         }
-        for (m, s) in maps.maps.iter().enumerate() {
-            match &rw {
-                Some(rw) => self.pos[m].add_weighted(s, &lab, &rw.weights),
-                None => self.pos[m].add(s, &lab, None),
-            }
-            if let (Some(cfg), Some(acc)) = (&opts.components[m], self.comps[m].as_mut()) {
-                crate::metrics::region::component_metrics(s, &lab, maps.h, maps.w, cfg, acc)?;
-            }
-            for (t, c) in self.tpos[m].iter_mut().enumerate() {
-                c.add(s, &lab, Some(t as u8 + 1));
-            }
-            self.normal[m].add(s, &lab);
-            self.probes[m].add(s, &lab);
-            if let Some(r) = self.ranks.get_mut(m) {
-                r.add(s, &lab);
-            }
-            let swapped = opts.normal_positive.then(|| crate::metrics::conventions::swap_classes(s, &lab));
-            if let Some((s2, l2)) = &swapped {
-                self.pos_in[m].add(s2, l2, None);
-            }
-            if let Some(conv) = &opts.per_image {
-                // one image's exact statistic, summarised and dropped
-                let c = counts_of(s, &lab);
-                if c.defined() {
-                    let sm = conv.summary(&c);
-                    let (ai, fi) = match &swapped {
-                        Some((s2, l2)) => {
-                            let ci = counts_of(s2, l2);
-                            (ci.aupr(conv.aupr), ci.fpr_at_tpr(0.95, conv.fpr95))
-                        }
-                        None => (None, None),
-                    };
-                    self.per_image[m].push([sm.auroc, sm.aupr, sm.fpr95, sm.f1, ai, fi]);
-                } else {
-                    self.per_image_skipped[m] += 1;
-                }
-            }
-            if valid {
-                self.image_scores[m].push(image_score(s, &lab, opts.topk));
-            }
-        }
+        let img = Image { lab: &lab, h: maps.h, w: maps.w, rw: rw.as_ref(), valid };
+        // the methods in parallel (each touches only its own accumulators,
+        // in image order: results do not depend on the schedule); the first
+        // error in method order wins
+        self.per_method()
+            .into_par_iter()
+            .zip(maps.maps.par_iter())
+            .enumerate()
+            .map(|(m, (acc, s))| acc.add(s, &img, opts.components[m].as_ref(), opts))
+            .collect::<Vec<Result<()>>>()
+            .into_iter()
+            .collect::<Result<()>>()?;
         self.cached_bytes += (maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len()) as u64;
         if self.cached_bytes > SCORE_CACHE_BYTES as u64 {
             self.cache = None;
@@ -150,6 +122,32 @@ impl Pass1 {
             c.push((maps, lab));
         }
         Ok(())
+    }
+
+    /// Each method's accumulators, borrowed apart.
+    fn per_method(&mut self) -> Vec<MethodPass1<'_>> {
+        let mut comps = self.comps.iter_mut();
+        let mut ranks = self.ranks.iter_mut();
+        let mut pos_in = self.pos_in.iter_mut();
+        let mut per_image = self.per_image.iter_mut().zip(self.per_image_skipped.iter_mut());
+        self.pos
+            .iter_mut()
+            .zip(self.tpos.iter_mut())
+            .zip(self.normal.iter_mut())
+            .zip(self.probes.iter_mut())
+            .zip(self.image_scores.iter_mut())
+            .map(|((((pos, tpos), normal), probes), image_scores)| MethodPass1 {
+                pos,
+                tpos,
+                normal,
+                probes,
+                image_scores,
+                comps: comps.next().and_then(|c| c.as_mut()),
+                ranks: ranks.next(),
+                pos_in: pos_in.next(),
+                per_image: per_image.next(),
+            })
+            .collect()
     }
 
     /// What a shard writes: everything, the score maps only when `maps`
@@ -252,6 +250,78 @@ impl Pass1 {
             }
             _ => None,
         };
+        Ok(())
+    }
+}
+
+/// One image as every method's pass-1 accumulators see it.
+struct Image<'a> {
+    lab: &'a [u8],
+    h: usize,
+    w: usize,
+    /// AUPRO's per-pixel region weights, when asked for.
+    rw: Option<&'a crate::metrics::region::RegionWeights>,
+    /// Whether the image has a non-void pixel (it gets an image score).
+    valid: bool,
+}
+
+/// One method's pass-1 accumulators, borrowed from [`Pass1`]'s per-method
+/// vectors so the methods of an image can be accumulated in parallel.
+struct MethodPass1<'a> {
+    pos: &'a mut PositiveCollector,
+    tpos: &'a mut Vec<PositiveCollector>,
+    normal: &'a mut NormalStats,
+    probes: &'a mut ThresholdCounter,
+    image_scores: &'a mut Vec<f32>,
+    comps: Option<&'a mut ComponentStats>,
+    ranks: Option<&'a mut RankHist>,
+    pos_in: Option<&'a mut PositiveCollector>,
+    per_image: Option<(&'a mut Vec<[Option<f64>; 6]>, &'a mut u64)>,
+}
+
+impl MethodPass1<'_> {
+    /// One method's score map `s` of one image.
+    fn add(self, s: &[f32], img: &Image, cfg: Option<&ComponentConfig>, opts: &SplitOpts) -> Result<()> {
+        let lab = img.lab;
+        match img.rw {
+            Some(rw) => self.pos.add_weighted(s, lab, &rw.weights),
+            None => self.pos.add(s, lab, None),
+        }
+        if let (Some(cfg), Some(acc)) = (cfg, self.comps) {
+            crate::metrics::region::component_metrics(s, lab, img.h, img.w, cfg, acc)?;
+        }
+        for (t, c) in self.tpos.iter_mut().enumerate() {
+            c.add(s, lab, Some(t as u8 + 1));
+        }
+        self.normal.add(s, lab);
+        self.probes.add(s, lab);
+        if let Some(r) = self.ranks {
+            r.add(s, lab);
+        }
+        let swapped = opts.normal_positive.then(|| crate::metrics::conventions::swap_classes(s, lab));
+        if let (Some((s2, l2)), Some(p)) = (&swapped, self.pos_in) {
+            p.add(s2, l2, None);
+        }
+        if let (Some(conv), Some((per_image, skipped))) = (&opts.per_image, self.per_image) {
+            // one image's exact statistic, summarised and dropped
+            let c = counts_of(s, lab);
+            if c.defined() {
+                let sm = conv.summary(&c);
+                let (ai, fi) = match &swapped {
+                    Some((s2, l2)) => {
+                        let ci = counts_of(s2, l2);
+                        (ci.aupr(conv.aupr), ci.fpr_at_tpr(0.95, conv.fpr95))
+                    }
+                    None => (None, None),
+                };
+                per_image.push([sm.auroc, sm.aupr, sm.fpr95, sm.f1, ai, fi]);
+            } else {
+                *skipped += 1;
+            }
+        }
+        if img.valid {
+            self.image_scores.push(image_score(s, lab, opts.topk));
+        }
         Ok(())
     }
 }
