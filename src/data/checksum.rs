@@ -9,7 +9,29 @@ use anyhow::{Context, Result};
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lower-case hex SHA-256 of the file at `p`, read in 1 MiB pieces
+/// (equal to [`sha256_hex`] of its bytes).
+pub fn sha256_file(p: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut f = std::fs::File::open(p)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hex(&h.finalize()))
 }
 
 /// SHA-256 of every input file read, for manifest.json (each file hashed
@@ -23,8 +45,10 @@ impl Checksums {
         if self.0.lock().unwrap().contains_key(&k) {
             return Ok(());
         }
-        let bytes = std::fs::read(p).with_context(|| format!("{k}: cannot read"))?;
-        let h = sha256_hex(&bytes);
+        // streamed through the hasher: no second whole-file buffer (a
+        // 160 MB Cityscapes-sized logits file would otherwise be read into a
+        // fresh allocation just to be hashed)
+        let h = sha256_file(p).with_context(|| format!("{k}: cannot read"))?;
         self.0.lock().unwrap().insert(k, h);
         Ok(())
     }
@@ -37,3 +61,21 @@ impl Checksums {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_hash_equals_the_hash_of_the_bytes() {
+        // 2.5 MiB + 3: several 1 MiB reads and a partial last one
+        let bytes: Vec<u8> = (0..(5 << 19) + 3).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let p = std::env::temp_dir().join(format!("bench-sha-{}.bin", std::process::id()));
+        std::fs::write(&p, &bytes).unwrap();
+        let streamed = sha256_file(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(streamed, sha256_hex(&bytes));
+        // the empty input's well-known digest
+        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+}

@@ -305,10 +305,14 @@ impl Sums {
             *xi -= sh;
         }
         let d = self.d;
-        for i in 0..d {
-            self.sx[k * d + i] += x[i];
-            for j in 0..=i {
-                self.sxx[i * d + j] += x[i] * x[j];
+        for (s, xi) in self.sx[k * d..(k + 1) * d].iter_mut().zip(&*x) {
+            *s += xi;
+        }
+        // row i of the lower triangle, as slices (no bounds checks in the
+        // inner loop; the same products and sums, in the same order)
+        for (i, &xi) in x.iter().enumerate() {
+            for (s, xj) in self.sxx[i * d..i * d + i + 1].iter_mut().zip(&x[..=i]) {
+                *s += xi * xj;
             }
         }
     }
