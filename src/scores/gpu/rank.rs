@@ -367,3 +367,81 @@ pub fn upload(ctx: &GpuContext, scores: &[f32], labels: &[u8]) -> (wgpu::Buffer,
     });
     (s, l)
 }
+
+/// Pass 2 of one split on the device for several rankers at once (per
+/// method, and per anomaly type): each image's score maps and labels are
+/// uploaded once (one write per map, into buffers kept across images) and
+/// every ranker's dispatch reads them there. The dispatches are submitted
+/// without waiting, so the host reads and scores the next image while the
+/// device ranks this one; only the counters come back, at
+/// [`tallies`](Self::tallies).
+pub struct RankSet {
+    /// Per ranker: the index of the score map it ranks, and the ranker.
+    rankers: Vec<(usize, GpuRanker)>,
+    /// One buffer per score map (grow-only), and the labels' buffer.
+    maps: Vec<Option<wgpu::Buffer>>,
+    labels: Option<wgpu::Buffer>,
+}
+
+impl RankSet {
+    /// One device ranker per `(map index, table)`, in that order; the tables
+    /// are uploaded here, once.
+    pub fn new(ctx: &GpuContext, pass: &RankPass, tables: &[(usize, &RankTable)]) -> Result<RankSet> {
+        let rankers = tables.iter().map(|&(m, t)| Ok((m, pass.ranker(ctx, t)?))).collect::<Result<Vec<_>>>()?;
+        let nmaps = tables.iter().map(|&(m, _)| m + 1).max().unwrap_or(0);
+        Ok(RankSet { rankers, maps: (0..nmaps).map(|_| None).collect(), labels: None })
+    }
+
+    /// [`GpuRanker::with_flush_limit`] for every ranker (tests).
+    pub fn with_flush_limit(mut self, px: u64) -> RankSet {
+        self.rankers = self.rankers.into_iter().map(|(m, g)| (m, g.with_flush_limit(px))).collect();
+        self
+    }
+
+    /// Rank one image's negatives: `maps[m]` holds map `m`'s f32 scores,
+    /// each as long as `labels` ([`label`](crate::data::label) codes).
+    pub fn add_image(&mut self, ctx: &GpuContext, maps: &[Vec<f32>], labels: &[u8]) -> Result<()> {
+        let n = labels.len();
+        ensure!(maps.len() >= self.maps.len(), "rank: {} score maps, the rankers read {}", maps.len(), self.maps.len());
+        if n == 0 || self.rankers.is_empty() {
+            return Ok(());
+        }
+        for (m, s) in maps.iter().enumerate().take(self.maps.len()) {
+            ensure!(s.len() == n, "rank: score map {} has {} pixels but the mask {n}", m + 1, s.len());
+            write_grown(ctx, &mut self.maps[m], "rank scores", bytemuck::cast_slice(s));
+        }
+        let mut lab = labels.to_vec();
+        lab.resize(n.next_multiple_of(4), crate::data::label::VOID);
+        write_grown(ctx, &mut self.labels, "rank labels", &lab);
+        let l = self.labels.as_ref().expect("written above");
+        for (m, g) in self.rankers.iter_mut() {
+            let s = self.maps[*m].as_ref().expect("written above");
+            g.add_buffers(ctx, s, 0, l, 0, n as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the device, then every ranker's counts (in the order of
+    /// [`new`](Self::new)), widened to u64.
+    pub fn tallies(&mut self, ctx: &GpuContext) -> Result<Vec<Tally>> {
+        self.rankers.iter_mut().map(|(_, g)| g.tally(ctx)).collect()
+    }
+}
+
+/// Write `bytes` (a multiple of 4 long) at the start of `buf`, first
+/// replacing it by a larger one when it is missing or too small. Queue
+/// writes are ordered with submissions, so dispatches already submitted
+/// still read the previous contents.
+fn write_grown(ctx: &GpuContext, buf: &mut Option<wgpu::Buffer>, label: &str, bytes: &[u8]) {
+    let need = (bytes.len() as u64).max(4);
+    if buf.as_ref().is_none_or(|b| b.size() < need) {
+        use wgpu::BufferUsages as U;
+        *buf = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: need.next_multiple_of(4),
+            usage: U::STORAGE | U::COPY_DST,
+            mapped_at_creation: false,
+        }));
+    }
+    ctx.queue.write_buffer(buf.as_ref().expect("set above"), 0, bytes);
+}
