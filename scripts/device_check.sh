@@ -6,10 +6,11 @@
 #
 # Prepare (on the build machine, once):
 #   cargo build --release --bin bench
-#   cargo test --release --no-run --test gpu_parity      # the parity test binary
+#   cargo test --release --no-run --test gpu_parity --test gpu_rank   # the parity test binaries
 #   cargo bench --no-run --bench scores                  # the criterion binary
 #   mkdir -p .carry && cp target/release/bench .carry/ \
 #     && cp "$(ls -t target/release/deps/gpu_parity-* | grep -v '\.d$' | head -1)" .carry/gpu_parity \
+#     && cp "$(ls -t target/release/deps/gpu_rank-* | grep -v '\.d$' | head -1)" .carry/gpu_rank \
 #     && cp "$(ls -t target/release/deps/scores-* | grep -v '\.d$' | head -1)" .carry/scores_bench
 #   # Vulkan loader from Debian (the device README's recipe):
 #   echo /.gl/ >>.git/info/exclude; mkdir -p .gl /tmp/amd64/partial
@@ -51,11 +52,13 @@ say "bench devices"
 "$BENCH" devices
 
 say "GPU parity tests on the real adapter (BENCH_REQUIRE_GPU=1)"
-if [ -x "$C/gpu_parity" ]; then
-    NODEVICE_SELECT=1 BENCH_REQUIRE_GPU=1 timeout 120 "$C/gpu_parity" --test-threads 1 2>&1 | grep -E '^test |test result' || echo "parity: FAILED"
-else
-    echo "(no $C/gpu_parity carried)"
-fi
+for t in gpu_parity gpu_rank; do
+    if [ -x "$C/$t" ]; then
+        NODEVICE_SELECT=1 BENCH_REQUIRE_GPU=1 timeout 120 "$C/$t" --test-threads 1 2>&1 | grep -E '^test |test result' || echo "$t: FAILED"
+    else
+        echo "(no $C/$t carried)"
+    fi
+done
 
 # sweep NAME H W C FORMAT SPLITS: synth, then time cat / gpu / cpu.
 sweep() {
@@ -82,10 +85,11 @@ EOF
     for dev in gpu cpu; do
         rm -rf "$d/results"
         t0=$(date +%s.%N)
-        if CI=true timeout 200 "$BENCH" run "$d/c.toml" --device "$dev" > "$d/$dev.stdout" 2> "$d/$dev.stderr"; then
+        if CI=true timeout 200 "$BENCH" run "$d/c.toml" --device "$dev" -v > "$d/$dev.stdout" 2> "$d/$dev.stderr"; then
             t1=$(date +%s.%N)
             local tr; tr=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
             printf 'bench run --device %s: %.2f s = %.1f x cat; %s\n' "$dev" "$tr" "$(awk -v a="$tr" -v b="$tcat" 'BEGIN {print a / b}')" "$(grep -m1 '^device' "$d/$dev.stderr" || echo cpu)"
+            grep -E '^\[m\] calibrate [0-9]' "$d/$dev.stderr" || true   # phases (rank: "on the GPU" = device ranking)
             cp "$d/results/dc/results.json" "$d/$dev.results.json"
         else
             echo "bench run --device $dev FAILED:"; tail -3 "$d/$dev.stderr"

@@ -7,7 +7,7 @@ mod common;
 use bench::data::label;
 use bench::metrics::engine::{PositiveCollector, RankTable, Ranker, Tally};
 use bench::scores::gpu::GpuContext;
-use bench::scores::gpu::rank::{RankPass, upload};
+use bench::scores::gpu::rank::{RankPass, RankSet, upload};
 use common::Rng;
 
 fn ctx() -> Option<GpuContext> {
@@ -187,4 +187,61 @@ fn gpu_rank_device_ranges_and_flushes() {
     let mut g = pass.ranker(&c, r0.table()).unwrap();
     assert!(g.add_buffers(&c, &sb, 4 * n as u64, &lb, 0, 1).is_err());
     assert!(g.add_buffers(&c, &sb, 2, &lb, 0, 1).is_err());
+}
+
+/// Pass 2 as the sweep runs it on the device: several score maps per image
+/// (methods), several rankers per map (the split's positives and each
+/// anomaly type's), images of different sizes uploaded into reused
+/// buffers, one tally at the end: slot for slot the CPU rankers' counts.
+#[test]
+fn rank_set_over_images_and_maps_equals_cpu_rankers() {
+    let Some(c) = ctx() else { return };
+    let pass = RankPass::new(&c).unwrap();
+    let mut r = Rng::new(19);
+    // image sizes shrink and grow (buffers are reused, then regrown); one
+    // has a length that is not a multiple of 4 (label padding), one is empty
+    let sizes = [40_000usize, 9_999, 0, 61_003, 5];
+    let images: Vec<(Vec<Vec<f32>>, Vec<u8>)> = sizes
+        .iter()
+        .map(|&n| {
+            let cont: Vec<f32> = (0..n).map(|_| r.normal() as f32).collect();
+            let tied: Vec<f32> = (0..n).map(|_| r.below(64) as f32 / 8.0).collect();
+            (vec![cont, tied], labels(&mut r, n, 0.04))
+        })
+        .collect();
+    // per map: all positives, then positives of type 1 and of type 2
+    let mut cpu: Vec<Ranker> = Vec::new();
+    let mut which = Vec::new();
+    for m in 0..2 {
+        for sel in [None, Some(1u8), Some(2u8)] {
+            let mut pc = PositiveCollector::new();
+            for (maps, lab) in &images {
+                pc.add(&maps[m], lab, sel);
+            }
+            cpu.push(pc.finish());
+            which.push(m);
+        }
+    }
+    let tables: Vec<(usize, &RankTable)> = which.iter().zip(&cpu).map(|(&m, r)| (m, r.table())).collect();
+    for flush in [u32::MAX as u64, 777] {
+        let mut set = RankSet::new(&c, &pass, &tables).unwrap().with_flush_limit(flush);
+        for (maps, lab) in &images {
+            set.add_image(&c, maps, lab).unwrap();
+        }
+        let got = set.tallies(&c).unwrap();
+        assert_eq!(got.len(), cpu.len());
+        for (k, (g, r0)) in got.iter().zip(&cpu).enumerate() {
+            let mut want = r0.clone();
+            for (maps, lab) in &images {
+                want.add(&maps[which[k]], lab);
+            }
+            assert_eq!(g, &want.tally(), "ranker {k} (map {}), flush {flush}", which[k]);
+            assert!(g.negatives > 0, "ranker {k} saw no negatives: the test would prove nothing");
+        }
+    }
+    // a map whose length is not the mask's is an error, not a device fault
+    let mut set = RankSet::new(&c, &pass, &tables).unwrap();
+    let (maps, lab) = &images[0];
+    assert!(set.add_image(&c, &[maps[0].clone(), maps[1][..10].to_vec()], lab).is_err());
+    assert!(set.add_image(&c, &maps[..1], lab).is_err(), "fewer maps than the rankers read");
 }

@@ -40,3 +40,29 @@ fn manifest_records_phase_timings_and_verbose_prints_them() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("· rank "), "{}", stderr(&o));
 }
+
+/// Issue 16 item 4: with a GPU scorer, pass 2's exact ranking runs on the
+/// device (its seconds are recorded as `rank_device`, part of `rank`); on
+/// the CPU it is 0. The metrics are the same either way (`tests/cli.rs`
+/// `gpu_sweep_matches_cpu_sweep`).
+#[test]
+fn gpu_runs_rank_on_the_device() {
+    let ws = Small::new();
+    let phases = |args: &[&str]| -> Option<serde_json::Value> {
+        let o = ws.run(args);
+        if !o.status.success() {
+            let e = stderr(&o);
+            assert!(!gpu_required() && e.contains("no GPU adapter found"), "the run failed: {e}");
+            eprintln!("SKIP: no GPU adapter ({})", e.trim());
+            return None;
+        }
+        assert!(!stderr(&o).contains("ranking on the CPU"), "{}", stderr(&o));
+        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ws.p("results/small/manifest.json")).unwrap()).unwrap();
+        Some(m["timings_s"]["phases"]["deeplab_r50"].clone())
+    };
+    let cpu = phases(&["--device", "cpu"]).unwrap();
+    assert_eq!(cpu["rank_device"].as_f64(), Some(0.0), "{cpu}");
+    let Some(gpu) = phases(&["--device", "gpu"]) else { return };
+    let (dev, rank) = (gpu["rank_device"].as_f64().unwrap(), gpu["rank"].as_f64().unwrap());
+    assert!(dev > 0.0 && dev <= rank + 1e-9, "rank_device {dev} s of rank {rank} s: {gpu}");
+}

@@ -212,3 +212,42 @@ fn slurm_array_variables_select_the_shard() {
     let o = cmd(&["run", "sweep.toml", "--shard", "2/2"], &ws.root).output().unwrap();
     assert_error(&o, &["--shard 2/2"]);
 }
+
+/// With a GPU scorer, pass 2 ranks on the device (issue 16 item 4): a
+/// 2-shard run on the device, ranking there too, still merges to the
+/// single device run byte for byte (the device's counts are absorbed into
+/// the host rankers before a shard ships its tally).
+#[test]
+fn gpu_sharded_run_merges_to_the_single_gpu_run() {
+    let ws = Ws::new();
+    let to_gpu = |file: &str| {
+        let p = ws.p(file);
+        let t = std::fs::read_to_string(&p).unwrap().replacen("device = \"cpu\"", "device = \"gpu\"", 1);
+        std::fs::write(p, t).unwrap();
+    };
+    to_gpu("sweep.toml");
+    let o = bench(&["run", "sweep.toml"], &ws.root);
+    if !o.status.success() {
+        let e = stderr(&o);
+        assert!(!gpu_required() && e.contains("no GPU adapter found"), "the GPU run failed: {e}");
+        eprintln!("SKIP: no GPU adapter ({})", e.trim());
+        return;
+    }
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.p("results/demo/manifest.json")).unwrap()).unwrap();
+    for (model, ph) in m["timings_s"]["phases"].as_object().unwrap() {
+        assert!(ph["rank_device"].as_f64().unwrap() > 0.0, "{model} did not rank on the device: {ph}");
+    }
+    let single = files(&ws.p("results/demo"));
+    ws.config("s2.toml", "out2", "");
+    to_gpu("s2.toml");
+    for r in 1..=6 {
+        let o = ws.round("s2.toml", 2, "out2/demo");
+        assert!(o.status.success(), "round {r}: {}", stderr(&o));
+    }
+    let merged = files(&ws.p("out2/demo"));
+    assert_eq!(merged.len(), single.len());
+    for (a, b) in single.iter().zip(&merged) {
+        assert_eq!(a.0, b.0);
+        assert!(a.1 == b.1, "{} differs from the single GPU run", a.0.display());
+    }
+}

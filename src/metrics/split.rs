@@ -357,6 +357,16 @@ impl Pass2 {
             for r in self.trankers[m].iter_mut() {
                 r.add(s, lab);
             }
+        }
+        self.add_rest(maps, lab);
+    }
+
+    /// [`add`](Self::add) without the exact rankers (`rankers`,
+    /// `trankers`): what stays on the host when a device ranks the
+    /// negatives (`pipeline::passes`, `scores::gpu::rank::RankSet`) and
+    /// absorbs its counts at the end of the range.
+    pub fn add_rest(&mut self, maps: &ScoreMaps, lab: &[u8]) {
+        for (m, s) in maps.maps.iter().enumerate() {
             self.refiners[m].add(s, lab);
             if let Some(r) = self.rankers_in.get_mut(m) {
                 let (s2, l2) = crate::metrics::conventions::swap_classes(s, lab);

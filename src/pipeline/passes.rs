@@ -2,6 +2,8 @@
 //! collective (all images here, one shard's range, or a merge).
 
 use super::*;
+use crate::scores::gpu::GpuContext;
+use crate::scores::gpu::rank::{RankPass, RankSet};
 
 /// Score maps of image `i`: the built-in methods computed from its logits,
 /// then the outside methods' precomputed maps read at the mask's size.
@@ -254,43 +256,109 @@ fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
 }
 
 /// Pass 2: rank every negative among pass 1's positives, from the cached
-/// score maps or by scoring the images again.
+/// score maps or by scoring the images again. With a GPU scorer the exact
+/// ranking runs on the same device ([`DeviceRank`]); the other pass-2
+/// accumulators stay on the host.
 #[allow(clippy::too_many_arguments)]
 fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &ScorePlan, cache: &Option<Vec<(ScoreMaps, Vec<u8>)>>, mut p2: Pass2) -> Result<Pass2> {
     let (inp, bar) = (cx.inp, cx.progress);
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
     let (label, id) = pass_names(cx, split, model, 2);
+    let gpu = scorer.gpu_context().cloned();
     cx.collective(
         split_pass(split, 2),
         label,
         &id,
         split.stems.len(),
         &mut p2,
-        |st, images| match cache {
-            Some(c) => {
-                for (maps, lab) in &c[images] {
-                    cx.timed(|p| &mut p.rank, || st.add(maps, lab));
-                    bar.inc();
+        |st, images| {
+            let mut dev = DeviceRank::new(cx, gpu.as_ref(), st);
+            let mut add = |st: &mut Pass2, maps: &ScoreMaps, lab: &[u8]| cx.timed(|p| &mut p.rank, || DeviceRank::add(cx, &mut dev, st, maps, lab));
+            match cache {
+                Some(c) => {
+                    for (i, (maps, lab)) in c[images.clone()].iter().enumerate() {
+                        add(st, maps, lab).with_context(|| ctx(images.start + i))?;
+                        bar.inc();
+                    }
                 }
-                Ok(())
+                None => {
+                    let t = Instant::now();
+                    let before = cx.phases.get();
+                    let out = for_each_image(split, model, inp, images, |i, lg, lab| {
+                        let maps = cx.timed(|p| &mut p.score, || score_image(scorer, lg, plan, inp, split, model, i)).with_context(|| ctx(i))?;
+                        add(st, &maps, &lab).with_context(|| ctx(i))?;
+                        bar.inc();
+                        Ok(())
+                    });
+                    cx.charge_read(t, before);
+                    out?;
+                }
             }
-            None => {
-                let t = Instant::now();
-                let before = cx.phases.get();
-                let out = for_each_image(split, model, inp, images, |i, lg, lab| {
-                    let maps = cx.timed(|p| &mut p.score, || score_image(scorer, lg, plan, inp, split, model, i)).with_context(|| ctx(i))?;
-                    cx.timed(|p| &mut p.rank, || st.add(&maps, &lab));
-                    bar.inc();
-                    Ok(())
-                });
-                cx.charge_read(t, before);
-                out
-            }
+            cx.timed(|p| &mut p.rank, || DeviceRank::finish(cx, dev, st)).with_context(|| format!("split {} [{model}]: ranking on the GPU", split.name))
         },
         |st| st.tally(),
         |st, t| st.absorb(t),
     )?;
     Ok(p2)
+}
+
+/// Pass 2's exact rankers on the GPU: per method the split's ranker and
+/// its per-anomaly-type rankers, as one [`RankSet`] whose counts are
+/// absorbed into [`Pass2`]'s host rankers at the end of the range (so a
+/// shard ships the same tally either way, and the statistic is the same
+/// integer counts as the CPU's).
+struct DeviceRank {
+    ctx: GpuContext,
+    set: RankSet,
+}
+
+impl DeviceRank {
+    /// The device ranking over `st`'s positives, or `None` (rank on the
+    /// host) without a GPU, or with a notice when the device cannot hold
+    /// the tables.
+    fn new(cx: &Ctx, gpu: Option<&GpuContext>, st: &Pass2) -> Option<DeviceRank> {
+        let ctx = gpu?;
+        let mut tables = Vec::new();
+        for (m, r) in st.rankers.iter().enumerate() {
+            tables.push((m, r.table()));
+            tables.extend(st.trankers[m].iter().map(|t| (m, t.table())));
+        }
+        let set = RankPass::new(ctx).and_then(|pass| RankSet::new(ctx, &pass, &tables));
+        match set {
+            Ok(set) => Some(DeviceRank { ctx: ctx.clone(), set }),
+            Err(e) => {
+                cx.progress.println(&format!("notice: ranking on the CPU: the GPU could not take the rank tables ({e:#})"));
+                None
+            }
+        }
+    }
+
+    /// One image into pass 2: the exact ranks on the device when there is
+    /// one, everything else (or everything) on the host.
+    fn add(cx: &Ctx, dev: &mut Option<DeviceRank>, st: &mut Pass2, maps: &ScoreMaps, lab: &[u8]) -> Result<()> {
+        match dev {
+            Some(d) => {
+                cx.timed(|p| &mut p.rank_device, || d.set.add_image(&d.ctx, &maps.maps, lab))?;
+                st.add_rest(maps, lab);
+            }
+            None => st.add(maps, lab),
+        }
+        Ok(())
+    }
+
+    /// Wait for the device and add its counts to the host rankers, in
+    /// [`new`](Self::new)'s order.
+    fn finish(cx: &Ctx, dev: Option<DeviceRank>, st: &mut Pass2) -> Result<()> {
+        let Some(mut d) = dev else { return Ok(()) };
+        let mut tallies = cx.timed(|p| &mut p.rank_device, || d.set.tallies(&d.ctx))?.into_iter();
+        for (m, r) in st.rankers.iter_mut().enumerate() {
+            r.absorb(&tallies.next().context("internal error: a device tally is missing")?)?;
+            for t in st.trankers[m].iter_mut() {
+                t.absorb(&tallies.next().context("internal error: a device tally is missing")?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A run-level warning: shown on stderr now (above the progress bar),

@@ -53,6 +53,10 @@ pub struct Phases {
     /// Metric passes: the metric accumulators (positives, ranks, image
     /// scores, region labelling).
     pub rank: f64,
+    /// Of `rank`: pass 2's exact ranking on the GPU (uploading the maps,
+    /// dispatching, waiting for the counters); 0 when it ran on the CPU.
+    #[serde(default)]
+    pub rank_device: f64,
     /// Bootstrap replicates over the cached test maps.
     pub bootstrap: f64,
     /// `all_conventions`: the extra passes over test.
@@ -63,8 +67,8 @@ impl Phases {
     /// One line for `bench run -v`.
     pub fn describe(&self) -> String {
         format!(
-            "calibrate {:.3} s · read {:.3} s · score {:.3} s · rank {:.3} s · bootstrap {:.3} s · conventions {:.3} s",
-            self.calibrate, self.read, self.score, self.rank, self.bootstrap, self.conventions
+            "calibrate {:.3} s · read {:.3} s · score {:.3} s · rank {:.3} s (on the GPU {:.3} s) · bootstrap {:.3} s · conventions {:.3} s",
+            self.calibrate, self.read, self.score, self.rank, self.rank_device, self.bootstrap, self.conventions
         )
     }
 }

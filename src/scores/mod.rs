@@ -322,6 +322,11 @@ pub trait Scorer {
     /// (`features/<model>/<id>.npy`), used by HEAT when its Gaussians were
     /// fitted on features (see [`heat_features`]).
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps>;
+    /// The device this scorer runs on, when it is a GPU: pass 2 then ranks
+    /// the negatives there too (`scores::gpu::rank::RankSet`).
+    fn gpu_context(&self) -> Option<&gpu::GpuContext> {
+        None
+    }
 }
 
 /// The features HEAT must read for this plan: `Some` exactly when HEAT is

@@ -125,7 +125,10 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
     adapters(&new_instance()).iter().map(AdapterSummary::of).collect()
 }
 
-/// Device and queue of one adapter, opened once per run.
+/// Device and queue of one adapter, opened once per run. A clone shares the
+/// device, queue and error sink (wgpu's handles are reference-counted), so
+/// pass 2's ranking can hold one while the scorer holds the other.
+#[derive(Clone)]
 pub struct GpuContext {
     /// Kept alive with the device (wgpu ties the device to its instance).
     _instance: wgpu::Instance,

@@ -823,6 +823,10 @@ impl Scorer for GpuScorer {
         self.ctx.describe()
     }
 
+    fn gpu_context(&self) -> Option<&GpuContext> {
+        Some(&self.ctx)
+    }
+
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
         let features = crate::scores::heat_features(logits, features, plan)?;
         let n = logits.pixels();

@@ -14,7 +14,8 @@
 //! - `rank.rs` is the exact ranking of negatives on the device
 //!   (`shaders/rank.wgsl`): the CPU engine's own lookup table uploaded once
 //!   per split and method, u32 counters flushed into the engine's u64 tally.
-//!   Tested against the CPU ranker; not yet wired into the sweep.
+//!   Pass 2 of a sweep with a GPU scorer ranks there (`RankSet`); tested
+//!   against the CPU ranker.
 //!
 //! `fused` → `pack`, `fused` → `post` → `context`, `fused` → `context`,
 //! `rank` → `context` (and the metrics engine's table):

@@ -2,17 +2,27 @@
 //! negatives of a device-resident score range ranked against a split's
 //! sorted distinct positive keys, per-slot counts accumulated on the device.
 //!
-//! A standalone building block: the fused pass does not call it yet. How a
-//! fused pass would, per split and method:
+//! How the sweep uses it (`pipeline::passes::pass2` with a GPU scorer),
+//! per split, model and shard range: a [`RankSet`] holds one
+//! [`GpuRanker`] per method and per anomaly type, built from the host
+//! rankers' own tables (uploaded once); each image's score maps and labels
+//! are written once into buffers kept across images and every ranker's
+//! dispatch is recorded into one submission; at the end of the range the
+//! u64 tallies are absorbed into the host rankers, so the statistic, a
+//! shard's tally and results.json are the CPU path's, integer for integer.
 //!
 //! ```text
-//! let pass = RankPass::new(&ctx)?;                        // once per run
-//! let mut g = pass.ranker(&ctx, cpu_ranker.table())?;     // once per split × method:
-//!                                                         //   uploads table + keys
-//! for each tile: g.add_buffers(&ctx, &scores_out, row_offset_bytes,
-//!                              &labels_buf, label_offset_bytes, tile_pixels)?;
-//! cpu_ranker.absorb(&g.tally(&ctx)?)?;                    // u64 counts, exact
+//! let pass = RankPass::new(&ctx)?;
+//! let mut set = RankSet::new(&ctx, &pass, &[(0, ranker0.table()), (1, ranker1.table())])?;
+//! for each image: set.add_image(&ctx, &maps.maps, &labels)?;
+//! for (r, t) in rankers.zip(set.tallies(&ctx)?) { r.absorb(&t)?; }
 //! ```
+//!
+//! Still on the host: the score maps come back from the fused pass (and
+//! are uploaded again here) because pass 2's other accumulators — the drift
+//! refiners, `far_at_frr`'s rank refiners, `positive = "normal"` — and
+//! SML/HEAT's whole-image post-processing read them there. Ranking the
+//! fused pass's output buffer in place needs those on the device first.
 //!
 //! Inputs of a dispatch: `scores`, any buffer with `STORAGE` usage holding
 //! the f32 scores (read as raw bits, so the key is bit-exact whatever the
@@ -223,33 +233,62 @@ impl GpuRanker {
         ensure!(score_offset.is_multiple_of(4), "rank: score offset {score_offset} is not a multiple of 4");
         ensure!(score_offset + 4 * n <= scores.size(), "rank: {n} scores from byte {score_offset} overrun a {}-byte buffer", scores.size());
         ensure!(label_offset + n <= labels.size(), "rank: {n} labels from byte {label_offset} overrun a {}-byte buffer", labels.size());
-        let align = ctx.limits.min_storage_buffer_offset_alignment.max(4) as u64;
-        let max_binding = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size) & !3;
-        // pixels per dispatch: within a binding (after up to `align` bytes
-        // of alignment slack), within the flush limit, and small enough
-        // that the grid stride cannot wrap u32
-        let per = ((max_binding.saturating_sub(align)) / 4).min(self.flush_limit).min(1 << 30);
-        ensure!(per > 0, "rank: the adapter's storage bindings are too small");
+        ensure!(labels.size().is_multiple_of(4), "rank: the label buffer's size must be a multiple of 4 bytes");
+        let (per, align) = self.per_dispatch(ctx)?;
         let mut done = 0u64;
         while done < n {
             let k = per.min(n - done);
             if self.pending + k > self.flush_limit {
                 self.flush(ctx)?;
             }
-            self.dispatch(ctx, scores, score_offset + 4 * done, labels, label_offset + done, k, align)?;
+            let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("rank") });
+            self.record(ctx, &mut enc, scores, score_offset + 4 * done, labels, label_offset + done, k, align);
+            ctx.queue.submit([enc.finish()]);
+            ctx.take_error().context("rank dispatch")?;
             self.pending += k;
             done += k;
         }
         Ok(())
     }
 
+    /// Pixels one dispatch may cover — within a binding (after up to
+    /// `align` bytes of alignment slack), within the flush limit, and small
+    /// enough that the grid stride cannot wrap u32 — and that alignment.
+    fn per_dispatch(&self, ctx: &GpuContext) -> Result<(u64, u64)> {
+        let align = ctx.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let max_binding = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size) & !3;
+        let per = ((max_binding.saturating_sub(align)) / 4).min(self.flush_limit).min(1 << 30);
+        ensure!(per > 0, "rank: the adapter's storage bindings are too small");
+        Ok((per, align))
+    }
+
+    /// [`add_buffers`](Self::add_buffers) of a whole range from offset 0
+    /// recorded into `enc` (submitted by the caller: one submission for many
+    /// rankers) when it fits one dispatch; `false` (nothing recorded) when
+    /// it does not, and the caller uses `add_buffers`. Its parameters go
+    /// through a queue write, so a ranker records at most one dispatch per
+    /// submission.
+    fn add_recorded(&mut self, ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, scores: &wgpu::Buffer, labels: &wgpu::Buffer, n: u64) -> Result<bool> {
+        let (per, align) = self.per_dispatch(ctx)?;
+        if n > per || 4 * n > scores.size() || n > labels.size() || !labels.size().is_multiple_of(4) {
+            return Ok(false);
+        }
+        if self.pending + n > self.flush_limit {
+            self.flush(ctx)?;
+        }
+        self.record(ctx, enc, scores, 0, labels, 0, n, align);
+        self.pending += n;
+        Ok(true)
+    }
+
+    /// Record one dispatch of `k` pixels into `enc` (after writing its
+    /// parameters to the queue).
     #[allow(clippy::too_many_arguments)]
-    fn dispatch(&mut self, ctx: &GpuContext, scores: &wgpu::Buffer, s_off: u64, labels: &wgpu::Buffer, l_off: u64, k: u64, align: u64) -> Result<()> {
+    fn record(&mut self, ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, scores: &wgpu::Buffer, s_off: u64, labels: &wgpu::Buffer, l_off: u64, k: u64, align: u64) {
         let s_at = s_off / align * align;
         let s_size = (s_off - s_at + 4 * k).min(scores.size() - s_at);
         let l_at = l_off / align * align;
         let l_size = ((l_off - l_at + k).div_ceil(4) * 4).min(labels.size() - l_at);
-        ensure!(l_size.is_multiple_of(4), "rank: the label buffer's size must be a multiple of 4 bytes");
         let groups = (k.div_ceil(WG as u64) as u32).clamp(1, MAX_GROUPS.min(ctx.limits.max_compute_workgroups_per_dimension));
         let params = Params {
             n: k as u32,
@@ -276,17 +315,11 @@ impl GpuRanker {
                 wgpu::BindGroupEntry { binding: 4, resource: self.counts.as_entire_binding() },
             ],
         });
-        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("rank") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("rank"), timestamp_writes: None });
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(groups, 1, 1);
-        }
-        ctx.queue.submit([enc.finish()]);
-        ctx.take_error().context("rank dispatch")?;
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("rank"), timestamp_writes: None });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups, 1, 1);
         self.dirty = true;
-        Ok(())
     }
 
     /// Copy the device counters back, add them to the u64 totals and clear
@@ -366,4 +399,86 @@ pub fn upload(ctx: &GpuContext, scores: &[f32], labels: &[u8]) -> (wgpu::Buffer,
         usage: U::STORAGE | U::COPY_DST | U::COPY_SRC,
     });
     (s, l)
+}
+
+/// Pass 2 of one split on the device for several rankers at once (per
+/// method, and per anomaly type): each image's score maps and labels are
+/// uploaded once (one write per map, into buffers kept across images) and
+/// every ranker's dispatch reads them there. The dispatches are submitted
+/// without waiting, so the host reads and scores the next image while the
+/// device ranks this one; only the counters come back, at
+/// [`tallies`](Self::tallies).
+pub struct RankSet {
+    /// Per ranker: the index of the score map it ranks, and the ranker.
+    rankers: Vec<(usize, GpuRanker)>,
+    /// One buffer per score map (grow-only), and the labels' buffer.
+    maps: Vec<Option<wgpu::Buffer>>,
+    labels: Option<wgpu::Buffer>,
+}
+
+impl RankSet {
+    /// One device ranker per `(map index, table)`, in that order; the tables
+    /// are uploaded here, once.
+    pub fn new(ctx: &GpuContext, pass: &RankPass, tables: &[(usize, &RankTable)]) -> Result<RankSet> {
+        let rankers = tables.iter().map(|&(m, t)| Ok((m, pass.ranker(ctx, t)?))).collect::<Result<Vec<_>>>()?;
+        let nmaps = tables.iter().map(|&(m, _)| m + 1).max().unwrap_or(0);
+        Ok(RankSet { rankers, maps: (0..nmaps).map(|_| None).collect(), labels: None })
+    }
+
+    /// [`GpuRanker::with_flush_limit`] for every ranker (tests).
+    pub fn with_flush_limit(mut self, px: u64) -> RankSet {
+        self.rankers = self.rankers.into_iter().map(|(m, g)| (m, g.with_flush_limit(px))).collect();
+        self
+    }
+
+    /// Rank one image's negatives: `maps[m]` holds map `m`'s f32 scores,
+    /// each as long as `labels` ([`label`](crate::data::label) codes).
+    pub fn add_image(&mut self, ctx: &GpuContext, maps: &[Vec<f32>], labels: &[u8]) -> Result<()> {
+        let n = labels.len();
+        ensure!(maps.len() >= self.maps.len(), "rank: {} score maps, the rankers read {}", maps.len(), self.maps.len());
+        if n == 0 || self.rankers.is_empty() {
+            return Ok(());
+        }
+        for (m, s) in maps.iter().enumerate().take(self.maps.len()) {
+            ensure!(s.len() == n, "rank: score map {} has {} pixels but the mask {n}", m + 1, s.len());
+            write_grown(ctx, &mut self.maps[m], "rank scores", bytemuck::cast_slice(s));
+        }
+        let mut lab = labels.to_vec();
+        lab.resize(n.next_multiple_of(4), crate::data::label::VOID);
+        write_grown(ctx, &mut self.labels, "rank labels", &lab);
+        let l = self.labels.as_ref().expect("written above");
+        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("rank image") });
+        for (m, g) in self.rankers.iter_mut() {
+            let s = self.maps[*m].as_ref().expect("written above");
+            if !g.add_recorded(ctx, &mut enc, s, l, n as u64)? {
+                g.add_buffers(ctx, s, 0, l, 0, n as u64)?;
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.take_error().context("rank dispatch")
+    }
+
+    /// Wait for the device, then every ranker's counts (in the order of
+    /// [`new`](Self::new)), widened to u64.
+    pub fn tallies(&mut self, ctx: &GpuContext) -> Result<Vec<Tally>> {
+        self.rankers.iter_mut().map(|(_, g)| g.tally(ctx)).collect()
+    }
+}
+
+/// Write `bytes` (a multiple of 4 long) at the start of `buf`, first
+/// replacing it by a larger one when it is missing or too small. Queue
+/// writes are ordered with submissions, so dispatches already submitted
+/// still read the previous contents.
+fn write_grown(ctx: &GpuContext, buf: &mut Option<wgpu::Buffer>, label: &str, bytes: &[u8]) {
+    let need = (bytes.len() as u64).max(4);
+    if buf.as_ref().is_none_or(|b| b.size() < need) {
+        use wgpu::BufferUsages as U;
+        *buf = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: need.next_multiple_of(4),
+            usage: U::STORAGE | U::COPY_DST,
+            mapped_at_creation: false,
+        }));
+    }
+    ctx.queue.write_buffer(buf.as_ref().expect("set above"), 0, bytes);
 }
