@@ -151,6 +151,8 @@ fn histogram_intervals_lie_within_the_bound_of_the_exact_bootstrap() {
         let w = compare(&d, per_class, 100);
         let c = case(&d, per_class, &[0.25, 1.0]);
         let b = run(&c, 100, 7).cells[0].error_bound.unwrap();
+        let bytes: usize = c.hists.images.iter().flatten().map(|h| h.bytes()).sum();
+        eprintln!("per_class {per_class}: {} B per image × method ({} px)", bytes / (d.len() * 3), d[0].1.len());
         eprintln!("per_class {per_class}: bins {}, measured |hist − exact| auroc {:.2e} aupr {:.2e} fpr95 {:.2e}; bound (method 0) {:.2e} {:.2e} {:.2e}", c.grids[0].bins(), w[0], w[1], w[2], b.auroc.unwrap(), b.aupr.unwrap(), b.fpr95.unwrap());
     }
 }
