@@ -97,6 +97,10 @@ pub struct Config {
 /// overflow or become constant.
 pub const MIN_TEMPERATURE: f64 = 1e-3;
 pub const MAX_TEMPERATURE: f64 = 1e4;
+fn default_cache_mib() -> u64 {
+    (crate::metrics::split::SCORE_CACHE_BYTES >> 20) as u64
+}
+
 /// Most bootstrap replicates (each costs a pass over the test split's maps).
 pub const MAX_BOOTSTRAP: u32 = 100_000;
 /// Largest `image_topk` (2^24 pixels: a 4096×4096 image).
@@ -294,11 +298,17 @@ pub struct MetricsCfg {
     #[serde(default = "default_frr")]
     pub frr: Vec<f64>,
     /// Bootstrap replicates (resampling test images) for 95 % confidence
-    /// intervals of AUROC, AUPR, FPR95; 0 = off.
+    /// intervals of AUROC, AUPR, FPR95, image AUROC, the operating points
+    /// and the paired method differences; 0 = off.
     #[serde(default)]
     pub bootstrap: u32,
     #[serde(default)]
     pub bootstrap_seed: u64,
+    /// Keep a split's score maps between the two metric passes while they
+    /// fit this many MiB (else score it twice). Speed only: no figure
+    /// depends on it.
+    #[serde(default = "default_cache_mib")]
+    pub score_cache_mib: u64,
     /// Image score = mean of the top-k pixel scores; 0 or 1 = max.
     #[serde(default)]
     pub image_topk: u32,
@@ -335,6 +345,7 @@ impl Default for MetricsCfg {
             frr: default_frr(),
             bootstrap: 0,
             bootstrap_seed: 0,
+            score_cache_mib: default_cache_mib(),
             image_topk: 0,
             regions: false,
             component_track: Default::default(),

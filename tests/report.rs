@@ -57,6 +57,8 @@ fn pt(level: Level, rule: PointRule, budget: Option<f64>, threshold: Option<f64>
         f1: v[4],
         threshold_split_far: v[0],
         threshold_split_frr: v[1],
+        far_ci: None,
+        frr_ci: None,
         reason: None,
     }
 }
@@ -151,6 +153,7 @@ fn sample() -> Results {
             mmd2: Some(0.00042),
         }],
         failure_modes: vec![],
+        bootstrap_diff: vec![],
         warnings: vec!["a warning".into()],
     }
 }

@@ -89,14 +89,23 @@ fn numbers_match_results_json_and_html_is_self_contained() {
             Some([lo, hi]) => assert_eq!(row[5], format!("\\[{:.2}, {:.2}]", 100.0 * lo, 100.0 * hi)),
             None => assert!(row[5].starts_with("no CI"), "{row:?}"),
         }
-        assert!(row[3].starts_with("no CI"), "image AUROC has no bootstrap interval in this version: {row:?}");
+        match c.bootstrap.as_ref().and_then(|b| b.image_auroc) {
+            Some([lo, hi]) => assert_eq!(row[3], format!("\\[{:.2}, {:.2}]", 100.0 * lo, 100.0 * hi)),
+            None => assert!(row[3].starts_with("no CI"), "{row:?}"),
+        }
+        assert_eq!(row[7], "no CI (not implemented)", "AUPRO intervals are not implemented: {row:?}");
         // pixel FRR @ FAR ≤ 0.1 % (the default first FAR budget), achieved FAR
         let h = r.honest_cell("deeplab_r50", &me.id).unwrap();
         let p = h.point(bench::metrics::operating::Level::Pixel, bench::metrics::PointRule::FrrAtFar, Some(0.001)).unwrap();
         let at = md.find("### Pixel level").unwrap();
         let row = md_row(&md[at..], "| Model", model, &me.name);
         if p.threshold.is_some() {
-            close(&row[2], p.frr);
+            // the figure of merit, then its bootstrap interval at the same threshold
+            let cell = row[2].trim_end_matches(" †");
+            let (v, ci) = cell.split_once(' ').unwrap_or((cell, ""));
+            close(v, p.frr);
+            let [lo, hi] = p.frr_ci.expect("bootstrap = 20: an interval at the val threshold");
+            assert_eq!(ci, format!("\\[{:.2}, {:.2}]", 100.0 * lo, 100.0 * hi), "{row:?}");
             let far: f64 = row[3].parse().unwrap();
             assert!((far - 100.0 * p.far.unwrap()).abs() <= 0.0005 + 1e-9, "{row:?}");
         } else {

@@ -3,8 +3,56 @@
 //! Why its own file: the resampling policy (paired draws, seeding, the
 //! percentile interval) is one decision, independent of how a split is
 //! accumulated.
+//!
+//! **Draws.** Replicate `r` draws n images with replacement from a ChaCha8
+//! stream seeded by (seed, r) ([`draws`]); every method, and every figure,
+//! of a replicate sees the same draw (paired). The interval is numpy's
+//! linear 2.5 / 97.5 % percentile of the replicates where the figure is
+//! defined.
+//!
+//! **Histogram bootstrap** ([`hist_bootstrap`], what `bench run` uses at
+//! every split size): each replicate's figures come from the per-image
+//! histograms of [`bootgrid`](super::bootgrid) summed with the draw's
+//! multiplicities: AUROC, AP, FPR95 of the binned statistic (every bin one
+//! tied score); the counts at each val-chosen pixel threshold (a grid edge:
+//! **exact**); image AUROC and the image-level operating points from the
+//! image scores (**exact**); and per pair of methods the replicate's
+//! difference A − B (a method paired with itself gives exactly 0).
+//! AUPRO intervals are **not implemented** (they need per-region overlaps
+//! per image; results.json has no `aupro` interval).
+//!
+//! **Error bound** (point estimates stay exact; only the intervals are
+//! binned). Per replicate, with `P_b`, `N_b` the anomaly / normal pixels of
+//! bin b, `P`, `N` the totals, `TP>b`, `FP>b` those above bin b, and sums
+//! over bins holding more than one key (a one-key bin is exact):
+//! - AUROC: pairs within a bin count ½ instead of 0, ½ or 1, so
+//!   `|AUROC_bin − AUROC| ≤ ½ Σ_b P_b N_b / (P N)`;
+//! - AP (`aupr = "ap"`): bin b's positives enter at precisions between
+//!   `lo_b = (TP>b + 1) / (TP>b + 1 + FP>b + N_b)` and
+//!   `hi_b = (TP>b + P_b) / (TP>b + P_b + FP>b)`, and the binned precision
+//!   lies between them, so `|AP_bin − AP| ≤ Σ_b (P_b / P)(hi_b − lo_b)`;
+//! - FPR95 (`fpr95 = "first"`): the exact threshold lies in the bin b* where
+//!   the binned TPR first reaches 0.95, so `|FPR95_bin − FPR95| ≤ N_b* / N`.
+//!
+//! If every replicate's binned value is within δ_r of its exact value, each
+//! order statistic, hence each numpy percentile, is within `max_r δ_r`: the
+//! recorded `error_bound` bounds the distance of each interval end from the
+//! exact bootstrap's (same draws). For a difference A − B it is
+//! `max_r (δ_r^A + δ_r^B)`. Other FPR95 / AUPR rules get no bound (`null`).
+//! Measured against the exact bootstrap (`tests/bootstrap.rs`): see the
+//! README section "Bootstrap".
+//!
+//! **Pairing two splits** (drift: test@name vs clean test, images matched
+//! by index): call [`draws`] once per replicate and [`replicate`] on each
+//! split's [`HistBoot`] with the same draw; the difference of the two
+//! [`Rep`]s is that replicate's change, exact in the same sense as above.
+//!
+//! The exact bootstrap over held score maps ([`bootstrap`]) is the oracle
+//! the histogram bootstrap is tested against.
 
-use crate::metrics::{Fpr95Rule, PositiveCollector};
+use crate::metrics::bootgrid::{Grid, HistSet};
+use crate::metrics::operating::{ImageScores, Level};
+use crate::metrics::{AuprRule, Counts, Fpr95Rule, PositiveCollector, counts_of};
 use crate::scores::ScoreMaps;
 use serde::{Deserialize, Serialize};
 
@@ -19,12 +67,290 @@ pub struct Bootstrap {
     pub auroc: Option<[f64; 2]>,
     pub aupr: Option<[f64; 2]>,
     pub fpr95: Option<[f64; 2]>,
+    /// `"histogram"` (per-image histograms, intervals within
+    /// `error_bound` of the exact bootstrap) or `"image_means"`
+    /// (`average = "images"`: exact means of per-image values); absent in
+    /// files written before the histogram bootstrap (exact, held maps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Bins of the method's grid (histogram bootstrap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins: Option<u32>,
+    /// Largest distance of an interval end above from the exact
+    /// bootstrap's (same draws): `max_r δ_r`, see the module doc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_bound: Option<ErrorBound>,
+    /// Image AUROC (exact: image scores are resampled as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_auroc: Option<[f64; 2]>,
 }
 
+/// Bounds on |binned − exact| of interval ends (`null`: no bound for the
+/// configured rule).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBound {
+    pub auroc: Option<f64>,
+    pub aupr: Option<f64>,
+    pub fpr95: Option<f64>,
+}
 
-/// 95 % percentile-bootstrap intervals over resampled images, per method:
-/// replicate r draws n images with replacement from a ChaCha8 stream seeded
-/// by (seed, r); all methods see the same draws (paired).
+/// Intervals of an operating point's test FAR and FRR at its (fixed,
+/// val-chosen) threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PointCi {
+    pub far: Option<[f64; 2]>,
+    pub frr: Option<[f64; 2]>,
+}
+
+/// Intervals of A − B per replicate for methods `a`, `b` (column indices).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffCi {
+    pub a: usize,
+    pub b: usize,
+    pub defined: u32,
+    pub auroc: Option<[f64; 2]>,
+    pub aupr: Option<[f64; 2]>,
+    pub fpr95: Option<[f64; 2]>,
+    pub image_auroc: Option<[f64; 2]>,
+    /// FRR at the soft (first FAR budget) threshold, pixel and image.
+    pub pixel_frr: Option<[f64; 2]>,
+    pub image_frr: Option<[f64; 2]>,
+    pub error_bound: ErrorBound,
+}
+
+/// A val-chosen threshold whose test FAR / FRR is bootstrapped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub level: Level,
+    pub t: f32,
+}
+
+/// What the histogram bootstrap reads for one split.
+pub struct HistBoot<'a> {
+    pub hists: &'a HistSet,
+    pub grids: &'a [Grid],
+    /// Per method, the scores of the images with a non-void pixel, in order.
+    pub image_scores: &'a [Vec<f32>],
+    pub image_labels: &'a [u8],
+    /// Per method, per honest point (results.json order): its threshold.
+    pub points: &'a [Vec<Option<Threshold>>],
+    pub rule: (Fpr95Rule, AuprRule),
+}
+
+/// One method's figures in one replicate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rep {
+    /// AUROC, AUPR, FPR95 of the binned statistic (None: a class missing).
+    pub px: Option<[Option<f64>; 3]>,
+    /// Per-replicate bounds on |binned − exact| of `px`.
+    pub bound: [Option<f64>; 3],
+    pub image_auroc: Option<f64>,
+    /// Per honest point: (FAR, FRR) at its threshold (None: no threshold).
+    pub ops: Vec<Option<(Option<f64>, Option<f64>)>>,
+}
+
+/// The histogram bootstrap's intervals: per method the cell's, per method
+/// and point the operating points', and per pair of methods (i < j, column
+/// order) the difference's. `soft` = indices of the pixel and image
+/// `frr_at_far` points at the first FAR budget (for the differences).
+pub struct HistIntervals {
+    pub cells: Vec<Bootstrap>,
+    pub points: Vec<Vec<Option<PointCi>>>,
+    pub diffs: Vec<DiffCi>,
+}
+
+/// [`replicate`] for `samples` draws (in parallel), then every interval.
+pub fn hist_bootstrap(b: &HistBoot, samples: u32, seed: u64, soft: [Option<usize>; 2]) -> anyhow::Result<HistIntervals> {
+    use rayon::prelude::*;
+    let n = b.hists.images.len();
+    let nm = b.grids.len();
+    anyhow::ensure!(b.hists.valid.len() == n && b.hists.images.iter().all(|r| r.len() == nm), "internal error: bootstrap histograms of {n} images do not match {nm} methods");
+    anyhow::ensure!(b.hists.valid.iter().filter(|&&v| v).count() == b.image_labels.len(), "internal error: image scores do not match the histograms' images");
+    let reps: Vec<Vec<Rep>> = (0..samples).into_par_iter().map(|r| replicate(b, &draws(seed, r, n))).collect();
+    let cells = (0..nm).map(|m| cell_intervals(&reps, m, b, samples, seed)).collect();
+    let points = (0..nm)
+        .map(|m| (0..b.points[m].len()).map(|k| b.points[m][k].map(|_| point_ci(&reps, m, k))).collect())
+        .collect();
+    let mut diffs = vec![];
+    for i in 0..nm {
+        for j in i + 1..nm {
+            diffs.push(diff_ci(&reps, i, j, soft));
+        }
+    }
+    Ok(HistIntervals { cells, points, diffs })
+}
+
+/// Image multiplicities of a draw.
+fn weights(draw: &[usize], n: usize) -> Vec<u32> {
+    let mut w = vec![0u32; n];
+    for &i in draw {
+        w[i] += 1;
+    }
+    w
+}
+
+/// Every method's figures on the images of `draw` (with repeats). Public
+/// so that two splits matched by image can be paired on one draw.
+pub fn replicate(b: &HistBoot, draw: &[usize]) -> Vec<Rep> {
+    let n = b.hists.images.len();
+    let w = weights(draw, n);
+    // image index → its row among the images with an image score
+    let mut row = Vec::with_capacity(n);
+    let mut k = 0usize;
+    for &v in &b.hists.valid {
+        row.push(v.then_some(k));
+        k += v as usize;
+    }
+    let img_draw: Vec<usize> = draw.iter().filter_map(|&i| row[i]).collect();
+    let labels: Vec<u8> = img_draw.iter().map(|&j| b.image_labels[j]).collect();
+    (0..b.grids.len())
+        .map(|m| {
+            let g = &b.grids[m];
+            let mut agg = vec![0u64; 2 * g.bins()];
+            for (i, &wi) in w.iter().enumerate().filter(|p| *p.1 > 0) {
+                let h = &b.hists.images[i][m];
+                for (&ix, &c) in h.idx.iter().zip(&h.cnt) {
+                    agg[ix as usize] += wi as u64 * c as u64;
+                }
+            }
+            let scores: Vec<f32> = img_draw.iter().map(|&j| b.image_scores[m][j]).collect();
+            method_rep(b, m, &agg, &scores, &labels)
+        })
+        .collect()
+}
+
+/// One method's [`Rep`] from its summed bins and its drawn image scores.
+fn method_rep(b: &HistBoot, m: usize, agg: &[u64], scores: &[f32], labels: &[u8]) -> Rep {
+    let g = &b.grids[m];
+    let (c, bound) = binned(g, agg, b.rule);
+    let px = c.defined().then(|| [c.auroc(), c.aupr(b.rule.1), c.fpr_at_tpr(0.95, b.rule.0)]);
+    let img = ImageScores { scores, labels };
+    let image_auroc = counts_of(scores, labels).auroc();
+    // suffix sums: (anomalies, normals) at or above each bin
+    let bins = g.bins();
+    let mut above = vec![(0u64, 0u64); bins + 1];
+    for k in (0..bins).rev() {
+        above[k] = (above[k + 1].0 + agg[2 * k + 1], above[k + 1].1 + agg[2 * k]);
+    }
+    let (p, nn) = above[0];
+    let ops = b.points[m]
+        .iter()
+        .map(|t| {
+            let t = (*t)?;
+            let o = match t.level {
+                Level::Image => img.at(t.t as f64),
+                Level::Pixel => {
+                    // a grid edge by construction; never a binned guess
+                    let k = g.bin_at(t.t)?;
+                    crate::metrics::OperatingPoint { threshold: t.t as f64, tp: above[k].0, fp: above[k].1, positives: p, negatives: nn }
+                }
+            };
+            Some((o.far(), o.frr()))
+        })
+        .collect();
+    Rep { px, bound: if c.defined() { bound } else { [None; 3] }, image_auroc, ops }
+}
+
+/// The binned statistic (each bin one tied score at its lower edge) and
+/// the per-replicate error bounds of the module doc.
+fn binned(g: &Grid, agg: &[u64], rule: (Fpr95Rule, AuprRule)) -> (Counts, [Option<f64>; 3]) {
+    let bins = g.bins();
+    let mut c = Counts::default();
+    let (mut tp, mut fp) = (0u64, 0u64);
+    let (mut pn, mut ap_err) = (0u128, 0.0f64);
+    let total_p: u64 = (0..bins).map(|k| agg[2 * k + 1]).sum();
+    let total_n: u64 = (0..bins).map(|k| agg[2 * k]).sum();
+    let mut fpr_bound = None;
+    for k in (0..bins).rev() {
+        let (nb, pb) = (agg[2 * k], agg[2 * k + 1]);
+        let wide = !g.single_key(k);
+        if pb > 0 {
+            if wide {
+                pn += pb as u128 * nb as u128;
+                let hi = (tp + pb) as f64 / (tp + pb + fp) as f64;
+                let lo = (tp + 1) as f64 / (tp + 1 + fp + nb) as f64;
+                ap_err += pb as f64 / total_p as f64 * (hi - lo);
+            }
+            if fpr_bound.is_none() && (tp + pb) as f64 / total_p as f64 >= 0.95 {
+                fpr_bound = Some(if wide { nb as f64 / total_n.max(1) as f64 } else { 0.0 });
+            }
+            c.thresholds.push(g.lower(k));
+            c.fp_gt.push(fp);
+            tp += pb;
+            c.tp.push(tp);
+            c.fp.push(fp + nb);
+        }
+        fp += nb;
+    }
+    c.positives = total_p;
+    c.negatives = total_n;
+    let auroc = (total_p > 0 && total_n > 0).then(|| pn as f64 / (2.0 * total_p as f64 * total_n as f64));
+    let aupr = (rule.1 == AuprRule::Ap).then_some(ap_err);
+    let fpr = if rule.0 == Fpr95Rule::First { fpr_bound } else { None };
+    (c, [auroc, aupr, fpr])
+}
+
+/// numpy's linear 2.5 / 97.5 % percentiles of `v` (None when empty).
+fn ci(mut v: Vec<f64>) -> Option<[f64; 2]> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some([crate::metrics::np_percentile(&v, 0.025)?, crate::metrics::np_percentile(&v, 0.975)?])
+}
+
+/// Largest per-replicate bound of figure `f` (None if any is unbounded).
+fn max_bound(mut it: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    it.try_fold(0.0f64, |a, b| b.map(|b| a.max(b)))
+}
+
+fn cell_intervals(reps: &[Vec<Rep>], m: usize, b: &HistBoot, samples: u32, seed: u64) -> Bootstrap {
+    let def: Vec<&Rep> = reps.iter().map(|r| &r[m]).filter(|r| r.px.is_some()).collect();
+    let col = |f: usize| ci(def.iter().filter_map(|r| r.px.unwrap()[f]).collect());
+    let bound = |f: usize| if def.is_empty() { None } else { max_bound(def.iter().map(|r| r.bound[f])) };
+    Bootstrap {
+        samples,
+        seed,
+        defined: def.len() as u32,
+        auroc: col(0),
+        aupr: col(1),
+        fpr95: col(2),
+        method: Some("histogram".into()),
+        bins: Some(b.grids[m].bins() as u32),
+        error_bound: Some(ErrorBound { auroc: bound(0), aupr: bound(1), fpr95: bound(2) }),
+        image_auroc: ci(reps.iter().filter_map(|r| r[m].image_auroc).collect()),
+    }
+}
+
+fn point_ci(reps: &[Vec<Rep>], m: usize, k: usize) -> PointCi {
+    let at = |f: fn(&(Option<f64>, Option<f64>)) -> Option<f64>| ci(reps.iter().filter_map(|r| r[m].ops[k].as_ref().and_then(f)).collect());
+    PointCi { far: at(|o| o.0), frr: at(|o| o.1) }
+}
+
+/// Per replicate A − B where both are defined, then the interval.
+fn diff_ci(reps: &[Vec<Rep>], a: usize, b: usize, soft: [Option<usize>; 2]) -> DiffCi {
+    let both: Vec<(&Rep, &Rep)> = reps.iter().map(|r| (&r[a], &r[b])).filter(|(x, y)| x.px.is_some() && y.px.is_some()).collect();
+    let px = |f: usize| ci(both.iter().filter_map(|(x, y)| Some(x.px.unwrap()[f]? - y.px.unwrap()[f]?)).collect());
+    let bound = |f: usize| if both.is_empty() { None } else { max_bound(both.iter().map(|(x, y)| Some(x.bound[f]? + y.bound[f]?))) };
+    let frr = |k: Option<usize>| {
+        let k = k?;
+        ci(reps.iter().filter_map(|r| Some(r[a].ops.get(k)?.as_ref()?.1? - r[b].ops.get(k)?.as_ref()?.1?)).collect())
+    };
+    DiffCi {
+        a,
+        b,
+        defined: both.len() as u32,
+        auroc: px(0),
+        aupr: px(1),
+        fpr95: px(2),
+        image_auroc: ci(reps.iter().filter_map(|r| Some(r[a].image_auroc? - r[b].image_auroc?)).collect()),
+        pixel_frr: frr(soft[0]),
+        image_frr: frr(soft[1]),
+        error_bound: ErrorBound { auroc: bound(0), aupr: bound(1), fpr95: bound(2) },
+    }
+}
+
+/// The exact bootstrap over held score maps (the oracle of the histogram
+/// bootstrap's tests): 95 % percentile intervals over resampled images,
+/// per method, on the draws of [`draws`] (paired).
 pub fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: u64, rule: (Fpr95Rule, crate::metrics::AuprRule)) -> Vec<Bootstrap> {
     use rayon::prelude::*;
     let n = cache.len();
@@ -49,12 +375,12 @@ pub fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: 
                 .collect()
         })
         .collect();
-    intervals(&reps, nm, samples, seed)
+    intervals(&reps, nm, samples, seed, "exact")
 }
 
 /// Replicate `r`'s draw: `n` image indices with replacement from a ChaCha8
 /// stream seeded by (seed, r), shared by every method (paired).
-fn draws(seed: u64, r: u32, n: usize) -> Vec<usize> {
+pub fn draws(seed: u64, r: u32, n: usize) -> Vec<usize> {
     use rand::{RngExt, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(r as u64));
     (0..n).map(|_| rng.random_range(0..n)).collect()
@@ -102,12 +428,12 @@ pub fn bootstrap_images(per_image: &[Vec<[Option<f64>; 6]>], defined: &[bool], s
                 .collect()
         })
         .collect();
-    Ok(intervals(&reps, nm, samples, seed))
+    Ok(intervals(&reps, nm, samples, seed, "image_means"))
 }
 
 /// 2.5 % and 97.5 % percentiles (numpy's linear rule) of each method's
 /// defined replicates.
-fn intervals(reps: &[Vec<Option<(f64, f64, f64)>>], nm: usize, samples: u32, seed: u64) -> Vec<Bootstrap> {
+fn intervals(reps: &[Vec<Option<(f64, f64, f64)>>], nm: usize, samples: u32, seed: u64, method: &str) -> Vec<Bootstrap> {
     (0..nm)
         .map(|m| {
             let vals: Vec<(f64, f64, f64)> = reps.iter().filter_map(|r| r[m]).collect();
@@ -116,7 +442,18 @@ fn intervals(reps: &[Vec<Option<(f64, f64, f64)>>], nm: usize, samples: u32, see
                 v.sort_by(|a, b| a.total_cmp(b));
                 Some([crate::metrics::np_percentile(&v, 0.025)?, crate::metrics::np_percentile(&v, 0.975)?])
             };
-            Bootstrap { samples, seed, defined: vals.len() as u32, auroc: ci(|x| x.0), aupr: ci(|x| x.1), fpr95: ci(|x| x.2) }
+            Bootstrap {
+                samples,
+                seed,
+                defined: vals.len() as u32,
+                auroc: ci(|x| x.0),
+                aupr: ci(|x| x.1),
+                fpr95: ci(|x| x.2),
+                method: Some(method.into()),
+                bins: None,
+                error_bound: None,
+                image_auroc: None,
+            }
         })
         .collect()
 }

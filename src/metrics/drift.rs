@@ -62,6 +62,12 @@ impl NormalStats {
         self.sums.push(sum);
     }
 
+    /// The normal keys' coarse histogram (top 16 key bits), for the
+    /// bootstrap grid.
+    pub fn coarse(&self) -> &[u64] {
+        &self.hist.coarse
+    }
+
     /// Add the pixels another accumulator saw after this one's (shard merge).
     pub fn absorb(&mut self, o: NormalStats) {
         self.hist.absorb(&o.hist);

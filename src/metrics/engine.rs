@@ -401,6 +401,12 @@ impl Ranker {
         &self.table
     }
 
+    /// Positives per distinct key of [`keys`](Self::keys) (the bootstrap
+    /// grid's anomaly mass).
+    pub fn positive_counts(&self) -> &[u64] {
+        &self.pos
+    }
+
     /// The distinct positive keys, ascending.
     pub fn keys(&self) -> &[u32] {
         &self.table.keys[..self.table.keys.len() - WINDOW]

@@ -16,6 +16,7 @@
 //! radix-indexed binary search, u64 counts).
 
 pub mod binned;
+pub mod bootgrid;
 pub mod bootstrap;
 pub mod conventions;
 pub mod drift;

@@ -11,6 +11,7 @@ use crate::data::label;
 use crate::metrics::drift::{NormalStats, Refiner};
 use crate::metrics::engine::{Ranker, Tally};
 use crate::metrics::operating::{RankHist, RankRefiner, RankTally};
+use crate::metrics::bootgrid::{HistCollector, HistSet};
 use crate::metrics::region::{ComponentConfig, ComponentStats, region_weights};
 use crate::metrics::{PositiveCollector, ThresholdCounter, counts_of};
 use crate::scores::ScoreMaps;
@@ -19,7 +20,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Score maps of a split are kept between the two passes when they fit in
-/// this many bytes; otherwise the split is scored twice.
+/// this many bytes (the default of `metrics.score_cache_mib`); otherwise
+/// the split is scored twice. Only a speed trade: no figure depends on it
+/// (the bootstrap reads per-image histograms, not the maps).
 pub const SCORE_CACHE_BYTES: usize = 256 << 20;
 
 /// Pass 1 over a split: positives, probe thresholds, image scores. Every
@@ -38,9 +41,12 @@ pub struct Pass1 {
     pub void: u64,
     /// Logit dtype of the last image seen.
     pub dtype: Option<String>,
-    /// The score maps, while they fit [`SCORE_CACHE_BYTES`].
+    /// The score maps, while they fit `cache_budget` bytes.
     pub cache: Option<Vec<(ScoreMaps, Vec<u8>)>>,
     pub cached_bytes: u64,
+    /// [`SplitOpts::cache_bytes`] (kept here so a merge applies it too).
+    #[serde(default = "default_cache_budget")]
+    pub cache_budget: u64,
     /// `average = "images"`: per method, each image's AUROC / AUPR /
     /// FPR95 / F1 (images with both classes), in image order, and the
     /// number of images skipped. Four numbers per image: bounded.
@@ -62,6 +68,10 @@ pub struct Pass1 {
     pub ranks: Vec<RankHist>,
 }
 
+fn default_cache_budget() -> u64 {
+    SCORE_CACHE_BYTES as u64
+}
+
 impl Pass1 {
     pub fn new(nm: usize, nt: usize, opts: &SplitOpts, probes: Vec<Vec<f32>>) -> Self {
         Pass1 {
@@ -77,6 +87,7 @@ impl Pass1 {
             dtype: None,
             cache: Some(vec![]),
             cached_bytes: 0,
+            cache_budget: opts.cache_bytes,
             per_image: if opts.per_image.is_some() { vec![vec![]; nm] } else { vec![] },
             per_image_skipped: if opts.per_image.is_some() { vec![0; nm] } else { vec![] },
             per_image_defined: vec![],
@@ -115,7 +126,7 @@ impl Pass1 {
             .into_iter()
             .collect::<Result<()>>()?;
         self.cached_bytes += (maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len()) as u64;
-        if self.cached_bytes > SCORE_CACHE_BYTES as u64 {
+        if self.cached_bytes > self.cache_budget {
             self.cache = None;
         }
         if let Some(c) = self.cache.as_mut() {
@@ -166,6 +177,7 @@ impl Pass1 {
             dtype: self.dtype.clone(),
             cache: if maps { self.cache.clone() } else { None },
             cached_bytes: self.cached_bytes,
+            cache_budget: self.cache_budget,
             per_image: self.per_image.clone(),
             per_image_skipped: self.per_image_skipped.clone(),
             per_image_defined: self.per_image_defined.clone(),
@@ -244,7 +256,7 @@ impl Pass1 {
         }
         self.cached_bytes += o.cached_bytes;
         self.cache = match (self.cache.take(), o.cache) {
-            (Some(mut a), Some(b)) if self.cached_bytes <= SCORE_CACHE_BYTES as u64 => {
+            (Some(mut a), Some(b)) if self.cached_bytes <= self.cache_budget => {
                 a.extend(b);
                 Some(a)
             }
@@ -336,6 +348,9 @@ pub struct Pass2 {
     pub rankers_in: Vec<Ranker>,
     /// Pixel-level `far_at_frr` (empty unless the split chooses thresholds).
     pub ranks: Vec<RankRefiner>,
+    /// The bootstrap's per-image histograms ([`SplitOpts::boot`]): the one
+    /// pass-2 accumulator that reads every score map on the host.
+    pub boot: Option<HistCollector>,
 }
 
 /// What a shard ships of [`Pass2`]: integer counts only.
@@ -348,6 +363,9 @@ pub struct Pass2Tally {
     pub rankers_in: Vec<Tally>,
     #[serde(default)]
     pub ranks: Vec<RankTally>,
+    /// The shard's images' bootstrap histograms, in image order.
+    #[serde(default)]
+    pub boot: Option<HistSet>,
 }
 
 impl Pass2 {
@@ -376,6 +394,9 @@ impl Pass2 {
                 r.add(s, lab);
             }
         }
+        if let Some(b) = self.boot.as_mut() {
+            b.add(maps, lab);
+        }
     }
 
     pub fn tally(&self) -> Pass2Tally {
@@ -385,6 +406,7 @@ impl Pass2 {
             refiners: self.refiners.iter().map(|r| r.tally()).collect(),
             rankers_in: self.rankers_in.iter().map(|r| r.tally()).collect(),
             ranks: self.ranks.iter().map(|r| r.tally()).collect(),
+            boot: self.boot.as_ref().map(|b| b.tally()),
         }
     }
 
@@ -408,6 +430,11 @@ impl Pass2 {
         for (a, b) in self.ranks.iter_mut().zip(&t.ranks) {
             a.absorb(b)?;
         }
+        match (self.boot.as_mut(), &t.boot) {
+            (Some(a), Some(b)) => a.absorb(b)?,
+            (None, None) => {}
+            _ => anyhow::bail!("merging rank counts with and without bootstrap histograms"),
+        }
         Ok(())
     }
 }
@@ -422,9 +449,14 @@ pub struct SplitOpts {
     pub types: usize,
     /// Image score: mean of the top-k non-void pixel scores (k ≤ 1: max).
     pub topk: usize,
-    /// Shards ship their score maps with the pass-1 state (the bootstrap
-    /// needs them; elsewhere they only spare a re-scoring, not worth a file).
+    /// Shards ship their score maps with the pass-1 state (they only spare
+    /// a re-scoring, rarely worth a file; the bootstrap does not need them).
     pub ship_maps: bool,
+    /// Collect the bootstrap's per-image histograms in pass 2.
+    pub boot: bool,
+    /// `metrics.score_cache_mib` in bytes: keep the maps between the passes
+    /// while they fit.
+    pub cache_bytes: u64,
     /// `average = "images"`: the rules of the per-image metrics.
     pub per_image: Option<crate::metrics::conventions::MetricConv>,
     /// `positive = "normal"`: also the swapped statistic.

@@ -29,10 +29,9 @@ use crate::data::input::{Reader, classes_of, features_dir, find_image, for_each_
 use crate::data::resize::Resize;
 use crate::data::{Dataset, LabelMap, Logits, Split};
 use crate::external::{External, MethodRef};
-use crate::metrics::bootstrap::bootstrap;
 use crate::metrics::drift::{DriftStats, kl, mmd2};
 use crate::metrics::region::{ComponentConfig, ComponentStats, aupro};
-use crate::metrics::split::{Pass1, Pass2, SCORE_CACHE_BYTES, SplitOpts};
+use crate::metrics::split::{Pass1, Pass2, SplitOpts};
 use crate::metrics::{Counts, OperatingPoint, PointRule, ThresholdCounter, counts_of};
 use crate::progress::{Mode, Progress};
 use crate::report::drift::{DriftCell, DriftFile};
@@ -334,8 +333,9 @@ fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: DeviceKind, run_warn
     let mut warnings = run_warnings;
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let (mut drift_rows, mut drift_hists, mut failure_rows, mut curves) = (vec![], vec![], vec![], vec![]);
-    let (mut cal_file, mut feat_models) = (vec![], vec![]);
+    let (mut cal_file, mut feat_models, mut boot_diffs) = (vec![], vec![], vec![]);
     for m in outs {
+        boot_diffs.extend(m.boot_diffs);
         cal_file.extend(m.cal_file);
         if m.features {
             feat_models.extend(m.model.as_ref().map(|r| r.id.clone()));
@@ -371,6 +371,7 @@ fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: DeviceKind, run_warn
         calibration: cal_rows,
         drift: drift_rows,
         failure_modes: failure_rows,
+        bootstrap_diff: boot_diffs,
         warnings,
     };
     Ok((results, curves, DriftFile::new(drift_hists), cal_file))

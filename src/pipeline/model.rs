@@ -2,6 +2,8 @@
 //! and every row the model contributes.
 
 use super::*;
+use crate::metrics::bootstrap::{HistBoot, HistIntervals, Threshold, hist_bootstrap};
+use crate::metrics::operating::Level;
 
 /// One model's sweep: calibration, val, then test with val's thresholds.
 pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg) -> Result<ModelOut> {
@@ -32,6 +34,9 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
     }
     for (mi, m) in sw.cols.iter().enumerate() {
         test_rows(cfg, mc, m, mi, &ev, &leak, &mut o);
+    }
+    if let Some(b) = &ev.boots {
+        o.boot_diffs = diff_rows(cfg, &sw.cols, &mc.id, b);
     }
     if ev.val.is_none() {
         let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
@@ -86,11 +91,45 @@ pub(crate) struct Evaluated {
     /// Per column: the thresholds chosen on val (f1_optimal, far, frr).
     chosen: Vec<Vec<Chosen>>,
     sopts: SplitOpts,
-    boots: Option<Vec<Bootstrap>>,
+    boots: Option<HistIntervals>,
+}
+
+/// The histogram bootstrap of test for every column: thresholds `ch`
+/// (per column, in honest-point order) counted exactly per replicate.
+fn hist_boot(te: &SplitEval, ch: &[Vec<Chosen>], cfg: &Config, samples: u32) -> Result<HistIntervals> {
+    let (grids, hists) = te.boot.as_ref().context("internal error: the test split was evaluated without bootstrap histograms")?;
+    let points: Vec<Vec<Option<Threshold>>> = ch.iter().map(|v| v.iter().map(|c| c.threshold().map(|t| Threshold { level: c.level, t: t as f32 })).collect()).collect();
+    let soft = |level: Level| ch.first()?.iter().position(|c| c.level == level && c.rule == PointRule::FrrAtFar);
+    let b = HistBoot { hists, grids, image_scores: &te.image_scores, image_labels: &te.image_labels, points: &points, rule: (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr) };
+    hist_bootstrap(&b, samples, cfg.metrics.bootstrap_seed, [soft(Level::Pixel), soft(Level::Image)])
+}
+
+/// results.json's `bootstrap_diff` rows of one model.
+fn diff_rows(cfg: &Config, cols: &[MethodRef], model: &str, boots: &HistIntervals) -> Vec<BootDiff> {
+    boots
+        .diffs
+        .iter()
+        .map(|d| BootDiff {
+            model: model.into(),
+            a: cols[d.a].id().into(),
+            b: cols[d.b].id().into(),
+            samples: cfg.metrics.bootstrap,
+            seed: cfg.metrics.bootstrap_seed,
+            defined: d.defined,
+            auroc: d.auroc,
+            aupr: d.aupr,
+            fpr95: d.fpr95,
+            image_auroc: d.image_auroc,
+            far_budget: cfg.metrics.far.first().copied(),
+            pixel_frr_at_far: d.pixel_frr,
+            image_frr_at_far: d.image_frr,
+            error_bound: d.error_bound,
+        })
+        .collect()
 }
 
 /// Val first (its thresholds are probes on test), then test, then the
-/// bootstrap over test's cached maps.
+/// bootstrap over test's per-image histograms.
 fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg, plan: &ScorePlan, o: &mut ModelOut) -> Result<Evaluated> {
     let (cols, test, val) = (&sw.cols, sw.test, sw.val);
     let track = |t: f32| ComponentConfig::track(cfg.metrics.component_track, t);
@@ -100,6 +139,8 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
         types: cfg.anomaly.len(),
         topk: cfg.metrics.image_topk as usize,
         ship_maps: false,
+        boot: false,
+        cache_bytes: cfg.metrics.score_cache_mib.saturating_mul(1 << 20),
         per_image: (cfg.metrics.conv.average == crate::metrics::conventions::Average::Images).then_some(cfg.metrics.conv),
         normal_positive: cfg.metrics.conv.positive == crate::metrics::conventions::Positive::Normal,
         // the split that chooses thresholds: val, else test itself
@@ -121,7 +162,9 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
     if val_eval.is_some() {
         sopts.frr_budgets = vec![]; // test only applies val's thresholds
     }
-    sopts.ship_maps = cfg.metrics.bootstrap > 0;
+    let per_image_avg = cfg.metrics.conv.average == crate::metrics::conventions::Average::Images;
+    // average = "images" bootstraps the per-image values instead
+    sopts.boot = cfg.metrics.bootstrap > 0 && !per_image_avg;
     let te = eval_split(cx, test, &mc.id, scorer, plan, probes, &sopts)?;
     if cfg.metrics.all_conventions {
         let rows = cx.timed(|p| &mut p.conventions, || convention_rows(cx, test, &mc.id, scorer, plan, cols.len()))?;
@@ -129,21 +172,19 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
             o.conv_rows.push((mc.name.clone(), m.display().to_string(), r));
         }
     }
-    let per_image_avg = cfg.metrics.conv.average == crate::metrics::conventions::Average::Images;
-    let boots = match (&te.cache, cfg.metrics.bootstrap) {
-        (_, 0) => None,
-        (_, b) if per_image_avg => Some(cx.timed(|p| &mut p.bootstrap, || {
-            crate::metrics::bootstrap::bootstrap_images(&te.per_image.0, &te.per_image.1, b, cfg.metrics.bootstrap_seed)
+    let boots = match cfg.metrics.bootstrap {
+        0 => None,
+        b if per_image_avg => Some(cx.timed(|p| &mut p.bootstrap, || {
+            let cells = crate::metrics::bootstrap::bootstrap_images(&te.per_image.0, &te.per_image.1, b, cfg.metrics.bootstrap_seed)?;
+            anyhow::Ok(HistIntervals { cells, points: vec![], diffs: vec![] })
         })?),
-        (Some(c), b) => Some(cx.timed(|p| &mut p.bootstrap, || bootstrap(c, cols.len(), b, cfg.metrics.bootstrap_seed, (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr)))),
-        (None, _) => {
-            let w = format!(
-                "{}: bootstrap skipped: the test split's score maps exceed the {} MiB in-memory budget",
-                mc.id,
-                SCORE_CACHE_BYTES >> 20
-            );
-            warn(cx, &mut o.warnings, w);
-            None
+        b => {
+            let thresholds: Vec<Vec<Chosen>> = match &val_eval {
+                Some(_) => vec![],
+                None => (0..cols.len()).map(|mi| choose_thresholds(&te, mi, cfg)).collect(),
+            };
+            let ch = if val_eval.is_some() { &chosen } else { &thresholds };
+            Some(cx.timed(|p| &mut p.bootstrap, || hist_boot(&te, ch, cfg, b))?)
         }
     };
     Ok(Evaluated { val: val_eval, test: te, chosen, sopts, boots })
@@ -174,7 +215,7 @@ fn val_rows(cfg: &Config, cols: &[MethodRef], mc: &crate::config::ModelCfg, ve: 
 fn test_rows(cfg: &Config, mc: &crate::config::ModelCfg, m: &MethodRef, mi: usize, ev: &Evaluated, leak: &dyn Fn(&MethodRef, &str) -> bool, o: &mut ModelOut) {
     let (te, chosen, sopts, boots, val_eval) = (&ev.test, &ev.chosen, &ev.sopts, &ev.boots, &ev.val);
     let mut c = cell(&mc.id, m, "test", &te, mi, cfg, leak(m, "test"));
-    c.bootstrap = boots.as_ref().map(|b| b[mi].clone());
+    c.bootstrap = boots.as_ref().map(|b| b.cells[mi].clone());
     if let (Some(acc), Some(cc)) = (&te.components[mi], &sopts.components[mi]) {
         let s = acc.summary();
         c.components = Some(Components {
@@ -216,7 +257,12 @@ fn test_rows(cfg: &Config, mc: &crate::config::ModelCfg, m: &MethodRef, mi: usiz
             ("test", &own)
         }
     };
-    let h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), ch, te, mi, cfg);
+    let mut h = honest(&mc.id, m, src, val_eval.is_none() || leak(m, "test"), ch, te, mi, cfg);
+    if let Some(b) = boots.as_ref().and_then(|b| b.points.get(mi)) {
+        for (p, ci) in h.points.iter_mut().zip(b) {
+            (p.far_ci, p.frr_ci) = ci.map_or((None, None), |ci| (ci.far, ci.frr));
+        }
+    }
     let keep = h.points.iter().filter(|p| p.level == crate::metrics::operating::Level::Pixel).filter_map(|p| p.threshold).collect();
     o.honest.push(h);
     o.curves.push((mc.id.clone(), m.clone(), te.counts[mi].clone(), keep));
@@ -240,4 +286,6 @@ pub(crate) struct ModelOut {
     pub(crate) features: bool,
     /// `metrics.all_conventions`: (model, method display name, rows).
     pub(crate) conv_rows: Vec<(String, String, Vec<ConvRow>)>,
+    /// Paired bootstrap differences of this model's methods.
+    pub(crate) boot_diffs: Vec<BootDiff>,
 }

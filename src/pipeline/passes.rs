@@ -2,8 +2,11 @@
 //! collective (all images here, one shard's range, or a merge).
 
 use super::*;
+use crate::metrics::Ranker;
+use crate::metrics::bootgrid::{Grid, HistCollector, HistSet};
 use crate::scores::gpu::GpuContext;
 use crate::scores::gpu::rank::{RankPass, RankSet};
+use anyhow::ensure;
 
 /// Score maps of image `i`: the built-in methods computed from its logits,
 /// then the outside methods' precomputed maps read at the mask's size.
@@ -45,8 +48,6 @@ pub(crate) struct SplitEval {
     pub(crate) components: Vec<Option<ComponentStats>>,
     /// Per method, per anomaly type (only when there are several types).
     pub(crate) type_counts: Vec<Vec<Counts>>,
-    /// Score maps kept in memory (small splits), for the bootstrap.
-    pub(crate) cache: Option<Vec<(ScoreMaps, Vec<u8>)>>,
     pub(crate) drift: Vec<DriftStats>,
     pub(crate) probes: Vec<ThresholdCounter>,
     pub(crate) image_scores: Vec<Vec<f32>>,
@@ -67,6 +68,9 @@ pub(crate) struct SplitEval {
     /// Per method, per FRR budget of [`SplitOpts::frr_budgets`]: the normal
     /// order statistic of pixel-level `far_at_frr` (empty when none).
     pub(crate) rank_picks: Vec<Vec<crate::metrics::operating::RankPick>>,
+    /// [`SplitOpts::boot`]: per method its bootstrap grid, and the
+    /// per-image histograms on them.
+    pub(crate) boot: Option<(Vec<Grid>, HistSet)>,
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -161,18 +165,25 @@ pub(crate) fn eval_split(
     opts: &SplitOpts,
 ) -> Result<SplitEval> {
     let nm = plan.methods.len() + cx.inp.external.len();
+    let boot_thresholds = probes.clone();
     let mut p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
     let image_means = p1.image_means(opts);
     let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
     let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, .. } = p1;
+    let rankers: Vec<Ranker> = pos.into_iter().map(|p| p.finish()).collect();
+    let boot = if opts.boot { Some(HistCollector::new(boot_grids(&rankers, &normal, &boot_thresholds)?)) } else { None };
     let p2 = Pass2 {
-        rankers: pos.into_iter().map(|p| p.finish()).collect(),
+        rankers,
         trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
         refiners: normal.into_iter().map(|n| n.refine()).collect(),
         rankers_in: pos_in.into_iter().map(|p| p.finish()).collect(),
         ranks: ranks.into_iter().map(|r| r.refine(&opts.frr_budgets)).collect(),
+        boot,
     };
-    let Pass2 { rankers, trankers, refiners, rankers_in, ranks } = pass2(cx, split, model, scorer, plan, &cache, p2)?;
+    let Pass2 { rankers, trankers, refiners, rankers_in, ranks, boot } = pass2(cx, split, model, scorer, plan, &cache, p2)?;
+    if let Some(b) = &boot {
+        ensure!(b.set.images.len() == split.stems.len(), "internal error: bootstrap histograms of {} of {} images", b.set.images.len(), split.stems.len());
+    }
     let counts_in: Vec<Option<Counts>> = if rankers_in.is_empty() {
         vec![None; nm]
     } else {
@@ -196,7 +207,6 @@ pub(crate) fn eval_split(
         regions,
         components: comps,
         type_counts,
-        cache,
         drift,
         probes,
         image_scores,
@@ -208,7 +218,19 @@ pub(crate) fn eval_split(
         per_image,
         counts_in,
         rank_picks,
+        boot: boot.map(|b| (b.grids, b.set)),
     })
+}
+
+/// Per method, the bootstrap grid fixed from pass 1: its anomaly keys, its
+/// normal keys' coarse histogram and the thresholds test counts at.
+fn boot_grids(rankers: &[Ranker], normal: &[crate::metrics::drift::NormalStats], thresholds: &[Vec<f32>]) -> Result<Vec<Grid>> {
+    rankers
+        .iter()
+        .zip(normal)
+        .enumerate()
+        .map(|(m, (r, n))| Grid::build(r.keys(), r.positive_counts(), n.coarse(), thresholds.get(m).map_or(&[][..], |t| &t[..]), crate::metrics::bootgrid::PER_CLASS))
+        .collect()
 }
 
 /// Pass `step` of `split` in the plan: test's, else val's.

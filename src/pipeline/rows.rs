@@ -85,6 +85,8 @@ fn point(ch: &Chosen, test: Option<&OperatingPoint>) -> Point {
         f1: test.and_then(|o| o.f1()),
         threshold_split_far: on.and_then(|o| o.far()),
         threshold_split_frr: on.and_then(|o| o.frr()),
+        far_ci: None,
+        frr_ci: None,
         reason,
     }
 }

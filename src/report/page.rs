@@ -150,13 +150,14 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
     match boot {
         Some(bs) => {
             p.push(t(format!(
-                "CI = 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}, paired across methods). This version bootstraps the pixel metrics only: image AUROC",
+                "CI = 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}, paired across methods: every method sees the same draws). Image AUROC is resampled exactly; pixel AUROC from per-image score histograms, its interval ends within results.json's ",
                 bs.samples, bs.seed
             )));
+            p.push(c("error_bound"));
+            p.push(t(" of the exact bootstrap's."));
             if regions {
-                p.push(t(" and AUPRO"));
+                p.push(t(" AUPRO intervals are not implemented (\"no CI (not implemented)\")."));
             }
-            p.push(t(" carry no interval (\"no CI (not bootstrapped)\")."));
         }
         None => {
             let why = r.cells.iter().find(|c| c.split == EVAL_SPLIT).map_or("no CI: bootstrap off".into(), |c| no_ci(r, c));
@@ -186,12 +187,15 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
         let mk = |s: String| if cell.leakage { format!("{s} {LEAK}") } else { s };
         leak |= cell.leakage;
         let none = "no CI (not bootstrapped)".to_string();
-        let img_ci = if cell.bootstrap.is_some() { none.clone() } else { no_ci(r, cell) };
+        let img_ci = match cell.bootstrap.as_ref() {
+            Some(b) => ci(b.image_auroc).unwrap_or_else(|| if b.method.is_some() { no_ci(r, cell) } else { none.clone() }),
+            None => no_ci(r, cell),
+        };
         let px_ci = ci(cell.bootstrap.as_ref().and_then(|b| b.auroc)).unwrap_or_else(|| no_ci(r, cell));
         let mut row = vec![model_name(r, m).to_string(), method_name(r, me).to_string(), mk(pct(cell.image_auroc)), img_ci, mk(pct(cell.auroc)), px_ci];
         if regions {
             row.push(mk(pct(cell.aupro)));
-            row.push(if cell.bootstrap.is_some() { none } else { no_ci(r, cell) });
+            row.push(if cell.bootstrap.is_some() { "no CI (not implemented)".into() } else { no_ci(r, cell) });
         }
         rows.push(row);
     }
@@ -225,6 +229,11 @@ fn operating(r: &Results, bl: &mut Vec<Block>) {
             c(&h0.eval_split),
             t(" (never picked on the test set). FRR @ FAR ≤ b: t = the highest val score with at most b of val's defects accepted; the figure of merit is the test FRR, with the test FAR actually achieved beside it. FAR @ FRR ≤ b: t = the lowest val score with at most b of val's good ones rejected."),
         ]));
+    }
+    if r.honest.iter().any(|h| h.points.iter().any(|p| p.far_ci.is_some() || p.frr_ci.is_some())) {
+        bl.push(Block::Para(vec![t(
+            "[lo, hi] beside a figure of merit: its 95 % bootstrap interval over resampled test images at the same fixed threshold (exact counts per resample).",
+        )]));
     }
     if r.honest.iter().any(|h| h.leakage) && src != &h0.eval_split {
         bl.push(Block::Para(vec![b(format!("{LEAK} leakage")), t(": results.json flags these cells: thresholds or calibration came from the evaluated split.")]));
@@ -277,8 +286,8 @@ fn operating_level(r: &Results, h0: &HonestCell, level: Level, bl: &mut Vec<Bloc
         for (rule, bu) in &budgets {
             match point(h, level, *rule, *bu) {
                 Some(p) if p.threshold.is_some() => {
-                    let (merit, other) = if *rule == PointRule::FrrAtFar { (p.frr, p.far) } else { (p.far, p.frr) };
-                    row.push(mk(pct(merit)));
+                    let (merit, other, merit_ci) = if *rule == PointRule::FrrAtFar { (p.frr, p.far, p.frr_ci) } else { (p.far, p.frr, p.far_ci) };
+                    row.push(mk(ci(merit_ci).map_or(pct(merit), |i| format!("{} {i}", pct(merit)))));
                     row.push(pct_d(other, 3));
                 }
                 Some(p) => {
@@ -456,7 +465,7 @@ fn drift(r: &Results, bl: &mut Vec<Block>) {
 fn not_implemented(bl: &mut Vec<Block>) {
     bl.push(Block::Heading(2, "Not in this report".into()));
     bl.push(Block::List(vec![
-        vec![t("Bootstrap CIs of image AUROC, AUPRO and the FRR/FAR operating points: not in this version's bootstrap.")],
+        vec![t("Bootstrap CIs of AUPRO: not implemented (they need per-region overlaps per image).")],
         vec![t("Failure-mode example images, and the per-type share of images missed: not implemented.")],
         vec![t("Simulated-drift splits ("), c("test@<name>"), t(") and the accuracy change under drift: not implemented.")],
     ]));

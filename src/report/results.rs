@@ -62,7 +62,41 @@ pub struct Results {
     pub drift: Vec<DriftRow>,
     /// Per anomaly type, when the config lists several anomaly values.
     pub failure_modes: Vec<FailureRow>,
+    /// Paired bootstrap intervals of method differences on `test`: per
+    /// model, every pair (a before b in column order). Absent without
+    /// `metrics.bootstrap`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap_diff: Vec<BootDiff>,
     pub warnings: Vec<String>,
+}
+
+/// The 95 % interval of `a − b` per bootstrap replicate (the same image
+/// draws for both methods), on the test split: is `a` really better than
+/// `b`? An interval excluding 0 says the sign holds on resamples of this
+/// test set. Rates as fractions (a difference of rates, in [−1, 1]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BootDiff {
+    pub model: String,
+    pub a: String,
+    pub b: String,
+    pub samples: u32,
+    pub seed: u64,
+    /// Replicates with both classes drawn (the pixel differences').
+    pub defined: u32,
+    pub auroc: Option<[f64; 2]>,
+    pub aupr: Option<[f64; 2]>,
+    pub fpr95: Option<[f64; 2]>,
+    /// Exact (image scores resampled as they are).
+    pub image_auroc: Option<[f64; 2]>,
+    /// Test FRR at each method's soft threshold (`frr_at_far`, first FAR
+    /// budget `far_budget`, chosen on val), pixel and image level: exact.
+    pub far_budget: Option<f64>,
+    pub pixel_frr_at_far: Option<[f64; 2]>,
+    pub image_frr_at_far: Option<[f64; 2]>,
+    /// Bound on the distance of the pixel intervals' ends from the exact
+    /// bootstrap's (see `cells[].bootstrap.error_bound`).
+    pub error_bound: crate::metrics::bootstrap::ErrorBound,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -255,6 +289,12 @@ pub struct Point {
     /// FAR and FRR on `threshold_split` (the budget is kept there).
     pub threshold_split_far: Option<f64>,
     pub threshold_split_frr: Option<f64>,
+    /// 95 % bootstrap intervals of `far` and `frr` over resampled test
+    /// images at this fixed threshold (exact counts; `metrics.bootstrap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub far_ci: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frr_ci: Option<[f64; 2]>,
     /// Why `threshold` is null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

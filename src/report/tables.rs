@@ -16,6 +16,15 @@ fn num(v: Option<f64>, d: usize) -> String {
     v.map_or("n/a".into(), |x| format!("{:.*}", d, x))
 }
 
+/// A rate in % with `d` decimals and, when there is an interval, `±` its
+/// half-width (in %, two decimals).
+fn pm(v: Option<f64>, ci: Option<[f64; 2]>, d: usize) -> String {
+    match ci {
+        Some([lo, hi]) if v.is_some() => format!("{}±{:.2}", pct(v, d), 50.0 * (hi - lo)),
+        _ => pct(v, d),
+    }
+}
+
 const LEAK: &str = "†";
 
 fn mark(s: String, leak: bool) -> String {
@@ -84,11 +93,14 @@ pub fn tables(r: &Results) -> Vec<Table> {
     out.extend(region_table(r));
     if let Some(b) = r.cells.iter().find_map(|c| c.bootstrap.as_ref()) {
         out[0].notes.push(format!(
-            "± = half-width of the 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}).",
-            b.samples, b.seed
+            "± = half-width of the 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}){}.",
+            b.samples,
+            b.seed,
+            bound_note(r)
         ));
     }
     out.extend(failure_table(r));
+    out.extend(diff_table(r));
     if !r.warnings.is_empty() {
         out.push(Table {
             title: "Warnings".into(),
@@ -110,6 +122,24 @@ pub fn tables(r: &Results) -> Vec<Table> {
     out
 }
 
+/// How far the histogram bootstrap's interval ends may lie from the exact
+/// bootstrap's: the largest recorded `error_bound` of the test cells.
+fn bound_note(r: &Results) -> String {
+    let boots: Vec<_> = r.cells.iter().filter(|c| c.split == EVAL_SPLIT).filter_map(|c| c.bootstrap.as_ref()).filter(|b| b.method.as_deref() == Some("histogram")).collect();
+    if boots.is_empty() {
+        return String::new();
+    }
+    let all: Option<Vec<f64>> = boots.iter().flat_map(|b| b.error_bound.map_or([None; 3], |e| [e.auroc, e.aupr, e.fpr95])).collect();
+    match all {
+        Some(v) => {
+            let m = v.iter().fold(0.0f64, |a, &b| a.max(b));
+            let within = if m == 0.0 { "equal to the exact bootstrap's (error bound 0)".to_string() } else { format!("within {} pp of the exact bootstrap's (results.json `error_bound`)", sig(Some(100.0 * m))) };
+            format!("; from per-image score histograms, interval ends {within}; operating points and image AUROC are exact resamples")
+        }
+        None => "; from per-image score histograms (no error bound for this FPR95/AUPR rule; AUROC's is in results.json `error_bound`)".into(),
+    }
+}
+
 /// The seed's three tables: main, F1, optimal thresholds.
 fn seed_tables(r: &Results) -> Vec<Table> {
     let main = grid(
@@ -126,10 +156,7 @@ fn seed_tables(r: &Results) -> Vec<Table> {
         Align::Left,
         &[("FPR95", Better::Lower), ("AUROC", Better::Higher), ("AUPR", Better::Higher), ("F1", Better::Higher)],
         |c| {
-            let pm = |v: Option<f64>, ci: Option<[f64; 2]>| match ci {
-                Some([lo, hi]) if v.is_some() => format!("{}±{:.2}", pct(v, 2), 50.0 * (hi - lo)),
-                _ => pct(v, 2),
-            };
+            let pm = |v, ci| pm(v, ci, 2);
             let b = c.bootstrap.as_ref();
             mark(
                 format!(
@@ -257,8 +284,8 @@ fn point_table(r: &Results, from: &str, level: Level, rule: PointRule, b: f64) -
     let mut notes = vec![from.to_string(), fmt];
     notes.extend(reasons(r.honest.iter().filter_map(|h| pt(h)?.reason).collect::<Vec<_>>().iter().map(|s| s.as_str())));
     honest_grid(r, &title, notes, parts, |h| match pt(h) {
-        Some(p) if p.threshold.is_some() && rule == PointRule::FrrAtFar => format!("{} / {}", pct(p.frr, 2), pct(p.far, 3)),
-        Some(p) if p.threshold.is_some() => format!("{} / {}", pct(p.far, 2), pct(p.frr, 3)),
+        Some(p) if p.threshold.is_some() && rule == PointRule::FrrAtFar => format!("{} / {}", pm(p.frr, p.frr_ci, 2), pct(p.far, 3)),
+        Some(p) if p.threshold.is_some() => format!("{} / {}", pm(p.far, p.far_ci, 2), pct(p.frr, 3)),
         _ => "n/a".into(),
     })
 }
@@ -307,7 +334,7 @@ fn image_table(r: &Results) -> Table {
         )],
         Align::Left,
         &[("image AUROC", Better::Higher), ("image AUPR", Better::Higher)],
-        |c| mark(format!("{} / {}", pct(c.image_auroc, 2), pct(c.image_aupr, 2)), c.leakage),
+        |c| mark(format!("{} / {}", pm(c.image_auroc, c.bootstrap.as_ref().and_then(|b| b.image_auroc), 2), pct(c.image_aupr, 2)), c.leakage),
     )
 }
 
@@ -351,6 +378,50 @@ fn region_table(r: &Results) -> Option<Table> {
             )
         },
     ))
+}
+
+/// `[lo, hi]` of a difference in percentage points, `*` when it excludes 0.
+fn pp_ci(v: Option<[f64; 2]>) -> String {
+    v.map_or("n/a".into(), |[lo, hi]| {
+        let star = if lo > 0.0 || hi < 0.0 { " *" } else { "" };
+        format!("[{:+.2}, {:+.2}]{star}", 100.0 * lo, 100.0 * hi)
+    })
+}
+
+/// Paired bootstrap differences A − B of the test figures, one row per
+/// model and pair of methods (a plain table: nothing is "best").
+fn diff_table(r: &Results) -> Option<Table> {
+    let d0 = r.bootstrap_diff.first()?;
+    let name = |id: &str| r.methods.iter().find(|m| m.id == id).map_or(id.to_string(), |m| m.name.clone());
+    let model = |id: &str| r.models.iter().find(|m| m.id == id).map_or(id.to_string(), |m| m.name.clone());
+    let far = d0.far_budget.map_or("—".into(), |b| format!("{}", 100.0 * b));
+    let rows = r
+        .bootstrap_diff
+        .iter()
+        .map(|d| {
+            vec![
+                model(&d.model),
+                format!("{} − {}", name(&d.a), name(&d.b)),
+                pp_ci(d.auroc),
+                pp_ci(d.aupr),
+                pp_ci(d.fpr95),
+                pp_ci(d.image_auroc),
+                pp_ci(d.pixel_frr_at_far),
+            ]
+        })
+        .collect();
+    Some(Table {
+        title: "Paired bootstrap differences".into(),
+        notes: vec![format!(
+            "**Format**: 95 % interval of A − B in percentage points over {} resamplings of the `{EVAL_SPLIT}` images (seed {}), both methods on the same draws; `*` = the interval excludes 0 (the sign holds on resampled test sets). Pixel FRR at each method's own val threshold for FAR {far} % (defects accepted); higher AUROC/AUPR and lower FPR95/FRR are better.",
+            d0.samples, d0.seed
+        )],
+        header: ["Model", "A − B", "Δ AUROC", "Δ AUPR", "Δ FPR95", "Δ image AUROC", &format!("Δ pixel FRR @ FAR {far} %")].iter().map(|s| s.to_string()).collect(),
+        align: vec![Align::Left, Align::Left, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right],
+        rows,
+        key_cols: 0,
+        parts: vec![],
+    })
 }
 
 fn failure_table(r: &Results) -> Option<Table> {
