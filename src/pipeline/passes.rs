@@ -65,6 +65,9 @@ pub(crate) struct SplitEval {
     /// Per method, per FRR budget of [`SplitOpts::frr_budgets`]: the normal
     /// order statistic of pixel-level `far_at_frr` (empty when none).
     pub(crate) rank_picks: Vec<Vec<crate::metrics::operating::RankPick>>,
+    /// Failure modes: per image and type, pixels at the soft thresholds
+    /// (the test split only; see `metrics::failure`).
+    pub(crate) type_hits: Option<crate::metrics::failure::TypeHits>,
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -162,7 +165,7 @@ pub(crate) fn eval_split(
     let mut p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
     let image_means = p1.image_means(opts);
     let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, type_hits, .. } = p1;
     let p2 = Pass2 {
         rankers: pos.into_iter().map(|p| p.finish()).collect(),
         trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
@@ -206,6 +209,7 @@ pub(crate) fn eval_split(
         per_image,
         counts_in,
         rank_picks,
+        type_hits,
     })
 }
 
