@@ -165,6 +165,14 @@ fn per_type_figures_and_worst_images_match_numpy() {
     assert_eq!(first.len(), 6);
     ws.run();
     assert_eq!(panels(&ws.p("results/f")), first, "a second run wrote different panels");
+    // --check compares them too
+    let o = bench(&["run", "c.toml", "--check"], &ws.root);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let p = ws.p("results/f").join(&first[0].0);
+    std::fs::write(&p, b"not a png").unwrap();
+    let o = bench(&["run", "c.toml", "--check"], &ws.root);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains(&format!("{} differs from the re-drawn failure panel", first[0].0.display())), "{}", stdout(&o));
 }
 
 #[test]
@@ -190,6 +198,14 @@ fn zero_examples_write_no_panels_but_keep_the_figures() {
     assert!(r.failure_modes.iter().all(|f| f.examples.is_empty() && f.recall_at_soft_threshold.is_some()));
     let md = std::fs::read_to_string(ws.p("results/f/report.md")).unwrap();
     assert!(md.contains("Example images: none in results.json"), "{md}");
+    // a hand-edited share outside [0, 1] is refused by every reader
+    let p = ws.p("results/f/results.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v["failure_modes"][1]["image_miss_share"] = 2.0.into();
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let o = bench(&["report", "results/f"], &ws.root);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(error_lines(&o).iter().any(|l| l.contains("failure row m/ext/2") && l.contains("image_miss_share")), "{}", stderr(&o));
 }
 
 #[test]

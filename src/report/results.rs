@@ -433,6 +433,25 @@ impl Results {
                 }
             }
         }
+        self.validate_failures()
+    }
+
+    /// Failure rows: rates in [0, 1], missed images at most the type's images.
+    fn validate_failures(&self) -> anyhow::Result<()> {
+        for f in &self.failure_modes {
+            let at = format!("failure row {}/{}/{}", f.model, f.method, f.anomaly_value);
+            let rates = [("auroc", f.auroc), ("aupr", f.aupr), ("fpr95", f.fpr95), ("recall_at_val_threshold", f.recall_at_val_threshold), ("recall_at_soft_threshold", f.recall_at_soft_threshold), ("image_miss_share", f.image_miss_share)];
+            for (k, v) in rates {
+                if let Some(v) = v
+                    && !(0.0..=1.0).contains(&v)
+                {
+                    anyhow::bail!("{at}: `{k}` = {v} is not a rate in [0, 1]");
+                }
+            }
+            if f.images_missed.is_some_and(|m| m > f.images) {
+                anyhow::bail!("{at}: `images_missed` exceeds `images`");
+            }
+        }
         Ok(())
     }
 
