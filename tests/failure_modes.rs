@@ -104,23 +104,9 @@ fn check_panel(path: &Path, tiles: &[Value], h: usize, w: usize) {
     }
 }
 
-/// Every file under `dir/failures`, relative path → bytes.
+/// Every file under `dir/failures`, relative to `dir`, → bytes.
 fn panels(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut v = vec![];
-    let mut stack = vec![dir.join("failures")];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                v.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    v.sort();
-    v
+    tree(&dir.join("failures")).into_iter().map(|(p, b)| (Path::new("failures").join(p), b)).collect()
 }
 
 #[test]
