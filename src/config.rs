@@ -87,6 +87,9 @@ pub struct Config {
     pub method: MethodOptions,
     #[serde(default)]
     pub metrics: MetricsCfg,
+    /// `[report]`: what the report shows beyond results.json's numbers.
+    #[serde(default)]
+    pub report: ReportCfg,
     /// Reuse the SML/HEAT statistics of an earlier run
     /// (`results/<x>/calibration.json`) instead of fitting them.
     #[serde(default)]
@@ -257,6 +260,42 @@ pub type SmlOpt = crate::scores::SmlPost;
 /// `[method.heat]`: the optional spatial-consistency term
 /// (`spatial_window`, `spatial_weight`); see [`crate::scores::HeatPost`].
 pub type HeatOpt = crate::scores::HeatPost;
+
+/// Most failure-mode example images per anomaly type (each is one PNG
+/// panel and one image re-scored after the test passes).
+pub const MAX_FAILURE_EXAMPLES: u32 = 32;
+
+/// `[report]`: the failure-mode example panels.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportCfg {
+    /// The K worst test images per anomaly type drawn as PNG panels
+    /// (`failures/<model>/<method>/`); 0 = none.
+    #[serde(default = "default_failure_examples")]
+    pub failure_examples: u32,
+    /// The one method whose example panels are drawn (default: the first
+    /// column, `methods[0]`, else `external[0]`): one method keeps the
+    /// file count at models × types × K.
+    #[serde(default)]
+    pub failure_method: Option<String>,
+}
+
+fn default_failure_examples() -> u32 {
+    4
+}
+
+impl Default for ReportCfg {
+    fn default() -> Self {
+        ReportCfg { failure_examples: default_failure_examples(), failure_method: None }
+    }
+}
+
+impl Config {
+    /// The column id whose failure examples are drawn (see [`ReportCfg::failure_method`]).
+    pub fn failure_method(&self) -> Option<&str> {
+        self.report.failure_method.as_deref().or(self.methods.first().map(String::as_str)).or(self.external.first().map(String::as_str))
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -584,7 +623,21 @@ impl Config {
         }
         self.method.sml.validate()?;
         self.method.heat.validate()?;
+        self.validate_report()?;
         crate::data::LabelMap::new(self.anomaly.clone(), self.ignore.clone())?;
+        Ok(())
+    }
+
+    fn validate_report(&self) -> Result<()> {
+        if self.report.failure_examples > MAX_FAILURE_EXAMPLES {
+            bail!("`report.failure_examples` must be at most {MAX_FAILURE_EXAMPLES} images per anomaly type, got {}", self.report.failure_examples);
+        }
+        if let Some(m) = &self.report.failure_method
+            && !self.methods.contains(m)
+            && !self.external.contains(m)
+        {
+            bail!("`report.failure_method`: '{m}' is not one of the sweep's `methods` or `external` columns");
+        }
         Ok(())
     }
 

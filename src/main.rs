@@ -368,6 +368,13 @@ fn write_results(cfg: &Config, outs: Vec<(RunOutput, Config)>, check: bool, tol:
                     }
                 }
             }
+            // the failure panels are drawn from CPU scores on every device
+            for (f, bytes) in &out.failure_pngs {
+                if std::fs::read(d.join(f)).ok().as_deref() != Some(bytes.as_slice()) {
+                    println!("{f} differs from the re-drawn failure panel");
+                    pages_same = false;
+                }
+            }
             if !(dd.within_tolerance() && tables_same && pages_same) {
                 code = 1;
             }

@@ -113,13 +113,30 @@ fn numbers_match_results_json_and_html_is_self_contained() {
         }
     }
     assert!(md.contains("Thresholds are chosen on `val` and applied unchanged to `test`"));
-    assert!(md.contains("failure-mode breakdown: not computed"), "one anomaly type");
-    assert!(md.contains("not implemented"));
+    // failure modes: one anomaly type, a row per method with results.json's figures
+    let at = md.find("## 3. Failure modes").unwrap();
+    for f in &r.failure_modes {
+        let me = r.methods.iter().find(|m| m.id == f.method).unwrap();
+        let row = md_row(&md[at..], "| Model", model, &me.name);
+        assert_eq!(row[3], f.positives.to_string());
+        close(&row[7], f.recall_at_soft_threshold);
+        close(&row[8], f.recall_at_val_threshold);
+        assert_eq!(row[9], f.images.to_string());
+        assert_eq!(row[10], format!("{} ({:.2})", f.images_missed.unwrap(), 100.0 * f.image_miss_share.unwrap()));
+    }
+    assert!(!md.contains("failure-mode breakdown: not computed"), "one anomaly type has its row");
     assert!(md.contains("Simulated-drift splits are not implemented yet"));
-    // HTML: one file, no script, no URL, the name escaped
+    // HTML: one file, no script, no URL, the name escaped; its only links
+    // are the failure panels, relative, each a file of the folder
     assert!(!html.to_lowercase().contains("<script"), "a script in report.html");
     assert!(!html.contains("http"), "a URL in report.html");
-    assert!(!html.contains(" src=") && !html.contains(" href="), "report.html links something");
+    assert!(!html.contains(" href="), "report.html links something");
+    let srcs: Vec<&str> = html.split(" src=\"").skip(1).map(|x| &x[..x.find('"').unwrap()]).collect();
+    assert!(!srcs.is_empty(), "no failure panel embedded");
+    for src in &srcs {
+        assert!(src.starts_with("failures/") && dir.join(src).is_file(), "{src}");
+        assert!(md.contains(&format!("]({src})")), "{src} not in report.md");
+    }
     assert!(html.contains("D &lt;&amp;&gt; x"), "model name not escaped");
     assert!(!html.contains("D <&> x"));
     assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));

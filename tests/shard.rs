@@ -79,6 +79,7 @@ fn sharded_runs_merge_to_the_single_run_byte_for_byte() {
     let single = files(&ws.p("results/demo"));
     assert!(single.iter().any(|f| f.0 == Path::new("results.json")));
     assert!(single.len() > 10, "curves and plots are compared too");
+    assert!(single.iter().any(|f| f.0.starts_with("failures")), "the failure-mode panels are compared too");
 
     let o = bench(&["run", "sweep.toml", "--rounds"], &ws.root);
     let rounds: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();

@@ -4,6 +4,7 @@
 //! <root>/<split>/labels/<id>.png|.npy
 //! <root>/<split>/logits/<model>/<id>.npy
 //! <root>/<split>/scores/<method>/<id>.npy
+//! <root>/<split>/images/<id>.png      optional photo (failure panels only: `data::rgb`)
 //! ```
 //!
 //! A split is any subdirectory of the root that has a `labels/` folder.

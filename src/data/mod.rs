@@ -16,6 +16,7 @@ pub mod npy;
 pub mod npz;
 pub mod preflight;
 pub mod resize;
+pub mod rgb;
 
 pub use dataset::{Dataset, Split};
 pub use mask::read_mask;

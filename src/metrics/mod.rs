@@ -21,6 +21,7 @@ pub mod bootstrap;
 pub mod conventions;
 pub mod drift;
 pub mod engine;
+pub mod failure;
 pub mod keyhist;
 pub mod operating;
 pub mod region;

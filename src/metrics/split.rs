@@ -10,6 +10,7 @@
 use crate::data::label;
 use crate::metrics::drift::{NormalStats, Refiner};
 use crate::metrics::engine::{Ranker, Tally};
+use crate::metrics::failure::TypeHits;
 use crate::metrics::operating::{RankHist, RankRefiner, RankTally};
 use crate::metrics::bootgrid::{HistCollector, HistSet};
 use crate::metrics::region::{ComponentConfig, ComponentStats, region_weights};
@@ -66,6 +67,10 @@ pub struct Pass1 {
     /// the split the thresholds are chosen on (empty elsewhere).
     #[serde(default)]
     pub ranks: Vec<RankHist>,
+    /// Failure modes: per image and anomaly type, the pixels at or above
+    /// each method's soft threshold ([`SplitOpts::soft`]; None without).
+    #[serde(default)]
+    pub type_hits: Option<TypeHits>,
 }
 
 fn default_cache_budget() -> u64 {
@@ -93,6 +98,7 @@ impl Pass1 {
             per_image_defined: vec![],
             pos_in: if opts.normal_positive { (0..nm).map(|_| PositiveCollector::new()).collect() } else { vec![] },
             ranks: if opts.frr_budgets.is_empty() { vec![] } else { vec![RankHist::default(); nm] },
+            type_hits: (!opts.soft.is_empty()).then(|| TypeHits::new(opts.soft.clone())),
         }
     }
 
@@ -125,6 +131,9 @@ impl Pass1 {
             .collect::<Vec<Result<()>>>()
             .into_iter()
             .collect::<Result<()>>()?;
+        if let Some(h) = self.type_hits.as_mut() {
+            h.add(&maps.maps, &lab, opts.types);
+        }
         self.cached_bytes += (maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len()) as u64;
         if self.cached_bytes > self.cache_budget {
             self.cache = None;
@@ -183,6 +192,7 @@ impl Pass1 {
             per_image_defined: self.per_image_defined.clone(),
             pos_in: self.pos_in.clone(),
             ranks: self.ranks.clone(),
+            type_hits: self.type_hits.clone(),
         }
     }
 
@@ -249,6 +259,11 @@ impl Pass1 {
         ensure!(o.ranks.len() == self.ranks.len(), "merging pass states with and without FRR-budget histograms");
         for (a, b) in self.ranks.iter_mut().zip(&o.ranks) {
             a.absorb(b);
+        }
+        match (self.type_hits.as_mut(), o.type_hits) {
+            (Some(a), Some(b)) => a.absorb(b)?,
+            (None, None) => {}
+            _ => anyhow::bail!("merging pass states with and without per-type hit counts"),
         }
         self.void += o.void;
         if o.dtype.is_some() {
@@ -465,6 +480,9 @@ pub struct SplitOpts {
     /// this split (the normal-score order statistics they need); empty on a
     /// split that only applies thresholds.
     pub frr_budgets: Vec<f64>,
+    /// Failure modes: per method, the pixel soft threshold chosen on val
+    /// (empty: no per-image type hits are counted).
+    pub soft: Vec<Option<f32>>,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.

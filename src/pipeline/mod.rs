@@ -17,6 +17,7 @@
 mod calibrate;
 mod check;
 mod conventions;
+mod failures;
 mod model;
 pub mod eval;
 pub mod output;
@@ -45,7 +46,7 @@ use serde::Serialize;
 use std::ops::Range;
 use std::time::Instant;
 #[allow(unused_imports)]
-use {calibrate::*, check::*, conventions::*, model::*, passes::*, rows::*};
+use {calibrate::*, check::*, conventions::*, failures::*, model::*, passes::*, rows::*};
 
 /// What every pass reads: the image reader, plus the outside methods'
 /// precomputed maps.
@@ -92,6 +93,8 @@ pub struct RunOutput {
     pub calibration: Option<String>,
     /// `conventions.md` (`metrics.all_conventions`).
     pub conventions_md: Option<String>,
+    /// `failures/<model>/<method>/*.png`: the failure-mode example panels.
+    pub failure_pngs: Vec<(String, Vec<u8>)>,
 }
 
 /// The scorer for a device choice, and `cpu` / `gpu`.
@@ -261,6 +264,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     let t_report = Instant::now();
     let device = exec.device_kind(device_kind);
     let conv_rows: Vec<(String, String, Vec<ConvRow>)> = outs.iter_mut().flat_map(|m| std::mem::take(&mut m.conv_rows)).collect();
+    let failure_pngs: Vec<(String, Vec<u8>)> = outs.iter_mut().flat_map(|m| std::mem::take(&mut m.failure_pngs)).collect();
     let (results, curves, drift, cal_file) = assemble(cfg, &inp, &sw, device, run_warnings, outs)?;
     let (adapter, inputs, shards) = match exec {
         Exec::Merge(sh) => (format!("merged from {} shards ({device})", sh.count), sh.inputs.lock().unwrap().clone(), Some(sh.count)),
@@ -286,7 +290,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     };
     let calibration = if sw.need_cal { Some(CalibrationFile::new(cal_file).to_json()?) } else { None };
     let conventions_md = cfg.metrics.all_conventions.then(|| conventions_markdown(cfg, &conv_rows));
-    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration, conventions_md })))
+    Ok(RunStatus::Done(Box::new(RunOutput { results, manifest, curves, drift, calibration, conventions_md, failure_pngs })))
 }
 
 /// The input reader and the sweep's splits and columns, resolved once.

@@ -38,6 +38,7 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
     if let Some(b) = &ev.boots {
         o.boot_diffs = diff_rows(cfg, &sw.cols, &mc.id, b);
     }
+    o.failure_pngs = example_panels(cx, cfg, sw, &plan, &mc.id, &ev.test, &mut o)?;
     if ev.val.is_none() {
         let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
         warn(cx, &mut o.warnings, w);
@@ -145,6 +146,7 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
         normal_positive: cfg.metrics.conv.positive == crate::metrics::conventions::Positive::Normal,
         // the split that chooses thresholds: val, else test itself
         frr_budgets: cfg.metrics.frr.clone(),
+        soft: vec![],
     };
     let val_eval = match val {
         Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
@@ -165,6 +167,7 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
     let per_image_avg = cfg.metrics.conv.average == crate::metrics::conventions::Average::Images;
     // average = "images" bootstraps the per-image values instead
     sopts.boot = cfg.metrics.bootstrap > 0 && !per_image_avg;
+    sopts.soft = soft_probes(&chosen, cols.len());
     let te = eval_split(cx, test, &mc.id, scorer, plan, probes, &sopts)?;
     if cfg.metrics.all_conventions {
         let rows = cx.timed(|p| &mut p.conventions, || convention_rows(cx, test, &mc.id, scorer, plan, cols.len()))?;
@@ -230,24 +233,7 @@ fn test_rows(cfg: &Config, mc: &crate::config::ModelCfg, m: &MethodRef, mi: usiz
         });
     }
     o.cells.push(c);
-    for (t, tc) in te.type_counts[mi].iter().enumerate() {
-        let s = cfg.metrics.conv.summary(tc);
-        let vt = f1_threshold(&chosen[mi]);
-        o.failure_rows.push(FailureRow {
-            model: mc.id.clone(),
-            method: m.id().into(),
-            split: "test".into(),
-            anomaly_value: cfg.anomaly[t],
-            positives: tc.positives,
-            auroc: s.auroc,
-            aupr: s.aupr,
-            fpr95: s.fpr95,
-            recall_at_val_threshold: vt.and_then(|t| {
-                let i = tc.thresholds.iter().rposition(|&x| x >= t)?;
-                Some(tc.tp[i] as f64 / tc.positives as f64)
-            }),
-        });
-    }
+    o.failure_rows.extend(failure_rows(cfg, &mc.id, m, mi, te, val_eval.as_ref().map(|_| chosen[mi].as_slice())));
     let own;
     let (src, ch): (&str, &[Chosen]) = match &val_eval {
         Some(_) => ("val", &chosen[mi]),
@@ -284,6 +270,8 @@ pub(crate) struct ModelOut {
     pub(crate) cal_file: Option<ModelCalibration>,
     /// HEAT read per-pixel features.
     pub(crate) features: bool,
+    /// Failure-mode example panels: (path in the results folder, PNG bytes).
+    pub(crate) failure_pngs: Vec<(String, Vec<u8>)>,
     /// `metrics.all_conventions`: (model, method display name, rows).
     pub(crate) conv_rows: Vec<(String, String, Vec<ConvRow>)>,
     /// Paired bootstrap differences of this model's methods.

@@ -19,6 +19,7 @@ pub fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
     ];
     files.extend(curves::files(&out.results, &cs));
     files.extend(page::files(&out.results));
+    files.extend(out.failure_pngs.iter().cloned());
     if let Some(c) = &out.calibration {
         files.push(("calibration.json".to_string(), c.clone().into_bytes()));
     }

@@ -71,6 +71,9 @@ pub(crate) struct SplitEval {
     /// [`SplitOpts::boot`]: per method its bootstrap grid, and the
     /// per-image histograms on them.
     pub(crate) boot: Option<(Vec<Grid>, HistSet)>,
+    /// Failure modes: per image and type, pixels at the soft thresholds
+    /// (the test split only; see `metrics::failure`).
+    pub(crate) type_hits: Option<crate::metrics::failure::TypeHits>,
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -169,7 +172,7 @@ pub(crate) fn eval_split(
     let mut p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
     let image_means = p1.image_means(opts);
     let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, type_hits, .. } = p1;
     let rankers: Vec<Ranker> = pos.into_iter().map(|p| p.finish()).collect();
     let boot = if opts.boot { Some(HistCollector::new(boot_grids(&rankers, &normal, &boot_thresholds)?)) } else { None };
     let p2 = Pass2 {
@@ -219,6 +222,7 @@ pub(crate) fn eval_split(
         counts_in,
         rank_picks,
         boot: boot.map(|b| (b.grids, b.set)),
+        type_hits,
     })
 }
 

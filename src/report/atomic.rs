@@ -55,6 +55,7 @@ pub const OWN_ENTRIES: &[&str] = &[
     "curves",
     "plots",
     "examples",
+    "failures",
     "shards",
 ];
 

@@ -214,14 +214,7 @@ fn png(p: &Plot) -> Vec<u8> {
         let root = BitMapBackend::with_buffer(&mut buf, p.size).into_drawing_area();
         let _ = draw(root, p);
     }
-    let mut out = Vec::new();
-    let mut enc = ::png::Encoder::new(&mut out, w, h);
-    enc.set_color(::png::ColorType::Rgb);
-    enc.set_depth(::png::BitDepth::Eight);
-    enc.set_compression(::png::Compression::Balanced);
-    // writing into a Vec cannot fail; an error leaves an empty file
-    let _ = enc.write_header().and_then(|mut wr| wr.write_image_data(&buf).and_then(|_| wr.finish()));
-    out
+    super::panel::rgb_png(w, h, &buf)
 }
 
 /// A round upper bound a little above `v` (axis end), at most 1.

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod manifest;
 pub mod markup;
 pub mod page;
+pub mod panel;
 pub mod results;
 pub mod tables;
 

@@ -36,6 +36,8 @@ pub enum Block {
     List(Vec<Vec<Span>>),
     /// Header, alignment, rows (plain text cells).
     Table(Vec<String>, Vec<Align>, Vec<Vec<String>>),
+    /// Images side by side: (path relative to the page, caption).
+    Figures(Vec<(String, String)>),
 }
 
 /// The page: a title and its blocks.
@@ -367,53 +369,86 @@ fn band(r: &Results, level: Level, bl: &mut Vec<Block>) {
     }
 }
 
-/// 3. Per-anomaly-type breakdown, as far as results.json holds one.
+/// 3. Per-anomaly-type breakdown at the deployed threshold, and the
+/// example panels of the worst images.
 fn failure(r: &Results, bl: &mut Vec<Block>) {
     bl.push(Block::Heading(2, "3. Failure modes".into()));
     if r.failure_modes.is_empty() {
-        let mut p = vec![b("failure-mode breakdown: not computed by this version")];
-        if r.conventions.anomaly_values.len() <= 1 {
-            p.push(t(" for a single anomaly type: this run lists one anomaly value ("));
-            p.push(c(format!("anomaly = {:?}", r.conventions.anomaly_values)));
-            p.push(t("); with several values, results.json gets one row per type (its pixels against all normal pixels)."));
-        } else {
-            p.push(t(" (results.json holds no per-type rows)."));
-        }
-        bl.push(Block::Para(p));
-    } else {
-        bl.push(Block::Para(vec![t(
-            "Per anomaly type (mask value): that type's test pixels against all normal test pixels, in %; recall = share of the type's pixels caught at the val-F1-optimal threshold. Low recall / AUROC marks the defect types the detector misses.",
-        )]));
-        let header: Vec<String> = ["Model", "Method", "anomaly type", "pixels", "AUROC", "AUPR", "FPR95", "recall at val threshold"].map(String::from).to_vec();
-        let mut align = vec![Align::Left, Align::Left, Align::Left];
-        align.extend(std::iter::repeat_n(Align::Right, 5));
-        let mut values: Vec<u16> = r.failure_modes.iter().map(|f| f.anomaly_value).collect();
-        values.sort_unstable();
-        values.dedup();
-        let mut rows = vec![];
-        for (m, me) in pairs(r) {
-            for &v in &values {
-                if let Some(f) = r.failure_modes.iter().find(|f| f.model == m && f.method == me && f.anomaly_value == v) {
-                    rows.push(vec![
-                        model_name(r, m).to_string(),
-                        method_name(r, me).to_string(),
-                        format!("label {v}"),
-                        f.positives.to_string(),
-                        pct(f.auroc),
-                        pct(f.aupr),
-                        pct(f.fpr95),
-                        pct(f.recall_at_val_threshold),
-                    ]);
-                }
-            }
-        }
-        bl.push(Block::Table(header, align, rows));
+        bl.push(Block::Para(vec![b("failure-mode breakdown: not computed"), t(" (results.json holds no per-type rows).")]));
+        return;
     }
-    bl.push(Block::Para(vec![
-        t("Per type, the share of images missed at image level: not computed by this version. Example images of the worst misses: "),
-        b("not implemented"),
-        t("."),
-    ]));
+    bl.push(Block::Para(vec![t(
+        "Per anomaly type (mask value): that type's test pixels against all normal test pixels, in %. Recall = share of the type's pixels caught (score ≥ t) at the deployed soft threshold (FRR @ FAR at the first FAR budget, chosen on val) and, for comparison, at the val-F1-optimal threshold. Images missed = the type's images (any pixel of the type) whose image score is below the image-level soft threshold: the whole part auto-accepted.",
+    )]));
+    let header: Vec<String> =
+        ["Model", "Method", "anomaly type", "pixels", "AUROC", "AUPR", "FPR95", "recall @ soft t", "recall @ val-F1 t", "images", "images missed"].map(String::from).to_vec();
+    let mut align = vec![Align::Left, Align::Left, Align::Left];
+    align.extend(std::iter::repeat_n(Align::Right, header.len() - 3));
+    let mut rows = vec![];
+    for f in failure_rows(r) {
+        let missed = match (f.images_missed, f.image_miss_share) {
+            (Some(k), Some(sh)) => format!("{k} ({})", pct(Some(sh))),
+            _ => "n/a".into(),
+        };
+        rows.push(vec![
+            model_name(r, &f.model).to_string(),
+            method_name(r, &f.method).to_string(),
+            format!("label {}", f.anomaly_value),
+            f.positives.to_string(),
+            pct(f.auroc),
+            pct(f.aupr),
+            pct(f.fpr95),
+            pct(f.recall_at_soft_threshold),
+            pct(f.recall_at_val_threshold),
+            f.images.to_string(),
+            missed,
+        ]);
+    }
+    bl.push(Block::Table(header, align, rows));
+    let mut reasons: Vec<String> = r.failure_modes.iter().filter_map(|f| f.reason.clone()).collect();
+    reasons.sort();
+    reasons.dedup();
+    if !reasons.is_empty() {
+        bl.push(Block::List(reasons.into_iter().map(|s| vec![t(format!("n/a: {s}."))]).collect()));
+    }
+    examples(r, bl);
+}
+
+/// The failure rows in page order: models, methods, then anomaly values.
+fn failure_rows(r: &Results) -> Vec<&super::results::FailureRow> {
+    let mut values: Vec<u16> = r.failure_modes.iter().map(|f| f.anomaly_value).collect();
+    values.sort_unstable();
+    values.dedup();
+    pairs(r)
+        .into_iter()
+        .flat_map(|(m, me)| values.iter().filter_map(move |&v| r.failure_modes.iter().find(|f| f.model == m && f.method == me && f.anomaly_value == v)))
+        .collect()
+}
+
+/// The example panels: per model and anomaly type, the worst test images.
+fn examples(r: &Results, bl: &mut Vec<Block>) {
+    let with: Vec<_> = failure_rows(r).into_iter().filter(|f| !f.examples.is_empty()).collect();
+    if with.is_empty() {
+        bl.push(Block::Para(vec![
+            b("Example images: none in results.json"),
+            t(" ("),
+            c("[report] failure_examples = K"),
+            t(" draws the K worst test images per type; they need a val-chosen soft threshold)."),
+        ]));
+        return;
+    }
+    bl.push(Block::Para(vec![t(
+        "The worst test images of each type for one method (worst = lowest recall of the type's pixels at the soft threshold, ties by image id). Tiles: the input photo when the dataset has one, the mask (type white, other types blue, void grey), the score heat map (inferno; the normal median is black, the soft threshold the middle orange, the highest anomaly score pale yellow), and the decision at the soft threshold: caught green, missed (defect accepted) magenta, false reject amber, accepted normal dark grey.",
+    )]));
+    for f in with {
+        bl.push(Block::Heading(3, format!("{} · {} · label {}", model_name(r, &f.model), method_name(r, &f.method), f.anomaly_value)));
+        let figs = f
+            .examples
+            .iter()
+            .map(|e| (e.png.clone(), format!("#{} {}: {} of {} pixels caught ({} %)", e.rank, e.image, e.caught, e.pixels, pct(Some(e.recall)))))
+            .collect();
+        bl.push(Block::Figures(figs));
+    }
 }
 
 /// 4. Normal-score drift val → test, and what is not there yet.
@@ -466,7 +501,6 @@ fn not_implemented(bl: &mut Vec<Block>) {
     bl.push(Block::Heading(2, "Not in this report".into()));
     bl.push(Block::List(vec![
         vec![t("Bootstrap CIs of AUPRO: not implemented (they need per-region overlaps per image).")],
-        vec![t("Failure-mode example images, and the per-type share of images missed: not implemented.")],
         vec![t("Simulated-drift splits ("), c("test@<name>"), t(") and the accuracy change under drift: not implemented.")],
     ]));
 }
@@ -479,6 +513,7 @@ pub trait PageDialect {
     fn para(&self, spans: &[Span]) -> String;
     fn list(&self, items: &[Vec<Span>]) -> String;
     fn table(&self, header: &[String], align: &[Align], rows: &[Vec<String>]) -> String;
+    fn figures(&self, figs: &[(String, String)]) -> String;
     fn document(&self, title: &str, body: &str) -> String;
 
     /// Text with `backticks` is code: split it out first.
@@ -499,6 +534,7 @@ pub trait PageDialect {
                 Block::Para(s) => self.para(s),
                 Block::List(items) => self.list(items),
                 Block::Table(h, a, r) => self.table(h, a, r),
+                Block::Figures(f) => self.figures(f),
             };
         }
         self.document(&p.title, &body)
@@ -507,6 +543,12 @@ pub trait PageDialect {
 
 pub struct Markdown;
 pub struct Html;
+
+/// A relative path as a URL: every byte outside `[A-Za-z0-9._~/-]`
+/// percent-encoded (image ids may hold spaces or brackets).
+fn url(p: &str) -> String {
+    p.bytes().map(|b| if b.is_ascii_alphanumeric() || b"._~/-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
 
 /// Headings carry `code` spans written with backticks; split them out.
 fn heading_spans(s: &str) -> Vec<Span> {
@@ -577,6 +619,9 @@ impl PageDialect for Markdown {
         s.push('\n');
         s
     }
+    fn figures(&self, figs: &[(String, String)]) -> String {
+        figs.iter().map(|(src, cap)| format!("![{}]({})  \n{}\n\n", self.text(cap), url(src), self.text(cap))).collect()
+    }
     fn document(&self, _title: &str, body: &str) -> String {
         body.to_string()
     }
@@ -588,6 +633,7 @@ p{margin:.4em 0 .7em}code{font-size:.92em;background:#f1f3f5;padding:0 .25em;bor
 .scroll{overflow-x:auto}table{border-collapse:collapse;margin:.4em 0 1em;font-variant-numeric:tabular-nums;font-size:.86em}
 th,td{border-bottom:1px solid #e3e7eb;padding:3px 7px;white-space:nowrap;text-align:left;vertical-align:top}th{background:#f1f3f5;font-weight:600;white-space:normal;vertical-align:bottom}td.r,th.r{text-align:right}
 td.k{white-space:normal;min-width:9em;max-width:14em;font-weight:600}tr.grp td{border-top:2px solid #c9d0d7}
+.figs{display:flex;flex-wrap:wrap;gap:.8em}figure{margin:0}figure img{display:block;image-rendering:pixelated;height:192px}figcaption{font-size:.82em;color:#4a545e}
 ";
 
 impl PageDialect for Html {
@@ -641,6 +687,14 @@ impl PageDialect for Html {
         }
         s + "</table></div>\n"
     }
+    fn figures(&self, figs: &[(String, String)]) -> String {
+        let mut s = "<div class=\"figs\">\n".to_string();
+        for (src, cap) in figs {
+            let cap = self.text(cap);
+            s += &format!("<figure><img src=\"{}\" alt=\"{cap}\"><figcaption>{cap}</figcaption></figure>\n", self.text(&url(src)));
+        }
+        s + "</div>\n"
+    }
     fn document(&self, title: &str, body: &str) -> String {
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>\n{CSS}</style></head><body>\n{body}</body></html>\n",
@@ -654,8 +708,8 @@ pub fn markdown(r: &Results) -> String {
     Markdown.render(&page(r))
 }
 
-/// `report.html` of one results.json (self-contained: inline CSS, no
-/// scripts, no links).
+/// `report.html` of one results.json (inline CSS, no scripts; its only
+/// links are the failure panels' `<img src="failures/...">`, relative).
 pub fn html(r: &Results) -> String {
     Html.render(&page(r))
 }

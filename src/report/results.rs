@@ -260,6 +260,52 @@ pub struct FailureRow {
     pub fpr95: Option<f64>,
     /// Share of this type's pixels caught at the val-F1-optimal threshold.
     pub recall_at_val_threshold: Option<f64>,
+    /// The deployed (soft) pixel threshold: `frr_at_far` at the first
+    /// `metrics.far` budget, chosen on val; null with `reason`.
+    #[serde(default)]
+    pub soft_threshold: Option<f64>,
+    /// Share of this type's test pixels with score ≥ `soft_threshold`.
+    #[serde(default)]
+    pub recall_at_soft_threshold: Option<f64>,
+    /// Test images with at least one pixel of this type.
+    #[serde(default)]
+    pub images: u64,
+    /// The image-level soft threshold (image `frr_at_far`, first budget).
+    #[serde(default)]
+    pub image_soft_threshold: Option<f64>,
+    /// Of `images`, those whose image score is below `image_soft_threshold`
+    /// (the whole image accepted: every defect of it missed).
+    #[serde(default)]
+    pub images_missed: Option<u64>,
+    /// `images_missed / images`.
+    #[serde(default)]
+    pub image_miss_share: Option<f64>,
+    /// Why the soft-threshold figures (or the examples) are missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The worst test images of this type at the soft threshold, worst
+    /// first (only the rows of `report.failure_method`).
+    #[serde(default)]
+    pub examples: Vec<FailureExample>,
+}
+
+/// One failure-mode example: an image of the type, its recall there and
+/// its panel (path relative to the results folder).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FailureExample {
+    /// 1 = worst.
+    pub rank: u32,
+    /// Image id (file stem).
+    pub image: String,
+    /// The type's pixels in this image, and those at or above the soft threshold.
+    pub pixels: u64,
+    pub caught: u64,
+    pub recall: f64,
+    /// Whether the panel's first tile is the RGB input (`images/<id>.png`).
+    pub rgb: bool,
+    /// `failures/<model>/<method>/<value>_<rank>_<id>.png`.
+    pub png: String,
 }
 
 /// One operating point of the honest evaluation. A pixel or image is
@@ -425,6 +471,25 @@ impl Results {
                 {
                     bail!("honest cell {}/{}: `{k}` = {v} is not a rate in [0, 1]", h.model, h.method);
                 }
+            }
+        }
+        self.validate_failures()
+    }
+
+    /// Failure rows: rates in [0, 1], missed images at most the type's images.
+    fn validate_failures(&self) -> anyhow::Result<()> {
+        for f in &self.failure_modes {
+            let at = format!("failure row {}/{}/{}", f.model, f.method, f.anomaly_value);
+            let rates = [("auroc", f.auroc), ("aupr", f.aupr), ("fpr95", f.fpr95), ("recall_at_val_threshold", f.recall_at_val_threshold), ("recall_at_soft_threshold", f.recall_at_soft_threshold), ("image_miss_share", f.image_miss_share)];
+            for (k, v) in rates {
+                if let Some(v) = v
+                    && !(0.0..=1.0).contains(&v)
+                {
+                    anyhow::bail!("{at}: `{k}` = {v} is not a rate in [0, 1]");
+                }
+            }
+            if f.images_missed.is_some_and(|m| m > f.images) {
+                anyhow::bail!("{at}: `images_missed` exceeds `images`");
             }
         }
         Ok(())

@@ -123,3 +123,23 @@ pub fn logits(c: usize, h: usize, w: usize, v: &[f32], half: bool) -> bench::dat
     let data = if half { LogitData::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect()) } else { LogitData::F32(v.to_vec()) };
     bench::data::Logits { c, h, w, data }
 }
+
+/// Every file under `dir` (none when it is missing), relative path → bytes,
+/// sorted: two output folders compared byte for byte.
+pub fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&p) else { continue };
+        for e in rd {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                stack.push(e);
+            } else {
+                out.push((e.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&e).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
