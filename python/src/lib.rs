@@ -677,7 +677,7 @@ impl NativeEvaluator {
                 energy_temperature,
                 calibration: None,
                 sml_post: Default::default(),
-                heat_post: Default::default(),
+                heat_post: Default::default(), params: Default::default(),
             },
             device: device.to_string(),
             scorer: None,

@@ -20,6 +20,7 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
         calibration,
         sml_post: cfg.method.sml,
         heat_post: cfg.method.heat,
+        params: cfg.method.params(),
     };
     let leak = |m: &MethodRef, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
     let ev = evaluate(cx, cfg, sw, scorer, mc, &plan, &mut o)?;

@@ -21,6 +21,7 @@
 pub mod calib;
 pub mod cpu;
 pub mod gpu;
+pub mod params;
 pub mod post;
 
 use anyhow::{Context, Result, bail};
@@ -258,6 +259,9 @@ pub struct ScorePlan {
     /// HEAT's spatial-consistency term (off by default), applied to the
     /// whole-image HEAT map after the fused pass.
     pub heat_post: HeatPost,
+    /// `[method.gen]` / `[method.margin]` (the defaults: γ = 0.1 over all
+    /// classes, the logit margin).
+    pub params: params::MethodParams,
 }
 
 impl ScorePlan {

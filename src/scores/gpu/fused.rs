@@ -311,6 +311,7 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
         pack.params.rows[s] = if *r == u32::MAX { 0 } else { *r };
     }
     let (nt, xs) = temperatures(plan, &wanted, &mut pack.params)?;
+    super::pack::pack_params(plan, c, &mut pack.params);
     for &m in &wanted {
         if m.spec().needs.logits {
             ensure!(
@@ -894,7 +895,7 @@ mod tests {
             energy_temperature: t_en,
             calibration: Some(cal(c, 2)),
             sml_post: Default::default(),
-            heat_post: Default::default(),
+            heat_post: Default::default(), params: Default::default(),
         }
     }
 
@@ -916,7 +917,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(Params, t), 128);
         assert_eq!(std::mem::offset_of!(Params, inv_t), 176);
         assert_eq!(std::mem::offset_of!(Params, el_mean_hi), 192);
-        assert_eq!(std::mem::size_of::<Params>(), 224);
+        assert_eq!(std::mem::size_of::<Params>(), 240);
         // HEAT overwrites the logit array: its block comes after every other
         let heat = src.find("let v_heat").unwrap();
         for id in ["margin", "gen", "rba"] {
@@ -999,7 +1000,7 @@ mod tests {
             energy_temperature: 1.0,
             calibration: None,
             sml_post: Default::default(),
-            heat_post: Default::default(),
+            heat_post: Default::default(), params: Default::default(),
         };
         assert!(prepare(&p, 3).is_err());
         assert!(prepare(&plan(&[Method::MaxLogit], 1.0, 1.0, 3), 0).is_err());
