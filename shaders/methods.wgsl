@@ -180,3 +180,22 @@ fn score_rba(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
     }
     return -acc;
 }
+
+// KL matching (Hendrycks et al. 2022): KL(p ‖ d_ĉ) = Σ_j p_j (log p_j − log d_ĉj)
+// with p = softmax(z) (S = Σ exp(z − max) at T = 1, px.s[px.ti]); log d at
+// P.off_kl, row ĉ; a p_j that underflows to 0 contributes 0.
+fn score_kl_matching(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    let nc = select(P.c, NCLS, NCLS > 0u);
+    let s = px.s[px.ti];
+    let ls = log(s);
+    let row = P.off_kl + px.arg * nc;
+    var acc = 0.0;
+    for (var j = 0u; j < nc; j++) {
+        let d = (*z)[j] - px.m;
+        let e = exp(d);
+        if (e > 0.0) {
+            acc += e * ((d - ls) - aux[row + j]);
+        }
+    }
+    return acc / s;
+}

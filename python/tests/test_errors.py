@@ -88,7 +88,7 @@ def test_evaluator_errors_leave_state_unchanged():
 
 
 def test_evaluator_config_errors():
-    with pytest.raises(ValueError, match=r"unknown method 'softmax' \(known: max_logit, msp, energy, sml, heat, entropy, margin, gen, rba\)"):
+    with pytest.raises(ValueError, match=r"unknown method 'softmax' \(known: max_logit, msp, energy, sml, heat, entropy, margin, gen, rba, kl_matching\)"):
         ab.Evaluator(["softmax"])
     with pytest.raises(ValueError, match=r'device must be "auto", "cpu" or "gpu"'):
         ab.Evaluator(device="tpu")

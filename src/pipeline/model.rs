@@ -49,11 +49,21 @@ fn fit_or_reuse(cx: &Ctx, sw: &Sweep, mc: &crate::config::ModelCfg, o: &mut Mode
         Some(c) => (c, false),
         None => (sw.test, true),
     };
+    let need_kl = sw.methods.contains(&Method::KlMatching);
     let cal = match &sw.reuse {
-        Some((path, file)) => file.model(path, &mc.id, classes_of(sw.test, &mc.id, cx.inp)?, sw.need_heat)?,
+        Some((path, file)) => {
+            let cal = file.model(path, &mc.id, classes_of(sw.test, &mc.id, cx.inp)?, sw.need_heat)?;
+            anyhow::ensure!(
+                !need_kl || cal.kl.is_some(),
+                "{}: model {} has no KL-matching templates (the run that wrote it did not request kl_matching); refit or drop kl_matching",
+                path.display(),
+                mc.id
+            );
+            cal
+        }
         None => {
             let feat = sw.need_heat && features_dir(split, &mc.id).is_dir();
-            cx.timed(|p| &mut p.calibrate, || calibrate(cx, split, leakage, sw.need_heat, feat, &mc.id))?
+            cx.timed(|p| &mut p.calibrate, || calibrate(cx, split, leakage, sw.need_heat, need_kl, feat, &mc.id))?
         }
     };
     o.cal_file = Some(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });

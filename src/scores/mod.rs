@@ -21,6 +21,7 @@
 pub mod calib;
 pub mod cpu;
 pub mod gpu;
+pub mod kl;
 pub mod params;
 pub mod post;
 
@@ -193,6 +194,14 @@ methods! {
         temperature: Temp::None, needs: Needs { logits: true, clobbers: false, xlogx: false },
         fit: None, post: None,
     },
+    /// Hendrycks et al. 2022: `KL(p ‖ d_ĉ)`, `d_c` = the calibration
+    /// pixels' mean softmax per predicted class (`kl.rs`).
+    KlMatching => MethodSpec {
+        id: "kl_matching", display: "KL Matching", wgsl: "score_kl_matching", cpu: kl::kl_px, block: cpu::fast::kl_blk,
+        temperature: Temp::One, needs: Needs { logits: true, clobbers: false, xlogx: false },
+        fit: Some(Fit { check: kl::check_kl, gpu_pack: gpu::pack::pack_kl }),
+        post: None,
+    },
 }
 
 impl Method {
@@ -232,9 +241,6 @@ impl Method {
             if m.id() == id {
                 return Ok(m);
             }
-        }
-        if id == "kl_matching" {
-            bail!("method 'kl_matching' (KL matching, Hendrycks et al. 2022) is not implemented yet");
         }
         bail!(
             "unknown method '{id}' (known: {})",
@@ -291,7 +297,7 @@ impl ScorePlan {
     pub fn check_fits(&self, c: usize) -> Result<()> {
         for m in &self.methods {
             if let Some(fit) = m.spec().fit {
-                let cal = self.calibration.as_ref().context("SML/HEAT requested without calibration statistics")?;
+                let cal = self.calibration.as_ref().context("SML/HEAT/KL matching requested without calibration statistics")?;
                 (fit.check)(cal, c)?;
             }
         }

@@ -651,6 +651,43 @@ pub fn gen_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
 }
 
 simd_fn! {
+    /// `KL(p ‖ d_ĉ)` per lane in f64: `p_j = e_j / S` with [`exp_f64`], the
+    /// reference's terms and order (`log d` gathered from row ĉ).
+    fn kl_lanes(z: &[f32], c: usize, max: &[f32; BLOCK], arg: &[u32; BLOCK], ld: &[f64], out: &mut [f32; BLOCK]) {
+        let mut s = [0f64; BLOCK];
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                s[l] += exp_f64(row[l] as f64 - max[l] as f64);
+            }
+        }
+        let mut ls = [0f64; BLOCK];
+        for l in 0..BLOCK {
+            ls[l] = ln_f64(s[l]);
+        }
+        let mut acc = [0f64; BLOCK];
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                let d = row[l] as f64 - max[l] as f64;
+                let e = exp_f64(d);
+                let t = e / s[l] * ((d - ls[l]) - ld[arg[l] as usize * c + k]);
+                acc[l] += if e == 0.0 { 0.0 } else { t };
+            }
+        }
+        for l in 0..BLOCK {
+            out[l] = acc[l] as f32;
+        }
+    }
+}
+
+/// `kl_matching`: see [`crate::scores::kl`]; f64 throughout.
+pub fn kl_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
+    let kl = plan.calibration.as_ref().and_then(|c| c.kl.as_ref()).expect("kl_matching needs calibration");
+    kl_lanes(&b.z, b.c, &b.max, &b.arg, kl.log_dists(), out)
+}
+
+simd_fn! {
     /// `u = W x` (lower-triangular `W`, D×D) and `dk[k] = ‖u − v_k‖²` over
     /// the block's lanes, f64, summed in the reference's order.
     fn gmm_dist_lanes(x: &[f64], whiten: &[f64], centers: &[f64], dim: usize, k: usize, u: &mut [f64], dk: &mut [f64]) {

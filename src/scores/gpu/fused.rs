@@ -332,7 +332,7 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
     }
     for &m in &wanted {
         if let Some(fit) = m.spec().fit {
-            let cal = plan.calibration.as_ref().context("SML/HEAT requested without calibration statistics")?;
+            let cal = plan.calibration.as_ref().context("SML/HEAT/KL matching requested without calibration statistics")?;
             (fit.check)(cal, c)?;
             (fit.gpu_pack)(cal, c, &mut pack)?;
         }
@@ -884,6 +884,7 @@ mod tests {
                 gmm_mean: 7.0,
                 gmm_std: 2.0,
             },
+            kl: None,
             warnings: vec![],
         }
     }

@@ -8,7 +8,7 @@
 //! the methods a plan asks for, in slot order, and uploads the result.
 
 use crate::scores::{Calibration, ScorePlan};
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 
 /// Method slots the `Params` tables hold (`array<vec4<u32>, 2>`).
 pub const MAX_SLOTS: usize = 12;
@@ -133,5 +133,14 @@ pub fn pack_heat(cal: &Calibration, c: usize, pack: &mut Pack) -> Result<()> {
             && p.gmm_std > 0.0,
         "HEAT parameters are not finite in f32"
     );
+    Ok(())
+}
+
+/// KL matching: `log d_cj` row by row (C×C f32) at `off_kl`.
+pub fn pack_kl(cal: &Calibration, c: usize, pack: &mut Pack) -> Result<()> {
+    let kl = cal.kl.as_ref().context("kl_matching requested without KL-matching templates")?;
+    pack.params.off_kl = pack.aux.len() as u32;
+    pack.aux.extend(kl.log_dists()[..c * c].iter().map(|&v| v as f32));
+    ensure!(pack.aux.iter().all(|v| v.is_finite()), "KL-matching templates are not finite in f32");
     Ok(())
 }
