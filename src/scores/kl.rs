@@ -141,6 +141,18 @@ pub fn fit(images: &[KlSums], split: &str, warnings: &mut Vec<String>) -> Result
     Ok(KlDists { c, dists, count: t.n, unfitted, log: OnceLock::new() })
 }
 
+/// The templates over every image a calibration visitor yields (the
+/// in-process fit, e.g. the Python package's `calibrate`; `bench run` runs
+/// [`image_sums`] inside its own calibration pass instead).
+pub fn fit_visit(split: &str, visit: &mut super::calib::Visitor, warnings: &mut Vec<String>) -> Result<KlDists> {
+    let mut images = vec![];
+    visit(&mut |lg: &Logits, _: Option<&Logits>, lab: &[u8]| {
+        images.push(image_sums(lg, lab));
+        Ok(())
+    })?;
+    fit(&images, split, warnings)
+}
+
 /// kl_matching's [`super::Fit::check`]: templates for exactly `c` classes.
 pub fn check_kl(cal: &Calibration, c: usize) -> Result<()> {
     let Some(kl) = &cal.kl else {
