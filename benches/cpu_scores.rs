@@ -53,7 +53,7 @@ fn bench(cr: &mut Criterion) {
                     energy_temperature: 1.0,
                     calibration: Some(cal.clone()),
                     sml_post: Default::default(),
-                    heat_post: Default::default(),
+                    heat_post: Default::default(), params: Default::default(),
                 };
                 for (dev, scorer) in [("fast", &mut CpuScorer as &mut dyn Scorer), ("reference", &mut ReferenceScorer as &mut dyn Scorer)] {
                     let mut g = cr.benchmark_group(format!("{dev}/{name}"));

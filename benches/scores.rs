@@ -58,7 +58,7 @@ fn plans() -> Vec<(&'static str, ScorePlan)> {
         energy_temperature: 1.0,
         calibration: Some(cal.clone()),
         sml_post: Default::default(),
-        heat_post: Default::default(),
+        heat_post: Default::default(), params: Default::default(),
     };
     vec![
         (

@@ -14,6 +14,12 @@ the expected scores are float64, from each method's reference code:
           evaluate_ood.py get_RbA: -logits.tanh().sum(dim=0), ported to numpy.
   margin  -(top-1 - top-2 logit) with np.sort (the runner-up counted with
           multiplicity: a tied maximum gives 0).
+
+Non-default parameters (`gen_params`, `margin_probs` in every case):
+  gen     the same generalized_entropy with (gamma, M) in GEN_PARAMS; M is
+          the official slice np.sort(probs)[:, -M:] (M >= C: every class);
+          `top_m` null = M = C.
+  margin  on = "probs": -(top-1 - top-2) of scipy.special.softmax(logits).
 """
 import json
 import os
@@ -32,6 +38,9 @@ def generalized_entropy(softmax_id_val, gamma, M):
     return -scores
 
 
+GEN_PARAMS = [(0.5, 3), (1.0, None), (0.02, 1), (0.1, 100), (0.3, 2)]
+
+
 def case(name, z):
     z = z.astype(np.float32)
     c, n = z.shape
@@ -41,8 +50,14 @@ def case(name, z):
     rba = -np.tanh(zd).sum(axis=0)
     srt = np.sort(pix, axis=1)
     margin = -(srt[:, -1] - srt[:, -2])
+    probs = scipy.special.softmax(pix, axis=-1)
+    psrt = np.sort(probs, axis=1)
+    margin_probs = -(psrt[:, -1] - psrt[:, -2])
+    gen_params = [{"gamma": g, "top_m": m, "scores": [float(x) for x in -generalized_entropy(probs, g, c if m is None else m)]}
+                  for g, m in GEN_PARAMS]
     return {"name": name, "c": c, "n": n, "logits": [float(x) for x in z.ravel()],
-            "gen": [float(x) for x in gen], "rba": [float(x) for x in rba], "margin": [float(x) for x in margin]}
+            "gen": [float(x) for x in gen], "rba": [float(x) for x in rba], "margin": [float(x) for x in margin],
+            "margin_probs": [float(x) for x in margin_probs], "gen_params": gen_params}
 
 
 def main():

@@ -93,7 +93,9 @@ fn score_entropy(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
 }
 
 // Margin: −(top-1 − top-2 logit), the second largest counted with
-// multiplicity (a tied maximum gives 0); one class gives 0.
+// multiplicity (a tied maximum gives 0); one class gives 0. On the
+// probabilities (P.margin_probs): −(p₁ − p₂) = (e^d − 1)/S, d = z₂ − z₁,
+// S = Σ exp(z − max), e^d − 1 by its series near 0 (no cancellation).
 fn score_margin(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
     let nc = select(P.c, NCLS, NCLS > 0u);
     var second = px.m;
@@ -105,14 +107,36 @@ fn score_margin(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
             found = true;
         }
     }
-    return -(px.m - second);
+    let d = second - px.m;
+    if (P.margin_probs == 0u) {
+        return d;
+    }
+    var s = 0.0;
+    for (var c = 0u; c < nc; c++) {
+        s += exp((*z)[c] - px.m);
+    }
+    let em1 = select(exp(d) - 1.0, d * (1.0 + d * (0.5 + d / 6.0)), d > -0.01);
+    return em1 / s;
 }
 
-// Generalized entropy (Liu et al. 2023), γ = 0.1 over all classes:
-// Σ_c p^γ (1 − p)^γ with p = softmax(z) (T = 1). Higher = more anomalous.
-// In log space, so that neither a vanishing p nor the predicted class's
-// 1 − p (= rest / S, rest = Σ of the other classes' exp(z − max)) rounds
-// to 0 before the power: p^γ = exp(γ(z − max − log S)),
+// Whether class c is among the M largest logits (ties by index, as
+// cpu::in_top; the first argmax always is).
+fn gen_in_top(c: u32, nc: u32, z: ptr<function, array<f32, MAX_C>>) -> bool {
+    let v = (*z)[c];
+    var rank = 0u;
+    for (var j = 0u; j < nc; j++) {
+        let w = (*z)[j];
+        rank += select(0u, 1u, w > v || (w == v && j < c));
+    }
+    return rank < P.gen_m;
+}
+
+// Generalized entropy (Liu et al. 2023): Σ over the M largest p of
+// p^γ (1 − p)^γ with p = softmax(z) (T = 1), γ = P.gen_gamma, M = P.gen_m.
+// Higher = more anomalous. In log space, so that neither a vanishing p
+// nor the predicted class's 1 − p (= rest / S, rest = Σ of the other
+// classes' exp(z − max)) rounds to 0 before the power:
+// p^γ = exp(γ(z − max − log S)),
 // log rest = (m2 − max) + log Σ_{c≠ĉ} exp(z_c − m2), m2 = the runner-up.
 fn score_gen(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
     let nc = select(P.c, NCLS, NCLS > 0u);
@@ -135,10 +159,11 @@ fn score_gen(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
     }
     let log_rest = (m2 - px.m) + log(r2);
     let log_s = log(1.0 + exp(log_rest));
-    let g = 0.1;
+    let g = P.gen_gamma;
+    let all = P.gen_m >= nc;
     var acc = exp(g * (log_rest - 2.0 * log_s));
     for (var c = 0u; c < nc; c++) {
-        if (c != px.arg) {
+        if (c != px.arg && (all || gen_in_top(c, nc, z))) {
             let lp = (*z)[c] - px.m - log_s;
             acc += exp(g * lp) * pow(max(1.0 - exp(lp), 0.0), g);
         }
@@ -154,4 +179,23 @@ fn score_rba(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
         acc += tanh((*z)[c]);
     }
     return -acc;
+}
+
+// KL matching (Hendrycks et al. 2022): KL(p ‖ d_ĉ) = Σ_j p_j (log p_j − log d_ĉj)
+// with p = softmax(z) (S = Σ exp(z − max) at T = 1, px.s[px.ti]); log d at
+// P.off_kl, row ĉ; a p_j that underflows to 0 contributes 0.
+fn score_kl_matching(px: Px, z: ptr<function, array<f32, MAX_C>>) -> f32 {
+    let nc = select(P.c, NCLS, NCLS > 0u);
+    let s = px.s[px.ti];
+    let ls = log(s);
+    let row = P.off_kl + px.arg * nc;
+    var acc = 0.0;
+    for (var j = 0u; j < nc; j++) {
+        let d = (*z)[j] - px.m;
+        let e = exp(d);
+        if (e > 0.0) {
+            acc += e * ((d - ls) - aux[row + j]);
+        }
+    }
+    return acc / s;
 }

@@ -82,6 +82,10 @@ struct Params {
     gmm_std: f32,
     pred_row: u32, // output row of the predicted class (as f32), or 0xffffffff
     feat_dim: u32, // HEAT on features: D (tile rows C..C+D hold them), 0 = on logits
+    gen_gamma: f32,   // gen: γ
+    gen_m: u32,       // gen: M (the M largest probabilities; M = C: all)
+    margin_probs: u32, // margin: 1 = on softmax probabilities, 0 = on logits
+    off_kl: u32,      // kl_matching: offset of the C×C class-mean distributions in `aux`
 }
 
 // What every method function receives: the shared per-pixel quantities,

@@ -224,14 +224,20 @@ pub struct MethodOptions {
     pub heat: HeatOpt,
     #[serde(default)]
     pub max_logit: EmptyOpt,
-    /// `[method.gen]` / `[method.margin]`: parameters are not implemented
-    /// yet (γ = 0.1 over all classes; the logit margin). Accepted only to
-    /// say so (see [`Config::validate`]).
+    /// `[method.gen]`: γ and M (Liu et al. 2023; defaults 0.1, all classes).
     #[serde(default)]
     #[serde(rename = "gen")]
-    pub gen_opt: Option<toml::Table>,
+    pub gen_opt: crate::scores::params::GenParams,
+    /// `[method.margin]`: `on = "logits"` (default) or `"probs"`.
     #[serde(default)]
-    pub margin: Option<toml::Table>,
+    pub margin: crate::scores::params::MarginParams,
+}
+
+impl MethodOptions {
+    /// The gen / margin parameters as the scorers read them.
+    pub fn params(&self) -> crate::scores::params::MethodParams {
+        crate::scores::params::MethodParams { gen_entropy: self.gen_opt, margin: self.margin }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -614,13 +620,7 @@ impl Config {
         if let Some(v) = self.metrics.far.iter().find(|&&v| v >= 1.0) {
             bail!("`metrics.far` budgets (share of defects accepted) must be below 1, got {v}: accepting every defect has no highest threshold");
         }
-        for (k, t) in [("gen", &self.method.gen_opt), ("margin", &self.method.margin)] {
-            if let Some(t) = t
-                && let Some(key) = t.keys().next()
-            {
-                bail!("`method.{k}.{key}`: parameters of `{k}` are not implemented yet (gen: γ = 0.1 over all classes; margin: on logits)");
-            }
-        }
+        self.method.gen_opt.validate()?;
         self.method.sml.validate()?;
         self.method.heat.validate()?;
         self.validate_report()?;

@@ -460,7 +460,7 @@ fn npz_logits_with_npz_key_give_the_same_cells() {
 /// logits, for every image of `split` (what an outside tool would dump).
 fn dump_max_logit(ws: &Ws, split: &str, model: &str, dir: &str) {
     use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
-    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default() };
+    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default(), params: Default::default() };
     let out = ws.p(&format!("datasets/demo/{split}/scores/{dir}"));
     std::fs::create_dir_all(&out).unwrap();
     for e in std::fs::read_dir(ws.p(&format!("datasets/demo/{split}/logits/{model}"))).unwrap() {

@@ -94,13 +94,47 @@ fn switches_bench_run_cannot_compute_are_errors_naming_the_key() {
         let e = stderr(&o);
         assert!(e.contains(needle) && e.lines().count() == 1, "{m}: {e}");
     }
-    let o = ws.run(&format!("{CONFIG}\n[method.gen]\ngamma = 0.5\n"));
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("method.gen.gamma") && stderr(&o).contains("not implemented"), "{}", stderr(&o));
+    for (m, needle) in [
+        ("[method.gen]\ngamma = 0.0", "method.gen.gamma"),
+        ("[method.gen]\ngamma = 2.5", "method.gen.gamma"),
+        ("[method.gen]\ntop_m = 0", "method.gen.top_m"),
+        ("[method.gen]\ntopm = 3", "topm"),
+        ("[method.margin]\non = \"prob\"", "method.margin.on"),
+    ] {
+        let o = ws.run(&format!("{CONFIG}\n{m}\n"));
+        assert_eq!(o.status.code(), Some(2), "{m}");
+        let e = stderr(&o);
+        assert!(e.contains(needle) && e.lines().count() == 1, "{m}: {e}");
+    }
     // u16 on scores outside [0, 1] (max_logit is not a probability)
     let o = ws.run(&with_metrics("score_precision = \"u16\""));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("score_precision") && stderr(&o).contains("[0, 1]"), "{}", stderr(&o));
+}
+
+/// `[method.gen]` / `[method.margin]` change the scores and are recorded in
+/// results.json's conventions (only for methods in the sweep).
+#[test]
+fn method_parameters_are_used_and_recorded() {
+    let ws = Ws::new();
+    let cfg = CONFIG.replace(r#"["max_logit", "msp"]"#, r#"["gen", "margin"]"#);
+    let o = ws.run(&cfg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base = ws.results();
+    assert_eq!(base["conventions"]["gen_variant"], "γ = 0.1, all classes");
+    assert_eq!(base["conventions"]["margin_variant"], "top-1 − top-2 logit, negated");
+    let o = ws.run(&format!("{cfg}\n[method.gen]\ngamma = 0.5\ntop_m = 3\n\n[method.margin]\non = \"probs\"\n"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    assert_eq!(r["conventions"]["gen_variant"], "γ = 0.5, the top 3 classes (M)");
+    assert_eq!(r["conventions"]["margin_variant"], "top-1 − top-2 softmax probability (T = 1), negated");
+    for i in 0..2 {
+        assert_eq!(base["cells"][i]["method"], r["cells"][i]["method"]);
+        assert_ne!(base["cells"][i]["aupr"], r["cells"][i]["aupr"], "{}", r["cells"][i]["method"]);
+    }
+    let o = ws.run(CONFIG);
+    assert!(o.status.success());
+    assert!(ws.results()["conventions"].get("gen_variant").is_none(), "recorded only when gen is in the sweep");
 }
 
 #[test]
@@ -110,7 +144,7 @@ fn external_maps_only_need_no_logits() {
     let o = ws.run(CONFIG);
     assert!(o.status.success(), "{}", stderr(&o));
     let with_logits = ws.results();
-    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default() };
+    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default(), params: Default::default() };
     for split in ["calibration", "val", "test"] {
         let ldir = ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"));
         if !ldir.is_dir() {
@@ -144,7 +178,7 @@ fn external_maps_only_need_no_logits() {
 /// Write `<split>/scores/<dir>/<stem>.npy` = the CPU max-logit maps.
 fn dump_max_logit(ws: &Ws, split: &str, dir: &str) -> PathBuf {
     use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
-    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default() };
+    let plan = ScorePlan { methods: vec![Method::MaxLogit], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default(), params: Default::default() };
     let out = ws.p(&format!("datasets/demo/{split}/scores/{dir}"));
     std::fs::create_dir_all(&out).unwrap();
     for e in std::fs::read_dir(ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"))).unwrap() {

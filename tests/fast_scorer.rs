@@ -97,7 +97,7 @@ fn plan(methods: &[Method], cal: Option<&Calibration>, t_msp: f64, t_en: f64) ->
         energy_temperature: t_en,
         calibration: cal.cloned(),
         sml_post: Default::default(),
-        heat_post: Default::default(),
+        heat_post: Default::default(), params: Default::default(),
     }
 }
 
@@ -146,6 +146,32 @@ fn fast_matches_reference() {
     for (m, e) in ALL.iter().zip(worst) {
         eprintln!("max |fast − reference| / max(1, |reference|): {:>10} {e:.3e}", m.id());
     }
+}
+
+/// Non-default `[method.gen]` (γ, M < C, M ≥ C) and `[method.margin] on =
+/// "probs"`, every kind of logits, f16 and f32.
+#[test]
+fn method_parameters_match_reference() {
+    use bench::scores::params::{GenParams, MarginOn, MarginParams, MethodParams};
+    let mut r = Rng::new(77);
+    let mut worst = [0f64; 9];
+    let gens = [(0.5, Some(3)), (1.0, None), (0.02, Some(1)), (0.3, Some(200))];
+    for &c in &[2usize, 19, 150] {
+        for kind in [Kind::Realistic, Kind::Huge, Kind::Equal, Kind::Extremes, Kind::Ties] {
+            let v = values(kind, c, 3 * 129, &mut r);
+            for half in [false, true] {
+                let lg = logits(c, 3, 129, &v, half);
+                for &(gamma, top_m) in &gens {
+                    let mut p = plan(&[Method::Gen, Method::Margin], None, 1.0, 1.0);
+                    p.params = MethodParams { gen_entropy: GenParams { gamma, top_m }, margin: MarginParams { on: MarginOn::Probs } };
+                    let f = CpuScorer.score(&lg, &p).unwrap();
+                    let rf = ReferenceScorer.score(&lg, &p).unwrap();
+                    check(&format!("C={c} {kind:?} half={half} {:?}", p.params), &f, &rf, &p, &mut worst);
+                }
+            }
+        }
+    }
+    eprintln!("gen (γ, M) {:.3e}, margin on probs {:.3e}", worst[Method::Gen.slot()], worst[Method::Margin.slot()]);
 }
 
 #[test]

@@ -331,7 +331,7 @@ fn score_errors(case: &ScoreCase) -> Vec<String> {
                 energy_temperature: t,
                 calibration: Some(cal.clone()),
                 sml_post: Default::default(),
-                heat_post: Default::default(),
+                heat_post: Default::default(), params: Default::default(),
             };
             let maps = CpuScorer.score(&test, &plan).expect("cpu scorer");
             assert_eq!((maps.h, maps.w, maps.maps.len()), (1, case.test.n, methods.len()));
@@ -354,7 +354,7 @@ fn score_errors(case: &ScoreCase) -> Vec<String> {
             energy_temperature: t,
             calibration: Some(cal.clone()),
             sml_post: Default::default(),
-            heat_post: Default::default(),
+            heat_post: Default::default(), params: Default::default(),
         };
         let (t1, t2) = (at(1.0), at(2.0));
         for p in 0..case.test.n {
@@ -397,7 +397,7 @@ fn entropy_matches_numpy() {
                 energy_temperature: t,
                 calibration: None,
                 sml_post: Default::default(),
-                heat_post: Default::default(),
+                heat_post: Default::default(), params: Default::default(),
             };
             let maps = CpuScorer.score(&test, &plan).expect("cpu scorer");
             let got: Vec<f64> = maps.maps[1].iter().map(|&x| x as f64).collect();
@@ -410,7 +410,7 @@ fn entropy_matches_numpy() {
             energy_temperature: 1.0,
             calibration: None,
             sml_post: Default::default(),
-            heat_post: Default::default(),
+            heat_post: Default::default(), params: Default::default(),
         };
         let got: Vec<f64> = (0..case.test.n)
             .map(|p| {
@@ -437,7 +437,7 @@ fn heat_is_not_energy() {
             energy_temperature: 1.0,
             calibration: Some(cal),
             sml_post: Default::default(),
-            heat_post: Default::default(),
+            heat_post: Default::default(), params: Default::default(),
         };
         let maps = CpuScorer.score(&test, &plan).unwrap();
         let (en, he) = (&maps.maps[0], &maps.maps[1]);

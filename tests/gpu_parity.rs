@@ -110,7 +110,7 @@ fn plan(methods: &[Method], cal: &Calibration, t_msp: f64, t_en: f64) -> ScorePl
         energy_temperature: t_en,
         calibration: Some(cal.clone()),
         sml_post: Default::default(),
-        heat_post: Default::default(),
+        heat_post: Default::default(), params: Default::default(),
     }
 }
 
@@ -149,6 +149,8 @@ fn tol(m: Method) -> f64 {
         Method::Gen => 1e-5,
         // C f32 tanh terms summed
         Method::Rba => 1e-5,
+        // C f32 terms p·(log p − log d) (tests/kl_matching.rs holds it to this)
+        Method::KlMatching => 1e-5,
     }
 }
 
@@ -285,6 +287,28 @@ fn parity_extreme_and_tied_logits() {
     }
 }
 
+/// `[method.gen]` (γ, M) and `[method.margin] on = "probs"` reach the
+/// shader (through `Params`) and agree with the CPU reference.
+#[test]
+fn method_parameters_parity() {
+    use bench::scores::params::{GenParams, MarginOn, MarginParams, MethodParams};
+    let Some(mut g) = gpu() else { return };
+    for &c in &[2usize, 19, 150] {
+        let cal = calibration(c, 3 + c as u64);
+        for kind in [Kind::Realistic, Kind::Extreme, Kind::AllEqual] {
+            let vals = make_values(c, 7, 13, 5 + c as u64, kind);
+            for half in [false, true] {
+                let lg = logits(c, 7, 13, &vals, half);
+                for (gamma, top_m) in [(0.5, Some(3)), (1.0, None), (0.02, Some(1))] {
+                    let mut p = plan(&[Method::Gen, Method::Margin, Method::Msp], &cal, 1.0, 1.0);
+                    p.params = MethodParams { gen_entropy: GenParams { gamma, top_m }, margin: MarginParams { on: MarginOn::Probs } };
+                    check(&mut g, &lg, &p, &format!("{kind:?} C={c} {} {:?}", lg.dtype(), p.params));
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn method_subsets_order_and_duplicates() {
     let Some(mut g) = gpu() else { return };
@@ -318,7 +342,7 @@ fn method_subsets_order_and_duplicates() {
             energy_temperature: 1.0,
             calibration: None,
             sml_post: Default::default(),
-            heat_post: Default::default(),
+            heat_post: Default::default(), params: Default::default(),
         };
         check(&mut g, &lg, &p, "no calibration");
     }
@@ -393,7 +417,7 @@ fn bad_input_is_an_error_not_a_panic() {
         energy_temperature: 1.0,
         calibration: None,
         sml_post: Default::default(),
-        heat_post: Default::default(),
+        heat_post: Default::default(), params: Default::default(),
     };
     assert!(g.score(&lg, &p).is_err());
     // HEAT from a calibration fitted without HEAT

@@ -159,7 +159,7 @@ fn gpu_matches_cpu_on_features() {
         energy_temperature: 1.0,
         calibration: Some(cal.clone()),
         sml_post: Default::default(),
-        heat_post: Default::default(),
+        heat_post: Default::default(), params: Default::default(),
     };
     let (lab, lg, ft) = image(h, w, 99, true);
     let _ = lab;

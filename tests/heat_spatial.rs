@@ -163,7 +163,7 @@ fn plan(heat: HeatPost, sml: SmlPost, cal: &Calibration) -> ScorePlan {
         energy_temperature: 1.0,
         calibration: Some(cal.clone()),
         sml_post: sml,
-        heat_post: heat,
+        heat_post: heat, params: Default::default(),
     }
 }
 

@@ -83,6 +83,8 @@ fn sample() -> Results {
             msp_temperature: 1.0,
             energy_temperature: 1.0,
             sml_variant: "plain".into(),
+            gen_variant: None,
+            margin_variant: None,
             heat_variant: "h".into(),
             image_score: "max over non-void pixels".into(),
             resize: "none".into(),

@@ -132,7 +132,7 @@ fn plan(post: SmlPost, cal: &Calibration) -> ScorePlan {
         energy_temperature: 1.0,
         calibration: Some(cal.clone()),
         sml_post: post,
-        heat_post: Default::default(),
+        heat_post: Default::default(), params: Default::default(),
     }
 }
 

@@ -618,7 +618,7 @@ impl NativeEvaluator {
             return Ok(());
         }
         let Some((path, model)) = &self.calibration else {
-            bail!("sml and heat need calibration statistics: pass calibration=\"results/<name>/calibration.json\" and model=\"<id>\" (written by `bench run`); they are never guessed");
+            bail!("sml, heat and kl_matching need calibration statistics: pass calibration=\"results/<name>/calibration.json\" and model=\"<id>\" (written by `bench run`); they are never guessed");
         };
         let f = CalibrationFile::load(path)?;
         let heat = self.plan.methods.contains(&Method::Heat);
@@ -677,7 +677,7 @@ impl NativeEvaluator {
                 energy_temperature,
                 calibration: None,
                 sml_post: Default::default(),
-                heat_post: Default::default(),
+                heat_post: Default::default(), params: Default::default(),
             },
             device: device.to_string(),
             scorer: None,
@@ -773,7 +773,7 @@ impl NativeEvaluator {
         Ok(out.map_err(BErr::from)?)
     }
 
-    /// Fit SML / HEAT statistics on calibration logits (arrays `[B, C, H, W]`
+    /// Fit SML / HEAT / KL-matching statistics on calibration logits (arrays `[B, C, H, W]`
     /// with labels `[B, H, W]`), exactly as `bench run` fits them on its
     /// calibration split (`Calibration::fit`; in-distribution pixels only).
     fn calibrate(&mut self, py: Python<'_>, logits: Vec<Bound<'_, PyAny>>, labels: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
@@ -797,6 +797,7 @@ impl NativeEvaluator {
             views.push((what.as_str(), lwhat.as_str(), za.slice(what)?, la.slice(lwhat)?, *dims, la.shape()));
         }
         let heat = self.plan.methods.contains(&Method::Heat);
+        let kl = self.plan.methods.contains(&Method::KlMatching);
         let labels = self.labels.clone();
         let out: Result<bench::scores::Calibration> = py.detach(|| {
             let mut codes = Vec::new();
@@ -817,7 +818,11 @@ impl NativeEvaluator {
                 }
                 Ok(())
             };
-            bench::scores::Calibration::fit("calibrate", false, heat, &mut visit)
+            let mut cal = bench::scores::Calibration::fit("calibrate", false, heat, &mut visit)?;
+            if kl {
+                cal.kl = Some(bench::scores::kl::fit_visit("calibrate", &mut visit, &mut cal.warnings)?);
+            }
+            Ok(cal)
         });
         self.plan.calibration = Some(out.map_err(BErr::from)?);
         self.calibration = None;

@@ -88,7 +88,7 @@ def test_evaluator_errors_leave_state_unchanged():
 
 
 def test_evaluator_config_errors():
-    with pytest.raises(ValueError, match=r"unknown method 'softmax' \(known: max_logit, msp, energy, sml, heat, entropy, margin, gen, rba\)"):
+    with pytest.raises(ValueError, match=r"unknown method 'softmax' \(known: max_logit, msp, energy, sml, heat, entropy, margin, gen, rba, kl_matching\)"):
         ab.Evaluator(["softmax"])
     with pytest.raises(ValueError, match=r'device must be "auto", "cpu" or "gpu"'):
         ab.Evaluator(device="tpu")
@@ -100,7 +100,7 @@ def test_evaluator_config_errors():
         ab.Evaluator(spill_dir="/nonexistent/folder")
     # SML / HEAT without statistics: an error, never a made-up number
     ev = ab.Evaluator(["max_logit", "sml"], device="cpu")
-    with pytest.raises(ValueError, match="sml and heat need calibration statistics"):
+    with pytest.raises(ValueError, match="sml, heat and kl_matching need calibration statistics"):
         ev.update(np.zeros((1, 3, 4, 5), np.float32), np.zeros((1, 4, 5), np.uint8))
     ev = ab.Evaluator(["heat"], device="cpu", calibration="/nonexistent/calibration.json", model="m")
     with pytest.raises(FileNotFoundError, match="/nonexistent/calibration.json"):

@@ -195,7 +195,7 @@ def test_logits_on_the_gpu_equal_bench_run_gpu(tmp_path, bench):
 
 def test_calibrate_then_sml_heat_equal_bench_run(tmp_path, bench):
     data = write_dataset(tmp_path / "d", c=6, h=20, w=30, seed=8, calibration=True)
-    methods = ["sml", "heat", "max_logit"]
+    methods = ["sml", "heat", "max_logit", "kl_matching"]
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         'name = "t"\ndataset = "d"\noutput = "out"\n'

@@ -1,12 +1,14 @@
-//! The SML / HEAT fit on the calibration split: per-image sums (pass 1),
-//! then for HEAT the energy moments (pass 2), each a collective.
+//! The SML / HEAT / KL-matching fit on the calibration split: per-image
+//! sums (pass 1; KL matching's own accumulator beside SML/HEAT's), then for
+//! HEAT the energy moments (pass 2), each a collective.
 
 use super::*;
 
 /// Fit SML / HEAT statistics for one model on `split`: pass 1 (per-image
 /// sums), then for HEAT pass 2 (energy moments), each a collective.
-pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, features: bool, model: &str) -> Result<Calibration> {
+pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, kl: bool, features: bool, model: &str) -> Result<Calibration> {
     use crate::scores::calib::{EnergyMoments, Sums, first_normal, image_sums};
+    use crate::scores::kl::KlSums;
     // HEAT on per-pixel features: this image's features, else None.
     let feat_of = |i: usize, lg: &Logits| -> Result<Option<Logits>> {
         if features { Ok(Some(load_features(split, model, i, lg, cx.inp)?)) } else { Ok(None) }
@@ -15,9 +17,9 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
     let label = |step: usize| format!("[{}] calibrate ({}) pass {step}/{}", cx.who(model), split.name, 1 + heat as usize);
     let pass = |step: &str| format!("{}{model}.{}.{step}", cx.tag, split.name);
     let ctx = |i: usize| format!("{}/{} [{model}]", split.name, split.stems[i]);
-    // (shift of the HEAT sums, per-image sums)
-    type Cal1 = (Option<Vec<f64>>, Vec<Sums>);
-    let mut st: Cal1 = (None, vec![]);
+    // (shift of the HEAT sums, per-image sums, KL matching's per-image sums)
+    type Cal1 = (Option<Vec<f64>>, Vec<Sums>, Vec<KlSums>);
+    let mut st: Cal1 = (None, vec![], vec![]);
     cx.collective(
         PassKind::Calibrate(1),
         label(1),
@@ -39,6 +41,9 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
                     bail!("{}: {} classes, but earlier calibration images have {f}", ctx(i), lg.c);
                 }
                 st.1.push(image_sums(lg, feat_of(i, lg)?.as_ref(), &lab, heat, &shift));
+                if kl {
+                    st.2.push(crate::scores::kl::image_sums(lg, &lab));
+                }
                 bar.inc();
                 Ok(())
             })
@@ -49,11 +54,15 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, feat
                 st.0 = d.0;
             }
             st.1.extend(d.1);
+            st.2.extend(d.2);
             Ok(())
         },
     )?;
     let mut cal = Calibration::from_sums(&split.name, leakage, heat, &st.1, st.0.as_deref().unwrap_or(&[]))
         .with_context(|| format!("model {model}"))?;
+    if kl {
+        cal.kl = Some(crate::scores::kl::fit(&st.2, &split.name, &mut cal.warnings)?);
+    }
     if heat {
         let mut em: Vec<EnergyMoments> = vec![];
         cx.collective(

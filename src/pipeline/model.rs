@@ -22,6 +22,7 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
         calibration,
         sml_post: cfg.method.sml,
         heat_post: cfg.method.heat,
+        params: cfg.method.params(),
     };
     let leak = |m: &MethodRef, split: &str| m.needs_calibration() && cal_split.as_deref() == Some(split);
     let ev = evaluate(cx, cfg, sw, scorer, mc, &plan, &mut o)?;
@@ -54,11 +55,21 @@ fn fit_or_reuse(cx: &Ctx, sw: &Sweep, mc: &crate::config::ModelCfg, o: &mut Mode
         Some(c) => (c, false),
         None => (sw.test, true),
     };
+    let need_kl = sw.methods.contains(&Method::KlMatching);
     let cal = match &sw.reuse {
-        Some((path, file)) => file.model(path, &mc.id, classes_of(sw.test, &mc.id, cx.inp)?, sw.need_heat)?,
+        Some((path, file)) => {
+            let cal = file.model(path, &mc.id, classes_of(sw.test, &mc.id, cx.inp)?, sw.need_heat)?;
+            anyhow::ensure!(
+                !need_kl || cal.kl.is_some(),
+                "{}: model {} has no KL-matching templates (the run that wrote it did not request kl_matching); refit or drop kl_matching",
+                path.display(),
+                mc.id
+            );
+            cal
+        }
         None => {
             let feat = sw.need_heat && features_dir(split, &mc.id).is_dir();
-            cx.timed(|p| &mut p.calibrate, || calibrate(cx, split, leakage, sw.need_heat, feat, &mc.id))?
+            cx.timed(|p| &mut p.calibrate, || calibrate(cx, split, leakage, sw.need_heat, need_kl, feat, &mc.id))?
         }
     };
     o.cal_file = Some(ModelCalibration { model: mc.id.clone(), classes: cal.sml.mean.len(), calibration: cal.clone() });

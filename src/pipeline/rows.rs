@@ -264,6 +264,8 @@ pub(crate) fn conventions(cfg: &Config, feat_models: &[String]) -> Result<Conven
         msp_temperature: cfg.method.msp.temperature,
         energy_temperature: cfg.method.energy.temperature,
         sml_variant: cfg.method.sml.variant(),
+        gen_variant: cfg.methods.iter().any(|m| m == "gen").then(|| cfg.method.gen_opt.variant()),
+        margin_variant: cfg.methods.iter().any(|m| m == "margin").then(|| cfg.method.margin.variant()),
         heat_variant: (if feat_models.is_empty() {
             format!(
                 "logits-only soft-min of z-scored logit energy and tied-covariance class-Gaussian energy (ridge {})",

@@ -144,6 +144,12 @@ pub struct Conventions {
     pub energy_temperature: f64,
     pub sml_variant: String,
     pub heat_variant: String,
+    /// `[method.gen]` in words (γ, M), when `gen` is in the sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gen_variant: Option<String>,
+    /// `[method.margin]` in words (logits or probabilities), when `margin` is in the sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin_variant: Option<String>,
     pub image_score: String,
     /// `none`, `nearest` or `bilinear` (logits upsampled to the mask).
     pub resize: String,

@@ -126,6 +126,9 @@ pub struct Calibration {
     pub pixels: u64,
     pub sml: SmlStats,
     pub heat: HeatParams,
+    /// KL matching's templates (`scores/kl.rs`), when kl_matching was requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<super::kl::KlDists>,
     pub warnings: Vec<String>,
 }
 
@@ -527,10 +530,10 @@ impl Calibration {
         let hp = if heat { fit_heat(&s, shift, npix, split)? } else { HeatParams::unfitted(s.c) };
         if leakage {
             warnings.push(format!(
-                "no calibration split: SML/HEAT statistics were fitted on the evaluated split '{split}' (leakage)"
+                "no calibration split: SML/HEAT/KL-matching statistics were fitted on the evaluated split '{split}' (leakage)"
             ));
         }
-        Ok(Calibration { split: split.to_string(), leakage, pixels: npix, sml, heat: hp, warnings })
+        Ok(Calibration { split: split.to_string(), leakage, pixels: npix, sml, heat: hp, kl: None, warnings })
     }
 }
 
@@ -745,6 +748,9 @@ impl ModelCalibration {
             if !finite || h.el_std <= 0.0 || h.gmm_std <= 0.0 {
                 bail!("HEAT fit must be finite with positive stds");
             }
+        }
+        if let Some(kl) = &cal.kl {
+            kl.check(c)?;
         }
         Ok(())
     }

@@ -21,6 +21,8 @@
 pub mod calib;
 pub mod cpu;
 pub mod gpu;
+pub mod kl;
+pub mod params;
 pub mod post;
 
 use anyhow::{Context, Result, bail};
@@ -192,6 +194,14 @@ methods! {
         temperature: Temp::None, needs: Needs { logits: true, clobbers: false, xlogx: false },
         fit: None, post: None,
     },
+    /// Hendrycks et al. 2022: `KL(p ‖ d_ĉ)`, `d_c` = the calibration
+    /// pixels' mean softmax per predicted class (`kl.rs`).
+    KlMatching => MethodSpec {
+        id: "kl_matching", display: "KL Matching", wgsl: "score_kl_matching", cpu: kl::kl_px, block: cpu::fast::kl_blk,
+        temperature: Temp::One, needs: Needs { logits: true, clobbers: false, xlogx: false },
+        fit: Some(Fit { check: kl::check_kl, gpu_pack: gpu::pack::pack_kl }),
+        post: None,
+    },
 }
 
 impl Method {
@@ -232,9 +242,6 @@ impl Method {
                 return Ok(m);
             }
         }
-        if id == "kl_matching" {
-            bail!("method 'kl_matching' (KL matching, Hendrycks et al. 2022) is not implemented yet");
-        }
         bail!(
             "unknown method '{id}' (known: {})",
             Method::ALL.iter().map(|m| m.id()).collect::<Vec<_>>().join(", ")
@@ -258,6 +265,9 @@ pub struct ScorePlan {
     /// HEAT's spatial-consistency term (off by default), applied to the
     /// whole-image HEAT map after the fused pass.
     pub heat_post: HeatPost,
+    /// `[method.gen]` / `[method.margin]` (the defaults: γ = 0.1 over all
+    /// classes, the logit margin).
+    pub params: params::MethodParams,
 }
 
 impl ScorePlan {
@@ -287,7 +297,7 @@ impl ScorePlan {
     pub fn check_fits(&self, c: usize) -> Result<()> {
         for m in &self.methods {
             if let Some(fit) = m.spec().fit {
-                let cal = self.calibration.as_ref().context("SML/HEAT requested without calibration statistics")?;
+                let cal = self.calibration.as_ref().context("SML/HEAT/KL matching requested without calibration statistics")?;
                 (fit.check)(cal, c)?;
             }
         }

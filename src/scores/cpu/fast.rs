@@ -39,6 +39,7 @@
 #![allow(clippy::needless_range_loop, clippy::excessive_precision)]
 
 use crate::data::LogitData;
+use crate::scores::params::MarginOn;
 use crate::scores::{HeatParams, Logits, ScoreMaps, ScorePlan, Scorer};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -479,33 +480,63 @@ pub fn entropy_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
 }
 
 simd_fn! {
-    fn margin_lanes(z: &[f32], c: usize, out: &mut [f32; BLOCK]) {
-        let mut m1 = *lanes(z, 0);
-        let mut m2 = [f32::NEG_INFINITY; BLOCK];
+    /// Per lane: top-1 and the runner-up with multiplicity (a tie with the
+    /// max lands in `m2`).
+    fn top2_lanes(z: &[f32], c: usize, m1: &mut [f32; BLOCK], m2: &mut [f32; BLOCK]) {
+        *m1 = *lanes(z, 0);
+        m2.fill(f32::NEG_INFINITY);
         for k in 1..c {
             let row = lanes(z, k);
             for l in 0..BLOCK {
                 let v = row[l];
-                // the runner-up with multiplicity: a tie with the max lands in m2
                 let lo = if v < m1[l] { v } else { m1[l] };
                 m2[l] = if lo > m2[l] { lo } else { m2[l] };
                 m1[l] = if v > m1[l] { v } else { m1[l] };
             }
         }
+    }
+}
+
+simd_fn! {
+    fn margin_logit_lanes(m1: &[f32; BLOCK], m2: &[f32; BLOCK], out: &mut [f32; BLOCK]) {
         for l in 0..BLOCK {
             out[l] = (-(m1[l] as f64 - m2[l] as f64)) as f32;
         }
     }
 }
 
-/// `margin`: `−(top-1 − top-2)` (exact in f64 from the f32 logits); one
-/// class gives 0.
-pub fn margin_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
+simd_fn! {
+    /// `−(p₁ − p₂) = (e^{z₂ − z₁} − 1) / Σ exp(z − max)`: the difference
+    /// exact in f64, [`exp_f64`] (its absolute error ≤ 4e-16 stays far
+    /// below the 1e-6 absolute budget when the two are close), the sum with
+    /// [`exp_f32`] in f64 as the shared softmax sums.
+    fn margin_prob_lanes(z: &[f32], c: usize, m1: &[f32; BLOCK], m2: &[f32; BLOCK], out: &mut [f32; BLOCK]) {
+        let mut s = [0f64; BLOCK];
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                s[l] += exp_f32(row[l] - m1[l]) as f64;
+            }
+        }
+        for l in 0..BLOCK {
+            out[l] = ((exp_f64(m2[l] as f64 - m1[l] as f64) - 1.0) / s[l]) as f32;
+        }
+    }
+}
+
+/// `margin`: `−(top-1 − top-2)` of the logits (exact in f64 from the f32
+/// logits) or of the probabilities; one class gives 0.
+pub fn margin_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     if b.c < 2 {
         out.fill(0.0);
         return;
     }
-    margin_lanes(&b.z, b.c, out)
+    let (mut m1, mut m2) = ([0f32; BLOCK], [0f32; BLOCK]);
+    top2_lanes(&b.z, b.c, &mut m1, &mut m2);
+    match plan.params.margin.on {
+        MarginOn::Logits => margin_logit_lanes(&m1, &m2, out),
+        MarginOn::Probs => margin_prob_lanes(&b.z, b.c, &m1, &m2, out),
+    }
 }
 
 simd_fn! {
@@ -536,8 +567,29 @@ pub fn rba_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
 }
 
 simd_fn! {
-    fn gen_lanes(z: &[f32], c: usize, max: &[f32; BLOCK], arg: &[u32; BLOCK], out: &mut [f32; BLOCK]) {
-        const G: f64 = 0.1;
+    /// `keep[k·BLOCK + l]`: whether class k is among lane l's `m` largest
+    /// logits (ties by index, as [`super::reference::in_top`]).
+    fn top_m_lanes(z: &[f32], c: usize, m: usize, keep: &mut [bool]) {
+        for k in 0..c {
+            let row = lanes(z, k);
+            let mut rank = [0u32; BLOCK];
+            for j in 0..c {
+                let other = lanes(z, j);
+                for l in 0..BLOCK {
+                    let above = other[l] > row[l] || (other[l] == row[l] && j < k);
+                    rank[l] += above as u32;
+                }
+            }
+            for l in 0..BLOCK {
+                keep[k * BLOCK + l] = (rank[l] as usize) < m;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    #[allow(clippy::too_many_arguments)]
+    fn gen_lanes(z: &[f32], c: usize, max: &[f32; BLOCK], arg: &[u32; BLOCK], g: f64, keep: &[bool], out: &mut [f32; BLOCK]) {
         let mut m2 = [f64::NEG_INFINITY; BLOCK];
         for k in 0..c {
             let row = lanes(z, k);
@@ -559,7 +611,7 @@ simd_fn! {
         for l in 0..BLOCK {
             let log_rest = (m2[l] - max[l] as f64) + ln_f64(r2[l]);
             log_s[l] = ln_f64(1.0 + exp_f64(log_rest));
-            acc[l] = exp_f64(G * (log_rest - 2.0 * log_s[l]));
+            acc[l] = exp_f64(g * (log_rest - 2.0 * log_s[l]));
         }
         for k in 0..c {
             let row = lanes(z, k);
@@ -567,10 +619,11 @@ simd_fn! {
                 let lp = row[l] as f64 - max[l] as f64 - log_s[l];
                 let q = 1.0 - exp_f64(lp);
                 let q = if q > 0.0 { q } else { 0.0 };
-                let pw = exp_f64(G * ln_f64(if q > 0.0 { q } else { 1.0 }));
+                let pw = exp_f64(g * ln_f64(if q > 0.0 { q } else { 1.0 }));
                 let pw = if q > 0.0 { pw } else { 0.0 };
-                let term = exp_f64(G * lp) * pw;
-                acc[l] += if arg[l] == k as u32 { 0.0 } else { term };
+                let term = exp_f64(g * lp) * pw;
+                let skip = arg[l] == k as u32 || (!keep.is_empty() && !keep[k * BLOCK + l]);
+                acc[l] += if skip { 0.0 } else { term };
             }
         }
         for l in 0..BLOCK {
@@ -580,13 +633,58 @@ simd_fn! {
 }
 
 /// `gen`: the reference's log-space formula per class, in f64 with
-/// [`exp_f64`] / [`ln_f64`]; fewer than two classes give 0.
-pub fn gen_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
+/// [`exp_f64`] / [`ln_f64`], over the top-M classes when M < C; fewer than
+/// two classes give 0.
+pub fn gen_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     if b.c < 2 {
         out.fill(0.0);
         return;
     }
-    gen_lanes(&b.z, b.c, &b.max, &b.arg, out)
+    let g = plan.params.gen_entropy;
+    let m = g.m(b.c);
+    let mut keep = vec![];
+    if m < b.c {
+        keep.resize(b.c * BLOCK, false);
+        top_m_lanes(&b.z, b.c, m, &mut keep);
+    }
+    gen_lanes(&b.z, b.c, &b.max, &b.arg, g.gamma, &keep, out)
+}
+
+simd_fn! {
+    /// `KL(p ‖ d_ĉ)` per lane in f64: `p_j = e_j / S` with [`exp_f64`], the
+    /// reference's terms and order (`log d` gathered from row ĉ).
+    fn kl_lanes(z: &[f32], c: usize, max: &[f32; BLOCK], arg: &[u32; BLOCK], ld: &[f64], out: &mut [f32; BLOCK]) {
+        let mut s = [0f64; BLOCK];
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                s[l] += exp_f64(row[l] as f64 - max[l] as f64);
+            }
+        }
+        let mut ls = [0f64; BLOCK];
+        for l in 0..BLOCK {
+            ls[l] = ln_f64(s[l]);
+        }
+        let mut acc = [0f64; BLOCK];
+        for k in 0..c {
+            let row = lanes(z, k);
+            for l in 0..BLOCK {
+                let d = row[l] as f64 - max[l] as f64;
+                let e = exp_f64(d);
+                let t = e / s[l] * ((d - ls[l]) - ld[arg[l] as usize * c + k]);
+                acc[l] += if e == 0.0 { 0.0 } else { t };
+            }
+        }
+        for l in 0..BLOCK {
+            out[l] = acc[l] as f32;
+        }
+    }
+}
+
+/// `kl_matching`: see [`crate::scores::kl`]; f64 throughout.
+pub fn kl_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
+    let kl = plan.calibration.as_ref().and_then(|c| c.kl.as_ref()).expect("kl_matching needs calibration");
+    kl_lanes(&b.z, b.c, &b.max, &b.arg, kl.log_dists(), out)
 }
 
 simd_fn! {

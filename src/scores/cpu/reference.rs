@@ -5,6 +5,7 @@
 //! method is one small function of a pixel's logits so the formulas can be
 //! read next to SPEC §4.
 
+use crate::scores::params::{GenParams, MarginOn};
 use crate::scores::{HeatParams, Logits, Method, ScoreMaps, ScorePlan, Scorer};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -103,45 +104,81 @@ pub type CpuFn = fn(&mut Pixel, &ScorePlan) -> f64;
 /// Margin: `−(top-1 − top-2 logit)`, the second largest counted with
 /// multiplicity (a tied maximum gives 0); one class gives 0.
 pub fn margin(z: &[f64]) -> f64 {
+    margin_with(z, MarginOn::Logits)
+}
+
+/// The largest value, its first index and the runner-up counted with
+/// multiplicity (`None` for one class).
+fn top2(z: &[f64]) -> (f64, usize, Option<f64>) {
     let (m, a) = max_argmax(z);
     let second = z.iter().enumerate().filter(|&(c, _)| c != a).map(|(_, &v)| v).fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))));
-    -(m - second.unwrap_or(m))
+    (m, a, second)
 }
 
-/// `margin`: see [`margin`].
-pub fn margin_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
-    margin(px.z)
+/// Margin on the logits, or on `p = softmax(z)` (T = 1):
+/// `−(p₁ − p₂) = expm1(z₂ − z₁) / Σ exp(z − max)` (no cancellation when
+/// the two are close).
+pub fn margin_with(z: &[f64], on: MarginOn) -> f64 {
+    let (m, _, second) = top2(z);
+    let Some(m2) = second else { return 0.0 };
+    match on {
+        MarginOn::Logits => -(m - m2),
+        MarginOn::Probs => (m2 - m).exp_m1() / z.iter().map(|&v| (v - m).exp()).sum::<f64>(),
+    }
 }
 
-/// Generalized entropy (Liu et al., CVPR 2023) with γ = 0.1 over all
-/// classes: `Σ_c p_c^γ (1 − p_c)^γ`, `p = softmax(z)`. The official code
-/// (`XixiLiu95/GEN` `benchmark.py` `generalized_entropy`) returns its
-/// negation as a confidence; bench's sign is higher = more anomalous.
-/// Computed in log space (as the shader): `p^γ = exp(γ(z − max − log S))`,
-/// and the predicted class's `1 − p = rest / S` with `log rest` from the
-/// runner-up, so that nothing rounds to 0 before the power.
+/// `margin`: see [`margin_with`].
+pub fn margin_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
+    margin_with(px.z, plan.params.margin.on)
+}
+
+/// Generalized entropy (Liu et al., CVPR 2023) with the paper's defaults,
+/// γ = 0.1 over all classes; see [`gen_entropy_with`].
 pub fn gen_entropy(z: &[f64]) -> f64 {
-    const G: f64 = 0.1;
+    gen_entropy_with(z, &GenParams::default())
+}
+
+/// Whether class `c` is among the `m` largest of `z` (ties broken by
+/// index: equal values give equal terms, so the sum does not depend on it;
+/// the first argmax always is).
+#[inline]
+pub fn in_top(z: &[f64], c: usize, m: usize) -> bool {
+    let v = z[c];
+    z.iter().enumerate().filter(|&(j, &w)| w > v || (w == v && j < c)).count() < m
+}
+
+/// Generalized entropy: `Σ p_c^γ (1 − p_c)^γ` over the M largest
+/// `p = softmax(z)`. The official code (`XixiLiu95/GEN` `benchmark.py`
+/// `generalized_entropy`) returns its negation as a confidence; bench's
+/// sign is higher = more anomalous. Computed in log space (as the shader):
+/// `p^γ = exp(γ(z − max − log S))`, and the predicted class's
+/// `1 − p = rest / S` with `log rest` from the runner-up, so that nothing
+/// rounds to 0 before the power.
+pub fn gen_entropy_with(z: &[f64], g: &GenParams) -> f64 {
     if z.len() < 2 {
         return 0.0;
     }
+    let (gamma, top) = (g.gamma, g.m(z.len()));
     let (m, a) = max_argmax(z);
-    let others = || z.iter().enumerate().filter(move |&(c, _)| c != a).map(|(_, &v)| v);
-    let m2 = others().fold(f64::NEG_INFINITY, f64::max);
-    let r2: f64 = others().map(|v| (v - m2).exp()).sum();
+    let others = || z.iter().enumerate().filter(move |&(c, _)| c != a);
+    let m2 = others().fold(f64::NEG_INFINITY, |b, (_, &v)| b.max(v));
+    let r2: f64 = others().map(|(_, &v)| (v - m2).exp()).sum();
     let log_rest = (m2 - m) + r2.ln();
     let log_s = (1.0 + log_rest.exp()).ln();
-    let mut acc = (G * (log_rest - 2.0 * log_s)).exp();
-    for v in others() {
+    let mut acc = (gamma * (log_rest - 2.0 * log_s)).exp();
+    for (c, &v) in others() {
+        if top < z.len() && !in_top(z, c, top) {
+            continue;
+        }
         let lp = v - m - log_s;
-        acc += (G * lp).exp() * (1.0 - lp.exp()).max(0.0).powf(G);
+        acc += (gamma * lp).exp() * (1.0 - lp.exp()).max(0.0).powf(gamma);
     }
     acc
 }
 
-/// `gen`: see [`gen_entropy`].
-pub fn gen_px(px: &mut Pixel, _: &ScorePlan) -> f64 {
-    gen_entropy(px.z)
+/// `gen`: see [`gen_entropy_with`].
+pub fn gen_px(px: &mut Pixel, plan: &ScorePlan) -> f64 {
+    gen_entropy_with(px.z, &plan.params.gen_entropy)
 }
 
 /// Rejected by All (Nayal et al., ICCV 2023): `−Σ_k tanh(l_k)` (RbA

@@ -311,6 +311,7 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
         pack.params.rows[s] = if *r == u32::MAX { 0 } else { *r };
     }
     let (nt, xs) = temperatures(plan, &wanted, &mut pack.params)?;
+    super::pack::pack_params(plan, c, &mut pack.params);
     for &m in &wanted {
         if m.spec().needs.logits {
             ensure!(
@@ -331,7 +332,7 @@ fn prepare(plan: &ScorePlan, c: usize) -> Result<Prepared> {
     }
     for &m in &wanted {
         if let Some(fit) = m.spec().fit {
-            let cal = plan.calibration.as_ref().context("SML/HEAT requested without calibration statistics")?;
+            let cal = plan.calibration.as_ref().context("SML/HEAT/KL matching requested without calibration statistics")?;
             (fit.check)(cal, c)?;
             (fit.gpu_pack)(cal, c, &mut pack)?;
         }
@@ -887,6 +888,7 @@ mod tests {
                 gmm_mean: 7.0,
                 gmm_std: 2.0,
             },
+            kl: None,
             warnings: vec![],
         }
     }
@@ -898,7 +900,7 @@ mod tests {
             energy_temperature: t_en,
             calibration: Some(cal(c, 2)),
             sml_post: Default::default(),
-            heat_post: Default::default(),
+            heat_post: Default::default(), params: Default::default(),
         }
     }
 
@@ -920,7 +922,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(Params, t), 128);
         assert_eq!(std::mem::offset_of!(Params, inv_t), 176);
         assert_eq!(std::mem::offset_of!(Params, el_mean_hi), 192);
-        assert_eq!(std::mem::size_of::<Params>(), 224);
+        assert_eq!(std::mem::size_of::<Params>(), 240);
         // HEAT overwrites the logit array: its block comes after every other
         let heat = src.find("let v_heat").unwrap();
         for id in ["margin", "gen", "rba"] {
@@ -1003,7 +1005,7 @@ mod tests {
             energy_temperature: 1.0,
             calibration: None,
             sml_post: Default::default(),
-            heat_post: Default::default(),
+            heat_post: Default::default(), params: Default::default(),
         };
         assert!(prepare(&p, 3).is_err());
         assert!(prepare(&plan(&[Method::MaxLogit], 1.0, 1.0, 3), 0).is_err());

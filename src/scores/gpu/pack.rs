@@ -7,8 +7,8 @@
 //! table (`MethodSpec::fit`); [`super::fused`] only calls the packers of
 //! the methods a plan asks for, in slot order, and uploads the result.
 
-use crate::scores::Calibration;
-use anyhow::{Result, ensure};
+use crate::scores::{Calibration, ScorePlan};
+use anyhow::{Context, Result, ensure};
 
 /// Method slots the `Params` tables hold (`array<vec4<u32>, 2>`).
 pub const MAX_SLOTS: usize = 12;
@@ -16,7 +16,7 @@ pub const MAX_SLOTS: usize = 12;
 /// the shader's private array supports on the GPU.
 pub const MAX_LOGIT_ARRAY: usize = 256;
 
-/// Uniform block of `scores.wgsl` (`struct Params`, 224 bytes).
+/// Uniform block of `scores.wgsl` (`struct Params`, 240 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
@@ -45,9 +45,16 @@ pub struct Params {
     pub pred_row: u32,
     /// HEAT on features: their dimension D (rows C..C+D of the tile), 0 = logits
     pub feat_dim: u32,
+    /// `gen`: γ and M (M = C: every class)
+    pub gen_gamma: f32,
+    pub gen_m: u32,
+    /// `margin`: 1 = on the probabilities, 0 = on the logits
+    pub margin_probs: u32,
+    /// `kl_matching`: offset of the C×C class-mean distributions in `aux`
+    pub off_kl: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Params>() == 224);
+const _: () = assert!(std::mem::size_of::<Params>() == 240);
 
 /// What the packers of one plan fill in.
 #[derive(Debug, Default)]
@@ -61,6 +68,15 @@ pub struct Pack {
 
 /// A method's packer: its fitted statistics for `c` classes into `pack`.
 pub type PackFn = fn(&Calibration, usize, &mut Pack) -> Result<()>;
+
+/// The parameters of the methods that have them but no fitted statistics
+/// (`[method.gen]`, `[method.margin]`), for `c` classes.
+pub fn pack_params(plan: &ScorePlan, c: usize, p: &mut Params) {
+    let g = &plan.params.gen_entropy;
+    p.gen_gamma = g.gamma as f32;
+    p.gen_m = g.m(c) as u32;
+    p.margin_probs = (plan.params.margin.on == crate::scores::params::MarginOn::Probs) as u32;
+}
 
 /// An f64 as an (hi, lo) pair of f32 whose sum carries ~48 bits.
 pub fn split(x: f64) -> (f32, f32) {
@@ -117,5 +133,14 @@ pub fn pack_heat(cal: &Calibration, c: usize, pack: &mut Pack) -> Result<()> {
             && p.gmm_std > 0.0,
         "HEAT parameters are not finite in f32"
     );
+    Ok(())
+}
+
+/// KL matching: `log d_cj` row by row (C×C f32) at `off_kl`.
+pub fn pack_kl(cal: &Calibration, c: usize, pack: &mut Pack) -> Result<()> {
+    let kl = cal.kl.as_ref().context("kl_matching requested without KL-matching templates")?;
+    pack.params.off_kl = pack.aux.len() as u32;
+    pack.aux.extend(kl.log_dists()[..c * c].iter().map(|&v| v as f32));
+    ensure!(pack.aux.iter().all(|v| v.is_finite()), "KL-matching templates are not finite in f32");
     Ok(())
 }
