@@ -175,6 +175,10 @@ struct SynthCmd {
     /// Number of anomaly types (mask values 1..=N), for failure-mode breakdowns.
     #[arg(long)]
     anomaly_types: Option<u8>,
+    /// Drifted copies of test as `name=scale` (split `test@<name>`, every
+    /// logit times scale), or `none`; default: the demo's `lighting=0.85`.
+    #[arg(long, value_delimiter = ',')]
+    drifted: Vec<String>,
 }
 
 fn main() {
@@ -551,6 +555,17 @@ impl SynthCmd {
         spec.width = self.width.unwrap_or(spec.width);
         spec.classes = self.classes.unwrap_or(spec.classes);
         spec.anomaly_types = self.anomaly_types.unwrap_or(spec.anomaly_types);
+        if !self.drifted.is_empty() {
+            spec.drifted = self
+                .drifted
+                .iter()
+                .filter(|d| d.as_str() != "none")
+                .map(|d| {
+                    let (name, k) = d.split_once('=').with_context(|| format!("--drifted: expected name=scale or none, got {d:?}"))?;
+                    Ok((name.to_string(), k.parse().with_context(|| format!("--drifted: bad scale in {d:?}"))?))
+                })
+                .collect::<Result<_>>()?;
+        }
         Ok(spec)
     }
 }

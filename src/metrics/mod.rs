@@ -18,6 +18,7 @@
 pub mod binned;
 pub mod bootstrap;
 pub mod conventions;
+pub mod dashboard;
 pub mod drift;
 pub mod engine;
 pub mod keyhist;

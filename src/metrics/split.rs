@@ -8,6 +8,7 @@
 //! The wiring decides only which images feed them.
 
 use crate::data::label;
+use crate::metrics::dashboard::ImageStats;
 use crate::metrics::drift::{NormalStats, Refiner};
 use crate::metrics::engine::{Ranker, Tally};
 use crate::metrics::operating::{RankHist, RankRefiner, RankTally};
@@ -59,10 +60,15 @@ pub struct Pass1 {
     /// the split the thresholds are chosen on (empty elsewhere).
     #[serde(default)]
     pub ranks: Vec<RankHist>,
+    /// Drift sensitivity (`SplitOpts::dashboard`): per method, one record
+    /// per image at the probe thresholds (empty otherwise).
+    #[serde(default)]
+    pub dash: Vec<ImageStats>,
 }
 
 impl Pass1 {
     pub fn new(nm: usize, nt: usize, opts: &SplitOpts, probes: Vec<Vec<f32>>) -> Self {
+        let probes_of = probes.clone();
         Pass1 {
             pos: (0..nm).map(|_| PositiveCollector::new()).collect(),
             tpos: (0..nm).map(|_| (0..nt).map(|_| PositiveCollector::new()).collect()).collect(),
@@ -81,6 +87,10 @@ impl Pass1 {
             per_image_defined: vec![],
             pos_in: if opts.normal_positive { (0..nm).map(|_| PositiveCollector::new()).collect() } else { vec![] },
             ranks: if opts.frr_budgets.is_empty() { vec![] } else { vec![RankHist::default(); nm] },
+            dash: match opts.dashboard {
+                Some(keep_hist) => probes_of.into_iter().map(|t| ImageStats::new(t, keep_hist)).collect(),
+                None => vec![],
+            },
         }
     }
 
@@ -138,8 +148,12 @@ impl Pass1 {
                     self.per_image_skipped[m] += 1;
                 }
             }
-            if valid {
-                self.image_scores[m].push(image_score(s, &lab, opts.topk));
+            let img = valid.then(|| image_score(s, &lab, opts.topk));
+            if let Some(v) = img {
+                self.image_scores[m].push(v);
+            }
+            if let Some(d) = self.dash.get_mut(m) {
+                d.add(s, &lab, img);
             }
         }
         self.cached_bytes += (maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len()) as u64;
@@ -173,6 +187,7 @@ impl Pass1 {
             per_image_defined: self.per_image_defined.clone(),
             pos_in: self.pos_in.clone(),
             ranks: self.ranks.clone(),
+            dash: self.dash.clone(),
         }
     }
 
@@ -239,6 +254,10 @@ impl Pass1 {
         ensure!(o.ranks.len() == self.ranks.len(), "merging pass states with and without FRR-budget histograms");
         for (a, b) in self.ranks.iter_mut().zip(&o.ranks) {
             a.absorb(b);
+        }
+        ensure!(o.dash.len() == self.dash.len(), "merging pass states with and without per-image drift records");
+        for (a, b) in self.dash.iter_mut().zip(o.dash) {
+            a.absorb(b)?;
         }
         self.void += o.void;
         if o.dtype.is_some() {
@@ -333,6 +352,7 @@ impl Pass2 {
 }
 
 /// Per-split options of the evaluation.
+#[derive(Clone)]
 pub struct SplitOpts {
     /// AUPRO: weight positives by 1/|region|.
     pub regions: bool,
@@ -353,6 +373,10 @@ pub struct SplitOpts {
     /// this split (the normal-score order statistics they need); empty on a
     /// split that only applies thresholds.
     pub frr_budgets: Vec<f64>,
+    /// Drift sensitivity: per-image records at the probe thresholds
+    /// (`Some(keep_hist)`: also each image's normal-score histogram, on the
+    /// baseline split); `None` on splits that need none (val).
+    pub dashboard: Option<bool>,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.

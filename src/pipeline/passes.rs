@@ -65,6 +65,9 @@ pub(crate) struct SplitEval {
     /// Per method, per FRR budget of [`SplitOpts::frr_budgets`]: the normal
     /// order statistic of pixel-level `far_at_frr` (empty when none).
     pub(crate) rank_picks: Vec<Vec<crate::metrics::operating::RankPick>>,
+    /// Per method (`SplitOpts::dashboard`): one record per image, for the
+    /// drift-sensitivity resamples (empty otherwise).
+    pub(crate) dash: Vec<crate::metrics::dashboard::ImageStats>,
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -84,6 +87,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) next: std::cell::Cell<usize>,
     /// The current model's phase timings.
     pub(crate) phases: std::cell::Cell<Phases>,
+    /// Names of the drifted test copies (`test@<name>`), in plan order.
+    pub(crate) drifted: Vec<String>,
 }
 
 impl Ctx<'_> {
@@ -162,7 +167,7 @@ pub(crate) fn eval_split(
     let mut p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
     let image_means = p1.image_means(opts);
     let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, dash, .. } = p1;
     let p2 = Pass2 {
         rankers: pos.into_iter().map(|p| p.finish()).collect(),
         trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
@@ -206,12 +211,17 @@ pub(crate) fn eval_split(
         per_image,
         counts_in,
         rank_picks,
+        dash,
     })
 }
 
-/// Pass `step` of `split` in the plan: test's, else val's.
-fn split_pass(split: &Split, step: u8) -> super::PassKind {
-    if split.name == "test" { super::PassKind::Test(step) } else { super::PassKind::Val(step) }
+/// Pass `step` of `split` in the plan: test's, a drifted copy's, else val's.
+fn split_pass(cx: &Ctx, split: &Split, step: u8) -> super::PassKind {
+    match cx.drifted.iter().position(|d| *d == split.name) {
+        _ if split.name == "test" => super::PassKind::Test(step),
+        Some(i) => super::PassKind::Drifted(i as u16, step),
+        None => super::PassKind::Val(step),
+    }
 }
 
 /// `[<dataset>/]<model>`'s pass `step` of `split`: its progress label and
@@ -230,7 +240,7 @@ fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
     let (label, id) = pass_names(cx, split, model, 1);
     let mut p1 = Pass1::new(nm, nt, opts, probes);
     cx.collective(
-        split_pass(split, 1),
+        split_pass(cx, split, 1),
         label,
         &id,
         split.stems.len(),
@@ -261,7 +271,7 @@ fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
     let (label, id) = pass_names(cx, split, model, 2);
     cx.collective(
-        split_pass(split, 2),
+        split_pass(cx, split, 2),
         label,
         &id,
         split.stems.len(),

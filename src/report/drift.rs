@@ -19,7 +19,24 @@ pub const DRIFT_FORMAT: &str = "bench-drift/1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DriftFile {
     pub cells: Vec<DriftCell>,
+    /// Per (model, method): the clean test split's dashboard statistics
+    /// with σ from its image resamples, the baseline of `bench drift` over
+    /// runs (absent in files of older versions).
+    #[serde(default)]
+    pub dashboard: Vec<DashCell>,
     pub format: String,
+}
+
+/// One (model, method)'s dashboard baseline: each statistic's value on
+/// `split` (`value` = `baseline`) and σ over `samples` image resamples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DashCell {
+    pub method: String,
+    pub model: String,
+    pub samples: u32,
+    pub seed: u64,
+    pub split: String,
+    pub stats: Vec<crate::report::results::DashStat>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,8 +48,8 @@ pub struct DriftCell {
 }
 
 impl DriftFile {
-    pub fn new(cells: Vec<DriftCell>) -> DriftFile {
-        DriftFile { cells, format: DRIFT_FORMAT.into() }
+    pub fn new(cells: Vec<DriftCell>, dashboard: Vec<DashCell>) -> DriftFile {
+        DriftFile { cells, dashboard, format: DRIFT_FORMAT.into() }
     }
 }
 
