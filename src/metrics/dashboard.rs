@@ -94,6 +94,15 @@ impl ImageStats {
     }
 }
 
+/// The seed's rule: a statistic has drifted when it moved more than 2σ from
+/// the baseline; a divergence (`kl`, `mmd2`) only upwards, since one below
+/// the chance level of the baseline's own resamples is no drift. `None`
+/// when the change or σ is undefined.
+pub fn flagged(statistic: &str, delta: Option<f64>, sigma: Option<f64>) -> Option<bool> {
+    let (d, s) = (delta?, sigma?);
+    Some(if matches!(statistic, "kl" | "mmd2") { d > 2.0 * s } else { d.abs() > 2.0 * s })
+}
+
 /// The image draws of `samples` replicates over `n` images.
 pub fn replicate_draws(seed: u64, samples: u32, n: usize) -> Vec<Vec<usize>> {
     (0..samples).map(|r| super::bootstrap::draws(seed, r, n)).collect()

@@ -8,6 +8,7 @@
 
 use super::*;
 use crate::metrics::dashboard::*;
+use crate::metrics::drift::DriftStats;
 use crate::metrics::operating::Level;
 use crate::report::results::{DashStat, DriftSplit, MetricDelta, ThresholdDrift};
 
@@ -48,7 +49,7 @@ pub(crate) fn hard(ch: &[Chosen]) -> Hard {
 fn stat(level: Level, name: &str, baseline: Option<f64>, reps: &[Option<f64>], value: Option<f64>) -> DashStat {
     let sigma = sigma(reps);
     let delta = value.zip(baseline).map(|(v, b)| v - b);
-    DashStat { level, statistic: name.into(), baseline, sigma, value, delta, flagged: delta.zip(sigma).map(|(d, s)| d.abs() > 2.0 * s) }
+    DashStat { level, statistic: name.into(), baseline, sigma, value, delta, flagged: flagged(name, delta, sigma) }
 }
 
 /// The split's values of the non-divergence statistics over the images
@@ -69,14 +70,18 @@ fn values(recs: &[ImageRec], draw: &[usize], h: Hard) -> [Option<f64>; 5] {
 /// (clean test; `e` = `base` for the baseline's own row), σ from the
 /// baseline's image resamples.
 pub(crate) fn dashboard(base: &SplitEval, e: &SplitEval, mi: usize, h: Hard, rs: &Resampling) -> Vec<DashStat> {
-    let (brec, rec) = (&base.dash[mi].images, &e.dash[mi].images);
+    dashboard_of((&base.dash[mi].images, &base.drift[mi]), (&e.dash[mi].images, &e.drift[mi]), h, rs)
+}
+
+/// [`dashboard`] from the per-image records and normal-score statistics
+/// of the baseline and the evaluated split.
+fn dashboard_of((brec, bd): (&[ImageRec], &DriftStats), (rec, d): (&[ImageRec], &DriftStats), h: Hard, rs: &Resampling) -> Vec<DashStat> {
     let all: Vec<usize> = (0..rec.len()).collect();
     let (b, v) = (values(brec, &all, h), values(rec, &all, h));
     let reps: Vec<[Option<f64>; 5]> = rs.draws.iter().map(|d| values(brec, d, h)).collect();
-    let hreps = hist_replicates(brec, &rs.draws, &base.drift[mi]);
+    let hreps = hist_replicates(brec, &rs.draws, bd);
     let col = |k: usize| reps.iter().map(|r| r[k]).collect::<Vec<_>>();
     let hcol = |k: usize| hreps.iter().map(|r| r[k]).collect::<Vec<_>>();
-    let (bd, d) = (&base.drift[mi], &e.drift[mi]);
     vec![
         stat(Level::Pixel, "mean", bd.mean, &col(0), d.mean),
         stat(Level::Pixel, "p95", bd.quantile(0.95), &hcol(0), d.quantile(0.95)),
@@ -212,4 +217,50 @@ pub(crate) fn drift_split_rows(cfg: &Config, model: &str, cols: &[MethodRef], sp
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::drift::drift_of;
+
+    /// 20 images of normal pixels (and an anomaly each) scored `f(image, pixel)`.
+    fn split(f: impl Fn(usize, usize) -> f32) -> (Vec<ImageRec>, DriftStats) {
+        let mut st = ImageStats::new(vec![5.0], true);
+        let (mut all, mut labs) = (vec![], vec![]);
+        for i in 0..20 {
+            let s: Vec<f32> = (0..50).map(|p| f(i, p)).chain([9.0]).collect();
+            let l: Vec<u8> = (0..50).map(|_| 0).chain([1]).collect();
+            st.add(&s, &l, Some(9.0));
+            all.extend(&s);
+            labs.extend(&l);
+        }
+        (st.images, drift_of(&all, &labs))
+    }
+
+    #[test]
+    fn two_sigma_flags_the_moved_statistic_only() {
+        // baseline: per image 2..=6 pixels above the threshold 5, the rest at a level 0..2.2 below it
+        let above = |i: usize, p: usize| p < 2 + i % 5;
+        let base = move |i: usize, p: usize| if above(i, p) { 6.0 + (i % 3) as f32 } else { (i % 4) as f32 * 0.5 + (p % 7) as f32 * 0.1 };
+        // drifted: the scores below the threshold rise by 1 (still below it); the rejected pixels are unchanged
+        let moved = move |i: usize, p: usize| if above(i, p) { base(i, p) } else { base(i, p) + 1.0 };
+        let (b, e) = (split(base), split(moved));
+        let rs = Resampling { samples: 100, seed: 3, draws: replicate_draws(3, 100, 20) };
+        let h = Hard { pixel: Some(0), image: None };
+        let st = dashboard_of((&b.0, &b.1), (&e.0, &e.1), h, &rs);
+        let get = |s: &str| st.iter().find(|x| x.level == Level::Pixel && x.statistic == s).unwrap();
+        let mean = get("mean");
+        assert!(mean.sigma.unwrap() > 0.0 && mean.delta.unwrap() > 2.0 * mean.sigma.unwrap(), "{mean:?}");
+        assert_eq!(mean.flagged, Some(true));
+        let rej = get("reject_rate");
+        assert_eq!((rej.baseline, rej.value, rej.delta), (Some(0.08), Some(0.08), Some(0.0)));
+        assert!(rej.sigma.unwrap() > 0.001 && rej.flagged == Some(false), "{rej:?}");
+        // the baseline against itself: nothing flagged
+        let same = dashboard_of((&b.0, &b.1), (&b.0, &b.1), h, &rs);
+        assert!(same.iter().all(|x| x.flagged != Some(true)), "{same:?}");
+        // no resamples: no σ, so no flag either way
+        let none = Resampling { samples: 0, seed: 0, draws: vec![] };
+        assert!(dashboard_of((&b.0, &b.1), (&e.0, &e.1), h, &none).iter().all(|x| x.sigma.is_none() && x.flagged.is_none()));
+    }
 }

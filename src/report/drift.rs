@@ -136,7 +136,7 @@ fn run_stats(base: &Run, r: &Run, b: &DashCell) -> Option<Vec<crate::report::res
                     _ => mine.stats.iter().find(|s| s.level == s0.level && s.statistic == s0.statistic).and_then(|s| s.value),
                 };
                 let delta = value.zip(s0.baseline).map(|(v, x)| v - x);
-                crate::report::results::DashStat { value, delta, flagged: delta.zip(s0.sigma).map(|(d, sg)| d.abs() > 2.0 * sg), ..s0.clone() }
+                crate::report::results::DashStat { value, delta, flagged: crate::metrics::dashboard::flagged(&s0.statistic, delta, s0.sigma), ..s0.clone() }
             })
             .collect(),
     )

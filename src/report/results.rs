@@ -168,7 +168,8 @@ pub struct DashStat {
     pub sigma: Option<f64>,
     pub value: Option<f64>,
     pub delta: Option<f64>,
-    /// |delta| > 2σ; null when σ or the value is undefined.
+    /// |delta| > 2σ (a divergence: delta > 2σ); null when σ or the value
+    /// is undefined.
     pub flagged: Option<bool>,
 }
 
