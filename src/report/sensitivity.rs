@@ -155,7 +155,7 @@ fn dashboard(r: &Results, boot: &str) -> Table {
     header.extend(DASH_COLS.iter().map(|c| c.2));
     let notes = vec![
         format!("**Format**: the statistic on the drifted split (its distance from clean `test` in σ); {FLAG} = moved more than 2σ (seed 000's dashboard rule; KL and MMD² only upwards). Normal pixels: mean and p95 of their scores (raw units), reject % = good pixels at or above the deployed hard threshold, KL(drifted ‖ test) on the 16-bit score-key histogram (+0.5 smoothing) and MMD² (Gaussian kernel, σ = pooled std). Normal images: mean and p95 of their image scores, reject % at the image-level hard threshold."),
-        format!("σ = standard deviation over {boot} of clean test: mean and reject rates from per-image sums, p95 from per-image normal-score histograms (16-bit score-key buckets, bucket centres), image statistics from the image scores. For KL and MMD² the baseline is the mean divergence of test's own resamples to test (the first {} resamples), σ their spread.", crate::metrics::dashboard::DIVERGENCE_RESAMPLES),
+        format!("σ = standard deviation over {boot} of clean test: mean and reject rates from each image's sums, p95 from each image's normal-score histogram (16-bit score-key buckets, bucket centres), image statistics from the image scores. For KL and MMD² the baseline is the mean divergence of test's own resamples to test (the first {} resamples), σ their spread.", crate::metrics::dashboard::DIVERGENCE_RESAMPLES),
     ];
     table("Drift dashboard (2σ rule)", notes, &header, rows)
 }
