@@ -745,7 +745,7 @@ fn synth_is_deterministic_and_sane() {
     let ds = Dataset::open(&a).unwrap();
     assert_eq!(
         ds.splits.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-        ["calibration", "test", "val"]
+        ["calibration", "test", "test@lighting", "val"]
     );
     let count = |split: &str| -> (usize, usize, usize) {
         let s = ds.split(split).unwrap();
