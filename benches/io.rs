@@ -39,6 +39,7 @@ fn synth(c: &mut Criterion) {
         splits: vec![("test".into(), n)],
         models: vec![SynthModel { id: "m".into(), f16: true, quality: 0.8 }],
         anomaly_types: 3,
+        drifted: vec![],
     };
     let mut g = c.benchmark_group("synth_512x512x13_f16");
     g.sampling_mode(SamplingMode::Flat).sample_size(10).measurement_time(Duration::from_secs(5));

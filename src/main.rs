@@ -77,8 +77,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Normal-pixel score drift between two results folders (mean, p95, KL, MMD²).
-    Drift { a: PathBuf, b: PathBuf },
+    /// Normal-score drift over two or more results folders in time order: the
+    /// 2σ dashboard vs the first run (with two, first the pairwise a → b table).
+    Drift {
+        #[arg(num_args = 2.., required = true)]
+        runs: Vec<PathBuf>,
+        /// Write the trend plot (SVG) of one model/method cell here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// The plotted cell as `model/method` (default: the first run's first).
+        #[arg(long)]
+        cell: Option<String>,
+    },
     /// Re-render report.md and report.html (the honest evaluation page) from results.json alone.
     Report {
         results: PathBuf,
@@ -175,6 +185,10 @@ struct SynthCmd {
     /// Number of anomaly types (mask values 1..=N), for failure-mode breakdowns.
     #[arg(long)]
     anomaly_types: Option<u8>,
+    /// Drifted copies of test as `name=scale` (split `test@<name>`, every
+    /// logit times scale), or `none`; default: the demo's `lighting=0.85`.
+    #[arg(long, value_delimiter = ',')]
+    drifted: Vec<String>,
 }
 
 fn main() {
@@ -230,7 +244,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Diff { a, b, tol, metric, json } => cmd_diff(&a, &b, tol, &metric, json),
-        Cmd::Drift { a, b } => cmd_drift(&a, &b),
+        Cmd::Drift { runs, plot, cell } => cmd_drift(&runs, plot.as_deref(), cell.as_deref()),
         Cmd::Report { results, check } => cmd_report(&results, check),
         Cmd::Synth(sy) => {
             let out = sy.out.clone();
@@ -428,20 +442,37 @@ fn cmd_diff(a: &Path, b: &Path, tol: f64, metric: &[String], json: bool) -> Resu
     Ok(if ok { 0 } else { 1 })
 }
 
-/// `bench drift A B`: normal-score drift per dataset present in both.
-fn cmd_drift(a: &Path, b: &Path) -> Result<i32> {
-    // a `[[datasets]]` folder: one comparison per dataset present in both
-    let names: Vec<Option<String>> = Results::load_sets(a)?.into_iter().map(|x| x.0).collect();
+/// `bench drift RUN1 RUN2 ...`: per dataset (a `[[datasets]]` folder: each
+/// present in the first run) the pairwise table (two runs) and the 2σ
+/// dashboard over the runs; `--plot` writes one cell's trend (the first
+/// dataset's).
+fn cmd_drift(runs: &[PathBuf], plot: Option<&Path>, cell: Option<&str>) -> Result<i32> {
+    for r in runs {
+        Results::load_sets(r).with_context(|| format!("{}: not a results folder of `bench run`", r.display()))?;
+    }
+    let names: Vec<Option<String>> = Results::load_sets(&runs[0])?.into_iter().map(|x| x.0).collect();
+    let md = |t: &markup::Table| <markup::Markdown as markup::Dialect>::table(&markup::Markdown, t);
+    let mut plotted = false;
     for n in names {
-        let (da, db) = match &n {
-            Some(n) => {
-                println!("## Dataset `{n}`\n");
-                (a.join(n), b.join(n))
-            }
-            None => (a.to_path_buf(), b.to_path_buf()),
-        };
-        let t = report::drift::compare(&da, &db)?;
-        print!("{}", <markup::Markdown as markup::Dialect>::table(&markup::Markdown, &t));
+        let dirs: Vec<PathBuf> = runs.iter().map(|r| n.as_ref().map_or(r.clone(), |n| r.join(n))).collect();
+        if let Some(n) = &n {
+            println!("## Dataset `{n}`\n");
+        }
+        if let [a, b] = dirs.as_slice() {
+            print!("{}", md(&report::drift::compare(a, b)?));
+            println!();
+        }
+        let (t, series) = report::drift::dashboard_over_runs(&dirs)?;
+        print!("{}", md(&t));
+        if let (Some(p), false) = (plot, plotted) {
+            let s = match cell {
+                Some(c) => series.iter().find(|s| s.cell == c).with_context(|| format!("--cell {c}: no such model/method in {}", dirs[0].display()))?,
+                None => series.first().with_context(|| format!("{}: no dashboard cells to plot", dirs[0].display()))?,
+            };
+            std::fs::write(p, report::drift::trend_svg(s, dirs.len())).with_context(|| format!("{}: cannot write the plot", p.display()))?;
+            eprintln!("wrote {}", p.display());
+            plotted = true;
+        }
     }
     Ok(0)
 }
@@ -558,6 +589,17 @@ impl SynthCmd {
         spec.width = self.width.unwrap_or(spec.width);
         spec.classes = self.classes.unwrap_or(spec.classes);
         spec.anomaly_types = self.anomaly_types.unwrap_or(spec.anomaly_types);
+        if !self.drifted.is_empty() {
+            spec.drifted = self
+                .drifted
+                .iter()
+                .filter(|d| d.as_str() != "none")
+                .map(|d| {
+                    let (name, k) = d.split_once('=').with_context(|| format!("--drifted: expected name=scale or none, got {d:?}"))?;
+                    Ok((name.to_string(), k.parse().with_context(|| format!("--drifted: bad scale in {d:?}"))?))
+                })
+                .collect::<Result<_>>()?;
+        }
         Ok(spec)
     }
 }

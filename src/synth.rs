@@ -43,6 +43,12 @@ pub struct SynthSpec {
     pub models: Vec<SynthModel>,
     /// Anomaly blobs get mask values `1..=anomaly_types`.
     pub anomaly_types: u8,
+    /// Drifted copies of `test`: `(name, logit scale)` writes split
+    /// `test@<name>` with test's masks and each image's logits multiplied
+    /// by the scale times a per-image factor in [0.9, 1.1] (< 1: a model
+    /// less sure of itself, as under a lighting change it was not trained
+    /// on), so normal scores rise and the deployed thresholds reject more.
+    pub drifted: Vec<(String, f32)>,
 }
 
 /// One synthetic segmentation model.
@@ -81,6 +87,7 @@ impl SynthSpec {
                 },
             ],
             anomaly_types: 1,
+            drifted: vec![("lighting".into(), 0.85)],
         }
     }
 
@@ -123,6 +130,11 @@ impl SynthSpec {
         }
         if self.splits.iter().any(|(_, n)| *n > 1_000_000) {
             bail!("synth: at most 1000000 images per split");
+        }
+        for (d, scale) in &self.drifted {
+            if crate::data::dataset::drift_name(&format!("test@{d}")).is_none() || !(scale.is_finite() && *scale > 0.0) {
+                bail!("synth: invalid drifted split {d:?} (scale {scale})");
+            }
         }
         if self.models.is_empty() {
             bail!("synth: at least one model is required");
@@ -175,9 +187,13 @@ pub fn generate(root: &Path, spec: &SynthSpec) -> Result<()> {
 fn generate_into(dir: &Path, spec: &SynthSpec) -> Result<()> {
     let mkdir =
         |p: &PathBuf| std::fs::create_dir_all(p).map_err(|e| anyhow!("{}: cannot create directory: {e}", p.display()));
+    // (folder, split whose images it holds, logit scale)
+    let test_n = spec.splits.iter().find(|s| s.0 == "test").map_or(0, |s| s.1);
+    let mut folders: Vec<(String, &str, usize, Option<f32>)> = spec.splits.iter().map(|(s, n)| (s.clone(), s.as_str(), *n, None)).collect();
+    folders.extend(spec.drifted.iter().map(|(d, scale)| (format!("test@{d}"), "test", test_n, Some(*scale))));
     let mut jobs: Vec<(usize, usize)> = Vec::new();
-    for (si, (split, n)) in spec.splits.iter().enumerate() {
-        let sdir = dir.join(split);
+    for (si, (folder, _, n, _)) in folders.iter().enumerate() {
+        let sdir = dir.join(folder);
         mkdir(&sdir.join("labels"))?;
         for m in &spec.models {
             mkdir(&sdir.join("logits").join(&m.id))?;
@@ -185,8 +201,8 @@ fn generate_into(dir: &Path, spec: &SynthSpec) -> Result<()> {
         jobs.extend((0..*n).map(|i| (si, i)));
     }
     jobs.par_iter().try_for_each(|&(si, i)| {
-        let (split, _) = &spec.splits[si];
-        let sdir = dir.join(split);
+        let (folder, split, _, scale) = &folders[si];
+        let sdir = dir.join(folder);
         let stem = format!("img_{i:04}");
         let layout = Layout::new(spec, split, i);
         write_mask_png(
@@ -199,6 +215,10 @@ fn generate_into(dir: &Path, spec: &SynthSpec) -> Result<()> {
         let mut h16: Vec<f16> = Vec::new();
         for m in &spec.models {
             layout.logits(spec, split, i, m, &mut buf);
+            if let Some(k) = scale {
+                let k = drift_scale(spec.seed, folder, i, *k);
+                buf.iter_mut().for_each(|x| *x *= k);
+            }
             let path = sdir.join("logits").join(&m.id).join(format!("{stem}.npy"));
             let shape = [spec.classes as u64, spec.height as u64, spec.width as u64];
             if m.f16 {
@@ -229,6 +249,14 @@ fn hash_str(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Logit scale of image `index` of a drifted copy: `scale` × U(0.9, 1.1),
+/// so the drift differs between images (as lighting does) and moves the
+/// pooled ranking too, not only the thresholds. An f32 product only.
+fn drift_scale(seed: u64, folder: &str, index: usize, scale: f32) -> f32 {
+    let mut rng = rng_for(seed, folder, index, "drift");
+    scale * range(&mut rng, 0.9, 1.1) as f32
 }
 
 /// An RNG for `(seed, split, index, stream)`.

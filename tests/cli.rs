@@ -396,7 +396,7 @@ fn channel_last_logits_with_layout_hwc_give_the_same_cells() {
     assert!(o.status.success(), "{}", stderr(&o));
     let before = ws.results();
     // rewrite every f32 model's logits channel-last
-    for split in ["calibration", "val", "test"] {
+    for split in ["calibration", "val", "test", "test@lighting"] {
         let dir = ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"));
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
@@ -436,7 +436,7 @@ fn npz_logits_with_npz_key_give_the_same_cells() {
     assert!(o.status.success(), "{}", stderr(&o));
     let before = ws.results();
     // np.savez_compressed(f"{id}.npz", logits=..., feats=...) for every image
-    for split in ["calibration", "val", "test"] {
+    for split in ["calibration", "val", "test", "test@lighting"] {
         let dir = ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50"));
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
@@ -473,7 +473,7 @@ fn dump_max_logit(ws: &Ws, split: &str, model: &str, dir: &str) {
 #[test]
 fn external_score_maps_equal_to_a_builtin_give_identical_cells() {
     let ws = Ws::new();
-    for split in ["val", "test"] {
+    for split in ["val", "test", "test@lighting"] {
         for m in ["deeplab_r50", "segformer_b5"] {
             dump_max_logit(&ws, split, m, &format!("copy_ml/{m}"));
         }
@@ -624,7 +624,7 @@ fn sigint_leaves_previous_results_and_no_temp_folder() {
 fn progress_lines_in_batch_logs_count_real_images() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
-    let o = bench(&["synth", "--out", "datasets/demo", "--splits", "calibration=3,val=5,test=7", "--height", "32", "--width", "40"], root);
+    let o = bench(&["synth", "--out", "datasets/demo", "--splits", "calibration=3,val=5,test=7", "--height", "32", "--width", "40", "--drifted", "none"], root);
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::write(root.join("sweep.toml"), CONFIG).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_bench")).args(["run", "sweep.toml"]).current_dir(root).env_remove("CI").output().unwrap();

@@ -30,7 +30,7 @@ impl Ws {
     fn new() -> Ws {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_path_buf();
-        let o = bench(&["synth", "--out", "datasets/demo", "--images", "6", "--models", "deeplab_r50:f32:0.6"], &root);
+        let o = bench(&["synth", "--out", "datasets/demo", "--images", "6", "--models", "deeplab_r50:f32:0.6", "--drifted", "none"], &root);
         assert!(o.status.success(), "{}", stderr(&o));
         Ws { _t: t, root }
     }

@@ -703,7 +703,7 @@ fn auroc(mut v: Vec<(f32, bool)>) -> f64 {
 }
 
 /// SHA-256 over (relative path, length, bytes) of every file of the demo.
-const DEMO_DIGEST: &str = "ce7dca67dc9860c01cc097cca8abc2565aff017d9a7ee5191138e0e58e0d8264";
+const DEMO_DIGEST: &str = "95ce41d450194d06565a6b523aa7dd0df4d5e47fc28b240b89b7b7a0e9583ae3";
 
 #[test]
 fn synth_is_deterministic_and_sane() {
@@ -716,7 +716,7 @@ fn synth_is_deterministic_and_sane() {
     eprintln!("demo generated in {:?}", t0.elapsed());
     generate(&b, &spec).unwrap();
     let (ta, tb) = (tree(&a), tree(&b));
-    assert_eq!(ta.len(), 20 * 3);
+    assert_eq!(ta.len(), 30 * 3, "20 images + the 10 of test@lighting, each a mask and two models' logits");
     assert!(ta == tb, "synth output differs between runs");
     // Golden digest: the demo dataset must be byte-identical on every
     // machine (the committed demo results depend on it). Update only on an
@@ -745,7 +745,7 @@ fn synth_is_deterministic_and_sane() {
     let ds = Dataset::open(&a).unwrap();
     assert_eq!(
         ds.splits.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-        ["calibration", "test", "val"]
+        ["calibration", "test", "test@lighting", "val"]
     );
     let count = |split: &str| -> (usize, usize, usize) {
         let s = ds.split(split).unwrap();

@@ -154,6 +154,7 @@ fn sample() -> Results {
             kl: Some(0.0123),
             mmd2: Some(0.00042),
         }],
+        drift_splits: vec![],
         failure_modes: vec![],
         bootstrap_diff: vec![],
         warnings: vec!["a warning".into()],

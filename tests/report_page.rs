@@ -125,7 +125,7 @@ fn numbers_match_results_json_and_html_is_self_contained() {
         assert_eq!(row[10], format!("{} ({:.2})", f.images_missed.unwrap(), 100.0 * f.image_miss_share.unwrap()));
     }
     assert!(!md.contains("failure-mode breakdown: not computed"), "one anomaly type has its row");
-    assert!(md.contains("Simulated-drift splits are not implemented yet"));
+    assert!(md.contains("No simulated-drift split in this dataset"), "the small dataset has no test@<name> split");
     // HTML: one file, no script, no URL, the name escaped; its only links
     // are the failure panels, relative, each a file of the folder
     assert!(!html.to_lowercase().contains("<script"), "a script in report.html");

@@ -83,7 +83,9 @@ fn sharded_runs_merge_to_the_single_run_byte_for_byte() {
 
     let o = bench(&["run", "sweep.toml", "--rounds"], &ws.root);
     let rounds: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
-    assert_eq!(rounds, 6, "calibration 2 (HEAT) + val 2 + test 2");
+    assert_eq!(rounds, 8, "calibration 2 (HEAT) + val 2 + test 2 + the drifted copy test@lighting 2");
+    let single_json = String::from_utf8_lossy(&single.iter().find(|f| f.0 == Path::new("results.json")).unwrap().1).to_string();
+    assert!(single_json.contains("\"drift_splits\"") && single_json.contains("test@lighting"), "the sharded runs cover a drifted split");
 
     for n in [1, 2, 3, 7] {
         let (cfg, out) = (format!("s{n}.toml"), format!("out{n}"));

@@ -10,6 +10,14 @@
 //! A split is any subdirectory of the root that has a `labels/` folder.
 //! Images are matched by file stem; stems are sorted in byte order so every
 //! traversal is deterministic.
+//!
+//! Drifted copies of the test split are splits named `test@<name>` (e.g.
+//! `test@lighting_2w`): the same image ids as `test`, re-rendered or
+//! re-captured under drift, with logits from the same models, in the same
+//! layout. Why a naming rule and not a config key: a drifted copy belongs
+//! to the dataset (whoever made it knows what drifted), and every config
+//! over that dataset should evaluate it. They must hold exactly test's
+//! image ids, because their changes from test are paired by image id.
 
 use anyhow::{Result, anyhow, bail};
 use std::collections::BTreeMap;
@@ -102,6 +110,13 @@ pub fn files_by_stem(p: &Path, exts: &[&str]) -> Result<Vec<(String, PathBuf)>> 
     Ok(v)
 }
 
+/// `<name>` of a drifted split `test@<name>` (non-empty; letters, digits,
+/// `_`, `-`, `.`), else `None`.
+pub fn drift_name(split: &str) -> Option<&str> {
+    let n = split.strip_prefix("test@")?;
+    (!n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))).then_some(n)
+}
+
 /// (stem, lower-cased extension) of a file name, if it has an extension.
 fn stem_ext(name: &str) -> Option<(&str, String)> {
     let (stem, ext) = name.rsplit_once('.')?;
@@ -137,14 +152,43 @@ impl Dataset {
                 found.join(", ")
             );
         }
-        Ok(Dataset {
+        let ds = Dataset {
             root: root.to_path_buf(),
             splits,
-        })
+        };
+        ds.check_drifted()?;
+        Ok(ds)
     }
 
     pub fn split(&self, name: &str) -> Option<&Split> {
         self.splits.iter().find(|s| s.name == name)
+    }
+
+    /// The drifted copies of `test` (`test@<name>` splits), in name order.
+    pub fn drifted(&self) -> Vec<&Split> {
+        self.splits.iter().filter(|s| drift_name(&s.name).is_some()).collect()
+    }
+
+    /// Every `test@<name>` split has a usable name and exactly test's
+    /// image ids (its changes are paired by image id).
+    fn check_drifted(&self) -> Result<()> {
+        let test = self.split("test").expect("checked: a test split");
+        for s in self.splits.iter().filter(|s| s.name.starts_with("test@")) {
+            let Some(n) = drift_name(&s.name) else {
+                bail!("{}: a drifted split is named `test@<name>` with <name> of letters, digits, `_`, `-` or `.`", s.dir.display());
+            };
+            if s.stems != test.stems {
+                let missing = test.stems.iter().find(|x| s.stems.binary_search(x).is_err());
+                let extra = s.stems.iter().find(|x| test.stems.binary_search(x).is_err());
+                let what = match (missing, extra) {
+                    (Some(m), _) => format!("image `{m}` of test is missing"),
+                    (None, Some(e)) => format!("image `{e}` is not in test"),
+                    _ => "image ids differ".into(),
+                };
+                bail!("{}: drifted split `{n}` must hold exactly the test split's image ids (paired by id): {what}", s.dir.join("labels").display());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -358,24 +358,26 @@ pub fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: 
         .into_par_iter()
         .map(|r| {
             let draw = draws(seed, r, n);
-            (0..nm)
-                .map(|m| {
-                    let mut pc = PositiveCollector::new();
-                    for &i in &draw {
-                        pc.add(&cache[i].0.maps[m], &cache[i].1, None);
-                    }
-                    let mut rk = pc.finish();
-                    for &i in &draw {
-                        rk.add(&cache[i].0.maps[m], &cache[i].1);
-                    }
-                    let c = rk.finish().ok()?;
-                    let s = c.summary_with(rule.0, rule.1);
-                    Some((s.auroc?, s.aupr?, s.fpr95?))
-                })
-                .collect()
+            (0..nm).map(|m| exact_replicate(cache, &draw, m, rule)).collect()
         })
         .collect();
     intervals(&reps, nm, samples, seed, "exact")
+}
+
+/// Method `m`'s (AUROC, AUPR, FPR95) on the images `draw` (exact, both
+/// streaming passes over the cached maps); `None` when undefined.
+fn exact_replicate(cache: &[(ScoreMaps, Vec<u8>)], draw: &[usize], m: usize, rule: (Fpr95Rule, crate::metrics::AuprRule)) -> Option<(f64, f64, f64)> {
+    let mut pc = PositiveCollector::new();
+    for &i in draw {
+        pc.add(&cache[i].0.maps[m], &cache[i].1, None);
+    }
+    let mut rk = pc.finish();
+    for &i in draw {
+        rk.add(&cache[i].0.maps[m], &cache[i].1);
+    }
+    let c = rk.finish().ok()?;
+    let s = c.summary_with(rule.0, rule.1);
+    Some((s.auroc?, s.aupr?, s.fpr95?))
 }
 
 /// Replicate `r`'s draw: `n` image indices with replacement from a ChaCha8

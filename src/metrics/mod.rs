@@ -19,6 +19,7 @@ pub mod binned;
 pub mod bootgrid;
 pub mod bootstrap;
 pub mod conventions;
+pub mod dashboard;
 pub mod drift;
 pub mod engine;
 pub mod failure;

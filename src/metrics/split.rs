@@ -8,6 +8,7 @@
 //! The wiring decides only which images feed them.
 
 use crate::data::label;
+use crate::metrics::dashboard::ImageStats;
 use crate::metrics::drift::{NormalStats, Refiner};
 use crate::metrics::engine::{Ranker, Tally};
 use crate::metrics::failure::TypeHits;
@@ -71,6 +72,10 @@ pub struct Pass1 {
     /// each method's soft threshold ([`SplitOpts::soft`]; None without).
     #[serde(default)]
     pub type_hits: Option<TypeHits>,
+    /// Drift sensitivity (`SplitOpts::dashboard`): per method, one record
+    /// per image at the probe thresholds (empty otherwise).
+    #[serde(default)]
+    pub dash: Vec<ImageStats>,
 }
 
 fn default_cache_budget() -> u64 {
@@ -79,6 +84,7 @@ fn default_cache_budget() -> u64 {
 
 impl Pass1 {
     pub fn new(nm: usize, nt: usize, opts: &SplitOpts, probes: Vec<Vec<f32>>) -> Self {
+        let probes_of = probes.clone();
         Pass1 {
             pos: (0..nm).map(|_| PositiveCollector::new()).collect(),
             tpos: (0..nm).map(|_| (0..nt).map(|_| PositiveCollector::new()).collect()).collect(),
@@ -99,6 +105,10 @@ impl Pass1 {
             pos_in: if opts.normal_positive { (0..nm).map(|_| PositiveCollector::new()).collect() } else { vec![] },
             ranks: if opts.frr_budgets.is_empty() { vec![] } else { vec![RankHist::default(); nm] },
             type_hits: (!opts.soft.is_empty()).then(|| TypeHits::new(opts.soft.clone())),
+            dash: match opts.dashboard {
+                Some(keep_hist) => probes_of.into_iter().map(|t| ImageStats::new(t, keep_hist)).collect(),
+                None => vec![],
+            },
         }
     }
 
@@ -150,6 +160,7 @@ impl Pass1 {
         let mut ranks = self.ranks.iter_mut();
         let mut pos_in = self.pos_in.iter_mut();
         let mut per_image = self.per_image.iter_mut().zip(self.per_image_skipped.iter_mut());
+        let mut dash = self.dash.iter_mut();
         self.pos
             .iter_mut()
             .zip(self.tpos.iter_mut())
@@ -166,6 +177,7 @@ impl Pass1 {
                 ranks: ranks.next(),
                 pos_in: pos_in.next(),
                 per_image: per_image.next(),
+                dash: dash.next(),
             })
             .collect()
     }
@@ -193,6 +205,7 @@ impl Pass1 {
             pos_in: self.pos_in.clone(),
             ranks: self.ranks.clone(),
             type_hits: self.type_hits.clone(),
+            dash: self.dash.clone(),
         }
     }
 
@@ -265,6 +278,10 @@ impl Pass1 {
             (None, None) => {}
             _ => anyhow::bail!("merging pass states with and without per-type hit counts"),
         }
+        ensure!(o.dash.len() == self.dash.len(), "merging pass states with and without per-image drift records");
+        for (a, b) in self.dash.iter_mut().zip(o.dash) {
+            a.absorb(b)?;
+        }
         self.void += o.void;
         if o.dtype.is_some() {
             self.dtype = o.dtype;
@@ -304,6 +321,7 @@ struct MethodPass1<'a> {
     ranks: Option<&'a mut RankHist>,
     pos_in: Option<&'a mut PositiveCollector>,
     per_image: Option<(&'a mut Vec<[Option<f64>; 6]>, &'a mut u64)>,
+    dash: Option<&'a mut ImageStats>,
 }
 
 impl MethodPass1<'_> {
@@ -346,8 +364,12 @@ impl MethodPass1<'_> {
                 *skipped += 1;
             }
         }
-        if img.valid {
-            self.image_scores.push(image_score(s, lab, opts.topk));
+        let score = img.valid.then(|| image_score(s, lab, opts.topk));
+        if let Some(v) = score {
+            self.image_scores.push(v);
+        }
+        if let Some(d) = self.dash {
+            d.add(s, lab, score);
         }
         Ok(())
     }
@@ -455,6 +477,7 @@ impl Pass2 {
 }
 
 /// Per-split options of the evaluation.
+#[derive(Clone)]
 pub struct SplitOpts {
     /// AUPRO: weight positives by 1/|region|.
     pub regions: bool,
@@ -483,6 +506,10 @@ pub struct SplitOpts {
     /// Failure modes: per method, the pixel soft threshold chosen on val
     /// (empty: no per-image type hits are counted).
     pub soft: Vec<Option<f32>>,
+    /// Drift sensitivity: per-image records at the probe thresholds
+    /// (`Some(keep_hist)`: also each image's normal-score histogram, on the
+    /// baseline split); `None` on splits that need none (val).
+    pub dashboard: Option<bool>,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.

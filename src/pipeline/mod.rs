@@ -18,6 +18,7 @@ mod calibrate;
 mod check;
 mod conventions;
 mod failures;
+mod drifted;
 mod model;
 pub mod eval;
 pub mod output;
@@ -35,7 +36,7 @@ use crate::metrics::region::{ComponentConfig, ComponentStats, aupro};
 use crate::metrics::split::{Pass1, Pass2, SplitOpts};
 use crate::metrics::{Counts, OperatingPoint, PointRule, ThresholdCounter, counts_of};
 use crate::progress::{Mode, Progress};
-use crate::report::drift::{DriftCell, DriftFile};
+use crate::report::drift::{DashCell, DriftCell, DriftFile};
 use crate::report::manifest::{Manifest, Phases, Timings};
 use crate::report::results::*;
 use crate::scores::calib::{CalibrationFile, ModelCalibration};
@@ -46,7 +47,7 @@ use serde::Serialize;
 use std::ops::Range;
 use std::time::Instant;
 #[allow(unused_imports)]
-use {calibrate::*, check::*, conventions::*, failures::*, model::*, passes::*, rows::*};
+use {calibrate::*, check::*, conventions::*, drifted::*, failures::*, model::*, passes::*, rows::*};
 
 /// What every pass reads: the image reader, plus the outside methods'
 /// precomputed maps.
@@ -142,6 +143,9 @@ pub(crate) struct Sweep<'a> {
     pub(crate) reuse: Option<(std::path::PathBuf, CalibrationFile)>,
     /// `metrics.all_conventions`: two more passes over test.
     pub(crate) all_conventions: bool,
+    /// Drifted copies of test (`test@<name>`), each evaluated like test
+    /// with val's thresholds, in name order.
+    pub(crate) drifted: Vec<&'a Split>,
 }
 
 /// One streaming pass over a split, as a sharded run schedules it: each
@@ -157,6 +161,8 @@ pub enum PassKind {
     /// `metrics.all_conventions`: test's metrics under every preset (1:
     /// positives and per-image means, 2: ranks).
     Conventions(u8),
+    /// The metric passes over drifted copy `i` of test (`test@<name>`).
+    Drifted(u16, u8),
 }
 
 impl Sweep<'_> {
@@ -177,6 +183,9 @@ impl Sweep<'_> {
         p.extend([PassKind::Test(1), PassKind::Test(2)]);
         if self.all_conventions {
             p.extend([PassKind::Conventions(1), PassKind::Conventions(2)]);
+        }
+        for i in 0..self.drifted.len() as u16 {
+            p.extend([PassKind::Drifted(i, 1), PassKind::Drifted(i, 2)]);
         }
         p
     }
@@ -227,7 +236,8 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     let fit_cal = sw.need_cal && sw.reuse.is_none();
 
     // Fail fast: every input's header, before any long work.
-    let read: Vec<&Split> = [Some(sw.test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten().collect();
+    let mut read: Vec<&Split> = [Some(sw.test), sw.val, if fit_cal { sw.calib } else { None }].into_iter().flatten().collect();
+    read.extend(&sw.drifted);
     let run_warnings = preflight(cfg, &inp, &sw, &read)?;
 
     let (mut scorer, device_kind): (Box<dyn Scorer>, DeviceKind) = match exec {
@@ -238,7 +248,7 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
     // merges score nothing; shards show progress like a local run
     let progress = Progress::new(if matches!(exec, Exec::Merge(_)) { Mode::Off } else { Mode::detect(opts.progress) });
     let tag = cfg.tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default();
-    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag, plan: sw.passes(), next: Default::default(), phases: Default::default() };
+    let cx = Ctx { inp: &inp, exec, progress: &progress, device: device_kind, tag, plan: sw.passes(), next: Default::default(), phases: Default::default(), drifted: sw.drifted.iter().map(|s| s.name.clone()).collect() };
 
     let mut outs: Vec<ModelOut> = Vec::new();
     let mut waiting = Vec::new();
@@ -298,7 +308,8 @@ fn resolve<'a>(cfg: &Config, ds: &'a Dataset) -> Result<(Inputs, Sweep<'a>)> {
     let test = ds.split("test").with_context(|| format!("{}: no `test` split", cfg.dataset.display()))?;
     let methods = cfg.parsed_methods()?;
     let model_ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
-    let read_splits: Vec<&Split> = [Some(test), ds.split("val")].into_iter().flatten().collect();
+    let mut read_splits: Vec<&Split> = [Some(test), ds.split("val")].into_iter().flatten().collect();
+    read_splits.extend(ds.drifted());
     let inp = Inputs {
         reader: Reader {
             labels: LabelMap::new(cfg.anomaly.clone(), cfg.ignore.clone())?,
@@ -326,6 +337,7 @@ fn resolve<'a>(cfg: &Config, ds: &'a Dataset) -> Result<(Inputs, Sweep<'a>)> {
         },
         methods,
         all_conventions: cfg.metrics.all_conventions,
+        drifted: ds.drifted(),
     };
     Ok((inp, sw))
 }
@@ -337,7 +349,7 @@ fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: DeviceKind, run_warn
     let mut warnings = run_warnings;
     let (mut cells, mut honest_cells, mut cal_rows, mut model_rows) = (vec![], vec![], vec![], vec![]);
     let (mut drift_rows, mut drift_hists, mut failure_rows, mut curves) = (vec![], vec![], vec![], vec![]);
-    let (mut cal_file, mut feat_models, mut boot_diffs) = (vec![], vec![], vec![]);
+    let (mut cal_file, mut feat_models, mut boot_diffs, mut drift_splits, mut dash_base) = (vec![], vec![], vec![], vec![], vec![]);
     for m in outs {
         boot_diffs.extend(m.boot_diffs);
         cal_file.extend(m.cal_file);
@@ -353,6 +365,8 @@ fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: DeviceKind, run_warn
         drift_hists.extend(m.drift_hists);
         failure_rows.extend(m.failure_rows);
         curves.extend(m.curves);
+        drift_splits.extend(m.drift_splits);
+        dash_base.extend(m.dash_base);
     }
     let results = Results {
         format: FORMAT.into(),
@@ -374,9 +388,10 @@ fn assemble(cfg: &Config, inp: &Inputs, sw: &Sweep, device: DeviceKind, run_warn
         honest: honest_cells,
         calibration: cal_rows,
         drift: drift_rows,
+        drift_splits,
         failure_modes: failure_rows,
         bootstrap_diff: boot_diffs,
         warnings,
     };
-    Ok((results, curves, DriftFile::new(drift_hists), cal_file))
+    Ok((results, curves, DriftFile::new(drift_hists, dash_base), cal_file))
 }

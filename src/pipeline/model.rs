@@ -40,6 +40,7 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
         o.boot_diffs = diff_rows(cfg, &sw.cols, &mc.id, b);
     }
     o.failure_pngs = example_panels(cx, cfg, sw, &plan, &mc.id, &ev.test, &mut o)?;
+    drift_rows(cfg, sw, mc, &ev, &mut o)?;
     if ev.val.is_none() {
         let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
         warn(cx, &mut o.warnings, w);
@@ -83,7 +84,7 @@ fn fit_or_reuse(cx: &Ctx, sw: &Sweep, mc: &crate::config::ModelCfg, o: &mut Mode
 /// HEAT fitted on features needs them in every evaluated split; features
 /// beside a logits-only fit are ignored, with a warning.
 fn check_features(cx: &Ctx, sw: &Sweep, mc: &crate::config::ModelCfg, use_feat: bool, o: &mut ModelOut) -> Result<()> {
-    for s in [Some(sw.test), sw.val].into_iter().flatten() {
+    for s in [Some(sw.test), sw.val].into_iter().flatten().chain(sw.drifted.iter().copied()) {
         let dir = features_dir(s, &mc.id);
         if use_feat && !dir.is_dir() {
             bail!("{}: missing: HEAT of model {} was fitted on per-pixel features, so every split needs them", dir.display(), mc.id);
@@ -104,6 +105,8 @@ pub(crate) struct Evaluated {
     chosen: Vec<Vec<Chosen>>,
     sopts: SplitOpts,
     boots: Option<HistIntervals>,
+    /// The drifted copies of test (`test@<name>`), in `Sweep::drifted` order.
+    drifted: Vec<SplitEval>,
 }
 
 /// The histogram bootstrap of test for every column: thresholds `ch`
@@ -158,6 +161,7 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
         // the split that chooses thresholds: val, else test itself
         frr_budgets: cfg.metrics.frr.clone(),
         soft: vec![],
+        dashboard: None,
     };
     let val_eval = match val {
         Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
@@ -179,7 +183,8 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
     // average = "images" bootstraps the per-image values instead
     sopts.boot = cfg.metrics.bootstrap > 0 && !per_image_avg;
     sopts.soft = soft_probes(&chosen, cols.len());
-    let te = eval_split(cx, test, &mc.id, scorer, plan, probes, &sopts)?;
+    sopts.dashboard = Some(true);
+    let te = eval_split(cx, test, &mc.id, scorer, plan, probes.clone(), &sopts)?;
     if cfg.metrics.all_conventions {
         let rows = cx.timed(|p| &mut p.conventions, || convention_rows(cx, test, &mc.id, scorer, plan, cols.len()))?;
         for (m, r) in cols.iter().zip(rows) {
@@ -201,7 +206,43 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
             Some(cx.timed(|p| &mut p.bootstrap, || hist_boot(&te, ch, cfg, b))?)
         }
     };
-    Ok(Evaluated { val: val_eval, test: te, chosen, sopts, boots })
+    let drifted = eval_drifted(cx, cfg, sw, scorer, mc, plan, &sopts, &te, if val_eval.is_some() { Some(probes) } else { None })?;
+    Ok(Evaluated { val: val_eval, test: te, chosen, sopts, boots, drifted })
+}
+
+/// Every drifted copy of test with the deployed pixel thresholds as probes
+/// (`probes`: val's; `None`: no val, so test's own, leakage).
+#[allow(clippy::too_many_arguments)]
+fn eval_drifted(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg, plan: &ScorePlan, sopts: &SplitOpts, te: &SplitEval, probes: Option<Vec<Vec<f32>>>) -> Result<Vec<SplitEval>> {
+    if sw.drifted.is_empty() {
+        return Ok(vec![]);
+    }
+    let probes = probes.unwrap_or_else(|| (0..sw.cols.len()).map(|mi| probe_thresholds(&choose_thresholds(te, mi, cfg))).collect());
+    let dopts = SplitOpts { dashboard: Some(false), frr_budgets: vec![], soft: vec![], ..sopts.clone() };
+    sw.drifted.iter().map(|d| eval_split(cx, d, &mc.id, scorer, plan, probes.clone(), &dopts)).collect()
+}
+
+/// The drift-sensitivity rows of every drifted split, and the clean test's
+/// dashboard baseline (drift.json, for `bench drift` over runs).
+fn drift_rows(cfg: &Config, sw: &Sweep, mc: &crate::config::ModelCfg, ev: &Evaluated, o: &mut ModelOut) -> Result<()> {
+    let rs = Resampling::new(cfg, ev.test.images as usize);
+    let chosen: Vec<Vec<Chosen>> = match &ev.val {
+        Some(_) => vec![],
+        None => (0..sw.cols.len()).map(|mi| choose_thresholds(&ev.test, mi, cfg)).collect(),
+    };
+    let chosen = if ev.val.is_some() { &ev.chosen } else { &chosen };
+    for (mi, m) in sw.cols.iter().enumerate() {
+        let stats = dashboard(&ev.test, &ev.test, mi, hard(&chosen[mi]), &rs);
+        o.dash_base.push(DashCell { model: mc.id.clone(), method: m.id().into(), split: "test".into(), samples: rs.samples, seed: rs.seed, stats });
+    }
+    let first = o.honest.len() - sw.cols.len();
+    let d = DriftInputs { base: &ev.test, chosen, src: if ev.val.is_some() { "val" } else { "test" }, honest: &o.honest[first..], rs: &rs };
+    let mut rows = vec![];
+    for (split, e) in sw.drifted.iter().zip(&ev.drifted) {
+        rows.extend(drift_split_rows(cfg, &mc.id, &sw.cols, &split.name, e, &d)?);
+    }
+    o.drift_splits.extend(rows);
+    Ok(())
 }
 
 /// The val cells and the val → test drift rows.
@@ -274,6 +315,10 @@ pub(crate) struct ModelOut {
     pub(crate) model: Option<ModelRow>,
     pub(crate) drift_rows: Vec<DriftRow>,
     pub(crate) drift_hists: Vec<DriftCell>,
+    /// Drift sensitivity of the drifted copies of test.
+    pub(crate) drift_splits: Vec<crate::report::results::DriftSplit>,
+    /// The clean test's dashboard baseline per column (drift.json).
+    pub(crate) dash_base: Vec<DashCell>,
     pub(crate) failure_rows: Vec<FailureRow>,
     pub(crate) curves: Vec<Curve>,
     pub(crate) warnings: Vec<String>,

@@ -74,6 +74,9 @@ pub(crate) struct SplitEval {
     /// Failure modes: per image and type, pixels at the soft thresholds
     /// (the test split only; see `metrics::failure`).
     pub(crate) type_hits: Option<crate::metrics::failure::TypeHits>,
+    /// Per method (`SplitOpts::dashboard`): one record per image, for the
+    /// drift-sensitivity resamples (empty otherwise).
+    pub(crate) dash: Vec<crate::metrics::dashboard::ImageStats>,
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -93,6 +96,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) next: std::cell::Cell<usize>,
     /// The current model's phase timings.
     pub(crate) phases: std::cell::Cell<Phases>,
+    /// Names of the drifted test copies (`test@<name>`), in plan order.
+    pub(crate) drifted: Vec<String>,
 }
 
 impl Ctx<'_> {
@@ -172,7 +177,7 @@ pub(crate) fn eval_split(
     let mut p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
     let image_means = p1.image_means(opts);
     let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, type_hits, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, type_hits, dash, .. } = p1;
     let rankers: Vec<Ranker> = pos.into_iter().map(|p| p.finish()).collect();
     let boot = if opts.boot { Some(HistCollector::new(boot_grids(&rankers, &normal, &boot_thresholds)?)) } else { None };
     let p2 = Pass2 {
@@ -223,6 +228,7 @@ pub(crate) fn eval_split(
         rank_picks,
         boot: boot.map(|b| (b.grids, b.set)),
         type_hits,
+        dash,
     })
 }
 
@@ -237,9 +243,13 @@ fn boot_grids(rankers: &[Ranker], normal: &[crate::metrics::drift::NormalStats],
         .collect()
 }
 
-/// Pass `step` of `split` in the plan: test's, else val's.
-fn split_pass(split: &Split, step: u8) -> super::PassKind {
-    if split.name == "test" { super::PassKind::Test(step) } else { super::PassKind::Val(step) }
+/// Pass `step` of `split` in the plan: test's, a drifted copy's, else val's.
+fn split_pass(cx: &Ctx, split: &Split, step: u8) -> super::PassKind {
+    match cx.drifted.iter().position(|d| *d == split.name) {
+        _ if split.name == "test" => super::PassKind::Test(step),
+        Some(i) => super::PassKind::Drifted(i as u16, step),
+        None => super::PassKind::Val(step),
+    }
 }
 
 /// `[<dataset>/]<model>`'s pass `step` of `split`: its progress label and
@@ -258,7 +268,7 @@ fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
     let (label, id) = pass_names(cx, split, model, 1);
     let mut p1 = Pass1::new(nm, nt, opts, probes);
     cx.collective(
-        split_pass(split, 1),
+        split_pass(cx, split, 1),
         label,
         &id,
         split.stems.len(),
@@ -292,7 +302,7 @@ fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
     let (label, id) = pass_names(cx, split, model, 2);
     let gpu = scorer.gpu_context().cloned();
     cx.collective(
-        split_pass(split, 2),
+        split_pass(cx, split, 2),
         label,
         &id,
         split.stems.len(),

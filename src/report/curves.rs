@@ -204,6 +204,12 @@ fn svg(p: &Plot) -> String {
     s
 }
 
+/// A line plot of named series as SVG, in the style of every other plot
+/// (`bench drift --plot`: statistics over runs). Deterministic bytes.
+pub fn line_svg(title: &str, axes: (&str, &str), x: (f64, f64), y: (f64, f64), series: Vec<(String, Vec<(f64, f64)>)>) -> String {
+    svg(&Plot { title: title.into(), x_desc: axes.0.into(), y_desc: axes.1.into(), x, y, series, clipped: None, size: SIZE })
+}
+
 /// The same plot as an 8-bit RGB PNG (fixed encoder settings: the bytes
 /// depend only on the plot).
 fn png(p: &Plot) -> Vec<u8> {

@@ -11,6 +11,7 @@ pub mod atomic;
 pub mod curves;
 pub mod diff;
 pub mod drift;
+pub mod sensitivity;
 pub mod eval;
 pub mod manifest;
 pub mod markup;

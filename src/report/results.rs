@@ -60,6 +60,11 @@ pub struct Results {
     pub calibration: Vec<CalibrationRow>,
     /// Normal-pixel score drift from `reference` to `split`.
     pub drift: Vec<DriftRow>,
+    /// Drift sensitivity: one row per drifted copy of test (`test@<name>`)
+    /// × model × method; absent when the dataset has none (so results of
+    /// such datasets read and write unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift_splits: Vec<DriftSplit>,
     /// Per anomaly type, when the config lists several anomaly values.
     pub failure_modes: Vec<FailureRow>,
     /// Paired bootstrap intervals of method differences on `test`: per
@@ -112,6 +117,94 @@ pub struct DriftRow {
     pub kl: Option<f64>,
     /// Squared MMD, Gaussian kernel, σ = pooled std.
     pub mmd2: Option<f64>,
+}
+
+/// One drifted copy of test for one (model, method): how much accuracy
+/// moves under the drift, how the deployed thresholds behave when nobody
+/// recalibrates, and the seed's 2σ dashboard on normal scores. Changes are
+/// `split − baseline` (baseline = clean `test`), paired by image id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSplit {
+    pub model: String,
+    pub method: String,
+    /// `test@<name>`.
+    pub split: String,
+    /// Always `test`.
+    pub baseline: String,
+    /// Where the deployed thresholds were chosen (`val`; `test` = leakage).
+    pub threshold_split: String,
+    pub images: u64,
+    /// Image resamples behind every interval and σ (`metrics.bootstrap`;
+    /// 0 = off: intervals and σ are null, flags too), and their seed.
+    pub samples: u32,
+    pub seed: u64,
+    /// AUROC, AUPR, FPR95, F1 (pixel), AUPRO, image AUROC and AUPR.
+    pub metrics: Vec<MetricDelta>,
+    /// Every honest operating point's val threshold applied unchanged.
+    pub thresholds: Vec<ThresholdDrift>,
+    /// Mean, p95, reject rate (pixel and image), KL and MMD² (pixel).
+    pub dashboard: Vec<DashStat>,
+}
+
+/// A test metric on the clean and the drifted split.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDelta {
+    /// `auroc`, `aupr`, `fpr95`, `f1`, `aupro` (level pixel) or `auroc`,
+    /// `aupr` (level image).
+    pub metric: String,
+    pub level: crate::metrics::operating::Level,
+    pub baseline: Option<f64>,
+    pub drifted: Option<f64>,
+    pub delta: Option<f64>,
+    /// 95 % paired percentile-bootstrap interval of `delta`.
+    pub interval: Option<[f64; 2]>,
+    /// Why `interval` is null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One deployed (val-chosen) threshold on the clean and the drifted split:
+/// FAR = defects accepted, FRR = good rejected.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdDrift {
+    pub level: crate::metrics::operating::Level,
+    pub rule: crate::metrics::PointRule,
+    pub budget: Option<f64>,
+    /// Null (with the honest point's reason) when none was chosen.
+    pub threshold: Option<f64>,
+    pub baseline_far: Option<f64>,
+    pub baseline_frr: Option<f64>,
+    pub drifted_far: Option<f64>,
+    pub drifted_frr: Option<f64>,
+    pub far_shift: Option<f64>,
+    pub frr_shift: Option<f64>,
+    /// 95 % paired bootstrap intervals of the shifts (per-image counts).
+    pub far_shift_interval: Option<[f64; 2]>,
+    pub frr_shift_interval: Option<[f64; 2]>,
+}
+
+/// A dashboard statistic of normal pixels/images (seed 000: "when any of
+/// those drift more than 2σ from baseline, you've drifted").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DashStat {
+    pub level: crate::metrics::operating::Level,
+    /// `mean`, `p95`, `reject_rate` (at the deployed hard threshold), `kl`,
+    /// `mmd2` (to the baseline's normal pixels).
+    pub statistic: String,
+    /// The baseline value; for `kl` / `mmd2` the mean divergence of the
+    /// baseline's own image resamples to it (what chance alone gives).
+    pub baseline: Option<f64>,
+    /// σ of the statistic over the baseline's image resamples.
+    pub sigma: Option<f64>,
+    pub value: Option<f64>,
+    pub delta: Option<f64>,
+    /// |delta| > 2σ (a divergence: delta > 2σ); null when σ or the value
+    /// is undefined.
+    pub flagged: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -90,6 +90,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
     }
     out.push(image_table(r));
     out.extend(drift_table(r));
+    out.extend(super::sensitivity::tables(r));
     out.extend(region_table(r));
     if let Some(b) = r.cells.iter().find_map(|c| c.bootstrap.as_ref()) {
         out[0].notes.push(format!(

@@ -98,7 +98,7 @@ impl Small {
     pub fn new() -> Small {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_path_buf();
-        let o = bench(&["synth", "--out", "ds", "--images", "3", "--height", "32", "--width", "48"], &root);
+        let o = bench(&["synth", "--out", "ds", "--images", "3", "--height", "32", "--width", "48", "--drifted", "none"], &root);
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::write(root.join("c.toml"), SMALL_CONFIG).unwrap();
         Small { _t: t, root }

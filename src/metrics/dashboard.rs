@@ -1,0 +1,330 @@
+//! Per-image records of a split for drift sensitivity: the seed's dashboard
+//! rule ("when any of those drift more than 2σ from baseline") and the
+//! paired intervals of a drifted split's changes.
+//!
+//! Why per image: σ of a statistic of normal pixels (mean, p95, reject
+//! rate, KL/MMD to the reference) must come from resampling *images*, the
+//! unit that is drawn from production (pixels of one image are correlated,
+//! so a pixel-level σ would be far too small). Each image's record holds
+//! what its statistics need — normal-pixel count and f64 sum, the counts at
+//! the deployed thresholds, its image score, and (baseline only) a sparse
+//! histogram of its normal scores on the 16-bit score-key grid of
+//! `metrics::drift` — so every resample's value follows without the score
+//! maps, at any split size and sharded (records concatenate in image order).
+//!
+//! Memory: per image and method, 8 · 2 bytes per threshold plus, where
+//! histograms are kept (the clean `test` split), 6 bytes per distinct
+//! 16-bit score bucket among its normal pixels (at most 65 536; typically a
+//! few hundred to a few thousand).
+//!
+//! Resamples: replicate r draws n images with replacement from
+//! `bootstrap::draws(seed, r, n)` — the draws of the metric bootstrap, so
+//! every method and both splits of a pair see the same images (paired by
+//! image id: a drifted split has exactly test's image ids, in the same
+//! order). σ = the standard deviation (ddof = 1) of the defined replicates.
+
+use super::drift::{DriftStats, kl, mmd2};
+use super::{key, unkey};
+use crate::data::label;
+use serde::{Deserialize, Serialize};
+
+/// One image's record for one method.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageRec {
+    pub normals: u64,
+    pub anomalies: u64,
+    /// f64 sum of the normal pixels' scores.
+    pub sum: f64,
+    /// Per deployed pixel threshold t: (normal pixels with score ≥ t,
+    /// anomalous pixels with score < t).
+    pub at: Vec<(u64, u64)>,
+    /// Image score and whether the image has an anomaly pixel; `None` when
+    /// the image is entirely void.
+    pub image: Option<(f32, bool)>,
+    /// Sparse histogram of normal scores: (top 16 key bits, count), sorted.
+    pub hist: Vec<(u16, u32)>,
+}
+
+/// Pass-1 accumulator of [`ImageRec`]s for one method.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImageStats {
+    pub thresholds: Vec<f32>,
+    /// Keep per-image histograms (the baseline split's σ of p95, KL, MMD).
+    pub keep_hist: bool,
+    pub images: Vec<ImageRec>,
+}
+
+impl ImageStats {
+    pub fn new(thresholds: Vec<f32>, keep_hist: bool) -> Self {
+        ImageStats { thresholds, keep_hist, images: vec![] }
+    }
+
+    /// One image's scores, with its image score (`None`: all void).
+    pub fn add(&mut self, scores: &[f32], labels: &[u8], image: Option<f32>) {
+        let mut r = ImageRec { at: vec![(0, 0); self.thresholds.len()], ..Default::default() };
+        let mut dense = if self.keep_hist { std::collections::BTreeMap::new() } else { Default::default() };
+        for (&s, &l) in scores.iter().zip(labels) {
+            if l == label::NORMAL {
+                r.normals += 1;
+                r.sum += s as f64;
+                for (c, &t) in r.at.iter_mut().zip(&self.thresholds) {
+                    c.0 += (s >= t) as u64;
+                }
+                if self.keep_hist {
+                    *dense.entry((key(s) >> 16) as u16).or_insert(0u32) += 1;
+                }
+            } else if label::is_anomaly(l) {
+                r.anomalies += 1;
+                for (c, &t) in r.at.iter_mut().zip(&self.thresholds) {
+                    c.1 += (s < t) as u64;
+                }
+            }
+        }
+        r.image = image.map(|s| (s, r.anomalies > 0));
+        r.hist = dense.into_iter().collect();
+        self.images.push(r);
+    }
+
+    /// Fold in the records of the images that follow (shard merge).
+    pub fn absorb(&mut self, o: ImageStats) -> anyhow::Result<()> {
+        anyhow::ensure!(o.thresholds == self.thresholds && o.keep_hist == self.keep_hist, "merging per-image drift records of different thresholds");
+        self.images.extend(o.images);
+        Ok(())
+    }
+}
+
+/// The seed's rule: a statistic has drifted when it moved more than 2σ from
+/// the baseline; a divergence (`kl`, `mmd2`) only upwards, since one below
+/// the chance level of the baseline's own resamples is no drift. `None`
+/// when the change or σ is undefined.
+pub fn flagged(statistic: &str, delta: Option<f64>, sigma: Option<f64>) -> Option<bool> {
+    let (d, s) = (delta?, sigma?);
+    Some(if matches!(statistic, "kl" | "mmd2") { d > 2.0 * s } else { d.abs() > 2.0 * s })
+}
+
+/// The image draws of `samples` replicates over `n` images.
+pub fn replicate_draws(seed: u64, samples: u32, n: usize) -> Vec<Vec<usize>> {
+    (0..samples).map(|r| super::bootstrap::draws(seed, r, n)).collect()
+}
+
+/// Sample standard deviation (ddof = 1) of the defined values; `None`
+/// below two.
+pub fn sigma(v: &[Option<f64>]) -> Option<f64> {
+    let x: Vec<f64> = v.iter().flatten().copied().collect();
+    if x.len() < 2 {
+        return None;
+    }
+    let m = x.iter().sum::<f64>() / x.len() as f64;
+    Some((x.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (x.len() - 1) as f64).sqrt())
+}
+
+/// Mean of the defined values.
+pub fn mean(v: &[Option<f64>]) -> Option<f64> {
+    let x: Vec<f64> = v.iter().flatten().copied().collect();
+    (!x.is_empty()).then(|| x.iter().sum::<f64>() / x.len() as f64)
+}
+
+/// 95 % percentile interval (numpy's linear rule) of the defined values.
+pub fn interval(v: &[Option<f64>]) -> Option<[f64; 2]> {
+    let mut x: Vec<f64> = v.iter().flatten().copied().collect();
+    x.sort_by(|a, b| a.total_cmp(b));
+    Some([super::np_percentile(&x, 0.025)?, super::np_percentile(&x, 0.975)?])
+}
+
+/// A ratio statistic Σ num / Σ den of one image draw.
+pub fn ratio(recs: &[ImageRec], draw: &[usize], f: impl Fn(&ImageRec) -> (f64, f64)) -> Option<f64> {
+    let (mut a, mut b) = (0.0, 0.0);
+    for &i in draw {
+        let (x, y) = f(&recs[i]);
+        a += x;
+        b += y;
+    }
+    (b > 0.0).then(|| a / b)
+}
+
+/// Per-image numerator / denominator of a statistic, as [`ratio`] sums.
+pub type RatioFn = fn(&ImageRec, usize) -> (f64, f64);
+
+/// Mean normal-pixel score.
+pub fn pixel_mean(r: &ImageRec, _: usize) -> (f64, f64) {
+    (r.sum, r.normals as f64)
+}
+/// Pixel FRR at threshold `k`: good pixels rejected.
+pub fn pixel_frr(r: &ImageRec, k: usize) -> (f64, f64) {
+    r.at.get(k).map_or((0.0, 0.0), |a| (a.0 as f64, r.normals as f64))
+}
+/// Pixel FAR at threshold `k`: defect pixels accepted.
+pub fn pixel_far(r: &ImageRec, k: usize) -> (f64, f64) {
+    r.at.get(k).map_or((0.0, 0.0), |a| (a.1 as f64, r.anomalies as f64))
+}
+
+/// Image FRR / FAR at an image threshold `t` (`score ≥ t` rejects).
+pub fn image_rate(r: &ImageRec, t: f32, frr: bool) -> (f64, f64) {
+    match r.image {
+        Some((s, anom)) if anom != frr => ((if frr { s >= t } else { s < t }) as u8 as f64, 1.0),
+        _ => (0.0, 0.0),
+    }
+}
+
+/// Normal images' image scores of a draw, sorted.
+pub fn normal_image_scores(recs: &[ImageRec], draw: &[usize]) -> Vec<f64> {
+    let mut v: Vec<f64> = draw.iter().filter_map(|&i| recs[i].image).filter(|x| !x.1).map(|x| x.0 as f64).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+/// The pooled normal-score histogram of a draw, as [`DriftStats`] (mean
+/// and quantiles at bucket resolution: bucket centres).
+pub fn drawn_stats(recs: &[ImageRec], draw: &[usize]) -> DriftStats {
+    let mut dense = vec![0u64; super::keyhist::COARSE];
+    let (mut n, mut sum) = (0u64, 0.0);
+    for &i in draw {
+        for &(b, c) in &recs[i].hist {
+            dense[b as usize] += c as u64;
+        }
+        n += recs[i].normals;
+        sum += recs[i].sum;
+    }
+    let hist: Vec<(u16, u64)> = dense.iter().enumerate().filter(|p| *p.1 > 0).map(|(b, &c)| (b as u16, c)).collect();
+    let p95 = bucket_quantile(&hist, n, 0.95);
+    DriftStats { hist, mean: (n > 0).then(|| sum / n as f64), n, quantiles: p95.map(|v| vec![(0.95, v)]).unwrap_or_default() }
+}
+
+/// Quantile `q` (numpy's linear rank) at bucket resolution: the centre of
+/// the bucket holding rank ⌊(n − 1) q⌉.
+fn bucket_quantile(hist: &[(u16, u64)], n: u64, q: f64) -> Option<f64> {
+    if n == 0 {
+        return None;
+    }
+    let k = ((n - 1) as f64 * q).round() as u64;
+    let mut acc = 0;
+    for &(b, c) in hist {
+        acc += c;
+        if acc > k {
+            return Some(unkey(((b as u32) << 16) | 0x8000) as f64);
+        }
+    }
+    None
+}
+
+/// Resamples behind σ of KL and MMD² (the first of the draws): MMD² costs
+/// ~10⁶ kernel evaluations per resample, and 50 resamples give σ to about
+/// ±10 % (relative standard error 1/√(2·49)).
+pub const DIVERGENCE_RESAMPLES: usize = 50;
+
+/// σ of p95 and the resampled KL / MMD² to the whole baseline: per
+/// replicate (p95, KL(draw ‖ baseline), MMD²(draw, baseline)); the
+/// divergences only in the first [`DIVERGENCE_RESAMPLES`] replicates.
+pub fn hist_replicates(recs: &[ImageRec], draws: &[Vec<usize>], base: &DriftStats) -> Vec<[Option<f64>; 3]> {
+    use rayon::prelude::*;
+    draws
+        .par_iter()
+        .enumerate()
+        .map(|(r, d)| {
+            let s = drawn_stats(recs, d);
+            let div = r < DIVERGENCE_RESAMPLES;
+            [s.quantile(0.95), if div { kl(&s, base) } else { None }, if div { mmd2(&s, base) } else { None }]
+        })
+        .collect()
+}
+
+/// Paired change (drifted − test) of each method's pixel AUROC, AUPR and
+/// FPR95 over image resamples: per method the 95 % percentile intervals,
+/// and the largest per-replicate error bound of the change (the sum of
+/// the two splits' histogram bounds: see `metrics::bootstrap`).
+/// Replicate r draws the same image ids from both splits (the metric
+/// bootstrap's draws), so image difficulty cancels out of the change.
+///
+/// Why one function: both splits' per-image histograms (the histogram
+/// bootstrap, any split size) are resampled on one draw
+/// ([`super::bootstrap::replicate`]); callers see intervals and bounds only.
+pub fn delta_interval(test: &super::bootstrap::HistBoot, drifted: &super::bootstrap::HistBoot, samples: u32, seed: u64) -> anyhow::Result<Vec<DeltaCi>> {
+    use rayon::prelude::*;
+    let n = test.hists.images.len();
+    anyhow::ensure!(n == drifted.hists.images.len(), "internal error: paired splits of {n} and {} images", drifted.hists.images.len());
+    let nm = test.grids.len();
+    let draws = replicate_draws(seed, samples, n);
+    type Pair = Option<([Option<f64>; 3], [Option<f64>; 3])>;
+    let reps: Vec<Vec<Pair>> = draws
+        .par_iter()
+        .map(|d| {
+            let (a, b) = (super::bootstrap::replicate(test, d), super::bootstrap::replicate(drifted, d));
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| {
+                    let (px, py) = (x.px?, y.px?);
+                    let change = [0, 1, 2].map(|k| Some(py[k]? - px[k]?));
+                    let bound = [0, 1, 2].map(|k| Some(x.bound[k]? + y.bound[k]?));
+                    Some((change, bound))
+                })
+                .collect()
+        })
+        .collect();
+    Ok((0..nm)
+        .map(|m| {
+            let col = |k: usize| interval(&reps.iter().map(|r| r[m].and_then(|x| x.0[k])).collect::<Vec<_>>());
+            let bound = |k: usize| reps.iter().filter_map(|r| r[m].and_then(|x| x.1[k])).fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
+            DeltaCi { interval: [col(0), col(1), col(2)], bound: [bound(0), bound(1), bound(2)] }
+        })
+        .collect())
+}
+
+/// One method's [`delta_interval`]: per pixel metric (AUROC, AUPR, FPR95)
+/// the change's interval and its error bound (None: undefined, or no
+/// bound for that FPR95/AUPR rule).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeltaCi {
+    pub interval: [Option<[f64; 2]>; 3],
+    pub bound: [Option<f64>; 3],
+}
+
+/// Image AUROC and average precision of a draw's image scores (exact).
+pub fn image_metrics(recs: &[ImageRec], draw: &[usize]) -> [Option<f64>; 2] {
+    let (s, l): (Vec<f32>, Vec<u8>) = draw.iter().filter_map(|&i| recs[i].image).map(|(s, a)| (s, a as u8)).unzip();
+    let c = super::counts_of(&s, &l);
+    [c.auroc(), c.average_precision()]
+}
+
+/// The paired interval of `f(drifted) − f(test)` over `draws`.
+pub fn paired(draws: &[Vec<usize>], f: impl Fn(&[usize]) -> (Option<f64>, Option<f64>)) -> Option<[f64; 2]> {
+    let v: Vec<Option<f64>> = draws
+        .iter()
+        .map(|d| {
+            let (a, b) = f(d);
+            Some(b? - a?)
+        })
+        .collect();
+    interval(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_count_each_image_and_threshold() {
+        let mut st = ImageStats::new(vec![0.5, 2.0], true);
+        st.add(&[0.1, 0.6, 3.0, 0.4, 9.0], &[0, 0, 0, 1, 255], Some(3.0));
+        st.add(&[1.0, 1.0], &[255, 255], None);
+        let r = &st.images[0];
+        assert_eq!((r.normals, r.anomalies, r.sum), (3, 1, 0.1f32 as f64 + 0.6f32 as f64 + 3.0));
+        assert_eq!(r.at, vec![(2, 1), (1, 1)]);
+        assert_eq!(r.image, Some((3.0, true)));
+        assert_eq!(r.hist.iter().map(|x| x.1).sum::<u32>(), 3);
+        assert_eq!(st.images[1].image, None);
+        // a draw of image 0 twice: same ratios as once
+        assert_eq!(ratio(&st.images, &[0, 0], |r| pixel_frr(r, 0)), Some(2.0 / 3.0));
+        assert_eq!(ratio(&st.images, &[1], |r| pixel_frr(r, 0)), None);
+    }
+
+    #[test]
+    fn sigma_and_interval_follow_numpy() {
+        let v = [Some(1.0), Some(2.0), None, Some(4.0)];
+        // np.std([1, 2, 4], ddof=1)
+        assert!((sigma(&v).unwrap() - 1.527_525_231_651_946_6).abs() < 1e-15);
+        assert_eq!(sigma(&[Some(1.0)]), None);
+        // np.percentile([1, 2, 4], [2.5, 97.5])
+        let [lo, hi] = interval(&v).unwrap();
+        assert!((lo - 1.05).abs() < 1e-12 && (hi - 3.9).abs() < 1e-12, "{lo} {hi}");
+    }
+}
