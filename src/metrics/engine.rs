@@ -684,6 +684,20 @@ impl ThresholdCounter {
 
 /// Both passes over in-memory data (tests, single score maps).
 pub fn counts_of(scores: &[f32], labels: &[u8]) -> Counts {
+    if scores.len() <= SMALL {
+        return counts_sorted(scores, labels);
+    }
+    counts_ranked(scores, labels)
+}
+
+/// Up to this many pixels [`counts_of`] sorts instead of ranking: building
+/// the 2^16-bucket [`RankTable`] costs more than sorting a few thousand
+/// keys, and the bootstrap calls `counts_of` per replicate on image-level
+/// scores (tens to thousands of values).
+const SMALL: usize = 1 << 14;
+
+/// [`counts_of`] through the two streaming passes (any size).
+fn counts_ranked(scores: &[f32], labels: &[u8]) -> Counts {
     let mut pc = PositiveCollector::new();
     pc.add(scores, labels, None);
     let mut r = pc.finish();
@@ -691,9 +705,74 @@ pub fn counts_of(scores: &[f32], labels: &[u8]) -> Counts {
     r.finish().expect("same data in both passes")
 }
 
+/// [`counts_of`] by sorting both classes' keys: the same integers as the
+/// ranking passes (same keys, same `≥` / `>` rules, void skipped).
+fn counts_sorted(scores: &[f32], labels: &[u8]) -> Counts {
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    for (&s, &l) in scores.iter().zip(labels) {
+        if l == label::NORMAL {
+            neg.push(key(s));
+        } else if l != label::VOID {
+            pos.push(key(s));
+        }
+    }
+    pos.sort_unstable();
+    neg.sort_unstable();
+    let mut c = Counts { positives: pos.len() as u64, negatives: neg.len() as u64, ..Counts::default() };
+    let (mut i, mut tp) = (pos.len(), 0u64);
+    while i > 0 {
+        let k = pos[i - 1];
+        while i > 0 && pos[i - 1] == k {
+            i -= 1;
+            tp += 1;
+        }
+        c.thresholds.push(unkey(k));
+        c.tp.push(tp);
+        c.fp.push((neg.len() - neg.partition_point(|&x| x < k)) as u64);
+        c.fp_gt.push((neg.len() - neg.partition_point(|&x| x <= k)) as u64);
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sorting path of `counts_of` (small inputs) gives the ranking
+    /// passes' integers exactly: ties across classes, void, ±0, no
+    /// positives, no negatives, all tied.
+    #[test]
+    fn counts_sorted_equals_counts_ranked() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for n in [0usize, 1, 2, 5, 40, 300, 3000] {
+            for levels in [1u64, 3, 50, 1 << 20] {
+                let scores: Vec<f32> = (0..n)
+                    .map(|_| {
+                        let x = ((next() % levels) as f32 - levels as f32 / 2.0) * 0.25;
+                        if x == 0.0 && next() % 2 == 0 { -0.0 } else { x }
+                    })
+                    .collect();
+                for mix in [0u64, 1, 3, 10] {
+                    let labels: Vec<u8> = (0..n)
+                        .map(|_| match next() % 10 {
+                            0 => label::VOID,
+                            r if r < 1 + mix => 1u8,
+                            _ => label::NORMAL,
+                        })
+                        .collect();
+                    let (a, b) = (counts_sorted(&scores, &labels), counts_ranked(&scores, &labels));
+                    assert_eq!((a.positives, a.negatives, &a.tp, &a.fp, &a.fp_gt), (b.positives, b.negatives, &b.tp, &b.fp, &b.fp_gt), "n {n} levels {levels} mix {mix}");
+                    assert_eq!(a.thresholds.iter().map(|t| t.to_bits()).collect::<Vec<_>>(), b.thresholds.iter().map(|t| t.to_bits()).collect::<Vec<_>>());
+                }
+            }
+        }
+    }
 
     /// Brute force: sort everything, as sklearn does.
     fn brute(scores: &[f32], labels: &[u8]) -> Counts {
