@@ -197,7 +197,7 @@ const RUN: &str = "dataset = \"ds\"\ndevice = \"cpu\"\n[[models]]\nid = \"deepla
 fn bench_run_fits_saves_and_reuses_the_templates() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
-    let o = bench(&["synth", "--out", "ds", "--images", "4", "--height", "24", "--width", "40"], root);
+    let o = bench(&["synth", "--out", "ds", "--images", "4", "--height", "24", "--width", "40", "--drifted", "none"], root);
     assert!(o.status.success(), "{}", stderr(&o));
     let run = |name: &str, methods: &str, extra: &str| {
         std::fs::write(root.join("c.toml"), format!("name = \"{name}\"\nmethods = {methods}\n{extra}\n{RUN}")).unwrap();
@@ -235,7 +235,7 @@ fn bench_run_fits_saves_and_reuses_the_templates() {
 fn sharded_fit_equals_the_local_fit() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
-    let o = bench(&["synth", "--out", "ds", "--images", "5", "--height", "24", "--width", "40"], root);
+    let o = bench(&["synth", "--out", "ds", "--images", "5", "--height", "24", "--width", "40", "--drifted", "none"], root);
     assert!(o.status.success(), "{}", stderr(&o));
     let write = |out: &str| {
         std::fs::write(root.join(format!("{out}.toml")), format!("name = \"k\"\noutput = \"{out}\"\nmethods = [\"kl_matching\"]\n{RUN}")).unwrap();

@@ -243,7 +243,10 @@ fn gpu_sharded_run_merges_to_the_single_gpu_run() {
     let single = files(&ws.p("results/demo"));
     ws.config("s2.toml", "out2", "");
     to_gpu("s2.toml");
-    for r in 1..=6 {
+    let o = bench(&["run", "s2.toml", "--rounds"], &ws.root);
+    let rounds: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert_eq!(rounds, 8, "calibration 2 (HEAT) + val 2 + test 2 + test@lighting 2");
+    for r in 1..=rounds {
         let o = ws.round("s2.toml", 2, "out2/demo");
         assert!(o.status.success(), "round {r}: {}", stderr(&o));
     }
