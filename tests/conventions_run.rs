@@ -85,7 +85,7 @@ fn switches_bench_run_cannot_compute_are_errors_naming_the_key() {
     let ws = Ws::new();
     for (m, needle) in [
         ("positive = \"both\"", "both"),
-        ("binning = \"smiyc\"", "not implemented"),
+        ("binning = \"uniform\"", "unknown binning"),
         ("convention = \"nope\"", "nope"),
         ("fpr95 = \"median\"", "median"),
     ] {
@@ -219,6 +219,53 @@ fn per_image_average_in_run_equals_eval() {
     assert_ne!(pooled["aupr"], cell["aupr"], "per-image means differ from pooled pixels");
     let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
     assert!(!tables.contains("per-image"), "default footer unchanged");
+}
+
+/// `metrics.binning = "smiyc"` in bench run: the test cells carry SMIYC's
+/// binned metric equal to `bench eval --binning smiyc` on the same score
+/// maps, labelled approximate; the exact cells are unchanged; a 2-shard run
+/// gives the same results.json.
+#[test]
+fn smiyc_binning_in_run_equals_eval() {
+    let ws = Ws::new();
+    let o = ws.run(CONFIG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = ws.results();
+    let cfg = with_metrics("binning = \"smiyc\"");
+    let o = ws.run(&cfg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    let local = std::fs::read(ws.p("results/demo/results.json")).unwrap();
+    let test_ml = |v: &serde_json::Value| v["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap().clone();
+    let mut cell = test_ml(&r);
+    let b = cell.as_object_mut().unwrap().remove("binned").expect("test cell has `binned`");
+    assert_eq!(cell, test_ml(&plain), "the exact figures do not move");
+    assert_eq!((b["binning"].as_str(), b["approximate"].as_bool(), b["bins_per_frame"].as_u64()), (Some("smiyc"), Some(true), Some(768)));
+    assert!(r["cells"].as_array().unwrap().iter().filter(|c| c["split"] == "val").all(|c| c.get("binned").is_none()), "val cells have none");
+    let scores = dump_max_logit(&ws, "test", "ml_dump");
+    let o = bench(&["eval", "--binning", "smiyc", "--json", "--scores", scores.to_str().unwrap(), "--labels", ws.p("datasets/demo/test/labels").to_str().unwrap()], &ws.root);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["auroc", "aupr", "fpr95", "best_f1", "best_f1_threshold", "curve_points"] {
+        assert!(b[k].is_number(), "{k}: {b}");
+        assert_eq!(b[k], e[k], "{k}: bench run and bench eval --binning smiyc disagree");
+    }
+    assert_ne!(b["aupr"], cell["aupr"], "binned differs from the exact AUPR");
+    let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(tables.contains("SMIYC binned pixel metric (approximate)") && tables.contains("**Approximate by design**"), "{tables}");
+    // sharded: the curves travel in the pass states and absorb in order
+    std::fs::write(ws.p("sweep.toml"), cfg.replace("name = \"demo\"", "name = \"demo\"\noutput = \"sharded\"")).unwrap();
+    let o = bench(&["run", "sweep.toml", "--rounds"], &ws.root);
+    let rounds: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    for _ in 0..rounds {
+        for i in 0..2 {
+            let o = bench(&["run", "sweep.toml", "--shard", &format!("{i}/2")], &ws.root);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let o = bench(&["merge", "sharded/demo"], &ws.root);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(std::fs::read(ws.p("sharded/demo/results.json")).unwrap(), local, "sharded results.json differs");
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn cell(model: &str, method: &str, split: &str, auroc: Option<f64>, leakage: boo
         per_image: None,
         aupr_in: None,
         fpr95_in: None,
+        binned: None,
         warnings: vec![],
     }
 }

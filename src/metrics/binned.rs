@@ -124,8 +124,10 @@ fn histogram(sorted: &[f32], edges: &[f64], counts: &mut Vec<u64>) {
     }
 }
 
-/// SMIYC's binned curve, one frame at a time.
-#[derive(Default)]
+/// SMIYC's binned curve, one frame at a time. Serializable so that a
+/// sharded `bench run` ships it (frames of a shard, in image order) and the
+/// merge [`absorb`](Self::absorb)s the shards in order.
+#[derive(Default, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BinnedCurve {
     /// (threshold, tp, fp); merged by threshold when it grows.
     entries: Vec<(f64, u64, u64)>,
@@ -239,6 +241,31 @@ impl BinnedCurve {
             self.merge();
         }
         Ok(())
+    }
+
+    /// Append the frames of `o`, which all come after this curve's: the
+    /// same state as adding them here one by one (entries are summed per
+    /// threshold; among equal highest thresholds the later frame is first).
+    pub fn absorb(&mut self, o: BinnedCurve) {
+        self.entries.extend(o.entries);
+        self.positives += o.positives;
+        self.negatives += o.negatives;
+        self.void += o.void;
+        self.empty_frames += o.empty_frames;
+        self.frames += o.frames;
+        match (self.top, o.top) {
+            (Some(a), Some(b)) if b.0 < a.0 => {}
+            (Some(a), Some(b)) if b.0 == a.0 => {
+                self.top = Some(b);
+                self.top_frames += o.top_frames;
+            }
+            (_, Some(b)) => {
+                self.top = Some(b);
+                self.top_frames = o.top_frames;
+            }
+            (_, None) => {}
+        }
+        self.merge();
     }
 
     fn merge(&mut self) {

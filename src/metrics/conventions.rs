@@ -157,7 +157,7 @@ pub const PRESETS: &[Preset] = &[
         conv: conv(First, Ap, Pixels, Anomaly, F16),
         code: "SegmentMeIfYouCan/road-anomaly-benchmark @1c7804e",
         file: "road_anomaly_benchmark/evaluation.py save_output (float16); metrics/pixel_classification_curves.py curves_from_cmats",
-        note: "exact curve; SMIYC's published numbers use its 768-bin approximation: `bench eval --binning smiyc` (not in bench run)",
+        note: "exact curve; SMIYC's published numbers use its 768-bin approximation: `[metrics] binning = \"smiyc\"` / `bench eval --binning smiyc`",
     },
     Preset {
         name: "fishyscapes",

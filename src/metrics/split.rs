@@ -76,6 +76,10 @@ pub struct Pass1 {
     /// per image at the probe thresholds (empty otherwise).
     #[serde(default)]
     pub dash: Vec<ImageStats>,
+    /// `metrics.binning = "smiyc"` (SplitOpts::binned): per method SMIYC's
+    /// binned curve, one frame per image (empty otherwise).
+    #[serde(default)]
+    pub binned: Vec<crate::metrics::binned::BinnedCurve>,
 }
 
 fn default_cache_budget() -> u64 {
@@ -109,6 +113,7 @@ impl Pass1 {
                 Some(keep_hist) => probes_of.into_iter().map(|t| ImageStats::new(t, keep_hist)).collect(),
                 None => vec![],
             },
+            binned: if opts.binned { vec![Default::default(); nm] } else { vec![] },
         }
     }
 
@@ -161,6 +166,7 @@ impl Pass1 {
         let mut pos_in = self.pos_in.iter_mut();
         let mut per_image = self.per_image.iter_mut().zip(self.per_image_skipped.iter_mut());
         let mut dash = self.dash.iter_mut();
+        let mut binned = self.binned.iter_mut();
         self.pos
             .iter_mut()
             .zip(self.tpos.iter_mut())
@@ -178,6 +184,7 @@ impl Pass1 {
                 pos_in: pos_in.next(),
                 per_image: per_image.next(),
                 dash: dash.next(),
+                binned: binned.next(),
             })
             .collect()
     }
@@ -206,6 +213,7 @@ impl Pass1 {
             ranks: self.ranks.clone(),
             type_hits: self.type_hits.clone(),
             dash: self.dash.clone(),
+            binned: self.binned.clone(),
         }
     }
 
@@ -278,6 +286,10 @@ impl Pass1 {
             (None, None) => {}
             _ => anyhow::bail!("merging pass states with and without per-type hit counts"),
         }
+        ensure!(o.binned.len() == self.binned.len(), "merging pass states with and without SMIYC binned curves");
+        for (a, b) in self.binned.iter_mut().zip(o.binned) {
+            a.absorb(b);
+        }
         ensure!(o.dash.len() == self.dash.len(), "merging pass states with and without per-image drift records");
         for (a, b) in self.dash.iter_mut().zip(o.dash) {
             a.absorb(b)?;
@@ -322,6 +334,7 @@ struct MethodPass1<'a> {
     pos_in: Option<&'a mut PositiveCollector>,
     per_image: Option<(&'a mut Vec<[Option<f64>; 6]>, &'a mut u64)>,
     dash: Option<&'a mut ImageStats>,
+    binned: Option<&'a mut crate::metrics::binned::BinnedCurve>,
 }
 
 impl MethodPass1<'_> {
@@ -370,6 +383,9 @@ impl MethodPass1<'_> {
         }
         if let Some(d) = self.dash {
             d.add(s, lab, score);
+        }
+        if let Some(b) = self.binned {
+            b.add_frame(s, lab)?;
         }
         Ok(())
     }
@@ -510,6 +526,8 @@ pub struct SplitOpts {
     /// (`Some(keep_hist)`: also each image's normal-score histogram, on the
     /// baseline split); `None` on splits that need none (val).
     pub dashboard: Option<bool>,
+    /// `metrics.binning = "smiyc"`: SMIYC's binned curve per method (test).
+    pub binned: bool,
 }
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.

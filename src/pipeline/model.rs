@@ -162,6 +162,7 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
         frr_budgets: cfg.metrics.frr.clone(),
         soft: vec![],
         dashboard: None,
+        binned: false,
     };
     let val_eval = match val {
         Some(v) => Some(eval_split(cx, v, &mc.id, scorer, &plan, vec![vec![]; cols.len()], &sopts)?),
@@ -184,6 +185,7 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
     sopts.boot = cfg.metrics.bootstrap > 0 && !per_image_avg;
     sopts.soft = soft_probes(&chosen, cols.len());
     sopts.dashboard = Some(true);
+    sopts.binned = cfg.metrics.smiyc_binning;
     let te = eval_split(cx, test, &mc.id, scorer, plan, probes.clone(), &sopts)?;
     if cfg.metrics.all_conventions {
         let rows = cx.timed(|p| &mut p.conventions, || convention_rows(cx, test, &mc.id, scorer, plan, cols.len()))?;
@@ -218,7 +220,7 @@ fn eval_drifted(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc:
         return Ok(vec![]);
     }
     let probes = probes.unwrap_or_else(|| (0..sw.cols.len()).map(|mi| probe_thresholds(&choose_thresholds(te, mi, cfg))).collect());
-    let dopts = SplitOpts { dashboard: Some(false), frr_budgets: vec![], soft: vec![], ..sopts.clone() };
+    let dopts = SplitOpts { dashboard: Some(false), frr_budgets: vec![], soft: vec![], binned: false, ..sopts.clone() };
     sw.drifted.iter().map(|d| eval_split(cx, d, &mc.id, scorer, plan, probes.clone(), &dopts)).collect()
 }
 

@@ -77,6 +77,9 @@ pub(crate) struct SplitEval {
     /// Per method (`SplitOpts::dashboard`): one record per image, for the
     /// drift-sensitivity resamples (empty otherwise).
     pub(crate) dash: Vec<crate::metrics::dashboard::ImageStats>,
+    /// Per method (`metrics.binning = "smiyc"`, test): SMIYC's binned
+    /// curve, finished (empty otherwise).
+    pub(crate) binned: Vec<crate::metrics::binned::BinnedCurve>,
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -177,7 +180,7 @@ pub(crate) fn eval_split(
     let mut p1 = pass1(cx, split, model, scorer, plan, probes, opts)?;
     let image_means = p1.image_means(opts);
     let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
-    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, type_hits, dash, .. } = p1;
+    let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, type_hits, dash, binned, .. } = p1;
     let rankers: Vec<Ranker> = pos.into_iter().map(|p| p.finish()).collect();
     let boot = if opts.boot { Some(HistCollector::new(boot_grids(&rankers, &normal, &boot_thresholds)?)) } else { None };
     let p2 = Pass2 {
@@ -229,6 +232,7 @@ pub(crate) fn eval_split(
         boot: boot.map(|b| (b.grids, b.set)),
         type_hits,
         dash,
+        binned,
     })
 }
 

@@ -224,7 +224,27 @@ pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: u
         per_image,
         aupr_in,
         fpr95_in,
+        binned: e.binned.get(mi).map(binned_cell),
         warnings,
+    }
+}
+
+/// results.json's view of a finished SMIYC binned curve.
+fn binned_cell(c: &crate::metrics::binned::BinnedCurve) -> BinnedCell {
+    let mut c = c.clone();
+    let m = c.finish();
+    BinnedCell {
+        binning: "smiyc".into(),
+        approximate: true,
+        bins_per_frame: crate::metrics::binned::NUM_BINS as u32,
+        auroc: m.map(|x| x.auroc),
+        aupr: m.map(|x| x.ap),
+        fpr95: m.map(|x| x.fpr95),
+        best_f1: m.map(|x| x.best_f1),
+        best_f1_threshold: m.map(|x| x.best_f1_threshold),
+        curve_points: m.map(|x| x.points as u64),
+        top_threshold_frames: c.top_frames,
+        empty_frames: c.empty_frames,
     }
 }
 

@@ -315,7 +315,36 @@ pub struct Cell {
     pub aupr_in: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fpr95_in: Option<f64>,
+    /// `metrics.binning = "smiyc"` (test cells): SMIYC's binned pixel
+    /// metric, an approximation; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binned: Option<BinnedCell>,
     pub warnings: Vec<String>,
+}
+
+/// SMIYC's binned (approximate) pixel metric of one cell: the official
+/// `road-anomaly-benchmark` algorithm (float16 scores, 768 quantile bins
+/// per frame, merged; see `metrics::binned`), as `bench eval --binning
+/// smiyc` computes it from saved score maps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BinnedCell {
+    /// Always `"smiyc"`.
+    pub binning: String,
+    /// Always true: binned, not the exact curve.
+    pub approximate: bool,
+    pub bins_per_frame: u32,
+    pub auroc: Option<f64>,
+    pub aupr: Option<f64>,
+    pub fpr95: Option<f64>,
+    pub best_f1: Option<f64>,
+    pub best_f1_threshold: Option<f64>,
+    pub curve_points: Option<u64>,
+    /// Frames sharing the highest threshold (above 1 the official result
+    /// depends on numpy's unstable argsort; bench follows the stable one).
+    pub top_threshold_frames: u64,
+    /// Frames without a non-void pixel (skipped; the official code fails).
+    pub empty_frames: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -92,6 +92,7 @@ pub fn tables(r: &Results) -> Vec<Table> {
     out.extend(drift_table(r));
     out.extend(super::sensitivity::tables(r));
     out.extend(region_table(r));
+    out.extend(binned_table(r));
     if let Some(b) = r.cells.iter().find_map(|c| c.bootstrap.as_ref()) {
         out[0].notes.push(format!(
             "± = half-width of the 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}){}.",
@@ -377,6 +378,25 @@ fn region_table(r: &Results) -> Option<Table> {
                 format!("{} / {} / {} / {}", pct(c.aupro, 2), pct(k.and_then(|k| k.siou), 2), pct(k.and_then(|k| k.ppv), 2), pct(k.and_then(|k| k.mean_f1), 2)),
                 c.leakage,
             )
+        },
+    ))
+}
+
+/// `metrics.binning = "smiyc"`: SMIYC's binned pixel metric beside the
+/// exact one, labelled approximate.
+fn binned_table(r: &Results) -> Option<Table> {
+    if !r.cells.iter().any(|c| c.split == EVAL_SPLIT && c.binned.is_some()) {
+        return None;
+    }
+    Some(grid(
+        r,
+        "SMIYC binned pixel metric (approximate)",
+        vec!["**Format**: FPR95 / AUROC / AUPR in %, computed as SegmentMeIfYouCan's `road-anomaly-benchmark` does: scores cast to float16, 768 quantile bins per image, merged. **Approximate by design** (for comparison with SMIYC's published numbers); the exact values are in the tables above.".into()],
+        Align::Right,
+        &[("FPR95", Better::Lower), ("AUROC", Better::Higher), ("AUPR", Better::Higher)],
+        |c| {
+            let b = c.binned.as_ref();
+            mark(format!("{} / {} / {}", pct(b.and_then(|b| b.fpr95), 2), pct(b.and_then(|b| b.auroc), 2), pct(b.and_then(|b| b.aupr), 2)), c.leakage)
         },
     ))
 }
