@@ -7,6 +7,9 @@ use bench::data::npz::write_npz;
 use bench::data::{Dataset, LogitData};
 use bench::synth::{SynthSpec, generate};
 use half::f16;
+
+mod common;
+use common::tree;
 use std::path::{Path, PathBuf};
 
 fn tmp() -> tempfile::TempDir {
@@ -666,23 +669,6 @@ fn dataset_discovery() {
     assert!(msg.contains("test"), "{msg}");
 }
 
-/// All files under `dir`, relative path -> bytes.
-fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).unwrap() {
-            let e = e.unwrap().path();
-            if e.is_dir() {
-                stack.push(e);
-            } else {
-                out.push((e.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&e).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// AUROC of `scores` (higher = anomalous) with ties counted ½.
 fn auroc(mut v: Vec<(f32, bool)>) -> f64 {

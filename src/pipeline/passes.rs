@@ -23,7 +23,7 @@ pub(crate) fn score_image(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan
 /// [`score_image`] before `metrics.score_precision` rounding.
 pub(crate) fn score_image_raw(scorer: &mut dyn Scorer, lg: &Logits, plan: &ScorePlan, inp: &Inputs, split: &Split, model: &str, i: usize) -> Result<ScoreMaps> {
     // HEAT fitted on per-pixel features reads this image's features.
-    let uses_features = plan.methods.contains(&Method::Heat) && plan.heat().is_some_and(|h| h.features());
+    let uses_features = plan.uses_features();
     let feat = if uses_features { Some(load_features(split, model, i, lg, inp)?) } else { None };
     let mut maps = if plan.methods.is_empty() {
         ScoreMaps { h: lg.h, w: lg.w, maps: vec![] }

@@ -271,6 +271,13 @@ pub struct ScorePlan {
 }
 
 impl ScorePlan {
+    /// Whether scoring this plan reads each image's per-pixel features
+    /// (`features/<model>/<id>.npy`): HEAT is requested and was fitted on
+    /// them. The pipeline asks this instead of naming a method.
+    pub fn uses_features(&self) -> bool {
+        self.methods.contains(&Method::Heat) && self.heat().is_some_and(|h| h.features())
+    }
+
     /// Whether the SML maps are post-processed (needs the predicted classes).
     pub fn sml_post_active(&self) -> bool {
         self.sml_post.active() && self.methods.contains(&Method::Sml)
@@ -343,7 +350,7 @@ pub trait Scorer {
 /// requested and was fitted on features, checked against the fit's
 /// dimension and the logits' H×W; features a plan does not use are ignored.
 pub fn heat_features<'a>(logits: &Logits, features: Option<&'a Logits>, plan: &ScorePlan) -> Result<Option<&'a Logits>> {
-    let Some(h) = plan.heat().filter(|h| h.features() && plan.methods.contains(&Method::Heat)) else {
+    let Some(h) = plan.heat().filter(|_| plan.uses_features()) else {
         return Ok(None);
     };
     let Some(f) = features else {
