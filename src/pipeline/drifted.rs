@@ -97,14 +97,8 @@ fn dashboard_of((brec, bd): (&[ImageRec], &DriftStats), (rec, d): (&[ImageRec], 
 /// Per column: the histogram bootstrap's intervals of the AUROC, AUPR and
 /// FPR95 changes with their error bounds, or why there are none.
 pub(crate) fn metric_intervals(cfg: &Config, base: &SplitEval, e: &SplitEval, nm: usize) -> Result<std::result::Result<Vec<DeltaCi>, String>> {
-    use crate::metrics::bootstrap::HistBoot;
-    let rule = (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr);
     let no_points = vec![vec![]; nm];
-    fn hb<'a>(s: &'a SplitEval, points: &'a [Vec<Option<crate::metrics::bootstrap::Threshold>>], rule: (crate::metrics::Fpr95Rule, crate::metrics::AuprRule)) -> Option<HistBoot<'a>> {
-        let (grids, hists) = s.boot.as_ref()?;
-        Some(HistBoot { hists, grids, image_scores: &s.image_scores, image_labels: &s.image_labels, points, rule })
-    }
-    Ok(match (cfg.metrics.bootstrap, hb(base, &no_points, rule), hb(e, &no_points, rule)) {
+    Ok(match (cfg.metrics.bootstrap, base.hist_boot(&no_points, cfg), e.hist_boot(&no_points, cfg)) {
         (0, ..) => Err("no interval: bootstrap off".into()),
         (n, Some(a), Some(b)) => Ok(delta_interval(&a, &b, n, cfg.metrics.bootstrap_seed)?),
         _ => Err("no interval: `average = \"images\"` bootstraps per-image means; the pixel changes' intervals are not implemented there".into()),

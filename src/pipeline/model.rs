@@ -2,7 +2,7 @@
 //! and every row the model contributes.
 
 use super::*;
-use crate::metrics::bootstrap::{HistBoot, HistIntervals, Threshold, hist_bootstrap};
+use crate::metrics::bootstrap::{HistIntervals, Threshold, hist_bootstrap};
 use crate::metrics::operating::Level;
 
 /// One model's sweep: calibration, val, then test with val's thresholds.
@@ -112,10 +112,9 @@ pub(crate) struct Evaluated {
 /// The histogram bootstrap of test for every column: thresholds `ch`
 /// (per column, in honest-point order) counted exactly per replicate.
 fn hist_boot(te: &SplitEval, ch: &[Vec<Chosen>], cfg: &Config, samples: u32) -> Result<HistIntervals> {
-    let (grids, hists) = te.boot.as_ref().context("internal error: the test split was evaluated without bootstrap histograms")?;
     let points: Vec<Vec<Option<Threshold>>> = ch.iter().map(|v| v.iter().map(|c| c.threshold().map(|t| Threshold { level: c.level, t: t as f32 })).collect()).collect();
     let soft = |level: Level| ch.first()?.iter().position(|c| c.level == level && c.rule == PointRule::FrrAtFar);
-    let b = HistBoot { hists, grids, image_scores: &te.image_scores, image_labels: &te.image_labels, points: &points, rule: (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr) };
+    let b = te.hist_boot(&points, cfg).context("internal error: the test split was evaluated without bootstrap histograms")?;
     hist_bootstrap(&b, samples, cfg.metrics.bootstrap_seed, [soft(Level::Pixel), soft(Level::Image)])
 }
 

@@ -82,6 +82,16 @@ pub(crate) struct SplitEval {
     pub(crate) binned: Vec<crate::metrics::binned::BinnedCurve>,
 }
 
+impl SplitEval {
+    /// The histogram bootstrap's view of this split ([`SplitOpts::boot`]):
+    /// its per-image histograms and image scores, counted at `points`;
+    /// `None` when it was evaluated without histograms.
+    pub(crate) fn hist_boot<'a>(&'a self, points: &'a [Vec<Option<crate::metrics::bootstrap::Threshold>>], cfg: &Config) -> Option<crate::metrics::bootstrap::HistBoot<'a>> {
+        let (grids, hists) = self.boot.as_ref()?;
+        Some(crate::metrics::bootstrap::HistBoot { hists, grids, image_scores: &self.image_scores, image_labels: &self.image_labels, points, rule: (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr) })
+    }
+}
+
 /// What every pass of a run shares: inputs, the execution mode (local,
 /// shard, merge), progress.
 pub(crate) struct Ctx<'a> {
