@@ -9,7 +9,6 @@ mod common;
 use common::{Rng, logits};
 
 use anyhow::Result;
-use bench::data::label;
 use bench::scores::cpu::{CpuScorer, ReferenceScorer, fast};
 use bench::scores::{Calibration, HeatPost, Logits, Method, ScoreMaps, ScorePlan, Scorer, SmlPost};
 
@@ -71,13 +70,7 @@ fn calibration(c: usize, d: usize, seed: u64) -> Calibration {
         .map(|_| {
             let v = values(Kind::Realistic, c, h * w, &mut r);
             let f = (d > 0).then(|| logits(d, h, w, &values(Kind::Realistic, d, h * w, &mut r), false));
-            let lab = (0..h * w)
-                .map(|_| match r.below(20) {
-                    0 => 1,
-                    1 => label::VOID,
-                    _ => label::NORMAL,
-                })
-                .collect();
+            let lab = r.sparse_labels(h * w);
             (logits(c, h, w, &v, false), f, lab)
         })
         .collect();

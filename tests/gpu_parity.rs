@@ -11,7 +11,7 @@ mod common;
 use common::*;
 
 use anyhow::Result;
-use bench::data::{LogitData, Logits, label};
+use bench::data::{LogitData, Logits};
 use bench::scores::cpu::CpuScorer;
 use bench::scores::gpu::{GpuScorer, list_adapters};
 use bench::scores::{Calibration, Method, ScoreMaps, ScorePlan, Scorer};
@@ -84,13 +84,7 @@ fn calibration(c: usize, seed: u64) -> Calibration {
             let (h, w) = (40, 50 + 7 * i);
             let vals = make_values(c, h, w, seed ^ (0xC0FFEE + i as u64), Kind::Realistic);
             let mut r = Rng::new(seed + 17 * i as u64);
-            let lab = (0..h * w)
-                .map(|_| match r.below(20) {
-                    0 => 1,
-                    1 => label::VOID,
-                    _ => label::NORMAL,
-                })
-                .collect();
+            let lab = r.sparse_labels(h * w);
             (logits(c, h, w, &vals, false), lab)
         })
         .collect();

@@ -48,6 +48,17 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         self.0.random_range(0..n)
     }
+    /// `n` label codes: 5 % anomaly (1), 5 % void, the rest normal (one
+    /// draw of `below(20)` per pixel).
+    pub fn sparse_labels(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| match self.below(20) {
+                0 => 1,
+                1 => bench::data::label::VOID,
+                _ => bench::data::label::NORMAL,
+            })
+            .collect()
+    }
 }
 
 /// `bench args...` in `cwd`, as CI runs it (`CI=true`, no Slurm variables).
