@@ -27,6 +27,17 @@
 //! ≈ 369 MB; measured on the demo (12,288 pixels per image) see the README
 //! ("Bootstrap"). Score maps of the same split: 1,500 · 5 · 4 · 512² B
 //! = 7.9 GB.
+//!
+//! **AUPRO** (`metrics.regions`, [`HistCollector::with_regions`]): PRO is a
+//! TPR in which each anomaly pixel of region k weighs 1/|R_k|
+//! (`region::region_weights`), so per image the bootstrap also needs, per
+//! non-empty *anomaly* cell, the sum of its pixels' weights (`f64`,
+//! [`ImageHist::pro`]: 8 more bytes per anomaly cell, at most 8 · bins) and
+//! per image its region count K_i ([`HistSet::regions`]: 4 bytes per image,
+//! shared by the methods). Per image × method then at most
+//! 6 · 2 · bins + 8 · bins = 20 · bins bytes (≈ 82 KB at 4,100 bins; the
+//! StreetHazards worst case above becomes ≈ 615 MB). Runs without regions
+//! hold and ship none of it.
 
 use super::key;
 use crate::data::label;
@@ -142,28 +153,43 @@ impl Grid {
 pub struct ImageHist {
     pub idx: Vec<u16>,
     pub cnt: Vec<u32>,
+    /// With regions (AUPRO): per anomaly cell (odd `idx`, in `idx` order)
+    /// the sum of its pixels' region weights 1/|R_k|, summed in pixel
+    /// order; empty without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pro: Vec<f64>,
 }
 
 impl ImageHist {
-    /// Count one image's non-void pixels of one method on `g`.
-    fn of(g: &Grid, scores: &[f32], labels: &[u8]) -> ImageHist {
+    /// Count one image's non-void pixels of one method on `g` (and, with
+    /// `weights`, sum the anomaly pixels' region weights per bin).
+    fn of(g: &Grid, scores: &[f32], labels: &[u8], weights: Option<&[f64]>) -> ImageHist {
         let mut dense = vec![0u32; 2 * g.bins()];
-        for (&s, &l) in scores.iter().zip(labels) {
+        let mut dense_w = if weights.is_some() { vec![0.0f64; g.bins()] } else { vec![] };
+        for (p, (&s, &l)) in scores.iter().zip(labels).enumerate() {
             if l != label::VOID {
-                dense[2 * g.bin(key(s)) + (l != label::NORMAL) as usize] += 1;
+                let b = g.bin(key(s));
+                let anomaly = l != label::NORMAL;
+                dense[2 * b + anomaly as usize] += 1;
+                if let (true, Some(w)) = (anomaly, weights) {
+                    dense_w[b] += w[p];
+                }
             }
         }
         let mut h = ImageHist::default();
         for (i, &c) in dense.iter().enumerate().filter(|p| *p.1 > 0) {
             h.idx.push(i as u16);
             h.cnt.push(c);
+            if weights.is_some() && i % 2 == 1 {
+                h.pro.push(dense_w[i / 2]);
+            }
         }
         h
     }
 
     /// Bytes held (the memory figure of the module doc).
     pub fn bytes(&self) -> usize {
-        self.idx.len() * 2 + self.cnt.len() * 4
+        self.idx.len() * 2 + self.cnt.len() * 4 + self.pro.len() * 8
     }
 }
 
@@ -174,6 +200,18 @@ pub struct HistSet {
     /// `images[i][m]`: image i, method m.
     pub images: Vec<Vec<ImageHist>>,
     pub valid: Vec<bool>,
+    /// With regions (AUPRO): per image its number of ground-truth regions
+    /// K_i; empty without (then no AUPRO interval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<u32>,
+}
+
+impl HistSet {
+    /// Whether the histograms carry AUPRO's region weights (one region
+    /// count per image; a split without images has no interval anyway).
+    pub fn has_regions(&self) -> bool {
+        !self.regions.is_empty()
+    }
 }
 
 /// Pass 2's bootstrap accumulator: the grids (fixed from pass 1) and the
@@ -182,19 +220,40 @@ pub struct HistSet {
 pub struct HistCollector {
     pub grids: Vec<Grid>,
     pub set: HistSet,
+    /// Also AUPRO's per-cell region weights and per-image region counts.
+    pub regions: bool,
 }
 
 impl HistCollector {
     pub fn new(grids: Vec<Grid>) -> Self {
-        HistCollector { grids, set: HistSet::default() }
+        HistCollector { grids, set: HistSet::default(), regions: false }
     }
 
-    /// Count one image of every method (methods in parallel).
-    pub fn add(&mut self, maps: &ScoreMaps, labels: &[u8]) {
+    /// [`new`](Self::new) that also records what AUPRO's intervals need
+    /// (only for runs that compute AUPRO: it costs a labelling per image).
+    pub fn with_regions(grids: Vec<Grid>) -> Self {
+        HistCollector { regions: true, ..Self::new(grids) }
+    }
+
+    /// Count one image of every method (methods in parallel). Errors when
+    /// the maps and labels disagree in shape (the labelling needs `h·w`).
+    pub fn add(&mut self, maps: &ScoreMaps, labels: &[u8]) -> Result<()> {
         use rayon::prelude::*;
-        let row = maps.maps.par_iter().zip(&self.grids).map(|(s, g)| ImageHist::of(g, s, labels)).collect();
+        let rw = if self.regions {
+            let rw = crate::metrics::region::region_weights(labels, maps.h, maps.w)?;
+            ensure!(rw.regions <= u32::MAX as usize, "an image with {} anomaly regions", rw.regions);
+            Some(rw)
+        } else {
+            None
+        };
+        let w = rw.as_ref().map(|r| &r.weights[..]);
+        let row = maps.maps.par_iter().zip(&self.grids).map(|(s, g)| ImageHist::of(g, s, labels, w)).collect();
         self.set.images.push(row);
         self.set.valid.push(labels.iter().any(|&l| l != label::VOID));
+        if let Some(rw) = rw {
+            self.set.regions.push(rw.regions as u32);
+        }
+        Ok(())
     }
 
     /// What a shard ships: its images' histograms.
@@ -212,14 +271,21 @@ impl HistCollector {
             t.images.iter().all(|r| r.iter().zip(&bins).all(|(h, &b)| h.idx.len() == h.cnt.len() && h.idx.iter().all(|&i| (i as usize) < b))),
             "merging bootstrap histograms of a different grid (shards of another pass 1?)"
         );
+        let want = if self.regions { t.images.len() } else { 0 };
+        let pro_ok = |h: &ImageHist| h.pro.len() == if self.regions { h.idx.iter().filter(|&&i| i % 2 == 1).count() } else { 0 };
+        ensure!(
+            t.regions.len() == want && t.images.iter().flatten().all(pro_ok),
+            "merging bootstrap histograms with and without AUPRO region weights"
+        );
         self.set.images.extend(t.images.iter().cloned());
         self.set.valid.extend(&t.valid);
+        self.set.regions.extend(&t.regions);
         Ok(())
     }
 
     /// Histogram bytes held (per-image cells).
     pub fn bytes(&self) -> usize {
-        self.set.images.iter().flatten().map(|h| h.bytes()).sum()
+        self.set.images.iter().flatten().map(|h| h.bytes()).sum::<usize>() + self.set.regions.len() * 4
     }
 }
 
@@ -263,7 +329,7 @@ mod tests {
         let g = Grid::build(&[key(1.0)], &[1], &vec![0; 1 << 16], &[], 4).unwrap();
         let maps = ScoreMaps { h: 1, w: 3, maps: vec![vec![1.0, 0.5, 2.0]] };
         let mut a = HistCollector::new(vec![g.clone()]);
-        a.add(&maps, &[label::NORMAL, label::VOID, 1]);
+        a.add(&maps, &[label::NORMAL, label::VOID, 1]).unwrap();
         let mut b = HistCollector::new(vec![g.clone()]);
         b.absorb(&a.tally()).unwrap();
         assert_eq!(b.set, a.set);

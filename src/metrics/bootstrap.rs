@@ -13,13 +13,20 @@
 //! **Histogram bootstrap** ([`hist_bootstrap`], what `bench run` uses at
 //! every split size): each replicate's figures come from the per-image
 //! histograms of [`bootgrid`](super::bootgrid) summed with the draw's
-//! multiplicities: AUROC, AP, FPR95 of the binned statistic (every bin one
-//! tied score); the counts at each val-chosen pixel threshold (a grid edge:
-//! **exact**); image AUROC and the image-level operating points from the
-//! image scores (**exact**); and per pair of methods the replicate's
-//! difference A − B (a method paired with itself gives exactly 0).
-//! AUPRO intervals are **not implemented** (they need per-region overlaps
-//! per image; results.json has no `aupro` interval).
+//! multiplicities: AUROC, AP, FPR95, best F1 and (with regions) AUPRO of
+//! the binned statistic (every bin one tied score); the counts at each
+//! val-chosen pixel threshold (a grid edge: **exact**); image AUROC and the
+//! image-level operating points from the image scores (**exact**); and per
+//! pair of methods the replicate's difference A − B (a method paired with
+//! itself gives exactly 0).
+//!
+//! **AUPRO** needs, besides the counts, each anomaly cell's region-weight
+//! sum (each anomaly pixel weighs 1/|R_k|) and each image's region count
+//! K_i ([`bootgrid`](super::bootgrid), only when the run computes regions).
+//! Per replicate the binned PRO at a bin's lower edge is Σ_draw (weight at
+//! or above it) / Σ_draw K_i and its FPR the drawn normals at or above it
+//! over all drawn normals; `region::aupro` integrates that binned curve with
+//! the point estimate's own trapezoid rule (the same function).
 //!
 //! **Error bound** (point estimates stay exact; only the intervals are
 //! binned). Per replicate, with `P_b`, `N_b` the anomaly / normal pixels of
@@ -32,7 +39,19 @@
 //!   `hi_b = (TP>b + P_b) / (TP>b + P_b + FP>b)`, and the binned precision
 //!   lies between them, so `|AP_bin − AP| ≤ Σ_b (P_b / P)(hi_b − lo_b)`;
 //! - FPR95 (`fpr95 = "first"`): the exact threshold lies in the bin b* where
-//!   the binned TPR first reaches 0.95, so `|FPR95_bin − FPR95| ≤ N_b* / N`.
+//!   the binned TPR first reaches 0.95, so `|FPR95_bin − FPR95| ≤ N_b* / N`;
+//! - best F1: every binned operating point (a bin's lower edge) is an exact
+//!   one, so `F1_bin ≤ F1`; an exact threshold inside a bin b holding
+//!   anomalies has TP ≤ TP>b + P_b and FP ≥ FP>b, and F1 = 2TP/(TP+FP+P)
+//!   grows with TP and falls with FP, so with
+//!   `U_b = F1(TP>b + P_b, FP>b)`, `0 ≤ F1 − F1_bin ≤ max_b U_b − F1_bin`
+//!   (0 when no bin is wider than one key);
+//! - AUPRO: the binned PRO curve's corners are exact points of the exact
+//!   curve, and between a bin's two corners both curves are monotone, so
+//!   both stay in the box ΔFPR_b × ΔPRO_b: `|AUPRO_bin − AUPRO| ≤
+//!   (Σ_b ½ ΔFPR_b ΔPRO_b + w ΔPRO_b*) / max_fpr` over the boxes left of
+//!   `max_fpr`, the box b* crossing it counted at width `w = max_fpr −
+//!   FPR_b*` (`region::aupro_bin_bound`, which says why).
 //!
 //! If every replicate's binned value is within δ_r of its exact value, each
 //! order statistic, hence each numpy percentile, is within `max_r δ_r`: the
@@ -67,6 +86,12 @@ pub struct Bootstrap {
     pub auroc: Option<[f64; 2]>,
     pub aupr: Option<[f64; 2]>,
     pub fpr95: Option<[f64; 2]>,
+    /// Best F1 of the pixel statistic (histogram bootstrap only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f1: Option<[f64; 2]>,
+    /// AUPRO (histogram bootstrap of a run with `metrics.regions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aupro: Option<[f64; 2]>,
     /// `"histogram"` (per-image histograms, intervals within
     /// `error_bound` of the exact bootstrap) or `"image_means"`
     /// (`average = "images"`: exact means of per-image values); absent in
@@ -93,7 +118,29 @@ pub struct ErrorBound {
     pub auroc: Option<f64>,
     pub aupr: Option<f64>,
     pub fpr95: Option<f64>,
+    /// Absent where the interval is (files before F1 / AUPRO intervals,
+    /// runs without regions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aupro: Option<f64>,
 }
+
+impl ErrorBound {
+    /// From the bounds of [`PX`]'s figures, in its order.
+    pub fn of(b: [Option<f64>; PX]) -> ErrorBound {
+        ErrorBound { auroc: b[0], aupr: b[1], fpr95: b[2], f1: b[3], aupro: b[4] }
+    }
+
+    /// The bounds in [`PX`] order.
+    pub fn all(&self) -> [Option<f64>; PX] {
+        [self.auroc, self.aupr, self.fpr95, self.f1, self.aupro]
+    }
+}
+
+/// The binned pixel figures of a replicate, in this order: AUROC, AUPR,
+/// FPR95, best F1, AUPRO.
+pub const PX: usize = 5;
 
 /// Intervals of an operating point's test FAR and FRR at its (fixed,
 /// val-chosen) threshold.
@@ -112,6 +159,8 @@ pub struct DiffCi {
     pub auroc: Option<[f64; 2]>,
     pub aupr: Option<[f64; 2]>,
     pub fpr95: Option<[f64; 2]>,
+    pub f1: Option<[f64; 2]>,
+    pub aupro: Option<[f64; 2]>,
     pub image_auroc: Option<[f64; 2]>,
     /// FRR at the soft (first FAR budget) threshold, pixel and image.
     pub pixel_frr: Option<[f64; 2]>,
@@ -141,10 +190,11 @@ pub struct HistBoot<'a> {
 /// One method's figures in one replicate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rep {
-    /// AUROC, AUPR, FPR95 of the binned statistic (None: a class missing).
-    pub px: Option<[Option<f64>; 3]>,
+    /// The [`PX`] figures of the binned statistic (None: a class missing;
+    /// AUPRO None without region weights).
+    pub px: Option<[Option<f64>; PX]>,
     /// Per-replicate bounds on |binned − exact| of `px`.
-    pub bound: [Option<f64>; 3],
+    pub bound: [Option<f64>; PX],
     pub image_auroc: Option<f64>,
     /// Per honest point: (FAR, FRR) at its threshold (None: no threshold).
     pub ops: Vec<Option<(Option<f64>, Option<f64>)>>,
@@ -204,27 +254,45 @@ pub fn replicate(b: &HistBoot, draw: &[usize]) -> Vec<Rep> {
     }
     let img_draw: Vec<usize> = draw.iter().filter_map(|&i| row[i]).collect();
     let labels: Vec<u8> = img_draw.iter().map(|&j| b.image_labels[j]).collect();
+    let regions = b.hists.has_regions();
+    // drawn regions: each image's K_i times its multiplicity
+    let k: u64 = if regions { w.iter().zip(&b.hists.regions).map(|(&wi, &ki)| wi as u64 * ki as u64).sum() } else { 0 };
     (0..b.grids.len())
         .map(|m| {
             let g = &b.grids[m];
             let mut agg = vec![0u64; 2 * g.bins()];
+            let mut aggw = if regions { vec![0.0f64; g.bins()] } else { vec![] };
             for (i, &wi) in w.iter().enumerate().filter(|p| *p.1 > 0) {
                 let h = &b.hists.images[i][m];
                 for (&ix, &c) in h.idx.iter().zip(&h.cnt) {
                     agg[ix as usize] += wi as u64 * c as u64;
                 }
+                // anomaly cells in idx order (image order, then cell order:
+                // the same sums in every run and shard)
+                for (&ix, &pw) in h.idx.iter().filter(|&&ix| ix % 2 == 1).zip(&h.pro) {
+                    aggw[ix as usize / 2] += wi as f64 * pw;
+                }
             }
             let scores: Vec<f32> = img_draw.iter().map(|&j| b.image_scores[m][j]).collect();
-            method_rep(b, m, &agg, &scores, &labels)
+            method_rep(b, m, &agg, regions.then_some((&aggw[..], k)), &scores, &labels)
         })
         .collect()
 }
 
-/// One method's [`Rep`] from its summed bins and its drawn image scores.
-fn method_rep(b: &HistBoot, m: usize, agg: &[u64], scores: &[f32], labels: &[u8]) -> Rep {
+/// One method's [`Rep`] from its summed bins (and, with regions, each
+/// bin's summed region weights and the drawn region count) and its drawn
+/// image scores.
+fn method_rep(b: &HistBoot, m: usize, agg: &[u64], pro: Option<(&[f64], u64)>, scores: &[f32], labels: &[u8]) -> Rep {
+    use crate::metrics::region::{MAX_FPR, aupro, aupro_bin_bound};
     let g = &b.grids[m];
-    let (c, bound) = binned(g, agg, b.rule);
-    let px = c.defined().then(|| [c.auroc(), c.aupr(b.rule.1), c.fpr_at_tpr(0.95, b.rule.0)]);
+    let Binned { c, wide, weight, bound: [b_auroc, b_aupr, b_fpr] } = binned(g, agg, pro.map(|p| p.0), b.rule);
+    let f1 = c.best_f1().map(|x| x.0);
+    let (au, b_au) = match pro {
+        Some((_, k)) => (aupro(&c, &weight, k, MAX_FPR), aupro_bin_bound(&c, &weight, k, &wide, MAX_FPR)),
+        None => (None, None),
+    };
+    let bound = [b_auroc, b_aupr, b_fpr, f1.map(|f| f1_bound(&c, &wide, f)), b_au];
+    let px = c.defined().then(|| [c.auroc(), c.aupr(b.rule.1), c.fpr_at_tpr(0.95, b.rule.0), f1, au]);
     let img = ImageScores { scores, labels };
     let image_auroc = counts_of(scores, labels).auroc();
     // suffix sums: (anomalies, normals) at or above each bin
@@ -249,14 +317,40 @@ fn method_rep(b: &HistBoot, m: usize, agg: &[u64], scores: &[f32], labels: &[u8]
             Some((o.far(), o.frr()))
         })
         .collect();
-    Rep { px, bound: if c.defined() { bound } else { [None; 3] }, image_auroc, ops }
+    Rep { px, bound: if c.defined() { bound } else { [None; PX] }, image_auroc, ops }
+}
+
+/// Best F1's per-replicate bound (module doc): the largest F1 an exact
+/// threshold inside a wide bin could reach, less the binned best `best`.
+fn f1_bound(c: &Counts, wide: &[bool], best: f64) -> f64 {
+    let p = c.positives as f64;
+    let mut hi = best;
+    for (i, _) in wide.iter().enumerate().filter(|w| *w.1) {
+        // all of the bin's anomalies in, none of its normals
+        let (tp, fp) = (c.tp[i] as f64, c.fp_gt[i] as f64);
+        hi = hi.max(crate::metrics::f1_score(tp / (tp + fp), tp / p));
+    }
+    hi - best
+}
+
+/// [`binned`]'s statistic: one entry per bin holding anomalies, highest
+/// bin first, with whether that bin holds more than one key, the
+/// cumulative region weight at each entry (with regions; else empty) and
+/// the AUROC / AUPR / FPR95 bounds of the module doc.
+struct Binned {
+    c: Counts,
+    wide: Vec<bool>,
+    weight: Vec<f64>,
+    bound: [Option<f64>; 3],
 }
 
 /// The binned statistic (each bin one tied score at its lower edge) and
-/// the per-replicate error bounds of the module doc.
-fn binned(g: &Grid, agg: &[u64], rule: (Fpr95Rule, AuprRule)) -> (Counts, [Option<f64>; 3]) {
+/// the per-replicate error bounds of the module doc; `aggw`: per bin the
+/// summed region weights (AUPRO's cumulative weight per entry).
+fn binned(g: &Grid, agg: &[u64], aggw: Option<&[f64]>, rule: (Fpr95Rule, AuprRule)) -> Binned {
     let bins = g.bins();
     let mut c = Counts::default();
+    let (mut wide_v, mut weight, mut wsum) = (vec![], vec![], 0.0f64);
     let (mut tp, mut fp) = (0u64, 0u64);
     let (mut pn, mut ap_err) = (0u128, 0.0f64);
     let total_p: u64 = (0..bins).map(|k| agg[2 * k + 1]).sum();
@@ -280,6 +374,11 @@ fn binned(g: &Grid, agg: &[u64], rule: (Fpr95Rule, AuprRule)) -> (Counts, [Optio
             tp += pb;
             c.tp.push(tp);
             c.fp.push(fp + nb);
+            wide_v.push(wide);
+            if let Some(w) = aggw {
+                wsum += w[k];
+                weight.push(wsum);
+            }
         }
         fp += nb;
     }
@@ -288,7 +387,7 @@ fn binned(g: &Grid, agg: &[u64], rule: (Fpr95Rule, AuprRule)) -> (Counts, [Optio
     let auroc = (total_p > 0 && total_n > 0).then(|| pn as f64 / (2.0 * total_p as f64 * total_n as f64));
     let aupr = (rule.1 == AuprRule::Ap).then_some(ap_err);
     let fpr = if rule.0 == Fpr95Rule::First { fpr_bound } else { None };
-    (c, [auroc, aupr, fpr])
+    Binned { c, wide: wide_v, weight, bound: [auroc, aupr, fpr] }
 }
 
 /// numpy's linear 2.5 / 97.5 % percentiles of `v` (None when empty).
@@ -313,9 +412,11 @@ fn cell_intervals(reps: &[Vec<Rep>], m: usize, b: &HistBoot, samples: u32, seed:
         auroc: col(0),
         aupr: col(1),
         fpr95: col(2),
+        f1: col(3),
+        aupro: col(4),
         method: Some("histogram".into()),
         bins: Some(b.grids[m].bins() as u32),
-        error_bound: Some(ErrorBound { auroc: bound(0), aupr: bound(1), fpr95: bound(2) }),
+        error_bound: Some(ErrorBound::of(std::array::from_fn(bound))),
         image_auroc: ci(reps.iter().filter_map(|r| r[m].image_auroc).collect()),
     }
 }
@@ -341,43 +442,74 @@ fn diff_ci(reps: &[Vec<Rep>], a: usize, b: usize, soft: [Option<usize>; 2]) -> D
         auroc: px(0),
         aupr: px(1),
         fpr95: px(2),
+        f1: px(3),
+        aupro: px(4),
         image_auroc: ci(reps.iter().filter_map(|r| Some(r[a].image_auroc? - r[b].image_auroc?)).collect()),
         pixel_frr: frr(soft[0]),
         image_frr: frr(soft[1]),
-        error_bound: ErrorBound { auroc: bound(0), aupr: bound(1), fpr95: bound(2) },
+        error_bound: ErrorBound::of(std::array::from_fn(bound)),
     }
 }
 
 /// The exact bootstrap over held score maps (the oracle of the histogram
 /// bootstrap's tests): 95 % percentile intervals over resampled images,
-/// per method, on the draws of [`draws`] (paired).
+/// per method, on the draws of [`draws`] (paired): AUROC, AUPR, FPR95 and
+/// best F1.
 pub fn bootstrap(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: u64, rule: (Fpr95Rule, crate::metrics::AuprRule)) -> Vec<Bootstrap> {
+    bootstrap_exact(cache, nm, samples, seed, rule, false).expect("no region labelling without regions")
+}
+
+/// [`bootstrap`], with `regions` also AUPRO: each replicate pools the drawn
+/// images' regions (an image drawn twice brings its regions twice) and
+/// runs the exact weighted engine (`region` module). Errors on maps and
+/// labels of different shapes.
+pub fn bootstrap_exact(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, seed: u64, rule: (Fpr95Rule, crate::metrics::AuprRule), regions: bool) -> anyhow::Result<Vec<Bootstrap>> {
     use rayon::prelude::*;
     let n = cache.len();
-    let reps: Vec<Vec<Option<(f64, f64, f64)>>> = (0..samples)
+    let rw = if regions {
+        Some(cache.iter().map(|(s, l)| crate::metrics::region::region_weights(l, s.h, s.w)).collect::<anyhow::Result<Vec<_>>>()?)
+    } else {
+        None
+    };
+    let reps: Vec<Vec<Option<[Option<f64>; PX]>>> = (0..samples)
         .into_par_iter()
         .map(|r| {
             let draw = draws(seed, r, n);
-            (0..nm).map(|m| exact_replicate(cache, &draw, m, rule)).collect()
+            (0..nm).map(|m| exact_replicate(cache, &draw, m, rule, rw.as_deref())).collect()
         })
         .collect();
-    intervals(&reps, nm, samples, seed, "exact")
+    Ok(intervals(&reps, nm, samples, seed, "exact"))
 }
 
-/// Method `m`'s (AUROC, AUPR, FPR95) on the images `draw` (exact, both
-/// streaming passes over the cached maps); `None` when undefined.
-fn exact_replicate(cache: &[(ScoreMaps, Vec<u8>)], draw: &[usize], m: usize, rule: (Fpr95Rule, crate::metrics::AuprRule)) -> Option<(f64, f64, f64)> {
+/// The exact [`PX`] figures of method `m` on the images `draw` (both
+/// streaming passes over the cached maps; AUPRO with region weights `rw`);
+/// `None` when AUROC, AUPR or FPR95 is undefined.
+fn exact_replicate(cache: &[(ScoreMaps, Vec<u8>)], draw: &[usize], m: usize, rule: (Fpr95Rule, crate::metrics::AuprRule), rw: Option<&[crate::metrics::region::RegionWeights]>) -> Option<[Option<f64>; PX]> {
     let mut pc = PositiveCollector::new();
+    let mut k = 0u64;
     for &i in draw {
-        pc.add(&cache[i].0.maps[m], &cache[i].1, None);
+        match rw {
+            Some(rw) => {
+                pc.add_weighted(&cache[i].0.maps[m], &cache[i].1, &rw[i].weights);
+                k += rw[i].regions as u64;
+            }
+            None => pc.add(&cache[i].0.maps[m], &cache[i].1, None),
+        }
     }
     let mut rk = pc.finish();
     for &i in draw {
         rk.add(&cache[i].0.maps[m], &cache[i].1);
     }
-    let c = rk.finish().ok()?;
+    let (c, au) = match rw {
+        Some(_) => {
+            let wc = rk.finish_weighted().ok()?;
+            let au = crate::metrics::region::aupro(&wc.counts, &wc.tp_weight, k, crate::metrics::region::MAX_FPR);
+            (wc.counts, au)
+        }
+        None => (rk.finish().ok()?, None),
+    };
     let s = c.summary_with(rule.0, rule.1);
-    Some((s.auroc?, s.aupr?, s.fpr95?))
+    Some([Some(s.auroc?), Some(s.aupr?), Some(s.fpr95?), s.f1, au])
 }
 
 /// Replicate `r`'s draw: `n` image indices with replacement from a ChaCha8
@@ -411,7 +543,7 @@ pub fn bootstrap_images(per_image: &[Vec<[Option<f64>; 6]>], defined: &[bool], s
     for (m, v) in per_image.iter().enumerate() {
         anyhow::ensure!(v.len() == k, "internal error: method {m} has {} per-image values for {k} images with both classes", v.len());
     }
-    let reps: Vec<Vec<Option<(f64, f64, f64)>>> = (0..samples)
+    let reps: Vec<Vec<Option<[Option<f64>; PX]>>> = (0..samples)
         .into_par_iter()
         .map(|r| {
             let draw = draws(seed, r, n);
@@ -425,7 +557,7 @@ pub fn bootstrap_images(per_image: &[Vec<[Option<f64>; 6]>], defined: &[bool], s
                         let v: Option<Vec<f64>> = vals.iter().map(|x| x[c]).collect();
                         v.map(|v| crate::metrics::conventions::np_mean(&v))
                     };
-                    Some((col(0)?, col(1)?, col(2)?))
+                    Some([Some(col(0)?), Some(col(1)?), Some(col(2)?), None, None])
                 })
                 .collect()
         })
@@ -434,23 +566,21 @@ pub fn bootstrap_images(per_image: &[Vec<[Option<f64>; 6]>], defined: &[bool], s
 }
 
 /// 2.5 % and 97.5 % percentiles (numpy's linear rule) of each method's
-/// defined replicates.
-fn intervals(reps: &[Vec<Option<(f64, f64, f64)>>], nm: usize, samples: u32, seed: u64, method: &str) -> Vec<Bootstrap> {
+/// defined replicates (each figure over those where it is defined).
+fn intervals(reps: &[Vec<Option<[Option<f64>; PX]>>], nm: usize, samples: u32, seed: u64, method: &str) -> Vec<Bootstrap> {
     (0..nm)
         .map(|m| {
-            let vals: Vec<(f64, f64, f64)> = reps.iter().filter_map(|r| r[m]).collect();
-            let ci = |f: fn(&(f64, f64, f64)) -> f64| {
-                let mut v: Vec<f64> = vals.iter().map(f).collect();
-                v.sort_by(|a, b| a.total_cmp(b));
-                Some([crate::metrics::np_percentile(&v, 0.025)?, crate::metrics::np_percentile(&v, 0.975)?])
-            };
+            let vals: Vec<[Option<f64>; PX]> = reps.iter().filter_map(|r| r[m]).collect();
+            let col = |f: usize| ci(vals.iter().filter_map(|x| x[f]).collect());
             Bootstrap {
                 samples,
                 seed,
                 defined: vals.len() as u32,
-                auroc: ci(|x| x.0),
-                aupr: ci(|x| x.1),
-                fpr95: ci(|x| x.2),
+                auroc: col(0),
+                aupr: col(1),
+                fpr95: col(2),
+                f1: col(3),
+                aupro: col(4),
                 method: Some(method.into()),
                 bins: None,
                 error_bound: None,

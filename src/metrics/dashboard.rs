@@ -249,8 +249,9 @@ pub fn hist_replicates(recs: &[ImageRec], draws: &[Vec<usize>], base: &DriftStat
         .collect()
 }
 
-/// Paired change (drifted − test) of each method's pixel AUROC, AUPR and
-/// FPR95 over image resamples: per method the 95 % percentile intervals,
+/// Paired change (drifted − test) of each method's pixel AUROC, AUPR,
+/// FPR95, best F1 and AUPRO (with regions) over image resamples: per method
+/// the 95 % percentile intervals,
 /// and the largest per-replicate error bound of the change (the sum of
 /// the two splits' histogram bounds: see `metrics::bootstrap`).
 /// Replicate r draws the same image ids from both splits (the metric
@@ -265,7 +266,8 @@ pub fn delta_interval(test: &super::bootstrap::HistBoot, drifted: &super::bootst
     anyhow::ensure!(n == drifted.hists.images.len(), "internal error: paired splits of {n} and {} images", drifted.hists.images.len());
     let nm = test.grids.len();
     let draws = replicate_draws(seed, samples, n);
-    type Pair = Option<([Option<f64>; 3], [Option<f64>; 3])>;
+    use super::bootstrap::PX;
+    type Pair = Option<([Option<f64>; PX], [Option<f64>; PX])>;
     let reps: Vec<Vec<Pair>> = draws
         .par_iter()
         .map(|d| {
@@ -274,8 +276,8 @@ pub fn delta_interval(test: &super::bootstrap::HistBoot, drifted: &super::bootst
                 .zip(&b)
                 .map(|(x, y)| {
                     let (px, py) = (x.px?, y.px?);
-                    let change = [0, 1, 2].map(|k| Some(py[k]? - px[k]?));
-                    let bound = [0, 1, 2].map(|k| Some(x.bound[k]? + y.bound[k]?));
+                    let change = std::array::from_fn(|k| Some(py[k]? - px[k]?));
+                    let bound = std::array::from_fn(|k| Some(x.bound[k]? + y.bound[k]?));
                     Some((change, bound))
                 })
                 .collect()
@@ -285,18 +287,19 @@ pub fn delta_interval(test: &super::bootstrap::HistBoot, drifted: &super::bootst
         .map(|m| {
             let col = |k: usize| interval(&reps.iter().map(|r| r[m].and_then(|x| x.0[k])).collect::<Vec<_>>());
             let bound = |k: usize| reps.iter().filter_map(|r| r[m].and_then(|x| x.1[k])).fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
-            DeltaCi { interval: [col(0), col(1), col(2)], bound: [bound(0), bound(1), bound(2)] }
+            DeltaCi { interval: std::array::from_fn(col), bound: std::array::from_fn(bound) }
         })
         .collect())
 }
 
-/// One method's [`delta_interval`]: per pixel metric (AUROC, AUPR, FPR95)
-/// the change's interval and its error bound (None: undefined, or no
-/// bound for that FPR95/AUPR rule).
+/// One method's [`delta_interval`]: per pixel metric (AUROC, AUPR, FPR95,
+/// best F1, AUPRO: `bootstrap::PX` order) the change's interval and its
+/// error bound (None: undefined, no regions, or no bound for that
+/// FPR95/AUPR rule).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeltaCi {
-    pub interval: [Option<[f64; 2]>; 3],
-    pub bound: [Option<f64>; 3],
+    pub interval: [Option<[f64; 2]>; super::bootstrap::PX],
+    pub bound: [Option<f64>; super::bootstrap::PX],
 }
 
 /// Image AUROC and average precision of a draw's image scores (exact).

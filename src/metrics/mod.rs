@@ -200,7 +200,7 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
 /// `2PR/(P+R)`, 0 when both are 0 — the same float operations as the
 /// sklearn reference, so exact ties break identically.
 #[inline]
-fn f1_score(p: f64, r: f64) -> f64 {
+pub(crate) fn f1_score(p: f64, r: f64) -> f64 {
     if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
 }
 

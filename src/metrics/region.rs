@@ -242,30 +242,82 @@ pub fn pro_curve(c: &Counts, tp_weight: &[f64], regions: u64) -> Option<Vec<(f64
     Some(pts)
 }
 
+/// MVTec's AUPRO integration range: FPR ∈ [0, 0.3].
+pub const MAX_FPR: f64 = 0.3;
+
 /// AUPRO: area under [`pro_curve`] for FPR ∈ [0, `max_fpr`] (trapezoids,
 /// the segment crossing `max_fpr` linearly interpolated), divided by
 /// `max_fpr` so it lies in [0, 1]. MVTec uses `max_fpr = 0.3`. `None` when
 /// the curve is undefined or `max_fpr` is not in (0, 1].
+///
+/// The histogram bootstrap calls this too, on a binned statistic (one tied
+/// score per bin, `metrics::bootstrap`): one integration rule for the point
+/// estimate and every replicate.
 pub fn aupro(c: &Counts, tp_weight: &[f64], regions: u64, max_fpr: f64) -> Option<f64> {
     if !(max_fpr > 0.0 && max_fpr <= 1.0) {
         return None;
     }
-    let pts = pro_curve(c, tp_weight, regions)?;
+    Some(area_to(&pro_curve(c, tp_weight, regions)?, max_fpr) / max_fpr)
+}
+
+/// Trapezoidal area under the polyline `pts` (x non-decreasing) for
+/// x ∈ [0, `max_x`], the segment crossing `max_x` linearly interpolated
+/// (the MVTec reference's `trapezoid(x_max=…)`).
+pub fn area_to(pts: &[(f64, f64)], max_x: f64) -> f64 {
     let mut area = 0.0;
     for s in pts.windows(2) {
         let ((x0, y0), (x1, y1)) = (s[0], s[1]);
-        if x0 >= max_fpr {
+        if x0 >= max_x {
             break;
         }
-        if x1 <= max_fpr {
+        if x1 <= max_x {
             area += 0.5 * (y0 + y1) * (x1 - x0);
         } else {
-            let yi = y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0);
-            area += 0.5 * (yi + y0) * (max_fpr - x0);
+            let yi = y0 + (y1 - y0) * (max_x - x0) / (x1 - x0);
+            area += 0.5 * (yi + y0) * (max_x - x0);
             break;
         }
     }
-    Some(area / max_fpr)
+    area
+}
+
+/// Bound on |[`aupro`] of a binned statistic − AUPRO of the exact one| when
+/// `c` / `tp_weight` are a binned statistic (entry i = one bin holding
+/// anomaly pixels, all its pixels one tied score; `wide[i]`: the bin holds
+/// more than one distinct score) whose bins' lower edges are thresholds of
+/// the exact statistic.
+///
+/// Why it holds: at a bin's lower edge the counts at `score ≥ edge` are the
+/// exact ones, so every corner of the binned [`pro_curve`] is a point of the
+/// exact curve, and between a bin's two corners `(x0, y0)` (threshold = the
+/// edge above it) and `(x1, y1)` both curves are non-decreasing in x and y,
+/// so both lie in the box `[x0, x1] × [y0, y1]`. Segments between bins
+/// without anomaly pixels are horizontal in both curves (identical), and a
+/// one-score bin is an exact tie (identical diagonal). The binned curve is
+/// the box's diagonal (area ½·Δx·Δy above y0), the exact one has area in
+/// `[0, Δx·Δy]` above y0, so they differ by at most `½ Δx Δy`. The box
+/// crossing `max_fpr` is only integrated up to it: with `w = max_fpr − x0`
+/// both areas lie in `[0, w·Δy]` above y0, so at most `w Δy`. Boxes right of
+/// `max_fpr` do not count. Divided by `max_fpr` like [`aupro`]. PRO
+/// clipping to [0, 1] is monotone, so it keeps the argument (the bound uses
+/// the clipped corners). `None` where [`aupro`] is.
+pub fn aupro_bin_bound(c: &Counts, tp_weight: &[f64], regions: u64, wide: &[bool], max_fpr: f64) -> Option<f64> {
+    if !(max_fpr > 0.0 && max_fpr <= 1.0) || wide.len() != c.tp.len() {
+        return None;
+    }
+    let pts = pro_curve(c, tp_weight, regions)?;
+    let mut err = 0.0;
+    // entry i: corner pts[1 + 2i] → point pts[2 + 2i]
+    for (i, &w) in wide.iter().enumerate() {
+        let ((x0, y0), (x1, y1)) = (pts[1 + 2 * i], pts[2 + 2 * i]);
+        if x0 >= max_fpr {
+            break;
+        }
+        if w {
+            err += if x1 <= max_fpr { 0.5 * (x1 - x0) * (y1 - y0) } else { (max_fpr - x0) * (y1 - y0) };
+        }
+    }
+    Some(err / max_fpr)
 }
 
 /// [`aupro`] of a [`WeightedCounts`].

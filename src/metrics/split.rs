@@ -422,21 +422,21 @@ pub struct Pass2Tally {
 }
 
 impl Pass2 {
-    pub fn add(&mut self, maps: &ScoreMaps, lab: &[u8]) {
+    pub fn add(&mut self, maps: &ScoreMaps, lab: &[u8]) -> Result<()> {
         for (m, s) in maps.maps.iter().enumerate() {
             self.rankers[m].add(s, lab);
             for r in self.trankers[m].iter_mut() {
                 r.add(s, lab);
             }
         }
-        self.add_rest(maps, lab);
+        self.add_rest(maps, lab)
     }
 
     /// [`add`](Self::add) without the exact rankers (`rankers`,
     /// `trankers`): what stays on the host when a device ranks the
     /// negatives (`pipeline::passes`, `scores::gpu::rank::RankSet`) and
     /// absorbs its counts at the end of the range.
-    pub fn add_rest(&mut self, maps: &ScoreMaps, lab: &[u8]) {
+    pub fn add_rest(&mut self, maps: &ScoreMaps, lab: &[u8]) -> Result<()> {
         for (m, s) in maps.maps.iter().enumerate() {
             self.refiners[m].add(s, lab);
             if let Some(r) = self.rankers_in.get_mut(m) {
@@ -448,8 +448,9 @@ impl Pass2 {
             }
         }
         if let Some(b) = self.boot.as_mut() {
-            b.add(maps, lab);
+            b.add(maps, lab)?;
         }
+        Ok(())
     }
 
     pub fn tally(&self) -> Pass2Tally {
@@ -506,7 +507,8 @@ pub struct SplitOpts {
     /// Shards ship their score maps with the pass-1 state (they only spare
     /// a re-scoring, rarely worth a file; the bootstrap does not need them).
     pub ship_maps: bool,
-    /// Collect the bootstrap's per-image histograms in pass 2.
+    /// Collect the bootstrap's per-image histograms in pass 2 (with
+    /// `regions`, also AUPRO's region weights: `bootgrid`).
     pub boot: bool,
     /// `metrics.score_cache_mib` in bytes: keep the maps between the passes
     /// while they fit.

@@ -94,8 +94,9 @@ fn dashboard_of((brec, bd): (&[ImageRec], &DriftStats), (rec, d): (&[ImageRec], 
     ]
 }
 
-/// Per column: the histogram bootstrap's intervals of the AUROC, AUPR and
-/// FPR95 changes with their error bounds, or why there are none.
+/// Per column: the histogram bootstrap's intervals of the AUROC, AUPR,
+/// FPR95, best F1 and AUPRO changes with their error bounds, or why there
+/// are none.
 pub(crate) fn metric_intervals(cfg: &Config, base: &SplitEval, e: &SplitEval, nm: usize) -> Result<std::result::Result<Vec<DeltaCi>, String>> {
     let no_points = vec![vec![]; nm];
     Ok(match (cfg.metrics.bootstrap, base.hist_boot(&no_points, cfg), e.hist_boot(&no_points, cfg)) {
@@ -109,9 +110,10 @@ fn delta(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(b? - a?)
 }
 
-/// The metric rows of column `mi`: pixel AUROC / AUPR / FPR95 (exact
-/// bootstrap intervals), F1 and AUPRO (no interval), image AUROC / AUPR
-/// (intervals from the per-image records).
+/// The metric rows of column `mi`: pixel AUROC / AUPR / FPR95 / F1 /
+/// AUPRO (paired histogram-bootstrap intervals, each end within its noted
+/// bound of the exact paired bootstrap's), image AUROC / AUPR (intervals
+/// from the per-image records).
 fn metric_rows(cfg: &Config, base: &SplitEval, e: &SplitEval, mi: usize, ivs: &std::result::Result<Vec<DeltaCi>, String>, rs: &Resampling) -> Vec<MetricDelta> {
     let (sa, sb) = (cfg.metrics.conv.summary(&base.counts[mi]), cfg.metrics.conv.summary(&e.counts[mi]));
     let row = |metric: &str, level: Level, a: Option<f64>, b: Option<f64>, iv: std::result::Result<Option<[f64; 2]>, String>| {
@@ -122,17 +124,19 @@ fn metric_rows(cfg: &Config, base: &SplitEval, e: &SplitEval, mi: usize, ivs: &s
         MetricDelta { metric: metric.into(), level, baseline: a, drifted: b, delta: delta(a, b), interval, note }
     };
     let exact = |k: usize| ivs.as_ref().map(|v| v[mi].interval[k]).map_err(|e| e.clone());
-    let none = || Err("no interval (not bootstrapped)".to_string());
     let (ra, rb) = (&base.dash[mi].images, &e.dash[mi].images);
     let image = |k: usize| match rs.samples {
         0 => Err("no interval: bootstrap off".to_string()),
         _ => Ok(paired(&rs.draws, |d| (image_metrics(ra, d)[k], image_metrics(rb, d)[k]))),
     };
     let (ia, ib) = (image_metrics(ra, &(0..ra.len()).collect::<Vec<_>>()), image_metrics(rb, &(0..rb.len()).collect::<Vec<_>>()));
+    // `bootstrap::PX` order
     let mut px = vec![
         row("auroc", Level::Pixel, sa.auroc, sb.auroc, exact(0)),
         row("aupr", Level::Pixel, sa.aupr, sb.aupr, exact(1)),
         row("fpr95", Level::Pixel, sa.fpr95, sb.fpr95, exact(2)),
+        row("f1", Level::Pixel, sa.f1, sb.f1, exact(3)),
+        row("aupro", Level::Pixel, base.aupro[mi], e.aupro[mi], exact(4)),
     ];
     // binned intervals say how far they can be from the exact bootstrap's
     if let Ok(v) = ivs {
@@ -143,8 +147,6 @@ fn metric_rows(cfg: &Config, base: &SplitEval, e: &SplitEval, mi: usize, ivs: &s
         }
     }
     px.into_iter().chain([
-        row("f1", Level::Pixel, sa.f1, sb.f1, none()),
-        row("aupro", Level::Pixel, base.aupro[mi], e.aupro[mi], none()),
         row("auroc", Level::Image, ia[0], ib[0], image(0)),
         row("aupr", Level::Image, ia[1], ib[1], image(1)),
     ])

@@ -192,7 +192,12 @@ pub(crate) fn eval_split(
     let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
     let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, type_hits, dash, binned, .. } = p1;
     let rankers: Vec<Ranker> = pos.into_iter().map(|p| p.finish()).collect();
-    let boot = if opts.boot { Some(HistCollector::new(boot_grids(&rankers, &normal, &boot_thresholds)?)) } else { None };
+    // AUPRO intervals only where AUPRO is computed (the labelling per image)
+    let boot = match opts.boot {
+        true if opts.regions => Some(HistCollector::with_regions(boot_grids(&rankers, &normal, &boot_thresholds)?)),
+        true => Some(HistCollector::new(boot_grids(&rankers, &normal, &boot_thresholds)?)),
+        false => None,
+    };
     let p2 = Pass2 {
         rankers,
         trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
@@ -220,7 +225,7 @@ pub(crate) fn eval_split(
         .into_iter()
         .map(|r| r.finish_weighted().with_context(|| format!("split {} [{model}]", split.name)))
         .collect::<Result<Vec<_>>>()?;
-    let aupro_v = weighted.iter().map(|w| if opts.regions { aupro(&w.counts, &w.tp_weight, regions, 0.3) } else { None }).collect();
+    let aupro_v = weighted.iter().map(|w| if opts.regions { aupro(&w.counts, &w.tp_weight, regions, crate::metrics::region::MAX_FPR) } else { None }).collect();
     let counts = weighted.into_iter().map(|w| w.counts).collect();
     Ok(SplitEval {
         counts,
@@ -389,9 +394,9 @@ impl DeviceRank {
         match dev {
             Some(d) => {
                 cx.timed(|p| &mut p.rank_device, || d.set.add_image(&d.ctx, &maps.maps, lab))?;
-                st.add_rest(maps, lab);
+                st.add_rest(maps, lab)?;
             }
-            None => st.add(maps, lab),
+            None => st.add(maps, lab)?,
         }
         Ok(())
     }
