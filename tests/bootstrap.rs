@@ -95,7 +95,7 @@ fn case(d: &[(ScoreMaps, Vec<u8>)], per_class: usize, thr: &[f32]) -> Case {
         .collect();
     let mut col = HistCollector::new(grids.clone());
     for (maps, lab) in d {
-        col.add(maps, lab);
+        col.add(maps, lab).unwrap();
     }
     let valid: Vec<&(ScoreMaps, Vec<u8>)> = d.iter().filter(|(_, l)| l.iter().any(|&x| x != 255)).collect();
     let image_scores = (0..nm).map(|m| valid.iter().map(|(s, l)| image_score(&s.maps[m], l, 0)).collect()).collect();
@@ -247,11 +247,11 @@ fn shard_halves_absorbed_in_order_equal_one_collector() {
     let (a, b) = d.split_at(3);
     let mut x = HistCollector::new(one.grids.clone());
     for (m, l) in a {
-        x.add(m, l);
+        x.add(m, l).unwrap();
     }
     let mut y = HistCollector::new(one.grids.clone());
     for (m, l) in b {
-        y.add(m, l);
+        y.add(m, l).unwrap();
     }
     let mut merged = HistCollector::new(one.grids.clone());
     merged.absorb(&x.tally()).unwrap();

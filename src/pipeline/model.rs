@@ -133,6 +133,8 @@ fn diff_rows(cfg: &Config, cols: &[MethodRef], model: &str, boots: &HistInterval
             auroc: d.auroc,
             aupr: d.aupr,
             fpr95: d.fpr95,
+            f1: d.f1,
+            aupro: d.aupro,
             image_auroc: d.image_auroc,
             far_budget: cfg.metrics.far.first().copied(),
             pixel_frr_at_far: d.pixel_frr,

@@ -135,7 +135,7 @@ pub fn page(r: &Results) -> Page {
     operating(r, &mut bl);
     failure(r, &mut bl);
     drift(r, &mut bl);
-    not_implemented(&mut bl);
+    not_implemented(r, &mut bl);
     Page { title: format!("Honest evaluation: {}", r.name), blocks: bl }
 }
 
@@ -152,14 +152,13 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
     match boot {
         Some(bs) => {
             p.push(t(format!(
-                "CI = 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}, paired across methods: every method sees the same draws). Image AUROC is resampled exactly; pixel AUROC from per-image score histograms, its interval ends within results.json's ",
-                bs.samples, bs.seed
+                "CI = 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}, paired across methods: every method sees the same draws). Image AUROC is resampled exactly; pixel AUROC{} from per-image score histograms, its interval ends within results.json's ",
+                bs.samples,
+                bs.seed,
+                if regions { " and AUPRO (with each anomaly pixel's region weight)" } else { "" }
             )));
             p.push(c("error_bound"));
             p.push(t(" of the exact bootstrap's."));
-            if regions {
-                p.push(t(" AUPRO intervals are not implemented (\"no CI (not implemented)\")."));
-            }
         }
         None => {
             let why = r.cells.iter().find(|c| c.split == EVAL_SPLIT).map_or("no CI: bootstrap off".into(), |c| no_ci(r, c));
@@ -197,7 +196,15 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
         let mut row = vec![model_name(r, m).to_string(), method_name(r, me).to_string(), mk(pct(cell.image_auroc)), img_ci, mk(pct(cell.auroc)), px_ci];
         if regions {
             row.push(mk(pct(cell.aupro)));
-            row.push(if cell.bootstrap.is_some() { "no CI (not implemented)".into() } else { no_ci(r, cell) });
+            row.push(match cell.bootstrap.as_ref() {
+                Some(b) => ci(b.aupro).unwrap_or_else(|| match b.method.as_deref() {
+                    Some("histogram") => no_ci(r, cell),
+                    // per-image means, or a file of the exact bootstrap
+                    Some("image_means") => "no CI (not implemented with `average = images`)".into(),
+                    _ => none.clone(),
+                }),
+                None => no_ci(r, cell),
+            });
         }
         rows.push(row);
     }
@@ -520,12 +527,16 @@ fn simulated_drift(r: &Results, bl: &mut Vec<Block>) {
     }
 }
 
-fn not_implemented(bl: &mut Vec<Block>) {
+/// What this run's results.json cannot hold, said once (nothing when
+/// every interval the page shows exists).
+fn not_implemented(r: &Results, bl: &mut Vec<Block>) {
+    if r.conventions.average.is_none() {
+        return;
+    }
     bl.push(Block::Heading(2, "Not in this report".into()));
-    bl.push(Block::List(vec![
-        vec![t("Bootstrap CIs of AUPRO: not implemented (they need per-region overlaps per image).")],
-        vec![t("Drift: bootstrap intervals of the F1 and AUPRO changes: not implemented (said per row).")],
-    ]));
+    bl.push(Block::List(vec![vec![t(
+        "With `average = images` the bootstrap resamples per-image means: CIs of AUPRO, and drift intervals of the pixel changes, are not implemented there (said per cell and row).",
+    )]]));
 }
 
 /// A rendering of a [`Page`].

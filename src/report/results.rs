@@ -92,6 +92,12 @@ pub struct BootDiff {
     pub auroc: Option<[f64; 2]>,
     pub aupr: Option<[f64; 2]>,
     pub fpr95: Option<[f64; 2]>,
+    /// Best F1 (absent in files before F1 intervals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f1: Option<[f64; 2]>,
+    /// AUPRO (runs with `metrics.regions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aupro: Option<[f64; 2]>,
     /// Exact (image scores resampled as they are).
     pub image_auroc: Option<[f64; 2]>,
     /// Test FRR at each method's soft threshold (`frr_at_far`, first FAR
@@ -160,7 +166,8 @@ pub struct MetricDelta {
     pub delta: Option<f64>,
     /// 95 % paired percentile-bootstrap interval of `delta`.
     pub interval: Option<[f64; 2]>,
-    /// Why `interval` is null.
+    /// Why `interval` is null; beside an interval, its error bound (how far
+    /// its ends may lie from the exact paired bootstrap's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }

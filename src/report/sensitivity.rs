@@ -75,8 +75,10 @@ fn accuracy(r: &Results, boot: &str) -> Table {
     let mut notes = vec![format!(
         "**Format**: value on the drifted split in % (change from clean `test` in percentage points [95 % interval of the change]). Intervals: {boot}."
     )];
-    let why: std::collections::BTreeSet<String> = r.drift_splits.iter().flat_map(|d| d.metrics.iter().filter_map(|x| x.note.as_ref().map(|n| format!("{} ({}): {n}", x.metric, x.level.name())))).collect();
-    notes.extend(why.into_iter().map(|w| format!("Without an interval: {w}.")));
+    // a note on a row with an interval is its error bound, else why it has none
+    let why: std::collections::BTreeSet<(bool, String)> =
+        r.drift_splits.iter().flat_map(|d| d.metrics.iter().filter_map(|x| x.note.as_ref().map(|n| (x.interval.is_some(), format!("{} ({}): {n}", x.metric, x.level.name()))))).collect();
+    notes.extend(why.into_iter().map(|(has, w)| if has { format!("Interval of {w}.") } else { format!("Without an interval: {w}.") }));
     table("Drift sensitivity: accuracy under drift", notes, &["Split", "Model", "Method", "pixel AUROC", "pixel AUPR", "FPR95", "F1", "AUPRO", "image AUROC", "image AUPR"], rows)
 }
 

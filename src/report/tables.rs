@@ -131,7 +131,14 @@ fn bound_note(r: &Results) -> String {
     if boots.is_empty() {
         return String::new();
     }
-    let all: Option<Vec<f64>> = boots.iter().flat_map(|b| b.error_bound.map_or([None; 3], |e| [e.auroc, e.aupr, e.fpr95])).collect();
+    // the bound of every interval shown (F1 / AUPRO where they have one)
+    let all: Option<Vec<f64>> = boots
+        .iter()
+        .flat_map(|b| {
+            let e = b.error_bound.unwrap_or_default();
+            [(true, e.auroc), (true, e.aupr), (true, e.fpr95), (b.f1.is_some(), e.f1), (b.aupro.is_some(), e.aupro)].into_iter().filter(|p| p.0).map(|p| p.1)
+        })
+        .collect();
     match all {
         Some(v) => {
             let m = v.iter().fold(0.0f64, |a, &b| a.max(b));
@@ -166,7 +173,7 @@ fn seed_tables(r: &Results) -> Vec<Table> {
                     pm(c.fpr95, b.and_then(|b| b.fpr95)),
                     pm(c.auroc, b.and_then(|b| b.auroc)),
                     pm(c.aupr, b.and_then(|b| b.aupr)),
-                    pct(c.f1, 2)
+                    pm(c.f1, b.and_then(|b| b.f1))
                 ),
                 c.leakage,
             )
@@ -375,7 +382,7 @@ fn region_table(r: &Results) -> Option<Table> {
         |c| {
             let k = c.components.as_ref();
             mark(
-                format!("{} / {} / {} / {}", pct(c.aupro, 2), pct(k.and_then(|k| k.siou), 2), pct(k.and_then(|k| k.ppv), 2), pct(k.and_then(|k| k.mean_f1), 2)),
+                format!("{} / {} / {} / {}", pm(c.aupro, c.bootstrap.as_ref().and_then(|b| b.aupro), 2), pct(k.and_then(|k| k.siou), 2), pct(k.and_then(|k| k.ppv), 2), pct(k.and_then(|k| k.mean_f1), 2)),
                 c.leakage,
             )
         },
@@ -416,29 +423,33 @@ fn diff_table(r: &Results) -> Option<Table> {
     let name = |id: &str| r.methods.iter().find(|m| m.id == id).map_or(id.to_string(), |m| m.name.clone());
     let model = |id: &str| r.models.iter().find(|m| m.id == id).map_or(id.to_string(), |m| m.name.clone());
     let far = d0.far_budget.map_or("—".into(), |b| format!("{}", 100.0 * b));
+    // F1 / AUPRO columns where results.json has those differences
+    let (f1, aupro) = (r.bootstrap_diff.iter().any(|d| d.f1.is_some()), r.bootstrap_diff.iter().any(|d| d.aupro.is_some()));
     let rows = r
         .bootstrap_diff
         .iter()
         .map(|d| {
-            vec![
-                model(&d.model),
-                format!("{} − {}", name(&d.a), name(&d.b)),
-                pp_ci(d.auroc),
-                pp_ci(d.aupr),
-                pp_ci(d.fpr95),
-                pp_ci(d.image_auroc),
-                pp_ci(d.pixel_frr_at_far),
-            ]
+            let mut row = vec![model(&d.model), format!("{} − {}", name(&d.a), name(&d.b)), pp_ci(d.auroc), pp_ci(d.aupr), pp_ci(d.fpr95)];
+            row.extend(f1.then(|| pp_ci(d.f1)));
+            row.extend(aupro.then(|| pp_ci(d.aupro)));
+            row.extend([pp_ci(d.image_auroc), pp_ci(d.pixel_frr_at_far)]);
+            row
         })
         .collect();
+    let mut header: Vec<String> = ["Model", "A − B", "Δ AUROC", "Δ AUPR", "Δ FPR95"].map(String::from).to_vec();
+    header.extend(f1.then(|| "Δ F1".to_string()));
+    header.extend(aupro.then(|| "Δ AUPRO".to_string()));
+    header.extend(["Δ image AUROC".to_string(), format!("Δ pixel FRR @ FAR {far} %")]);
+    let mut align = vec![Align::Left, Align::Left];
+    align.extend(std::iter::repeat_n(Align::Right, header.len() - 2));
     Some(Table {
         title: "Paired bootstrap differences".into(),
         notes: vec![format!(
-            "**Format**: 95 % interval of A − B in percentage points over {} resamplings of the `{EVAL_SPLIT}` images (seed {}), both methods on the same draws; `*` = the interval excludes 0 (the sign holds on resampled test sets). Pixel FRR at each method's own val threshold for FAR {far} % (defects accepted); higher AUROC/AUPR and lower FPR95/FRR are better.",
+            "**Format**: 95 % interval of A − B in percentage points over {} resamplings of the `{EVAL_SPLIT}` images (seed {}), both methods on the same draws; `*` = the interval excludes 0 (the sign holds on resampled test sets). Pixel FRR at each method's own val threshold for FAR {far} % (defects accepted); higher AUROC/AUPR/F1/AUPRO and lower FPR95/FRR are better.",
             d0.samples, d0.seed
         )],
-        header: ["Model", "A − B", "Δ AUROC", "Δ AUPR", "Δ FPR95", "Δ image AUROC", &format!("Δ pixel FRR @ FAR {far} %")].iter().map(|s| s.to_string()).collect(),
-        align: vec![Align::Left, Align::Left, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right],
+        header,
+        align,
         rows,
         key_cols: 0,
         parts: vec![],
