@@ -482,9 +482,10 @@ pub fn bootstrap_exact(cache: &[(ScoreMaps, Vec<u8>)], nm: usize, samples: u32, 
 }
 
 /// The exact [`PX`] figures of method `m` on the images `draw` (both
-/// streaming passes over the cached maps; AUPRO with region weights `rw`);
-/// `None` when AUROC, AUPR or FPR95 is undefined.
-fn exact_replicate(cache: &[(ScoreMaps, Vec<u8>)], draw: &[usize], m: usize, rule: (Fpr95Rule, crate::metrics::AuprRule), rw: Option<&[crate::metrics::region::RegionWeights]>) -> Option<[Option<f64>; PX]> {
+/// streaming passes over the cached maps; AUPRO with region weights `rw`,
+/// one per image of `cache`); `None` when AUROC, AUPR or FPR95 is
+/// undefined. Public as the oracle of paired (drift) intervals in tests.
+pub fn exact_replicate(cache: &[(ScoreMaps, Vec<u8>)], draw: &[usize], m: usize, rule: (Fpr95Rule, crate::metrics::AuprRule), rw: Option<&[crate::metrics::region::RegionWeights]>) -> Option<[Option<f64>; PX]> {
     let mut pc = PositiveCollector::new();
     let mut k = 0u64;
     for &i in draw {
