@@ -316,7 +316,7 @@ fn region_data(n: usize, h: usize, w: usize, seed: u64, shift: f32) -> Vec<(Scor
             let mut boost = vec![0.0f32; h * w];
             let k = if i % 4 == 0 { 0 } else { 1 + r.next() as usize % 4 };
             for _ in 0..k {
-                let (rh, rw) = (3 + r.next() as usize % 12, 3 + r.next() as usize % 16);
+                let (rh, rw) = (4 + r.next() as usize % 16, 4 + r.next() as usize % 20);
                 let (y0, x0) = (r.next() as usize % (h - rh), r.next() as usize % (w - rw));
                 let b = 1.6 * r.unit();
                 for y in y0..y0 + rh {
@@ -367,7 +367,8 @@ fn within(x: Option<[f64; 2]>, y: Option<[f64; 2]>, bound: Option<f64>, what: &s
 
 #[test]
 fn aupro_and_f1_intervals_lie_within_the_bound_of_the_exact_bootstrap() {
-    let d = region_data(14, 40, 60, 31, 0.0);
+    // 14 images of 60×80: ~4,000 anomaly pixels, so even the default grid has wide anomaly bins
+    let d = region_data(14, 60, 80, 31, 0.0);
     let regions: usize = d.iter().map(|(s, l)| region_weights(l, s.h, s.w).unwrap().regions).sum();
     assert!(regions >= 15, "several regions per image: {regions}");
     let samples = 100;
@@ -403,7 +404,8 @@ fn aupro_and_f1_intervals_lie_within_the_bound_of_the_exact_bootstrap() {
     // the method with ties: a grid with a bin per key is exact
     let c = region_case(&d, 2048);
     let h = hist_bootstrap(&boot_of(&c), samples, 7, [None, None]).unwrap();
-    assert_eq!(h.cells[1].error_bound.unwrap().aupro, Some(0.0), "40 score levels: every anomaly bin holds one key");
+    assert_eq!(h.cells[1].error_bound.unwrap().aupro, Some(0.0), "score levels 1/8 apart: every anomaly bin holds one key");
+    assert_eq!(h.cells[1].error_bound.unwrap().f1, Some(0.0));
     assert!((h.cells[1].aupro.unwrap()[0] - ex[1].aupro.unwrap()[0]).abs() < 1e-12);
 }
 

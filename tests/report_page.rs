@@ -93,7 +93,9 @@ fn numbers_match_results_json_and_html_is_self_contained() {
             Some([lo, hi]) => assert_eq!(row[3], format!("\\[{:.2}, {:.2}]", 100.0 * lo, 100.0 * hi)),
             None => assert!(row[3].starts_with("no CI"), "{row:?}"),
         }
-        assert_eq!(row[7], "no CI (not implemented)", "AUPRO intervals are not implemented: {row:?}");
+        // AUPRO's interval (histogram bootstrap with region weights), as results.json has it
+        let [lo, hi] = c.bootstrap.as_ref().and_then(|b| b.aupro).expect("bootstrap = 20, regions = true: an AUPRO interval");
+        assert_eq!(row[7], format!("\\[{:.2}, {:.2}]", 100.0 * lo, 100.0 * hi), "{row:?}");
         // pixel FRR @ FAR ≤ 0.1 % (the default first FAR budget), achieved FAR
         let h = r.honest_cell("deeplab_r50", &me.id).unwrap();
         let p = h.point(bench::metrics::operating::Level::Pixel, bench::metrics::PointRule::FrrAtFar, Some(0.001)).unwrap();
