@@ -217,6 +217,7 @@ pub fn hist_bootstrap(b: &HistBoot, samples: u32, seed: u64, soft: [Option<usize
     let nm = b.grids.len();
     anyhow::ensure!(b.hists.valid.len() == n && b.hists.images.iter().all(|r| r.len() == nm), "internal error: bootstrap histograms of {n} images do not match {nm} methods");
     anyhow::ensure!(b.hists.valid.iter().filter(|&&v| v).count() == b.image_labels.len(), "internal error: image scores do not match the histograms' images");
+    anyhow::ensure!(!b.hists.has_regions() || b.hists.regions.len() == n, "internal error: region counts of {} of {n} images", b.hists.regions.len());
     let reps: Vec<Vec<Rep>> = (0..samples).into_par_iter().map(|r| replicate(b, &draws(seed, r, n))).collect();
     let cells = (0..nm).map(|m| cell_intervals(&reps, m, b, samples, seed)).collect();
     let points = (0..nm)

@@ -152,7 +152,7 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
     match boot {
         Some(bs) => {
             p.push(t(format!(
-                "CI = 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}, paired across methods: every method sees the same draws). Image AUROC is resampled exactly; pixel AUROC{} from per-image score histograms, its interval ends within results.json's ",
+                "CI = 95 % percentile-bootstrap interval over {} resamplings of the test images (seed {}, paired across methods: every method sees the same draws). Image AUROC is resampled exactly; pixel AUROC{} from per-image score histograms, their interval ends within results.json's ",
                 bs.samples,
                 bs.seed,
                 if regions { " and AUPRO (with each anomaly pixel's region weight)" } else { "" }

@@ -375,7 +375,7 @@ fn region_table(r: &Results) -> Option<Table> {
         r,
         "Region metrics",
         vec![format!(
-            "**Format**: AUPRO (FPR ≤ 30 %, normalised; MVTec AD) / sIoU / PPV / mean F1 (SegmentMeIfYouCan, `{track}` size filters, 8-connected components, score map binarised at the val-F1-optimal threshold), in %."
+            "**Format**: AUPRO (FPR ≤ 30 %, normalised; MVTec AD; ± its bootstrap half-width where results.json has one) / sIoU / PPV / mean F1 (SegmentMeIfYouCan, `{track}` size filters, 8-connected components, score map binarised at the val-F1-optimal threshold), in %."
         )],
         Align::Right,
         &[("AUPRO", Better::Higher), ("sIoU", Better::Higher), ("PPV", Better::Higher), ("mean F1", Better::Higher)],
