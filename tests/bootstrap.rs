@@ -443,6 +443,13 @@ fn region_weights_leave_the_other_figures_alone_and_runs_without_regions_get_no_
         parts.absorb(&serde_json::from_str(&serde_json::to_string(&x.tally()).unwrap()).unwrap()).unwrap();
     }
     assert_eq!(parts.set, with.hists);
+    // shard states travel as postcard (not self-describing): images without
+    // anomalies (no weights) and runs without regions decode to what was sent
+    assert!(with.hists.images.iter().flatten().any(|h| h.pro.is_empty()), "an image without anomalies");
+    for set in [&with.hists, &plain.hists] {
+        let back: HistSet = postcard::from_bytes(&postcard::to_stdvec(set).unwrap()).unwrap();
+        assert_eq!(&back, set);
+    }
     // a label map of the wrong shape is an error, not a panic
     let bad = ScoreMaps { h: 2, w: 3, maps: vec![vec![0.0; 6]; 3] };
     assert!(m.add(&bad, &[0u8; 5]).is_err());

@@ -155,8 +155,9 @@ pub struct ImageHist {
     pub cnt: Vec<u32>,
     /// With regions (AUPRO): per anomaly cell (odd `idx`, in `idx` order)
     /// the sum of its pixels' region weights 1/|R_k|, summed in pixel
-    /// order; empty without.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// order; empty without. Always written: shard states are postcard,
+    /// which is not self-describing, so a skipped field would not decode.
+    #[serde(default)]
     pub pro: Vec<f64>,
 }
 
@@ -201,8 +202,9 @@ pub struct HistSet {
     pub images: Vec<Vec<ImageHist>>,
     pub valid: Vec<bool>,
     /// With regions (AUPRO): per image its number of ground-truth regions
-    /// K_i; empty without (then no AUPRO interval).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// K_i; empty without (then no AUPRO interval). Always written (see
+    /// [`ImageHist::pro`]).
+    #[serde(default)]
     pub regions: Vec<u32>,
 }
 

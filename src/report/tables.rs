@@ -135,8 +135,8 @@ fn bound_note(r: &Results) -> String {
     let all: Option<Vec<f64>> = boots
         .iter()
         .flat_map(|b| {
-            let e = b.error_bound.unwrap_or_default();
-            [(true, e.auroc), (true, e.aupr), (true, e.fpr95), (b.f1.is_some(), e.f1), (b.aupro.is_some(), e.aupro)].into_iter().filter(|p| p.0).map(|p| p.1)
+            let shown = [true, true, true, b.f1.is_some(), b.aupro.is_some()];
+            b.error_bound.unwrap_or_default().all().into_iter().zip(shown).filter(|p| p.1).map(|p| p.0)
         })
         .collect();
     match all {
