@@ -155,6 +155,30 @@ fn without_bootstrap_the_page_says_no_ci() {
     assert!(md.contains("PRO / AUPRO: not computed"), "regions off");
 }
 
+/// A results.json from before AUPRO intervals (no `aupro` keys in the
+/// bootstrap): the page says so instead of showing or inventing one.
+#[test]
+fn an_older_results_json_without_aupro_intervals_says_so() {
+    let s = small("bootstrap = 20\nregions = true");
+    let dir = s.p("results/small");
+    let mut v: serde_json::Value = serde_json::from_str(&read(&dir.join("results.json"))).unwrap();
+    for c in v["cells"].as_array_mut().unwrap() {
+        if let Some(b) = c["bootstrap"].as_object_mut() {
+            b.remove("aupro");
+            b["error_bound"].as_object_mut().unwrap().remove("aupro");
+        }
+    }
+    let lone = tempfile::tempdir().unwrap();
+    std::fs::write(lone.path().join("results.json"), serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    ok(bench(&["report", lone.path().to_str().unwrap()], &s.root));
+    let md = read(&lone.path().join("report.md"));
+    let r = Results::load(lone.path()).unwrap();
+    let me = &r.methods[0];
+    let row = md_row(&md, "| Model", r"D \<\&\> x", &me.name);
+    assert_eq!(row[7], "no CI (results.json predates AUPRO intervals)", "{row:?}");
+    assert!(row[5].starts_with("\\["), "the pixel AUROC interval is still shown: {row:?}");
+}
+
 #[test]
 fn incompatible_budgets_and_leakage_are_said() {
     let s = small("");

@@ -198,6 +198,8 @@ fn detection(r: &Results, bl: &mut Vec<Block>) {
             row.push(mk(pct(cell.aupro)));
             row.push(match cell.bootstrap.as_ref() {
                 Some(b) => ci(b.aupro).unwrap_or_else(|| match b.method.as_deref() {
+                    // defined replicates but no AUPRO bound: a file from before AUPRO intervals
+                    Some("histogram") if b.defined > 0 && b.error_bound.is_some_and(|e| e.aupro.is_none()) => "no CI (results.json predates AUPRO intervals)".into(),
                     Some("histogram") => no_ci(r, cell),
                     // per-image means, or a file of the exact bootstrap
                     Some("image_means") => "no CI (not implemented with `average = images`)".into(),
