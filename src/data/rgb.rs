@@ -36,8 +36,10 @@ pub fn read_photo(split: &Split, stem: &str, h: usize, w: usize) -> Result<Optio
 
 /// Decode a PNG or (by its extension) a JPEG to 8-bit RGB.
 pub fn read_rgb(path: &Path, h: usize, w: usize) -> Result<Vec<u8>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    if ext == "jpg" || ext == "jpeg" { read_rgb_jpeg(path, h, w) } else { read_rgb_png(path, h, w) }
+    match super::dataset::ext_lower(path).as_str() {
+        "jpg" | "jpeg" => read_rgb_jpeg(path, h, w),
+        _ => read_rgb_png(path, h, w),
+    }
 }
 
 /// The one size check both decoders make, before any pixel is decoded.
