@@ -487,8 +487,9 @@ fn close_ci(got: &serde_json::Value, want: [f64; 2], what: &str) {
 fn per_image_average_differences_and_drift_changes_match_an_oracle() {
     let t = tempfile::tempdir().unwrap();
     let ws = Ws { root: t.path().to_path_buf(), _t: t };
-    let o = bench(&["synth", "--out", "datasets/demo", "--images", "8", "--models", "deeplab_r50:f32:0.6", "--drifted", "lighting=0.85"], &ws.root);
+    let o = bench(&["synth", "--out", "datasets/demo", "--images", "8", "--models", "deeplab_r50:f32:0.6", "--drifted", "lighting=0.85", "--no-photos"], &ws.root);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(ws.p("datasets/demo/test/labels").is_dir() && !ws.p("datasets/demo/test/images").exists(), "--no-photos wrote photos");
     // test image 0 without anomaly pixels (anomaly → normal): undefined there
     let labels = ws.p("datasets/demo/test/labels");
     let mut first: Vec<_> = std::fs::read_dir(&labels).unwrap().map(|e| e.unwrap().path()).collect();

@@ -494,7 +494,12 @@ pub fn image_mean_deltas(clean: PerImage, drifted: PerImage, samples: u32, seed:
         .into_par_iter()
         .map(|r| {
             let draw = draws(seed, r, n);
-            (0..nm).map(|m| Some(ca.mean(m, &draw)?).zip(cb.mean(m, &draw)).map(|(x, y)| [0, 1, 2].map(|k| y[k] - x[k]))).collect()
+            (0..nm)
+                .map(|m| {
+                    let (x, y) = (ca.mean(m, &draw)?, cb.mean(m, &draw)?);
+                    Some([0, 1, 2].map(|k| y[k] - x[k]))
+                })
+                .collect()
         })
         .collect();
     Ok((0..nm)
@@ -534,7 +539,7 @@ fn intervals(reps: &[Vec<Option<(f64, f64, f64)>>], nm: usize, samples: u32, see
 
 #[cfg(test)]
 mod tests {
-    use super::{HistIntervals, PerImage, bootstrap_images};
+    use super::{HistIntervals, PerImage, bootstrap_images, image_mean_deltas};
 
     fn boot(per_image: &[Vec<[Option<f64>; 6]>], defined: &[bool], samples: u32, seed: u64) -> anyhow::Result<HistIntervals> {
         bootstrap_images(PerImage { per_image, defined }, samples, seed)
@@ -562,6 +567,16 @@ mod tests {
         let b = boot(&[m.clone(), m], &[true; 3], 50, 9).unwrap();
         assert_eq!(b.cells[0], b.cells[1]);
         assert_eq!((b.diffs.len(), b.diffs[0].auroc, b.diffs[0].fpr95, b.diffs[0].defined), (1, Some([0.0, 0.0]), Some([0.0, 0.0]), 50));
+        // a drifted copy equal to its clean split changes nothing, exactly
+        let m = [vec![row(0.1), row(0.9), row(0.4)]];
+        let p = PerImage { per_image: &m, defined: &[true, false, true, true] };
+        let d = image_mean_deltas(p, p, 50, 9).unwrap();
+        assert_eq!((d[0].interval, d[0].bound), ([Some([0.0, 0.0]); 3], [Some(0.0); 3]));
+        // ... and a shifted copy moves by the shift (x + 0.1 per image)
+        let up = [m[0].iter().map(|r| r.map(|v| v.map(|x| x + 0.1))).collect::<Vec<_>>()];
+        let d = image_mean_deltas(p, PerImage { per_image: &up, defined: p.defined }, 50, 9).unwrap();
+        let [lo, hi] = d[0].interval[0].unwrap();
+        assert!((lo - 0.1).abs() < 1e-12 && (hi - 0.1).abs() < 1e-12, "{lo} {hi}");
         // per-image rows that do not match the defined images are an error, not a number
         assert!(boot(&[vec![row(0.3)]], &[true, true], 10, 0).is_err());
     }
