@@ -90,6 +90,22 @@ impl SplitEval {
         let (grids, hists) = self.boot.as_ref()?;
         Some(crate::metrics::bootstrap::HistBoot { hists, grids, image_scores: &self.image_scores, image_labels: &self.image_labels, points, rule: (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr) })
     }
+
+    /// The per-image bootstrap's view of this split (`average = "images"`;
+    /// empty otherwise).
+    pub(crate) fn per_image_values(&self) -> crate::metrics::bootstrap::PerImage<'_> {
+        crate::metrics::bootstrap::PerImage { per_image: &self.per_image.0, defined: &self.per_image.1 }
+    }
+
+    /// Column `mi`'s headline AUROC / AUPR / FPR95 / F1: the image means
+    /// under `average = "images"` (no threshold: no single one attains a
+    /// mean F1), else the pooled statistic's.
+    pub(crate) fn headline(&self, mi: usize, conv: &crate::metrics::conventions::MetricConv) -> crate::metrics::Summary {
+        match self.image_means.get(mi).copied().flatten() {
+            Some(([auroc, aupr, fpr95, f1, ..], ..)) => crate::metrics::Summary { auroc, aupr, fpr95, f1, threshold: None },
+            None => conv.summary(&self.counts[mi]),
+        }
+    }
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
