@@ -40,6 +40,8 @@ fn synth(c: &mut Criterion) {
         models: vec![SynthModel { id: "m".into(), f16: true, quality: 0.8 }],
         anomaly_types: 3,
         drifted: vec![],
+        // the logit/mask write speed, as measured before photos existed
+        photos: false,
     };
     let mut g = c.benchmark_group("synth_512x512x13_f16");
     g.sampling_mode(SamplingMode::Flat).sample_size(10).measurement_time(Duration::from_secs(5));

@@ -9,6 +9,7 @@
 #   bash scripts/speed.sh                 # this tree's release binary
 #   BENCH=/path/to/old/bench bash scripts/speed.sh   # another binary
 #   CLASSES=19 DTYPE=f32 H=1024 W=2048 bash scripts/speed.sh   # Cityscapes-sized
+#   DRIFTED=lighting=0.85 bash scripts/speed.sh   # with a drifted test copy (default none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-target/release/bench}
@@ -25,7 +26,7 @@ tag="${H}x${W}_c${CLASSES}_${DTYPE}_${SPLITS//[=,]/_}"
 ds="$DIR/$tag"
 mkdir -p "$DIR"
 [ -d "$ds" ] || "$BENCH" synth --out "$ds" --splits "$SPLITS" \
-    --models "m:$DTYPE:0.6" --height "$H" --width "$W" --classes "$CLASSES" 2>/dev/null
+    --models "m:$DTYPE:0.6" --height "$H" --width "$W" --classes "$CLASSES" --drifted "${DRIFTED:-none}" 2>/dev/null
 cat > "$DIR/$tag.toml" <<TOML
 name = "speed_$tag"
 dataset = "$ds"

@@ -189,6 +189,11 @@ struct SynthCmd {
     /// logit times scale), or `none`; default: the demo's `lighting=0.85`.
     #[arg(long, value_delimiter = ',')]
     drifted: Vec<String>,
+    /// Do not write the RGB photos `<split>/images/<id>.png` (on by
+    /// default: the failure-mode panels show them). Named "photos", not
+    /// "images": `--images` is the image count.
+    #[arg(long)]
+    no_photos: bool,
 }
 
 fn main() {
@@ -589,6 +594,7 @@ impl SynthCmd {
         spec.width = self.width.unwrap_or(spec.width);
         spec.classes = self.classes.unwrap_or(spec.classes);
         spec.anomaly_types = self.anomaly_types.unwrap_or(spec.anomaly_types);
+        spec.photos = !self.no_photos;
         if !self.drifted.is_empty() {
             spec.drifted = self
                 .drifted

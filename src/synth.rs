@@ -12,6 +12,14 @@
 //! overlap with normal ones (max-logit AUROC ≈ 0.85–0.97) and models of
 //! different `quality` differ clearly.
 //!
+//! With [`SynthSpec::photos`] each image also gets an RGB "photo"
+//! (`<split>/images/<id>.png`, the first tile of the failure-mode panels):
+//! the layout in fixed class colours, the anomaly objects in colours no
+//! class uses, a vertical shading and per-pixel noise; a drifted copy's
+//! photo is test's, darkened by the same per-image factor as its logits
+//! ([`Layout::photo`]). Why: a reader of a panel sees the scene and the
+//! object that was missed, not only masks.
+//!
 //! Determinism: every image (and every model of an image) has its own
 //! `ChaCha8Rng` seeded from `(seed, split, index, model)`, and all
 //! arithmetic is IEEE basic operations (+ − × ÷ √) only — no libm
@@ -49,6 +57,8 @@ pub struct SynthSpec {
     /// less sure of itself, as under a lighting change it was not trained
     /// on), so normal scores rise and the deployed thresholds reject more.
     pub drifted: Vec<(String, f32)>,
+    /// Write `<split>/images/<id>.png` (an RGB photo of the scene) too.
+    pub photos: bool,
 }
 
 /// One synthetic segmentation model.
@@ -88,6 +98,7 @@ impl SynthSpec {
             ],
             anomaly_types: 1,
             drifted: vec![("lighting".into(), 0.85)],
+            photos: true,
         }
     }
 
@@ -195,6 +206,9 @@ fn generate_into(dir: &Path, spec: &SynthSpec) -> Result<()> {
     for (si, (folder, _, n, _)) in folders.iter().enumerate() {
         let sdir = dir.join(folder);
         mkdir(&sdir.join("labels"))?;
+        if spec.photos {
+            mkdir(&sdir.join("images"))?;
+        }
         for m in &spec.models {
             mkdir(&sdir.join("logits").join(&m.id))?;
         }
@@ -211,6 +225,12 @@ fn generate_into(dir: &Path, spec: &SynthSpec) -> Result<()> {
             spec.width,
             &layout.mask,
         )?;
+        if spec.photos {
+            let k = scale.map(|k| drift_scale(spec.seed, folder, i, k));
+            let path = sdir.join("images").join(format!("{stem}.png"));
+            let png = crate::report::panel::rgb_png(spec.width as u32, spec.height as u32, &layout.photo(spec, split, i, k));
+            std::fs::write(&path, png).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))?;
+        }
         let mut buf = Vec::new();
         let mut h16: Vec<f16> = Vec::new();
         for m in &spec.models {
@@ -285,6 +305,16 @@ fn int(rng: &mut ChaCha8Rng, a: usize, b: usize) -> usize {
     a + (rng.next_u64() % (b - a + 1) as u64) as usize
 }
 
+/// Fill `bits` from the stream, the same words on every endianness.
+fn fill_u32(rng: &mut ChaCha8Rng, bits: &mut [u32]) {
+    rng.fill_bytes(bytemuck::cast_slice_mut(bits));
+    if cfg!(target_endian = "big") {
+        for b in bits.iter_mut() {
+            *b = u32::from_le(*b);
+        }
+    }
+}
+
 /// 1/√(6 + 1/12): standard deviation of the smoothed binomial.
 const GAUSS_SCALE: f32 = 0.405_442_3;
 
@@ -301,6 +331,30 @@ fn gauss(bits: u32) -> f32 {
 
 const VOID: u8 = 255;
 
+/// Photo colours of the classes (`class % 16`): Cityscapes' palette order,
+/// so sky / building / road / sidewalk (classes 0–3) look like them.
+const PALETTE: [[u8; 3]; 16] = [
+    [70, 130, 180],
+    [70, 70, 70],
+    [128, 64, 128],
+    [244, 35, 232],
+    [107, 142, 35],
+    [0, 0, 142],
+    [153, 153, 153],
+    [220, 220, 0],
+    [220, 20, 60],
+    [152, 251, 152],
+    [102, 102, 156],
+    [190, 153, 153],
+    [0, 0, 70],
+    [0, 60, 100],
+    [250, 170, 30],
+    [119, 11, 32],
+];
+
+/// Photo colours of the anomaly objects (`(type − 1) % 4`), none a class's.
+const ANOMALY: [[u8; 3]; 4] = [[255, 128, 0], [0, 255, 255], [255, 255, 255], [128, 255, 0]];
+
 /// One image's ground truth, shared by all models.
 struct Layout {
     h: usize,
@@ -311,6 +365,8 @@ struct Layout {
     blob: Vec<u8>,
     /// Class each blob is confused with.
     blob_class: Vec<u8>,
+    /// Anomaly type (mask value) of each blob.
+    types: Vec<u8>,
     /// Chessboard distance to the nearest region boundary, capped.
     dist: Vec<u8>,
     /// Written mask: 0 normal, 1..=types anomaly, 255 void.
@@ -369,7 +425,7 @@ impl Layout {
         let (blob, blob_class, types) = Self::anomalies(spec, split, index, &cls, &mut rng);
         let mask = Self::mask(spec, &blob, &types, &mut rng);
         let dist = boundary_distance(h, w, &cls, &blob);
-        Layout { h, w, cls, blob, blob_class, dist, mask }
+        Layout { h, w, cls, blob, blob_class, types, dist, mask }
     }
 
     /// The class map: sky / building / road / sidewalk bands, then
@@ -511,6 +567,42 @@ impl Layout {
         mask
     }
 
+    /// The RGB photo (h × w × 3, row-major) of image `index` of `split`:
+    /// each pixel its class's colour (`PALETTE`), or its blob's anomaly
+    /// type's (`ANOMALY`), times a vertical shading (brighter at the top)
+    /// and a per-image exposure in [0.9, 1.1], plus N(0, 6²) noise per
+    /// channel from the image's own "photo" stream. `drift` (a drifted
+    /// copy: its per-image logit factor k) maps each channel x ∈ [0, 1] to
+    /// k·x·(k + (1 − k)·x): darker overall and, for k < 1, a gamma-like
+    /// drop of the mid-tones. Basic IEEE operations only (deterministic).
+    fn photo(&self, spec: &SynthSpec, split: &str, index: usize, drift: Option<f32>) -> Vec<u8> {
+        let (h, w) = (self.h, self.w);
+        let mut rng = rng_for(spec.seed, split, index, "photo");
+        let exposure = range(&mut rng, 0.9, 1.1);
+        let mut bits = vec![0u32; 3 * w];
+        let mut out = Vec::with_capacity(h * w * 3);
+        for y in 0..h {
+            fill_u32(&mut rng, &mut bits);
+            let shade = exposure * (1.15 - 0.3 * (y as f64 + 0.5) / h as f64);
+            for x in 0..w {
+                let p = y * w + x;
+                let rgb = match self.blob[p] {
+                    0 => PALETTE[self.cls[p] as usize % PALETTE.len()],
+                    b => ANOMALY[(self.types[b as usize - 1] as usize - 1) % ANOMALY.len()],
+                };
+                for (c, &v) in rgb.iter().enumerate() {
+                    let mut x01 = (v as f64 * shade + 6.0 * gauss(bits[3 * x + c]) as f64) / 255.0;
+                    if let Some(k) = drift {
+                        let k = k as f64;
+                        x01 = k * x01 * (k + (1.0 - k) * x01.clamp(0.0, 1.0));
+                    }
+                    out.push((x01.clamp(0.0, 1.0) * 255.0 + 0.5) as u8);
+                }
+            }
+        }
+        out
+    }
+
     /// Class-major `[C, H, W]` f32 logits of model `m` into `out`.
     fn logits(&self, spec: &SynthSpec, split: &str, index: usize, m: &SynthModel, out: &mut Vec<f32>) {
         let (h, w, nc) = (self.h, self.w, spec.classes);
@@ -557,12 +649,7 @@ impl Layout {
         let mut bits = vec![0u32; nc * w];
         let (mut top, mut mu, mut s_top, mut s_oth) = (vec![0u8; w], vec![0f32; w], vec![0f32; w], vec![0f32; w]);
         for y in 0..h {
-            rng.fill_bytes(bytemuck::cast_slice_mut(&mut bits));
-            if cfg!(target_endian = "big") {
-                for b in bits.iter_mut() {
-                    *b = u32::from_le(*b);
-                }
-            }
+            fill_u32(&mut rng, &mut bits);
             // Per-pixel parameters of this row.
             for x in 0..w {
                 let p = y * w + x;
@@ -665,4 +752,68 @@ fn boundary_distance(h: usize, w: usize, cls: &[u8], blob: &[u8]) -> Vec<u8> {
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> SynthSpec {
+        SynthSpec { height: 24, width: 32, splits: vec![("val".into(), 2), ("test".into(), 4)], models: vec![SynthModel { id: "m".into(), f16: false, quality: 1.0 }], ..SynthSpec::demo() }
+    }
+
+    /// Every file under `dir`, relative path → bytes, sorted.
+    fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = vec![];
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() { stack.push(p) } else { out.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap())) }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn photo(dir: &Path, split: &str, i: usize, spec: &SynthSpec) -> Vec<u8> {
+        crate::data::rgb::read_rgb(&dir.join(split).join("images").join(format!("img_{i:04}.png")), spec.height, spec.width).unwrap()
+    }
+
+    #[test]
+    fn photos_are_deterministic_follow_the_scene_and_darken_under_drift() {
+        let t = tempfile::tempdir().unwrap();
+        let spec = small();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        generate(&a, &spec).unwrap();
+        generate(&b, &spec).unwrap();
+        let fa = files(&a);
+        assert_eq!(fa, files(&b), "two runs wrote different bytes");
+        for split in ["val", "test", "test@lighting"] {
+            assert_eq!(fa.iter().filter(|(p, _)| p.starts_with(format!("{split}/images"))).count(), if split == "val" { 2 } else { 4 }, "{split}");
+        }
+        let (mut anomaly, mut sum_test, mut sum_drift) = (0usize, 0u64, 0u64);
+        for i in 0..4 {
+            let lay = Layout::new(&spec, "test", i);
+            let (p, d) = (photo(&a, "test", i, &spec), photo(&a, "test@lighting", i, &spec));
+            for (q, px) in p.chunks_exact(3).enumerate() {
+                // an anomaly pixel is near its type's colour (shading ±15 %, noise 6 per channel)
+                if lay.blob[q] != 0 {
+                    anomaly += 1;
+                    let want = ANOMALY[lay.types[lay.blob[q] as usize - 1] as usize - 1];
+                    assert!(px.iter().zip(want).all(|(&g, w)| (g as f64 - w as f64).abs() <= 0.2 * w as f64 + 40.0), "pixel {q}: {px:?} vs {want:?}");
+                }
+            }
+            sum_test += p.iter().map(|&v| v as u64).sum::<u64>();
+            sum_drift += d.iter().map(|&v| v as u64).sum::<u64>();
+        }
+        assert!(anomaly > 0, "the test images hold anomalies");
+        assert!((sum_drift as f64) < 0.85 * sum_test as f64, "the drifted photos are darker: {sum_drift} vs {sum_test}");
+        // off: no images folder anywhere, the other files unchanged
+        let c = t.path().join("c");
+        generate(&c, &SynthSpec { photos: false, ..spec }).unwrap();
+        let fc = files(&c);
+        assert!(fc.iter().all(|(p, _)| !p.components().any(|x| x.as_os_str() == "images")));
+        assert_eq!(fc, fa.into_iter().filter(|(p, _)| !p.components().any(|x| x.as_os_str() == "images")).collect::<Vec<_>>());
+    }
 }

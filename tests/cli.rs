@@ -84,6 +84,21 @@ fn demo_sweep_writes_the_table_family_deterministically() {
     for f in ["manifest.json", "drift.json", "index.html", "curves/deeplab_r50__heat.csv", "plots/deeplab_r50_roc.svg"] {
         assert!(ws.p("results/demo").join(f).exists(), "missing {f}");
     }
+    // synth writes photos: every failure panel's first tile is the example's photo
+    let ex: Vec<&serde_json::Value> = r["failure_modes"].as_array().unwrap().iter().flat_map(|f| f["examples"].as_array().unwrap()).collect();
+    assert!(!ex.is_empty() && ex.iter().all(|e| e["rgb"] == true), "{ex:?}");
+    let rgb = |p: &Path| {
+        let mut rd = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap())).read_info().unwrap();
+        let mut buf = vec![0u8; rd.output_buffer_size().unwrap()];
+        let info = rd.next_frame(&mut buf).unwrap();
+        assert_eq!(info.color_type, png::ColorType::Rgb, "{}", p.display());
+        (info.width as usize, buf)
+    };
+    let (pw, panel) = rgb(&ws.p("results/demo").join(ex[0]["png"].as_str().unwrap()));
+    let (w, photo) = rgb(&ws.p(&format!("datasets/demo/test/images/{}.png", ex[0]["image"].as_str().unwrap())));
+    for (y, row) in photo.chunks_exact(3 * w).enumerate() {
+        assert_eq!(&panel[y * 3 * pw..y * 3 * pw + 3 * w], row, "panel row {y}: tile 0 is not the photo");
+    }
 
     // byte-identical on a second run, whatever the thread count
     let a = std::fs::read(ws.p("results/demo/results.json")).unwrap();

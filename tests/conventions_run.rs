@@ -432,3 +432,110 @@ fn sharded_convention_runs_equal_the_single_run() {
         assert_eq!(std::fs::read(ws.p("out3/demo").join(f)).unwrap(), a, "{f}: sharded all_conventions differs from the single run");
     }
 }
+
+/// numpy's `percentile(v, 100 q)` (linear) of unsorted `v`, written out
+/// here (not the crate's `np_percentile`) so the oracle is independent.
+fn percentile_linear(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let h = (v.len() - 1) as f64 * q;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    v[lo] + (h - lo as f64) * (v[hi] - v[lo])
+}
+
+/// Per image of `split` (sorted ids) per method (max_logit, msp): its
+/// exact (AUROC, AUPR, FPR95), None without both classes.
+fn per_image_oracle(ws: &Ws, split: &str) -> Vec<[Option<[f64; 3]>; 2]> {
+    use bench::metrics::{AuprRule, Fpr95Rule, counts_of};
+    use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
+    let plan = ScorePlan { methods: vec![Method::MaxLogit, Method::Msp], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default(), params: Default::default() };
+    let lm = bench::data::LabelMap::new(vec![1], vec![255]).unwrap();
+    let mut stems: Vec<String> = std::fs::read_dir(ws.p(&format!("datasets/demo/{split}/labels"))).unwrap().map(|e| e.unwrap().path().file_stem().unwrap().to_str().unwrap().to_string()).collect();
+    stems.sort();
+    stems
+        .iter()
+        .map(|s| {
+            let lab = lm.apply(&bench::data::mask::read_mask(&ws.p(&format!("datasets/demo/{split}/labels/{s}.png"))).unwrap());
+            let maps = CpuScorer.score(&bench::data::read_logits(&ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50/{s}.npy"))).unwrap(), &plan).unwrap();
+            [0, 1].map(|m| {
+                let c = counts_of(&maps.maps[m], &lab);
+                c.defined().then(|| [c.auroc().unwrap(), c.aupr(AuprRule::Ap).unwrap(), c.fpr_at_tpr(0.95, Fpr95Rule::First).unwrap()])
+            })
+        })
+        .collect()
+}
+
+/// Replicate r's mean of each figure over the drawn images with both classes
+/// (an image drawn twice counts twice), per method; None when none drawn.
+fn oracle_means(v: &[[Option<[f64; 3]>; 2]], draw: &[usize]) -> [Option<[f64; 3]>; 2] {
+    [0, 1].map(|m| {
+        let got: Vec<[f64; 3]> = draw.iter().filter_map(|&i| v[i][m]).collect();
+        (!got.is_empty()).then(|| [0, 1, 2].map(|k| got.iter().map(|x| x[k]).sum::<f64>() / got.len() as f64))
+    })
+}
+
+fn close_ci(got: &serde_json::Value, want: [f64; 2], what: &str) {
+    let g = [got[0].as_f64().unwrap_or_else(|| panic!("{what}: {got}")), got[1].as_f64().unwrap()];
+    assert!((g[0] - want[0]).abs() <= 1e-12 && (g[1] - want[1]).abs() <= 1e-12, "{what}: {g:?} vs oracle {want:?}");
+}
+
+/// `average = "images"`: the paired method differences (`bootstrap_diff`)
+/// and the drift changes of the per-image means match an oracle that
+/// recomputes every image's metrics from the maps, resamples them with
+/// the same draws and takes numpy's percentiles; one test image without
+/// anomaly pixels is skipped (on test only: the drifted copy keeps it).
+#[test]
+fn per_image_average_differences_and_drift_changes_match_an_oracle() {
+    let t = tempfile::tempdir().unwrap();
+    let ws = Ws { root: t.path().to_path_buf(), _t: t };
+    let o = bench(&["synth", "--out", "datasets/demo", "--images", "8", "--models", "deeplab_r50:f32:0.6", "--drifted", "lighting=0.85", "--no-photos"], &ws.root);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(ws.p("datasets/demo/test/labels").is_dir() && !ws.p("datasets/demo/test/images").exists(), "--no-photos wrote photos");
+    // test image 0 without anomaly pixels (anomaly → normal): undefined there
+    let labels = ws.p("datasets/demo/test/labels");
+    let mut first: Vec<_> = std::fs::read_dir(&labels).unwrap().map(|e| e.unwrap().path()).collect();
+    first.sort();
+    let m = bench::data::mask::read_mask(&first[0]).unwrap();
+    let px: Vec<u8> = m.values.iter().map(|&v| if v == 1 { 0 } else { v as u8 }).collect();
+    let mut enc = png::Encoder::new(std::fs::File::create(&first[0]).unwrap(), m.w as u32, m.h as u32);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.write_header().unwrap().write_image_data(&px).unwrap();
+    let (samples, seed) = (60u32, 7u64);
+    let cfg = format!("anomaly = [1]\nignore = [255]\n{CONFIG}\n[metrics]\naverage = \"images\"\nbootstrap = {samples}\nbootstrap_seed = {seed}\n");
+    let o = ws.run(&cfg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ws.results();
+    let (clean, drifted) = (per_image_oracle(&ws, "test"), per_image_oracle(&ws, "test@lighting"));
+    assert!(clean[0][0].is_none() && drifted[0][0].is_some(), "the edit made test image 0 undefined");
+    let n = clean.len();
+    let reps: Vec<_> = (0..samples).map(|i| bench::metrics::bootstrap::draws(seed, i, n)).map(|d| (oracle_means(&clean, &d), oracle_means(&drifted, &d))).collect();
+    let ci = |v: Vec<f64>| [percentile_linear(v.clone(), 0.025), percentile_linear(v, 0.975)];
+    // max_logit − msp on test
+    let d = r["bootstrap_diff"].as_array().unwrap();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0]["a"].as_str(), d[0]["b"].as_str()), (Some("max_logit"), Some("msp")));
+    let both: Vec<([f64; 3], [f64; 3])> = reps.iter().filter_map(|(c, _)| Some((c[0]?, c[1]?))).collect();
+    assert_eq!(d[0]["defined"].as_u64(), Some(both.len() as u64));
+    for (k, name) in ["auroc", "aupr", "fpr95"].iter().enumerate() {
+        close_ci(&d[0][name], ci(both.iter().map(|(a, b)| a[k] - b[k]).collect()), &format!("Δ {name}"));
+        assert_eq!(d[0]["error_bound"][name].as_f64(), Some(0.0), "exact: bound 0");
+        // the cells' own intervals, on the same replicates
+        let cell = r["cells"].as_array().unwrap().iter().find(|c| c["method"] == "max_logit" && c["split"] == "test").unwrap();
+        close_ci(&cell["bootstrap"][name], ci(reps.iter().filter_map(|(c, _)| Some(c[0]?[k])).collect()), &format!("cell {name}"));
+    }
+    assert!(d[0]["auroc"][0].as_f64() != d[0]["auroc"][1].as_f64(), "a degenerate interval tests nothing");
+    // drift: drifted − clean of each method's per-image means, same draws
+    for (m, method) in ["max_logit", "msp"].iter().enumerate() {
+        let row = r["drift_splits"].as_array().unwrap().iter().find(|x| x["method"] == *method && x["split"] == "test@lighting").unwrap();
+        for (k, name) in ["auroc", "aupr", "fpr95"].iter().enumerate() {
+            let md = row["metrics"].as_array().unwrap().iter().find(|x| x["metric"] == *name && x["level"] == "pixel").unwrap();
+            let mean = |v: &[[Option<[f64; 3]>; 2]]| v.iter().filter_map(|x| x[m]).map(|x| x[k]).sum::<f64>() / v.iter().filter(|x| x[m].is_some()).count() as f64;
+            let (b, dr) = (md["baseline"].as_f64().unwrap(), md["drifted"].as_f64().unwrap());
+            assert!((b - mean(&clean)).abs() < 1e-12 && (dr - mean(&drifted)).abs() < 1e-12, "{method} {name}: {b} {dr} vs image means {} {}", mean(&clean), mean(&drifted));
+            assert!(md["note"].is_null(), "{md}");
+            close_ci(&md["interval"], ci(reps.iter().filter_map(|(c, dd)| Some(dd[m]?[k] - c[m]?[k])).collect()), &format!("{method} Δ{name} drift"));
+        }
+    }
+    let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
+    assert!(tables.contains("Paired bootstrap differences"), "{tables}");
+    assert!(!tables.contains("not implemented there") && !std::fs::read_to_string(ws.p("results/demo/results.json")).unwrap().contains("not implemented there"));
+}

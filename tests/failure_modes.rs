@@ -3,7 +3,8 @@
 //! numpy oracle of `scripts/gen_failure_fixtures.py` (two anomaly types,
 //! ties, void pixels, an all-void image), the panels decoded pixel by pixel,
 //! deterministic, sharded = local, and the edge cases: no `images/`, a
-//! JPEG photo, a photo of the wrong size, K = 0.
+//! JPEG photo (decoded; truncated, CMYK, wrong-sized: one error), a photo
+//! of the wrong size, K = 0.
 
 mod common;
 use common::*;
@@ -217,26 +218,121 @@ fn sharded_run_writes_the_same_panels() {
     assert_eq!(std::fs::read(ws.p("sh/f/report.html")).unwrap(), std::fs::read(ws.p("results/f/report.html")).unwrap());
 }
 
+/// `px` (h × w × channels of `ct`) as a JPEG at quality 95, by the
+/// pure-Rust `jpeg-encoder` (no binary fixture committed).
+fn jpeg(px: &[u8], w: usize, h: usize, ct: jpeg_encoder::ColorType) -> Vec<u8> {
+    let mut out = vec![];
+    jpeg_encoder::Encoder::new(&mut out, 95).encode(px, w as u16, h as u16, ct).unwrap();
+    out
+}
+
+/// A smooth RGB image (gradients; JPEG's best case).
+fn smooth(w: usize, h: usize) -> Vec<u8> {
+    (0..h).flat_map(|y| (0..w).flat_map(move |x| [(40 + 3 * x) as u8, (60 + 2 * y) as u8, (200 - x - y) as u8])).collect()
+}
+
+fn mean_abs(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
+}
+
 #[test]
-fn a_jpeg_photo_is_a_warning_and_a_wrong_size_photo_an_error() {
+fn jpeg_photos_decode_within_jpeg_tolerance_and_bad_ones_are_one_error() {
+    use bench::data::rgb::read_rgb;
+    use jpeg_encoder::ColorType;
+    let d = tempfile::tempdir().unwrap();
+    let (w, h) = (40, 24);
+    let rgb = smooth(w, h);
+    let p = d.path().join("a.jpg");
+    std::fs::write(&p, jpeg(&rgb, w, h, ColorType::Rgb)).unwrap();
+    let got = read_rgb(&p, h, w).unwrap();
+    let err = mean_abs(&got, &rgb);
+    assert!(err < 8.0, "mean abs error {err}");
+    assert!(got != vec![128u8; w * h * 3], "a gray fill is not a decode");
+    // grayscale: replicated into R, G, B
+    let gray: Vec<u8> = rgb.chunks_exact(3).map(|c| c[1]).collect();
+    let pg = d.path().join("g.JPEG");
+    std::fs::write(&pg, jpeg(&gray, w, h, ColorType::Luma)).unwrap();
+    let got = read_rgb(&pg, h, w).unwrap();
+    assert!(got.chunks_exact(3).all(|c| c[0] == c[1] && c[1] == c[2]), "gray not replicated");
+    let err = mean_abs(&got.iter().step_by(3).copied().collect::<Vec<_>>(), &gray);
+    assert!(err < 8.0, "gray mean abs error {err}");
+    // the wrong size: names the file and both sizes
+    let e = format!("{:#}", read_rgb(&p, h, w + 1).unwrap_err());
+    assert!(e.contains("a.jpg") && e.contains(&format!("{h}×{w}")) && e.contains(&format!("{h}×{}", w + 1)), "{e}");
+    // CMYK: refused, naming the file and the colour type
+    let pc = d.path().join("c.jpg");
+    std::fs::write(&pc, jpeg(&vec![30u8; w * h * 4], w, h, ColorType::Cmyk)).unwrap();
+    let e = format!("{:#}", read_rgb(&pc, h, w).unwrap_err());
+    assert!(e.contains("c.jpg") && e.contains("CMYK"), "{e}");
+    // truncated in the headers or the scan data, and garbage: an error, no
+    // panic (zune-jpeg's lenient mode would gray-fill the rest; bench runs
+    // it strict). Only the final EOI marker may be missing: the pixels are
+    // all there.
+    let full = std::fs::read(&p).unwrap();
+    for cut in [2, 20, full.len() / 2, full.len() - 40, full.len() - 10] {
+        let pt = d.path().join("t.jpg");
+        std::fs::write(&pt, &full[..cut]).unwrap();
+        let e = format!("{:#}", read_rgb(&pt, h, w).expect_err(&format!("cut at {cut} decoded")));
+        assert!(e.contains("t.jpg"), "{e}");
+    }
+    std::fs::write(d.path().join("x.jpeg"), b"not a jpeg").unwrap();
+    assert!(format!("{:#}", read_rgb(&d.path().join("x.jpeg"), h, w).unwrap_err()).contains("x.jpeg"));
+}
+
+#[test]
+fn a_jpeg_photo_is_the_first_tile_and_a_wrong_size_photo_an_error() {
+    let e = expected();
     let ws = Ws::new("failure_examples = 1");
-    let worst = expected()["types"][0]["examples"][0]["image"].as_str().unwrap().to_string();
+    let ex = &e["types"][0]["examples"][0];
+    let worst = ex["image"].as_str().unwrap().to_string();
     let png = ws.p(&format!("ds/test/images/{worst}.png"));
-    std::fs::rename(&png, png.with_extension("jpg")).unwrap();
+    let (pw, ph, orig) = decode(&png);
+    assert_eq!((pw, ph), (8, 6));
+    let orig: Vec<u8> = orig.concat();
+    let jpg = png.with_extension("jpg");
+    std::fs::write(&jpg, jpeg(&orig, 8, 6, jpeg_encoder::ColorType::Rgb)).unwrap();
+    std::fs::remove_file(&png).unwrap();
     let r = ws.run();
-    assert!(!r.failure_modes[0].examples[0].rgb);
-    assert!(r.warnings.iter().any(|w| w.contains(&format!("{worst}.jpg")) && w.contains("JPEG")), "{:?}", r.warnings);
-    // a 2×2 photo for a 6×8 mask: one error naming the file, old results kept
+    let f = &r.failure_modes[0];
+    assert!(f.examples[0].rgb, "the JPEG photo was not drawn");
+    assert!(!r.warnings.iter().any(|w| w.contains("JPEG")), "{:?}", r.warnings);
+    // tile 0 is the decoded JPEG (the panel is exact; the decode is within
+    // JPEG tolerance of the PNG it was made from); tiles 1.. are numpy's
+    let photo = bench::data::rgb::read_rgb(&jpg, 6, 8).unwrap();
+    assert!(mean_abs(&photo, &orig) < 8.0, "{}", mean_abs(&photo, &orig));
+    let (w, h, px) = decode(&ws.p("results/f").join(&f.examples[0].png));
+    assert_eq!((w, h), (4 * 8 + 3 * 4, 6));
+    for (y, x) in [(0, 0), (0, 7), (3, 4), (5, 0), (5, 7)] {
+        let i = (y * 8 + x) * 3;
+        assert_eq!(px[y * w + x], [photo[i], photo[i + 1], photo[i + 2]], "tile 0 pixel ({y}, {x})");
+    }
+    let tiles = ex["tiles"].as_array().unwrap();
+    let mut want: Vec<Value> = vec![Value::Array(photo.chunks_exact(3).map(|c| Value::from(c.to_vec())).collect())];
+    want.extend(tiles[1..].iter().cloned());
+    check_panel(&ws.p("results/f").join(&f.examples[0].png), &want, 6, 8);
+    // a 2×2 photo for a 6×8 mask (PNG, then JPEG): one error naming the file, old results kept
     let before = std::fs::read(ws.p("results/f/results.json")).unwrap();
-    std::fs::remove_file(png.with_extension("jpg")).unwrap();
-    std::fs::write(&png, bench::report::panel::rgb_png(2, 2, &[0u8; 12])).unwrap();
+    for (path, bytes) in [(&png, bench::report::panel::rgb_png(2, 2, &[0u8; 12])), (&jpg, jpeg(&[0u8; 12], 2, 2, jpeg_encoder::ColorType::Rgb))] {
+        let _ = std::fs::remove_file(&png);
+        let _ = std::fs::remove_file(&jpg);
+        std::fs::write(path, bytes).unwrap();
+        let o = bench(&["run", "c.toml"], &ws.root);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let errs = error_lines(&o);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(errs[0].contains(name) && errs[0].contains("2×2") && errs[0].contains("6×8"), "{errs:?}");
+        assert!(!stderr(&o).contains("panicked"));
+        assert_eq!(std::fs::read(ws.p("results/f/results.json")).unwrap(), before, "a failed run touched the results");
+    }
+    // a truncated JPEG: the same one error, no panic
+    std::fs::write(&jpg, &jpeg(&orig, 8, 6, jpeg_encoder::ColorType::Rgb)[..200]).unwrap();
     let o = bench(&["run", "c.toml"], &ws.root);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let errs = error_lines(&o);
-    assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].contains(&format!("{worst}.png")) && errs[0].contains("2×2") && errs[0].contains("6×8"), "{errs:?}");
+    assert!(errs.len() == 1 && errs[0].contains(&format!("{worst}.jpg")), "{errs:?}");
     assert!(!stderr(&o).contains("panicked"));
-    assert_eq!(std::fs::read(ws.p("results/f/results.json")).unwrap(), before, "a failed run touched the results");
 }
 
 #[test]

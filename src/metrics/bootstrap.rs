@@ -522,49 +522,130 @@ pub fn draws(seed: u64, r: u32, n: usize) -> Vec<usize> {
     (0..n).map(|_| rng.random_range(0..n)).collect()
 }
 
+/// One split's per-image values under `average = "images"`:
+/// `per_image[m]` holds method m's [AUROC, AUPR, FPR95, F1, AUPR-In,
+/// FPR95-In] of the images with both classes, in image order, and
+/// `defined[i]` says whether image i has both classes (`SplitEval::per_image`).
+#[derive(Clone, Copy)]
+pub struct PerImage<'a> {
+    pub per_image: &'a [Vec<[Option<f64>; 6]>],
+    pub defined: &'a [bool],
+}
+
+/// [`PerImage`] with each image's row among the defined images resolved.
+struct ImageRows<'a> {
+    vals: &'a [Vec<[Option<f64>; 6]>],
+    row: Vec<Option<usize>>,
+}
+
+impl<'a> ImageRows<'a> {
+    fn new(p: PerImage<'a>) -> anyhow::Result<ImageRows<'a>> {
+        let mut row = Vec::with_capacity(p.defined.len());
+        let mut k = 0;
+        for &d in p.defined {
+            row.push(d.then_some(k));
+            k += d as usize;
+        }
+        for (m, v) in p.per_image.iter().enumerate() {
+            anyhow::ensure!(v.len() == k, "internal error: method {m} has {} per-image values for {k} images with both classes", v.len());
+        }
+        Ok(ImageRows { vals: p.per_image, row })
+    }
+
+    /// Method m's mean (AUROC, AUPR, FPR95) over the images of `draw` (an
+    /// image drawn twice counts twice), computed as the point estimate
+    /// (`SplitEval::image_means`) computes it: images without both classes
+    /// skipped, `np_mean` of a column, undefined when any drawn image's
+    /// value of it is, or no drawn image has both classes.
+    fn mean(&self, m: usize, draw: &[usize]) -> Option<[f64; 3]> {
+        let vals: Vec<&[Option<f64>; 6]> = draw.iter().filter_map(|&i| self.row[i]).map(|j| &self.vals[m][j]).collect();
+        if vals.is_empty() {
+            return None;
+        }
+        let col = |c: usize| -> Option<f64> {
+            let v: Option<Vec<f64>> = vals.iter().map(|x| x[c]).collect();
+            v.map(|v| crate::metrics::conventions::np_mean(&v))
+        };
+        Some([col(0)?, col(1)?, col(2)?])
+    }
+}
+
 /// `average = "images"`: the same paired image draws, each replicate's
 /// figure the mean of the drawn images' per-image AUROC / AUPR / FPR95
-/// (an image drawn twice counts twice; images without both classes are
-/// skipped, as in the point estimate). Needs only the per-image values, so
-/// it works at any split size and sharded. `per_image[m]` holds method m's
-/// values of the defined images in image order; `defined[i]` says whether
-/// image i has both classes.
-pub fn bootstrap_images(per_image: &[Vec<[Option<f64>; 6]>], defined: &[bool], samples: u32, seed: u64) -> anyhow::Result<Vec<Bootstrap>> {
+/// ([`ImageRows::mean`]); per method the cell's intervals and per pair of
+/// methods (i < j, column order) the intervals of the replicates' A − B.
+/// Needs only the per-image values, so it works at any split size and
+/// sharded. Exact (nothing is binned): the differences' error bound is 0;
+/// image AUROC and the FRR points are not bootstrapped in this mode.
+pub fn bootstrap_images(p: PerImage, samples: u32, seed: u64) -> anyhow::Result<HistIntervals> {
     use rayon::prelude::*;
-    let n = defined.len();
-    // image index → its row among the defined images
-    let mut row = vec![None; n];
-    let mut k = 0;
-    for (i, &d) in defined.iter().enumerate() {
-        if d {
-            row[i] = Some(k);
-            k += 1;
+    let rows = ImageRows::new(p)?;
+    let (n, nm) = (p.defined.len(), p.per_image.len());
+    let reps: Vec<Vec<Option<[f64; 3]>>> = (0..samples)
+        .into_par_iter()
+        .map(|r| {
+            let draw = draws(seed, r, n);
+            (0..nm).map(|m| rows.mean(m, &draw)).collect()
+        })
+        .collect();
+    // no F1 / AUPRO intervals of per-image means (not implemented)
+    let full: Vec<Vec<Option<[Option<f64>; PX]>>> = reps.iter().map(|r| r.iter().map(|x| x.map(|[a, b, c]| [Some(a), Some(b), Some(c), None, None])).collect()).collect();
+    let cells = intervals(&full, nm, samples, seed, "image_means");
+    let mut diffs = vec![];
+    for a in 0..nm {
+        for b in a + 1..nm {
+            let both: Vec<([f64; 3], [f64; 3])> = reps.iter().filter_map(|r| Some((r[a]?, r[b]?))).collect();
+            let d = |k: usize| ci(both.iter().map(|(x, y)| x[k] - y[k]).collect());
+            let exact = Some(0.0);
+            diffs.push(DiffCi {
+                a,
+                b,
+                defined: both.len() as u32,
+                auroc: d(0),
+                aupr: d(1),
+                fpr95: d(2),
+                f1: None,
+                aupro: None,
+                image_auroc: None,
+                pixel_frr: None,
+                image_frr: None,
+                error_bound: ErrorBound { auroc: exact, aupr: exact, fpr95: exact, f1: None, aupro: None },
+            });
         }
     }
-    let nm = per_image.len();
-    for (m, v) in per_image.iter().enumerate() {
-        anyhow::ensure!(v.len() == k, "internal error: method {m} has {} per-image values for {k} images with both classes", v.len());
-    }
-    let reps: Vec<Vec<Option<[Option<f64>; PX]>>> = (0..samples)
+    Ok(HistIntervals { cells, points: vec![], diffs })
+}
+
+/// `average = "images"` under drift: per method the intervals of the
+/// change drifted − clean of the per-image means, both splits' means taken
+/// on the same draw (images paired by index; each split skips its own
+/// images without both classes). Exact: bound 0.
+pub fn image_mean_deltas(clean: PerImage, drifted: PerImage, samples: u32, seed: u64) -> anyhow::Result<Vec<crate::metrics::dashboard::DeltaCi>> {
+    use rayon::prelude::*;
+    let n = clean.defined.len();
+    anyhow::ensure!(n == drifted.defined.len(), "internal error: paired splits of {n} and {} images", drifted.defined.len());
+    let nm = clean.per_image.len();
+    anyhow::ensure!(nm == drifted.per_image.len(), "internal error: paired splits of {nm} and {} methods", drifted.per_image.len());
+    let (ca, cb) = (ImageRows::new(clean)?, ImageRows::new(drifted)?);
+    let reps: Vec<Vec<Option<[f64; 3]>>> = (0..samples)
         .into_par_iter()
         .map(|r| {
             let draw = draws(seed, r, n);
             (0..nm)
                 .map(|m| {
-                    let vals: Vec<&[Option<f64>; 6]> = draw.iter().filter_map(|&i| row[i]).filter_map(|j| per_image[m].get(j)).collect();
-                    if vals.is_empty() {
-                        return None;
-                    }
-                    let col = |c: usize| -> Option<f64> {
-                        let v: Option<Vec<f64>> = vals.iter().map(|x| x[c]).collect();
-                        v.map(|v| crate::metrics::conventions::np_mean(&v))
-                    };
-                    Some([Some(col(0)?), Some(col(1)?), Some(col(2)?), None, None])
+                    let (x, y) = (ca.mean(m, &draw)?, cb.mean(m, &draw)?);
+                    Some([0, 1, 2].map(|k| y[k] - x[k]))
                 })
                 .collect()
         })
         .collect();
-    Ok(intervals(&reps, nm, samples, seed, "image_means"))
+    Ok((0..nm)
+        .map(|m| {
+            let col = |k: usize| ci(reps.iter().filter_map(|r| Some(r[m]?[k])).collect());
+            // AUROC, AUPR, FPR95 exact; no F1 / AUPRO change of per-image means
+            crate::metrics::dashboard::DeltaCi { interval: std::array::from_fn(|k| if k < 3 { col(k) } else { None }), bound: std::array::from_fn(|k| (k < 3).then_some(0.0)) }
+        })
+        .collect())
 }
 
 /// 2.5 % and 97.5 % percentiles (numpy's linear rule) of each method's
@@ -594,7 +675,11 @@ fn intervals(reps: &[Vec<Option<[Option<f64>; PX]>>], nm: usize, samples: u32, s
 
 #[cfg(test)]
 mod tests {
-    use super::bootstrap_images;
+    use super::{HistIntervals, PerImage, bootstrap_images, image_mean_deltas};
+
+    fn boot(per_image: &[Vec<[Option<f64>; 6]>], defined: &[bool], samples: u32, seed: u64) -> anyhow::Result<HistIntervals> {
+        bootstrap_images(PerImage { per_image, defined }, samples, seed)
+    }
 
     fn row(v: f64) -> [Option<f64>; 6] {
         [Some(v), Some(v), Some(v), Some(v), None, None]
@@ -603,21 +688,34 @@ mod tests {
     #[test]
     fn per_image_bootstrap_means_the_drawn_images() {
         // all images alike: every replicate is that value
-        let b = bootstrap_images(&[vec![row(0.7); 5]], &[true; 5], 100, 3).unwrap();
+        let b = boot(&[vec![row(0.7); 5]], &[true; 5], 100, 3).unwrap().cells;
         assert_eq!((b[0].defined, b[0].auroc), (100, Some([0.7, 0.7])));
         // two images: a replicate's mean is 0.2, 0.5 or 0.8, and both extremes occur in 400 draws
-        let b = bootstrap_images(&[vec![row(0.2), row(0.8)]], &[true, true], 400, 0).unwrap();
+        let b = boot(&[vec![row(0.2), row(0.8)]], &[true, true], 400, 0).unwrap().cells;
         let [lo, hi] = b[0].auroc.unwrap();
         assert!([0.2, 0.5, 0.8].iter().any(|&v| (lo - v).abs() < 1e-12) && (lo - 0.2).abs() < 1e-12 && (hi - 0.8).abs() < 1e-12, "{lo} {hi}");
         // an image without both classes never counts; replicates drawing only it are undefined
-        let b = bootstrap_images(&[vec![row(0.3)]], &[false, true], 200, 1).unwrap();
+        let b = boot(&[vec![row(0.3)]], &[false, true], 200, 1).unwrap().cells;
         assert!(b[0].defined < 200 && b[0].defined > 100, "{}", b[0].defined);
         assert_eq!(b[0].auroc, Some([0.3, 0.3]));
         // paired: two methods see the same draws, so a method compared with a copy of itself agrees exactly
         let m = vec![row(0.1), row(0.9), row(0.4)];
-        let b = bootstrap_images(&[m.clone(), m], &[true; 3], 50, 9).unwrap();
-        assert_eq!(b[0], b[1]);
+        let b = boot(&[m.clone(), m], &[true; 3], 50, 9).unwrap();
+        assert_eq!(b.cells[0], b.cells[1]);
+        assert_eq!((b.diffs.len(), b.diffs[0].auroc, b.diffs[0].fpr95, b.diffs[0].defined), (1, Some([0.0, 0.0]), Some([0.0, 0.0]), 50));
+        // a drifted copy equal to its clean split changes nothing, exactly
+        let m = [vec![row(0.1), row(0.9), row(0.4)]];
+        let p = PerImage { per_image: &m, defined: &[true, false, true, true] };
+        let d = image_mean_deltas(p, p, 50, 9).unwrap();
+        // (F1 and AUPRO: no interval of per-image means)
+        let z = Some([0.0, 0.0]);
+        assert_eq!((d[0].interval, d[0].bound), ([z, z, z, None, None], [Some(0.0), Some(0.0), Some(0.0), None, None]));
+        // ... and a shifted copy moves by the shift (x + 0.1 per image)
+        let up = [m[0].iter().map(|r| r.map(|v| v.map(|x| x + 0.1))).collect::<Vec<_>>()];
+        let d = image_mean_deltas(p, PerImage { per_image: &up, defined: p.defined }, 50, 9).unwrap();
+        let [lo, hi] = d[0].interval[0].unwrap();
+        assert!((lo - 0.1).abs() < 1e-12 && (hi - 0.1).abs() < 1e-12, "{lo} {hi}");
         // per-image rows that do not match the defined images are an error, not a number
-        assert!(bootstrap_images(&[vec![row(0.3)]], &[true, true], 10, 0).is_err());
+        assert!(boot(&[vec![row(0.3)]], &[true, true], 10, 0).is_err());
     }
 }

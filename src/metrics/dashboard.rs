@@ -68,35 +68,58 @@ impl ImageStats {
     /// (256 KiB, reused across images) and read back sparse: a per-pixel
     /// ordered-map insert cost a third of a sweep's time.
     pub fn add(&mut self, scores: &[f32], labels: &[u8], image: Option<f32>) {
+        const L: usize = 16;
+        let n = scores.len().min(labels.len());
+        let (scores, labels) = (&scores[..n], &labels[..n]);
         let mut r = ImageRec { at: vec![(0, 0); self.thresholds.len()], ..Default::default() };
         if self.keep_hist {
             self.scratch.resize(1 << 16, 0);
-        }
-        let dense = &mut self.scratch;
-        for (&s, &l) in scores.iter().zip(labels) {
-            if l == label::NORMAL {
-                r.normals += 1;
-                r.sum += s as f64;
-                if self.keep_hist {
-                    dense[(key(s) >> 16) as usize] += 1;
-                }
-            } else if label::is_anomaly(l) {
-                r.anomalies += 1;
-            }
-        }
-        for (c, &t) in r.at.iter_mut().zip(&self.thresholds) {
-            let (mut rejected, mut accepted) = (0u64, 0u64);
             for (&s, &l) in scores.iter().zip(labels) {
-                let normal = (l == label::NORMAL) as u64;
-                let anomaly = label::is_anomaly(l) as u64;
-                rejected += normal & (s >= t) as u64;
-                accepted += anomaly & (s < t) as u64;
+                if l == label::NORMAL {
+                    self.scratch[(key(s) >> 16) as usize] += 1;
+                }
             }
-            *c = (rejected, accepted);
+        }
+        // counts and the f64 sum in 16 lanes (fixed lane order, so the sum
+        // is the same on every run): the loops vectorise
+        let (cs, rs) = scores.as_chunks::<L>();
+        let (cl, rl) = labels.as_chunks::<L>();
+        let (mut normals, mut anomalies, mut sum) = ([0u32; L], [0u32; L], [0f64; L]);
+        for (s, l) in cs.iter().zip(cl) {
+            for j in 0..L {
+                let normal = l[j] == label::NORMAL;
+                normals[j] += normal as u32;
+                anomalies[j] += ((l[j] != label::NORMAL) & (l[j] != label::VOID)) as u32;
+                sum[j] += if normal { s[j] } else { 0.0 } as f64;
+            }
+        }
+        for (j, (&s, &l)) in rs.iter().zip(rl).enumerate() {
+            normals[j] += (l == label::NORMAL) as u32;
+            anomalies[j] += label::is_anomaly(l) as u32;
+            sum[j] += if l == label::NORMAL { s } else { 0.0 } as f64;
+        }
+        r.normals = normals.iter().map(|&c| c as u64).sum();
+        r.anomalies = anomalies.iter().map(|&c| c as u64).sum();
+        r.sum = sum.iter().sum();
+        for (c, &t) in r.at.iter_mut().zip(&self.thresholds) {
+            let (mut rejected, mut accepted) = ([0u32; L], [0u32; L]);
+            for (s, l) in cs.iter().zip(cl) {
+                for j in 0..L {
+                    // `&`, not `&&`: no branch, so the lanes vectorise
+                    rejected[j] += ((l[j] == label::NORMAL) & (s[j] >= t)) as u32;
+                    accepted[j] += ((l[j] != label::NORMAL) & (l[j] != label::VOID) & (s[j] < t)) as u32;
+                }
+            }
+            for (j, (&s, &l)) in rs.iter().zip(rl).enumerate() {
+                rejected[j] += (l == label::NORMAL && s >= t) as u32;
+                accepted[j] += (label::is_anomaly(l) && s < t) as u32;
+            }
+            *c = (rejected.iter().map(|&x| x as u64).sum(), accepted.iter().map(|&x| x as u64).sum());
         }
         r.image = image.map(|s| (s, r.anomalies > 0));
         if self.keep_hist {
-            r.hist = dense
+            r.hist = self
+                .scratch
                 .iter_mut()
                 .enumerate()
                 .filter(|(_, n)| **n > 0)

@@ -21,10 +21,11 @@ use anyhow::{Result, ensure};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Score maps of a split are kept between the two passes when they fit in
-/// this many bytes (the default of `metrics.score_cache_mib`); otherwise
-/// the split is scored twice. Only a speed trade: no figure depends on it
-/// (the bootstrap reads per-image histograms, not the maps).
+/// Score maps of a split are kept between the two passes up to this many
+/// bytes (the default of `metrics.score_cache_mib`): the longest prefix of
+/// the split's images whose maps fit is kept, and pass 2 scores only the
+/// images after it again. Only a speed trade: no figure depends on it (the
+/// bootstrap reads per-image histograms, not the maps).
 pub const SCORE_CACHE_BYTES: usize = 256 << 20;
 
 /// Pass 1 over a split: positives, probe thresholds, image scores. Every
@@ -43,9 +44,15 @@ pub struct Pass1 {
     pub void: u64,
     /// Logit dtype of the last image seen.
     pub dtype: Option<String>,
-    /// The score maps, while they fit `cache_budget` bytes.
+    /// The score maps of this range's first images, as many as fit
+    /// `cache_budget` bytes (`None`: none kept).
     pub cache: Option<Vec<(ScoreMaps, Vec<u8>)>>,
+    /// Bytes of the maps in `cache`.
     pub cached_bytes: u64,
+    /// An image of this range did not fit: `cache` stops before it, so no
+    /// later image (nor a later range's) may join the prefix.
+    #[serde(default)]
+    pub cache_closed: bool,
     /// [`SplitOpts::cache_bytes`] (kept here so a merge applies it too).
     #[serde(default = "default_cache_budget")]
     pub cache_budget: u64,
@@ -102,6 +109,7 @@ impl Pass1 {
             dtype: None,
             cache: Some(vec![]),
             cached_bytes: 0,
+            cache_closed: false,
             cache_budget: opts.cache_bytes,
             per_image: if opts.per_image.is_some() { vec![vec![]; nm] } else { vec![] },
             per_image_skipped: if opts.per_image.is_some() { vec![0; nm] } else { vec![] },
@@ -149,14 +157,21 @@ impl Pass1 {
         if let Some(h) = self.type_hits.as_mut() {
             h.add(&maps.maps, &lab, opts.types);
         }
-        self.cached_bytes += (maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len()) as u64;
-        if self.cached_bytes > self.cache_budget {
-            self.cache = None;
-        }
-        if let Some(c) = self.cache.as_mut() {
-            c.push((maps, lab));
-        }
+        self.keep((maps, lab));
         Ok(())
+    }
+
+    /// Append one image's maps to the cached prefix while the budget holds;
+    /// the first image that does not fit closes it.
+    fn keep(&mut self, img: (ScoreMaps, Vec<u8>)) {
+        let bytes = (img.0.maps.iter().map(|v| v.len() * 4).sum::<usize>() + img.1.len()) as u64;
+        match self.cache.as_mut() {
+            Some(c) if !self.cache_closed && self.cached_bytes + bytes <= self.cache_budget => {
+                c.push(img);
+                self.cached_bytes += bytes;
+            }
+            _ => self.cache_closed = true,
+        }
     }
 
     /// Each method's accumulators, borrowed apart.
@@ -204,7 +219,8 @@ impl Pass1 {
             void: self.void,
             dtype: self.dtype.clone(),
             cache: if maps { self.cache.clone() } else { None },
-            cached_bytes: self.cached_bytes,
+            cached_bytes: if maps { self.cached_bytes } else { 0 },
+            cache_closed: self.cache_closed || !maps,
             cache_budget: self.cache_budget,
             per_image: self.per_image.clone(),
             per_image_skipped: self.per_image_skipped.clone(),
@@ -298,14 +314,12 @@ impl Pass1 {
         if o.dtype.is_some() {
             self.dtype = o.dtype;
         }
-        self.cached_bytes += o.cached_bytes;
-        self.cache = match (self.cache.take(), o.cache) {
-            (Some(mut a), Some(b)) if self.cached_bytes <= self.cache_budget => {
-                a.extend(b);
-                Some(a)
-            }
-            _ => None,
-        };
+        // the prefix continues into the next range only while it is whole
+        match o.cache {
+            Some(b) => b.into_iter().for_each(|img| self.keep(img)),
+            None => self.cache_closed = true,
+        }
+        self.cache_closed |= o.cache_closed;
         Ok(())
     }
 }
@@ -534,10 +548,23 @@ pub struct SplitOpts {
 
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.
 pub fn image_score(s: &[f32], lab: &[u8], k: usize) -> f32 {
-    let valid = s.iter().zip(lab).filter(|p| *p.1 != label::VOID).map(|p| *p.0);
     if k <= 1 {
-        return valid.fold(f32::NEG_INFINITY, f32::max);
+        // 16 independent running maxima so the loop vectorises (max is
+        // exact, so the lane split cannot change the value)
+        const L: usize = 16;
+        let n = s.len().min(lab.len());
+        let (s, lab) = (&s[..n], &lab[..n]);
+        let mut m = [f32::NEG_INFINITY; L];
+        for (a, l) in s.chunks_exact(L).zip(lab.chunks_exact(L)) {
+            for j in 0..L {
+                m[j] = m[j].max(if l[j] != label::VOID { a[j] } else { f32::NEG_INFINITY });
+            }
+        }
+        let tail = n - n % L;
+        let rest = s[tail..].iter().zip(&lab[tail..]).filter(|p| *p.1 != label::VOID).map(|p| *p.0);
+        return rest.fold(m.into_iter().fold(f32::NEG_INFINITY, f32::max), f32::max);
     }
+    let valid = s.iter().zip(lab).filter(|p| *p.1 != label::VOID).map(|p| *p.0);
     let mut v: Vec<f32> = valid.collect();
     let k = k.min(v.len());
     let n = v.len();
@@ -545,4 +572,97 @@ pub fn image_score(s: &[f32], lab: &[u8], k: usize) -> f32 {
     let mut top = v[n - k..].to_vec();
     top.sort_unstable_by(|a, b| a.total_cmp(b)); // fixed summation order
     (top.iter().map(|&x| x as f64).sum::<f64>() / k as f64) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(cache_bytes: u64) -> SplitOpts {
+        SplitOpts {
+            regions: false,
+            components: vec![None],
+            types: 1,
+            topk: 1,
+            ship_maps: true,
+            boot: false,
+            cache_bytes,
+            per_image: None,
+            normal_positive: false,
+            frr_budgets: vec![],
+            soft: vec![],
+            dashboard: None,
+            binned: false,
+        }
+    }
+
+    /// 1,000 pixels of one method: 4,000 + 1,000 bytes of cache each.
+    fn image(i: usize) -> (ScoreMaps, Vec<u8>) {
+        let maps = ScoreMaps { h: 10, w: 100, maps: vec![(0..1000).map(|p| (p * 7 + i) as f32 % 13.0).collect()] };
+        (maps, (0..1000).map(|p| (p % 17 == 0) as u8).collect())
+    }
+
+    fn pass(budget: u64, images: std::ops::Range<usize>) -> Pass1 {
+        let o = opts(budget);
+        let mut p = Pass1::new(1, 0, &o, vec![vec![]]);
+        for i in images {
+            let (m, l) = image(i);
+            p.add(m, l, "f32", &o).unwrap();
+        }
+        p
+    }
+
+    fn cached(p: &Pass1) -> Vec<f32> {
+        p.cache.iter().flatten().map(|(m, _)| m.maps[0][0]).collect()
+    }
+
+    /// The cache keeps the longest prefix of images that fits its budget
+    /// (pass 2 then scores only the rest), and a merge of consecutive
+    /// ranges continues the prefix only while the first range's is whole.
+    #[test]
+    fn score_cache_keeps_the_longest_prefix_that_fits() {
+        let p = pass(12_500, 0..4);
+        assert_eq!((cached(&p), p.cached_bytes, p.cache_closed), (vec![0.0, 1.0], 10_000, true));
+        let whole = pass(1 << 20, 0..4);
+        assert_eq!((cached(&whole).len(), whole.cache_closed), (4, false));
+        assert_eq!(cached(&pass(0, 0..4)), Vec::<f32>::new());
+
+        // a whole first range: the second range's images join until full
+        let mut a = pass(16_000, 0..2);
+        a.absorb(pass(16_000, 2..5)).unwrap();
+        assert_eq!((cached(&a), a.cache_closed), (vec![0.0, 1.0, 2.0], true));
+        // a closed first range: nothing of the next joins
+        let mut a = pass(12_500, 0..3);
+        a.absorb(pass(12_500, 3..4)).unwrap();
+        assert_eq!((cached(&a), a.cache_closed), (vec![0.0, 1.0], true));
+        // a range shipped without its maps ends the prefix
+        let mut a = pass(1 << 20, 0..2);
+        a.absorb(pass(1 << 20, 2..4).shipped(false)).unwrap();
+        let mut b = pass(1 << 20, 0..2).shipped(false);
+        b.absorb(pass(1 << 20, 2..4)).unwrap();
+        assert_eq!((cached(&a).len(), a.cache_closed, cached(&b).len(), b.cache_closed), (2, true, 0, true));
+    }
+
+    /// The lane-split maximum equals the plain fold over non-void pixels
+    /// at every length around the lane width, with void anywhere (also
+    /// at the maximum) and all-void images (−∞).
+    #[test]
+    fn image_max_equals_the_plain_fold() {
+        let mut x = 0x9e37_79b9u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for n in [0usize, 1, 15, 16, 17, 31, 32, 33, 100, 1000] {
+            for void_share in [0u32, 3, 10] {
+                let s: Vec<f32> = (0..n).map(|_| (next() % 2001) as f32 / 100.0 - 10.0).collect();
+                let lab: Vec<u8> = (0..n).map(|_| if next() % 10 < void_share { label::VOID } else { (next() % 2) as u8 }).collect();
+                let want = s.iter().zip(&lab).filter(|p| *p.1 != label::VOID).map(|p| *p.0).fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(image_score(&s, &lab, 1).to_bits(), want.to_bits(), "n {n} void {void_share}");
+                assert_eq!(image_score(&s, &lab, 0).to_bits(), want.to_bits());
+            }
+        }
+    }
 }

@@ -8,6 +8,8 @@
 
 use super::*;
 use crate::metrics::dashboard::*;
+use crate::metrics::bootstrap::image_mean_deltas;
+use crate::metrics::conventions::Average;
 use crate::metrics::drift::DriftStats;
 use crate::metrics::operating::Level;
 use crate::report::results::{DashStat, DriftSplit, MetricDelta, ThresholdDrift};
@@ -99,10 +101,13 @@ fn dashboard_of((brec, bd): (&[ImageRec], &DriftStats), (rec, d): (&[ImageRec], 
 /// are none.
 pub(crate) fn metric_intervals(cfg: &Config, base: &SplitEval, e: &SplitEval, nm: usize) -> Result<std::result::Result<Vec<DeltaCi>, String>> {
     let no_points = vec![vec![]; nm];
+    let seed = cfg.metrics.bootstrap_seed;
     Ok(match (cfg.metrics.bootstrap, base.hist_boot(&no_points, cfg), e.hist_boot(&no_points, cfg)) {
         (0, ..) => Err("no interval: bootstrap off".into()),
-        (n, Some(a), Some(b)) => Ok(delta_interval(&a, &b, n, cfg.metrics.bootstrap_seed)?),
-        _ => Err("no interval: `average = \"images\"` bootstraps per-image means; the pixel changes' intervals are not implemented there".into()),
+        (n, Some(a), Some(b)) => Ok(delta_interval(&a, &b, n, seed)?),
+        // average = "images": the change of the per-image means, same draws
+        (n, ..) if cfg.metrics.conv.average == Average::Images => Ok(image_mean_deltas(base.per_image_values(), e.per_image_values(), n, seed)?),
+        _ => Err("internal error: a split was evaluated without bootstrap histograms".into()),
     })
 }
 
@@ -112,10 +117,12 @@ fn delta(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 /// The metric rows of column `mi`: pixel AUROC / AUPR / FPR95 / F1 /
 /// AUPRO (paired histogram-bootstrap intervals, each end within its noted
-/// bound of the exact paired bootstrap's), image AUROC / AUPR (intervals
-/// from the per-image records).
+/// bound of the exact paired bootstrap's; under `average = "images"` the
+/// per-image means' AUROC / AUPR / FPR95 only), image AUROC / AUPR
+/// (intervals from the per-image records).
 fn metric_rows(cfg: &Config, base: &SplitEval, e: &SplitEval, mi: usize, ivs: &std::result::Result<Vec<DeltaCi>, String>, rs: &Resampling) -> Vec<MetricDelta> {
-    let (sa, sb) = (cfg.metrics.conv.summary(&base.counts[mi]), cfg.metrics.conv.summary(&e.counts[mi]));
+    // the cells' headline figures (image means under average = "images")
+    let (sa, sb) = (base.headline(mi, &cfg.metrics.conv), e.headline(mi, &cfg.metrics.conv));
     let row = |metric: &str, level: Level, a: Option<f64>, b: Option<f64>, iv: std::result::Result<Option<[f64; 2]>, String>| {
         let (interval, note) = match iv {
             Ok(i) => (i, None),
@@ -144,6 +151,11 @@ fn metric_rows(cfg: &Config, base: &SplitEval, e: &SplitEval, mi: usize, ivs: &s
             if let Some(b) = v[mi].bound[k].filter(|&b| b > 0.0) {
                 r.note = Some(format!("histogram bootstrap: each end within ±{b:.1e} of the exact bootstrap's"));
             }
+        }
+    }
+    if cfg.metrics.conv.average == Average::Images {
+        for r in px[3..].iter_mut().filter(|r| r.interval.is_none() && r.note.is_none()) {
+            r.note = Some("no interval: not implemented with `average = \"images\"` (per-image means of AUROC, AUPR, FPR95 only)".into());
         }
     }
     px.into_iter().chain([

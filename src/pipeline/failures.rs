@@ -12,7 +12,7 @@
 //! other side of it than pass 1 counted; the recall figures are pass 1's.)
 
 use super::*;
-use crate::data::rgb::{Photo, read_photo};
+use crate::data::rgb::read_photo;
 use crate::metrics::failure::TypeHits;
 use crate::metrics::operating::Level;
 use crate::report::panel::{Example, Scale, panel_png};
@@ -85,13 +85,13 @@ pub(crate) fn failure_rows(cfg: &Config, model: &str, m: &MethodRef, mi: usize, 
 }
 
 /// One example image as re-scored: labels, the failure method's scores,
-/// size, and the photo.
+/// size, and the photo (h × w × 3 RGB bytes) when the images folder has one.
 struct Scored {
     h: usize,
     w: usize,
     labels: Vec<u8>,
     scores: Vec<f32>,
-    photo: Photo,
+    photo: Option<Vec<u8>>,
 }
 
 /// Read and score test image `i` on the CPU; keep column `fm`'s map.
@@ -124,12 +124,6 @@ pub(crate) fn example_panels(cx: &Ctx, cfg: &Config, sw: &Sweep, plan: &ScorePla
             e.insert(rescore(cx, plan, sw.test, model, fm, i)?);
         }
     }
-    for s in scored.values() {
-        if let Photo::Jpeg(p) = &s.photo {
-            let w = format!("{}: JPEG input images are not supported (no JPEG decoder among bench's dependencies): convert to PNG; the failure panel is drawn without the photo", p.display());
-            warn(cx, &mut o.warnings, w);
-        }
-    }
     let scale = Scale { lo: te.drift[fm].quantile(0.5).unwrap_or(t as f64), t: t as f64, hi: te.counts[fm].thresholds.first().map_or(t as f64, |&x| x as f64) };
     let mut files = vec![];
     for (ty, pick) in picks.iter().enumerate() {
@@ -137,10 +131,7 @@ pub(crate) fn example_panels(cx: &Ctx, cfg: &Config, sw: &Sweep, plan: &ScorePla
         let examples = pick.iter().enumerate().map(|(r, &i)| {
             let s = &scored[&i];
             let png = format!("failures/{model}/{method}/{value}_{}_{}.png", r + 1, sw.test.stems[i]);
-            let rgb = match &s.photo {
-                Photo::Rgb(v) => Some(v.as_slice()),
-                _ => None,
-            };
+            let rgb = s.photo.as_deref();
             files.push((png.clone(), panel_png(&Example { h: s.h, w: s.w, labels: &s.labels, scores: &s.scores, rgb, kind: ty, scale })));
             example_row(hits, fm, ty, i, r, &sw.test.stems[i], rgb.is_some(), png)
         });

@@ -196,10 +196,7 @@ fn evaluate(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &cr
     }
     let boots = match cfg.metrics.bootstrap {
         0 => None,
-        b if per_image_avg => Some(cx.timed(|p| &mut p.bootstrap, || {
-            let cells = crate::metrics::bootstrap::bootstrap_images(&te.per_image.0, &te.per_image.1, b, cfg.metrics.bootstrap_seed)?;
-            anyhow::Ok(HistIntervals { cells, points: vec![], diffs: vec![] })
-        })?),
+        b if per_image_avg => Some(cx.timed(|p| &mut p.bootstrap, || crate::metrics::bootstrap::bootstrap_images(te.per_image_values(), b, cfg.metrics.bootstrap_seed))?),
         b => {
             let thresholds: Vec<Vec<Chosen>> = match &val_eval {
                 Some(_) => vec![],

@@ -90,6 +90,22 @@ impl SplitEval {
         let (grids, hists) = self.boot.as_ref()?;
         Some(crate::metrics::bootstrap::HistBoot { hists, grids, image_scores: &self.image_scores, image_labels: &self.image_labels, points, rule: (cfg.metrics.conv.fpr95, cfg.metrics.conv.aupr) })
     }
+
+    /// The per-image bootstrap's view of this split (`average = "images"`;
+    /// empty otherwise).
+    pub(crate) fn per_image_values(&self) -> crate::metrics::bootstrap::PerImage<'_> {
+        crate::metrics::bootstrap::PerImage { per_image: &self.per_image.0, defined: &self.per_image.1 }
+    }
+
+    /// Column `mi`'s headline AUROC / AUPR / FPR95 / F1: the image means
+    /// under `average = "images"` (no threshold: no single one attains a
+    /// mean F1), else the pooled statistic's.
+    pub(crate) fn headline(&self, mi: usize, conv: &crate::metrics::conventions::MetricConv) -> crate::metrics::Summary {
+        match self.image_means.get(mi).copied().flatten() {
+            Some(([auroc, aupr, fpr95, f1, ..], ..)) => crate::metrics::Summary { auroc, aupr, fpr95, f1, threshold: None },
+            None => conv.summary(&self.counts[mi]),
+        }
+    }
 }
 
 /// What every pass of a run shares: inputs, the execution mode (local,
@@ -329,25 +345,25 @@ fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
         |st, images| {
             let mut dev = DeviceRank::new(cx, gpu.as_ref(), st);
             let mut add = |st: &mut Pass2, maps: &ScoreMaps, lab: &[u8]| cx.timed(|p| &mut p.rank, || DeviceRank::add(cx, &mut dev, st, maps, lab));
-            match cache {
-                Some(c) => {
-                    for (i, (maps, lab)) in c[images.clone()].iter().enumerate() {
-                        add(st, maps, lab).with_context(|| ctx(images.start + i))?;
-                        bar.inc();
-                    }
-                }
-                None => {
-                    let t = Instant::now();
-                    let before = cx.phases.get();
-                    let out = for_each_image(split, model, inp, images, |i, lg, lab| {
-                        let maps = cx.timed(|p| &mut p.score, || score_image(scorer, lg, plan, inp, split, model, i)).with_context(|| ctx(i))?;
-                        add(st, &maps, &lab).with_context(|| ctx(i))?;
-                        bar.inc();
-                        Ok(())
-                    });
-                    cx.charge_read(t, before);
-                    out?;
-                }
+            // the cached prefix first, then the images after it scored
+            // again: image order either way
+            let cached = cache.as_deref().unwrap_or(&[]);
+            let split_at = cached.len().clamp(images.start, images.end);
+            for i in images.start..split_at {
+                add(st, &cached[i].0, &cached[i].1).with_context(|| ctx(i))?;
+                bar.inc();
+            }
+            if split_at < images.end {
+                let t = Instant::now();
+                let before = cx.phases.get();
+                let out = for_each_image(split, model, inp, split_at..images.end, |i, lg, lab| {
+                    let maps = cx.timed(|p| &mut p.score, || score_image(scorer, lg, plan, inp, split, model, i)).with_context(|| ctx(i))?;
+                    add(st, &maps, &lab).with_context(|| ctx(i))?;
+                    bar.inc();
+                    Ok(())
+                });
+                cx.charge_read(t, before);
+                out?;
             }
             cx.timed(|p| &mut p.rank, || DeviceRank::finish(cx, dev, st)).with_context(|| format!("split {} [{model}]: ranking on the GPU", split.name))
         },

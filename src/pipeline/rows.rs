@@ -167,7 +167,8 @@ fn level_band(level: Level, ch: &[Chosen], ops: &[Option<OperatingPoint>]) -> Ba
 
 pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
     let c = &e.counts[mi];
-    let s = cfg.metrics.conv.summary(c);
+    // average = "images": the headline numbers are image means
+    let s = e.headline(mi, &cfg.metrics.conv);
     let mut warnings = vec![];
     if c.positives == 0 {
         warnings.push(format!("split '{split}' has no anomaly pixels: pixel metrics are undefined"));
@@ -176,19 +177,15 @@ pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: u
         warnings.push(format!("split '{split}' has no in-distribution pixels: pixel metrics are undefined"));
     }
     let img = counts_of(&e.image_scores[mi], &e.image_labels);
-    let mut s = s;
     let mut per_image = None;
     let (mut aupr_in, mut fpr95_in) = match &e.counts_in[mi] {
         Some(ci) => (ci.aupr(cfg.metrics.conv.aupr), ci.fpr_at_tpr(0.95, cfg.metrics.conv.fpr95)),
         None => (None, None),
     };
-    if let Some(([auroc, aupr, fpr95, f1, ai, fi], n, skipped)) = e.image_means[mi] {
+    if let Some(([.., ai, fi], n, skipped)) = e.image_means[mi] {
         if e.counts_in[mi].is_some() {
             (aupr_in, fpr95_in) = (ai, fi);
         }
-        // average = "images": the headline numbers are image means; no
-        // single threshold attains a mean F1
-        s = crate::metrics::Summary { auroc, aupr, fpr95, f1, threshold: None };
         per_image = Some(crate::report::results::ImageAverage { averaged: n, skipped });
         if skipped > 0 {
             warnings.push(format!("average = images: {skipped} image(s) of split '{split}' without both classes skipped, {n} averaged"));

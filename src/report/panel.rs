@@ -146,7 +146,9 @@ pub fn rgb_png(w: u32, h: u32, buf: &[u8]) -> Vec<u8> {
     let mut enc = ::png::Encoder::new(&mut out, w, h);
     enc.set_color(::png::ColorType::Rgb);
     enc.set_depth(::png::BitDepth::Eight);
-    enc.set_compression(::png::Compression::Balanced);
+    // Fast: the panels are previews; Balanced spent 5 % of a 60-image
+    // sweep's CPU in deflate for ~20 % smaller files
+    enc.set_compression(::png::Compression::Fast);
     // writing into a Vec cannot fail; an error leaves an empty file
     let _ = enc.write_header().and_then(|mut wr| wr.write_image_data(buf).and_then(|_| wr.finish()));
     out
