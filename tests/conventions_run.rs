@@ -443,8 +443,8 @@ fn percentile_linear(mut v: Vec<f64>, q: f64) -> f64 {
 }
 
 /// Per image of `split` (sorted ids) per method (max_logit, msp): its
-/// exact (AUROC, AUPR, FPR95), None without both classes.
-fn per_image_oracle(ws: &Ws, split: &str) -> Vec<[Option<[f64; 3]>; 2]> {
+/// exact (AUROC, AUPR, FPR95, best F1), None without both classes.
+fn per_image_oracle(ws: &Ws, split: &str) -> Vec<[Option<[f64; 4]>; 2]> {
     use bench::metrics::{AuprRule, Fpr95Rule, counts_of};
     use bench::scores::{Method, ScorePlan, Scorer, cpu::CpuScorer};
     let plan = ScorePlan { methods: vec![Method::MaxLogit, Method::Msp], msp_temperature: 1.0, energy_temperature: 1.0, calibration: None, sml_post: Default::default(), heat_post: Default::default(), params: Default::default() };
@@ -458,7 +458,7 @@ fn per_image_oracle(ws: &Ws, split: &str) -> Vec<[Option<[f64; 3]>; 2]> {
             let maps = CpuScorer.score(&bench::data::read_logits(&ws.p(&format!("datasets/demo/{split}/logits/deeplab_r50/{s}.npy"))).unwrap(), &plan).unwrap();
             [0, 1].map(|m| {
                 let c = counts_of(&maps.maps[m], &lab);
-                c.defined().then(|| [c.auroc().unwrap(), c.aupr(AuprRule::Ap).unwrap(), c.fpr_at_tpr(0.95, Fpr95Rule::First).unwrap()])
+                c.defined().then(|| [c.auroc().unwrap(), c.aupr(AuprRule::Ap).unwrap(), c.fpr_at_tpr(0.95, Fpr95Rule::First).unwrap(), c.best_f1().unwrap().0])
             })
         })
         .collect()
@@ -466,10 +466,10 @@ fn per_image_oracle(ws: &Ws, split: &str) -> Vec<[Option<[f64; 3]>; 2]> {
 
 /// Replicate r's mean of each figure over the drawn images with both classes
 /// (an image drawn twice counts twice), per method; None when none drawn.
-fn oracle_means(v: &[[Option<[f64; 3]>; 2]], draw: &[usize]) -> [Option<[f64; 3]>; 2] {
+fn oracle_means(v: &[[Option<[f64; 4]>; 2]], draw: &[usize]) -> [Option<[f64; 4]>; 2] {
     [0, 1].map(|m| {
-        let got: Vec<[f64; 3]> = draw.iter().filter_map(|&i| v[i][m]).collect();
-        (!got.is_empty()).then(|| [0, 1, 2].map(|k| got.iter().map(|x| x[k]).sum::<f64>() / got.len() as f64))
+        let got: Vec<[f64; 4]> = draw.iter().filter_map(|&i| v[i][m]).collect();
+        (!got.is_empty()).then(|| [0, 1, 2, 3].map(|k| got.iter().map(|x| x[k]).sum::<f64>() / got.len() as f64))
     })
 }
 
@@ -513,9 +513,9 @@ fn per_image_average_differences_and_drift_changes_match_an_oracle() {
     let d = r["bootstrap_diff"].as_array().unwrap();
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!((d[0]["a"].as_str(), d[0]["b"].as_str()), (Some("max_logit"), Some("msp")));
-    let both: Vec<([f64; 3], [f64; 3])> = reps.iter().filter_map(|(c, _)| Some((c[0]?, c[1]?))).collect();
+    let both: Vec<([f64; 4], [f64; 4])> = reps.iter().filter_map(|(c, _)| Some((c[0]?, c[1]?))).collect();
     assert_eq!(d[0]["defined"].as_u64(), Some(both.len() as u64));
-    for (k, name) in ["auroc", "aupr", "fpr95"].iter().enumerate() {
+    for (k, name) in ["auroc", "aupr", "fpr95", "f1"].iter().enumerate() {
         close_ci(&d[0][name], ci(both.iter().map(|(a, b)| a[k] - b[k]).collect()), &format!("Δ {name}"));
         assert_eq!(d[0]["error_bound"][name].as_f64(), Some(0.0), "exact: bound 0");
         // the cells' own intervals, on the same replicates
@@ -526,9 +526,9 @@ fn per_image_average_differences_and_drift_changes_match_an_oracle() {
     // drift: drifted − clean of each method's per-image means, same draws
     for (m, method) in ["max_logit", "msp"].iter().enumerate() {
         let row = r["drift_splits"].as_array().unwrap().iter().find(|x| x["method"] == *method && x["split"] == "test@lighting").unwrap();
-        for (k, name) in ["auroc", "aupr", "fpr95"].iter().enumerate() {
+        for (k, name) in ["auroc", "aupr", "fpr95", "f1"].iter().enumerate() {
             let md = row["metrics"].as_array().unwrap().iter().find(|x| x["metric"] == *name && x["level"] == "pixel").unwrap();
-            let mean = |v: &[[Option<[f64; 3]>; 2]]| v.iter().filter_map(|x| x[m]).map(|x| x[k]).sum::<f64>() / v.iter().filter(|x| x[m].is_some()).count() as f64;
+            let mean = |v: &[[Option<[f64; 4]>; 2]]| v.iter().filter_map(|x| x[m]).map(|x| x[k]).sum::<f64>() / v.iter().filter(|x| x[m].is_some()).count() as f64;
             let (b, dr) = (md["baseline"].as_f64().unwrap(), md["drifted"].as_f64().unwrap());
             assert!((b - mean(&clean)).abs() < 1e-12 && (dr - mean(&drifted)).abs() < 1e-12, "{method} {name}: {b} {dr} vs image means {} {}", mean(&clean), mean(&drifted));
             assert!(md["note"].is_null(), "{md}");

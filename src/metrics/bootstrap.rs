@@ -552,12 +552,13 @@ impl<'a> ImageRows<'a> {
         Ok(ImageRows { vals: p.per_image, row })
     }
 
-    /// Method m's mean (AUROC, AUPR, FPR95) over the images of `draw` (an
-    /// image drawn twice counts twice), computed as the point estimate
+    /// Method m's mean (AUROC, AUPR, FPR95, F1) over the images of `draw`
+    /// (an image drawn twice counts twice), computed as the point estimate
     /// (`SplitEval::image_means`) computes it: images without both classes
-    /// skipped, `np_mean` of a column, undefined when any drawn image's
-    /// value of it is, or no drawn image has both classes.
-    fn mean(&self, m: usize, draw: &[usize]) -> Option<[f64; 3]> {
+    /// skipped, `np_mean` of a column. `None` when no drawn image has both
+    /// classes or any drawn image's AUROC, AUPR or FPR95 is undefined; the
+    /// F1 mean alone is `None` when a drawn image's F1 is.
+    fn mean(&self, m: usize, draw: &[usize]) -> Option<[Option<f64>; 4]> {
         let vals: Vec<&[Option<f64>; 6]> = draw.iter().filter_map(|&i| self.row[i]).map(|j| &self.vals[m][j]).collect();
         if vals.is_empty() {
             return None;
@@ -566,12 +567,12 @@ impl<'a> ImageRows<'a> {
             let v: Option<Vec<f64>> = vals.iter().map(|x| x[c]).collect();
             v.map(|v| crate::metrics::conventions::np_mean(&v))
         };
-        Some([col(0)?, col(1)?, col(2)?])
+        Some([Some(col(0)?), Some(col(1)?), Some(col(2)?), col(3)])
     }
 }
 
 /// `average = "images"`: the same paired image draws, each replicate's
-/// figure the mean of the drawn images' per-image AUROC / AUPR / FPR95
+/// figure the mean of the drawn images' per-image AUROC / AUPR / FPR95 / F1
 /// ([`ImageRows::mean`]); per method the cell's intervals and per pair of
 /// methods (i < j, column order) the intervals of the replicates' A − B.
 /// Needs only the per-image values, so it works at any split size and
@@ -581,21 +582,21 @@ pub fn bootstrap_images(p: PerImage, samples: u32, seed: u64) -> anyhow::Result<
     use rayon::prelude::*;
     let rows = ImageRows::new(p)?;
     let (n, nm) = (p.defined.len(), p.per_image.len());
-    let reps: Vec<Vec<Option<[f64; 3]>>> = (0..samples)
+    let reps: Vec<Vec<Option<[Option<f64>; 4]>>> = (0..samples)
         .into_par_iter()
         .map(|r| {
             let draw = draws(seed, r, n);
             (0..nm).map(|m| rows.mean(m, &draw)).collect()
         })
         .collect();
-    // no F1 / AUPRO intervals of per-image means (not implemented)
-    let full: Vec<Vec<Option<[Option<f64>; PX]>>> = reps.iter().map(|r| r.iter().map(|x| x.map(|[a, b, c]| [Some(a), Some(b), Some(c), None, None])).collect()).collect();
+    // no AUPRO in this mode (regions need `average = "pixels"`)
+    let full: Vec<Vec<Option<[Option<f64>; PX]>>> = reps.iter().map(|r| r.iter().map(|x| x.map(|[a, b, c, f]| [a, b, c, f, None])).collect()).collect();
     let cells = intervals(&full, nm, samples, seed, "image_means");
     let mut diffs = vec![];
     for a in 0..nm {
         for b in a + 1..nm {
-            let both: Vec<([f64; 3], [f64; 3])> = reps.iter().filter_map(|r| Some((r[a]?, r[b]?))).collect();
-            let d = |k: usize| ci(both.iter().map(|(x, y)| x[k] - y[k]).collect());
+            let both: Vec<([Option<f64>; 4], [Option<f64>; 4])> = reps.iter().filter_map(|r| Some((r[a]?, r[b]?))).collect();
+            let d = |k: usize| ci(both.iter().filter_map(|(x, y)| Some(x[k]? - y[k]?)).collect());
             let exact = Some(0.0);
             diffs.push(DiffCi {
                 a,
@@ -604,12 +605,12 @@ pub fn bootstrap_images(p: PerImage, samples: u32, seed: u64) -> anyhow::Result<
                 auroc: d(0),
                 aupr: d(1),
                 fpr95: d(2),
-                f1: None,
+                f1: d(3),
                 aupro: None,
                 image_auroc: None,
                 pixel_frr: None,
                 image_frr: None,
-                error_bound: ErrorBound { auroc: exact, aupr: exact, fpr95: exact, f1: None, aupro: None },
+                error_bound: ErrorBound { auroc: exact, aupr: exact, fpr95: exact, f1: exact, aupro: None },
             });
         }
     }
@@ -627,23 +628,23 @@ pub fn image_mean_deltas(clean: PerImage, drifted: PerImage, samples: u32, seed:
     let nm = clean.per_image.len();
     anyhow::ensure!(nm == drifted.per_image.len(), "internal error: paired splits of {nm} and {} methods", drifted.per_image.len());
     let (ca, cb) = (ImageRows::new(clean)?, ImageRows::new(drifted)?);
-    let reps: Vec<Vec<Option<[f64; 3]>>> = (0..samples)
+    let reps: Vec<Vec<Option<[Option<f64>; 4]>>> = (0..samples)
         .into_par_iter()
         .map(|r| {
             let draw = draws(seed, r, n);
             (0..nm)
                 .map(|m| {
                     let (x, y) = (ca.mean(m, &draw)?, cb.mean(m, &draw)?);
-                    Some([0, 1, 2].map(|k| y[k] - x[k]))
+                    Some([0, 1, 2, 3].map(|k| Some(y[k]? - x[k]?)))
                 })
                 .collect()
         })
         .collect();
     Ok((0..nm)
         .map(|m| {
-            let col = |k: usize| ci(reps.iter().filter_map(|r| Some(r[m]?[k])).collect());
-            // AUROC, AUPR, FPR95 exact; no F1 / AUPRO change of per-image means
-            crate::metrics::dashboard::DeltaCi { interval: std::array::from_fn(|k| if k < 3 { col(k) } else { None }), bound: std::array::from_fn(|k| (k < 3).then_some(0.0)) }
+            let col = |k: usize| ci(reps.iter().filter_map(|r| r[m]?[k]).collect());
+            // AUROC, AUPR, FPR95, F1 exact; no AUPRO in this mode
+            crate::metrics::dashboard::DeltaCi { interval: std::array::from_fn(|k| if k < 4 { col(k) } else { None }), bound: std::array::from_fn(|k| (k < 4).then_some(0.0)) }
         })
         .collect())
 }
@@ -702,14 +703,21 @@ mod tests {
         let m = vec![row(0.1), row(0.9), row(0.4)];
         let b = boot(&[m.clone(), m], &[true; 3], 50, 9).unwrap();
         assert_eq!(b.cells[0], b.cells[1]);
-        assert_eq!((b.diffs.len(), b.diffs[0].auroc, b.diffs[0].fpr95, b.diffs[0].defined), (1, Some([0.0, 0.0]), Some([0.0, 0.0]), 50));
+        assert_eq!((b.diffs.len(), b.diffs[0].auroc, b.diffs[0].fpr95, b.diffs[0].f1, b.diffs[0].defined), (1, Some([0.0, 0.0]), Some([0.0, 0.0]), Some([0.0, 0.0]), 50));
+        // an image whose F1 is undefined leaves the F1 mean of every
+        // replicate that draws it undefined, and the other figures alone
+        let mut f1_gap = vec![row(0.2), row(0.6)];
+        f1_gap[0][3] = None;
+        let b = boot(&[f1_gap], &[true, true], 200, 4).unwrap().cells;
+        assert_eq!((b[0].defined, b[0].f1), (200, Some([0.6, 0.6])));
+        assert!(b[0].auroc.is_some_and(|[lo, hi]| lo < hi));
         // a drifted copy equal to its clean split changes nothing, exactly
         let m = [vec![row(0.1), row(0.9), row(0.4)]];
         let p = PerImage { per_image: &m, defined: &[true, false, true, true] };
         let d = image_mean_deltas(p, p, 50, 9).unwrap();
-        // (F1 and AUPRO: no interval of per-image means)
+        // (AUPRO: not computed with per-image means)
         let z = Some([0.0, 0.0]);
-        assert_eq!((d[0].interval, d[0].bound), ([z, z, z, None, None], [Some(0.0), Some(0.0), Some(0.0), None, None]));
+        assert_eq!((d[0].interval, d[0].bound), ([z, z, z, z, None], [Some(0.0), Some(0.0), Some(0.0), Some(0.0), None]));
         // ... and a shifted copy moves by the shift (x + 0.1 per image)
         let up = [m[0].iter().map(|r| r.map(|v| v.map(|x| x + 0.1))).collect::<Vec<_>>()];
         let d = image_mean_deltas(p, PerImage { per_image: &up, defined: p.defined }, 50, 9).unwrap();

@@ -118,7 +118,7 @@ fn delta(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 /// The metric rows of column `mi`: pixel AUROC / AUPR / FPR95 / F1 /
 /// AUPRO (paired histogram-bootstrap intervals, each end within its noted
 /// bound of the exact paired bootstrap's; under `average = "images"` the
-/// per-image means' AUROC / AUPR / FPR95 only), image AUROC / AUPR
+/// per-image means' AUROC / AUPR / FPR95 / F1), image AUROC / AUPR
 /// (intervals from the per-image records).
 fn metric_rows(cfg: &Config, base: &SplitEval, e: &SplitEval, mi: usize, ivs: &std::result::Result<Vec<DeltaCi>, String>, rs: &Resampling) -> Vec<MetricDelta> {
     // the cells' headline figures (image means under average = "images")
@@ -154,8 +154,8 @@ fn metric_rows(cfg: &Config, base: &SplitEval, e: &SplitEval, mi: usize, ivs: &s
         }
     }
     if cfg.metrics.conv.average == Average::Images {
-        for r in px[3..].iter_mut().filter(|r| r.interval.is_none() && r.note.is_none()) {
-            r.note = Some("no interval: not implemented with `average = \"images\"` (per-image means of AUROC, AUPR, FPR95 only)".into());
+        for r in px[4..].iter_mut().filter(|r| r.interval.is_none() && r.note.is_none()) {
+            r.note = Some("no interval: AUPRO is pooled over regions, and `average = \"images\"` bootstraps per-image means (of AUROC, AUPR, FPR95, F1)".into());
         }
     }
     px.into_iter().chain([

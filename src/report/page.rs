@@ -537,7 +537,7 @@ fn not_implemented(r: &Results, bl: &mut Vec<Block>) {
     }
     bl.push(Block::Heading(2, "Not in this report".into()));
     bl.push(Block::List(vec![vec![t(
-        "With `average = images` the bootstrap resamples per-image means of AUROC, AUPR and FPR95: CIs of AUPRO and F1 (cells, method differences, drift changes) are not implemented there (said per cell and row).",
+        "With `average = images` the bootstrap resamples per-image means of AUROC, AUPR, FPR95 and F1: CIs of AUPRO (cells, method differences, drift changes) are not implemented there (said per cell and row).",
     )]]));
 }
 
