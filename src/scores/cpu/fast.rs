@@ -237,10 +237,13 @@ pub struct Block {
     pub feat: Vec<f32>,
     /// Feature dimension (0 = none).
     pub d: usize,
-    /// f64 scratch for HEAT: the Gaussians' input, `W x`, the K distances.
+    /// f64 scratch for HEAT: the Gaussians' input, the centred `W x`, its
+    /// squared norm and the K inner products `g_k` ([`gmm_lanes`]).
     x64: Vec<f64>,
     u64: Vec<f64>,
-    dk: Vec<f64>,
+    nrm: Box<[f64; BLOCK]>,
+    g: Vec<f64>,
+    prep: HeatPrep,
 }
 
 fn lanes<T>(v: &[T], i: usize) -> &[T; BLOCK] {
@@ -308,15 +311,35 @@ simd_fn! {
     }
 }
 
+/// `e[l] = exp_f32(x[l])` written as a loop over f32 only: a lane loop
+/// that also touches f64 is vectorised at the f64 width (8 lanes under
+/// AVX-512, the f32 exp then runs in half registers); this one runs 16 wide.
+/// Callers widen and accumulate `e` in a separate f64 loop.
+#[inline(always)]
+fn exp_row(x: impl Fn(usize) -> f32, e: &mut [f32; BLOCK]) {
+    for l in 0..BLOCK {
+        e[l] = exp_f32(x(l));
+    }
+}
+
+/// `s[l] += e[l]` in f64 (exact widening).
+#[inline(always)]
+fn add_wide(e: &[f32; BLOCK], s: &mut [f64; BLOCK]) {
+    for l in 0..BLOCK {
+        s[l] += e[l] as f64;
+    }
+}
+
 simd_fn! {
-    /// `s += Σ_c exp((z_c − max)·inv_t)`, f32 exp, f64 accumulation.
+    /// `s += Σ_c exp((z_c − max)·inv_t)`, f32 exp (16 wide, [`exp_row`]),
+    /// f64 accumulation in class order.
     fn sum_exp_block(z: &[f32], c: usize, max: &[f32; BLOCK], inv_t: f32, s: &mut [f64; BLOCK]) {
         s.fill(0.0);
+        let mut e = [0f32; BLOCK];
         for k in 0..c {
             let row = lanes(z, k);
-            for l in 0..BLOCK {
-                s[l] += exp_f32((row[l] - max[l]) * inv_t) as f64;
-            }
+            exp_row(|l| (row[l] - max[l]) * inv_t, &mut e);
+            add_wide(&e, s);
         }
     }
 }
@@ -326,13 +349,14 @@ simd_fn! {
     fn sum_exp_xlogx_block(z: &[f32], c: usize, max: &[f32; BLOCK], s: &mut [f64; BLOCK], xs: &mut [f64; BLOCK]) {
         s.fill(0.0);
         xs.fill(0.0);
+        let mut e = [0f32; BLOCK];
         for k in 0..c {
             let row = lanes(z, k);
+            exp_row(|l| row[l] - max[l], &mut e);
             for l in 0..BLOCK {
                 let d = row[l] - max[l];
-                let e = exp_f32(d);
-                s[l] += e as f64;
-                xs[l] += d as f64 * e as f64;
+                s[l] += e[l] as f64;
+                xs[l] += d as f64 * e[l] as f64;
             }
         }
     }
@@ -353,7 +377,9 @@ impl Block {
             d,
             x64: vec![],
             u64: vec![],
-            dk: vec![],
+            nrm: Box::new([0.0; BLOCK]),
+            g: vec![],
+            prep: HeatPrep::default(),
         }
     }
 
@@ -688,16 +714,29 @@ pub fn kl_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
 }
 
 simd_fn! {
-    /// `u = W x` (lower-triangular `W`, D×D) and `dk[k] = ‖u − v_k‖²` over
-    /// the block's lanes, f64, summed in the reference's order.
-    fn gmm_dist_lanes(x: &[f64], whiten: &[f64], centers: &[f64], dim: usize, k: usize, u: &mut [f64], dk: &mut [f64]) {
+    /// HEAT's Gaussian kernel over the block's lanes, f64, no FMA:
+    /// `u = W x` (lower-triangular `W`, D×D, summed in the reference's
+    /// order, so `u` is bit-identical to the reference's), centred
+    /// `u' = u − ū`, its squared norm `nrm = ‖u'‖²`, and per centre
+    /// `g_k = u'·v'_k + c_k` with `v'_k = v_k − ū`, `c_k = −½‖v'_k‖²`
+    /// ([`HeatPrep`]), so that `−½‖u − v_k‖² = g_k − ½ nrm`: the K
+    /// distances cost one multiply and one add per (k, i) instead of a
+    /// subtract, a multiply and an add. Register tiled: lane tiles of `TL`,
+    /// whitening two rows at a time, `KB` centres at a time.
+    #[allow(clippy::too_many_arguments)]
+    fn gmm_lanes(x: &[f64], whiten: &[f64], ubar: &[f64], vc: &[f64], cb: &[f64], dim: usize, k: usize, u: &mut [f64], nrm: &mut [f64; BLOCK], g: &mut [f64]) {
         const TL: usize = 16;
         const KB: usize = 4;
-        // whitening: lane tiles of TL, two rows at a time, accumulators in
-        // registers
+        let x = &x[..dim * BLOCK];
+        let whiten = &whiten[..dim * dim];
+        let u = &mut u[..dim * BLOCK];
+        let vc = &vc[..k * dim];
+        let g = &mut g[..k * BLOCK];
+        nrm.fill(0.0);
         let mut i = 0;
         while i < dim {
             let two = i + 1 < dim;
+            let (ub0, ub1) = (ubar[i], if two { ubar[i + 1] } else { 0.0 });
             for t0 in (0..BLOCK).step_by(TL) {
                 let mut a0 = [0f64; TL];
                 let mut a1 = [0f64; TL];
@@ -710,6 +749,11 @@ simd_fn! {
                         a1[l] += w1 * xj[l];
                     }
                 }
+                let nt: &mut [f64; TL] = (&mut nrm[t0..t0 + TL]).try_into().unwrap();
+                for l in 0..TL {
+                    a0[l] -= ub0;
+                    nt[l] += a0[l] * a0[l];
+                }
                 u[i * BLOCK + t0..i * BLOCK + t0 + TL].copy_from_slice(&a0);
                 if two {
                     // row i+1's last term, j = i+1
@@ -717,14 +761,16 @@ simd_fn! {
                     let w1 = whiten[(i + 1) * dim + i + 1];
                     for l in 0..TL {
                         a1[l] += w1 * xj[l];
+                        a1[l] -= ub1;
+                        nt[l] += a1[l] * a1[l];
                     }
                     u[(i + 1) * BLOCK + t0..(i + 1) * BLOCK + t0 + TL].copy_from_slice(&a1);
                 }
             }
             i += 2;
         }
-        // distances: lane tiles of TL and KB centres at a time, the
-        // accumulators in registers (one load of u per KB·3 flops)
+        // g: lane tiles of TL and KB centres at a time, the accumulators in
+        // registers (one load of u' per KB·2 flops)
         let mut kk = 0;
         while kk + KB <= k {
             for t0 in (0..BLOCK).step_by(TL) {
@@ -732,15 +778,18 @@ simd_fn! {
                 for i in 0..dim {
                     let ui: &[f64; TL] = u[i * BLOCK + t0..i * BLOCK + t0 + TL].try_into().unwrap();
                     for b in 0..KB {
-                        let v = centers[(kk + b) * dim + i];
+                        let v = vc[(kk + b) * dim + i];
                         for l in 0..TL {
-                            let t = ui[l] - v;
-                            acc[b][l] += t * t;
+                            acc[b][l] += ui[l] * v;
                         }
                     }
                 }
                 for b in 0..KB {
-                    dk[(kk + b) * BLOCK + t0..(kk + b) * BLOCK + t0 + TL].copy_from_slice(&acc[b]);
+                    let c = cb[kk + b];
+                    let gt: &mut [f64; TL] = (&mut g[(kk + b) * BLOCK + t0..(kk + b) * BLOCK + t0 + TL]).try_into().unwrap();
+                    for l in 0..TL {
+                        gt[l] = acc[b][l] + c;
+                    }
                 }
             }
             kk += KB;
@@ -750,13 +799,16 @@ simd_fn! {
                 let mut acc = [0f64; TL];
                 for i in 0..dim {
                     let ui: &[f64; TL] = u[i * BLOCK + t0..i * BLOCK + t0 + TL].try_into().unwrap();
-                    let v = centers[kk * dim + i];
+                    let v = vc[kk * dim + i];
                     for l in 0..TL {
-                        let t = ui[l] - v;
-                        acc[l] += t * t;
+                        acc[l] += ui[l] * v;
                     }
                 }
-                dk[kk * BLOCK + t0..kk * BLOCK + t0 + TL].copy_from_slice(&acc);
+                let c = cb[kk];
+                let gt: &mut [f64; TL] = (&mut g[kk * BLOCK + t0..kk * BLOCK + t0 + TL]).try_into().unwrap();
+                for l in 0..TL {
+                    gt[l] = acc[l] + c;
+                }
             }
             kk += 1;
         }
@@ -764,26 +816,32 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// HEAT's two energies per lane before z-scoring, from the K distances,
-    /// `S_1` and max: `E_el = −(max + ln S_1)` and `E_gmm = −logsumexp_k(−½ d_k)`.
-    fn energies_lanes(dk: &[f64], k: usize, s1: &[f64; BLOCK], max: &[f32; BLOCK], el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
+    /// HEAT's two energies per lane before z-scoring, from [`gmm_lanes`]'
+    /// `g_k` and `nrm`, `S_1` and max: `E_el = −(max + ln S_1)` and
+    /// `E_gmm = −logsumexp_k(−½ d_k) = (½ nrm − g_max) − ln Σ_k exp(g_k − g_max)`;
+    /// the terms `exp(g_k − g_max) ≤ 1` (one of them exactly 1) with the
+    /// f32 [`exp_f32`], 16 wide ([`exp_row`]), summed in f64.
+    fn energies_lanes(g: &[f64], k: usize, nrm: &[f64; BLOCK], s1: &[f64; BLOCK], max: &[f32; BLOCK], el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
         let mut best = [f64::NEG_INFINITY; BLOCK];
         for kk in 0..k {
-            let d = lanes(dk, kk);
+            let r = lanes(g, kk);
             for l in 0..BLOCK {
-                let x = -0.5 * d[l];
-                best[l] = if x > best[l] { x } else { best[l] };
+                best[l] = if r[l] > best[l] { r[l] } else { best[l] };
             }
         }
         let mut acc = [0f64; BLOCK];
+        let mut t = [0f32; BLOCK];
+        let mut e = [0f32; BLOCK];
         for kk in 0..k {
-            let d = lanes(dk, kk);
+            let r = lanes(g, kk);
             for l in 0..BLOCK {
-                acc[l] += exp_f32((-0.5 * d[l] - best[l]) as f32) as f64;
+                t[l] = (r[l] - best[l]) as f32;
             }
+            exp_row(|l| t[l], &mut e);
+            add_wide(&e, &mut acc);
         }
         for l in 0..BLOCK {
-            gm[l] = -(best[l] + ln_f64(acc[l]));
+            gm[l] = (0.5 * nrm[l] - best[l]) - ln_f64(acc[l]);
             el[l] = -(max[l] as f64 + ln_f64(s1[l]));
         }
     }
@@ -792,10 +850,13 @@ simd_fn! {
 simd_fn! {
     /// HEAT's composition per lane: the soft-min of the z-scored energies.
     fn heat_lanes(el: &[f64; BLOCK], gm: &[f64; BLOCK], p: &[f64; 4], out: &mut [f32; BLOCK]) {
+        // the z-scoring by multiplication with the reciprocal std: ≤ 1 ulp
+        // (f64) off the reference's division
         let [el_mean, el_std, gmm_mean, gmm_std] = *p;
+        let (el_inv, gmm_inv) = (1.0 / el_std, 1.0 / gmm_std);
         for l in 0..BLOCK {
-            let a = -((el[l] - el_mean) / el_std);
-            let b = -((gm[l] - gmm_mean) / gmm_std);
+            let a = -((el[l] - el_mean) * el_inv);
+            let b = -((gm[l] - gmm_mean) * gmm_inv);
             let mx = if a > b { a } else { b };
             // one of the two terms is exp(0) = 1; the other ≤ 1 in f32
             let lo = if a > b { b } else { a };
@@ -812,21 +873,54 @@ simd_fn! {
     }
 }
 
+/// HEAT's per-calibration constants of [`gmm_lanes`]: the centres' mean
+/// `ū = (1/K) Σ_k v_k`, the centred centres `v'_k = v_k − ū` (K×D) and
+/// `c_k = −½‖v'_k‖²`. Cached in the [`Block`], keyed on the centres' bits.
+///
+/// Why centred: the expansion `‖u − v‖² = ‖u‖² − 2u·v + ‖v‖²` cancels when
+/// `‖u‖ ≫ ‖u − v‖`; centring on `ū` keeps its rounding at
+/// `≲ D·2⁻⁵³·(‖u'‖ + max‖v'_k‖)²`, the scale of the distances themselves
+/// rather than of the logits' offset (e.g. logits ≈ 1000: ‖u‖² ≈ 10⁷).
+#[derive(Default)]
+struct HeatPrep {
+    key: Vec<u64>,
+    ubar: Vec<f64>,
+    vc: Vec<f64>,
+    cb: Vec<f64>,
+}
+
+impl HeatPrep {
+    fn update(&mut self, h: &HeatParams) {
+        let (dim, k) = (h.dim(), h.k);
+        let centers = &h.centers[..k * dim];
+        if self.key.len() == centers.len() && self.key.iter().zip(centers).all(|(a, b)| *a == b.to_bits()) {
+            return;
+        }
+        self.key = centers.iter().map(|v| v.to_bits()).collect();
+        self.ubar = (0..dim).map(|i| (0..k).map(|kk| centers[kk * dim + i]).sum::<f64>() / k as f64).collect();
+        self.vc = (0..k * dim).map(|j| centers[j] - self.ubar[j % dim]).collect();
+        self.cb = (0..k).map(|kk| -0.5 * self.vc[kk * dim..(kk + 1) * dim].iter().map(|v| v * v).sum::<f64>()).collect();
+    }
+}
+
 /// HEAT's raw energies `E_el` and `E_gmm` over a block loaded with the T = 1
 /// sum (features too when `h` was fitted on features), in f64: the
-/// Gaussians' input widened exactly, then the triangular whitening and the
-/// K squared distances as dense kernels over the block. Shared by
-/// [`heat_blk`] and the calibration's standardisation pass
-/// ([`crate::scores::calib`]), so both see the same energies.
+/// Gaussians' input widened exactly, then [`gmm_lanes`] (the triangular
+/// whitening and the K centred inner products as dense kernels over the
+/// block) and [`energies_lanes`]. Shared by [`heat_blk`] and the
+/// calibration's standardisation pass ([`crate::scores::calib`]), so both
+/// see the same energies.
 pub fn heat_energies(b: &mut Block, h: &HeatParams, el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
     let dim = h.dim();
     b.x64.resize(dim * BLOCK, 0.0);
     b.u64.resize(dim * BLOCK, 0.0);
-    b.dk.resize(h.k * BLOCK, 0.0);
+    b.g.resize(h.k * BLOCK, 0.0);
+    b.prep.update(h);
     let src = if h.features() { &b.feat } else { &b.z };
     widen(&src[..dim * BLOCK], &mut b.x64);
-    gmm_dist_lanes(&b.x64, &h.whiten, &h.centers, dim, h.k, &mut b.u64, &mut b.dk);
-    energies_lanes(&b.dk, h.k, b.sum(1.0), &b.max, el, gm)
+    let p = &b.prep;
+    gmm_lanes(&b.x64, &h.whiten, &p.ubar, &p.vc, &p.cb, dim, h.k, &mut b.u64, &mut b.nrm, &mut b.g);
+    energies_lanes(&b.g, h.k, &b.nrm, b.sum(1.0), &b.max, el, gm)
 }
 
 /// `heat` (SPEC §4.1): [`heat_energies`], z-scored with the calibration's
