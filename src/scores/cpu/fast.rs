@@ -713,6 +713,36 @@ pub fn kl_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     kl_lanes(&b.z, b.c, &b.max, &b.arg, kl.log_dists(), out)
 }
 
+/// Lane tile of the HEAT kernels ([`gmm_lanes`]): 16 f64 = two AVX-512
+/// registers per row.
+const TL: usize = 16;
+/// Centres per register tile of [`gmm_lanes`] (K = 13 → 4 + 4 + 4 + 1).
+const KB: usize = 4;
+
+/// `g[b][tile t] = c_b + Σ_i u'_i·v'_{b,i}` for one group of `N ≤ KB`
+/// centres (`vg`: `[i][b]`, D×N), lane tile `t`: N·2 accumulators in
+/// registers, the loop over i a zip (no bounds checks).
+#[inline(always)]
+fn g_group<const N: usize>(u: &[[f64; BLOCK]], vg: &[f64], cb: &[f64], t: usize, g: &mut [[f64; BLOCK]]) {
+    let mut acc = [[0f64; TL]; N];
+    let (vg, _) = vg.as_chunks::<N>();
+    for (urow, vb) in u.iter().zip(vg) {
+        let ut: &[f64; TL] = urow[t * TL..t * TL + TL].try_into().unwrap();
+        for b in 0..N {
+            let v = vb[b];
+            for l in 0..TL {
+                acc[b][l] += ut[l] * v;
+            }
+        }
+    }
+    for ((grow, a), &c) in g.iter_mut().zip(&acc).zip(cb) {
+        let gt: &mut [f64; TL] = (&mut grow[t * TL..t * TL + TL]).try_into().unwrap();
+        for l in 0..TL {
+            gt[l] = a[l] + c;
+        }
+    }
+}
+
 simd_fn! {
     /// HEAT's Gaussian kernel over the block's lanes, f64, no FMA:
     /// `u = W x` (lower-triangular `W`, D×D, summed in the reference's
@@ -721,96 +751,70 @@ simd_fn! {
     /// `g_k = u'·v'_k + c_k` with `v'_k = v_k − ū`, `c_k = −½‖v'_k‖²`
     /// ([`HeatPrep`]), so that `−½‖u − v_k‖² = g_k − ½ nrm`: the K
     /// distances cost one multiply and one add per (k, i) instead of a
-    /// subtract, a multiply and an add. Register tiled: lane tiles of `TL`,
-    /// whitening two rows at a time, `KB` centres at a time.
-    #[allow(clippy::too_many_arguments)]
-    fn gmm_lanes(x: &[f64], whiten: &[f64], ubar: &[f64], vc: &[f64], cb: &[f64], dim: usize, k: usize, u: &mut [f64], nrm: &mut [f64; BLOCK], g: &mut [f64]) {
-        const TL: usize = 16;
-        const KB: usize = 4;
-        let x = &x[..dim * BLOCK];
-        let whiten = &whiten[..dim * dim];
-        let u = &mut u[..dim * BLOCK];
-        let vc = &vc[..k * dim];
-        let g = &mut g[..k * BLOCK];
+    /// subtract, a multiply and an add. Register tiled: lane tiles of
+    /// [`TL`], whitening two rows at a time, [`KB`] centres at a time
+    /// ([`g_group`]); the loops over D are zips (no bounds checks).
+    fn gmm_lanes(x: &[f64], whiten: &[f64], p: &HeatPrep, dim: usize, k: usize, u: &mut [f64], nrm: &mut [f64; BLOCK], g: &mut [f64]) {
+        let (xr, _) = x[..dim * BLOCK].as_chunks::<BLOCK>();
+        let (ur, _) = u[..dim * BLOCK].as_chunks_mut::<BLOCK>();
+        let (gr, _) = g[..k * BLOCK].as_chunks_mut::<BLOCK>();
+        let ubar = &p.ubar[..dim];
         nrm.fill(0.0);
         let mut i = 0;
         while i < dim {
             let two = i + 1 < dim;
-            let (ub0, ub1) = (ubar[i], if two { ubar[i + 1] } else { 0.0 });
-            for t0 in (0..BLOCK).step_by(TL) {
+            // rows i and i+1 of W over j ≤ i (row i+1's last term below);
+            // a lone last row runs twice, the copy discarded
+            let w0 = &whiten[i * dim..i * dim + i + 1];
+            let i1 = if two { i + 1 } else { i };
+            let w1 = &whiten[i1 * dim..i1 * dim + i + 1];
+            let w11 = whiten[i1 * dim + i1];
+            let (ub0, ub1) = (ubar[i], ubar[i1]);
+            let xlast = &xr[i1];
+            for t in 0..BLOCK / TL {
                 let mut a0 = [0f64; TL];
                 let mut a1 = [0f64; TL];
-                for j in 0..=i {
-                    let xj: &[f64; TL] = x[j * BLOCK + t0..j * BLOCK + t0 + TL].try_into().unwrap();
-                    let w0 = whiten[i * dim + j];
-                    let w1 = if two { whiten[(i + 1) * dim + j] } else { 0.0 };
+                for ((xrow, &c0), &c1) in xr[..=i].iter().zip(w0).zip(w1) {
+                    let xt: &[f64; TL] = xrow[t * TL..t * TL + TL].try_into().unwrap();
                     for l in 0..TL {
-                        a0[l] += w0 * xj[l];
-                        a1[l] += w1 * xj[l];
+                        a0[l] += c0 * xt[l];
+                        a1[l] += c1 * xt[l];
                     }
                 }
-                let nt: &mut [f64; TL] = (&mut nrm[t0..t0 + TL]).try_into().unwrap();
+                let nt: &mut [f64; TL] = (&mut nrm[t * TL..t * TL + TL]).try_into().unwrap();
                 for l in 0..TL {
                     a0[l] -= ub0;
                     nt[l] += a0[l] * a0[l];
                 }
-                u[i * BLOCK + t0..i * BLOCK + t0 + TL].copy_from_slice(&a0);
+                ur[i][t * TL..t * TL + TL].copy_from_slice(&a0);
                 if two {
-                    // row i+1's last term, j = i+1
-                    let xj: &[f64; TL] = x[(i + 1) * BLOCK + t0..(i + 1) * BLOCK + t0 + TL].try_into().unwrap();
-                    let w1 = whiten[(i + 1) * dim + i + 1];
+                    let xt: &[f64; TL] = xlast[t * TL..t * TL + TL].try_into().unwrap();
                     for l in 0..TL {
-                        a1[l] += w1 * xj[l];
+                        a1[l] += w11 * xt[l];
                         a1[l] -= ub1;
                         nt[l] += a1[l] * a1[l];
                     }
-                    u[(i + 1) * BLOCK + t0..(i + 1) * BLOCK + t0 + TL].copy_from_slice(&a1);
+                    ur[i1][t * TL..t * TL + TL].copy_from_slice(&a1);
                 }
             }
             i += 2;
         }
-        // g: lane tiles of TL and KB centres at a time, the accumulators in
-        // registers (one load of u' per KB·2 flops)
-        let mut kk = 0;
-        while kk + KB <= k {
-            for t0 in (0..BLOCK).step_by(TL) {
-                let mut acc = [[0f64; TL]; KB];
-                for i in 0..dim {
-                    let ui: &[f64; TL] = u[i * BLOCK + t0..i * BLOCK + t0 + TL].try_into().unwrap();
-                    for b in 0..KB {
-                        let v = vc[(kk + b) * dim + i];
-                        for l in 0..TL {
-                            acc[b][l] += ui[l] * v;
-                        }
-                    }
-                }
-                for b in 0..KB {
-                    let c = cb[kk + b];
-                    let gt: &mut [f64; TL] = (&mut g[(kk + b) * BLOCK + t0..(kk + b) * BLOCK + t0 + TL]).try_into().unwrap();
-                    for l in 0..TL {
-                        gt[l] = acc[b][l] + c;
-                    }
-                }
+        // g: KB centres at a time, then the remainder as one group
+        let ur: &[[f64; BLOCK]] = ur;
+        let full = k / KB;
+        for t in 0..BLOCK / TL {
+            for q in 0..full {
+                let o = q * KB;
+                g_group::<KB>(ur, &p.vg[o * dim..(o + KB) * dim], &p.cb[o..o + KB], t, &mut gr[o..o + KB]);
             }
-            kk += KB;
-        }
-        while kk < k {
-            for t0 in (0..BLOCK).step_by(TL) {
-                let mut acc = [0f64; TL];
-                for i in 0..dim {
-                    let ui: &[f64; TL] = u[i * BLOCK + t0..i * BLOCK + t0 + TL].try_into().unwrap();
-                    let v = vc[kk * dim + i];
-                    for l in 0..TL {
-                        acc[l] += ui[l] * v;
-                    }
-                }
-                let c = cb[kk];
-                let gt: &mut [f64; TL] = (&mut g[kk * BLOCK + t0..kk * BLOCK + t0 + TL]).try_into().unwrap();
-                for l in 0..TL {
-                    gt[l] = acc[l] + c;
-                }
+            let o = full * KB;
+            let (vg, cb, gq) = (&p.vg[o * dim..k * dim], &p.cb[o..k], &mut gr[o..k]);
+            match k - o {
+                1 => g_group::<1>(ur, vg, cb, t, gq),
+                2 => g_group::<2>(ur, vg, cb, t, gq),
+                3 => g_group::<3>(ur, vg, cb, t, gq),
+                _ => {}
             }
-            kk += 1;
         }
     }
 }
@@ -885,7 +889,9 @@ simd_fn! {
 struct HeatPrep {
     key: Vec<u64>,
     ubar: Vec<f64>,
-    vc: Vec<f64>,
+    /// `v'` in groups of [`KB`] centres (the last group shorter), each
+    /// group `[i][b]`, the order [`g_group`] reads.
+    vg: Vec<f64>,
     cb: Vec<f64>,
 }
 
@@ -898,8 +904,15 @@ impl HeatPrep {
         }
         self.key = centers.iter().map(|v| v.to_bits()).collect();
         self.ubar = (0..dim).map(|i| (0..k).map(|kk| centers[kk * dim + i]).sum::<f64>() / k as f64).collect();
-        self.vc = (0..k * dim).map(|j| centers[j] - self.ubar[j % dim]).collect();
-        self.cb = (0..k).map(|kk| -0.5 * self.vc[kk * dim..(kk + 1) * dim].iter().map(|v| v * v).sum::<f64>()).collect();
+        let vc: Vec<f64> = (0..k * dim).map(|j| centers[j] - self.ubar[j % dim]).collect();
+        self.cb = (0..k).map(|kk| -0.5 * vc[kk * dim..(kk + 1) * dim].iter().map(|v| v * v).sum::<f64>()).collect();
+        self.vg.clear();
+        for o in (0..k).step_by(KB) {
+            let n = KB.min(k - o);
+            for i in 0..dim {
+                self.vg.extend((o..o + n).map(|kk| vc[kk * dim + i]));
+            }
+        }
     }
 }
 
@@ -918,8 +931,7 @@ pub fn heat_energies(b: &mut Block, h: &HeatParams, el: &mut [f64; BLOCK], gm: &
     b.prep.update(h);
     let src = if h.features() { &b.feat } else { &b.z };
     widen(&src[..dim * BLOCK], &mut b.x64);
-    let p = &b.prep;
-    gmm_lanes(&b.x64, &h.whiten, &p.ubar, &p.vc, &p.cb, dim, h.k, &mut b.u64, &mut b.nrm, &mut b.g);
+    gmm_lanes(&b.x64, &h.whiten, &b.prep, dim, h.k, &mut b.u64, &mut b.nrm, &mut b.g);
     energies_lanes(&b.g, h.k, &b.nrm, b.sum(1.0), &b.max, el, gm)
 }
 
@@ -970,30 +982,31 @@ impl Scorer for CpuScorer {
         let (temps, xlogx) = plan_sums(plan);
         let fns: Vec<BlockFn> = plan.methods.iter().map(|m| m.spec().block).collect();
         let d = features.map_or(0, |f| f.c);
-        // per chunk: method-major [method][chunk pixels]
-        let mut inter = vec![0f32; n * nm];
-        inter.par_chunks_mut(CHUNK * nm).enumerate().for_each_init(
+        // every map written in place: per rayon chunk, one slice of each
+        // (no method-major staging buffer to copy out of, and no second
+        // n·methods allocation to fault in)
+        let mut maps: Vec<Vec<f32>> = (0..nm).map(|_| vec![0f32; n]).collect();
+        let mut chunks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(CHUNK)).map(|_| Vec::with_capacity(nm)).collect();
+        for m in maps.iter_mut() {
+            for (ci, c) in m.chunks_mut(CHUNK).enumerate() {
+                chunks[ci].push(c);
+            }
+        }
+        chunks.into_par_iter().enumerate().for_each_init(
             || (Block::new(logits.c, d), Box::new([0f32; BLOCK])),
-            |(blk, o), (ci, out)| {
-                let len = out.len() / nm;
+            |(blk, o), (ci, mut outs)| {
+                let len = outs[0].len();
                 let p0 = ci * CHUNK;
                 for b0 in (0..len).step_by(BLOCK) {
                     let nb = BLOCK.min(len - b0);
                     blk.load(logits, features, p0 + b0, nb, &temps, xlogx);
-                    for (mi, f) in fns.iter().enumerate() {
+                    for (f, out) in fns.iter().zip(outs.iter_mut()) {
                         f(blk, plan, o);
-                        out[mi * len + b0..mi * len + b0 + nb].copy_from_slice(&o[..nb]);
+                        out[b0..b0 + nb].copy_from_slice(&o[..nb]);
                     }
                 }
             },
         );
-        let mut maps: Vec<Vec<f32>> = (0..nm).map(|_| Vec::with_capacity(n)).collect();
-        for ch in inter.chunks(CHUNK * nm) {
-            let len = ch.len() / nm;
-            for (mi, map) in maps.iter_mut().enumerate() {
-                map.extend_from_slice(&ch[mi * len..(mi + 1) * len]);
-            }
-        }
         super::finish(maps, logits, plan, predictions)
     }
 }
