@@ -18,18 +18,38 @@
 //!   plan, `S_T = Σ_c exp((z_c − max)/T)` with the f32 [`exp_f32`]
 //!   accumulated in **f64** (f32 accumulation over 150 classes can drift by
 //!   ~C·2⁻²⁴ relative, over the 2e-6 budget); with entropy, the T = 1 pass
-//!   also accumulates `xs = Σ (z_c − max)·exp(z_c − max)` in f64.
+//!   also accumulates `xs = Σ (z_c − max)·exp(z_c − max)` in f64. msp,
+//!   energy, entropy and HEAT all read these sums: one Σ exp per pixel and
+//!   temperature, whatever the methods. The exps run in loops over f32 only
+//!   (`exp_row`, 16 lanes under AVX-512), widened and summed in a
+//!   separate f64 loop (a loop mixing the two vectorises 8 wide).
 //! * Each method's finalizer (the `block` field of its
-//!   [`crate::scores::MethodSpec`]) turns these into scores over the block.
+//!   [`crate::scores::MethodSpec`]) turns these into scores over the block,
+//!   written straight into the output maps (no staging buffer).
 //!   Per-pixel finalisation is done in f64 ([`ln_f64`], [`exp_f64`]),
 //!   where f32 cannot meet the contract: SML's `(max − μ)/σ` (bit-identical
-//!   to the reference), HEAT (the triangular whitening `W x` and the K
-//!   squared distances as dense f64 kernels over the block's lanes, register
-//!   tiled, in the reference's summation order, so `W x` and the distances
-//!   are bit-identical to the reference; the z-scoring, which cancels, in
-//!   f64; only the terms `exp(−½dₖ + ½d_min) ≤ 1` of the log-sum-exps use
-//!   [`exp_f32`], summed in f64: ≤ 2.4e-7 absolute in each energy), GEN
-//!   and RbA per class (cheap methods, not in the default sweep).
+//!   to the reference), HEAT, GEN and RbA per class (cheap methods, not in
+//!   the default sweep).
+//! * HEAT (`gmm_lanes`, `energies_lanes`, `heat_lanes`): the
+//!   triangular whitening `u = W x` as a dense f64 kernel over the block's
+//!   lanes, register tiled, in the reference's summation order (`u` is
+//!   bit-identical to the reference's); then, instead of the K squared
+//!   distances `‖u − v_k‖²` (subtract, multiply, add per term), the
+//!   expansion around the centres' mean `ū` (`HeatPrep`, cached per
+//!   calibration): `−½‖u − v_k‖² = g_k − ½‖u'‖²`, `u' = u − ū`,
+//!   `g_k = u'·v'_k − ½‖v'_k‖²`, a K×D small matmul at one multiply and one
+//!   add per term, so `E_gmm = (½‖u'‖² − g_max) − ln Σ_k exp(g_k − g_max)`.
+//!   Why f64 and not f32 for it: the distances reach 10²–10⁴ (10¹⁰ for f16
+//!   extremes) while the energies must stay within 2.4e-7 absolute of the
+//!   reference (`tests/calib_fast.rs`); f32 rounding alone would be
+//!   ~D·2⁻²⁴·d ≈ 1e-4. In f64 the expansion's rounding is
+//!   `≲ D·2⁻⁵³·(‖u'‖ + max‖v'_k‖)²` (centring keeps this at the scale of
+//!   the distances, not of the logits' offset): measured ≤ 4.6e-8 absolute
+//!   (|E| ≤ 10³, dominated by the exp terms) and ≤ 1.9e-12 relative
+//!   (|E| > 10³) in `heat_energies_match_reference`. Only the terms
+//!   `exp(g_k − g_max) ≤ 1` of the log-sum-exps use [`exp_f32`], summed in
+//!   f64: ≤ 2.4e-7 absolute in each energy; the z-scoring multiplies by
+//!   the reciprocal std (≤ 1 f64 ulp off the reference's division).
 //!
 //! Accuracy (tested in `tests/fast_scorer.rs`): every score within 2e-6
 //! relative (1e-6 absolute near zero) of [`super::ReferenceScorer`].
@@ -918,9 +938,9 @@ impl HeatPrep {
 
 /// HEAT's raw energies `E_el` and `E_gmm` over a block loaded with the T = 1
 /// sum (features too when `h` was fitted on features), in f64: the
-/// Gaussians' input widened exactly, then [`gmm_lanes`] (the triangular
+/// Gaussians' input widened exactly, then `gmm_lanes` (the triangular
 /// whitening and the K centred inner products as dense kernels over the
-/// block) and [`energies_lanes`]. Shared by [`heat_blk`] and the
+/// block) and `energies_lanes`. Shared by [`heat_blk`] and the
 /// calibration's standardisation pass ([`crate::scores::calib`]), so both
 /// see the same energies.
 pub fn heat_energies(b: &mut Block, h: &HeatParams, el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
