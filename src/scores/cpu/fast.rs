@@ -251,6 +251,10 @@ pub struct Block {
     /// Temperatures whose Σ exp was computed, and the sums (`[t][lane]`, f64).
     temps: Vec<f64>,
     sums: Vec<f64>,
+    /// `ln S_T` per temperature, computed on first use ([`Block::ln_sum`])
+    /// and shared by energy, entropy and HEAT.
+    ln_sums: Vec<f64>,
+    ln_done: Vec<bool>,
     /// `Σ (z − max)·exp(z − max)` at T = 1 (entropy), when the plan needs it.
     pub xs: Box<[f64; BLOCK]>,
     /// HEAT's features `feat[d·BLOCK + lane]` (f32), when fitted on features.
@@ -392,6 +396,8 @@ impl Block {
             arg: Box::new([0; BLOCK]),
             temps: vec![],
             sums: vec![],
+            ln_sums: vec![],
+            ln_done: vec![],
             xs: Box::new([0.0; BLOCK]),
             feat: vec![0.0; d * BLOCK],
             d,
@@ -422,6 +428,9 @@ impl Block {
         self.temps.clear();
         self.temps.extend_from_slice(temps);
         self.sums.resize(temps.len() * BLOCK, 0.0);
+        self.ln_sums.resize(temps.len() * BLOCK, 0.0);
+        self.ln_done.clear();
+        self.ln_done.resize(temps.len(), false);
         for (i, &t) in temps.iter().enumerate() {
             let s = lanes_mut(&mut self.sums, i);
             if t == 1.0 && xlogx {
@@ -442,6 +451,17 @@ impl Block {
     pub fn sum(&self, t: f64) -> &[f64; BLOCK] {
         let i = self.temps.iter().position(|&x| x == t).expect("temperature not loaded");
         lanes(&self.sums, i)
+    }
+
+    /// `ln S_T` per lane ([`ln_f64`] of [`Block::sum`]), computed once per
+    /// block and temperature whatever the methods that read it.
+    pub fn ln_sum(&mut self, t: f64) -> &[f64; BLOCK] {
+        let i = self.temps.iter().position(|&x| x == t).expect("temperature not loaded");
+        if !self.ln_done[i] {
+            ln_lanes(lanes(&self.sums, i), lanes_mut(&mut self.ln_sums, i));
+            self.ln_done[i] = true;
+        }
+        lanes(&self.ln_sums, i)
     }
 }
 
@@ -489,9 +509,17 @@ pub fn msp_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
 }
 
 simd_fn! {
-    fn energy_lanes(max: &[f32; BLOCK], s: &[f64; BLOCK], t: f64, out: &mut [f32; BLOCK]) {
+    fn ln_lanes(s: &[f64; BLOCK], out: &mut [f64; BLOCK]) {
         for l in 0..BLOCK {
-            out[l] = (-t * (max[l] as f64 / t + ln_f64(s[l]))) as f32;
+            out[l] = ln_f64(s[l]);
+        }
+    }
+}
+
+simd_fn! {
+    fn energy_lanes(max: &[f32; BLOCK], ls: &[f64; BLOCK], t: f64, out: &mut [f32; BLOCK]) {
+        for l in 0..BLOCK {
+            out[l] = (-t * (max[l] as f64 / t + ls[l])) as f32;
         }
     }
 }
@@ -499,7 +527,8 @@ simd_fn! {
 /// `energy`: `−T·(max/T + ln S_T)` (f64).
 pub fn energy_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     let t = plan.energy_temperature;
-    energy_lanes(&b.max, b.sum(t), t, out)
+    let ls = *b.ln_sum(t);
+    energy_lanes(&b.max, &ls, t, out)
 }
 
 /// `sml` (plain): `−(max − μ_ĉ)/σ_ĉ` in f64, the reference's own
@@ -513,16 +542,17 @@ pub fn sml_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
 }
 
 simd_fn! {
-    fn entropy_lanes(s: &[f64; BLOCK], xs: &[f64; BLOCK], out: &mut [f32; BLOCK]) {
+    fn entropy_lanes(s: &[f64; BLOCK], ls: &[f64; BLOCK], xs: &[f64; BLOCK], out: &mut [f32; BLOCK]) {
         for l in 0..BLOCK {
-            out[l] = (ln_f64(s[l]) - xs[l] / s[l]) as f32;
+            out[l] = (ls[l] - xs[l] / s[l]) as f32;
         }
     }
 }
 
 /// `entropy`: `ln S − xs/S` at T = 1 (f64; both terms ≥ 0, no cancellation).
 pub fn entropy_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
-    entropy_lanes(b.sum(1.0), &b.xs, out)
+    let ls = *b.ln_sum(1.0);
+    entropy_lanes(b.sum(1.0), &ls, &b.xs, out)
 }
 
 simd_fn! {
@@ -841,11 +871,11 @@ simd_fn! {
 
 simd_fn! {
     /// HEAT's two energies per lane before z-scoring, from [`gmm_lanes`]'
-    /// `g_k` and `nrm`, `S_1` and max: `E_el = −(max + ln S_1)` and
+    /// `g_k` and `nrm`, `ln S_1` ([`Block::ln_sum`]) and max: `E_el = −(max + ln S_1)` and
     /// `E_gmm = −logsumexp_k(−½ d_k) = (½ nrm − g_max) − ln Σ_k exp(g_k − g_max)`;
     /// the terms `exp(g_k − g_max) ≤ 1` (one of them exactly 1) with the
     /// f32 [`exp_f32`], 16 wide ([`exp_row`]), summed in f64.
-    fn energies_lanes(g: &[f64], k: usize, nrm: &[f64; BLOCK], s1: &[f64; BLOCK], max: &[f32; BLOCK], el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
+    fn energies_lanes(g: &[f64], k: usize, nrm: &[f64; BLOCK], ls1: &[f64; BLOCK], max: &[f32; BLOCK], el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
         let mut best = [f64::NEG_INFINITY; BLOCK];
         for kk in 0..k {
             let r = lanes(g, kk);
@@ -866,7 +896,7 @@ simd_fn! {
         }
         for l in 0..BLOCK {
             gm[l] = (0.5 * nrm[l] - best[l]) - ln_f64(acc[l]);
-            el[l] = -(max[l] as f64 + ln_f64(s1[l]));
+            el[l] = -(max[l] as f64 + ls1[l]);
         }
     }
 }
@@ -952,7 +982,8 @@ pub fn heat_energies(b: &mut Block, h: &HeatParams, el: &mut [f64; BLOCK], gm: &
     let src = if h.features() { &b.feat } else { &b.z };
     widen(&src[..dim * BLOCK], &mut b.x64);
     gmm_lanes(&b.x64, &h.whiten, &b.prep, dim, h.k, &mut b.u64, &mut b.nrm, &mut b.g);
-    energies_lanes(&b.g, h.k, &b.nrm, b.sum(1.0), &b.max, el, gm)
+    let ls1 = *b.ln_sum(1.0);
+    energies_lanes(&b.g, h.k, &b.nrm, &ls1, &b.max, el, gm)
 }
 
 /// `heat` (SPEC §4.1): [`heat_energies`], z-scored with the calibration's
