@@ -804,7 +804,8 @@ simd_fn! {
     /// subtract, a multiply and an add. Register tiled: lane tiles of
     /// [`TL`], whitening two rows at a time, [`KB`] centres at a time
     /// ([`g_group`]); the loops over D are zips (no bounds checks).
-    fn gmm_lanes(x: &[f64], whiten: &[f64], p: &HeatPrep, dim: usize, k: usize, u: &mut [f64], nrm: &mut [f64; BLOCK], g: &mut [f64]) {
+    fn gmm_lanes(x: &[f64], whiten: &[f64], p: &HeatPrep, u: &mut [f64], nrm: &mut [f64; BLOCK], g: &mut [f64]) {
+        let (dim, k) = (p.ubar.len(), p.cb.len());
         let (xr, _) = x[..dim * BLOCK].as_chunks::<BLOCK>();
         let (ur, _) = u[..dim * BLOCK].as_chunks_mut::<BLOCK>();
         let (gr, _) = g[..k * BLOCK].as_chunks_mut::<BLOCK>();
@@ -981,7 +982,7 @@ pub fn heat_energies(b: &mut Block, h: &HeatParams, el: &mut [f64; BLOCK], gm: &
     b.prep.update(h);
     let src = if h.features() { &b.feat } else { &b.z };
     widen(&src[..dim * BLOCK], &mut b.x64);
-    gmm_lanes(&b.x64, &h.whiten, &b.prep, dim, h.k, &mut b.u64, &mut b.nrm, &mut b.g);
+    gmm_lanes(&b.x64, &h.whiten, &b.prep, &mut b.u64, &mut b.nrm, &mut b.g);
     let ls1 = *b.ln_sum(1.0);
     energies_lanes(&b.g, h.k, &b.nrm, &ls1, &b.max, el, gm)
 }
