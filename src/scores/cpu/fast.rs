@@ -6,7 +6,7 @@
 //!
 //! * Logits are class-major `[C, H, W]`, so each class row of a block of
 //!   [`BLOCK`] consecutive pixels is contiguous: it is converted f16 → f32
-//!   in bulk (`half`'s F16C path) into `z[c][lane]`, and every kernel is a
+//!   in bulk (`vcvtph2ps`, 16 or 8 at a time) into `z[c][lane]`, and every kernel is a
 //!   loop over lanes that the compiler vectorises (SSE2 baseline, AVX2 and
 //!   AVX-512 versions picked at run time, see [`simd_level`]). No fused
 //!   multiply-add is used anywhere, so every SIMD level gives bit-identical
