@@ -250,3 +250,53 @@ fn exp_and_ln_error_bounds() {
     assert!(we < 1e-14 && wl < 1e-14, "{we} {wl}");
     assert_eq!(fast::ln_f64(1.0), 0.0);
 }
+
+/// HEAT's raw f64 energies (`fast::heat_energies`, what both the scores and
+/// the calibration's standardisation read) against the reference's
+/// `gmm_energy` and `−(max + ln S)` per pixel, every kind of logits: the
+/// f32 exp terms of the two log-sum-exps bound each at 2.4e-7 absolute (2
+/// ulp); the centred expansion of the Gaussian distances adds rounding of
+/// the order of D·2⁻⁵³·(‖u'‖ + max‖v'‖)², far below that for realistic
+/// logits and relative 1e-12 of the energy for extreme ones.
+#[test]
+fn heat_energies_match_reference() {
+    use bench::scores::cpu::{BLOCK, Block, gmm_energy};
+    let mut r = Rng::new(123);
+    let (mut worst_abs, mut worst_rel) = (0f64, 0f64);
+    for &c in &[2usize, 13, 19, 150] {
+        let cal = calibration(c, 0, 40 + c as u64);
+        let h = &cal.heat;
+        let (hh, w) = (3, 129);
+        for kind in [Kind::Realistic, Kind::Huge, Kind::Equal, Kind::Extremes, Kind::Ties] {
+            let v = values(kind, c, hh * w, &mut r);
+            for half in [false, true] {
+                let lg = logits(c, hh, w, &v, half);
+                let mut blk = Block::new(c, 0);
+                let mut u = vec![0f64; c];
+                let (mut el, mut gm) = ([0f64; BLOCK], [0f64; BLOCK]);
+                for p0 in (0..hh * w).step_by(BLOCK) {
+                    let n = BLOCK.min(hh * w - p0);
+                    blk.load(&lg, None, p0, n, &[1.0], false);
+                    fast::heat_energies(&mut blk, h, &mut el, &mut gm);
+                    for l in 0..n {
+                        let z: Vec<f64> = (0..c).map(|k| blk.z[k * BLOCK + l] as f64).collect();
+                        let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let want_el = -(m + z.iter().map(|x| (x - m).exp()).sum::<f64>().ln());
+                        let want_gm = gmm_energy(&z, h, &mut u);
+                        for (got, want) in [(el[l], want_el), (gm[l], want_gm)] {
+                            let e = (got - want).abs();
+                            let tol = 2.4e-7 + 1e-12 * want.abs();
+                            assert!(e <= tol, "C={c} {kind:?} half={half} px {}: {got} vs {want} (|Δ| {e:.3e})", p0 + l);
+                            if want.abs() <= 1e3 {
+                                worst_abs = worst_abs.max(e);
+                            } else {
+                                worst_rel = worst_rel.max(e / want.abs());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("HEAT energies: max |Δ| {worst_abs:.3e} (|E| ≤ 1e3), max |Δ|/|E| {worst_rel:.3e} (|E| > 1e3)");
+}

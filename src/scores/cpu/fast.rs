@@ -6,7 +6,7 @@
 //!
 //! * Logits are class-major `[C, H, W]`, so each class row of a block of
 //!   [`BLOCK`] consecutive pixels is contiguous: it is converted f16 → f32
-//!   in bulk (`half`'s F16C path) into `z[c][lane]`, and every kernel is a
+//!   in bulk (`vcvtph2ps`, 16 or 8 at a time) into `z[c][lane]`, and every kernel is a
 //!   loop over lanes that the compiler vectorises (SSE2 baseline, AVX2 and
 //!   AVX-512 versions picked at run time, see [`simd_level`]). No fused
 //!   multiply-add is used anywhere, so every SIMD level gives bit-identical
@@ -18,18 +18,38 @@
 //!   plan, `S_T = Σ_c exp((z_c − max)/T)` with the f32 [`exp_f32`]
 //!   accumulated in **f64** (f32 accumulation over 150 classes can drift by
 //!   ~C·2⁻²⁴ relative, over the 2e-6 budget); with entropy, the T = 1 pass
-//!   also accumulates `xs = Σ (z_c − max)·exp(z_c − max)` in f64.
+//!   also accumulates `xs = Σ (z_c − max)·exp(z_c − max)` in f64. msp,
+//!   energy, entropy and HEAT all read these sums: one Σ exp per pixel and
+//!   temperature, whatever the methods. The exps run in loops over f32 only
+//!   (`exp_row`, 16 lanes under AVX-512), widened and summed in a
+//!   separate f64 loop (a loop mixing the two vectorises 8 wide).
 //! * Each method's finalizer (the `block` field of its
-//!   [`crate::scores::MethodSpec`]) turns these into scores over the block.
+//!   [`crate::scores::MethodSpec`]) turns these into scores over the block,
+//!   written straight into the output maps (no staging buffer).
 //!   Per-pixel finalisation is done in f64 ([`ln_f64`], [`exp_f64`]),
 //!   where f32 cannot meet the contract: SML's `(max − μ)/σ` (bit-identical
-//!   to the reference), HEAT (the triangular whitening `W x` and the K
-//!   squared distances as dense f64 kernels over the block's lanes, register
-//!   tiled, in the reference's summation order, so `W x` and the distances
-//!   are bit-identical to the reference; the z-scoring, which cancels, in
-//!   f64; only the terms `exp(−½dₖ + ½d_min) ≤ 1` of the log-sum-exps use
-//!   [`exp_f32`], summed in f64: ≤ 2.4e-7 absolute in each energy), GEN
-//!   and RbA per class (cheap methods, not in the default sweep).
+//!   to the reference), HEAT, GEN and RbA per class (cheap methods, not in
+//!   the default sweep).
+//! * HEAT (`gmm_lanes`, `energies_lanes`, `heat_lanes`): the
+//!   triangular whitening `u = W x` as a dense f64 kernel over the block's
+//!   lanes, register tiled, in the reference's summation order (`u` is
+//!   bit-identical to the reference's); then, instead of the K squared
+//!   distances `‖u − v_k‖²` (subtract, multiply, add per term), the
+//!   expansion around the centres' mean `ū` (`HeatPrep`, cached per
+//!   calibration): `−½‖u − v_k‖² = g_k − ½‖u'‖²`, `u' = u − ū`,
+//!   `g_k = u'·v'_k − ½‖v'_k‖²`, a K×D small matmul at one multiply and one
+//!   add per term, so `E_gmm = (½‖u'‖² − g_max) − ln Σ_k exp(g_k − g_max)`.
+//!   Why f64 and not f32 for it: the distances reach 10²–10⁴ (10¹⁰ for f16
+//!   extremes) while the energies must stay within 2.4e-7 absolute of the
+//!   reference (`tests/calib_fast.rs`); f32 rounding alone would be
+//!   ~D·2⁻²⁴·d ≈ 1e-4. In f64 the expansion's rounding is
+//!   `≲ D·2⁻⁵³·(‖u'‖ + max‖v'_k‖)²` (centring keeps this at the scale of
+//!   the distances, not of the logits' offset): measured ≤ 4.6e-8 absolute
+//!   (|E| ≤ 10³, dominated by the exp terms) and ≤ 1.9e-12 relative
+//!   (|E| > 10³) in `heat_energies_match_reference`. Only the terms
+//!   `exp(g_k − g_max) ≤ 1` of the log-sum-exps use [`exp_f32`], summed in
+//!   f64: ≤ 2.4e-7 absolute in each energy; the z-scoring multiplies by
+//!   the reciprocal std (≤ 1 f64 ulp off the reference's division).
 //!
 //! Accuracy (tested in `tests/fast_scorer.rs`): every score within 2e-6
 //! relative (1e-6 absolute near zero) of [`super::ReferenceScorer`].
@@ -231,16 +251,23 @@ pub struct Block {
     /// Temperatures whose Σ exp was computed, and the sums (`[t][lane]`, f64).
     temps: Vec<f64>,
     sums: Vec<f64>,
+    /// `ln S_T` per temperature, computed on first use ([`Block::ln_sum`])
+    /// and shared by energy, entropy and HEAT.
+    ln_sums: Vec<f64>,
+    ln_done: Vec<bool>,
     /// `Σ (z − max)·exp(z − max)` at T = 1 (entropy), when the plan needs it.
     pub xs: Box<[f64; BLOCK]>,
     /// HEAT's features `feat[d·BLOCK + lane]` (f32), when fitted on features.
     pub feat: Vec<f32>,
     /// Feature dimension (0 = none).
     pub d: usize,
-    /// f64 scratch for HEAT: the Gaussians' input, `W x`, the K distances.
+    /// f64 scratch for HEAT: the Gaussians' input, the centred `W x`, its
+    /// squared norm and the K inner products `g_k` ([`gmm_lanes`]).
     x64: Vec<f64>,
     u64: Vec<f64>,
-    dk: Vec<f64>,
+    nrm: Box<[f64; BLOCK]>,
+    g: Vec<f64>,
+    prep: HeatPrep,
 }
 
 fn lanes<T>(v: &[T], i: usize) -> &[T; BLOCK] {
@@ -260,16 +287,44 @@ fn load_row(src: &LogitData, off: usize, n: usize, dst: &mut [f32; BLOCK]) {
     dst[n..].fill(0.0);
 }
 
-/// Bulk f16 → f32: `vcvtph2ps` 8 at a time where the CPU has F16C (every
-/// AVX2 level), else `half`'s own slice conversion. Exact either way.
+/// Bulk f16 → f32: `vcvtph2ps` 16 at a time at the AVX-512 level, 8 at a
+/// time where the CPU has F16C (every AVX2 level), else `half`'s own slice
+/// conversion. Exact either way.
 fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if simd_level() >= 1 {
-        // SAFETY: level ≥ 1 implies AVX2 and F16C (see `detect`).
-        unsafe { f16_to_f32_f16c(src, dst) };
-        return;
+    {
+        let level = simd_level();
+        if level >= 2 {
+            // SAFETY: level 2 implies AVX-512 F (see `detect`).
+            unsafe { f16_to_f32_avx512(src, dst) };
+            return;
+        }
+        if level >= 1 {
+            // SAFETY: level ≥ 1 implies AVX2 and F16C (see `detect`).
+            unsafe { f16_to_f32_f16c(src, dst) };
+            return;
+        }
     }
     half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst)
+}
+
+/// [`f16_to_f32`] 16 at a time (`vcvtph2ps` zmm), the tail 8 at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,f16c")]
+unsafe fn f16_to_f32_avx512(src: &[half::f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm512_cvtph_ps, _mm512_storeu_ps};
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 ≤ n ≤ both lengths; unaligned loads/stores.
+        unsafe {
+            let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+        }
+        i += 16;
+    }
+    // SAFETY: the same CPU features (AVX2, F16C) as this function's.
+    unsafe { f16_to_f32_f16c(&src[i..n], &mut dst[i..n]) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -308,15 +363,35 @@ simd_fn! {
     }
 }
 
+/// `e[l] = exp_f32(x[l])` written as a loop over f32 only: a lane loop
+/// that also touches f64 is vectorised at the f64 width (8 lanes under
+/// AVX-512, the f32 exp then runs in half registers); this one runs 16 wide.
+/// Callers widen and accumulate `e` in a separate f64 loop.
+#[inline(always)]
+fn exp_row(x: impl Fn(usize) -> f32, e: &mut [f32; BLOCK]) {
+    for l in 0..BLOCK {
+        e[l] = exp_f32(x(l));
+    }
+}
+
+/// `s[l] += e[l]` in f64 (exact widening).
+#[inline(always)]
+fn add_wide(e: &[f32; BLOCK], s: &mut [f64; BLOCK]) {
+    for l in 0..BLOCK {
+        s[l] += e[l] as f64;
+    }
+}
+
 simd_fn! {
-    /// `s += Σ_c exp((z_c − max)·inv_t)`, f32 exp, f64 accumulation.
+    /// `s += Σ_c exp((z_c − max)·inv_t)`, f32 exp (16 wide, [`exp_row`]),
+    /// f64 accumulation in class order.
     fn sum_exp_block(z: &[f32], c: usize, max: &[f32; BLOCK], inv_t: f32, s: &mut [f64; BLOCK]) {
         s.fill(0.0);
+        let mut e = [0f32; BLOCK];
         for k in 0..c {
             let row = lanes(z, k);
-            for l in 0..BLOCK {
-                s[l] += exp_f32((row[l] - max[l]) * inv_t) as f64;
-            }
+            exp_row(|l| (row[l] - max[l]) * inv_t, &mut e);
+            add_wide(&e, s);
         }
     }
 }
@@ -326,13 +401,14 @@ simd_fn! {
     fn sum_exp_xlogx_block(z: &[f32], c: usize, max: &[f32; BLOCK], s: &mut [f64; BLOCK], xs: &mut [f64; BLOCK]) {
         s.fill(0.0);
         xs.fill(0.0);
+        let mut e = [0f32; BLOCK];
         for k in 0..c {
             let row = lanes(z, k);
+            exp_row(|l| row[l] - max[l], &mut e);
             for l in 0..BLOCK {
                 let d = row[l] - max[l];
-                let e = exp_f32(d);
-                s[l] += e as f64;
-                xs[l] += d as f64 * e as f64;
+                s[l] += e[l] as f64;
+                xs[l] += d as f64 * e[l] as f64;
             }
         }
     }
@@ -348,12 +424,16 @@ impl Block {
             arg: Box::new([0; BLOCK]),
             temps: vec![],
             sums: vec![],
+            ln_sums: vec![],
+            ln_done: vec![],
             xs: Box::new([0.0; BLOCK]),
             feat: vec![0.0; d * BLOCK],
             d,
             x64: vec![],
             u64: vec![],
-            dk: vec![],
+            nrm: Box::new([0.0; BLOCK]),
+            g: vec![],
+            prep: HeatPrep::default(),
         }
     }
 
@@ -376,6 +456,9 @@ impl Block {
         self.temps.clear();
         self.temps.extend_from_slice(temps);
         self.sums.resize(temps.len() * BLOCK, 0.0);
+        self.ln_sums.resize(temps.len() * BLOCK, 0.0);
+        self.ln_done.clear();
+        self.ln_done.resize(temps.len(), false);
         for (i, &t) in temps.iter().enumerate() {
             let s = lanes_mut(&mut self.sums, i);
             if t == 1.0 && xlogx {
@@ -396,6 +479,17 @@ impl Block {
     pub fn sum(&self, t: f64) -> &[f64; BLOCK] {
         let i = self.temps.iter().position(|&x| x == t).expect("temperature not loaded");
         lanes(&self.sums, i)
+    }
+
+    /// `ln S_T` per lane ([`ln_f64`] of [`Block::sum`]), computed once per
+    /// block and temperature whatever the methods that read it.
+    pub fn ln_sum(&mut self, t: f64) -> &[f64; BLOCK] {
+        let i = self.temps.iter().position(|&x| x == t).expect("temperature not loaded");
+        if !self.ln_done[i] {
+            ln_lanes(lanes(&self.sums, i), lanes_mut(&mut self.ln_sums, i));
+            self.ln_done[i] = true;
+        }
+        lanes(&self.ln_sums, i)
     }
 }
 
@@ -443,9 +537,17 @@ pub fn msp_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
 }
 
 simd_fn! {
-    fn energy_lanes(max: &[f32; BLOCK], s: &[f64; BLOCK], t: f64, out: &mut [f32; BLOCK]) {
+    fn ln_lanes(s: &[f64; BLOCK], out: &mut [f64; BLOCK]) {
         for l in 0..BLOCK {
-            out[l] = (-t * (max[l] as f64 / t + ln_f64(s[l]))) as f32;
+            out[l] = ln_f64(s[l]);
+        }
+    }
+}
+
+simd_fn! {
+    fn energy_lanes(max: &[f32; BLOCK], ls: &[f64; BLOCK], t: f64, out: &mut [f32; BLOCK]) {
+        for l in 0..BLOCK {
+            out[l] = (-t * (max[l] as f64 / t + ls[l])) as f32;
         }
     }
 }
@@ -453,7 +555,8 @@ simd_fn! {
 /// `energy`: `−T·(max/T + ln S_T)` (f64).
 pub fn energy_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     let t = plan.energy_temperature;
-    energy_lanes(&b.max, b.sum(t), t, out)
+    let ls = *b.ln_sum(t);
+    energy_lanes(&b.max, &ls, t, out)
 }
 
 /// `sml` (plain): `−(max − μ_ĉ)/σ_ĉ` in f64, the reference's own
@@ -467,16 +570,17 @@ pub fn sml_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
 }
 
 simd_fn! {
-    fn entropy_lanes(s: &[f64; BLOCK], xs: &[f64; BLOCK], out: &mut [f32; BLOCK]) {
+    fn entropy_lanes(s: &[f64; BLOCK], ls: &[f64; BLOCK], xs: &[f64; BLOCK], out: &mut [f32; BLOCK]) {
         for l in 0..BLOCK {
-            out[l] = (ln_f64(s[l]) - xs[l] / s[l]) as f32;
+            out[l] = (ls[l] - xs[l] / s[l]) as f32;
         }
     }
 }
 
 /// `entropy`: `ln S − xs/S` at T = 1 (f64; both terms ≥ 0, no cancellation).
 pub fn entropy_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
-    entropy_lanes(b.sum(1.0), &b.xs, out)
+    let ls = *b.ln_sum(1.0);
+    entropy_lanes(b.sum(1.0), &ls, &b.xs, out)
 }
 
 simd_fn! {
@@ -687,104 +791,141 @@ pub fn kl_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     kl_lanes(&b.z, b.c, &b.max, &b.arg, kl.log_dists(), out)
 }
 
-simd_fn! {
-    /// `u = W x` (lower-triangular `W`, D×D) and `dk[k] = ‖u − v_k‖²` over
-    /// the block's lanes, f64, summed in the reference's order.
-    fn gmm_dist_lanes(x: &[f64], whiten: &[f64], centers: &[f64], dim: usize, k: usize, u: &mut [f64], dk: &mut [f64]) {
-        const TL: usize = 16;
-        const KB: usize = 4;
-        // whitening: lane tiles of TL, two rows at a time, accumulators in
-        // registers
-        let mut i = 0;
-        while i < dim {
-            let two = i + 1 < dim;
-            for t0 in (0..BLOCK).step_by(TL) {
-                let mut a0 = [0f64; TL];
-                let mut a1 = [0f64; TL];
-                for j in 0..=i {
-                    let xj: &[f64; TL] = x[j * BLOCK + t0..j * BLOCK + t0 + TL].try_into().unwrap();
-                    let w0 = whiten[i * dim + j];
-                    let w1 = if two { whiten[(i + 1) * dim + j] } else { 0.0 };
-                    for l in 0..TL {
-                        a0[l] += w0 * xj[l];
-                        a1[l] += w1 * xj[l];
-                    }
-                }
-                u[i * BLOCK + t0..i * BLOCK + t0 + TL].copy_from_slice(&a0);
-                if two {
-                    // row i+1's last term, j = i+1
-                    let xj: &[f64; TL] = x[(i + 1) * BLOCK + t0..(i + 1) * BLOCK + t0 + TL].try_into().unwrap();
-                    let w1 = whiten[(i + 1) * dim + i + 1];
-                    for l in 0..TL {
-                        a1[l] += w1 * xj[l];
-                    }
-                    u[(i + 1) * BLOCK + t0..(i + 1) * BLOCK + t0 + TL].copy_from_slice(&a1);
-                }
+/// Lane tile of the HEAT kernels ([`gmm_lanes`]): 16 f64 = two AVX-512
+/// registers per row.
+const TL: usize = 16;
+/// Centres per register tile of [`gmm_lanes`] (K = 13 → 4 + 4 + 4 + 1).
+const KB: usize = 4;
+
+/// `g[b][tile t] = c_b + Σ_i u'_i·v'_{b,i}` for one group of `N ≤ KB`
+/// centres (`vg`: `[i][b]`, D×N), lane tile `t`: N·2 accumulators in
+/// registers, the loop over i a zip (no bounds checks).
+#[inline(always)]
+fn g_group<const N: usize>(u: &[[f64; BLOCK]], vg: &[f64], cb: &[f64], t: usize, g: &mut [[f64; BLOCK]]) {
+    let mut acc = [[0f64; TL]; N];
+    let (vg, _) = vg.as_chunks::<N>();
+    for (urow, vb) in u.iter().zip(vg) {
+        let ut: &[f64; TL] = urow[t * TL..t * TL + TL].try_into().unwrap();
+        for b in 0..N {
+            let v = vb[b];
+            for l in 0..TL {
+                acc[b][l] += ut[l] * v;
             }
-            i += 2;
         }
-        // distances: lane tiles of TL and KB centres at a time, the
-        // accumulators in registers (one load of u per KB·3 flops)
-        let mut kk = 0;
-        while kk + KB <= k {
-            for t0 in (0..BLOCK).step_by(TL) {
-                let mut acc = [[0f64; TL]; KB];
-                for i in 0..dim {
-                    let ui: &[f64; TL] = u[i * BLOCK + t0..i * BLOCK + t0 + TL].try_into().unwrap();
-                    for b in 0..KB {
-                        let v = centers[(kk + b) * dim + i];
-                        for l in 0..TL {
-                            let t = ui[l] - v;
-                            acc[b][l] += t * t;
-                        }
-                    }
-                }
-                for b in 0..KB {
-                    dk[(kk + b) * BLOCK + t0..(kk + b) * BLOCK + t0 + TL].copy_from_slice(&acc[b]);
-                }
-            }
-            kk += KB;
-        }
-        while kk < k {
-            for t0 in (0..BLOCK).step_by(TL) {
-                let mut acc = [0f64; TL];
-                for i in 0..dim {
-                    let ui: &[f64; TL] = u[i * BLOCK + t0..i * BLOCK + t0 + TL].try_into().unwrap();
-                    let v = centers[kk * dim + i];
-                    for l in 0..TL {
-                        let t = ui[l] - v;
-                        acc[l] += t * t;
-                    }
-                }
-                dk[kk * BLOCK + t0..kk * BLOCK + t0 + TL].copy_from_slice(&acc);
-            }
-            kk += 1;
+    }
+    for ((grow, a), &c) in g.iter_mut().zip(&acc).zip(cb) {
+        let gt: &mut [f64; TL] = (&mut grow[t * TL..t * TL + TL]).try_into().unwrap();
+        for l in 0..TL {
+            gt[l] = a[l] + c;
         }
     }
 }
 
 simd_fn! {
-    /// HEAT's two energies per lane before z-scoring, from the K distances,
-    /// `S_1` and max: `E_el = −(max + ln S_1)` and `E_gmm = −logsumexp_k(−½ d_k)`.
-    fn energies_lanes(dk: &[f64], k: usize, s1: &[f64; BLOCK], max: &[f32; BLOCK], el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
+    /// HEAT's Gaussian kernel over the block's lanes, f64, no FMA:
+    /// `u = W x` (lower-triangular `W`, D×D, summed in the reference's
+    /// order, so `u` is bit-identical to the reference's), centred
+    /// `u' = u − ū`, its squared norm `nrm = ‖u'‖²`, and per centre
+    /// `g_k = u'·v'_k + c_k` with `v'_k = v_k − ū`, `c_k = −½‖v'_k‖²`
+    /// ([`HeatPrep`]), so that `−½‖u − v_k‖² = g_k − ½ nrm`: the K
+    /// distances cost one multiply and one add per (k, i) instead of a
+    /// subtract, a multiply and an add. Register tiled: lane tiles of
+    /// [`TL`], whitening two rows at a time, [`KB`] centres at a time
+    /// ([`g_group`]); the loops over D are zips (no bounds checks).
+    fn gmm_lanes(x: &[f64], whiten: &[f64], p: &HeatPrep, u: &mut [f64], nrm: &mut [f64; BLOCK], g: &mut [f64]) {
+        let (dim, k) = (p.ubar.len(), p.cb.len());
+        let (xr, _) = x[..dim * BLOCK].as_chunks::<BLOCK>();
+        let (ur, _) = u[..dim * BLOCK].as_chunks_mut::<BLOCK>();
+        let (gr, _) = g[..k * BLOCK].as_chunks_mut::<BLOCK>();
+        let ubar = &p.ubar[..dim];
+        nrm.fill(0.0);
+        let mut i = 0;
+        while i < dim {
+            let two = i + 1 < dim;
+            // rows i and i+1 of W over j ≤ i (row i+1's last term below);
+            // a lone last row runs twice, the copy discarded
+            let w0 = &whiten[i * dim..i * dim + i + 1];
+            let i1 = if two { i + 1 } else { i };
+            let w1 = &whiten[i1 * dim..i1 * dim + i + 1];
+            let w11 = whiten[i1 * dim + i1];
+            let (ub0, ub1) = (ubar[i], ubar[i1]);
+            let xlast = &xr[i1];
+            for t in 0..BLOCK / TL {
+                let mut a0 = [0f64; TL];
+                let mut a1 = [0f64; TL];
+                for ((xrow, &c0), &c1) in xr[..=i].iter().zip(w0).zip(w1) {
+                    let xt: &[f64; TL] = xrow[t * TL..t * TL + TL].try_into().unwrap();
+                    for l in 0..TL {
+                        a0[l] += c0 * xt[l];
+                        a1[l] += c1 * xt[l];
+                    }
+                }
+                let nt: &mut [f64; TL] = (&mut nrm[t * TL..t * TL + TL]).try_into().unwrap();
+                for l in 0..TL {
+                    a0[l] -= ub0;
+                    nt[l] += a0[l] * a0[l];
+                }
+                ur[i][t * TL..t * TL + TL].copy_from_slice(&a0);
+                if two {
+                    let xt: &[f64; TL] = xlast[t * TL..t * TL + TL].try_into().unwrap();
+                    for l in 0..TL {
+                        a1[l] += w11 * xt[l];
+                        a1[l] -= ub1;
+                        nt[l] += a1[l] * a1[l];
+                    }
+                    ur[i1][t * TL..t * TL + TL].copy_from_slice(&a1);
+                }
+            }
+            i += 2;
+        }
+        // g: KB centres at a time, then the remainder as one group
+        let ur: &[[f64; BLOCK]] = ur;
+        let full = k / KB;
+        for t in 0..BLOCK / TL {
+            for q in 0..full {
+                let o = q * KB;
+                g_group::<KB>(ur, &p.vg[o * dim..(o + KB) * dim], &p.cb[o..o + KB], t, &mut gr[o..o + KB]);
+            }
+            let o = full * KB;
+            let (vg, cb, gq) = (&p.vg[o * dim..k * dim], &p.cb[o..k], &mut gr[o..k]);
+            match k - o {
+                1 => g_group::<1>(ur, vg, cb, t, gq),
+                2 => g_group::<2>(ur, vg, cb, t, gq),
+                3 => g_group::<3>(ur, vg, cb, t, gq),
+                _ => {}
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// HEAT's two energies per lane before z-scoring, from [`gmm_lanes`]'
+    /// `g_k` and `nrm`, `ln S_1` ([`Block::ln_sum`]) and max: `E_el = −(max + ln S_1)` and
+    /// `E_gmm = −logsumexp_k(−½ d_k) = (½ nrm − g_max) − ln Σ_k exp(g_k − g_max)`;
+    /// the terms `exp(g_k − g_max) ≤ 1` (one of them exactly 1) with the
+    /// f32 [`exp_f32`], 16 wide ([`exp_row`]), summed in f64.
+    fn energies_lanes(g: &[f64], k: usize, nrm: &[f64; BLOCK], ls1: &[f64; BLOCK], max: &[f32; BLOCK], el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
         let mut best = [f64::NEG_INFINITY; BLOCK];
         for kk in 0..k {
-            let d = lanes(dk, kk);
+            let r = lanes(g, kk);
             for l in 0..BLOCK {
-                let x = -0.5 * d[l];
-                best[l] = if x > best[l] { x } else { best[l] };
+                best[l] = if r[l] > best[l] { r[l] } else { best[l] };
             }
         }
         let mut acc = [0f64; BLOCK];
+        let mut t = [0f32; BLOCK];
+        let mut e = [0f32; BLOCK];
         for kk in 0..k {
-            let d = lanes(dk, kk);
+            let r = lanes(g, kk);
             for l in 0..BLOCK {
-                acc[l] += exp_f32((-0.5 * d[l] - best[l]) as f32) as f64;
+                t[l] = (r[l] - best[l]) as f32;
             }
+            exp_row(|l| t[l], &mut e);
+            add_wide(&e, &mut acc);
         }
         for l in 0..BLOCK {
-            gm[l] = -(best[l] + ln_f64(acc[l]));
-            el[l] = -(max[l] as f64 + ln_f64(s1[l]));
+            gm[l] = (0.5 * nrm[l] - best[l]) - ln_f64(acc[l]);
+            el[l] = -(max[l] as f64 + ls1[l]);
         }
     }
 }
@@ -792,10 +933,13 @@ simd_fn! {
 simd_fn! {
     /// HEAT's composition per lane: the soft-min of the z-scored energies.
     fn heat_lanes(el: &[f64; BLOCK], gm: &[f64; BLOCK], p: &[f64; 4], out: &mut [f32; BLOCK]) {
+        // the z-scoring by multiplication with the reciprocal std: ≤ 1 ulp
+        // (f64) off the reference's division
         let [el_mean, el_std, gmm_mean, gmm_std] = *p;
+        let (el_inv, gmm_inv) = (1.0 / el_std, 1.0 / gmm_std);
         for l in 0..BLOCK {
-            let a = -((el[l] - el_mean) / el_std);
-            let b = -((gm[l] - gmm_mean) / gmm_std);
+            let a = -((el[l] - el_mean) * el_inv);
+            let b = -((gm[l] - gmm_mean) * gmm_inv);
             let mx = if a > b { a } else { b };
             // one of the two terms is exp(0) = 1; the other ≤ 1 in f32
             let lo = if a > b { b } else { a };
@@ -812,21 +956,63 @@ simd_fn! {
     }
 }
 
+/// HEAT's per-calibration constants of [`gmm_lanes`]: the centres' mean
+/// `ū = (1/K) Σ_k v_k`, the centred centres `v'_k = v_k − ū` (K×D) and
+/// `c_k = −½‖v'_k‖²`. Cached in the [`Block`], keyed on the centres' bits.
+///
+/// Why centred: the expansion `‖u − v‖² = ‖u‖² − 2u·v + ‖v‖²` cancels when
+/// `‖u‖ ≫ ‖u − v‖`; centring on `ū` keeps its rounding at
+/// `≲ D·2⁻⁵³·(‖u'‖ + max‖v'_k‖)²`, the scale of the distances themselves
+/// rather than of the logits' offset (e.g. logits ≈ 1000: ‖u‖² ≈ 10⁷).
+#[derive(Default)]
+struct HeatPrep {
+    key: Vec<u64>,
+    ubar: Vec<f64>,
+    /// `v'` in groups of [`KB`] centres (the last group shorter), each
+    /// group `[i][b]`, the order [`g_group`] reads.
+    vg: Vec<f64>,
+    cb: Vec<f64>,
+}
+
+impl HeatPrep {
+    fn update(&mut self, h: &HeatParams) {
+        let (dim, k) = (h.dim(), h.k);
+        let centers = &h.centers[..k * dim];
+        if self.key.len() == centers.len() && self.key.iter().zip(centers).all(|(a, b)| *a == b.to_bits()) {
+            return;
+        }
+        self.key = centers.iter().map(|v| v.to_bits()).collect();
+        self.ubar = (0..dim).map(|i| (0..k).map(|kk| centers[kk * dim + i]).sum::<f64>() / k as f64).collect();
+        let vc: Vec<f64> = (0..k * dim).map(|j| centers[j] - self.ubar[j % dim]).collect();
+        self.cb = (0..k).map(|kk| -0.5 * vc[kk * dim..(kk + 1) * dim].iter().map(|v| v * v).sum::<f64>()).collect();
+        self.vg.clear();
+        for o in (0..k).step_by(KB) {
+            let n = KB.min(k - o);
+            for i in 0..dim {
+                self.vg.extend((o..o + n).map(|kk| vc[kk * dim + i]));
+            }
+        }
+    }
+}
+
 /// HEAT's raw energies `E_el` and `E_gmm` over a block loaded with the T = 1
 /// sum (features too when `h` was fitted on features), in f64: the
-/// Gaussians' input widened exactly, then the triangular whitening and the
-/// K squared distances as dense kernels over the block. Shared by
-/// [`heat_blk`] and the calibration's standardisation pass
-/// ([`crate::scores::calib`]), so both see the same energies.
+/// Gaussians' input widened exactly, then `gmm_lanes` (the triangular
+/// whitening and the K centred inner products as dense kernels over the
+/// block) and `energies_lanes`. Shared by [`heat_blk`] and the
+/// calibration's standardisation pass ([`crate::scores::calib`]), so both
+/// see the same energies.
 pub fn heat_energies(b: &mut Block, h: &HeatParams, el: &mut [f64; BLOCK], gm: &mut [f64; BLOCK]) {
     let dim = h.dim();
     b.x64.resize(dim * BLOCK, 0.0);
     b.u64.resize(dim * BLOCK, 0.0);
-    b.dk.resize(h.k * BLOCK, 0.0);
+    b.g.resize(h.k * BLOCK, 0.0);
+    b.prep.update(h);
     let src = if h.features() { &b.feat } else { &b.z };
     widen(&src[..dim * BLOCK], &mut b.x64);
-    gmm_dist_lanes(&b.x64, &h.whiten, &h.centers, dim, h.k, &mut b.u64, &mut b.dk);
-    energies_lanes(&b.dk, h.k, b.sum(1.0), &b.max, el, gm)
+    gmm_lanes(&b.x64, &h.whiten, &b.prep, &mut b.u64, &mut b.nrm, &mut b.g);
+    let ls1 = *b.ln_sum(1.0);
+    energies_lanes(&b.g, h.k, &b.nrm, &ls1, &b.max, el, gm)
 }
 
 /// `heat` (SPEC §4.1): [`heat_energies`], z-scored with the calibration's
@@ -876,30 +1062,31 @@ impl Scorer for CpuScorer {
         let (temps, xlogx) = plan_sums(plan);
         let fns: Vec<BlockFn> = plan.methods.iter().map(|m| m.spec().block).collect();
         let d = features.map_or(0, |f| f.c);
-        // per chunk: method-major [method][chunk pixels]
-        let mut inter = vec![0f32; n * nm];
-        inter.par_chunks_mut(CHUNK * nm).enumerate().for_each_init(
+        // every map written in place: per rayon chunk, one slice of each
+        // (no method-major staging buffer to copy out of, and no second
+        // n·methods allocation to fault in)
+        let mut maps: Vec<Vec<f32>> = (0..nm).map(|_| vec![0f32; n]).collect();
+        let mut chunks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(CHUNK)).map(|_| Vec::with_capacity(nm)).collect();
+        for m in maps.iter_mut() {
+            for (ci, c) in m.chunks_mut(CHUNK).enumerate() {
+                chunks[ci].push(c);
+            }
+        }
+        chunks.into_par_iter().enumerate().for_each_init(
             || (Block::new(logits.c, d), Box::new([0f32; BLOCK])),
-            |(blk, o), (ci, out)| {
-                let len = out.len() / nm;
+            |(blk, o), (ci, mut outs)| {
+                let len = outs[0].len();
                 let p0 = ci * CHUNK;
                 for b0 in (0..len).step_by(BLOCK) {
                     let nb = BLOCK.min(len - b0);
                     blk.load(logits, features, p0 + b0, nb, &temps, xlogx);
-                    for (mi, f) in fns.iter().enumerate() {
+                    for (f, out) in fns.iter().zip(outs.iter_mut()) {
                         f(blk, plan, o);
-                        out[mi * len + b0..mi * len + b0 + nb].copy_from_slice(&o[..nb]);
+                        out[b0..b0 + nb].copy_from_slice(&o[..nb]);
                     }
                 }
             },
         );
-        let mut maps: Vec<Vec<f32>> = (0..nm).map(|_| Vec::with_capacity(n)).collect();
-        for ch in inter.chunks(CHUNK * nm) {
-            let len = ch.len() / nm;
-            for (mi, map) in maps.iter_mut().enumerate() {
-                map.extend_from_slice(&ch[mi * len..(mi + 1) * len]);
-            }
-        }
         super::finish(maps, logits, plan, predictions)
     }
 }
