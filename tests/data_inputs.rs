@@ -689,7 +689,7 @@ fn auroc(mut v: Vec<(f32, bool)>) -> f64 {
 }
 
 /// SHA-256 over (relative path, length, bytes) of every file of the demo.
-const DEMO_DIGEST: &str = "95ce41d450194d06565a6b523aa7dd0df4d5e47fc28b240b89b7b7a0e9583ae3";
+const DEMO_DIGEST: &str = "8434441a26e6b1d00a80076a656d01e84fb270e20bcad60d867914d95847d7e6";
 
 #[test]
 fn synth_is_deterministic_and_sane() {
@@ -702,7 +702,7 @@ fn synth_is_deterministic_and_sane() {
     eprintln!("demo generated in {:?}", t0.elapsed());
     generate(&b, &spec).unwrap();
     let (ta, tb) = (tree(&a), tree(&b));
-    assert_eq!(ta.len(), 30 * 3, "20 images + the 10 of test@lighting, each a mask and two models' logits");
+    assert_eq!(ta.len(), 30 * 4, "20 images + the 10 of test@lighting, each a mask, a photo and two models' logits");
     assert!(ta == tb, "synth output differs between runs");
     // Golden digest: the demo dataset must be byte-identical on every
     // machine (the committed demo results depend on it). Update only on an
