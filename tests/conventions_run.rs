@@ -536,6 +536,8 @@ fn per_image_average_differences_and_drift_changes_match_an_oracle() {
         }
     }
     let tables = std::fs::read_to_string(ws.p("results/demo/tables.md")).unwrap();
-    assert!(tables.contains("Paired bootstrap differences"), "{tables}");
+    assert!(tables.contains("Paired bootstrap differences") && tables.contains("Δ F1"), "{tables}");
+    // per-image means have no image-AUROC or FRR differences: no n/a columns
+    assert!(!tables.contains("Δ pixel FRR") && !tables.contains("Δ image AUROC") && !tables.contains("own val threshold"), "{tables}");
     assert!(!tables.contains("not implemented there") && !std::fs::read_to_string(ws.p("results/demo/results.json")).unwrap().contains("not implemented there"));
 }

@@ -424,7 +424,10 @@ fn diff_table(r: &Results) -> Option<Table> {
     let model = |id: &str| r.models.iter().find(|m| m.id == id).map_or(id.to_string(), |m| m.name.clone());
     let far = d0.far_budget.map_or("—".into(), |b| format!("{}", 100.0 * b));
     // F1 / AUPRO columns where results.json has those differences
-    let (f1, aupro) = (r.bootstrap_diff.iter().any(|d| d.f1.is_some()), r.bootstrap_diff.iter().any(|d| d.aupro.is_some()));
+    let ds = &r.bootstrap_diff;
+    let (f1, aupro) = (ds.iter().any(|d| d.f1.is_some()), ds.iter().any(|d| d.aupro.is_some()));
+    // none with `average = "images"` (its bootstrap resamples per-image means)
+    let (image, frr) = (ds.iter().any(|d| d.image_auroc.is_some()), ds.iter().any(|d| d.pixel_frr_at_far.is_some()));
     let rows = r
         .bootstrap_diff
         .iter()
@@ -432,21 +435,25 @@ fn diff_table(r: &Results) -> Option<Table> {
             let mut row = vec![model(&d.model), format!("{} − {}", name(&d.a), name(&d.b)), pp_ci(d.auroc), pp_ci(d.aupr), pp_ci(d.fpr95)];
             row.extend(f1.then(|| pp_ci(d.f1)));
             row.extend(aupro.then(|| pp_ci(d.aupro)));
-            row.extend([pp_ci(d.image_auroc), pp_ci(d.pixel_frr_at_far)]);
+            row.extend(image.then(|| pp_ci(d.image_auroc)));
+            row.extend(frr.then(|| pp_ci(d.pixel_frr_at_far)));
             row
         })
         .collect();
     let mut header: Vec<String> = ["Model", "A − B", "Δ AUROC", "Δ AUPR", "Δ FPR95"].map(String::from).to_vec();
     header.extend(f1.then(|| "Δ F1".to_string()));
     header.extend(aupro.then(|| "Δ AUPRO".to_string()));
-    header.extend(["Δ image AUROC".to_string(), format!("Δ pixel FRR @ FAR {far} %")]);
+    header.extend(image.then(|| "Δ image AUROC".to_string()));
+    header.extend(frr.then(|| format!("Δ pixel FRR @ FAR {far} %")));
     let mut align = vec![Align::Left, Align::Left];
     align.extend(std::iter::repeat_n(Align::Right, header.len() - 2));
     Some(Table {
         title: "Paired bootstrap differences".into(),
         notes: vec![format!(
-            "**Format**: 95 % interval of A − B in percentage points over {} resamplings of the `{EVAL_SPLIT}` images (seed {}), both methods on the same draws; `*` = the interval excludes 0 (the sign holds on resampled test sets). Pixel FRR at each method's own val threshold for FAR {far} % (defects accepted); higher AUROC/AUPR/F1/AUPRO and lower FPR95/FRR are better.",
-            d0.samples, d0.seed
+            "**Format**: 95 % interval of A − B in percentage points over {} resamplings of the `{EVAL_SPLIT}` images (seed {}), both methods on the same draws; `*` = the interval excludes 0 (the sign holds on resampled test sets).{} Higher AUROC/AUPR/F1/AUPRO and lower FPR95/FRR are better.",
+            d0.samples,
+            d0.seed,
+            if frr { format!(" Pixel FRR at each method's own val threshold for FAR {far} % (defects accepted).") } else { String::new() }
         )],
         header,
         align,
