@@ -247,12 +247,7 @@ pub fn replicate(b: &HistBoot, draw: &[usize]) -> Vec<Rep> {
     let n = b.hists.images.len();
     let w = weights(draw, n);
     // image index → its row among the images with an image score
-    let mut row = Vec::with_capacity(n);
-    let mut k = 0usize;
-    for &v in &b.hists.valid {
-        row.push(v.then_some(k));
-        k += v as usize;
-    }
+    let row = rows_of(&b.hists.valid);
     let img_draw: Vec<usize> = draw.iter().filter_map(|&i| row[i]).collect();
     let labels: Vec<u8> = img_draw.iter().map(|&j| b.image_labels[j]).collect();
     let regions = b.hists.has_regions();
@@ -532,6 +527,19 @@ pub struct PerImage<'a> {
     pub defined: &'a [bool],
 }
 
+/// Image index → its row among the images whose flag is set (`None`
+/// where unset): per-image values are stored for those images only.
+fn rows_of(flags: &[bool]) -> Vec<Option<usize>> {
+    let mut k = 0;
+    flags
+        .iter()
+        .map(|&f| {
+            k += f as usize;
+            f.then(|| k - 1)
+        })
+        .collect()
+}
+
 /// [`PerImage`] with each image's row among the defined images resolved.
 struct ImageRows<'a> {
     vals: &'a [Vec<[Option<f64>; 6]>],
@@ -540,12 +548,8 @@ struct ImageRows<'a> {
 
 impl<'a> ImageRows<'a> {
     fn new(p: PerImage<'a>) -> anyhow::Result<ImageRows<'a>> {
-        let mut row = Vec::with_capacity(p.defined.len());
-        let mut k = 0;
-        for &d in p.defined {
-            row.push(d.then_some(k));
-            k += d as usize;
-        }
+        let row = rows_of(p.defined);
+        let k = p.defined.iter().filter(|&&d| d).count();
         for (m, v) in p.per_image.iter().enumerate() {
             anyhow::ensure!(v.len() == k, "internal error: method {m} has {} per-image values for {k} images with both classes", v.len());
         }
@@ -610,7 +614,7 @@ pub fn bootstrap_images(p: PerImage, samples: u32, seed: u64) -> anyhow::Result<
                 image_auroc: None,
                 pixel_frr: None,
                 image_frr: None,
-                error_bound: ErrorBound { auroc: exact, aupr: exact, fpr95: exact, f1: exact, aupro: None },
+                error_bound: ErrorBound::of([exact, exact, exact, exact, None]),
             });
         }
     }

@@ -68,7 +68,7 @@ impl ImageStats {
     /// (256 KiB, reused across images) and read back sparse: a per-pixel
     /// ordered-map insert cost a third of a sweep's time.
     pub fn add(&mut self, scores: &[f32], labels: &[u8], image: Option<f32>) {
-        const L: usize = 16;
+        const L: usize = super::LANES;
         let n = scores.len().min(labels.len());
         let (scores, labels) = (&scores[..n], &labels[..n]);
         let mut r = ImageRec { at: vec![(0, 0); self.thresholds.len()], ..Default::default() };
@@ -81,39 +81,28 @@ impl ImageStats {
             }
         }
         // counts and the f64 sum in 16 lanes (fixed lane order, so the sum
-        // is the same on every run): the loops vectorise
-        let (cs, rs) = scores.as_chunks::<L>();
-        let (cl, rl) = labels.as_chunks::<L>();
+        // is the same on every run), `&` not `&&` (no branch): the loops
+        // vectorise; void padding of the last chunk counts nowhere
         let (mut normals, mut anomalies, mut sum) = ([0u32; L], [0u32; L], [0f64; L]);
-        for (s, l) in cs.iter().zip(cl) {
+        super::for_lanes(scores, labels, |s, l| {
             for j in 0..L {
                 let normal = l[j] == label::NORMAL;
                 normals[j] += normal as u32;
                 anomalies[j] += ((l[j] != label::NORMAL) & (l[j] != label::VOID)) as u32;
                 sum[j] += if normal { s[j] } else { 0.0 } as f64;
             }
-        }
-        for (j, (&s, &l)) in rs.iter().zip(rl).enumerate() {
-            normals[j] += (l == label::NORMAL) as u32;
-            anomalies[j] += label::is_anomaly(l) as u32;
-            sum[j] += if l == label::NORMAL { s } else { 0.0 } as f64;
-        }
+        });
         r.normals = normals.iter().map(|&c| c as u64).sum();
         r.anomalies = anomalies.iter().map(|&c| c as u64).sum();
         r.sum = sum.iter().sum();
         for (c, &t) in r.at.iter_mut().zip(&self.thresholds) {
             let (mut rejected, mut accepted) = ([0u32; L], [0u32; L]);
-            for (s, l) in cs.iter().zip(cl) {
+            super::for_lanes(scores, labels, |s, l| {
                 for j in 0..L {
-                    // `&`, not `&&`: no branch, so the lanes vectorise
                     rejected[j] += ((l[j] == label::NORMAL) & (s[j] >= t)) as u32;
                     accepted[j] += ((l[j] != label::NORMAL) & (l[j] != label::VOID) & (s[j] < t)) as u32;
                 }
-            }
-            for (j, (&s, &l)) in rs.iter().zip(rl).enumerate() {
-                rejected[j] += (l == label::NORMAL && s >= t) as u32;
-                accepted[j] += (label::is_anomaly(l) && s < t) as u32;
-            }
+            });
             *c = (rejected.iter().map(|&x| x as u64).sum(), accepted.iter().map(|&x| x as u64).sum());
         }
         r.image = image.map(|s| (s, r.anomalies > 0));
@@ -362,6 +351,31 @@ mod tests {
         // a draw of image 0 twice: same ratios as once
         assert_eq!(ratio(&st.images, &[0, 0], |r| pixel_frr(r, 0)), Some(2.0 / 3.0));
         assert_eq!(ratio(&st.images, &[1], |r| pixel_frr(r, 0)), None);
+    }
+
+    /// Full 16-pixel chunks and a void-padded tail count exactly what a
+    /// plain per-pixel loop counts (the sum to rounding: its lane order).
+    #[test]
+    fn lane_counts_equal_a_plain_loop() {
+        for n in [15usize, 16, 37, 64] {
+            let s: Vec<f32> = (0..n).map(|i| ((i * 7919) % 23) as f32 / 4.0 - 2.0).collect();
+            let l: Vec<u8> = (0..n).map(|i| [0u8, 0, 1, 255, 0, 2][i % 6]).collect();
+            let t = [-1.0f32, 0.25, 3.0];
+            let mut st = ImageStats::new(t.to_vec(), true);
+            st.add(&s, &l, None);
+            let r = &st.images[0];
+            let px = || s.iter().zip(&l);
+            assert_eq!(r.normals, px().filter(|p| *p.1 == 0).count() as u64, "n {n}");
+            assert_eq!(r.anomalies, px().filter(|p| label::is_anomaly(*p.1)).count() as u64);
+            let want: f64 = px().filter(|p| *p.1 == 0).map(|p| *p.0 as f64).sum();
+            assert!((r.sum - want).abs() <= 1e-12 * want.abs().max(1.0), "{} vs {want}", r.sum);
+            for (k, &th) in t.iter().enumerate() {
+                let rejected = px().filter(|p| *p.1 == 0 && *p.0 >= th).count() as u64;
+                let accepted = px().filter(|p| label::is_anomaly(*p.1) && *p.0 < th).count() as u64;
+                assert_eq!(r.at[k], (rejected, accepted), "n {n} t {th}");
+            }
+            assert_eq!(r.hist.iter().map(|x| x.1 as u64).sum::<u64>(), r.normals);
+        }
     }
 
     #[test]

@@ -40,6 +40,29 @@ pub fn key(x: f32) -> u32 {
     if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
 }
 
+/// Lane width of [`for_lanes`].
+pub(crate) const LANES: usize = 16;
+
+/// `f` over the pixels in fixed chunks of [`LANES`] (scores, labels), so a
+/// caller's per-lane accumulators vectorise; the last partial chunk is
+/// padded with void pixels (score 0), which every pixel accumulator
+/// ignores, so no caller needs a scalar tail. Walks the shorter length.
+#[inline(always)]
+pub(crate) fn for_lanes(scores: &[f32], labels: &[u8], mut f: impl FnMut(&[f32; LANES], &[u8; LANES])) {
+    let n = scores.len().min(labels.len());
+    let (cs, rs) = scores[..n].as_chunks::<LANES>();
+    let (cl, rl) = labels[..n].as_chunks::<LANES>();
+    for (s, l) in cs.iter().zip(cl) {
+        f(s, l);
+    }
+    if !rs.is_empty() {
+        let (mut s, mut l) = ([0f32; LANES], [crate::data::label::VOID; LANES]);
+        s[..rs.len()].copy_from_slice(rs);
+        l[..rl.len()].copy_from_slice(rl);
+        f(&s, &l);
+    }
+}
+
 /// Inverse of [`key`].
 #[inline]
 pub fn unkey(k: u32) -> f32 {

@@ -263,7 +263,7 @@ pub fn aupro(c: &Counts, tp_weight: &[f64], regions: u64, max_fpr: f64) -> Optio
 /// Trapezoidal area under the polyline `pts` (x non-decreasing) for
 /// x ∈ [0, `max_x`], the segment crossing `max_x` linearly interpolated
 /// (the MVTec reference's `trapezoid(x_max=…)`).
-pub fn area_to(pts: &[(f64, f64)], max_x: f64) -> f64 {
+fn area_to(pts: &[(f64, f64)], max_x: f64) -> f64 {
     let mut area = 0.0;
     for s in pts.windows(2) {
         let ((x0, y0), (x1, y1)) = (s[0], s[1]);

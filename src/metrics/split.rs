@@ -549,20 +549,16 @@ pub struct SplitOpts {
 /// Image score: max (k ≤ 1) or mean of the k largest non-void pixel scores.
 pub fn image_score(s: &[f32], lab: &[u8], k: usize) -> f32 {
     if k <= 1 {
-        // 16 independent running maxima so the loop vectorises (max is
-        // exact, so the lane split cannot change the value)
-        const L: usize = 16;
-        let n = s.len().min(lab.len());
-        let (s, lab) = (&s[..n], &lab[..n]);
-        let mut m = [f32::NEG_INFINITY; L];
-        for (a, l) in s.chunks_exact(L).zip(lab.chunks_exact(L)) {
-            for j in 0..L {
+        // independent running maxima per lane so the loop vectorises (max
+        // is exact, so the lane split cannot change the value); void
+        // padding of the last chunk is −∞ like any void pixel
+        let mut m = [f32::NEG_INFINITY; crate::metrics::LANES];
+        crate::metrics::for_lanes(s, lab, |a, l| {
+            for j in 0..m.len() {
                 m[j] = m[j].max(if l[j] != label::VOID { a[j] } else { f32::NEG_INFINITY });
             }
-        }
-        let tail = n - n % L;
-        let rest = s[tail..].iter().zip(&lab[tail..]).filter(|p| *p.1 != label::VOID).map(|p| *p.0);
-        return rest.fold(m.into_iter().fold(f32::NEG_INFINITY, f32::max), f32::max);
+        });
+        return m.into_iter().fold(f32::NEG_INFINITY, f32::max);
     }
     let valid = s.iter().zip(lab).filter(|p| *p.1 != label::VOID).map(|p| *p.0);
     let mut v: Vec<f32> = valid.collect();

@@ -210,8 +210,10 @@ pub(crate) fn eval_split(
     let rankers: Vec<Ranker> = pos.into_iter().map(|p| p.finish()).collect();
     // AUPRO intervals only where AUPRO is computed (the labelling per image)
     let boot = match opts.boot {
-        true if opts.regions => Some(HistCollector::with_regions(boot_grids(&rankers, &normal, &boot_thresholds)?)),
-        true => Some(HistCollector::new(boot_grids(&rankers, &normal, &boot_thresholds)?)),
+        true => {
+            let grids = boot_grids(&rankers, &normal, &boot_thresholds)?;
+            Some(if opts.regions { HistCollector::with_regions(grids) } else { HistCollector::new(grids) })
+        }
         false => None,
     };
     let p2 = Pass2 {
