@@ -437,13 +437,7 @@ pub struct Pass2Tally {
 
 impl Pass2 {
     pub fn add(&mut self, maps: &ScoreMaps, lab: &[u8]) -> Result<()> {
-        for (m, s) in maps.maps.iter().enumerate() {
-            self.rankers[m].add(s, lab);
-            for r in self.trankers[m].iter_mut() {
-                r.add(s, lab);
-            }
-        }
-        self.add_rest(maps, lab)
+        self.add_methods(maps, lab, true)
     }
 
     /// [`add`](Self::add) without the exact rankers (`rankers`,
@@ -451,20 +445,48 @@ impl Pass2 {
     /// negatives (`pipeline::passes`, `scores::gpu::rank::RankSet`) and
     /// absorbs its counts at the end of the range.
     pub fn add_rest(&mut self, maps: &ScoreMaps, lab: &[u8]) -> Result<()> {
-        for (m, s) in maps.maps.iter().enumerate() {
-            self.refiners[m].add(s, lab);
-            if let Some(r) = self.rankers_in.get_mut(m) {
-                let (s2, l2) = crate::metrics::conventions::swap_classes(s, lab);
-                r.add(&s2, &l2);
-            }
-            if let Some(r) = self.ranks.get_mut(m) {
-                r.add(s, lab);
-            }
-        }
-        if let Some(b) = self.boot.as_mut() {
-            b.add(maps, lab)?;
-        }
-        Ok(())
+        self.add_methods(maps, lab, false)
+    }
+
+    /// One image into every method's accumulators (with the exact rankers
+    /// when `exact`), the methods in parallel beside the bootstrap
+    /// histograms: each method touches only its own accumulators, so the
+    /// counts do not depend on the schedule.
+    fn add_methods(&mut self, maps: &ScoreMaps, lab: &[u8], exact: bool) -> Result<()> {
+        use rayon::prelude::*;
+        ensure!(maps.maps.len() == self.rankers.len(), "internal error: {} score maps for {} rankers", maps.maps.len(), self.rankers.len());
+        let (mut rankers_in, mut ranks) = (self.rankers_in.iter_mut(), self.ranks.iter_mut());
+        let jobs: Vec<_> = self
+            .rankers
+            .iter_mut()
+            .zip(self.trankers.iter_mut())
+            .zip(self.refiners.iter_mut())
+            .zip(&maps.maps)
+            .map(|(((r, t), f), s)| (r, t, f, rankers_in.next(), ranks.next(), s))
+            .collect();
+        let boot = self.boot.as_mut();
+        let ((), b) = rayon::join(
+            || {
+                jobs.into_par_iter().for_each(|(r, t, f, r_in, rank, s)| {
+                    if exact {
+                        r.add(s, lab);
+                        for x in t.iter_mut() {
+                            x.add(s, lab);
+                        }
+                    }
+                    f.add(s, lab);
+                    if let Some(r) = r_in {
+                        let (s2, l2) = crate::metrics::conventions::swap_classes(s, lab);
+                        r.add(&s2, &l2);
+                    }
+                    if let Some(r) = rank {
+                        r.add(s, lab);
+                    }
+                })
+            },
+            || boot.map_or(Ok(()), |b| b.add(maps, lab)),
+        );
+        b
     }
 
     pub fn tally(&self) -> Pass2Tally {

@@ -262,9 +262,9 @@ pub fn run_exec(cfg: &Config, cfg_bytes: &[u8], opts: &RunOptions, exec: &Exec) 
             Err(e) => return Err(e),
         }
         per_model.insert(mc.id.clone(), tm.elapsed().as_secs_f64());
-        phases.insert(mc.id.clone(), cx.phases.get());
+        phases.insert(mc.id.clone(), cx.phases());
         if opts.verbose {
-            progress.println(&format!("[{}] {}", cx.who(&mc.id), cx.phases.get().describe()));
+            progress.println(&format!("[{}] {}", cx.who(&mc.id), cx.phases().describe()));
         }
     }
     progress.clear();

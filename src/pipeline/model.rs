@@ -8,8 +8,8 @@ use crate::metrics::operating::Level;
 /// One model's sweep: calibration, val, then test with val's thresholds.
 pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Scorer, mc: &crate::config::ModelCfg) -> Result<ModelOut> {
     let mut o = ModelOut::default();
-    cx.next.set(0);
-    cx.phases.set(Phases::default());
+    cx.next.store(0, std::sync::atomic::Ordering::Relaxed);
+    *cx.phases.lock().unwrap_or_else(|e| e.into_inner()) = Phases::default();
     let calibration = if sw.need_cal { Some(fit_or_reuse(cx, sw, mc, &mut o)?) } else { None };
     let cal_split = calibration.as_ref().map(|c| c.split.clone());
     // HEAT on features: every evaluated split must have them.
@@ -45,7 +45,7 @@ pub(crate) fn run_model(cx: &Ctx, cfg: &Config, sw: &Sweep, scorer: &mut dyn Sco
         let w = format!("{}: no `val` split: honest-evaluation thresholds were chosen on `test` (leakage)", mc.id);
         warn(cx, &mut o.warnings, w);
     }
-    anyhow::ensure!(cx.next.get() == cx.plan.len(), "internal error: model {} ran {} of the {} planned passes", mc.id, cx.next.get(), cx.plan.len());
+    anyhow::ensure!(cx.next.load(std::sync::atomic::Ordering::Relaxed) == cx.plan.len(), "internal error: model {} ran {} of the {} planned passes", mc.id, cx.next.load(std::sync::atomic::Ordering::Relaxed), cx.plan.len());
     Ok(o)
 }
 

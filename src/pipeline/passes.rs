@@ -122,30 +122,30 @@ pub(crate) struct Ctx<'a> {
     /// is the one that runs.
     pub(crate) plan: Vec<super::PassKind>,
     /// Index into `plan` of the current model's next pass.
-    pub(crate) next: std::cell::Cell<usize>,
-    /// The current model's phase timings.
-    pub(crate) phases: std::cell::Cell<Phases>,
+    pub(crate) next: std::sync::atomic::AtomicUsize,
+    /// The current model's phase timings (a lock, not a cell: scoring the
+    /// next image and accumulating the last one run on two threads at once).
+    pub(crate) phases: std::sync::Mutex<Phases>,
     /// Names of the drifted test copies (`test@<name>`), in plan order.
     pub(crate) drifted: Vec<String>,
 }
 
 impl Ctx<'_> {
-    /// Charge a streaming loop's time since `t` that scoring and ranking
-    /// did not take (phases as they were at `t`: `before`) to `read`.
-    pub(crate) fn charge_read(&self, t: Instant, before: Phases) {
-        let mut p = self.phases.get();
-        let busy = (p.score - before.score) + (p.rank - before.rank);
-        p.read += (t.elapsed().as_secs_f64() - busy).max(0.0);
-        self.phases.set(p);
+    /// The current model's phase timings so far.
+    pub(crate) fn phases(&self) -> Phases {
+        *self.phases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add `secs` to one phase of the current model.
+    pub(crate) fn charge(&self, phase: fn(&mut Phases) -> &mut f64, secs: f64) {
+        *phase(&mut self.phases.lock().unwrap_or_else(|e| e.into_inner())) += secs;
     }
 
     /// Run `f`, adding its wall time to one phase of the current model.
     pub(crate) fn timed<T>(&self, phase: fn(&mut Phases) -> &mut f64, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let out = f();
-        let mut p = self.phases.get();
-        *phase(&mut p) += t.elapsed().as_secs_f64();
-        self.phases.set(p);
+        self.charge(phase, t.elapsed().as_secs_f64());
         out
     }
 }
@@ -173,11 +173,11 @@ impl Ctx<'_> {
         export: impl Fn(&S) -> D,
         absorb: impl FnMut(&mut S, D) -> Result<()>,
     ) -> Result<()> {
-        let i = self.next.get();
+        let i = self.next.load(std::sync::atomic::Ordering::Relaxed);
         if self.plan.get(i) != Some(&kind) {
             bail!("internal error: pass {kind:?} ran as step {i} of the plan {:?}", self.plan);
         }
-        self.next.set(i + 1);
+        self.next.store(i + 1, std::sync::atomic::Ordering::Relaxed);
         let inputs = || self.inp.sums.snapshot();
         let run = |st: &mut S, r: Range<usize>| {
             self.progress.start(label, r.len());
@@ -295,13 +295,62 @@ fn pass_names(cx: &Ctx, split: &Split, model: &str, step: u32) -> (String, Strin
     (format!("[{}] {} pass {step}/2", cx.who(model), split.name), format!("{}{model}.{}.{step}", cx.tag, split.name))
 }
 
+/// Score `images` of `split` in order and hand each image's maps, labels
+/// and logits dtype to `add`, with one image of overlap: image `i + 1` is
+/// scored while image `i` is accumulated (`rayon::join`), so the threads one
+/// stage leaves idle (five methods on two cores, a serial tail, a GPU
+/// dispatch) work on the other. `add` still sees the images one at a time,
+/// in image order, so the results do not depend on the overlap. Errors are
+/// those of the plain loop: an earlier image's failure wins. Seconds waiting
+/// for the reader thread are charged to `read`; `score` and `rank` are each
+/// stage's own wall time (they overlap, so they may sum to more than the
+/// pass took).
+#[allow(clippy::too_many_arguments)]
+fn stream_scored(
+    cx: &Ctx,
+    split: &Split,
+    model: &str,
+    scorer: &mut dyn Scorer,
+    plan: &ScorePlan,
+    images: Range<usize>,
+    mut add: impl FnMut(usize, ScoreMaps, Vec<u8>, &'static str) -> Result<()> + Send,
+) -> Result<()> {
+    let inp = cx.inp;
+    let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
+    type Scored = (usize, ScoreMaps, Vec<u8>, &'static str);
+    let mut add_one = |(i, maps, lab, dtype): Scored| cx.timed(|p| &mut p.rank, || add(i, maps, lab, dtype)).with_context(|| ctx(i));
+    let t = Instant::now();
+    let mut inside = 0.0;
+    let mut pending: Option<Scored> = None;
+    let out = for_each_image(split, model, inp, images, |i, lg, lab| {
+        let t0 = Instant::now();
+        let dtype = if inp.logits { lg.dtype() } else { "none" };
+        let prev = pending.take();
+        let (scored, added) = rayon::join(
+            || cx.timed(|p| &mut p.score, || score_image(scorer, lg, plan, inp, split, model, i)).with_context(|| ctx(i)),
+            || prev.map(&mut add_one).transpose(),
+        );
+        added?;
+        pending = Some((i, scored?, lab, dtype));
+        inside += t0.elapsed().as_secs_f64();
+        Ok(())
+    });
+    let t1 = Instant::now();
+    // the last image (also when a later one failed to read: its error, if
+    // any, comes first, as in the plain loop)
+    let last = pending.take().map(&mut add_one).transpose();
+    inside += t1.elapsed().as_secs_f64();
+    cx.charge(|p| &mut p.read, (t.elapsed().as_secs_f64() - inside).max(0.0));
+    last?;
+    out
+}
+
 /// Pass 1: positives, probe thresholds, image scores (and the score maps
 /// while they fit the cache).
 fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &ScorePlan, probes: Vec<Vec<f32>>, opts: &SplitOpts) -> Result<Pass1> {
     let (inp, bar) = (cx.inp, cx.progress);
     let nm = plan.methods.len() + inp.external.len();
     let nt = if opts.types > 1 { opts.types } else { 0 };
-    let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
     let (label, id) = pass_names(cx, split, model, 1);
     let mut p1 = Pass1::new(nm, nt, opts, probes);
     cx.collective(
@@ -311,16 +360,11 @@ fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
         split.stems.len(),
         &mut p1,
         |st, images| {
-            let t = Instant::now();
-            let before = cx.phases.get();
-            let out = for_each_image(split, model, inp, images, |i, lg, lab| {
-                let maps = cx.timed(|p| &mut p.score, || score_image(scorer, lg, plan, inp, split, model, i)).with_context(|| ctx(i))?;
-                cx.timed(|p| &mut p.rank, || st.add(maps, lab, if inp.logits { lg.dtype() } else { "none" }, opts)).with_context(|| ctx(i))?;
+            stream_scored(cx, split, model, scorer, plan, images, |_, maps, lab, dtype| {
+                st.add(maps, lab, dtype, opts)?;
                 bar.inc();
                 Ok(())
-            });
-            cx.charge_read(t, before);
-            out
+            })
         },
         |st| st.shipped(opts.ship_maps),
         |st, d| st.absorb(d),
@@ -334,7 +378,7 @@ fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
 /// accumulators stay on the host.
 #[allow(clippy::too_many_arguments)]
 fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &ScorePlan, cache: &Option<Vec<(ScoreMaps, Vec<u8>)>>, mut p2: Pass2) -> Result<Pass2> {
-    let (inp, bar) = (cx.inp, cx.progress);
+    let bar = cx.progress;
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
     let (label, id) = pass_names(cx, split, model, 2);
     let gpu = scorer.gpu_context().cloned();
@@ -346,26 +390,20 @@ fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
         &mut p2,
         |st, images| {
             let mut dev = DeviceRank::new(cx, gpu.as_ref(), st);
-            let mut add = |st: &mut Pass2, maps: &ScoreMaps, lab: &[u8]| cx.timed(|p| &mut p.rank, || DeviceRank::add(cx, &mut dev, st, maps, lab));
             // the cached prefix first, then the images after it scored
             // again: image order either way
             let cached = cache.as_deref().unwrap_or(&[]);
             let split_at = cached.len().clamp(images.start, images.end);
             for i in images.start..split_at {
-                add(st, &cached[i].0, &cached[i].1).with_context(|| ctx(i))?;
+                cx.timed(|p| &mut p.rank, || DeviceRank::add(cx, &mut dev, st, &cached[i].0, &cached[i].1)).with_context(|| ctx(i))?;
                 bar.inc();
             }
             if split_at < images.end {
-                let t = Instant::now();
-                let before = cx.phases.get();
-                let out = for_each_image(split, model, inp, split_at..images.end, |i, lg, lab| {
-                    let maps = cx.timed(|p| &mut p.score, || score_image(scorer, lg, plan, inp, split, model, i)).with_context(|| ctx(i))?;
-                    add(st, &maps, &lab).with_context(|| ctx(i))?;
+                stream_scored(cx, split, model, scorer, plan, split_at..images.end, |_, maps, lab, _| {
+                    DeviceRank::add(cx, &mut dev, st, &maps, &lab)?;
                     bar.inc();
                     Ok(())
-                });
-                cx.charge_read(t, before);
-                out?;
+                })?;
             }
             cx.timed(|p| &mut p.rank, || DeviceRank::finish(cx, dev, st)).with_context(|| format!("split {} [{model}]: ranking on the GPU", split.name))
         },

@@ -329,7 +329,7 @@ pub struct ScoreMaps {
 
 /// Something that turns logits into score maps: the CPU reference or the
 /// WGSL pass. Both must agree to float tolerance.
-pub trait Scorer {
+pub trait Scorer: Send {
     /// Human-readable device description ("cpu (8 threads)", adapter name).
     fn device(&self) -> String;
     fn score(&mut self, logits: &Logits, plan: &ScorePlan) -> Result<ScoreMaps> {
