@@ -857,3 +857,50 @@ np.save(os.path.join(d, 'np_m16.npy'), np.asfortranarray((np.arange(42).reshape(
     let want: Vec<u16> = (0..42).map(|i| i * 1500).collect();
     assert_eq!(read_mask(&dir.join("np_m16.npy")).unwrap().values, want);
 }
+
+/// The logits' SHA-256 taken from the bytes of the read (one read per file
+/// in a sweep) is the file's own digest; where the buffer does not hold the
+/// bytes as on disk (byte-swapped, Fortran order, an `.npz` member) the
+/// reader says `None` and the caller hashes the file.
+#[test]
+fn hashed_read_digest_is_the_files_digest() {
+    use bench::data::checksum::sha256_file;
+    use bench::data::npy::read_logits_hashed;
+    let d = tmp();
+    let (c, h, w) = (3, 5, 7);
+    let v = sample(c, h, w);
+    let empty = || bench::data::Logits { c: 0, h: 0, w: 0, data: LogitData::F32(vec![]) };
+    // f32 and f16, several sizes (one larger than a parallel read chunk),
+    // into a fresh buffer and into one of the other dtype
+    let big = sample(4, 512, 640);
+    for (name, shape, data) in [("small", [c as u64, h as u64, w as u64], &v), ("big", [4, 512, 640], &big)] {
+        let p32 = d.path().join(format!("{name}32.npy"));
+        write_npy_f32(&p32, &shape, data).unwrap();
+        let p16 = d.path().join(format!("{name}16.npy"));
+        write_npy_f16(&p16, &shape, &data.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>()).unwrap();
+        let mut buf = empty();
+        for p in [&p32, &p16, &p32] {
+            let got = read_logits_hashed(p, None, &mut buf).unwrap();
+            assert_eq!(got.as_deref(), Some(sha256_file(p).unwrap().as_str()), "{}", p.display());
+            assert_eq!(buf.c * buf.h * buf.w, data.len());
+        }
+        assert_eq!(f32s(&buf), *data, "the last read (f32) into the reused buffer");
+    }
+    // big-endian and Fortran order decode as before, hashed by the caller
+    let be: Vec<u8> = v.iter().flat_map(|x| x.to_be_bytes()).collect();
+    let p = d.path().join("be.npy");
+    write(&p, &npy_bytes(">f4", false, "(3, 5, 7)", &be));
+    let mut buf = empty();
+    assert_eq!(read_logits_hashed(&p, None, &mut buf).unwrap(), None);
+    assert_eq!(f32s(&buf), v);
+    let le: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let p = d.path().join("f.npy");
+    write(&p, &npy_bytes("<f4", true, "(3, 5, 7)", &le));
+    assert_eq!(read_logits_hashed(&p, None, &mut buf).unwrap(), None);
+    // a truncated file is still an error naming it
+    let p = d.path().join("cut.npy");
+    let mut bytes = npy_bytes("<f4", false, "(3, 5, 7)", &le);
+    bytes.truncate(bytes.len() - 5);
+    write(&p, &bytes);
+    err_of(read_logits_hashed(&p, None, &mut buf), &p);
+}

@@ -12,7 +12,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&sha2::Sha256::digest(bytes))
 }
 
-fn hex(digest: &[u8]) -> String {
+pub(crate) fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -52,6 +52,18 @@ impl Checksums {
         self.0.lock().unwrap().insert(k, h);
         Ok(())
     }
+    /// Whether `p` has been hashed already.
+    pub fn contains(&self, p: &std::path::Path) -> bool {
+        self.0.lock().unwrap().contains_key(&p.display().to_string())
+    }
+
+    /// Record `p`'s SHA-256 computed by its reader from the bytes it read
+    /// (`npy::read_logits_hashed`): the same digest [`add`](Self::add)
+    /// would take, without reading the file a second time.
+    pub fn insert(&self, p: &std::path::Path, sha256: String) {
+        self.0.lock().unwrap().entry(p.display().to_string()).or_insert(sha256);
+    }
+
     /// Path → SHA-256 of every file added so far.
     pub fn snapshot(&self) -> std::collections::BTreeMap<String, String> {
         self.0.lock().unwrap().clone()

@@ -7,7 +7,7 @@
 //! which images and what to do with them.
 
 use super::checksum::Checksums;
-use super::npy::{read_logits_into, read_logits_key};
+use super::npy::{read_logits_hashed, read_logits_into};
 use super::resize::{Resize, resize_logits};
 use super::{LabelMap, Logits, Split, read_logits, read_mask};
 use anyhow::{Context, Result, bail};
@@ -42,14 +42,17 @@ pub(crate) fn load(split: &Split, model: &str, i: usize, inp: &Reader, buf: Opti
     }
     let lp = split.logits_path(model, &split.stems[i])?;
     sums.add(&split.labels[i])?;
-    sums.add(&lp)?;
-    let lg = match buf {
-        Some(mut b) => {
-            read_logits_into(&lp, inp.npz_key.as_deref(), &mut b)?;
-            b
+    let mut lg = buf.unwrap_or_else(|| Logits { c: 0, h: 0, w: 0, data: super::LogitData::F32(vec![]) });
+    if sums.contains(&lp) {
+        read_logits_into(&lp, inp.npz_key.as_deref(), &mut lg)?;
+    } else {
+        // hashed from the bytes just read when it can be (the common
+        // case): one read of the file, not two
+        match read_logits_hashed(&lp, inp.npz_key.as_deref(), &mut lg)? {
+            Some(sha) => sums.insert(&lp, sha),
+            None => sums.add(&lp)?,
         }
-        None => read_logits_key(&lp, inp.npz_key.as_deref())?,
-    };
+    }
     let lg = if inp.hwc { lg.from_hwc() } else { lg };
     if (lg.h, lg.w) != (mask.h, mask.w) && rs != Resize::None {
         let up = resize_logits(&lg, mask.h, mask.w, rs).with_context(|| lp.display().to_string())?;

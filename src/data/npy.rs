@@ -327,7 +327,12 @@ impl FloatBits for u16 {
 
 /// Read the data of a float file as native-endian bit patterns in C order.
 /// Returns the bits and whether any value is non-finite.
-fn read_float_bits<T: FloatBits>(path: &Path, src: Src, h: &Header, mut v: Vec<T>) -> Result<(Vec<T>, bool)> {
+///
+/// With `digest`, also the SHA-256 of the whole file when it can be taken
+/// from the bytes just read (stored in native byte order and C order: the
+/// buffer then holds the data exactly as on disk; the header is read again,
+/// a few hundred bytes), else `None` and the caller hashes the file.
+fn read_float_bits<T: FloatBits>(path: &Path, src: Src, h: &Header, mut v: Vec<T>, digest: Option<&mut Option<String>>) -> Result<(Vec<T>, bool)> {
     // Reusing a buffer whose pages are already mapped avoids the page-fault
     // cost of fresh memory, which dominates on many machines.
     // Old contents are overwritten by the read, so only new elements need
@@ -347,6 +352,18 @@ fn read_float_bits<T: FloatBits>(path: &Path, src: Src, h: &Header, mut v: Vec<T
         T::any_nonfinite(chunk)
     })
     .map_err(|e| ferr(path, format!("cannot read data: {e}")))?;
+    if let Some(d) = digest {
+        *d = None;
+        if !swap && !h.fortran {
+            let mut head = vec![0u8; h.data_offset as usize];
+            src.read_at(&mut head, 0).map_err(|e| ferr(path, format!("cannot read header: {e}")))?;
+            use sha2::Digest;
+            let mut sha = sha2::Sha256::new();
+            sha.update(&head);
+            sha.update(bytemuck::cast_slice::<T, u8>(&v));
+            *d = Some(super::checksum::hex(&sha.finalize()));
+        }
+    }
     if h.fortran {
         v = fortran_to_c(&v, &h.shape);
     }
@@ -489,12 +506,12 @@ pub fn mask_header_npy(path: &Path) -> Result<(usize, usize)> {
 /// array of an `.npz`); rejects NaN/±inf naming the file and the first bad
 /// element (class, y, x).
 pub fn read_logits(path: &Path) -> Result<Logits> {
-    with_npy(path, None, |label, src, len| logits_from(label, src, len, None))
+    with_npy(path, None, |label, src, len| logits_from(label, src, len, None, None))
 }
 
 /// [`read_logits`] with the array `key` of an `.npz` (ignored for `.npy`).
 pub fn read_logits_key(path: &Path, key: Option<&str>) -> Result<Logits> {
-    with_npy(path, key, |label, src, len| logits_from(label, src, len, None))
+    with_npy(path, key, |label, src, len| logits_from(label, src, len, None, None))
 }
 
 /// [`read_logits_key`] into `out`, reusing its allocation when the dtype matches (saves the
@@ -510,11 +527,28 @@ pub fn read_logits_into(path: &Path, key: Option<&str>, out: &mut Logits) -> Res
             data: LogitData::F32(Vec::new()),
         },
     );
-    *out = with_npy(path, key, |label, src, len| logits_from(label, src, len, Some(prev.data)))?;
+    *out = with_npy(path, key, |label, src, len| logits_from(label, src, len, Some(prev.data), None))?;
     Ok(())
 }
 
-fn logits_from(path: &Path, src: Src, file_len: u64, reuse: Option<LogitData>) -> Result<Logits> {
+/// [`read_logits_into`] that also returns the file's SHA-256 when it comes
+/// free with the read (a plain `.npy` in native byte order and C order: the
+/// common case), so the caller need not read the file a second time to
+/// hash it; `None` otherwise (an `.npz`, a byte-swapped or Fortran-order
+/// array): hash the file itself.
+pub fn read_logits_hashed(path: &Path, key: Option<&str>, out: &mut Logits) -> Result<Option<String>> {
+    let prev = std::mem::replace(out, Logits { c: 0, h: 0, w: 0, data: LogitData::F32(Vec::new()) });
+    if super::dataset::ext_lower(path) == "npz" {
+        *out = with_npy(path, key, |label, src, len| logits_from(label, src, len, Some(prev.data), None))?;
+        return Ok(None);
+    }
+    let mut digest = None;
+    let (file, len) = open(path)?;
+    *out = logits_from(path, Src::File(&file), len, Some(prev.data), Some(&mut digest))?;
+    Ok(digest)
+}
+
+fn logits_from(path: &Path, src: Src, file_len: u64, reuse: Option<LogitData>, digest: Option<&mut Option<String>>) -> Result<Logits> {
     let h = read_header(path, src, file_len, 3, "[C, H, W] of logits")?;
     let kind = float_kind(path, &h.ty, "logits")?;
     let (c, hh, w) = (h.shape[0], h.shape[1], h.shape[2]);
@@ -536,7 +570,7 @@ fn logits_from(path: &Path, src: Src, file_len: u64, reuse: Option<LogitData>) -
                 Some(LogitData::F32(v)) => bytemuck::allocation::cast_vec(v),
                 _ => Vec::new(),
             };
-            let (bits, bad) = read_float_bits::<u32>(path, src, &h, buf)?;
+            let (bits, bad) = read_float_bits::<u32>(path, src, &h, buf, digest)?;
             let v: Vec<f32> = bytemuck::allocation::cast_vec(bits);
             if bad && let Some((i, k)) = first_nonfinite_f32(&v) {
                 return Err(locate(i, k));
@@ -548,7 +582,7 @@ fn logits_from(path: &Path, src: Src, file_len: u64, reuse: Option<LogitData>) -
                 Some(LogitData::F16(v)) => v.reinterpret_into(),
                 _ => Vec::new(),
             };
-            let (bits, bad) = read_float_bits::<u16>(path, src, &h, buf)?;
+            let (bits, bad) = read_float_bits::<u16>(path, src, &h, buf, digest)?;
             let v: Vec<f16> = bits.reinterpret_into();
             if bad && let Some((i, k)) = first_nonfinite_f16(&v) {
                 return Err(locate(i, k));
@@ -594,11 +628,11 @@ fn score_map_from(path: &Path, src: Src, file_len: u64) -> Result<(usize, usize,
     let (hh, w) = (h.shape[0], h.shape[1]);
     let (v, bad): (Vec<f32>, bool) = match kind {
         Float::F32 => {
-            let (bits, bad) = read_float_bits::<u32>(path, src, &h, Vec::new())?;
+            let (bits, bad) = read_float_bits::<u32>(path, src, &h, Vec::new(), None)?;
             (bytemuck::allocation::cast_vec(bits), bad)
         }
         Float::F16 => {
-            let (bits, bad) = read_float_bits::<u16>(path, src, &h, Vec::new())?;
+            let (bits, bad) = read_float_bits::<u16>(path, src, &h, Vec::new(), None)?;
             let halves: &[f16] = bits.reinterpret_cast();
             let mut out = vec![0f32; halves.len()];
             out.par_chunks_mut(1 << 16)

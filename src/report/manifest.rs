@@ -39,9 +39,11 @@ pub struct Timings {
     pub total: f64,
 }
 
-/// Where one model's time went, in seconds on the driving thread (the
-/// reader thread decodes the next image meanwhile, so `read` is only the
-/// time spent waiting for it).
+/// Where one model's time went, in wall seconds per phase. A reader thread
+/// decodes the next image meanwhile, so `read` is only the time spent
+/// waiting for it; in the metric passes image `i + 1` is scored while image
+/// `i` is accumulated, so `score` and `rank` overlap and may sum to more
+/// than the passes took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Phases {
     /// The calibration passes (reading, scoring and fitting together).
