@@ -26,6 +26,27 @@ pub struct Reader {
     /// Whether any built-in method needs the logits. A sweep of external
     /// score maps only (`methods = []`) never opens a logits file.
     pub logits: bool,
+    /// Logit buffers between images and between passes (at most
+    /// [`SPARE`]): a fresh 160 MB buffer per pass costs its page faults
+    /// again (a tenth of a Cityscapes-sized sweep), a reused one does not.
+    pub spare: std::sync::Mutex<Vec<Logits>>,
+}
+
+/// Logit buffers [`Reader::spare`] keeps: one being decoded, one being
+/// scored.
+const SPARE: usize = 2;
+
+impl Reader {
+    fn take_spare(&self) -> Option<Logits> {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn give_spare(&self, lg: Logits) {
+        let mut s = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() < SPARE {
+            s.push(lg);
+        }
+    }
 }
 
 /// Read one image's mask and logits (into `buf`'s allocation when given) and
@@ -74,7 +95,8 @@ pub(crate) fn load(split: &Split, model: &str, i: usize, inp: &Reader, buf: Opti
 
 /// Visit every image of a split in order, decoding the next one on a reader
 /// thread while `f` works on the current one. Logit buffers travel back to
-/// the reader for reuse (fresh allocations cost more than the decoding).
+/// the reader for reuse (fresh allocations cost more than the decoding),
+/// through [`Reader::spare`], which keeps them for the next pass too.
 pub(crate) fn for_each_image(
     split: &Split,
     model: &str,
@@ -97,10 +119,9 @@ pub(crate) fn find_image<T>(
     let first = images.start;
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let (free_tx, free_rx) = std::sync::mpsc::channel::<Logits>();
         s.spawn(move || {
             for i in images {
-                let r = load(split, model, i, inp, free_rx.try_recv().ok());
+                let r = load(split, model, i, inp, inp.take_spare());
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     break;
@@ -109,10 +130,11 @@ pub(crate) fn find_image<T>(
         });
         for (i, item) in rx.into_iter().enumerate() {
             let (lg, lab) = item?;
-            if let Some(v) = f(first + i, &lg, lab)? {
+            let out = f(first + i, &lg, lab)?;
+            inp.give_spare(lg);
+            if let Some(v) = out {
                 return Ok(Some(v));
             }
-            let _ = free_tx.send(lg);
         }
         Ok(None)
     })

@@ -317,6 +317,7 @@ fn resolve<'a>(cfg: &Config, ds: &'a Dataset) -> Result<(Inputs, Sweep<'a>)> {
             hwc: cfg.layout == Some(crate::config::Layout::Hwc),
             npz_key: cfg.npz_key.clone(),
             sums: Checksums::default(),
+            spare: Default::default(),
             logits: !cfg.methods.is_empty(),
         },
         external: crate::external::resolve(&cfg.external, &read_splits, &model_ids)?,
