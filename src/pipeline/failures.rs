@@ -16,6 +16,7 @@ use crate::data::rgb::read_photo;
 use crate::metrics::failure::TypeHits;
 use crate::metrics::operating::Level;
 use crate::report::panel::{Example, Scale, panel_png};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// The soft threshold of one level among the thresholds chosen on val:
@@ -94,10 +95,18 @@ struct Scored {
     photo: Option<Vec<u8>>,
 }
 
-/// Read and score test image `i` on the CPU; keep column `fm`'s map.
+/// Read and score test image `i` on the CPU; keep column `fm`'s map. A
+/// built-in method is scored alone (each method's map is computed from the
+/// logits independently of the others, so it is the same map), an outside
+/// method's map is read with the rest.
 fn rescore(cx: &Ctx, plan: &ScorePlan, split: &Split, model: &str, fm: usize, i: usize) -> Result<Scored> {
     let mut cpu = crate::scores::cpu::CpuScorer;
     let mut out = None;
+    let alone = (fm < plan.methods.len() && cx.inp.external.is_empty()).then(|| ScorePlan { methods: vec![plan.methods[fm]], ..plan.clone() });
+    let (plan, fm) = match &alone {
+        Some(p) => (p, 0),
+        None => (plan, fm),
+    };
     for_each_image(split, model, cx.inp, i..i + 1, |i, lg, lab| {
         let mut maps = score_image(&mut cpu, lg, plan, cx.inp, split, model, i)?;
         let photo = read_photo(split, &split.stems[i], maps.h, maps.w)?;
@@ -128,14 +137,19 @@ pub(crate) fn example_panels(cx: &Ctx, cfg: &Config, sw: &Sweep, plan: &ScorePla
     let mut files = vec![];
     for (ty, pick) in picks.iter().enumerate() {
         let value = cfg.anomaly[ty];
-        let examples = pick.iter().enumerate().map(|(r, &i)| {
-            let s = &scored[&i];
-            let png = format!("failures/{model}/{method}/{value}_{}_{}.png", r + 1, sw.test.stems[i]);
-            let rgb = s.photo.as_deref();
-            files.push((png.clone(), panel_png(&Example { h: s.h, w: s.w, labels: &s.labels, scores: &s.scores, rgb, kind: ty, scale })));
-            example_row(hits, fm, ty, i, r, &sw.test.stems[i], rgb.is_some(), png)
-        });
+        // the panels in parallel (each its own bytes; collected in order)
+        let panels: Vec<(String, Vec<u8>)> = pick
+            .par_iter()
+            .enumerate()
+            .map(|(r, &i)| {
+                let s = &scored[&i];
+                let png = format!("failures/{model}/{method}/{value}_{}_{}.png", r + 1, sw.test.stems[i]);
+                (png, panel_png(&Example { h: s.h, w: s.w, labels: &s.labels, scores: &s.scores, rgb: s.photo.as_deref(), kind: ty, scale }))
+            })
+            .collect();
+        let examples = pick.iter().zip(&panels).enumerate().map(|(r, (&i, (png, _)))| example_row(hits, fm, ty, i, r, &sw.test.stems[i], scored[&i].photo.is_some(), png.clone()));
         let examples: Vec<FailureExample> = examples.collect();
+        files.extend(panels);
         if let Some(row) = o.failure_rows.iter_mut().find(|f| f.model == model && f.method == method && f.anomaly_value == value) {
             row.examples = examples;
         }
