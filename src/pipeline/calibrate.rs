@@ -28,19 +28,27 @@ pub(crate) fn calibrate(cx: &Ctx, split: &Split, leakage: bool, heat: bool, kl: 
         &mut st,
         |st, images| {
             // The shift: the split's first in-distribution pixel, whichever
-            // images this process visits (the scan stops at the first image
+            // images this process visits. A range from image 0 finds it on
+            // the way (images before it have no in-distribution pixel, so
+            // their sums do not depend on the shift); a shard's later range
+            // scans from image 0 first (the scan stops at the first image
             // that has one).
-            if heat {
+            let on_the_way = heat && images.start == 0;
+            if heat && !on_the_way {
                 st.0 = find_image(split, model, inp, 0..n, |i, lg, lab| Ok(first_normal(lg, feat_of(i, lg)?.as_ref(), &lab)))?;
             }
-            let shift = st.0.clone().unwrap_or_default();
             for_each_image(split, model, inp, images, |i, lg, lab| {
                 if let Some(f) = st.1.first().map(|s| s.classes())
                     && f != lg.c
                 {
                     bail!("{}: {} classes, but earlier calibration images have {f}", ctx(i), lg.c);
                 }
-                st.1.push(image_sums(lg, feat_of(i, lg)?.as_ref(), &lab, heat, &shift));
+                let feat = feat_of(i, lg)?;
+                if on_the_way && st.0.is_none() {
+                    st.0 = first_normal(lg, feat.as_ref(), &lab);
+                }
+                let shift = st.0.as_deref().unwrap_or_default();
+                st.1.push(image_sums(lg, feat.as_ref(), &lab, heat, shift));
                 if kl {
                     st.2.push(crate::scores::kl::image_sums(lg, &lab));
                 }
