@@ -1,9 +1,21 @@
 //! CPU time of the two metric passes, per pixel (core-ns), on the criterion
 //! bench's data (`benches/metrics.rs`): a measure that a busy shared machine
 //! disturbs less than wall time. One rayon thread, process CPU time
-//! (getrusage), median of 5.
+//! (getrusage), median of 5 (and pass 2's minimum: on a shared machine
+//! the least disturbed run).
 //!
-//!     cargo bench --bench rank_cpu_time
+//! The `sweep` rows are the real sweep's shape: the ranker is built from
+//! 60 images' worth of positives (60 × 512², so m ≈ 10^5 distinct keys and
+//! the slot array is beyond L2), then pass 2 is fed one 262,144-pixel image
+//! per `add` call, which takes `Ranker::add`'s many-slots branch exactly as
+//! the sweep does (the whole-slice rows above mostly take the histogram
+//! branch: all their pixels in one call, at least 8 per slot; only the
+//! 10 % continuous ones do not).
+//!
+//!     cargo bench --bench rank_cpu_time [-- FILTER]
+//!
+//! FILTER (optional) keeps the rows whose size name (`1M`, `16M`,
+//! `sweep`) contains it.
 
 use bench::metrics::engine::PositiveCollector;
 
@@ -22,10 +34,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
 fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let keep = |name: &str| filter.as_ref().is_none_or(|f| name.contains(f.as_str()));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| {
         for (n, size) in [(1usize << 20, "1M"), (1usize << 24, "16M")] {
+            if !keep(size) {
+                continue;
+            }
             for pos in [0.01, 0.10] {
                 for tied in [false, true] {
                     let (scores, labels) = data(n, pos, tied);
@@ -44,14 +65,52 @@ fn main() {
                         p2.push((t2 - t1) / n as f64);
                     }
                     println!(
-                        "{size}/{}pct/{:<10}  pass1 {:6.2} core-ns/px  pass2 {:6.2} core-ns/px  both {:6.2}",
+                        "{size}/{}pct/{:<10}  pass1 {:6.2} core-ns/px  pass2 {:6.2} core-ns/px  both {:6.2}  (min pass2 {:6.2})",
                         (pos * 100.0) as u32,
                         if tied { "tied256" } else { "continuous" },
                         median(p1.clone()),
                         median(p2.clone()),
-                        median(p1.iter().zip(&p2).map(|(a, b)| a + b).collect())
+                        median(p1.iter().zip(&p2).map(|(a, b)| a + b).collect()),
+                        min(&p2)
                     );
                 }
+            }
+        }
+        // the sweep's shape: 60 images of 512², one `add` per image
+        let (n, img) = (60usize << 18, 1usize << 18);
+        let rates: &[f64] = if keep("sweep") { &[0.01, 0.02] } else { &[] };
+        for &pos in rates {
+            for tied in [false, true] {
+                let (scores, labels) = data(n, pos, tied);
+                let (mut p1, mut p2) = (vec![], vec![]);
+                let mut m = 0;
+                for _ in 0..5 {
+                    let t0 = cpu_ns();
+                    let mut pc = PositiveCollector::new();
+                    for (s, l) in scores.chunks(img).zip(labels.chunks(img)) {
+                        pc.add(s, l, None);
+                    }
+                    let mut r = pc.finish();
+                    m = r.keys().len();
+                    let t1 = cpu_ns();
+                    for (s, l) in scores.chunks(img).zip(labels.chunks(img)) {
+                        r.add(s, l);
+                    }
+                    let c = r.finish().unwrap();
+                    let t2 = cpu_ns();
+                    std::hint::black_box(c);
+                    p1.push((t1 - t0) / n as f64);
+                    p2.push((t2 - t1) / n as f64);
+                }
+                println!(
+                    "sweep60x256K/{}pct/{:<10}  pass1 {:6.2} core-ns/px  pass2 {:6.2} core-ns/px  both {:6.2}  (min pass2 {:6.2}, m {m})",
+                    (pos * 100.0) as u32,
+                    if tied { "tied256" } else { "continuous" },
+                    median(p1.clone()),
+                    median(p2.clone()),
+                    median(p1.iter().zip(&p2).map(|(a, b)| a + b).collect()),
+                    min(&p2)
+                );
             }
         }
     });
