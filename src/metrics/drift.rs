@@ -62,6 +62,28 @@ impl NormalStats {
         self.sums.push(sum);
     }
 
+    /// [`add`](Self::add) that also counts the same pixels into `ranks`
+    /// (the `far_at_frr` histogram of the split: the same grid), in one walk.
+    pub fn add_with(&mut self, ranks: &mut KeyHist, scores: &[f32], labels: &[u8]) {
+        let sum = self.hist.add_normals_both(ranks, scores, labels);
+        self.sums.push(sum);
+    }
+
+    /// [`add`](Self::add) with the image's pixel-order sum already known
+    /// (`PixelCounts::seq_sum`): the walk only scatters.
+    pub fn add_summed(&mut self, scores: &[f32], labels: &[u8], sum: f64) {
+        self.hist.add_normals_unsummed(scores, labels);
+        self.sums.push(sum);
+    }
+
+    /// One image already counted elsewhere (`ImageStats`' per-image
+    /// histogram and `PixelCounts::seq_sum`):
+    /// the same state as [`add`](Self::add) on its pixels.
+    pub fn add_counted(&mut self, hist: &[(u16, u32)], sum: f64) {
+        self.hist.add_sparse(hist);
+        self.sums.push(sum);
+    }
+
     /// The normal keys' coarse histogram (top 16 key bits), for the
     /// bootstrap grid.
     pub fn coarse(&self) -> &[u64] {

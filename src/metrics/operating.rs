@@ -233,11 +233,17 @@ struct Target {
 
 impl RankHist {
     pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
-        self.hist.add_normals(scores, labels);
+        self.hist.add_normals_unsummed(scores, labels);
     }
 
     pub fn absorb(&mut self, o: &RankHist) {
         self.hist.absorb(&o.hist);
+    }
+
+    /// The histogram, for a walk that counts it beside another
+    /// (`NormalStats::add_with`).
+    pub(crate) fn hist_mut(&mut self) -> &mut KeyHist {
+        &mut self.hist
     }
 
     /// Start pass 2 for the FRR budgets `budgets`.
