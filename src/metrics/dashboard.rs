@@ -511,6 +511,50 @@ mod tests {
         }
     }
 
+    /// `pixel_counts` against plain per-pixel loops: ties (scores equal to
+    /// thresholds), ±0.0 scores and thresholds, NaN scores, void, all-void
+    /// images and lengths around the lane and block widths; and the probe
+    /// counter fed by `add_counts` equals one fed by `add`.
+    #[test]
+    fn pixel_counts_equal_plain_loops() {
+        let mut x = 5u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let th = vec![-0.0f32, 0.0, 0.5, 1.0, 2.0, f32::NAN];
+        for n in [0usize, 1, 15, 16, 17, 4095, 4096, 4097, 10_000] {
+            for void_only in [false, true] {
+                let s: Vec<f32> = (0..n).map(|_| [0.0f32, -0.0, 0.5, 1.0, 2.0, 0.25, 3.0, f32::NAN, -1.0][(next() % 9) as usize]).collect();
+                let l: Vec<u8> = (0..n).map(|_| if void_only { 255 } else { [0u8, 0, 1, 3, 255][(next() % 5) as usize] }).collect();
+                let c = pixel_counts(&s, &l, &th);
+                let px = || s.iter().zip(&l);
+                assert_eq!(c.normals, px().filter(|p| *p.1 == 0).count() as u64);
+                assert_eq!(c.anomalies, px().filter(|p| label::is_anomaly(*p.1)).count() as u64);
+                for (k, &t) in th.iter().enumerate() {
+                    assert_eq!(c.rejected[k], px().filter(|p| *p.1 == 0 && *p.0 >= t).count() as u64, "n {n} t {t}");
+                    assert_eq!(c.accepted[k], px().filter(|p| label::is_anomaly(*p.1) && *p.0 < t).count() as u64);
+                    assert_eq!(c.caught[k], px().filter(|p| label::is_anomaly(*p.1) && *p.0 >= t).count() as u64);
+                }
+                // the 16-lane sum of the per-image record (its old order)
+                let mut lanes = [0f64; 16];
+                for (i, p) in px().enumerate() {
+                    lanes[i % 16] += if *p.1 == 0 { *p.0 } else { 0.0 } as f64;
+                }
+                assert_eq!(c.sum.to_bits(), lanes.iter().sum::<f64>().to_bits());
+                let (mut a, mut b) = (crate::metrics::ThresholdCounter::new(th.clone()), crate::metrics::ThresholdCounter::new(th.clone()));
+                a.add(&s, &l);
+                assert!(b.add_counts(&th, &c.caught, &c.rejected, c.anomalies, c.normals));
+                for k in 0..th.len() {
+                    assert_eq!(format!("{:?}", a.point(k)), format!("{:?}", b.point(k)));
+                }
+                assert!(!b.add_counts(&th[..2], &c.caught[..2], &c.rejected[..2], 0, 0));
+            }
+        }
+    }
+
     #[test]
     fn sigma_and_interval_follow_numpy() {
         let v = [Some(1.0), Some(2.0), None, Some(4.0)];
