@@ -15,6 +15,7 @@
 //! type are the lowest recall first, ties broken by image id (byte order),
 //! so the choice is deterministic.
 
+use super::keyhist::lanes_fn;
 use crate::data::label;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -44,21 +45,12 @@ impl TypeHits {
     /// One image: `maps[m]` is method `m`'s score map, `lab` the labels
     /// (type `t` has label `t + 1`), `types` the number of anomaly types.
     pub fn add(&mut self, maps: &[Vec<f32>], lab: &[u8], types: usize) {
-        let mut px = vec![0u64; types];
-        for &l in lab {
-            if label::is_anomaly(l) && (l as usize) <= types {
-                px[l as usize - 1] += 1;
-            }
-        }
+        let px = type_counts(&[], lab, 0.0, types);
         for (m, t) in self.thresholds.iter().enumerate() {
-            let mut h = vec![0u64; types];
-            if let (Some(t), Some(s)) = (t, maps.get(m)) {
-                for (&v, &l) in s.iter().zip(lab) {
-                    if label::is_anomaly(l) && (l as usize) <= types && v >= *t {
-                        h[l as usize - 1] += 1;
-                    }
-                }
-            }
+            let h = match (t, maps.get(m)) {
+                (Some(t), Some(s)) => type_counts(s, lab, *t, types),
+                _ => vec![0u64; types],
+            };
             self.hits[m].push(h);
         }
         self.pixels.push(px);
@@ -112,6 +104,52 @@ impl TypeHits {
     }
 }
 
+lanes_fn! {
+    /// Per anomaly type `t` (label `t + 1`, `t < types`): the pixels of the
+    /// type, or with a score map (`scores` non-empty) those of them with
+    /// score ≥ `thr` (walking the shorter of scores and labels).
+    ///
+    /// Why lanes: a per-pixel branch and indexed add per type and method
+    /// was most of the failure-mode pass; here each type is one
+    /// branch-free 16-lane count per 4096-pixel block (in L1), u32 lanes
+    /// flushed to u64 per block (at most 256 per lane: no overflow).
+    fn type_counts(scores: &[f32], labels: &[u8], thr: f32, types: usize) -> Vec<u64> {
+        const L: usize = super::LANES;
+        const BLOCK: usize = 4096;
+        let mut out = vec![0u64; types];
+        let with_scores = !scores.is_empty();
+        let n = if with_scores { scores.len().min(labels.len()) } else { labels.len() };
+        for (b, l) in labels[..n].chunks(BLOCK).enumerate() {
+            let s = if with_scores { &scores[b * BLOCK..b * BLOCK + l.len()] } else { &[][..] };
+            let (cl, rl) = l.as_chunks::<L>();
+            // type `t` has label `t + 1`; labels stop at 254 (255 is void)
+            for (t, o) in out.iter_mut().enumerate().take(254) {
+                let ty = t as u8 + 1;
+                let mut c = [0u32; L];
+                if with_scores {
+                    let (cs, _) = s.as_chunks::<L>();
+                    for (s, l) in cs.iter().zip(cl) {
+                        for j in 0..L {
+                            c[j] += ((l[j] == ty) & (s[j] >= thr)) as u32;
+                        }
+                    }
+                    let k = cl.len() * L;
+                    *o += rl.iter().zip(&s[k..]).filter(|p| *p.0 == ty && *p.1 >= thr).count() as u64;
+                } else {
+                    for l in cl {
+                        for j in 0..L {
+                            c[j] += (l[j] == ty) as u32;
+                        }
+                    }
+                    *o += rl.iter().filter(|&&x| x == ty).count() as u64;
+                }
+                *o += c.iter().map(|&x| x as u64).sum::<u64>();
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +177,41 @@ mod tests {
         assert_eq!(h.images_missed(1, &[0.9, 0.6, 0.9], Some(0.5)), (1, Some(0)));
         assert_eq!(h.images_missed(1, &[0.9, 0.6, 0.9], None), (1, None));
         assert!(h.clone().absorb(TypeHits::new(vec![Some(0.4)])).is_err());
+    }
+
+    /// The lane counts equal the old per-pixel loop: ties at the
+    /// threshold, ±0.0, NaN, void, labels beyond `types`, tails around
+    /// the lane and block widths, a score map shorter than the labels.
+    #[test]
+    fn type_counts_equal_the_plain_loop() {
+        let mut x = 9u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in [0usize, 1, 15, 16, 17, 4095, 4096, 4097, 9000] {
+            let lab: Vec<u8> = (0..n).map(|_| [0u8, 1, 2, 3, 255, 1][(next() % 6) as usize]).collect();
+            let s: Vec<f32> = (0..n.saturating_sub(n / 7)).map(|_| [0.5f32, 0.0, -0.0, 1.0, f32::NAN, 0.25][(next() % 6) as usize]).collect();
+            for thr in [0.5f32, 0.0, -0.0] {
+                let mut h = TypeHits::new(vec![Some(thr), None]);
+                h.add(&[s.clone()], &lab, 2);
+                let mut px = vec![0u64; 2];
+                let mut hit = vec![0u64; 2];
+                for &l in &lab {
+                    if label::is_anomaly(l) && (l as usize) <= 2 {
+                        px[l as usize - 1] += 1;
+                    }
+                }
+                for (&v, &l) in s.iter().zip(&lab) {
+                    if label::is_anomaly(l) && (l as usize) <= 2 && v >= thr {
+                        hit[l as usize - 1] += 1;
+                    }
+                }
+                assert_eq!((&h.pixels[0], &h.hits[0][0], &h.hits[1][0]), (&px, &hit, &vec![0, 0]), "n {n} thr {thr}");
+            }
+        }
     }
 
     #[test]
