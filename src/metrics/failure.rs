@@ -196,7 +196,7 @@ mod tests {
             let s: Vec<f32> = (0..n.saturating_sub(n / 7)).map(|_| [0.5f32, 0.0, -0.0, 1.0, f32::NAN, 0.25][(next() % 6) as usize]).collect();
             for thr in [0.5f32, 0.0, -0.0] {
                 let mut h = TypeHits::new(vec![Some(thr), None]);
-                h.add(&[s.clone()], &lab, 2);
+                h.add(std::slice::from_ref(&s), &lab, 2);
                 let mut px = vec![0u64; 2];
                 let mut hit = vec![0u64; 2];
                 for &l in &lab {

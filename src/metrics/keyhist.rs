@@ -393,7 +393,7 @@ mod tests {
         let mut r = rng(3);
         for n in [0usize, 1, 15, 16, 17, 33, 1000, 5003] {
             // ties, ±0.0, and scores that hit the refined buckets often
-            let s: Vec<f32> = (0..n).map(|_| [0.0f32, -0.0, 1.0, 1.0001, -2.5, 3.0e-3, 7.25][(r() % 7) as usize] * if r() % 5 == 0 { 1.001 } else { 1.0 }).collect();
+            let s: Vec<f32> = (0..n).map(|_| [0.0f32, -0.0, 1.0, 1.0001, -2.5, 3.0e-3, 7.25][(r() % 7) as usize] * if r().is_multiple_of(5) { 1.001 } else { 1.0 }).collect();
             let l: Vec<u8> = (0..n).map(|_| [0u8, 0, 0, 1, 255][(r() % 5) as usize]).collect();
             let mut all: Vec<u32> = s.iter().map(|&x| key(x) >> 16).collect();
             all.sort_unstable();
