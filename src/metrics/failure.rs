@@ -15,7 +15,6 @@
 //! type are the lowest recall first, ties broken by image id (byte order),
 //! so the choice is deterministic.
 
-use super::keyhist::lanes_fn;
 use crate::data::label;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -45,12 +44,21 @@ impl TypeHits {
     /// One image: `maps[m]` is method `m`'s score map, `lab` the labels
     /// (type `t` has label `t + 1`), `types` the number of anomaly types.
     pub fn add(&mut self, maps: &[Vec<f32>], lab: &[u8], types: usize) {
-        let px = type_counts(&[], lab, 0.0, types);
+        let mut px = vec![0u64; types];
+        for &l in lab {
+            if label::is_anomaly(l) && (l as usize) <= types {
+                px[l as usize - 1] += 1;
+            }
+        }
         for (m, t) in self.thresholds.iter().enumerate() {
-            let h = match (t, maps.get(m)) {
-                (Some(t), Some(s)) => type_counts(s, lab, *t, types),
-                _ => vec![0u64; types],
-            };
+            let mut h = vec![0u64; types];
+            if let (Some(t), Some(s)) = (t, maps.get(m)) {
+                for (&v, &l) in s.iter().zip(lab) {
+                    if label::is_anomaly(l) && (l as usize) <= types && v >= *t {
+                        h[l as usize - 1] += 1;
+                    }
+                }
+            }
             self.hits[m].push(h);
         }
         self.pixels.push(px);
@@ -104,52 +112,6 @@ impl TypeHits {
     }
 }
 
-lanes_fn! {
-    /// Per anomaly type `t` (label `t + 1`, `t < types`): the pixels of the
-    /// type, or with a score map (`scores` non-empty) those of them with
-    /// score ≥ `thr` (walking the shorter of scores and labels).
-    ///
-    /// Why lanes: a per-pixel branch and indexed add per type and method
-    /// was most of the failure-mode pass; here each type is one
-    /// branch-free 16-lane count per 4096-pixel block (in L1), u32 lanes
-    /// flushed to u64 per block (at most 256 per lane: no overflow).
-    fn type_counts(scores: &[f32], labels: &[u8], thr: f32, types: usize) -> Vec<u64> {
-        const L: usize = super::LANES;
-        const BLOCK: usize = 4096;
-        let mut out = vec![0u64; types];
-        let with_scores = !scores.is_empty();
-        let n = if with_scores { scores.len().min(labels.len()) } else { labels.len() };
-        for (b, l) in labels[..n].chunks(BLOCK).enumerate() {
-            let s = if with_scores { &scores[b * BLOCK..b * BLOCK + l.len()] } else { &[][..] };
-            let (cl, rl) = l.as_chunks::<L>();
-            // type `t` has label `t + 1`; labels stop at 254 (255 is void)
-            for (t, o) in out.iter_mut().enumerate().take(254) {
-                let ty = t as u8 + 1;
-                let mut c = [0u32; L];
-                if with_scores {
-                    let (cs, _) = s.as_chunks::<L>();
-                    for (s, l) in cs.iter().zip(cl) {
-                        for j in 0..L {
-                            c[j] += ((l[j] == ty) & (s[j] >= thr)) as u32;
-                        }
-                    }
-                    let k = cl.len() * L;
-                    *o += rl.iter().zip(&s[k..]).filter(|p| *p.0 == ty && *p.1 >= thr).count() as u64;
-                } else {
-                    for l in cl {
-                        for j in 0..L {
-                            c[j] += (l[j] == ty) as u32;
-                        }
-                    }
-                    *o += rl.iter().filter(|&&x| x == ty).count() as u64;
-                }
-                *o += c.iter().map(|&x| x as u64).sum::<u64>();
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +141,7 @@ mod tests {
         assert!(h.clone().absorb(TypeHits::new(vec![Some(0.4)])).is_err());
     }
 
-    /// The lane counts equal the old per-pixel loop: ties at the
+    /// The counts equal a plain per-pixel loop: ties at the
     /// threshold, ±0.0, NaN, void, labels beyond `types`, tails around
     /// the lane and block widths, a score map shorter than the labels.
     #[test]
