@@ -23,8 +23,9 @@
 //! image id: a drifted split has exactly test's image ids, in the same
 //! order). σ = the standard deviation (ddof = 1) of the defined replicates.
 
-use super::drift::{DriftStats, kl, mmd2};
-use super::{key, unkey};
+use super::drift::{DriftStats, NormalStats, kl, mmd2};
+use super::keyhist::lanes_fn;
+use super::unkey;
 use crate::data::label;
 use serde::{Deserialize, Serialize};
 
@@ -68,45 +69,27 @@ impl ImageStats {
     /// (256 KiB, reused across images) and read back sparse: a per-pixel
     /// ordered-map insert cost a third of a sweep's time.
     pub fn add(&mut self, scores: &[f32], labels: &[u8], image: Option<f32>) {
-        const L: usize = super::LANES;
+        self.add_with(scores, labels, image, None);
+    }
+
+    /// [`add`](Self::add), returning the image's [`PixelCounts`] (at these
+    /// thresholds) and, with `normal` and kept histograms, counting the
+    /// image into the split's [`NormalStats`] from the same walk. Why: the
+    /// probe `ThresholdCounter`, the drift histogram and this record count
+    /// the same pixels at the same thresholds on the same grid; one
+    /// scatter and one lane walk replace four walks. Without kept
+    /// histograms `normal` is counted by its own walk (same state).
+    pub fn add_with(&mut self, scores: &[f32], labels: &[u8], image: Option<f32>, normal: Option<&mut NormalStats>) -> PixelCounts {
         let n = scores.len().min(labels.len());
         let (scores, labels) = (&scores[..n], &labels[..n]);
-        let mut r = ImageRec { at: vec![(0, 0); self.thresholds.len()], ..Default::default() };
-        if self.keep_hist {
-            self.scratch.resize(1 << 16, 0);
-            for (&s, &l) in scores.iter().zip(labels) {
-                if l == label::NORMAL {
-                    self.scratch[(key(s) >> 16) as usize] += 1;
-                }
-            }
-        }
-        // counts and the f64 sum in 16 lanes (fixed lane order, so the sum
-        // is the same on every run), `&` not `&&` (no branch): the loops
-        // vectorise; void padding of the last chunk counts nowhere
-        let (mut normals, mut anomalies, mut sum) = ([0u32; L], [0u32; L], [0f64; L]);
-        super::for_lanes(scores, labels, |s, l| {
-            for j in 0..L {
-                let normal = l[j] == label::NORMAL;
-                normals[j] += normal as u32;
-                anomalies[j] += ((l[j] != label::NORMAL) & (l[j] != label::VOID)) as u32;
-                sum[j] += if normal { s[j] } else { 0.0 } as f64;
-            }
-        });
-        r.normals = normals.iter().map(|&c| c as u64).sum();
-        r.anomalies = anomalies.iter().map(|&c| c as u64).sum();
-        r.sum = sum.iter().sum();
-        for (c, &t) in r.at.iter_mut().zip(&self.thresholds) {
-            let (mut rejected, mut accepted) = ([0u32; L], [0u32; L]);
-            super::for_lanes(scores, labels, |s, l| {
-                for j in 0..L {
-                    rejected[j] += ((l[j] == label::NORMAL) & (s[j] >= t)) as u32;
-                    accepted[j] += ((l[j] != label::NORMAL) & (l[j] != label::VOID) & (s[j] < t)) as u32;
-                }
-            });
-            *c = (rejected.iter().map(|&x| x as u64).sum(), accepted.iter().map(|&x| x as u64).sum());
-        }
+        let c = pixel_counts(scores, labels, &self.thresholds);
+        let mut r = ImageRec { normals: c.normals, anomalies: c.anomalies, sum: c.sum, ..Default::default() };
+        r.at = c.rejected.iter().zip(&c.accepted).map(|(&a, &b)| (a, b)).collect();
         r.image = image.map(|s| (s, r.anomalies > 0));
         if self.keep_hist {
+            self.scratch.resize(super::keyhist::COARSE, 0);
+            let t = super::keyhist::table(&mut self.scratch);
+            super::keyhist::scatter_normals(scores, labels, |b| t[b] += 1);
             r.hist = self
                 .scratch
                 .iter_mut()
@@ -114,8 +97,14 @@ impl ImageStats {
                 .filter(|(_, n)| **n > 0)
                 .map(|(b, n)| (b as u16, std::mem::take(n)))
                 .collect();
+            if let Some(ns) = normal {
+                ns.add_counted(&r.hist, c.seq_sum);
+            }
+        } else if let Some(ns) = normal {
+            ns.add_summed(scores, labels, c.seq_sum);
         }
         self.images.push(r);
+        c
     }
 
     /// Fold in the records of the images that follow (shard merge).
@@ -123,6 +112,150 @@ impl ImageStats {
         anyhow::ensure!(o.thresholds == self.thresholds && o.keep_hist == self.keep_hist, "merging per-image drift records of different thresholds");
         self.images.extend(o.images);
         Ok(())
+    }
+}
+
+/// One image's pixel counts at a list of thresholds (`score ≥ t` rejects;
+/// void pixels count nowhere), from [`pixel_counts`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PixelCounts {
+    pub normals: u64,
+    /// Non-normal, non-void pixels.
+    pub anomalies: u64,
+    /// f64 sum of the normal scores in 16 lanes (lane j: pixels ≡ j mod 16,
+    /// in order; then the lanes in order): [`ImageRec::sum`]'s bytes.
+    pub sum: f64,
+    /// Per threshold: normals with score ≥ t (the probe counter's fp).
+    pub rejected: Vec<u64>,
+    /// Per threshold: anomalies with score < t.
+    pub accepted: Vec<u64>,
+    /// Per threshold: anomalies with score ≥ t (the probe counter's tp).
+    /// Counted, not derived as `anomalies − accepted`: a NaN score is
+    /// neither, exactly as the scalar comparisons say.
+    pub caught: Vec<u64>,
+    /// The normal scores' f64 sum in pixel order, one add after another
+    /// (`NormalStats`' bytes), bit for bit; computed per block from lane
+    /// sums where `keyhist::append_exactly` proves that equal, else by
+    /// the add chain over that block.
+    pub seq_sum: f64,
+}
+
+/// Pixels per block of [`pixel_counts`]: a multiple of the lane width
+/// (so chunks fall where one unblocked walk puts them and the lane sum
+/// keeps its order), 20 KiB of scores and labels that stay in L1 while
+/// every threshold walks them, and few enough pixels per lane (256) that
+/// the u32 lane counters, flushed to u64 per block, can never overflow.
+const BLOCK: usize = 4096;
+
+lanes_fn! {
+    /// [`PixelCounts`] of one image at `thresholds`: per block, one lane
+    /// walk for the class counts and the sum, then one per threshold with
+    /// its three counters in registers (branch-free `&`, so it vectorises).
+    pub fn pixel_counts(scores: &[f32], labels: &[u8], thresholds: &[f32]) -> PixelCounts {
+        const L: usize = super::LANES;
+        let k = thresholds.len();
+        let n = scores.len().min(labels.len());
+        let mut c = PixelCounts { rejected: vec![0; k], accepted: vec![0; k], caught: vec![0; k], ..Default::default() };
+        let mut sum = [0f64; L];
+        let fold = |v: &[u32; L]| v.iter().map(|&x| x as u64).sum::<u64>();
+        for (s, l) in scores[..n].chunks(BLOCK).zip(labels[..n].chunks(BLOCK)) {
+            let (mut normals, mut anomalies) = ([0u32; L], [0u32; L]);
+            let mut blk = BlockSum::default();
+            super::for_lanes(s, l, |s, l| {
+                for j in 0..L {
+                    let normal = l[j] == label::NORMAL;
+                    normals[j] += normal as u32;
+                    anomalies[j] += ((l[j] != label::NORMAL) & (l[j] != label::VOID)) as u32;
+                    sum[j] += if normal { s[j] } else { 0.0 } as f64;
+                }
+                blk.lanes(s, l);
+            });
+            blk.append(&mut c.seq_sum, s, l);
+            c.normals += fold(&normals);
+            c.anomalies += fold(&anomalies);
+            for (i, &t) in thresholds.iter().enumerate() {
+                let (mut rejected, mut accepted, mut caught) = ([0u32; L], [0u32; L], [0u32; L]);
+                super::for_lanes(s, l, |s, l| {
+                    for j in 0..L {
+                        let normal = l[j] == label::NORMAL;
+                        let anomaly = (l[j] != label::NORMAL) & (l[j] != label::VOID);
+                        rejected[j] += (normal & (s[j] >= t)) as u32;
+                        accepted[j] += (anomaly & (s[j] < t)) as u32;
+                        caught[j] += (anomaly & (s[j] >= t)) as u32;
+                    }
+                });
+                c.rejected[i] += fold(&rejected);
+                c.accepted[i] += fold(&accepted);
+                c.caught[i] += fold(&caught);
+            }
+        }
+        c.sum = sum.iter().sum();
+        c
+    }
+}
+
+lanes_fn! {
+    /// The normal scores' f64 sum in pixel order (one add after another),
+    /// bit for bit, without walking the add chain where
+    /// `keyhist::append_exactly` proves a block's lane sum equal: the
+    /// drift statistics' sum (`NormalStats`), whose 4-cycle-per-pixel chain
+    /// was most of their pass-1 walk.
+    pub fn normal_sum(scores: &[f32], labels: &[u8]) -> f64 {
+        let n = scores.len().min(labels.len());
+        let mut p = 0.0;
+        for (s, l) in scores[..n].chunks(BLOCK).zip(labels[..n].chunks(BLOCK)) {
+            let mut blk = BlockSum::default();
+            super::for_lanes(s, l, |s, l| blk.lanes(s, l));
+            blk.append(&mut p, s, l);
+        }
+        p
+    }
+}
+
+/// One block's normal scores in lanes: sum, Σ|x| and the least exponent
+/// of the non-zero ones (see `keyhist::append_exactly`).
+struct BlockSum {
+    sum: [f64; super::LANES],
+    abs: [f64; super::LANES],
+    min_exp: [u32; super::LANES],
+}
+
+impl Default for BlockSum {
+    fn default() -> Self {
+        BlockSum { sum: [0.0; super::LANES], abs: [0.0; super::LANES], min_exp: [u32::MAX; super::LANES] }
+    }
+}
+
+impl BlockSum {
+    /// One 16-pixel chunk (branch-free: vectorises; void padding adds 0).
+    #[inline(always)]
+    fn lanes(&mut self, s: &[f32; super::LANES], l: &[u8; super::LANES]) {
+        for j in 0..super::LANES {
+            let normal = l[j] == label::NORMAL;
+            let x = if normal { s[j] } else { 0.0 };
+            self.sum[j] += x as f64;
+            self.abs[j] += x.abs() as f64;
+            let b = x.to_bits();
+            let e = ((b >> 23) & 0xff).max(1);
+            self.min_exp[j] = self.min_exp[j].min(if b & 0x7fff_ffff != 0 { e } else { u32::MAX });
+        }
+    }
+
+    /// Add the block (scores `s`, labels `l`) to the pixel-order sum `p`:
+    /// its lane sum when that provably equals the add chain, else the chain.
+    #[inline(always)]
+    fn append(&self, p: &mut f64, s: &[f32], l: &[u8]) {
+        let abs = self.abs.iter().fold(0.0, |a, &b| a + b);
+        let min_exp = self.min_exp.iter().copied().min().unwrap_or(u32::MAX);
+        if super::keyhist::append_exactly(*p, min_exp, abs) {
+            *p += self.sum.iter().fold(0.0, |a, &b| a + b);
+        } else {
+            for (&x, &l) in s.iter().zip(l) {
+                if l == label::NORMAL {
+                    *p += x as f64;
+                }
+            }
+        }
     }
 }
 
@@ -375,6 +508,50 @@ mod tests {
                 assert_eq!(r.at[k], (rejected, accepted), "n {n} t {th}");
             }
             assert_eq!(r.hist.iter().map(|x| x.1 as u64).sum::<u64>(), r.normals);
+        }
+    }
+
+    /// `pixel_counts` against plain per-pixel loops: ties (scores equal to
+    /// thresholds), ±0.0 scores and thresholds, NaN scores, void, all-void
+    /// images and lengths around the lane and block widths; and the probe
+    /// counter fed by `add_counts` equals one fed by `add`.
+    #[test]
+    fn pixel_counts_equal_plain_loops() {
+        let mut x = 5u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let th = vec![-0.0f32, 0.0, 0.5, 1.0, 2.0, f32::NAN];
+        for n in [0usize, 1, 15, 16, 17, 4095, 4096, 4097, 10_000] {
+            for void_only in [false, true] {
+                let s: Vec<f32> = (0..n).map(|_| [0.0f32, -0.0, 0.5, 1.0, 2.0, 0.25, 3.0, f32::NAN, -1.0][(next() % 9) as usize]).collect();
+                let l: Vec<u8> = (0..n).map(|_| if void_only { 255 } else { [0u8, 0, 1, 3, 255][(next() % 5) as usize] }).collect();
+                let c = pixel_counts(&s, &l, &th);
+                let px = || s.iter().zip(&l);
+                assert_eq!(c.normals, px().filter(|p| *p.1 == 0).count() as u64);
+                assert_eq!(c.anomalies, px().filter(|p| label::is_anomaly(*p.1)).count() as u64);
+                for (k, &t) in th.iter().enumerate() {
+                    assert_eq!(c.rejected[k], px().filter(|p| *p.1 == 0 && *p.0 >= t).count() as u64, "n {n} t {t}");
+                    assert_eq!(c.accepted[k], px().filter(|p| label::is_anomaly(*p.1) && *p.0 < t).count() as u64);
+                    assert_eq!(c.caught[k], px().filter(|p| label::is_anomaly(*p.1) && *p.0 >= t).count() as u64);
+                }
+                // the 16-lane sum of the per-image record (its old order)
+                let mut lanes = [0f64; 16];
+                for (i, p) in px().enumerate() {
+                    lanes[i % 16] += if *p.1 == 0 { *p.0 } else { 0.0 } as f64;
+                }
+                assert_eq!(c.sum.to_bits(), lanes.iter().sum::<f64>().to_bits());
+                let (mut a, mut b) = (crate::metrics::ThresholdCounter::new(th.clone()), crate::metrics::ThresholdCounter::new(th.clone()));
+                a.add(&s, &l);
+                assert!(b.add_counts(&th, &c.caught, &c.rejected, c.anomalies, c.normals));
+                for k in 0..th.len() {
+                    assert_eq!(format!("{:?}", a.point(k)), format!("{:?}", b.point(k)));
+                }
+                assert!(!b.add_counts(&th[..2], &c.caught[..2], &c.rejected[..2], 0, 0));
+            }
         }
     }
 

@@ -14,8 +14,7 @@
 //! no common binning decided in advance.
 
 use super::keyhist::{COARSE, KeyHist};
-use super::{key, np_lerp as lerp, unkey};
-use crate::data::label;
+use super::{np_lerp as lerp, unkey};
 use serde::{Deserialize, Serialize};
 
 
@@ -62,6 +61,28 @@ impl NormalStats {
         self.sums.push(sum);
     }
 
+    /// [`add`](Self::add) that also counts the same pixels into `ranks`
+    /// (the `far_at_frr` histogram of the split: the same grid), in one walk.
+    pub fn add_with(&mut self, ranks: &mut KeyHist, scores: &[f32], labels: &[u8]) {
+        let sum = self.hist.add_normals_both(ranks, scores, labels);
+        self.sums.push(sum);
+    }
+
+    /// [`add`](Self::add) with the image's pixel-order sum already known
+    /// (`PixelCounts::seq_sum`): the walk only scatters.
+    pub fn add_summed(&mut self, scores: &[f32], labels: &[u8], sum: f64) {
+        self.hist.add_normals_unsummed(scores, labels);
+        self.sums.push(sum);
+    }
+
+    /// One image already counted elsewhere (`ImageStats`' per-image
+    /// histogram and `PixelCounts::seq_sum`):
+    /// the same state as [`add`](Self::add) on its pixels.
+    pub fn add_counted(&mut self, hist: &[(u16, u32)], sum: f64) {
+        self.hist.add_sparse(hist);
+        self.sums.push(sum);
+    }
+
     /// The normal keys' coarse histogram (top 16 key bits), for the
     /// bootstrap grid.
     pub fn coarse(&self) -> &[u64] {
@@ -92,11 +113,8 @@ impl NormalStats {
         buckets.sort_unstable();
         buckets.dedup();
         let fine = buckets.iter().map(|_| vec![0u64; COARSE]).collect();
-        let mut member = vec![0u64; COARSE / 64];
-        for &b in &buckets {
-            member[b / 64] |= 1 << (b % 64);
-        }
-        Refiner { stats: self, buckets, fine, member }
+        let keys = buckets.iter().map(|&b| b as u32).collect();
+        Refiner { stats: self, buckets, fine, keys }
     }
 }
 
@@ -106,10 +124,8 @@ pub struct Refiner {
     stats: NormalStats,
     buckets: Vec<usize>,
     fine: Vec<Vec<u64>>,
-    /// Bit `b` set iff coarse bucket `b` is refined: an 8 KiB (L1-resident)
-    /// test that lets the many pixels outside the few refined buckets skip
-    /// the search.
-    member: Vec<u64>,
+    /// `buckets` as the u32 lanes of `keyhist::refine_lanes` compare.
+    keys: Vec<u32>,
 }
 
 impl Refiner {
@@ -134,14 +150,17 @@ impl Refiner {
         if self.buckets.is_empty() {
             return;
         }
+        let n = scores.len().min(labels.len());
+        super::keyhist::refine_lanes(&scores[..n], &labels[..n], &self.keys, &mut self.fine, None);
+    }
+
+    /// The per-pixel loop [`add`](Self::add) replaces (its test oracle).
+    #[cfg(test)]
+    fn add_scalar(&mut self, scores: &[f32], labels: &[u8]) {
         for (&s, &l) in scores.iter().zip(labels) {
-            if l == label::NORMAL {
-                let k = key(s);
-                let b = (k >> 16) as usize;
-                if self.member[b / 64] >> (b % 64) & 1 == 0 {
-                    continue;
-                }
-                if let Ok(i) = self.buckets.binary_search(&b) {
+            if l == crate::data::label::NORMAL {
+                let k = super::key(s);
+                if let Ok(i) = self.buckets.binary_search(&((k >> 16) as usize)) {
                     self.fine[i][(k & 0xffff) as usize] += 1;
                 }
             }
@@ -286,6 +305,48 @@ mod tests {
         let mean = normals.iter().sum::<f64>() / normals.len() as f64;
         assert!((d.mean.unwrap() - mean).abs() < 1e-9);
         assert_eq!(d.hist.iter().map(|x| x.1).sum::<u64>(), d.n);
+    }
+
+    /// The lane refiner counts what the per-pixel loop counts, and the
+    /// drift statistics of a split counted through `ImageStats::add_with`
+    /// (one walk, per-image histogram kept or not) equal `NormalStats::add`.
+    #[test]
+    fn fused_walks_equal_the_plain_ones() {
+        let mut st = 11u64;
+        let mut next = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        let images: Vec<(Vec<f32>, Vec<u8>)> = [0usize, 7, 16, 4097, 9001]
+            .iter()
+            .map(|&n| {
+                let s = (0..n).map(|_| if next() % 50 == 0 { 1e-7 } else { (next() % 3000) as f32 / 300.0 - 2.0 }).collect();
+                let l = (0..n).map(|_| [0u8, 0, 0, 2, 255][(next() % 5) as usize]).collect();
+                (s, l)
+            })
+            .collect();
+        let mut plain = NormalStats::new();
+        for (s, l) in &images {
+            plain.add(s, l);
+        }
+        for keep in [false, true] {
+            let mut fused = NormalStats::new();
+            let mut d = crate::metrics::dashboard::ImageStats::new(vec![0.5, 3.0], keep);
+            for (s, l) in &images {
+                d.add_with(s, l, None, Some(&mut fused));
+            }
+            assert_eq!(fused.coarse(), plain.coarse());
+            assert_eq!(fused.sums.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), plain.sums.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        }
+        let (mut a, mut b) = (plain.clone().refine(), plain.refine());
+        for (s, l) in &images {
+            a.add(s, l);
+            b.add_scalar(s, l);
+        }
+        assert_eq!(a.tally(), b.tally());
+        assert_eq!(a.finish(), b.finish());
     }
 
     #[test]

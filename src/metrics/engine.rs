@@ -670,6 +670,30 @@ impl ThresholdCounter {
         Ok(())
     }
 
+    /// Add one image's counts made elsewhere at the same thresholds (`tp`:
+    /// anomalies ≥ t, `fp`: normals ≥ t, void excluded), as
+    /// [`add`](Self::add) would have counted its pixels: why, the
+    /// per-image drift record (`dashboard::pixel_counts`) walks the same
+    /// pixels at the same thresholds. Returns false, counting nothing,
+    /// when `thresholds` are not this counter's (bit for bit) or the
+    /// lengths differ; the caller then counts the pixels with `add`.
+    pub fn add_counts(&mut self, thresholds: &[f32], tp: &[u64], fp: &[u64], positives: u64, negatives: u64) -> bool {
+        let same = thresholds.len() == self.thresholds.len() && thresholds.iter().zip(&self.thresholds).all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same || tp.len() != self.tp.len() || fp.len() != self.fp.len() {
+            return false;
+        }
+        if self.thresholds.is_empty() {
+            return true; // `add` counts nothing without thresholds
+        }
+        for i in 0..self.tp.len() {
+            self.tp[i] += tp[i];
+            self.fp[i] += fp[i];
+        }
+        self.positives += positives;
+        self.negatives += negatives;
+        true
+    }
+
     /// Operating point at threshold `i`.
     pub fn point(&self, i: usize) -> super::OperatingPoint {
         super::OperatingPoint {

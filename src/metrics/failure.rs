@@ -141,6 +141,41 @@ mod tests {
         assert!(h.clone().absorb(TypeHits::new(vec![Some(0.4)])).is_err());
     }
 
+    /// The counts equal a plain per-pixel loop: ties at the
+    /// threshold, ±0.0, NaN, void, labels beyond `types`, tails around
+    /// the lane and block widths, a score map shorter than the labels.
+    #[test]
+    fn type_counts_equal_the_plain_loop() {
+        let mut x = 9u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in [0usize, 1, 15, 16, 17, 4095, 4096, 4097, 9000] {
+            let lab: Vec<u8> = (0..n).map(|_| [0u8, 1, 2, 3, 255, 1][(next() % 6) as usize]).collect();
+            let s: Vec<f32> = (0..n.saturating_sub(n / 7)).map(|_| [0.5f32, 0.0, -0.0, 1.0, f32::NAN, 0.25][(next() % 6) as usize]).collect();
+            for thr in [0.5f32, 0.0, -0.0] {
+                let mut h = TypeHits::new(vec![Some(thr), None]);
+                h.add(std::slice::from_ref(&s), &lab, 2);
+                let mut px = vec![0u64; 2];
+                let mut hit = vec![0u64; 2];
+                for &l in &lab {
+                    if label::is_anomaly(l) && (l as usize) <= 2 {
+                        px[l as usize - 1] += 1;
+                    }
+                }
+                for (&v, &l) in s.iter().zip(&lab) {
+                    if label::is_anomaly(l) && (l as usize) <= 2 && v >= thr {
+                        hit[l as usize - 1] += 1;
+                    }
+                }
+                assert_eq!((&h.pixels[0], &h.hits[0][0], &h.hits[1][0]), (&px, &hit, &vec![0, 0]), "n {n} thr {thr}");
+            }
+        }
+    }
+
     #[test]
     fn ties_in_recall_go_by_id() {
         let mut h = TypeHits::new(vec![Some(1.0)]);

@@ -28,8 +28,7 @@
 //! it, plus the smallest normal key above that bucket).
 
 use super::keyhist::{COARSE, KeyHist};
-use super::{Counts, OperatingPoint, key, unkey};
-use crate::data::label;
+use super::{Counts, OperatingPoint, unkey};
 use serde::{Deserialize, Serialize};
 
 
@@ -233,11 +232,17 @@ struct Target {
 
 impl RankHist {
     pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
-        self.hist.add_normals(scores, labels);
+        self.hist.add_normals_unsummed(scores, labels);
     }
 
     pub fn absorb(&mut self, o: &RankHist) {
         self.hist.absorb(&o.hist);
+    }
+
+    /// The histogram, for a walk that counts it beside another
+    /// (`NormalStats::add_with`).
+    pub(crate) fn hist_mut(&mut self) -> &mut KeyHist {
+        &mut self.hist
     }
 
     /// Start pass 2 for the FRR budgets `budgets`.
@@ -301,23 +306,9 @@ impl RankRefiner {
         if self.buckets.is_empty() {
             return;
         }
-        for (&s, &l) in scores.iter().zip(labels) {
-            if l != label::NORMAL {
-                continue;
-            }
-            let k = key(s);
-            let b = (k >> 16) as usize;
-            // refined buckets below b: k is above them
-            let upto = self.buckets.partition_point(|&x| x < b);
-            for a in &mut self.above[..upto] {
-                if a.is_none_or(|x| k < x) {
-                    *a = Some(k);
-                }
-            }
-            if self.buckets.get(upto) == Some(&b) {
-                self.fine[upto][(k & 0xffff) as usize] += 1;
-            }
-        }
+        let n = scores.len().min(labels.len());
+        let keys: Vec<u32> = self.buckets.iter().map(|&b| b as u32).collect();
+        super::keyhist::refine_lanes(&scores[..n], &labels[..n], &keys, &mut self.fine, Some(&mut self.above));
     }
 
     pub fn tally(&self) -> RankTally {

@@ -365,10 +365,32 @@ impl MethodPass1<'_> {
         for (t, c) in self.tpos.iter_mut().enumerate() {
             c.add(s, lab, Some(t as u8 + 1));
         }
-        self.normal.add(s, lab);
-        self.probes.add(s, lab);
-        if let Some(r) = self.ranks {
-            r.add(s, lab);
+        // the normal-score histogram(s), the probe counts and the drift
+        // record see the same pixels at the same thresholds (Pass1::new
+        // builds `probes` and `dash` from one list): one walk feeds them
+        let score = img.valid.then(|| image_score(s, lab, opts.topk));
+        match (self.dash, self.ranks) {
+            (Some(d), ranks) => {
+                let normal = match ranks {
+                    Some(r) => {
+                        self.normal.add_with(r.hist_mut(), s, lab);
+                        None
+                    }
+                    None => Some(&mut *self.normal),
+                };
+                let c = d.add_with(s, lab, score, normal);
+                if !self.probes.add_counts(&d.thresholds, &c.caught, &c.rejected, c.anomalies, c.normals) {
+                    self.probes.add(s, lab);
+                }
+            }
+            (None, Some(r)) => {
+                self.normal.add_with(r.hist_mut(), s, lab);
+                self.probes.add(s, lab);
+            }
+            (None, None) => {
+                self.normal.add(s, lab);
+                self.probes.add(s, lab);
+            }
         }
         let swapped = opts.normal_positive.then(|| crate::metrics::conventions::swap_classes(s, lab));
         if let (Some((s2, l2)), Some(p)) = (&swapped, self.pos_in) {
@@ -391,12 +413,8 @@ impl MethodPass1<'_> {
                 *skipped += 1;
             }
         }
-        let score = img.valid.then(|| image_score(s, lab, opts.topk));
         if let Some(v) = score {
             self.image_scores.push(v);
-        }
-        if let Some(d) = self.dash {
-            d.add(s, lab, score);
         }
         if let Some(b) = self.binned {
             b.add_frame(s, lab)?;
