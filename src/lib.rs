@@ -13,4 +13,5 @@ pub mod progress;
 pub mod report;
 pub mod scores;
 pub mod shard;
+pub mod simd;
 pub mod synth;

@@ -24,7 +24,7 @@
 //! order). σ = the standard deviation (ddof = 1) of the defined replicates.
 
 use super::drift::{DriftStats, NormalStats, kl, mmd2};
-use super::keyhist::lanes_fn;
+use crate::simd::multiversion;
 use super::unkey;
 use crate::data::label;
 use serde::{Deserialize, Serialize};
@@ -147,7 +147,7 @@ pub struct PixelCounts {
 /// the u32 lane counters, flushed to u64 per block, can never overflow.
 const BLOCK: usize = 4096;
 
-lanes_fn! {
+multiversion! {
     /// [`PixelCounts`] of one image at `thresholds`: per block, one lane
     /// walk for the class counts and the sum, then one per threshold with
     /// its three counters in registers (branch-free `&`, so it vectorises).
@@ -194,7 +194,7 @@ lanes_fn! {
     }
 }
 
-lanes_fn! {
+multiversion! {
     /// The normal scores' f64 sum in pixel order (one add after another),
     /// bit for bit, without walking the add chain where
     /// `keyhist::append_exactly` proves a block's lane sum equal: the

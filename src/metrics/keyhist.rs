@@ -25,36 +25,7 @@ impl Default for KeyHist {
     }
 }
 
-/// Declares a pixel kernel once and compiles it three times (portable,
-/// AVX2, AVX-512), dispatching on `scores::cpu::fast::simd_level` like the
-/// scorer's kernels. Why: the release build targets baseline x86-64 (SSE2),
-/// where a 16-lane u32 counter is four instructions; the accumulators'
-/// per-pixel lane loops run several times faster on the wider units. The
-/// body is plain integer / comparison / in-lane f64 code (Rust never
-/// reassociates or contracts floats), so every level gives the same bits.
-macro_rules! lanes_fn {
-    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$lt:lifetime>)? ($($a:ident : $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
-        $(#[$m])* $vis fn $name $(<$lt>)? ($($a: $t),*) $(-> $r)? {
-            #[inline(always)]
-            fn imp $(<$lt>)? ($($a: $t),*) $(-> $r)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2")]
-                unsafe fn v2 $(<$lt>)? ($($a: $t),*) $(-> $r)? { imp($($a),*) }
-                #[target_feature(enable = "avx2")]
-                unsafe fn v1 $(<$lt>)? ($($a: $t),*) $(-> $r)? { imp($($a),*) }
-                match crate::scores::cpu::fast::simd_level() {
-                    // SAFETY: the level was detected on this CPU.
-                    2 => return unsafe { v2($($a),*) },
-                    1 => return unsafe { v1($($a),*) },
-                    _ => {}
-                }
-            }
-            imp($($a),*)
-        }
-    };
-}
-pub(crate) use lanes_fn;
+use crate::simd::multiversion;
 
 /// Scatter one image's normal pixels' coarse buckets through `bump`
 /// (a bucket index `< COARSE`) and return their number. Why one walk:
@@ -117,7 +88,7 @@ pub(crate) fn append_exactly(p: f64, min_exp: u32, abs: f64) -> bool {
     p.abs() + abs * (1.0 + 1.0 / (1u64 << 30) as f64) < bound
 }
 
-lanes_fn! {
+multiversion! {
     /// Pass 2 of the two-pass order statistics: for the normal pixels whose
     /// key falls in one of the refined coarse `buckets` (ascending,
     /// distinct, a handful), count the low 16 key bits into that bucket's

@@ -63,7 +63,6 @@ use crate::scores::params::MarginOn;
 use crate::scores::{HeatParams, Logits, ScoreMaps, ScorePlan, Scorer};
 use anyhow::Result;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Pixels per block (the SIMD lanes of one kernel call). Fixed, so a pixel's
 /// result never depends on how the image was cut.
@@ -78,73 +77,8 @@ pub type BlockFn = fn(&mut Block, &ScorePlan, &mut [f32; BLOCK]);
 
 // ---------------------------------------------------------------- SIMD level
 
-static LEVEL: AtomicU8 = AtomicU8::new(u8::MAX);
-
-/// The vector code path in use: 0 = portable (SSE2 on x86-64), 1 = AVX2,
-/// 2 = AVX-512 (F/BW/DQ/VL). Detected once; `BENCH_CPU_SIMD=0|1|2` lowers
-/// it (benchmarks, tests). All levels give bit-identical scores.
-pub fn simd_level() -> u8 {
-    let l = LEVEL.load(Ordering::Relaxed);
-    if l != u8::MAX {
-        return l;
-    }
-    let l = detect().min(std::env::var("BENCH_CPU_SIMD").ok().and_then(|v| v.parse().ok()).unwrap_or(u8::MAX));
-    LEVEL.store(l, Ordering::Relaxed);
-    l
-}
-
-/// Force the vector code path (clamped to what the CPU has); for tests that
-/// check all levels agree. Returns the level now in use.
-#[doc(hidden)]
-pub fn force_simd_level(level: u8) -> u8 {
-    let l = detect().min(level);
-    LEVEL.store(l, Ordering::Relaxed);
-    l
-}
-
-fn detect() -> u8 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512dq")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("f16c")
-        {
-            return 2;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") {
-            return 1;
-        }
-    }
-    0
-}
-
-/// Declares a kernel once and compiles it three times (portable, AVX2,
-/// AVX-512), dispatching on [`simd_level`]. The body is plain Rust over
-/// fixed-size lane arrays; the compiler vectorises it for each level.
-macro_rules! simd_fn {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident : $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
-        $(#[$m])* $vis fn $name($($a: $t),*) $(-> $r)? {
-            #[inline(always)]
-            fn imp($($a: $t),*) $(-> $r)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-                unsafe fn v2($($a: $t),*) $(-> $r)? { imp($($a),*) }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn v1($($a: $t),*) $(-> $r)? { imp($($a),*) }
-                match simd_level() {
-                    // SAFETY: the level was detected on this CPU.
-                    2 => return unsafe { v2($($a),*) },
-                    1 => return unsafe { v1($($a),*) },
-                    _ => {}
-                }
-            }
-            imp($($a),*)
-        }
-    };
-}
+pub use crate::simd::{force_simd_level, simd_level};
+use crate::simd::multiversion;
 
 // ------------------------------------------------------------- exp and log
 
@@ -346,7 +280,7 @@ unsafe fn f16_to_f32_f16c(src: &[half::f16], dst: &mut [f32]) {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// Per-lane max and first argmax over the class rows (numpy `argmax`).
     fn max_argmax_block(z: &[f32], c: usize, max: &mut [f32; BLOCK], arg: &mut [u32; BLOCK]) {
         *max = *lanes(z, 0);
@@ -382,7 +316,7 @@ fn add_wide(e: &[f32; BLOCK], s: &mut [f64; BLOCK]) {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// `s += Σ_c exp((z_c − max)·inv_t)`, f32 exp (16 wide, [`exp_row`]),
     /// f64 accumulation in class order.
     fn sum_exp_block(z: &[f32], c: usize, max: &[f32; BLOCK], inv_t: f32, s: &mut [f64; BLOCK]) {
@@ -396,7 +330,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// The T = 1 sum and entropy's `xs = Σ (z − max)·exp(z − max)` (both f64).
     fn sum_exp_xlogx_block(z: &[f32], c: usize, max: &[f32; BLOCK], s: &mut [f64; BLOCK], xs: &mut [f64; BLOCK]) {
         s.fill(0.0);
@@ -523,7 +457,7 @@ pub fn max_logit_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
     }
 }
 
-simd_fn! {
+multiversion! {
     fn msp_lanes(s: &[f64; BLOCK], out: &mut [f32; BLOCK]) {
         for l in 0..BLOCK {
             out[l] = (-1.0 / s[l]) as f32;
@@ -536,7 +470,7 @@ pub fn msp_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     msp_lanes(b.sum(plan.msp_temperature), out)
 }
 
-simd_fn! {
+multiversion! {
     fn ln_lanes(s: &[f64; BLOCK], out: &mut [f64; BLOCK]) {
         for l in 0..BLOCK {
             out[l] = ln_f64(s[l]);
@@ -544,7 +478,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     fn energy_lanes(max: &[f32; BLOCK], ls: &[f64; BLOCK], t: f64, out: &mut [f32; BLOCK]) {
         for l in 0..BLOCK {
             out[l] = (-t * (max[l] as f64 / t + ls[l])) as f32;
@@ -569,7 +503,7 @@ pub fn sml_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     }
 }
 
-simd_fn! {
+multiversion! {
     fn entropy_lanes(s: &[f64; BLOCK], ls: &[f64; BLOCK], xs: &[f64; BLOCK], out: &mut [f32; BLOCK]) {
         for l in 0..BLOCK {
             out[l] = (ls[l] - xs[l] / s[l]) as f32;
@@ -583,7 +517,7 @@ pub fn entropy_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
     entropy_lanes(b.sum(1.0), &ls, &b.xs, out)
 }
 
-simd_fn! {
+multiversion! {
     /// Per lane: top-1 and the runner-up with multiplicity (a tie with the
     /// max lands in `m2`).
     fn top2_lanes(z: &[f32], c: usize, m1: &mut [f32; BLOCK], m2: &mut [f32; BLOCK]) {
@@ -601,7 +535,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     fn margin_logit_lanes(m1: &[f32; BLOCK], m2: &[f32; BLOCK], out: &mut [f32; BLOCK]) {
         for l in 0..BLOCK {
             out[l] = (-(m1[l] as f64 - m2[l] as f64)) as f32;
@@ -609,7 +543,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// `−(p₁ − p₂) = (e^{z₂ − z₁} − 1) / Σ exp(z − max)`: the difference
     /// exact in f64, [`exp_f64`] (its absolute error ≤ 4e-16 stays far
     /// below the 1e-6 absolute budget when the two are close), the sum with
@@ -643,7 +577,7 @@ pub fn margin_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     }
 }
 
-simd_fn! {
+multiversion! {
     fn rba_lanes(z: &[f32], c: usize, out: &mut [f32; BLOCK]) {
         let mut acc = [0f64; BLOCK];
         for k in 0..c {
@@ -670,7 +604,7 @@ pub fn rba_blk(b: &mut Block, _: &ScorePlan, out: &mut [f32; BLOCK]) {
     rba_lanes(&b.z, b.c, out)
 }
 
-simd_fn! {
+multiversion! {
     /// `keep[k·BLOCK + l]`: whether class k is among lane l's `m` largest
     /// logits (ties by index, as [`super::reference::in_top`]).
     fn top_m_lanes(z: &[f32], c: usize, m: usize, keep: &mut [bool]) {
@@ -691,7 +625,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     #[allow(clippy::too_many_arguments)]
     fn gen_lanes(z: &[f32], c: usize, max: &[f32; BLOCK], arg: &[u32; BLOCK], g: f64, keep: &[bool], out: &mut [f32; BLOCK]) {
         let mut m2 = [f64::NEG_INFINITY; BLOCK];
@@ -754,7 +688,7 @@ pub fn gen_blk(b: &mut Block, plan: &ScorePlan, out: &mut [f32; BLOCK]) {
     gen_lanes(&b.z, b.c, &b.max, &b.arg, g.gamma, &keep, out)
 }
 
-simd_fn! {
+multiversion! {
     /// `KL(p ‖ d_ĉ)` per lane in f64: `p_j = e_j / S` with [`exp_f64`], the
     /// reference's terms and order (`log d` gathered from row ĉ).
     fn kl_lanes(z: &[f32], c: usize, max: &[f32; BLOCK], arg: &[u32; BLOCK], ld: &[f64], out: &mut [f32; BLOCK]) {
@@ -821,7 +755,7 @@ fn g_group<const N: usize>(u: &[[f64; BLOCK]], vg: &[f64], cb: &[f64], t: usize,
     }
 }
 
-simd_fn! {
+multiversion! {
     /// HEAT's Gaussian kernel over the block's lanes, f64, no FMA:
     /// `u = W x` (lower-triangular `W`, D×D, summed in the reference's
     /// order, so `u` is bit-identical to the reference's), centred
@@ -898,7 +832,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// HEAT's two energies per lane before z-scoring, from [`gmm_lanes`]'
     /// `g_k` and `nrm`, `ln S_1` ([`Block::ln_sum`]) and max: `E_el = −(max + ln S_1)` and
     /// `E_gmm = −logsumexp_k(−½ d_k) = (½ nrm − g_max) − ln Σ_k exp(g_k − g_max)`;
@@ -930,7 +864,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// HEAT's composition per lane: the soft-min of the z-scored energies.
     fn heat_lanes(el: &[f64; BLOCK], gm: &[f64; BLOCK], p: &[f64; 4], out: &mut [f32; BLOCK]) {
         // the z-scoring by multiplication with the reciprocal std: ≤ 1 ulp
@@ -948,7 +882,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     fn widen(src: &[f32], dst: &mut [f64]) {
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = s as f64;
