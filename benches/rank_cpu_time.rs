@@ -38,11 +38,46 @@ fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
+/// Both passes over `scores`/`labels`, `add`ed `chunk` pixels at a time,
+/// 5 times: one printed row (medians, and pass 2's minimum: a shared
+/// machine's load moves the medians).
+fn row(name: &str, scores: &[f32], labels: &[u8], chunk: usize) {
+    let n = scores.len();
+    let (mut p1, mut p2, mut m) = (vec![], vec![], 0);
+    for _ in 0..5 {
+        let t0 = cpu_ns();
+        let mut pc = PositiveCollector::new();
+        for (s, l) in scores.chunks(chunk).zip(labels.chunks(chunk)) {
+            pc.add(s, l, None);
+        }
+        let mut r = pc.finish();
+        m = r.keys().len();
+        let t1 = cpu_ns();
+        for (s, l) in scores.chunks(chunk).zip(labels.chunks(chunk)) {
+            r.add(s, l);
+        }
+        let c = r.finish().unwrap();
+        let t2 = cpu_ns();
+        std::hint::black_box(c);
+        p1.push((t1 - t0) / n as f64);
+        p2.push((t2 - t1) / n as f64);
+    }
+    println!(
+        "{name:<32}  pass1 {:6.2} core-ns/px  pass2 {:6.2} core-ns/px  both {:6.2}  (min pass2 {:6.2}, m {m})",
+        median(p1.clone()),
+        median(p2.clone()),
+        median(p1.iter().zip(&p2).map(|(a, b)| a + b).collect()),
+        min(&p2)
+    );
+}
+
 fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let keep = |name: &str| filter.as_ref().is_none_or(|f| name.contains(f.as_str()));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let kind = |tied: bool| if tied { "tied256" } else { "continuous" };
     pool.install(|| {
+        // whole slices: one `add` per pass
         for (n, size) in [(1usize << 20, "1M"), (1usize << 24, "16M")] {
             if !keep(size) {
                 continue;
@@ -50,67 +85,18 @@ fn main() {
             for pos in [0.01, 0.10] {
                 for tied in [false, true] {
                     let (scores, labels) = data(n, pos, tied);
-                    let (mut p1, mut p2) = (vec![], vec![]);
-                    for _ in 0..5 {
-                        let t0 = cpu_ns();
-                        let mut pc = PositiveCollector::new();
-                        pc.add(&scores, &labels, None);
-                        let mut r = pc.finish();
-                        let t1 = cpu_ns();
-                        r.add(&scores, &labels);
-                        let c = r.finish().unwrap();
-                        let t2 = cpu_ns();
-                        std::hint::black_box(c);
-                        p1.push((t1 - t0) / n as f64);
-                        p2.push((t2 - t1) / n as f64);
-                    }
-                    println!(
-                        "{size}/{}pct/{:<10}  pass1 {:6.2} core-ns/px  pass2 {:6.2} core-ns/px  both {:6.2}  (min pass2 {:6.2})",
-                        (pos * 100.0) as u32,
-                        if tied { "tied256" } else { "continuous" },
-                        median(p1.clone()),
-                        median(p2.clone()),
-                        median(p1.iter().zip(&p2).map(|(a, b)| a + b).collect()),
-                        min(&p2)
-                    );
+                    row(&format!("{size}/{}pct/{}", (pos * 100.0) as u32, kind(tied)), &scores, &labels, n);
                 }
             }
         }
-        // the sweep's shape: 60 images of 512², one `add` per image
+        // the sweep's shape: 60 images of 512², one `add` per image (the
+        // many-slots branch the real sweep takes)
         let (n, img) = (60usize << 18, 1usize << 18);
         let rates: &[f64] = if keep("sweep") { &[0.01, 0.02] } else { &[] };
         for &pos in rates {
             for tied in [false, true] {
                 let (scores, labels) = data(n, pos, tied);
-                let (mut p1, mut p2) = (vec![], vec![]);
-                let mut m = 0;
-                for _ in 0..5 {
-                    let t0 = cpu_ns();
-                    let mut pc = PositiveCollector::new();
-                    for (s, l) in scores.chunks(img).zip(labels.chunks(img)) {
-                        pc.add(s, l, None);
-                    }
-                    let mut r = pc.finish();
-                    m = r.keys().len();
-                    let t1 = cpu_ns();
-                    for (s, l) in scores.chunks(img).zip(labels.chunks(img)) {
-                        r.add(s, l);
-                    }
-                    let c = r.finish().unwrap();
-                    let t2 = cpu_ns();
-                    std::hint::black_box(c);
-                    p1.push((t1 - t0) / n as f64);
-                    p2.push((t2 - t1) / n as f64);
-                }
-                println!(
-                    "sweep60x256K/{}pct/{:<10}  pass1 {:6.2} core-ns/px  pass2 {:6.2} core-ns/px  both {:6.2}  (min pass2 {:6.2}, m {m})",
-                    (pos * 100.0) as u32,
-                    if tied { "tied256" } else { "continuous" },
-                    median(p1.clone()),
-                    median(p2.clone()),
-                    median(p1.iter().zip(&p2).map(|(a, b)| a + b).collect()),
-                    min(&p2)
-                );
+                row(&format!("sweep60x256K/{}pct/{}", (pos * 100.0) as u32, kind(tied)), &scores, &labels, img);
             }
         }
     });
