@@ -517,13 +517,7 @@ mod tests {
     /// counter fed by `add_counts` equals one fed by `add`.
     #[test]
     fn pixel_counts_equal_plain_loops() {
-        let mut x = 5u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::metrics::xorshift(5);
         let th = vec![-0.0f32, 0.0, 0.5, 1.0, 2.0, f32::NAN];
         for n in [0usize, 1, 15, 16, 17, 4095, 4096, 4097, 10_000] {
             for void_only in [false, true] {

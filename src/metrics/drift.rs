@@ -109,12 +109,11 @@ impl NormalStats {
                 ranks.push(pos.ceil() as u64);
             }
         }
-        let mut buckets: Vec<usize> = ranks.iter().map(|&k| self.hist.locate(k).0).collect();
+        let mut buckets: Vec<u32> = ranks.iter().map(|&k| self.hist.locate(k).0 as u32).collect();
         buckets.sort_unstable();
         buckets.dedup();
         let fine = buckets.iter().map(|_| vec![0u64; COARSE]).collect();
-        let keys = buckets.iter().map(|&b| b as u32).collect();
-        Refiner { stats: self, buckets, fine, keys }
+        Refiner { stats: self, buckets, fine }
     }
 }
 
@@ -122,10 +121,10 @@ impl NormalStats {
 #[derive(Debug, Clone)]
 pub struct Refiner {
     stats: NormalStats,
-    buckets: Vec<usize>,
+    /// The refined coarse buckets, ascending (u32: the lanes of
+    /// `keyhist::refine_lanes` compare them).
+    buckets: Vec<u32>,
     fine: Vec<Vec<u64>>,
-    /// `buckets` as the u32 lanes of `keyhist::refine_lanes` compare.
-    keys: Vec<u32>,
 }
 
 impl Refiner {
@@ -151,7 +150,7 @@ impl Refiner {
             return;
         }
         let n = scores.len().min(labels.len());
-        super::keyhist::refine_lanes(&scores[..n], &labels[..n], &self.keys, &mut self.fine, None);
+        super::keyhist::refine_lanes(&scores[..n], &labels[..n], &self.buckets, &mut self.fine, None);
     }
 
     /// The per-pixel loop [`add`](Self::add) replaces (its test oracle).
@@ -160,7 +159,7 @@ impl Refiner {
         for (&s, &l) in scores.iter().zip(labels) {
             if l == crate::data::label::NORMAL {
                 let k = super::key(s);
-                if let Ok(i) = self.buckets.binary_search(&((k >> 16) as usize)) {
+                if let Ok(i) = self.buckets.binary_search(&(k >> 16)) {
                     self.fine[i][(k & 0xffff) as usize] += 1;
                 }
             }
@@ -169,7 +168,7 @@ impl Refiner {
 
     fn order_stat(&self, k: u64) -> f64 {
         let (b, mut r) = self.stats.hist.locate(k);
-        let i = self.buckets.binary_search(&b).expect("bucket refined in pass 2");
+        let i = self.buckets.binary_search(&(b as u32)).expect("bucket refined in pass 2");
         for (lo, &c) in self.fine[i].iter().enumerate() {
             if r < c {
                 return unkey(((b as u32) << 16) | lo as u32) as f64;
@@ -287,13 +286,7 @@ mod tests {
 
     #[test]
     fn exact_percentiles_and_mean() {
-        let mut st = 7u64;
-        let mut next = || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            st
-        };
+        let mut next = crate::metrics::xorshift(7);
         let scores: Vec<f32> = (0..20_001).map(|_| ((next() % 100_000) as f32 / 777.0) - 30.0).collect();
         let labels: Vec<u8> = (0..scores.len()).map(|i| if i % 13 == 0 { 1 } else if i % 17 == 0 { 255 } else { 0 }).collect();
         let d = drift_of(&scores, &labels);
@@ -312,17 +305,11 @@ mod tests {
     /// (one walk, per-image histogram kept or not) equal `NormalStats::add`.
     #[test]
     fn fused_walks_equal_the_plain_ones() {
-        let mut st = 11u64;
-        let mut next = move || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            st
-        };
+        let mut next = crate::metrics::xorshift(11);
         let images: Vec<(Vec<f32>, Vec<u8>)> = [0usize, 7, 16, 4097, 9001]
             .iter()
             .map(|&n| {
-                let s = (0..n).map(|_| if next() % 50 == 0 { 1e-7 } else { (next() % 3000) as f32 / 300.0 - 2.0 }).collect();
+                let s = (0..n).map(|_| if next().is_multiple_of(50) { 1e-7 } else { (next() % 3000) as f32 / 300.0 - 2.0 }).collect();
                 let l = (0..n).map(|_| [0u8, 0, 0, 2, 255][(next() % 5) as usize]).collect();
                 (s, l)
             })

@@ -767,13 +767,7 @@ mod tests {
     /// positives, no negatives, all tied.
     #[test]
     fn counts_sorted_equals_counts_ranked() {
-        let mut seed = 7u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::metrics::xorshift(7);
         for n in [0usize, 1, 2, 5, 40, 300, 3000] {
             for levels in [1u64, 3, 50, 1 << 20] {
                 let scores: Vec<f32> = (0..n)
@@ -826,13 +820,7 @@ mod tests {
 
     #[test]
     fn engine_equals_brute_force_with_ties_and_void() {
-        let mut x = 12345u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::metrics::xorshift(12345);
         for n in [1usize, 2, 17, 300, 5000, 70_000] {
             let scores: Vec<f32> = (0..n).map(|_| ((next() % 41) as f32 - 20.0) / 4.0).collect();
             let labels: Vec<u8> = (0..n)
@@ -848,13 +836,7 @@ mod tests {
 
     #[test]
     fn weighted_positives_sum_per_threshold() {
-        let mut x = 777u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::metrics::xorshift(777);
         let n = 3000;
         let scores: Vec<f32> = (0..n).map(|_| ((next() % 29) as f32 - 14.0) / 3.0).collect();
         let labels: Vec<u8> = (0..n).map(|_| [0u8, 0, 0, 1, 2, label::VOID][(next() % 6) as usize]).collect();

@@ -146,13 +146,7 @@ mod tests {
     /// the lane and block widths, a score map shorter than the labels.
     #[test]
     fn type_counts_equal_the_plain_loop() {
-        let mut x = 9u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::metrics::xorshift(9);
         for n in [0usize, 1, 15, 16, 17, 4095, 4096, 4097, 9000] {
             let lab: Vec<u8> = (0..n).map(|_| [0u8, 1, 2, 3, 255, 1][(next() % 6) as usize]).collect();
             let s: Vec<f32> = (0..n.saturating_sub(n / 7)).map(|_| [0.5f32, 0.0, -0.0, 1.0, f32::NAN, 0.25][(next() % 6) as usize]).collect();

@@ -262,13 +262,7 @@ mod tests {
     }
 
     fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut x = seed | 1;
-        move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        }
+        crate::metrics::xorshift(seed | 1)
     }
 
     /// The block-exact sum equals the add chain bit for bit on data where

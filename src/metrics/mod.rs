@@ -40,6 +40,19 @@ pub fn key(x: f32) -> u32 {
     if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
 }
 
+/// Tests' deterministic pseudo-random stream: xorshift64 (13, 7, 17) from
+/// `seed` (non-zero), one value per call.
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 /// Lane width of [`for_lanes`].
 pub(crate) const LANES: usize = 16;
 

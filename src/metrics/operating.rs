@@ -258,7 +258,7 @@ impl RankHist {
                 })
                 .collect()
         };
-        let mut buckets: Vec<usize> = targets.iter().map(|t| self.hist.locate(t.rank).0).collect();
+        let mut buckets: Vec<u32> = targets.iter().map(|t| self.hist.locate(t.rank).0 as u32).collect();
         buckets.sort_unstable();
         buckets.dedup();
         let fine = buckets.iter().map(|_| vec![0u64; COARSE]).collect();
@@ -289,7 +289,9 @@ pub struct RankRefiner {
     hist: RankHist,
     budgets: usize,
     targets: Vec<Target>,
-    buckets: Vec<usize>,
+    /// The refined coarse buckets, ascending (u32: the lanes of
+    /// `keyhist::refine_lanes` compare them).
+    buckets: Vec<u32>,
     fine: Vec<Vec<u64>>,
     above: Vec<Option<u32>>,
 }
@@ -307,8 +309,7 @@ impl RankRefiner {
             return;
         }
         let n = scores.len().min(labels.len());
-        let keys: Vec<u32> = self.buckets.iter().map(|&b| b as u32).collect();
-        super::keyhist::refine_lanes(&scores[..n], &labels[..n], &keys, &mut self.fine, Some(&mut self.above));
+        super::keyhist::refine_lanes(&scores[..n], &labels[..n], &self.buckets, &mut self.fine, Some(&mut self.above));
     }
 
     pub fn tally(&self) -> RankTally {
@@ -343,7 +344,7 @@ impl RankRefiner {
             .iter()
             .map(|t| {
                 let (b, mut r) = self.hist.hist.locate(t.rank);
-                let i = self.buckets.binary_search(&b).expect("bucket refined in pass 2");
+                let i = self.buckets.binary_search(&(b as u32)).expect("bucket refined in pass 2");
                 let fine = &self.fine[i];
                 let mut lo = 0usize;
                 while r >= fine[lo] {
@@ -425,13 +426,7 @@ mod tests {
 
     #[test]
     fn pixel_and_image_rules_match_brute_force() {
-        let mut x = 12345u64;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::metrics::xorshift(12345);
         for case in 0..200 {
             let n = 1 + (rnd() % 60) as usize;
             let levels = (1 + rnd() % 12) as f32;

@@ -680,13 +680,7 @@ mod tests {
 
     #[test]
     fn union_find_equals_flood_fill() {
-        let mut x = 987654321u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::metrics::xorshift(987654321);
         for &(h, w) in &[(1, 1), (1, 9), (9, 1), (7, 7), (13, 31), (40, 17)] {
             for dens in [2u64, 4, 6, 8] {
                 let mask: Vec<bool> = (0..h * w).map(|_| next() % 10 < dens).collect();
