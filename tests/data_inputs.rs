@@ -869,7 +869,6 @@ fn hashed_read_digest_is_the_files_digest() {
     let d = tmp();
     let (c, h, w) = (3, 5, 7);
     let v = sample(c, h, w);
-    let empty = || bench::data::Logits { c: 0, h: 0, w: 0, data: LogitData::F32(vec![]) };
     // f32 and f16, several sizes (one larger than a parallel read chunk),
     // into a fresh buffer and into one of the other dtype
     let big = sample(4, 512, 640);
@@ -878,7 +877,7 @@ fn hashed_read_digest_is_the_files_digest() {
         write_npy_f32(&p32, &shape, data).unwrap();
         let p16 = d.path().join(format!("{name}16.npy"));
         write_npy_f16(&p16, &shape, &data.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>()).unwrap();
-        let mut buf = empty();
+        let mut buf = bench::data::Logits::default();
         for p in [&p32, &p16, &p32] {
             let got = read_logits_hashed(p, None, &mut buf).unwrap();
             assert_eq!(got.as_deref(), Some(sha256_file(p).unwrap().as_str()), "{}", p.display());
@@ -890,7 +889,7 @@ fn hashed_read_digest_is_the_files_digest() {
     let be: Vec<u8> = v.iter().flat_map(|x| x.to_be_bytes()).collect();
     let p = d.path().join("be.npy");
     write(&p, &npy_bytes(">f4", false, "(3, 5, 7)", &be));
-    let mut buf = empty();
+    let mut buf = bench::data::Logits::default();
     assert_eq!(read_logits_hashed(&p, None, &mut buf).unwrap(), None);
     assert_eq!(f32s(&buf), v);
     let le: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();

@@ -63,7 +63,7 @@ pub(crate) fn load(split: &Split, model: &str, i: usize, inp: &Reader, buf: Opti
     }
     let lp = split.logits_path(model, &split.stems[i])?;
     sums.add(&split.labels[i])?;
-    let mut lg = buf.unwrap_or_else(|| Logits { c: 0, h: 0, w: 0, data: super::LogitData::F32(vec![]) });
+    let mut lg = buf.unwrap_or_default();
     if sums.contains(&lp) {
         read_logits_into(&lp, inp.npz_key.as_deref(), &mut lg)?;
     } else {

@@ -24,7 +24,8 @@ pub use npy::{read_logits, read_score_map, read_score_map_key};
 
 /// Logits of one image, class-major `[C, H, W]` as stored on disk.
 /// float16 stays float16 until the scorer reads it (halves the bytes moved).
-#[derive(Debug, Clone)]
+/// The default is empty (`c = h = w = 0`): a buffer for the readers to fill.
+#[derive(Debug, Clone, Default)]
 pub struct Logits {
     pub c: usize,
     pub h: usize,
@@ -36,6 +37,12 @@ pub struct Logits {
 pub enum LogitData {
     F32(Vec<f32>),
     F16(Vec<half::f16>),
+}
+
+impl Default for LogitData {
+    fn default() -> Self {
+        LogitData::F32(Vec::new())
+    }
 }
 
 impl Logits {

@@ -518,17 +518,7 @@ pub fn read_logits_key(path: &Path, key: Option<&str>) -> Result<Logits> {
 /// page faults of a fresh buffer when looping over many images). On error
 /// `out` is left empty (`c = h = w = 0`).
 pub fn read_logits_into(path: &Path, key: Option<&str>, out: &mut Logits) -> Result<()> {
-    let prev = std::mem::replace(
-        out,
-        Logits {
-            c: 0,
-            h: 0,
-            w: 0,
-            data: LogitData::F32(Vec::new()),
-        },
-    );
-    *out = with_npy(path, key, |label, src, len| logits_from(label, src, len, Some(prev.data), None))?;
-    Ok(())
+    read_into(path, key, out, false).map(|_| ())
 }
 
 /// [`read_logits_into`] that also returns the file's SHA-256 when it comes
@@ -537,14 +527,18 @@ pub fn read_logits_into(path: &Path, key: Option<&str>, out: &mut Logits) -> Res
 /// hash it; `None` otherwise (an `.npz`, a byte-swapped or Fortran-order
 /// array): hash the file itself.
 pub fn read_logits_hashed(path: &Path, key: Option<&str>, out: &mut Logits) -> Result<Option<String>> {
-    let prev = std::mem::replace(out, Logits { c: 0, h: 0, w: 0, data: LogitData::F32(Vec::new()) });
-    if super::dataset::ext_lower(path) == "npz" {
-        *out = with_npy(path, key, |label, src, len| logits_from(label, src, len, Some(prev.data), None))?;
-        return Ok(None);
-    }
+    read_into(path, key, out, true)
+}
+
+/// [`read_logits_into`], with the file's digest when `hash` asks and the
+/// source is the file itself (an `.npz` member's bytes are not the file's).
+fn read_into(path: &Path, key: Option<&str>, out: &mut Logits, hash: bool) -> Result<Option<String>> {
+    let prev = std::mem::take(out);
     let mut digest = None;
-    let (file, len) = open(path)?;
-    *out = logits_from(path, Src::File(&file), len, Some(prev.data), Some(&mut digest))?;
+    *out = with_npy(path, key, |label, src, len| {
+        let want = (hash && matches!(src, Src::File(_))).then_some(&mut digest);
+        logits_from(label, src, len, Some(prev.data), want)
+    })?;
     Ok(digest)
 }
 
