@@ -275,7 +275,7 @@ fn counts(pos: &[f32], neg: &[f32]) -> bench::metrics::Counts {
 /// comes as a PNG that is byte-identical across renders.
 #[test]
 fn plots_scale_to_the_data_and_come_as_deterministic_pngs() {
-    use bench::report::curves::{Curve, dist_x_range, files, pr_png, pr_y_range};
+    use bench::report::curves::{Curve, Kept, dist_x_range, files, pr_png, pr_y_range};
     // 20 anomaly pixels among 2000 normal ones, scores overlapping: precision ≈ 0.015
     let pos: Vec<f32> = (0..20).map(|i| -4.0 + 0.1 * i as f32).collect();
     let neg: Vec<f32> = (0..2000).map(|i| -5.0 + 0.0015 * i as f32).collect();
@@ -296,7 +296,8 @@ fn plots_scale_to_the_data_and_come_as_deterministic_pngs() {
     assert!(dec.info().width >= 600, "readable size");
 
     let r = sample();
-    let cs = vec![Curve { model: "a", method: "max_logit", method_name: "Simple Max Logits", counts: &k, keep: vec![] }];
+    let packed = bench::metrics::PackedCounts::pack(&k);
+    let cs = vec![Kept { model: "a", method: "max_logit", method_name: "Simple Max Logits", counts: &packed, keep: &[] }];
     let (f1, f2) = (files(&r, &cs), files(&r, &cs));
     assert_eq!(f1, f2, "report files differ between renders");
     let names: Vec<&str> = f1.iter().map(|f| f.0.as_str()).collect();

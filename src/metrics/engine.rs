@@ -299,18 +299,15 @@ impl PositiveCollector {
 
     /// Sort and deduplicate the positives, ready for pass 2.
     pub fn finish(mut self) -> Ranker {
-        let mut keys = Vec::new();
-        let mut pos = Vec::new();
-        let mut wsum = Vec::new();
+        let (mut keys, mut pos, mut wsum);
         if self.weights.is_empty() {
             self.keys.par_sort_unstable();
-            for &k in &self.keys {
-                if keys.last() == Some(&k) {
-                    *pos.last_mut().unwrap() += 1;
-                } else {
-                    keys.push(k);
-                    pos.push(1u64);
-                }
+            // sized once (no doubling slack: this lives through pass 2)
+            let distinct = distinct_sorted(&self.keys);
+            (keys, pos, wsum) = (Vec::with_capacity(distinct), Runs::with_capacity(distinct), Vec::new());
+            for run in self.keys.chunk_by(|a, b| a == b) {
+                keys.push(run[0]);
+                pos.push(run.len() as u64);
             }
             drop(self.keys);
         } else {
@@ -325,19 +322,16 @@ impl PositiveCollector {
             drop(self.keys);
             drop(self.weights);
             pairs.par_sort_unstable();
-            for &(k, w) in &pairs {
-                let w = f64::from_bits(w);
-                if keys.last() == Some(&k) {
-                    *pos.last_mut().unwrap() += 1;
-                    *wsum.last_mut().unwrap() += w;
-                } else {
-                    keys.push(k);
-                    pos.push(1u64);
-                    wsum.push(w);
-                }
+            let distinct = 1 + pairs.windows(2).filter(|w| w[0].0 != w[1].0).count();
+            (keys, pos, wsum) = (Vec::with_capacity(distinct), Runs::with_capacity(distinct), Vec::with_capacity(distinct));
+            for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+                keys.push(run[0].0);
+                pos.push(run.len() as u64);
+                // in (key, weight bits) order, whatever the image order
+                wsum.push(run[1..].iter().fold(f64::from_bits(run[0].1), |acc, &(_, w)| acc + f64::from_bits(w)));
             }
         }
-        let slots = vec![0; 2 * keys.len() + 1];
+        let slots = Slots::new(2 * keys.len() + 1);
         let m = keys.len();
         let table = RankTable::new(&keys);
         drop(keys);
@@ -355,6 +349,120 @@ impl PositiveCollector {
     }
 }
 
+/// Distinct keys of a sorted slice.
+fn distinct_sorted(keys: &[u32]) -> usize {
+    if keys.is_empty() { 0 } else { 1 + keys.windows(2).filter(|w| w[0] != w[1]).count() }
+}
+
+/// Positives per distinct key, 4 bytes each: a run of 2^32 − 1 or more
+/// equal positive keys keeps its count in `big` (no real split gets there,
+/// but the count stays exact if one does).
+#[derive(Debug, Clone, Default)]
+struct Runs {
+    n: Vec<u32>,
+    /// (index, count) of the runs marked `u32::MAX` in `n`, ascending.
+    big: Vec<(usize, u64)>,
+}
+
+impl Runs {
+    fn with_capacity(c: usize) -> Runs {
+        Runs { n: Vec::with_capacity(c), big: vec![] }
+    }
+
+    fn push(&mut self, c: u64) {
+        match u32::try_from(c) {
+            Ok(v) if v < u32::MAX => self.n.push(v),
+            _ => {
+                self.big.push((self.n.len(), c));
+                self.n.push(u32::MAX);
+            }
+        }
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> u64 {
+        match self.n[i] {
+            u32::MAX => self.big[self.big.partition_point(|b| b.0 < i)].1,
+            v => v as u64,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.n.iter().filter(|&&v| v != u32::MAX).map(|&v| v as u64).sum::<u64>() + self.big.iter().map(|b| b.1).sum::<u64>()
+    }
+}
+
+/// A ranker's slot counts, 4 bytes per slot while they fit (two slots per
+/// distinct positive, so this is the largest part of a ranker): every
+/// negative adds one to one slot, so no u32 count can wrap while fewer than
+/// 2^32 negatives have been added since the last [`flush`](Self::flush) into
+/// the u64 `wide` counts, which are allocated only then (a split of more
+/// than 4.29 G negative pixels).
+#[derive(Debug, Clone)]
+struct Slots {
+    narrow: Vec<u32>,
+    /// Empty until the first flush.
+    wide: Vec<u64>,
+    /// Upper bound on every `narrow` count.
+    bound: u64,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots { narrow: vec![0; n], wide: vec![], bound: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.narrow.len()
+    }
+
+    /// Make room for `n` more increments, flushing into `wide` if the u32
+    /// counts could wrap.
+    fn room(&mut self, n: u64) {
+        if self.bound + n > u32::MAX as u64 {
+            self.flush();
+        }
+        self.bound += n;
+    }
+
+    fn flush(&mut self) {
+        if self.wide.is_empty() {
+            self.wide = vec![0; self.narrow.len()];
+        }
+        for (w, n) in self.wide.iter_mut().zip(self.narrow.iter_mut()) {
+            *w += std::mem::take(n) as u64;
+        }
+        self.bound = 0;
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> u64 {
+        self.narrow[i] as u64 + self.wide.get(i).copied().unwrap_or(0)
+    }
+
+    fn to_vec(&self) -> Vec<u64> {
+        (0..self.len()).map(|i| self.get(i)).collect()
+    }
+
+    /// Add u64 counts (a shard's or the device's tally).
+    fn add(&mut self, t: &[u64]) {
+        let most = t.iter().copied().max().unwrap_or(0);
+        if self.bound + most <= u32::MAX as u64 {
+            for (a, &b) in self.narrow.iter_mut().zip(t) {
+                *a += b as u32;
+            }
+            self.bound += most;
+        } else {
+            if self.wide.is_empty() {
+                self.wide = vec![0; self.narrow.len()];
+            }
+            for (a, &b) in self.wide.iter_mut().zip(t) {
+                *a += b;
+            }
+        }
+    }
+}
+
 /// The mergeable part of a [`Ranker`]: its slot counts.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
@@ -366,7 +474,7 @@ pub struct Tally {
 #[derive(Debug, Clone)]
 pub struct Ranker {
     /// Positives per distinct key.
-    pos: Vec<u64>,
+    pos: Runs,
     /// Summed positive weight per distinct key (empty when unweighted).
     wsum: Vec<f64>,
     /// The slot lookup table over `keys`.
@@ -375,7 +483,7 @@ pub struct Ranker {
     part: Vec<u8>,
     /// slots[2i] = negatives strictly between keys[i-1] and keys[i];
     /// slots[2i+1] = negatives equal to keys[i]; slots[2m] = above all.
-    slots: Vec<u64>,
+    slots: Slots,
     expected_negatives: u64,
     negatives: u64,
 }
@@ -403,8 +511,8 @@ impl Ranker {
 
     /// Positives per distinct key of [`keys`](Self::keys) (the bootstrap
     /// grid's anomaly mass).
-    pub fn positive_counts(&self) -> &[u64] {
-        &self.pos
+    pub fn positive_counts(&self) -> Vec<u64> {
+        (0..self.pos.n.len()).map(|i| self.pos.get(i)).collect()
     }
 
     /// The distinct positive keys, ascending.
@@ -415,6 +523,14 @@ impl Ranker {
     /// Add one image's negatives (same pixels as pass 1, any image order).
     pub fn add(&mut self, scores: &[f32], labels: &[u8]) {
         debug_assert_eq!(scores.len(), labels.len());
+        // u32 slot counts: at most 2^31 pixels between two checks
+        for (s, l) in scores.chunks(1 << 31).zip(labels.chunks(1 << 31)) {
+            self.slots.room(s.len() as u64);
+            self.add_narrow(s, l);
+        }
+    }
+
+    fn add_narrow(&mut self, scores: &[f32], labels: &[u8]) {
         let this = &*self;
         let nslots = self.slots.len();
         if nslots <= scores.len() / 8 {
@@ -439,8 +555,8 @@ impl Ranker {
                 .collect();
             for (h, n) in hists {
                 self.negatives += n;
-                for (a, b) in self.slots.iter_mut().zip(h) {
-                    *a += b as u64;
+                for (a, b) in self.slots.narrow.iter_mut().zip(h) {
+                    *a += b;
                 }
             }
             return;
@@ -463,7 +579,7 @@ impl Ranker {
         for block in filed {
             self.negatives += block.len() as u64;
             for s in block {
-                self.slots[s as usize] += 1;
+                self.slots.narrow[s as usize] += 1;
             }
         }
     }
@@ -511,29 +627,24 @@ impl Ranker {
             if l == label::NORMAL {
                 self.negatives += 1;
                 let i = self.slot_reference(key(s)) as usize;
-                self.slots[i] += 1;
+                self.slots.room(1);
+                self.slots.narrow[i] += 1;
             }
         }
     }
 
     /// The pass-2 counts so far (what a shard ships).
     pub fn tally(&self) -> Tally {
-        Tally { slots: self.slots.clone(), negatives: self.negatives }
+        Tally { slots: self.slots.to_vec(), negatives: self.negatives }
     }
 
     /// Add a [`tally`](Self::tally) made by a ranker over the same
     /// positives (shard merge). Integer sums: exact in any order.
     pub fn absorb(&mut self, t: &Tally) -> anyhow::Result<()> {
         anyhow::ensure!(t.slots.len() == self.slots.len(), "merging rank counts made over different positives");
-        for (a, b) in self.slots.iter_mut().zip(&t.slots) {
-            *a += b;
-        }
+        self.slots.add(&t.slots);
         self.negatives += t.negatives;
         Ok(())
-    }
-
-    pub fn slots(&self) -> &[u64] {
-        &self.slots
     }
 
     /// The sufficient statistic. Errors if pass 2 saw a different number of
@@ -547,23 +658,23 @@ impl Ranker {
         );
         let m = self.keys().len();
         let mut c = Counts {
-            positives: self.pos.iter().sum(),
+            positives: self.pos.total(),
             negatives: self.negatives,
             thresholds: Vec::with_capacity(m),
             tp: Vec::with_capacity(m),
             fp: Vec::with_capacity(m),
             fp_gt: Vec::with_capacity(m),
         };
-        let (mut tp, mut fp) = (0u64, self.slots[2 * m]);
+        let (mut tp, mut fp) = (0u64, self.slots.get(2 * m));
         for i in (0..m).rev() {
             let fp_gt = fp;
-            fp += self.slots[2 * i + 1];
-            tp += self.pos[i];
+            fp += self.slots.get(2 * i + 1);
+            tp += self.pos.get(i);
             c.thresholds.push(unkey(self.keys()[i]));
             c.tp.push(tp);
             c.fp.push(fp);
             c.fp_gt.push(fp_gt);
-            fp += self.slots[2 * i];
+            fp += self.slots.get(2 * i);
         }
         Ok(c)
     }
@@ -761,6 +872,63 @@ fn counts_sorted(scores: &[f32], labels: &[u8]) -> Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The u32 slot counts flush into u64 before they could wrap, and u64
+    /// tallies too large for them go straight to the wide counts: the counts
+    /// read back are the exact sums either way.
+    #[test]
+    fn slot_counts_stay_exact_past_u32() {
+        let max = u32::MAX as u64;
+        let mut s = Slots::new(3);
+        s.room(max - 2);
+        s.narrow[1] = (max - 2) as u32;
+        assert!(s.wide.is_empty());
+        s.room(2);
+        s.narrow[1] += 2;
+        assert!(s.wide.is_empty(), "exactly u32::MAX fits");
+        s.room(1);
+        assert_eq!(s.wide, vec![0, max, 0], "the next increment flushes first");
+        s.narrow[1] += 1;
+        s.add(&[5, 7, max + 10]);
+        assert_eq!(s.to_vec(), vec![5, max + 8, max + 10]);
+        let mut t = Slots::new(2);
+        t.add(&[1, 2]);
+        assert!(t.wide.is_empty());
+        assert_eq!((t.to_vec(), t.bound), (vec![1, 2], 2));
+    }
+
+    /// Run lengths of 2^32 − 1 and more keep their exact counts.
+    #[test]
+    fn positive_runs_stay_exact_past_u32() {
+        let max = u32::MAX as u64;
+        let mut r = Runs::default();
+        for c in [1, max + 5, 3, max, max - 1, 1 << 40] {
+            r.push(c);
+        }
+        let got: Vec<u64> = (0..6).map(|i| r.get(i)).collect();
+        assert_eq!(got, vec![1, max + 5, 3, max, max - 1, 1 << 40]);
+        assert_eq!(r.total(), got.iter().sum::<u64>());
+    }
+
+    /// A ranker whose counts pass 2^32 (here absorbed as a device or shard
+    /// tally) finishes to the exact statistic.
+    #[test]
+    fn ranker_counts_past_u32() {
+        let big = u32::MAX as u64 * 3;
+        let mut c = PositiveCollector::new();
+        c.add(&[2.0, 1.0, 1.0], &[1, 1, 0], None);
+        // pass 1 saw the absorbed tally's negatives too
+        c.extend(&[], 2 * big + 9);
+        let mut r = c.finish();
+        // slots: below 1.0, at 1.0, between, at 2.0, above
+        r.absorb(&Tally { slots: vec![big, 1, 7, 0, big + 1], negatives: 2 * big + 9 }).unwrap();
+        // a negative at 1.0 on top of the absorbed tally
+        r.add(&[1.0], &[0]);
+        let k = r.finish().unwrap();
+        assert_eq!(k.fp, vec![big + 1, big + 1 + 7 + 2]);
+        assert_eq!(k.fp_gt, vec![big + 1, big + 1 + 7]);
+        assert_eq!(k.tp, vec![1, 2]);
+    }
 
     /// The sorting path of `counts_of` (small inputs) gives the ranking
     /// passes' integers exactly: ties across classes, void, ±0, no

@@ -25,10 +25,12 @@ pub mod engine;
 pub mod failure;
 pub mod keyhist;
 pub mod operating;
+pub mod packed;
 pub mod region;
 pub mod split;
 
 pub use engine::{PositiveCollector, Ranker, ThresholdCounter, counts_of};
+pub use packed::PackedCounts;
 use serde::Serialize;
 
 /// Order-preserving bijection f32 → u32 (`a < b ⇔ key(a) < key(b)`), with

@@ -36,11 +36,6 @@ pub(crate) fn soft_probes(chosen: &[Vec<Chosen>], cols: usize) -> Vec<Option<f32
     (0..cols).map(|mi| chosen.get(mi).and_then(|ch| soft_threshold(Some(ch), Level::Pixel).ok()).map(|t| t as f32)).collect()
 }
 
-/// The test statistic of each anomaly type (the whole split's with one type).
-fn type_counts(te: &SplitEval, mi: usize) -> &[Counts] {
-    if te.type_counts[mi].is_empty() { std::slice::from_ref(&te.counts[mi]) } else { &te.type_counts[mi] }
-}
-
 fn share(n: u64, of: u64) -> Option<f64> {
     (of > 0).then(|| n as f64 / of as f64)
 }
@@ -52,7 +47,7 @@ fn share(n: u64, of: u64) -> Option<f64> {
 pub(crate) fn failure_rows(cfg: &Config, model: &str, m: &MethodRef, mi: usize, te: &SplitEval, ch: Option<&[Chosen]>) -> Vec<FailureRow> {
     let (px, img) = (soft_threshold(ch, Level::Pixel), soft_threshold(ch, Level::Image));
     let reason = px.as_ref().err().or(img.as_ref().err()).cloned();
-    type_counts(te, mi)
+    te.type_counts(mi)
         .iter()
         .enumerate()
         .map(|(t, tc)| {
@@ -133,7 +128,7 @@ pub(crate) fn example_panels(cx: &Ctx, cfg: &Config, sw: &Sweep, plan: &ScorePla
             e.insert(rescore(cx, plan, sw.test, model, fm, i)?);
         }
     }
-    let scale = Scale { lo: te.drift[fm].quantile(0.5).unwrap_or(t as f64), t: t as f64, hi: te.counts[fm].thresholds.first().map_or(t as f64, |&x| x as f64) };
+    let scale = Scale { lo: te.drift[fm].quantile(0.5).unwrap_or(t as f64), t: t as f64, hi: te.counts(fm).thresholds.first().map_or(t as f64, |&x| x as f64) };
     let mut files = vec![];
     for (ty, pick) in picks.iter().enumerate() {
         let value = cfg.anomaly[ty];

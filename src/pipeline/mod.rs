@@ -78,7 +78,7 @@ pub struct RunOptions {
 
 /// Test-split statistic of one (model, method) with the thresholds of the
 /// honest evaluation: what the curves and plots are drawn from.
-pub type Curve = (String, MethodRef, Counts, Vec<f64>);
+pub type Curve = (String, MethodRef, crate::metrics::PackedCounts, Vec<f64>);
 
 pub struct RunOutput {
     pub results: Results,

@@ -303,7 +303,7 @@ fn test_rows(cfg: &Config, mc: &crate::config::ModelCfg, m: &MethodRef, mi: usiz
     }
     let keep = h.points.iter().filter(|p| p.level == crate::metrics::operating::Level::Pixel).filter_map(|p| p.threshold).collect();
     o.honest.push(h);
-    o.curves.push((mc.id.clone(), m.clone(), te.counts[mi].clone(), keep));
+    o.curves.push((mc.id.clone(), m.clone(), te.packed[mi].clone(), keep));
 }
 
 /// Everything one model contributes to the results.

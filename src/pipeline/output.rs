@@ -6,10 +6,10 @@ use crate::report::{curves, page, tables};
 
 /// The files of one dataset's results folder.
 pub fn result_files(out: &RunOutput) -> Result<Vec<(String, Vec<u8>)>> {
-    let cs: Vec<curves::Curve> = out
+    let cs: Vec<curves::Kept> = out
         .curves
         .iter()
-        .map(|(model, m, counts, keep)| curves::Curve { model, method: m.id(), method_name: m.display(), counts, keep: keep.clone() })
+        .map(|(model, m, counts, keep)| curves::Kept { model, method: m.id(), method_name: m.display(), counts, keep })
         .collect();
     let mut files = vec![
         ("results.json".to_string(), out.results.to_json().into_bytes()),

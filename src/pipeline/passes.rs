@@ -2,7 +2,7 @@
 //! collective (all images here, one shard's range, or a merge).
 
 use super::*;
-use crate::metrics::Ranker;
+use crate::metrics::{PackedCounts, Ranker};
 use crate::metrics::bootgrid::{Grid, HistCollector, HistSet};
 use crate::scores::gpu::GpuContext;
 use crate::scores::gpu::rank::{RankPass, RankSet};
@@ -41,13 +41,15 @@ pub(crate) fn score_image_raw(scorer: &mut dyn Scorer, lg: &Logits, plan: &Score
 /// What one split yields for one model: per method, the exact statistic,
 /// the counts at the probe thresholds and the image-level scores.
 pub(crate) struct SplitEval {
-    pub(crate) counts: Vec<Counts>,
+    /// Per method, the exact statistic, packed while it is kept (see
+    /// [`counts`](Self::counts)).
+    pub(crate) packed: Vec<PackedCounts>,
     /// Per method: AUPRO (when `regions`), and the region count.
     pub(crate) aupro: Vec<Option<f64>>,
     pub(crate) regions: u64,
     pub(crate) components: Vec<Option<ComponentStats>>,
     /// Per method, per anomaly type (only when there are several types).
-    pub(crate) type_counts: Vec<Vec<Counts>>,
+    pub(crate) type_counts: Vec<Vec<PackedCounts>>,
     pub(crate) drift: Vec<DriftStats>,
     pub(crate) probes: Vec<ThresholdCounter>,
     pub(crate) image_scores: Vec<Vec<f32>>,
@@ -103,7 +105,22 @@ impl SplitEval {
     pub(crate) fn headline(&self, mi: usize, conv: &crate::metrics::conventions::MetricConv) -> crate::metrics::Summary {
         match self.image_means.get(mi).copied().flatten() {
             Some(([auroc, aupr, fpr95, f1, ..], ..)) => crate::metrics::Summary { auroc, aupr, fpr95, f1, threshold: None },
-            None => conv.summary(&self.counts[mi]),
+            None => conv.summary(&self.counts(mi)),
+        }
+    }
+
+    /// Column `mi`'s exact statistic, unpacked (kept packed: it lives until
+    /// the report, beside the next splits' rankers).
+    pub(crate) fn counts(&self, mi: usize) -> Counts {
+        self.packed[mi].unpack()
+    }
+
+    /// Column `mi`'s statistic per anomaly type (the whole split's with one
+    /// type), unpacked.
+    pub(crate) fn type_counts(&self, mi: usize) -> Vec<Counts> {
+        match self.type_counts[mi].is_empty() {
+            true => vec![self.counts(mi)],
+            false => self.type_counts[mi].iter().map(PackedCounts::unpack).collect(),
         }
     }
 }
@@ -246,7 +263,9 @@ pub(crate) fn eval_split(
         ranks: ranks.into_iter().map(|r| r.refine(&opts.frr_budgets)).collect(),
         boot,
     };
-    let Pass2 { rankers, trankers, refiners, rankers_in, ranks, boot } = pass2(cx, split, model, scorer, plan, &cache, p2)?;
+    // the cache goes into pass 2 by value: each cached image's maps are
+    // freed once ranked, so the split's Counts are not built beside them
+    let Pass2 { rankers, trankers, refiners, rankers_in, ranks, boot } = pass2(cx, split, model, scorer, plan, cache, p2)?;
     if let Some(b) = &boot {
         ensure!(b.set.images.len() == split.stems.len(), "internal error: bootstrap histograms of {} of {} images", b.set.images.len(), split.stems.len());
     }
@@ -259,16 +278,21 @@ pub(crate) fn eval_split(
     let drift = refiners.into_iter().map(|r| r.finish()).collect();
     let type_counts = trankers
         .into_iter()
-        .map(|v| v.into_iter().map(|r| r.finish()).collect::<Result<Vec<_>>>())
+        .map(|v| v.into_iter().map(|r| r.finish().map(|c| PackedCounts::pack(&c))).collect::<Result<Vec<_>>>())
         .collect::<Result<Vec<_>>>()?;
-    let weighted = rankers
+    // one method's statistic unpacked at a time: AUPRO, then packed
+    let (aupro_v, packed) = rankers
         .into_iter()
-        .map(|r| r.finish_weighted().with_context(|| format!("split {} [{model}]", split.name)))
-        .collect::<Result<Vec<_>>>()?;
-    let aupro_v = weighted.iter().map(|w| if opts.regions { aupro(&w.counts, &w.tp_weight, regions, crate::metrics::region::MAX_FPR) } else { None }).collect();
-    let counts = weighted.into_iter().map(|w| w.counts).collect();
+        .map(|r| {
+            let w = r.finish_weighted().with_context(|| format!("split {} [{model}]", split.name))?;
+            let au = if opts.regions { aupro(&w.counts, &w.tp_weight, regions, crate::metrics::region::MAX_FPR) } else { None };
+            Ok((au, PackedCounts::pack(&w.counts)))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
     Ok(SplitEval {
-        counts,
+        packed,
         aupro: aupro_v,
         regions,
         components: comps,
@@ -298,7 +322,7 @@ fn boot_grids(rankers: &[Ranker], normal: &[crate::metrics::drift::NormalStats],
         .iter()
         .zip(normal)
         .enumerate()
-        .map(|(m, (r, n))| Grid::build(r.keys(), r.positive_counts(), n.coarse(), thresholds.get(m).map_or(&[][..], |t| &t[..]), crate::metrics::bootgrid::PER_CLASS))
+        .map(|(m, (r, n))| Grid::build(r.keys(), &r.positive_counts(), n.coarse(), thresholds.get(m).map_or(&[][..], |t| &t[..]), crate::metrics::bootgrid::PER_CLASS))
         .collect()
 }
 
@@ -399,7 +423,7 @@ fn pass1(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
 /// ranking runs on the same device ([`DeviceRank`]); the other pass-2
 /// accumulators stay on the host.
 #[allow(clippy::too_many_arguments)]
-fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &ScorePlan, cache: &Option<Vec<(ScoreMaps, Vec<u8>)>>, mut p2: Pass2) -> Result<Pass2> {
+fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &ScorePlan, cache: Option<Vec<(ScoreMaps, Vec<u8>)>>, mut p2: Pass2) -> Result<Pass2> {
     let bar = cx.progress;
     let ctx = |i: usize| format!("{}/{} [{}]", split.name, split.stems[i], model);
     let (label, id) = pass_names(cx, split, model, 2);
@@ -414,12 +438,14 @@ fn pass2(cx: &Ctx, split: &Split, model: &str, scorer: &mut dyn Scorer, plan: &S
             let mut dev = DeviceRank::new(cx, gpu.as_ref(), st);
             // the cached prefix first, then the images after it scored
             // again: image order either way
-            let cached = cache.as_deref().unwrap_or(&[]);
+            let mut cached = cache.unwrap_or_default();
             let split_at = cached.len().clamp(images.start, images.end);
             for i in images.start..split_at {
-                cx.timed(|p| &mut p.rank, || DeviceRank::add(cx, &mut dev, st, &cached[i].0, &cached[i].1)).with_context(|| ctx(i))?;
+                let (maps, lab) = std::mem::take(&mut cached[i]);
+                cx.timed(|p| &mut p.rank, || DeviceRank::add(cx, &mut dev, st, &maps, &lab)).with_context(|| ctx(i))?;
                 bar.inc();
             }
+            drop(cached);
             if split_at < images.end {
                 stream_scored(cx, split, model, scorer, plan, split_at..images.end, |_, maps, lab, _| {
                     DeviceRank::add(cx, &mut dev, st, &maps, &lab)?;

@@ -29,7 +29,7 @@ fn images(e: &SplitEval, mi: usize) -> ImageScores<'_> {
 /// budget. `e` must have been evaluated with `SplitOpts::frr_budgets` =
 /// `metrics.frr`.
 pub(crate) fn choose_thresholds(e: &SplitEval, mi: usize, cfg: &Config) -> Vec<Chosen> {
-    let c = &e.counts[mi];
+    let c = &e.counts(mi);
     let f1 = c
         .best_f1()
         .and_then(|(_, t)| c.thresholds.iter().position(|&x| x == t))
@@ -124,7 +124,7 @@ pub(crate) fn honest(model: &str, m: &MethodRef, src: &str, leakage: bool, ch: &
         threshold_split: src.into(),
         eval_split: "test".into(),
         leakage,
-        oracle_f1: te.counts[mi].best_f1().map(|x| x.0),
+        oracle_f1: te.counts(mi).best_f1().map(|x| x.0),
         points,
         bands,
     }
@@ -166,7 +166,7 @@ fn level_band(level: Level, ch: &[Chosen], ops: &[Option<OperatingPoint>]) -> Ba
 }
 
 pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
-    let c = &e.counts[mi];
+    let c = &e.counts(mi);
     // average = "images": the headline numbers are image means
     let s = e.headline(mi, &cfg.metrics.conv);
     let mut warnings = vec![];

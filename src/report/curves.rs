@@ -11,7 +11,7 @@
 use super::markup::{Dialect, Html};
 use super::results::Results;
 use super::tables;
-use crate::metrics::Counts;
+use crate::metrics::{Counts, PackedCounts};
 use plotters::prelude::*;
 
 pub const MAX_POINTS: usize = 2000;
@@ -24,6 +24,17 @@ pub struct Curve<'a> {
     pub counts: &'a Counts,
     /// Thresholds to keep exactly (operating points).
     pub keep: Vec<f64>,
+}
+
+/// A curve as the run keeps it until the files are written: the packed
+/// statistic ([`PackedCounts`]), unpacked one model at a time by [`files`].
+pub struct Kept<'a> {
+    pub model: &'a str,
+    pub method: &'a str,
+    pub method_name: &'a str,
+    pub counts: &'a PackedCounts,
+    /// Thresholds to keep exactly (operating points).
+    pub keep: &'a [f64],
 }
 
 /// Row indices to keep: evenly spaced, plus both ends and `keep`.
@@ -364,12 +375,20 @@ fn slug(s: &str) -> String {
 }
 
 /// All curve files (`curves/*.csv`, `plots/*.svg` and `.png`) and `index.html`.
-pub fn files(r: &Results, curves: &[Curve]) -> Vec<(String, Vec<u8>)> {
+pub fn files(r: &Results, curves: &[Kept]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut sections = String::new();
     let main = tables::tables_marked(r).into_iter().next().map(|t| super::markup::long(&t));
     for (mi, m) in r.models.iter().enumerate() {
-        let mine: Vec<&Curve> = curves.iter().filter(|c| c.model == m.id).collect();
+        // one model's statistics unpacked at a time
+        let kept: Vec<&Kept> = curves.iter().filter(|c| c.model == m.id).collect();
+        let counts: Vec<Counts> = kept.iter().map(|k| k.counts.unpack()).collect();
+        let owned: Vec<Curve> = kept
+            .iter()
+            .zip(&counts)
+            .map(|(k, counts)| Curve { model: k.model, method: k.method, method_name: k.method_name, counts, keep: k.keep.to_vec() })
+            .collect();
+        let mine: Vec<&Curve> = owned.iter().collect();
         let mut dists = String::new();
         for c in &mine {
             let stem = format!("plots/{}__{}_dist", slug(c.model), slug(c.method));
