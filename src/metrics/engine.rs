@@ -293,6 +293,12 @@ impl PositiveCollector {
         !self.weights.is_empty()
     }
 
+    /// Bytes this collector holds (what the score cache shares its budget
+    /// with: `split::Pass1`).
+    pub fn heap_bytes(&self) -> u64 {
+        (self.keys.capacity() * 4 + self.weights.capacity() * 8) as u64
+    }
+
     pub fn positives(&self) -> u64 {
         self.keys.len() as u64
     }
@@ -502,6 +508,16 @@ impl Ranker {
         let keys = self.keys();
         let i = keys.partition_point(|&k| k < x);
         (2 * i + (i < keys.len() && keys[i] == x) as usize) as u32
+    }
+
+    /// Bytes this ranker holds through pass 2 (what the score cache shares
+    /// its budget with: `pipeline::passes::eval_split`).
+    pub fn heap_bytes(&self) -> u64 {
+        let t = &self.table;
+        let table = (t.desc.capacity() + t.bounds.capacity() + t.keys.capacity()) * 4;
+        let pos = self.pos.n.capacity() * 4 + self.pos.big.capacity() * 16;
+        let slots = self.slots.narrow.capacity() * 4 + self.slots.wide.capacity() * 8;
+        (table + pos + slots + self.wsum.capacity() * 8 + self.part.capacity()) as u64
     }
 
     /// The slot lookup table (what a GPU ranker uploads).

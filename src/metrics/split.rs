@@ -162,15 +162,27 @@ impl Pass1 {
     }
 
     /// Append one image's maps to the cached prefix while the budget holds;
-    /// the first image that does not fit closes it.
+    /// the first image that does not fit closes it. The positive collectors
+    /// share the budget: they grow with the split, the cache need not, so as
+    /// they grow the prefix gives back its last images (pass 2 scores them
+    /// again; `pipeline::passes::share_budget` does the same for the rankers).
     fn keep(&mut self, img: (ScoreMaps, Vec<u8>)) {
-        let bytes = (img.0.maps.iter().map(|v| v.len() * 4).sum::<usize>() + img.1.len()) as u64;
+        let size = |img: &(ScoreMaps, Vec<u8>)| (img.0.maps.iter().map(|v| v.len() * 4).sum::<usize>() + img.1.len()) as u64;
+        let bytes = size(&img);
+        let collected: u64 = self.pos.iter().chain(self.tpos.iter().flatten()).chain(&self.pos_in).map(PositiveCollector::heap_bytes).sum();
         match self.cache.as_mut() {
-            Some(c) if !self.cache_closed && self.cached_bytes + bytes <= self.cache_budget => {
+            Some(c) if !self.cache_closed && self.cached_bytes + bytes + collected <= self.cache_budget => {
                 c.push(img);
                 self.cached_bytes += bytes;
             }
-            _ => self.cache_closed = true,
+            Some(c) => {
+                self.cache_closed = true;
+                while self.cached_bytes + collected > self.cache_budget {
+                    let Some(last) = c.pop() else { break };
+                    self.cached_bytes -= size(&last);
+                }
+            }
+            None => self.cache_closed = true,
         }
     }
 
@@ -664,8 +676,8 @@ mod tests {
         assert_eq!(cached(&pass(0, 0..4)), Vec::<f32>::new());
 
         // a whole first range: the second range's images join until full
-        let mut a = pass(16_000, 0..2);
-        a.absorb(pass(16_000, 2..5)).unwrap();
+        let mut a = pass(17_000, 0..2);
+        a.absorb(pass(17_000, 2..5)).unwrap();
         assert_eq!((cached(&a), a.cache_closed), (vec![0.0, 1.0, 2.0], true));
         // a closed first range: nothing of the next joins
         let mut a = pass(12_500, 0..3);
@@ -677,6 +689,27 @@ mod tests {
         let mut b = pass(1 << 20, 0..2).shipped(false);
         b.absorb(pass(1 << 20, 2..4)).unwrap();
         assert_eq!((cached(&a).len(), a.cache_closed, cached(&b).len(), b.cache_closed), (2, true, 0, true));
+    }
+
+    /// The positive collectors share the cache's budget: as they grow, the
+    /// cached prefix gives back its last images, and stays a prefix.
+    #[test]
+    fn score_cache_gives_way_to_the_positives() {
+        let o = opts(40_000);
+        let mut p = Pass1::new(1, 0, &o, vec![vec![]]);
+        let mut most = 0;
+        for i in 0..12 {
+            let (m, _) = image(i);
+            // every pixel positive: 4,000 bytes of keys per image
+            p.add(m, vec![1; 1000], "f32", &o).unwrap();
+            let collected = p.pos[0].heap_bytes();
+            assert!(p.cached_bytes + collected <= 40_000 || cached(&p).is_empty(), "image {i}: {} + {collected}", p.cached_bytes);
+            let c = cached(&p);
+            assert_eq!(c, (0..c.len()).map(|j| image(j).0.maps[0][0]).collect::<Vec<_>>(), "a prefix");
+            most = most.max(c.len());
+        }
+        assert!(most >= 4 && cached(&p).len() < most, "the prefix grew to {most}, then gave way (now {})", cached(&p).len());
+        assert!(p.cache_closed);
     }
 
     /// The lane-split maximum equals the plain fold over non-void pixels

@@ -2,7 +2,7 @@
 //! collective (all images here, one shard's range, or a merge).
 
 use super::*;
-use crate::metrics::{PackedCounts, Ranker};
+use crate::metrics::{PackedCounts, PositiveCollector, Ranker};
 use crate::metrics::bootgrid::{Grid, HistCollector, HistSet};
 use crate::scores::gpu::GpuContext;
 use crate::scores::gpu::rank::{RankPass, RankSet};
@@ -246,7 +246,20 @@ pub(crate) fn eval_split(
     let image_means = p1.image_means(opts);
     let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
     let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, type_hits, dash, binned, .. } = p1;
-    let rankers: Vec<Ranker> = pos.into_iter().map(|p| p.finish()).collect();
+    // the rankers are built one method at a time while the cache gives way
+    // (see `share_budget`)
+    let mut cache = cache;
+    let held = |c: &[PositiveCollector]| c.iter().map(PositiveCollector::heap_bytes).sum::<u64>();
+    let (mut pending, mut built) = (held(&pos) + tpos.iter().map(|t| held(t)).sum::<u64>() + held(&pos_in), 0u64);
+    share_budget(&mut cache, pending, opts.cache_bytes);
+    let mut rankers: Vec<Ranker> = Vec::with_capacity(pos.len());
+    for p in pos {
+        pending -= p.heap_bytes();
+        let r = p.finish();
+        built += r.heap_bytes();
+        rankers.push(r);
+        share_budget(&mut cache, built + pending, opts.cache_bytes);
+    }
     // AUPRO intervals only where AUPRO is computed (the labelling per image)
     let boot = match opts.boot {
         true => {
@@ -263,6 +276,8 @@ pub(crate) fn eval_split(
         ranks: ranks.into_iter().map(|r| r.refine(&opts.frr_budgets)).collect(),
         boot,
     };
+    let ranked: u64 = p2.rankers.iter().chain(p2.trankers.iter().flatten()).chain(&p2.rankers_in).map(Ranker::heap_bytes).sum();
+    share_budget(&mut cache, ranked, opts.cache_bytes);
     // the cache goes into pass 2 by value: each cached image's maps are
     // freed once ranked, so the split's Counts are not built beside them
     let Pass2 { rankers, trankers, refiners, rankers_in, ranks, boot } = pass2(cx, split, model, scorer, plan, cache, p2)?;
@@ -313,6 +328,24 @@ pub(crate) fn eval_split(
         dash,
         binned,
     })
+}
+
+/// Cut the cached prefix of a split's maps back so that it and `reserved`
+/// bytes (the positive collectors and pass 2's exact rankers, which grow
+/// with the split's positives) fit `metrics.score_cache_mib` together. The
+/// cache is only a speed trade: the images cut off are scored again in
+/// pass 2, so a large split costs re-scoring, not memory beyond the budget.
+fn share_budget(cache: &mut Option<Vec<(ScoreMaps, Vec<u8>)>>, reserved: u64, budget: u64) {
+    let Some(c) = cache.as_mut() else { return };
+    let mut used = reserved;
+    let keep = c
+        .iter()
+        .take_while(|(maps, lab)| {
+            used += (maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len()) as u64;
+            used <= budget
+        })
+        .count();
+    c.truncate(keep);
 }
 
 /// Per method, the bootstrap grid fixed from pass 1: its anomaly keys, its
