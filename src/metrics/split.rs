@@ -165,10 +165,9 @@ impl Pass1 {
     /// the first image that does not fit closes it. The positive collectors
     /// share the budget: they grow with the split, the cache need not, so as
     /// they grow the prefix gives back its last images (pass 2 scores them
-    /// again; `pipeline::passes::share_budget` does the same for the rankers).
+    /// again; [`fit_cache`], which pass 2 applies to the rankers too).
     fn keep(&mut self, img: (ScoreMaps, Vec<u8>)) {
-        let size = |img: &(ScoreMaps, Vec<u8>)| (img.0.maps.iter().map(|v| v.len() * 4).sum::<usize>() + img.1.len()) as u64;
-        let bytes = size(&img);
+        let bytes = cached_size(&img);
         let collected: u64 = self.pos.iter().chain(self.tpos.iter().flatten()).chain(&self.pos_in).map(PositiveCollector::heap_bytes).sum();
         match self.cache.as_mut() {
             Some(c) if !self.cache_closed && self.cached_bytes + bytes + collected <= self.cache_budget => {
@@ -177,10 +176,7 @@ impl Pass1 {
             }
             Some(c) => {
                 self.cache_closed = true;
-                while self.cached_bytes + collected > self.cache_budget {
-                    let Some(last) = c.pop() else { break };
-                    self.cached_bytes -= size(&last);
-                }
+                self.cached_bytes = fit_cache(c, collected, self.cache_budget);
             }
             None => self.cache_closed = true,
         }
@@ -557,6 +553,30 @@ impl Pass2 {
         }
         Ok(())
     }
+}
+
+/// Bytes one cached image holds: its maps and labels.
+fn cached_size(img: &(ScoreMaps, Vec<u8>)) -> u64 {
+    (img.0.maps.iter().map(|v| v.len() * 4).sum::<usize>() + img.1.len()) as u64
+}
+
+/// Cut a split's cached prefix of maps back to the longest one that fits
+/// `budget` beside `reserved` bytes (the positive collectors, or pass 2's
+/// exact rankers: they grow with the split's anomaly pixels), and return
+/// the bytes it keeps. The cache is only a speed trade: the images cut off
+/// are scored again in pass 2, so a large split costs re-scoring, not
+/// memory beyond the budget.
+pub fn fit_cache(cache: &mut Vec<(ScoreMaps, Vec<u8>)>, reserved: u64, budget: u64) -> u64 {
+    let mut used = reserved;
+    let keep = cache
+        .iter()
+        .take_while(|img| {
+            used += cached_size(img);
+            used <= budget
+        })
+        .count();
+    cache.truncate(keep);
+    cache.iter().map(cached_size).sum()
 }
 
 /// Per-split options of the evaluation.

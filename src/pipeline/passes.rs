@@ -330,22 +330,12 @@ pub(crate) fn eval_split(
     })
 }
 
-/// Cut the cached prefix of a split's maps back so that it and `reserved`
-/// bytes (the positive collectors and pass 2's exact rankers, which grow
-/// with the split's positives) fit `metrics.score_cache_mib` together. The
-/// cache is only a speed trade: the images cut off are scored again in
-/// pass 2, so a large split costs re-scoring, not memory beyond the budget.
+/// [`fit_cache`](crate::metrics::split::fit_cache) on the cache handed
+/// from pass 1 to pass 2, if any.
 fn share_budget(cache: &mut Option<Vec<(ScoreMaps, Vec<u8>)>>, reserved: u64, budget: u64) {
-    let Some(c) = cache.as_mut() else { return };
-    let mut used = reserved;
-    let keep = c
-        .iter()
-        .take_while(|(maps, lab)| {
-            used += (maps.maps.iter().map(|v| v.len() * 4).sum::<usize>() + lab.len()) as u64;
-            used <= budget
-        })
-        .count();
-    c.truncate(keep);
+    if let Some(c) = cache.as_mut() {
+        crate::metrics::split::fit_cache(c, reserved, budget);
+    }
 }
 
 /// Per method, the bootstrap grid fixed from pass 1: its anomaly keys, its
