@@ -13,7 +13,7 @@
 //! maps, at any split size and sharded (records concatenate in image order).
 //!
 //! Memory: per image and method, 8 · 2 bytes per threshold plus, where
-//! histograms are kept (the clean `test` split), 6 bytes per distinct
+//! histograms are kept (the clean `test` split), 8 bytes per distinct
 //! 16-bit score bucket among its normal pixels (at most 65 536; typically a
 //! few hundred to a few thousand).
 //!
