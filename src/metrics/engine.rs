@@ -309,7 +309,7 @@ impl PositiveCollector {
         if self.weights.is_empty() {
             self.keys.par_sort_unstable();
             // sized once (no doubling slack: this lives through pass 2)
-            let distinct = distinct_sorted(&self.keys);
+            let distinct = self.keys.chunk_by(|a, b| a == b).count();
             (keys, pos, wsum) = (Vec::with_capacity(distinct), Runs::with_capacity(distinct), Vec::new());
             for run in self.keys.chunk_by(|a, b| a == b) {
                 keys.push(run[0]);
@@ -328,7 +328,7 @@ impl PositiveCollector {
             drop(self.keys);
             drop(self.weights);
             pairs.par_sort_unstable();
-            let distinct = 1 + pairs.windows(2).filter(|w| w[0].0 != w[1].0).count();
+            let distinct = pairs.chunk_by(|a, b| a.0 == b.0).count();
             (keys, pos, wsum) = (Vec::with_capacity(distinct), Runs::with_capacity(distinct), Vec::with_capacity(distinct));
             for run in pairs.chunk_by(|a, b| a.0 == b.0) {
                 keys.push(run[0].0);
@@ -353,11 +353,6 @@ impl PositiveCollector {
             negatives: 0,
         }
     }
-}
-
-/// Distinct keys of a sorted slice.
-fn distinct_sorted(keys: &[u32]) -> usize {
-    if keys.is_empty() { 0 } else { 1 + keys.windows(2).filter(|w| w[0] != w[1]).count() }
 }
 
 /// Positives per distinct key, 4 bytes each: a run of 2^32 − 1 or more
@@ -432,13 +427,14 @@ impl Slots {
     }
 
     fn flush(&mut self) {
-        if self.wide.is_empty() {
-            self.wide = vec![0; self.narrow.len()];
+        let Slots { narrow, wide, bound } = self;
+        if wide.is_empty() {
+            *wide = vec![0; narrow.len()];
         }
-        for (w, n) in self.wide.iter_mut().zip(self.narrow.iter_mut()) {
+        for (w, n) in wide.iter_mut().zip(narrow.iter_mut()) {
             *w += std::mem::take(n) as u64;
         }
-        self.bound = 0;
+        *bound = 0;
     }
 
     #[inline]
@@ -453,19 +449,18 @@ impl Slots {
     /// Add u64 counts (a shard's or the device's tally).
     fn add(&mut self, t: &[u64]) {
         let most = t.iter().copied().max().unwrap_or(0);
-        if self.bound + most <= u32::MAX as u64 {
-            for (a, &b) in self.narrow.iter_mut().zip(t) {
-                *a += b as u32;
-            }
-            self.bound += most;
-        } else {
-            if self.wide.is_empty() {
-                self.wide = vec![0; self.narrow.len()];
-            }
+        if self.bound + most > u32::MAX as u64 {
+            // too large for the u32 counts: flush them, add in u64
+            self.flush();
             for (a, &b) in self.wide.iter_mut().zip(t) {
                 *a += b;
             }
+            return;
         }
+        for (a, &b) in self.narrow.iter_mut().zip(t) {
+            *a += b as u32;
+        }
+        self.bound += most;
     }
 }
 

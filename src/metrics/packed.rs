@@ -90,6 +90,16 @@ impl PackedCounts {
         c
     }
 
+    /// Positive pixels, as [`Counts::positives`] (no unpacking).
+    pub fn positives(&self) -> u64 {
+        self.positives
+    }
+
+    /// Negative pixels, as [`Counts::negatives`] (no unpacking).
+    pub fn negatives(&self) -> u64 {
+        self.negatives
+    }
+
     /// Distinct positive scores (entries of the statistic).
     pub fn len(&self) -> usize {
         self.len
@@ -102,12 +112,6 @@ impl PackedCounts {
     /// Bytes held (what the report keeps per curve).
     pub fn packed_bytes(&self) -> usize {
         self.bytes.len()
-    }
-}
-
-impl From<&Counts> for PackedCounts {
-    fn from(c: &Counts) -> Self {
-        PackedCounts::pack(c)
     }
 }
 

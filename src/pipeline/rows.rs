@@ -166,14 +166,14 @@ fn level_band(level: Level, ch: &[Chosen], ops: &[Option<OperatingPoint>]) -> Ba
 }
 
 pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: usize, cfg: &Config, leakage: bool) -> Cell {
-    let c = &e.counts(mi);
+    let c = &e.packed[mi];
     // average = "images": the headline numbers are image means
     let s = e.headline(mi, &cfg.metrics.conv);
     let mut warnings = vec![];
-    if c.positives == 0 {
+    if c.positives() == 0 {
         warnings.push(format!("split '{split}' has no anomaly pixels: pixel metrics are undefined"));
     }
-    if c.negatives == 0 {
+    if c.negatives() == 0 {
         warnings.push(format!("split '{split}' has no in-distribution pixels: pixel metrics are undefined"));
     }
     let img = counts_of(&e.image_scores[mi], &e.image_labels);
@@ -200,11 +200,11 @@ pub(crate) fn cell(model: &str, m: &MethodRef, split: &str, e: &SplitEval, mi: u
         fpr95: s.fpr95,
         f1: s.f1,
         threshold: s.threshold,
-        positives: c.positives,
-        negatives: c.negatives,
+        positives: c.positives(),
+        negatives: c.negatives(),
         void: e.void,
         images: e.images,
-        distinct_positive_scores: c.thresholds.len() as u64,
+        distinct_positive_scores: c.len() as u64,
         leakage,
         image_auroc: img.auroc(),
         image_aupr: img.average_precision(),
