@@ -303,6 +303,20 @@ impl PositiveCollector {
         self.keys.len() as u64
     }
 
+    /// An upper bound on what [`finish`](Self::finish) allocates beside
+    /// this collector while it builds the ranker (the sorted runs, the
+    /// ranker itself and the table's fixed 4.5 MiB bound), so a budget can
+    /// make room before the build rather than after it. Per positive at
+    /// most one distinct key: keys, runs, two slots, the table's padded
+    /// keys (24 bytes), plus with weights the (key, weight) pairs and the
+    /// weight sums (24 more).
+    pub fn finish_bytes_bound(&self) -> u64 {
+        let n = self.keys.len() as u64;
+        let per = if self.weights.is_empty() { 24 } else { 48 };
+        let fixed = ((1u64 << L1_BITS) * 9 + (1 << L1_BITS) + L2_BUDGET as u64 + WINDOW as u64 + 2) * 4;
+        n * per + fixed
+    }
+
     /// Sort and deduplicate the positives, ready for pass 2.
     pub fn finish(mut self) -> Ranker {
         let (mut keys, mut pos, mut wsum);
@@ -1044,6 +1058,27 @@ mod tests {
         let mut r = pc.finish();
         r.add(&scores, &labels);
         assert!(r.finish_weighted().unwrap().tp_weight.is_empty());
+    }
+
+    /// The room a budget makes before a ranker is built covers the ranker
+    /// it gets: all-distinct and heavily tied positives, with and without
+    /// weights, few and many (past the table's second-level budget).
+    #[test]
+    fn finish_bytes_bound_covers_the_ranker() {
+        let mut next = crate::metrics::xorshift(4242);
+        for (n, distinct, weighted) in [(0usize, 1u64, false), (10, 1, false), (5000, 1 << 30, false), (5000, 7, true), (3_000_000, 1 << 31, false), (400_000, 1 << 31, true)] {
+            let scores: Vec<f32> = (0..n).map(|_| (next() % distinct) as f32 * 1e-3 - 3.0).collect();
+            let labels = vec![1u8; n];
+            let mut pc = PositiveCollector::new();
+            if weighted {
+                pc.add_weighted(&scores, &labels, &vec![0.5; n]);
+            } else {
+                pc.add(&scores, &labels, None);
+            }
+            let bound = pc.finish_bytes_bound();
+            let r = pc.finish();
+            assert!(r.heap_bytes() <= bound, "n {n} distinct {distinct} weighted {weighted}: ranker {} > bound {bound}", r.heap_bytes());
+        }
     }
 
     #[test]

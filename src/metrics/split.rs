@@ -575,7 +575,14 @@ pub fn fit_cache(cache: &mut Vec<(ScoreMaps, Vec<u8>)>, reserved: u64, budget: u
             used <= budget
         })
         .count();
-    cache.truncate(keep);
+    if keep < cache.len() {
+        for (maps, _) in cache.drain(keep..) {
+            maps.free();
+        }
+        // hand the freed maps back to the system: what grew instead is
+        // allocated elsewhere
+        crate::scores::pool::release();
+    }
     cache.iter().map(cached_size).sum()
 }
 

@@ -208,9 +208,10 @@ impl Ctx<'_> {
     }
 }
 
-/// Dropped last in [`eval_split`] (declared first): hands the heap's free
-/// pages back to the system once the split's score cache and rankers are
-/// gone. Scoring one image while the last is accumulated allocates maps on
+/// Dropped last in [`eval_split`] (declared first): empties the map pool
+/// and hands the heap's free pages back to the system
+/// ([`crate::scores::pool::release`]) once the split's score cache and
+/// rankers are gone. Scoring one image while the last is accumulated allocates maps on
 /// several threads, hence in several glibc arenas, whose freed space is not
 /// returned on its own; the next split's cache, and the report after the
 /// last split, then land beside it. Measured at 300 StreetHazards-sized test
@@ -221,11 +222,7 @@ struct TrimOnDrop;
 
 impl Drop for TrimOnDrop {
     fn drop(&mut self) {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns free heap memory to the system.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::scores::pool::release();
     }
 }
 
@@ -254,6 +251,9 @@ pub(crate) fn eval_split(
     share_budget(&mut cache, pending, opts.cache_bytes);
     let mut rankers: Vec<Ranker> = Vec::with_capacity(pos.len());
     for p in pos {
+        // room for the build first: the collector and its ranker coexist
+        // while it runs
+        share_budget(&mut cache, built + pending + p.finish_bytes_bound(), opts.cache_bytes);
         pending -= p.heap_bytes();
         let r = p.finish();
         built += r.heap_bytes();

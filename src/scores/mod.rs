@@ -23,6 +23,7 @@ pub mod cpu;
 pub mod gpu;
 pub mod kl;
 pub mod params;
+pub mod pool;
 pub mod post;
 
 use anyhow::{Context, Result, bail};
@@ -325,6 +326,24 @@ pub struct ScoreMaps {
     pub h: usize,
     pub w: usize,
     pub maps: Vec<Vec<f32>>,
+}
+
+impl ScoreMaps {
+    /// Free the maps for good, past [`pool`]: for maps let go in bulk (a
+    /// cache giving way), which the next images would not reuse before
+    /// the pool fills.
+    pub fn free(mut self) {
+        drop(std::mem::take(&mut self.maps));
+    }
+}
+
+/// Dropped maps go back to [`pool`] for the next image.
+impl Drop for ScoreMaps {
+    fn drop(&mut self) {
+        for m in self.maps.drain(..) {
+            pool::give(m);
+        }
+    }
 }
 
 /// Something that turns logits into score maps: the CPU reference or the

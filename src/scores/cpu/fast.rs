@@ -999,7 +999,7 @@ impl Scorer for CpuScorer {
         // every map written in place: per rayon chunk, one slice of each
         // (no method-major staging buffer to copy out of, and no second
         // n·methods allocation to fault in)
-        let mut maps: Vec<Vec<f32>> = (0..nm).map(|_| vec![0f32; n]).collect();
+        let mut maps: Vec<Vec<f32>> = (0..nm).map(|_| crate::scores::pool::zeroed(n)).collect();
         let mut chunks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(CHUNK)).map(|_| Vec::with_capacity(nm)).collect();
         for m in maps.iter_mut() {
             for (ci, c) in m.chunks_mut(CHUNK).enumerate() {

@@ -831,7 +831,7 @@ impl Scorer for GpuScorer {
     fn score_features(&mut self, logits: &Logits, features: Option<&Logits>, plan: &ScorePlan) -> Result<ScoreMaps> {
         let features = crate::scores::heat_features(logits, features, plan)?;
         let n = logits.pixels();
-        let mut maps = vec![vec![0f32; n]; plan.methods.len() + plan.needs_pred() as usize];
+        let mut maps: Vec<Vec<f32>> = (0..plan.methods.len() + plan.needs_pred() as usize).map(|_| crate::scores::pool::zeroed(n)).collect();
         let mut res = self.score_inner(logits, features, plan, &mut maps);
         if res.is_ok() && plan.posts().next().is_some() && n > 0 {
             res = self.post_process(logits, plan, &mut maps);
