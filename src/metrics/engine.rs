@@ -305,7 +305,7 @@ impl PositiveCollector {
 
     /// An upper bound on what [`finish`](Self::finish) allocates beside
     /// this collector while it builds the ranker (the sorted runs, the
-    /// ranker itself and the table's fixed 4.5 MiB bound), so a budget can
+    /// ranker itself and the table's fixed ≈ 5 MB), so a budget can
     /// make room before the build rather than after it. Per positive at
     /// most one distinct key: keys, runs, two slots, the table's padded
     /// keys (24 bytes), plus with weights the (key, weight) pairs and the
@@ -313,7 +313,12 @@ impl PositiveCollector {
     pub fn finish_bytes_bound(&self) -> u64 {
         let n = self.keys.len() as u64;
         let per = if self.weights.is_empty() { 24 } else { 48 };
-        let fixed = ((1u64 << L1_BITS) * 9 + (1 << L1_BITS) + L2_BUDGET as u64 + WINDOW as u64 + 2) * 4;
+        // the table's part that does not grow with the keys, in u32 words:
+        // `desc`, the build's `start` and `wanted`, `bounds` (one per
+        // bucket plus the second-level budget), the window pads; then
+        // `part`, a byte per bucket
+        let nb = 1u64 << L1_BITS;
+        let fixed = 4 * (nb + (nb + 1) + nb + (nb + 1 + L2_BUDGET as u64) + WINDOW as u64) + nb;
         n * per + fixed
     }
 

@@ -243,23 +243,15 @@ pub(crate) fn eval_split(
     let image_means = p1.image_means(opts);
     let per_image = (std::mem::take(&mut p1.per_image), std::mem::take(&mut p1.per_image_defined));
     let Pass1 { pos, tpos, normal, regions, comps, probes, image_scores, image_labels, void, dtype, cache, pos_in, ranks, type_hits, dash, binned, .. } = p1;
-    // the rankers are built one method at a time while the cache gives way
-    // (see `share_budget`)
+    // the rankers are built one at a time while the cache gives way (see
+    // `finish_within`)
     let mut cache = cache;
     let held = |c: &[PositiveCollector]| c.iter().map(PositiveCollector::heap_bytes).sum::<u64>();
-    let (mut pending, mut built) = (held(&pos) + tpos.iter().map(|t| held(t)).sum::<u64>() + held(&pos_in), 0u64);
-    share_budget(&mut cache, pending, opts.cache_bytes);
-    let mut rankers: Vec<Ranker> = Vec::with_capacity(pos.len());
-    for p in pos {
-        // room for the build first: the collector and its ranker coexist
-        // while it runs
-        share_budget(&mut cache, built + pending + p.finish_bytes_bound(), opts.cache_bytes);
-        pending -= p.heap_bytes();
-        let r = p.finish();
-        built += r.heap_bytes();
-        rankers.push(r);
-        share_budget(&mut cache, built + pending, opts.cache_bytes);
-    }
+    let mut reserved = held(&pos) + tpos.iter().map(|t| held(t)).sum::<u64>() + held(&pos_in);
+    let mut finish = |cs: Vec<PositiveCollector>| finish_within(cs, &mut cache, &mut reserved, opts.cache_bytes);
+    let rankers = finish(pos);
+    let trankers = tpos.into_iter().map(&mut finish).collect();
+    let rankers_in = finish(pos_in);
     // AUPRO intervals only where AUPRO is computed (the labelling per image)
     let boot = match opts.boot {
         true => {
@@ -270,14 +262,12 @@ pub(crate) fn eval_split(
     };
     let p2 = Pass2 {
         rankers,
-        trankers: tpos.into_iter().map(|v| v.into_iter().map(|p| p.finish()).collect()).collect(),
+        trankers,
         refiners: normal.into_iter().map(|n| n.refine()).collect(),
-        rankers_in: pos_in.into_iter().map(|p| p.finish()).collect(),
+        rankers_in,
         ranks: ranks.into_iter().map(|r| r.refine(&opts.frr_budgets)).collect(),
         boot,
     };
-    let ranked: u64 = p2.rankers.iter().chain(p2.trankers.iter().flatten()).chain(&p2.rankers_in).map(Ranker::heap_bytes).sum();
-    share_budget(&mut cache, ranked, opts.cache_bytes);
     // the cache goes into pass 2 by value: each cached image's maps are
     // freed once ranked, so the split's Counts are not built beside them
     let Pass2 { rankers, trankers, refiners, rankers_in, ranks, boot } = pass2(cx, split, model, scorer, plan, cache, p2)?;
@@ -330,12 +320,24 @@ pub(crate) fn eval_split(
     })
 }
 
-/// [`fit_cache`](crate::metrics::split::fit_cache) on the cache handed
-/// from pass 1 to pass 2, if any.
-fn share_budget(cache: &mut Option<Vec<(ScoreMaps, Vec<u8>)>>, reserved: u64, budget: u64) {
-    if let Some(c) = cache.as_mut() {
-        crate::metrics::split::fit_cache(c, reserved, budget);
-    }
+/// Finish collectors into rankers one at a time, the cache handed from
+/// pass 1 to pass 2 (if any) giving way as they are built
+/// ([`fit_cache`](crate::metrics::split::fit_cache)): room for each build
+/// is made first, since the collector and its ranker coexist while it runs
+/// ([`PositiveCollector::finish_bytes_bound`]). `reserved` holds the bytes
+/// of the collectors not yet finished and the rankers built so far.
+fn finish_within(cs: Vec<PositiveCollector>, cache: &mut Option<Vec<(ScoreMaps, Vec<u8>)>>, reserved: &mut u64, budget: u64) -> Vec<Ranker> {
+    cs.into_iter()
+        .map(|p| {
+            if let Some(c) = cache.as_mut() {
+                crate::metrics::split::fit_cache(c, *reserved + p.finish_bytes_bound(), budget);
+            }
+            *reserved -= p.heap_bytes();
+            let r = p.finish();
+            *reserved += r.heap_bytes();
+            r
+        })
+        .collect()
 }
 
 /// Per method, the bootstrap grid fixed from pass 1: its anomaly keys, its

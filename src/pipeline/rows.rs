@@ -29,7 +29,7 @@ fn images(e: &SplitEval, mi: usize) -> ImageScores<'_> {
 /// budget. `e` must have been evaluated with `SplitOpts::frr_budgets` =
 /// `metrics.frr`.
 pub(crate) fn choose_thresholds(e: &SplitEval, mi: usize, cfg: &Config) -> Vec<Chosen> {
-    let c = &e.counts(mi);
+    let c = e.counts(mi);
     let f1 = c
         .best_f1()
         .and_then(|(_, t)| c.thresholds.iter().position(|&x| x == t))
