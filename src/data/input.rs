@@ -7,7 +7,7 @@
 //! which images and what to do with them.
 
 use super::checksum::Checksums;
-use super::npy::{read_logits_hashed, read_logits_into};
+use super::npy::{PendingDigest, read_logits_hashed, read_logits_into};
 use super::resize::{Resize, resize_logits};
 use super::{LabelMap, Logits, Split, read_logits, read_mask};
 use anyhow::{Context, Result, bail};
@@ -49,9 +49,15 @@ impl Reader {
     }
 }
 
+/// One image as read: its logits, its label codes, and, when the logits
+/// file is new to the run and its SHA-256 is still to be taken from these
+/// logits, the file and its [`PendingDigest`].
+pub(crate) type Loaded = (Logits, Vec<u8>, Option<(std::path::PathBuf, PendingDigest)>);
+
 /// Read one image's mask and logits (into `buf`'s allocation when given) and
-/// check they describe the same pixels.
-pub(crate) fn load(split: &Split, model: &str, i: usize, inp: &Reader, buf: Option<Logits>) -> Result<(Logits, Vec<u8>)> {
+/// check they describe the same pixels; the logits file's SHA-256 is left to
+/// the caller (see [`Loaded`]) when it can be taken from the logits returned.
+fn load(split: &Split, model: &str, i: usize, inp: &Reader, buf: Option<Logits>) -> Result<Loaded> {
     let (lm, sums, rs) = (&inp.labels, &inp.sums, inp.resize);
     let mask = read_mask(&split.labels[i])?;
     lm.check(&mask, &split.labels[i])?;
@@ -59,25 +65,32 @@ pub(crate) fn load(split: &Split, model: &str, i: usize, inp: &Reader, buf: Opti
         // external maps only: an empty stand-in of the mask's size
         sums.add(&split.labels[i])?;
         let none = Logits { c: 0, h: mask.h, w: mask.w, data: super::LogitData::F32(vec![]) };
-        return Ok((none, lm.apply(&mask)));
+        return Ok((none, lm.apply(&mask), None));
     }
     let lp = split.logits_path(model, &split.stems[i])?;
     sums.add(&split.labels[i])?;
     let mut lg = buf.unwrap_or_default();
-    if sums.contains(&lp) {
-        read_logits_into(&lp, inp.npz_key.as_deref(), &mut lg)?;
-    } else {
+    let mut pending = None;
+    if !sums.contains(&lp) {
         // hashed from the bytes just read when it can be (the common
         // case): one read of the file, not two
         match read_logits_hashed(&lp, inp.npz_key.as_deref(), &mut lg)? {
-            Some(sha) => sums.insert(&lp, sha),
+            Some(d) => pending = Some(d),
             None => sums.add(&lp)?,
         }
+    } else {
+        read_logits_into(&lp, inp.npz_key.as_deref(), &mut lg)?;
     }
+    // the digest reads the logits as stored: taken now if they are
+    // rearranged or resampled below
+    if (inp.hwc || (lg.h, lg.w) != (mask.h, mask.w)) && let Some(d) = pending.take() {
+        sums.insert(&lp, d.finish(&lg));
+    }
+    let pending = pending.map(|d| (lp.clone(), d));
     let lg = if inp.hwc { lg.from_hwc() } else { lg };
     if (lg.h, lg.w) != (mask.h, mask.w) && rs != Resize::None {
         let up = resize_logits(&lg, mask.h, mask.w, rs).with_context(|| lp.display().to_string())?;
-        return Ok((up, lm.apply(&mask)));
+        return Ok((up, lm.apply(&mask), None));
     }
     if (lg.h, lg.w) != (mask.h, mask.w) {
         bail!(
@@ -90,7 +103,7 @@ pub(crate) fn load(split: &Split, model: &str, i: usize, inp: &Reader, buf: Opti
             mask.w
         );
     }
-    Ok((lg, lm.apply(&mask)))
+    Ok((lg, lm.apply(&mask), pending))
 }
 
 /// Visit every image of a split in order, decoding the next one on a reader
@@ -139,8 +152,18 @@ pub(crate) fn find_image<T>(
             }
         });
         for (i, item) in rx.into_iter().enumerate() {
-            let (lg, lab) = item?;
-            let out = f(first + i, &lg, lab)?;
+            let (lg, lab, pending) = item?;
+            // the new file's SHA-256 beside the work on its logits, not on
+            // the reader thread: there it took as long as the read and the
+            // mask together, and a cheap sweep (one method) waited for it
+            let out = match pending {
+                Some((p, d)) => rayon::in_place_scope(|s| {
+                    let lg = &lg;
+                    s.spawn(move |_| inp.sums.insert(&p, d.finish(lg)));
+                    f(first + i, lg, lab)
+                }),
+                None => f(first + i, &lg, lab),
+            }?;
             inp.give_spare(lg);
             if let Some(v) = out {
                 return Ok(Some(v));

@@ -328,11 +328,12 @@ impl FloatBits for u16 {
 /// Read the data of a float file as native-endian bit patterns in C order.
 /// Returns the bits and whether any value is non-finite.
 ///
-/// With `digest`, also the SHA-256 of the whole file when it can be taken
-/// from the bytes just read (stored in native byte order and C order: the
-/// buffer then holds the data exactly as on disk; the header is read again,
-/// a few hundred bytes), else `None` and the caller hashes the file.
-fn read_float_bits<T: FloatBits>(path: &Path, src: Src, h: &Header, mut v: Vec<T>, digest: Option<&mut Option<String>>) -> Result<(Vec<T>, bool)> {
+/// With `digest`, also the file's bytes before the data (its header, read
+/// again: a few hundred bytes) when the file's SHA-256 can be taken from the
+/// bytes just read (stored in native byte order and C order: the buffer then
+/// holds the data exactly as on disk; see [`PendingDigest`]), else `None`
+/// and the caller hashes the file.
+fn read_float_bits<T: FloatBits>(path: &Path, src: Src, h: &Header, mut v: Vec<T>, digest: Option<&mut Option<Vec<u8>>>) -> Result<(Vec<T>, bool)> {
     // Reusing a buffer whose pages are already mapped avoids the page-fault
     // cost of fresh memory, which dominates on many machines.
     // Old contents are overwritten by the read, so only new elements need
@@ -357,11 +358,7 @@ fn read_float_bits<T: FloatBits>(path: &Path, src: Src, h: &Header, mut v: Vec<T
         if !swap && !h.fortran {
             let mut head = vec![0u8; h.data_offset as usize];
             src.read_at(&mut head, 0).map_err(|e| ferr(path, format!("cannot read header: {e}")))?;
-            use sha2::Digest;
-            let mut sha = sha2::Sha256::new();
-            sha.update(&head);
-            sha.update(bytemuck::cast_slice::<T, u8>(&v));
-            *d = Some(super::checksum::hex(&sha.finalize()));
+            *d = Some(head);
         }
     }
     if h.fortran {
@@ -526,13 +523,38 @@ pub fn read_logits_into(path: &Path, key: Option<&str>, out: &mut Logits) -> Res
 /// common case), so the caller need not read the file a second time to
 /// hash it; `None` otherwise (an `.npz`, a byte-swapped or Fortran-order
 /// array): hash the file itself.
-pub fn read_logits_hashed(path: &Path, key: Option<&str>, out: &mut Logits) -> Result<Option<String>> {
-    read_into(path, key, out, true)
+pub fn read_logits_hashed(path: &Path, key: Option<&str>, out: &mut Logits) -> Result<Option<PendingDigest>> {
+    Ok(read_into(path, key, out, true)?.map(|head| PendingDigest { head }))
+}
+
+/// The SHA-256 of a logits file just read by [`read_logits_hashed`], still
+/// to be taken: the file is its header followed by exactly the bytes of the
+/// logits read from it, so the digest needs no second read. Kept apart from
+/// the read so that the hashing (a third of the reader's time) can run
+/// beside the work on those logits instead of delaying the next file.
+#[derive(Debug)]
+pub struct PendingDigest {
+    head: Vec<u8>,
+}
+
+impl PendingDigest {
+    /// The file's SHA-256 (lower-case hex), from `lg`: the logits that
+    /// [`read_logits_hashed`] returned with this, unchanged.
+    pub fn finish(self, lg: &Logits) -> String {
+        use sha2::Digest;
+        let mut sha = sha2::Sha256::new();
+        sha.update(&self.head);
+        match &lg.data {
+            super::LogitData::F32(v) => sha.update(bytemuck::cast_slice::<f32, u8>(v)),
+            super::LogitData::F16(v) => sha.update(bytemuck::cast_slice::<u16, u8>(v.reinterpret_cast())),
+        }
+        super::checksum::hex(&sha.finalize())
+    }
 }
 
 /// [`read_logits_into`], with the file's digest when `hash` asks and the
 /// source is the file itself (an `.npz` member's bytes are not the file's).
-fn read_into(path: &Path, key: Option<&str>, out: &mut Logits, hash: bool) -> Result<Option<String>> {
+fn read_into(path: &Path, key: Option<&str>, out: &mut Logits, hash: bool) -> Result<Option<Vec<u8>>> {
     let prev = std::mem::take(out);
     let mut digest = None;
     *out = with_npy(path, key, |label, src, len| {
@@ -542,7 +564,7 @@ fn read_into(path: &Path, key: Option<&str>, out: &mut Logits, hash: bool) -> Re
     Ok(digest)
 }
 
-fn logits_from(path: &Path, src: Src, file_len: u64, reuse: Option<LogitData>, digest: Option<&mut Option<String>>) -> Result<Logits> {
+fn logits_from(path: &Path, src: Src, file_len: u64, reuse: Option<LogitData>, digest: Option<&mut Option<Vec<u8>>>) -> Result<Logits> {
     let h = read_header(path, src, file_len, 3, "[C, H, W] of logits")?;
     let kind = float_kind(path, &h.ty, "logits")?;
     let (c, hh, w) = (h.shape[0], h.shape[1], h.shape[2]);
