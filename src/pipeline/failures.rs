@@ -122,11 +122,13 @@ pub(crate) fn example_panels(cx: &Ctx, cfg: &Config, sw: &Sweep, plan: &ScorePla
     let Some(t) = hits.thresholds.get(fm).copied().flatten().filter(|_| k > 0) else { return Ok(vec![]) };
     let method = sw.cols[fm].id().to_string();
     let picks: Vec<Vec<usize>> = (0..cfg.anomaly.len()).map(|ty| hits.worst(fm, ty, &sw.test.stems, k)).collect();
+    // the examples read and scored in parallel (each its own reader; a
+    // failure reported for the first such image in order)
+    let unique: Vec<usize> = picks.iter().flatten().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let done: Vec<Result<Scored>> = unique.par_iter().map(|&i| rescore(cx, plan, sw.test, model, fm, i)).collect();
     let mut scored = BTreeMap::new();
-    for &i in picks.iter().flatten() {
-        if let std::collections::btree_map::Entry::Vacant(e) = scored.entry(i) {
-            e.insert(rescore(cx, plan, sw.test, model, fm, i)?);
-        }
+    for (i, s) in unique.into_iter().zip(done) {
+        scored.insert(i, s?);
     }
     let scale = Scale { lo: te.drift[fm].quantile(0.5).unwrap_or(t as f64), t: t as f64, hi: te.counts(fm).thresholds.first().map_or(t as f64, |&x| x as f64) };
     let mut files = vec![];
