@@ -438,6 +438,44 @@ fn channel_last_logits_with_layout_hwc_give_the_same_cells() {
         r["cells"].as_array().unwrap().iter().filter(|c| c["model"] == "deeplab_r50").cloned().collect()
     };
     assert_eq!(pick(&before), pick(&after));
+    // channel-last logits are rearranged after the read: their digests are
+    // still the files' own
+    assert_inputs_hashed(&ws.root, "results/demo", &["deeplab_r50"]);
+}
+
+/// Every input `manifest.json` lists carries its file's own SHA-256, and
+/// every logits file of `models` in the demo dataset is listed. The
+/// logits' digests are taken from the bytes each read returned, beside the
+/// scoring (`data::npy::PendingDigest`), not by reading the file again.
+fn assert_inputs_hashed(root: &Path, out: &str, models: &[&str]) {
+    use bench::data::checksum::sha256_file;
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(out).join("manifest.json")).unwrap()).unwrap();
+    let sums = m["inputs_sha256"].as_object().unwrap();
+    let abs = |k: &str| if Path::new(k).is_absolute() { PathBuf::from(k) } else { root.join(k) };
+    for (k, v) in sums {
+        assert_eq!(v.as_str().unwrap(), sha256_file(&abs(k)).unwrap(), "{k}");
+    }
+    let listed: std::collections::BTreeSet<PathBuf> = sums.keys().map(|k| abs(k).canonicalize().unwrap()).collect();
+    let mut logits = 0;
+    for split in std::fs::read_dir(root.join("datasets/demo")).unwrap() {
+        let dir = split.unwrap().path().join("logits");
+        for model in models {
+            for f in std::fs::read_dir(dir.join(model)).into_iter().flatten() {
+                let p = f.unwrap().path().canonicalize().unwrap();
+                assert!(listed.contains(&p), "{} missing from inputs_sha256", p.display());
+                logits += 1;
+            }
+        }
+    }
+    assert!(logits >= 4 * models.len(), "{logits} logits files");
+}
+
+#[test]
+fn manifest_lists_each_inputs_own_sha256() {
+    let ws = Ws::new();
+    let o = ws.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_inputs_hashed(&ws.root, "results/demo", &["deeplab_r50", "segformer_b5"]);
 }
 
 #[test]

@@ -35,7 +35,8 @@ pub fn sha256_file(p: &std::path::Path) -> std::io::Result<String> {
 }
 
 /// SHA-256 of every input file read, for manifest.json (each file hashed
-/// once, on the reader thread, from the page cache).
+/// once: a logits file from the bytes its reader read, beside the scoring
+/// of those logits; other files streamed from the page cache).
 #[derive(Default)]
 pub struct Checksums(std::sync::Mutex<std::collections::BTreeMap<String, String>>);
 
