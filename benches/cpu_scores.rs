@@ -34,7 +34,10 @@ fn calibration(c: usize) -> Calibration {
     let lg = logits(c, 128, 128, false, 7);
     let lab = vec![label::NORMAL; 128 * 128];
     let mut visit = |f: &mut dyn FnMut(&Logits, Option<&Logits>, &[u8]) -> Result<()>| -> Result<()> { f(&lg, None, &lab) };
-    Calibration::fit("calibration", false, true, &mut visit).expect("fit")
+    let mut cal = Calibration::fit("calibration", false, true, &mut visit).expect("fit");
+    // kl_matching's templates too (every method in `Method::ALL` is benched)
+    cal.kl = Some(bench::scores::kl::fit_visit("calibration", &mut visit, &mut cal.warnings).expect("kl fit"));
+    cal
 }
 
 fn bench(cr: &mut Criterion) {

@@ -257,6 +257,36 @@ impl GpuContext {
         )
     }
 
+    /// The outcome of a `map_async` request (its callback's `rx`), after
+    /// `poll(Wait)` on the submission it follows.
+    ///
+    /// Why not `rx.try_recv()` right after the wait: two threads poll the
+    /// device at once in a sweep (the fused pass scoring image `i + 1`
+    /// beside the device ranking of image `i`), and wgpu fires a ready
+    /// callback on whichever thread's poll collected it, possibly a moment
+    /// after the other thread's wait returned. The callback is then still
+    /// to come, so this polls again until it has run (with a generous
+    /// limit, so a lost callback is an error, not a hang). Seen on lavapipe
+    /// under load as "staging buffer could not be re-mapped".
+    pub fn await_map(&self, rx: &std::sync::mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>, what: &str) -> Result<()> {
+        use std::sync::mpsc::TryRecvError;
+        let start = std::time::Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => bail!("{what} could not be mapped: {e}"),
+                Err(TryRecvError::Disconnected) => bail!("{what} could not be mapped (its request was dropped)"),
+                Err(TryRecvError::Empty) if start.elapsed() > std::time::Duration::from_secs(60) => {
+                    bail!("{what} could not be mapped: no answer from the GPU in 60 s")
+                }
+                Err(TryRecvError::Empty) => {
+                    self.device.poll(wgpu::PollType::Poll).map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
     /// Device errors collected since the last check, as one `Err`.
     pub fn take_error(&self) -> Result<()> {
         let mut v = self.errors.lock().map_err(|_| anyhow!("GPU error sink poisoned"))?;

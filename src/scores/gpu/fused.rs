@@ -29,7 +29,7 @@ use super::context::{GpuContext, WG, candidates, new_instance, none_found};
 use super::pack::{MAX_LOGIT_ARRAY, MAX_SLOTS, Pack, Params};
 use super::post::{Image, PostPasses};
 use crate::scores::{LogitData, Logits, Method, ScoreMaps, ScorePlan, Scorer};
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
@@ -554,15 +554,10 @@ impl GpuScorer {
             })
             .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
         self.ctx.take_error()?;
+        self.ctx.await_map(&p.staged, "GPU staging buffer")?;
+        self.ctx.await_map(&p.read, "GPU read-back buffer")?;
         let sl = &mut self.slots[s];
-        match p.staged.try_recv() {
-            Ok(Ok(())) => sl.staging_mapped = true,
-            _ => bail!("GPU staging buffer could not be re-mapped"),
-        }
-        match p.read.try_recv() {
-            Ok(Ok(())) => {}
-            _ => bail!("GPU read-back buffer could not be mapped"),
-        }
+        sl.staging_mapped = true;
         {
             let view = sl
                 .readback

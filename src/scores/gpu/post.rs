@@ -171,10 +171,7 @@ fn submit_and_read(ctx: &GpuContext, enc: wgpu::CommandEncoder, readback: &wgpu:
         .poll(wgpu::PollType::Wait { submission_index: Some(sub), timeout: None })
         .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
     ctx.take_error()?;
-    match rx.try_recv() {
-        Ok(Ok(())) => {}
-        _ => return Err(anyhow!("{what}: read-back buffer could not be mapped")),
-    }
+    ctx.await_map(&rx, &format!("{what}: read-back buffer"))?;
     {
         let view = readback.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU read-back: {e:?}"))?;
         bytemuck::cast_slice_mut::<f32, u8>(map).copy_from_slice(&view);

@@ -340,10 +340,7 @@ impl GpuRanker {
             .poll(wgpu::PollType::Wait { submission_index: Some(sub), timeout: None })
             .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
         ctx.take_error().context("rank flush")?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            _ => return Err(anyhow!("rank: read-back buffer could not be mapped")),
-        }
+        ctx.await_map(&rx, "rank: read-back buffer")?;
         {
             let view = self.readback.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU read-back: {e:?}"))?;
             let c: &[u32] = bytemuck::cast_slice(&view);
